@@ -1,0 +1,33 @@
+#include "common/grpc_server.h"
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server_builder.h"
+
+namespace ppn {
+
+absl::StatusOr<StartedServer> StartServer(const ServerOptions& options) {
+  if (options.credentials == nullptr || options.auth_processor == nullptr) {
+    return absl::InvalidArgumentError("server needs credentials and an auth processor");
+  }
+  // Both are process-wide switches read when a builder is created.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  options.credentials->SetAuthMetadataProcessor(options.auth_processor);
+  grpc::ServerBuilder builder;
+  StartedServer started;
+  builder.AddListeningPort(options.listen_address, options.credentials, &started.port);
+  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  for (grpc::Service* service : options.services) builder.RegisterService(service);
+  started.server = builder.BuildAndStart();
+  if (started.server == nullptr || started.port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
+  }
+  grpc::HealthCheckServiceInterface* health = started.server->GetHealthCheckService();
+  if (health != nullptr) health->SetServingStatus(true);
+  return started;
+}
+
+}  // namespace ppn

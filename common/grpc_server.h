@@ -1,0 +1,40 @@
+#pragma once
+
+// Starts a PPN gRPC server: credentials with their auth processor, the services, gRPC
+// health (every service SERVING) and server reflection. Every binary builds its server here.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/security/auth_metadata_processor.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+
+namespace ppn {
+
+struct ServerOptions {
+  // "host:port"; port 0 picks a free one (tests).
+  std::string listen_address;
+  // From MtlsServerCredentials / TlsServerCredentials.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  // Runs before every handler (RoleAuthProcessor for mesh servers). Required.
+  std::shared_ptr<grpc::AuthMetadataProcessor> auth_processor;
+  // Services to serve; not owned, must outlive the server.
+  std::vector<grpc::Service*> services;
+  // Largest request accepted, in bytes.
+  int max_receive_message_bytes = 4 << 20;
+};
+
+// A started server and the port it bound.
+struct StartedServer {
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+};
+
+// Starts the server. UNAVAILABLE naming the address if it cannot bind; INVALID_ARGUMENT if
+// the options are incomplete.
+absl::StatusOr<StartedServer> StartServer(const ServerOptions& options);
+
+}  // namespace ppn

@@ -1,0 +1,15 @@
+#pragma once
+
+// Role names: the <role> segment of a certificate's SPIFFE id (spiffe://<mesh>/<role>/<name>).
+
+namespace ppn::roles {
+
+inline constexpr char kTenantProxy[] = "tenant-proxy";
+inline constexpr char kFleet[] = "fleet";
+inline constexpr char kHost[] = "host";
+inline constexpr char kLedger[] = "ledger";
+inline constexpr char kPairingAdmin[] = "pairing-admin";
+inline constexpr char kScheduler[] = "scheduler";
+inline constexpr char kOperator[] = "operator";
+
+}  // namespace ppn::roles
