@@ -19,6 +19,7 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM file of this service's certificate");
 ABSL_FLAG(std::string, tls_key, "", "PEM file of this service's private key");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
 ABSL_FLAG(std::string, log_file, "", "Also write the log to this file");
+ABSL_FLAG(std::string, port_file, "", "Write the bound port here once serving (for port 0)");
 
 namespace ppn {
 namespace {
@@ -60,6 +61,18 @@ ServiceFlags InitService(const char* service, int argc, char** argv) {
   absl::Status tls = CheckTlsFiles(flags.tls);
   if (!tls.ok()) Die(service, tls.message());
   return flags;
+}
+
+absl::Status WritePortFile(int port) {
+  std::string path = absl::GetFlag(FLAGS_port_file);
+  if (path.empty()) return absl::OkStatus();
+  std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr || std::fprintf(f, "%d\n", port) < 0 || std::fclose(f) != 0 ||
+      std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot write port file ", path));
+  }
+  return absl::OkStatus();
 }
 
 std::string WaitForShutdownSignal() {

@@ -1,0 +1,32 @@
+#include "ledger/ledger_server.h"
+
+#include "common/role_auth_processor.h"
+#include "common/roles.h"
+
+namespace ppn::ledger {
+
+RolePolicy LedgerRolePolicy(const std::string& mesh) {
+  namespace r = ppn::roles;
+  constexpr char kSvc[] = "/ppn.ledger.v1.Ledger/";
+  RolePolicy policy(mesh);
+  policy.Allow(std::string(kSvc) + "Append",
+               {r::kTenantProxy, r::kPairingAdmin, r::kScheduler, r::kFleet, r::kOperator});
+  for (const char* read : {"GetEntries", "GetCheckpoint", "GetInclusionProof",
+                           "GetConsistencyProof", "WatchEntries"}) {
+    policy.Allow(std::string(kSvc) + read, {r::kTenantProxy, r::kPairingAdmin, r::kScheduler,
+                                            r::kFleet, r::kOperator, r::kHost});
+  }
+  return policy;
+}
+
+absl::StatusOr<StartedServer> StartLedgerServer(const std::string& mesh, const std::string& listen,
+                                                const TlsFiles& tls, LedgerService* service) {
+  ServerOptions options;
+  options.listen_address = listen;
+  options.credentials = MtlsServerCredentials(tls);
+  options.auth_processor = std::make_shared<RoleAuthProcessor>(LedgerRolePolicy(mesh));
+  options.services = {service};
+  return StartServer(options);
+}
+
+}  // namespace ppn::ledger

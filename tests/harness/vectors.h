@@ -1,0 +1,18 @@
+#pragma once
+
+// Published test vectors from ../shared/vectors (the @shared repository), used as they are.
+
+#include <string>
+
+#include "nlohmann/json.hpp"
+
+namespace ppn::testing {
+
+// Parses ../shared/vectors/<file> from the test's runfiles. Throws if it is missing: a test
+// that must use the vectors fails rather than passes without them.
+nlohmann::json LoadVectors(const std::string& file);
+
+// Bytes of a lowercase hex string from a vector file (throws on bad hex).
+std::string Unhex(const std::string& hex);
+
+}  // namespace ppn::testing
