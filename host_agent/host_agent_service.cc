@@ -1,0 +1,109 @@
+#include "host_agent/host_agent_service.h"
+
+#include "common/grpc_status.h"
+#include "google/protobuf/util/time_util.h"
+#include "spdlog/spdlog.h"
+
+namespace ppn::host {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+grpc::Status Fail(const char* rpc, const std::string& vm_id, const absl::Status& status) {
+  spdlog::warn("rpc.failed rpc={} vm={} code={} error=\"{}\"", rpc, vm_id,
+               absl::StatusCodeToString(status.code()), std::string(status.message()));
+  return ToGrpcStatus(status);
+}
+
+}  // namespace
+
+grpc::Status HostAgentService::SpawnVm(grpc::ServerContext*, const v1::SpawnVmRequest* request,
+                                       v1::SpawnVmResponse* response) {
+  absl::StatusOr<v1::VmInstance> vm = manager_->Spawn(request->tenant_id(), request->vm_id(), request->spec());
+  if (!vm.ok()) return Fail("SpawnVm", request->vm_id(), vm.status());
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::DestroyVm(grpc::ServerContext*, const v1::DestroyVmRequest* request,
+                                         v1::DestroyVmResponse* response) {
+  absl::Duration grace = request->has_grace_period()
+                             ? absl::Milliseconds(TimeUtil::DurationToMilliseconds(request->grace_period()))
+                             : absl::ZeroDuration();
+  absl::StatusOr<v1::VmInstance> vm = manager_->Destroy(request->vm_id(), grace);
+  if (!vm.ok()) return Fail("DestroyVm", request->vm_id(), vm.status());
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::ListVms(grpc::ServerContext*, const v1::ListVmsRequest*,
+                                       v1::ListVmsResponse* response) {
+  for (auto& vm : manager_->List()) *response->add_vms() = std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::WatchHeartbeats(grpc::ServerContext* context,
+                                               const v1::WatchHeartbeatsRequest* request,
+                                               grpc::ServerWriter<v1::Heartbeat>* writer) {
+  absl::Duration interval = default_interval_;
+  if (request->has_interval()) {
+    interval = absl::Milliseconds(TimeUtil::DurationToMilliseconds(request->interval()));
+    if (interval < absl::Milliseconds(100)) {
+      return Fail("WatchHeartbeats", "", absl::InvalidArgumentError("interval must be at least 100 ms"));
+    }
+  }
+  while (!context->IsCancelled()) {
+    v1::Heartbeat hb = manager_->MakeHeartbeat();
+    *hb.mutable_interval() = TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(interval));
+    if (!writer->Write(hb)) break;
+    // Sleep in short steps so a cancelled stream frees its thread promptly.
+    absl::Time next = absl::Now() + interval;
+    while (absl::Now() < next && !context->IsCancelled()) {
+      absl::SleepFor(std::min(absl::Milliseconds(100), next - absl::Now()));
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::PrepareIncoming(grpc::ServerContext*, const v1::PrepareIncomingRequest* request,
+                                               v1::PrepareIncomingResponse* response) {
+  absl::StatusOr<v1::PrepareIncomingResponse> r = manager_->PrepareIncoming(*request);
+  if (!r.ok()) return Fail("PrepareIncoming", request->vm_id(), r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::MigrateOut(grpc::ServerContext* context, const v1::MigrateOutRequest* request,
+                                          grpc::ServerWriter<v1::MigrateOutResponse>* writer) {
+  absl::StatusOr<ppn::types::v1::MigrationProgress> final_report = manager_->MigrateOut(
+      *request, [&](const ppn::types::v1::MigrationProgress& p) {
+        v1::MigrateOutResponse msg;
+        *msg.mutable_progress() = p;
+        return !context->IsCancelled() && writer->Write(msg);
+      });
+  if (!final_report.ok()) return Fail("MigrateOut", request->vm_id(), final_report.status());
+  v1::MigrateOutResponse msg;
+  *msg.mutable_progress() = *final_report;
+  writer->Write(msg);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::SetBalloon(grpc::ServerContext*, const v1::SetBalloonRequest* request,
+                                          v1::SetBalloonResponse* response) {
+  absl::StatusOr<uint64_t> actual = manager_->SetBalloon(request->vm_id(), request->target_mib());
+  if (!actual.ok()) return Fail("SetBalloon", request->vm_id(), actual.status());
+  response->set_actual_mib(*actual);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::GetBalloon(grpc::ServerContext*, const v1::GetBalloonRequest* request,
+                                          v1::GetBalloonResponse* response) {
+  uint64_t memory = 0;
+  absl::StatusOr<uint64_t> actual = manager_->GetBalloon(request->vm_id(), &memory);
+  if (!actual.ok()) return Fail("GetBalloon", request->vm_id(), actual.status());
+  response->set_actual_mib(*actual);
+  response->set_memory_mib(memory);
+  return grpc::Status::OK;
+}
+
+}  // namespace ppn::host

@@ -1,0 +1,51 @@
+#pragma once
+
+// What this node is and can do: memory, CPUs, load, and the containment features it can
+// apply (KVM by a functional probe, cgroup v2, QEMU's seccomp sandbox, an unprivileged user).
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "host_agent/image_catalog.h"
+
+namespace ppn::host {
+
+struct MemoryInfo {
+  uint64_t total_mib = 0;
+  uint64_t available_mib = 0;
+};
+
+MemoryInfo ReadMemoryInfo();
+uint32_t CpuCount();
+double LoadAverage();
+
+// Boots `image` under KVM and waits up to `timeout` for its probe marker on the serial
+// console ("PPN-PROBE-OK", printed by the test guest when the kernel command line holds
+// ppn.probe). The result is cached in `cache_file` for the current boot of the host, since
+// it cannot change until a reboot. Returns the reason when KVM is not usable.
+struct KvmProbeResult {
+  bool usable = false;
+  std::string reason;
+};
+KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image,
+                        const std::string& work_dir, const std::string& cache_file,
+                        absl::Duration timeout);
+
+// A cgroup v2 directory where the agent can create per-VM children with memory, cpu and
+// pids limits, or the reason there is none.
+struct CgroupProbeResult {
+  std::string root;  // empty when unavailable
+  std::string reason;
+};
+CgroupProbeResult ProbeCgroup(const std::string& node_id);
+
+// True if QEMU was built with seccomp support and the kernel offers it.
+bool ProbeSeccomp(const std::string& qemu_binary);
+
+// The user QEMU should drop to: `wanted` if the agent is root and that user exists, else
+// empty (QEMU then runs as the agent's own, already unprivileged or root, user).
+std::string ResolveQemuUser(const std::string& wanted);
+
+}  // namespace ppn::host

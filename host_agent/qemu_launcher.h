@@ -1,0 +1,64 @@
+#pragma once
+
+// The privileged corner of the agent, kept small on purpose (as Firecracker's jailer is):
+// the QEMU command line, the per-VM cgroup, the drop to an unprivileged user and the exec.
+// Everything else talks to QEMU through QMP.
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "host_agent/image_catalog.h"
+
+namespace ppn::host {
+
+struct HostForward {
+  std::string host_address;
+  uint32_t host_port = 0;
+  uint32_t guest_port = 0;
+  bool udp = false;
+};
+
+// Everything that decides how one QEMU process runs.
+struct LaunchSpec {
+  std::string qemu_binary = "qemu-system-x86_64";
+  std::string vm_id;
+  std::string vm_dir;       // disk.qcow2, seed.iso, qmp.sock, console.log, qemu.log live here
+  uint32_t vcpus = 1;
+  uint32_t memory_mib = 128;
+  bool kvm = false;
+  Image image;
+  std::vector<HostForward> forwards;
+  std::string incoming_uri;  // "tcp:HOST:PORT" for a migration target; empty otherwise
+  bool seccomp = true;
+  std::string run_as_user;   // drop to this user after setup; empty to stay
+  std::string cgroup_dir;    // a cgroup v2 directory to run in; empty for none
+};
+
+// The QEMU argv (argv[0] is the binary). Pure: unit-tested without QEMU.
+std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec);
+
+// Paths inside the VM directory.
+std::string QmpSocketPath(const std::string& vm_dir);
+std::string ConsoleLogPath(const std::string& vm_dir);
+std::string DiskPath(const std::string& vm_dir);
+std::string SeedPath(const std::string& vm_dir);
+
+// Creates the per-VM cgroup under `cgroup_root` with memory.max (guest memory plus QEMU's
+// own overhead), cpu.weight (100 per vCPU) and pids.max. Returns the directory.
+absl::StatusOr<std::string> CreateVmCgroup(const std::string& cgroup_root, const LaunchSpec& spec);
+
+// Starts QEMU in its own session (so signals to the agent's process group never reach it,
+// and it outlives an agent crash), inside `spec.cgroup_dir` if set, with stdout/stderr to
+// VM_DIR/qemu.log. Returns its pid.
+absl::StatusOr<pid_t> LaunchQemu(const LaunchSpec& spec);
+
+// Runs a command to completion (qemu-img, genisoimage); INTERNAL with its output on failure.
+absl::Status RunTool(const std::vector<std::string>& argv);
+
+// The last `max_bytes` of a file, for error messages (QEMU's own complaint).
+std::string FileTail(const std::string& path, size_t max_bytes = 400);
+
+}  // namespace ppn::host

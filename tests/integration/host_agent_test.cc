@@ -1,0 +1,348 @@
+// The host agent binary running real QEMU guests (KVM where the probe passes, TCG otherwise).
+
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "catch2/catch.hpp"
+#include "common/tls_credentials.h"
+#include "grpcpp/create_channel.h"
+#include "ppn/host/v1/host_agent.grpc.pb.h"
+#include "tests/harness/qemu_harness.h"
+
+namespace ppn {
+namespace {
+
+using namespace ppn::host::v1;  // NOLINT: test brevity
+using ppn::testing::AgentProcess;
+using ppn::testing::HttpGet;
+using ppn::testing::ReadAll;
+using ppn::testing::StartAgent;
+using ppn::testing::WaitForFileContaining;
+
+std::chrono::system_clock::time_point Deadline(int seconds = 60) {
+  return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
+}
+
+struct Fixture {
+  ppn::testing::GuestDir guest;
+  ppn::testing::TestPki pki{"ppn.test"};
+  TlsFiles fleet_tls = pki.Issue("fleet", "fleet");
+
+  std::unique_ptr<HostAgent::Stub> Stub(const AgentProcess& agent, const TlsFiles& tls) {
+    return HostAgent::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(agent.port), MtlsChannelCredentials(tls)));
+  }
+  std::unique_ptr<HostAgent::Stub> Stub(const AgentProcess& agent) { return Stub(agent, fleet_tls); }
+};
+
+ppn::types::v1::VmSpec Spec(const std::string& name, uint32_t memory_mib = 128) {
+  ppn::types::v1::VmSpec spec;
+  spec.set_display_name(name);
+  spec.set_vcpus(1);
+  spec.set_memory_mib(memory_mib);
+  spec.set_image("ppn-test-guest");
+  spec.add_port_forwards()->set_guest_port(80);
+  spec.set_user_data("#cloud-config\n# secret-ish user data\n");
+  return spec;
+}
+
+grpc::Status Spawn(HostAgent::Stub* stub, const std::string& vm_id, const ppn::types::v1::VmSpec& spec,
+                   VmInstance* out, const std::string& tenant = "acme") {
+  SpawnVmRequest req;
+  req.set_vm_id(vm_id);
+  req.set_tenant_id(tenant);
+  *req.mutable_spec() = spec;
+  SpawnVmResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline());
+  grpc::Status s = stub->SpawnVm(&ctx, req, &resp);
+  if (out != nullptr) *out = resp.vm();
+  return s;
+}
+
+grpc::Status Destroy(HostAgent::Stub* stub, const std::string& vm_id, VmInstance* out = nullptr) {
+  DestroyVmRequest req;
+  req.set_vm_id(vm_id);
+  req.mutable_grace_period()->set_seconds(5);
+  DestroyVmResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline());
+  grpc::Status s = stub->DestroyVm(&ctx, req, &resp);
+  if (out != nullptr) *out = resp.vm();
+  return s;
+}
+
+Heartbeat FirstHeartbeat(HostAgent::Stub* stub) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(20));
+  auto reader = stub->WatchHeartbeats(&ctx, WatchHeartbeatsRequest());
+  Heartbeat hb;
+  REQUIRE(reader->Read(&hb));
+  ctx.TryCancel();
+  while (reader->Read(&hb)) {
+  }
+  reader->Finish();
+  return hb;
+}
+
+TEST_CASE("a spawned VM boots with its seed, answers through its forwarded port and leaves nothing when destroyed",
+          "[host_agent][qemu]") {
+  Fixture f;
+  AgentProcess agent = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=auto"});
+  auto stub = f.Stub(agent);
+  VmInstance vm;
+  grpc::Status s = Spawn(stub.get(), "vm-web-1", Spec("web-one"), &vm);
+  INFO(s.error_message() << "\n" << ReadAll(agent.state_dir + "/agent.log"));
+  REQUIRE(s.ok());
+  CHECK(vm.state() == ppn::types::v1::VM_STATE_RUNNING);
+  CHECK(vm.tenant_id() == "acme");
+  CHECK(vm.spec().user_data().empty());  // never echoed
+  REQUIRE(vm.forwarded_ports_size() == 1);
+  int port = static_cast<int>(vm.forwarded_ports(0).host_port());
+  CHECK(vm.forwarded_ports(0).host_address() == "127.0.0.1");
+
+  Heartbeat hb = FirstHeartbeat(stub.get());
+  CHECK(hb.node_id() == "laptop-a");
+  REQUIRE(hb.vms_size() == 1);
+  CHECK(hb.vms(0).tenant_id() == "acme");
+  CHECK(hb.capabilities().balloon());
+  // KVM only where the probe passed; the VM's accelerator says which.
+  if (hb.kvm() == ppn::types::v1::KVM_SUPPORT_AVAILABLE) {
+    CHECK(vm.accelerator() == ppn::types::v1::ACCELERATOR_KVM);
+  } else {
+    CHECK(hb.kvm() == ppn::types::v1::KVM_SUPPORT_NONE);
+    CHECK(vm.accelerator() == ppn::types::v1::ACCELERATOR_TCG);
+  }
+
+  REQUIRE(WaitForFileContaining(vm.console_log_path(), "PPN-GUEST-READY", absl::Seconds(60)));
+  CHECK(ReadAll(vm.console_log_path()).find("PPN-HOSTNAME=web-one") != std::string::npos);
+  CHECK(HttpGet(port, "/", absl::Seconds(30)) == "hello from web-one\n");
+  CHECK(std::filesystem::exists(agent.state_dir + "/vms/vm-web-1/disk.qcow2"));
+
+  SECTION("the balloon shrinks the guest") {
+    SetBalloonRequest req;
+    req.set_vm_id("vm-web-1");
+    req.set_target_mib(96);
+    SetBalloonResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    REQUIRE(stub->SetBalloon(&ctx, req, &resp).ok());
+    CHECK(resp.actual_mib() <= 128);
+    GetBalloonResponse got;
+    absl::Time deadline = absl::Now() + absl::Seconds(20);
+    do {
+      grpc::ClientContext c2;
+      c2.set_deadline(Deadline());
+      GetBalloonRequest g;
+      g.set_vm_id("vm-web-1");
+      REQUIRE(stub->GetBalloon(&c2, g, &got).ok());
+      if (got.actual_mib() == 96) break;
+      absl::SleepFor(absl::Milliseconds(200));
+    } while (absl::Now() < deadline);
+    CHECK(got.actual_mib() == 96);
+    CHECK(got.memory_mib() == 128);
+  }
+
+  VmInstance stopped;
+  REQUIRE(Destroy(stub.get(), "vm-web-1", &stopped).ok());
+  CHECK(stopped.state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-web-1") == 0);
+  CHECK_FALSE(std::filesystem::exists(agent.state_dir + "/vms/vm-web-1"));
+  CHECK(HttpGet(port, "/", absl::Seconds(1)).empty());
+  CHECK(FirstHeartbeat(stub.get()).vms_size() == 0);
+  CHECK(Destroy(stub.get(), "vm-web-1").error_code() == grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_CASE("two VMs run at once and a third that does not fit is refused", "[host_agent][qemu]") {
+  Fixture f;
+  AgentProcess agent = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-b",
+                                  {"--kvm=off", "--advertised_memory_mib=1024", "--safety_margin_mib=512"});
+  auto stub = f.Stub(agent);
+  VmInstance a, b;
+  REQUIRE(Spawn(stub.get(), "vm-a", Spec("alpha", 192), &a).ok());
+  REQUIRE(Spawn(stub.get(), "vm-b", Spec("beta", 192), &b).ok());
+  CHECK(a.forwarded_ports(0).host_port() != b.forwarded_ports(0).host_port());
+  grpc::Status third = Spawn(stub.get(), "vm-c", Spec("gamma", 192), nullptr);
+  CHECK(third.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(third.error_message() ==
+        "node laptop-b has 128 MiB available for VMs (1024 MiB total, 512 MiB safety margin, 384 MiB in use); "
+        "the VM needs 192 MiB");
+  CHECK(Spawn(stub.get(), "vm-a", Spec("again", 64), nullptr).error_code() == grpc::StatusCode::ALREADY_EXISTS);
+  CHECK(HttpGet(static_cast<int>(a.forwarded_ports(0).host_port()), "/", absl::Seconds(60)) == "hello from alpha\n");
+  CHECK(HttpGet(static_cast<int>(b.forwarded_ports(0).host_port()), "/", absl::Seconds(60)) == "hello from beta\n");
+  Heartbeat hb = FirstHeartbeat(stub.get());
+  CHECK(hb.available_memory_mib() == 128);
+  CHECK(hb.vms_size() == 2);
+  REQUIRE(Destroy(stub.get(), "vm-a").ok());
+  REQUIRE(Destroy(stub.get(), "vm-b").ok());
+}
+
+TEST_CASE("a spawn that fails leaves nothing behind and says why", "[host_agent][qemu]") {
+  Fixture f;
+  // A catalog entry whose kernel is not a kernel: QEMU itself refuses to start.
+  std::ofstream(f.guest.path() + "/junk-kernel") << "this is not a kernel";
+  std::ofstream(f.guest.path() + "/bad-catalog.json")
+      << "{\"images\": {\"broken\": {\"base_image\": \"" << f.guest.path() << "/base.qcow2\", \"kernel\": \""
+      << f.guest.path() << "/junk-kernel\"}}}";
+  AgentProcess agent = StartAgent(f.pki, f.guest.path(), f.guest.path() + "/bad-catalog.json", "cloud",
+                                  {"--kvm=off"});
+  auto stub = f.Stub(agent);
+  ppn::types::v1::VmSpec spec = Spec("x");
+
+  spec.set_image("no-such-image");
+  grpc::Status unknown = Spawn(stub.get(), "vm-x", spec, nullptr);
+  CHECK(unknown.error_code() == grpc::StatusCode::NOT_FOUND);
+  CHECK(unknown.error_message() == "image \"no-such-image\" is not in this node's catalog (have: broken)");
+
+  spec.set_image("broken");
+  grpc::Status broken = Spawn(stub.get(), "vm-x", spec, nullptr);
+  CHECK(broken.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(broken.error_message().find("QEMU did not start VM vm-x") == 0);
+  CHECK(broken.error_message().find("kernel") != std::string::npos);
+
+  spec.set_memory_mib(10);
+  CHECK(Spawn(stub.get(), "vm-x", spec, nullptr).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(Spawn(stub.get(), "VM X!", Spec("x"), nullptr).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-x") == 0);
+  CHECK(std::filesystem::is_empty(agent.state_dir + "/vms"));
+  CHECK(FirstHeartbeat(stub.get()).vms_size() == 0);
+}
+
+TEST_CASE("only the fleet and scheduler may call the host agent", "[host_agent][qemu][authz]") {
+  Fixture f;
+  AgentProcess agent = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "cloud", {"--kvm=off"});
+  auto proxy = f.Stub(agent, f.pki.Issue("tenant-proxy", "proxy"));
+  grpc::Status s = Spawn(proxy.get(), "vm-1", Spec("x"), nullptr);
+  CHECK(s.error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  CHECK(s.error_message() == "role tenant-proxy may not call /ppn.host.v1.HostAgent/SpawnVm");
+  auto scheduler = f.Stub(agent, f.pki.Issue("scheduler", "scheduler"));
+  ListVmsResponse list;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline());
+  CHECK(scheduler->ListVms(&ctx, ListVmsRequest(), &list).ok());
+}
+
+TEST_CASE("an agent killed with SIGKILL re-adopts its running VMs on restart", "[host_agent][qemu]") {
+  Fixture f;
+  std::vector<std::string> flags = {"--kvm=off"};
+  AgentProcess agent = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", flags);
+  VmInstance vm;
+  {
+    auto stub = f.Stub(agent);
+    REQUIRE(Spawn(stub.get(), "vm-keep", Spec("keeper"), &vm, "globex").ok());
+  }
+  int port = static_cast<int>(vm.forwarded_ports(0).host_port());
+  REQUIRE(HttpGet(port, "/", absl::Seconds(60)) == "hello from keeper\n");
+  agent.process->Signal(SIGKILL);
+  agent.process->Wait(absl::Seconds(10));
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-keep") == 1);  // the guest lives on
+
+  AgentProcess again = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", flags);
+  auto stub = f.Stub(again);
+  Heartbeat hb = FirstHeartbeat(stub.get());
+  REQUIRE(hb.vms_size() == 1);
+  CHECK(hb.vms(0).vm_id() == "vm-keep");
+  CHECK(hb.vms(0).tenant_id() == "globex");
+  CHECK(hb.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING);
+  CHECK(hb.vms(0).pid() == vm.pid());
+  CHECK(HttpGet(port, "/", absl::Seconds(10)) == "hello from keeper\n");
+  // Its port is still held: a new VM gets another one.
+  VmInstance other;
+  REQUIRE(Spawn(stub.get(), "vm-new", Spec("newer", 64), &other).ok());
+  CHECK(other.forwarded_ports(0).host_port() != vm.forwarded_ports(0).host_port());
+  REQUIRE(Destroy(stub.get(), "vm-new").ok());
+  REQUIRE(Destroy(stub.get(), "vm-keep").ok());
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-keep") == 0);
+
+  SECTION("a VM that died while the agent was down is reported FAILED, not forgotten") {
+    VmInstance doomed;
+    REQUIRE(Spawn(stub.get(), "vm-doomed", Spec("doomed", 64), &doomed).ok());
+    again.process->Signal(SIGKILL);
+    again.process->Wait(absl::Seconds(10));
+    ppn::testing::KillProcessesMentioning("ppn-vm-doomed");
+    AgentProcess third = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", flags);
+    auto stub3 = f.Stub(third);
+    Heartbeat after = FirstHeartbeat(stub3.get());
+    REQUIRE(after.vms_size() == 1);
+    CHECK(after.vms(0).state() == ppn::types::v1::VM_STATE_FAILED);
+    CHECK(after.vms(0).tenant_id() == "acme");
+    REQUIRE(Destroy(stub3.get(), "vm-doomed").ok());
+  }
+}
+
+TEST_CASE("a running guest live-migrates between two agents with its disk", "[host_agent][qemu][migration]") {
+  Fixture f;
+  std::vector<std::string> flags = {"--kvm=off"};
+  AgentProcess a = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", flags);
+  AgentProcess b = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-b",
+                              {"--kvm=off", "--port_range=21000-21999"});
+  auto sa = f.Stub(a);
+  auto sb = f.Stub(b);
+  VmInstance vm;
+  REQUIRE(Spawn(sa.get(), "vm-mover", Spec("mover"), &vm).ok());
+  int port_a = static_cast<int>(vm.forwarded_ports(0).host_port());
+  REQUIRE(HttpGet(port_a, "/cgi-bin/write?before-move", absl::Seconds(60)) == "wrote before-move\n");
+  REQUIRE(HttpGet(port_a, "/cgi-bin/read", absl::Seconds(10)) == "before-move\n");
+  REQUIRE(WaitForFileContaining(vm.console_log_path(), "PPN-TICK 2", absl::Seconds(30)));
+
+  PrepareIncomingRequest prep;
+  prep.set_vm_id("vm-mover");
+  prep.set_tenant_id("acme");
+  *prep.mutable_spec() = vm.spec();
+  prep.set_accelerator(vm.accelerator());
+  PrepareIncomingResponse prepared;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    grpc::Status s = sb->PrepareIncoming(&ctx, prep, &prepared);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+  }
+  MigrateOutRequest out;
+  out.set_vm_id("vm-mover");
+  out.set_migration_uri(prepared.migration_uri());
+  out.set_target_node_id("laptop-b");
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(120));
+  auto reader = sa->MigrateOut(&ctx, out);
+  MigrateOutResponse msg;
+  ppn::types::v1::MigrationProgress last;
+  int reports = 0;
+  while (reader->Read(&msg)) {
+    last = msg.progress();
+    ++reports;
+  }
+  REQUIRE(reader->Finish().ok());
+  INFO(last.message());
+  REQUIRE(last.phase() == ppn::types::v1::MIGRATION_PHASE_COMPLETED);
+  CHECK(last.transferred_bytes() > 0);
+  CHECK(last.has_downtime());
+
+  // The source is gone; the target runs the same guest, its disk and its counter intact.
+  CHECK(FirstHeartbeat(sa.get()).vms_size() == 0);
+  int port_b = static_cast<int>(prepared.forwarded_ports(0).host_port());
+  CHECK(HttpGet(port_b, "/cgi-bin/read", absl::Seconds(30)) == "before-move\n");
+  std::string console_b = b.state_dir + "/vms/vm-mover/console.log";
+  REQUIRE(WaitForFileContaining(console_b, "PPN-TICK", absl::Seconds(20)));
+  std::smatch m;
+  std::string text = ReadAll(console_b);
+  REQUIRE(std::regex_search(text, m, std::regex("PPN-TICK ([0-9]+)")));
+  CHECK(std::stoi(m[1]) > 2);  // counting on from where it was, not rebooted
+  CHECK(text.find("PPN-GUEST-BOOTED") == std::string::npos);
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  Heartbeat hb;
+  do {
+    hb = FirstHeartbeat(sb.get());
+  } while (!(hb.vms_size() == 1 && hb.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING) &&
+           absl::Now() < deadline);
+  REQUIRE(hb.vms_size() == 1);
+  CHECK(hb.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING);
+  REQUIRE(Destroy(sb.get(), "vm-mover").ok());
+}
+
+}  // namespace
+}  // namespace ppn
