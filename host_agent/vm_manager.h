@@ -83,6 +83,12 @@ class VmManager {
   // One monitor pass: notices dead processes and finished incoming migrations.
   void RunOnce();
 
+  // Time from the last Spawn call's entry to QEMU's exec (the agent's own overhead).
+  absl::Duration LastSpawnOverheadForTest() {
+    absl::MutexLock l(&mu_);
+    return last_spawn_overhead_;
+  }
+
   bool kvm_usable() const { return kvm_usable_; }
   ppn::types::v1::KvmSupport kvm_support() const;
   const ppn::types::v1::NodeCapabilities& capabilities() const { return capabilities_; }
@@ -102,7 +108,7 @@ class VmManager {
   // by the caller through Cleanup().
   absl::Status Launch(const std::string& vm_id, const ppn::types::v1::VmSpec& spec,
                       const std::vector<uint32_t>& ports, const std::string& incoming_uri,
-                      bool kvm, Entry* entry, int* pid);
+                      bool kvm, Entry* entry, int* pid, absl::Time* exec_time);
   void Cleanup(const std::string& vm_id, int pid, const std::vector<uint32_t>& ports,
                const std::string& cgroup_dir);
   absl::Status StopProcess(const std::string& vm_id, int pid, absl::Duration grace);
@@ -125,6 +131,7 @@ class VmManager {
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> vms_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Duration last_spawn_overhead_ ABSL_GUARDED_BY(mu_);
   absl::CondVar stop_cv_;
   std::thread monitor_;
 };

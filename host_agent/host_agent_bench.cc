@@ -1,0 +1,132 @@
+// host_agent_bench: spawn → guest ready marker, p50/p99 over --runs; the agent's own overhead
+// (Spawn entered → QEMU exec'd); the idle agent's RSS. Not a test.
+//
+//   bazel build -c opt //host_agent:host_agent_bench //tools:test_guest //host_agent
+//   bazel-bin/host_agent/host_agent_bench --guest=bazel-bin/tools/test_guest \
+//       --agent=bazel-bin/host_agent/host_agent
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/match.h"
+#include "common/clock.h"
+#include "common/x509.h"
+#include "host_agent/vm_manager.h"
+
+ABSL_FLAG(std::string, guest, "bazel-bin/tools/test_guest", "Directory of the built test guest");
+ABSL_FLAG(std::string, agent, "bazel-bin/host_agent/host_agent", "host_agent binary (for idle RSS)");
+ABSL_FLAG(int, runs, 20, "Spawns to measure");
+
+namespace {
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+double Pct(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+}
+
+void WriteFile(const std::string& path, const std::string& data) { std::ofstream(path) << data; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  std::string dir = "/tmp/ppn-agent-bench";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::filesystem::permissions(dir, std::filesystem::perms(0755));
+  std::string g = std::filesystem::absolute(absl::GetFlag(FLAGS_guest));
+  for (const char* f : {"vmlinuz", "initramfs.cpio.gz", "base.qcow2"}) {
+    std::filesystem::copy_file(g + "/" + f, dir + "/" + f);
+    std::filesystem::permissions(dir + "/" + f, std::filesystem::perms(0644));
+  }
+  std::string catalog = "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir + "/base.qcow2\", \"kernel\": \"" +
+                        dir + "/vmlinuz\", \"initrd\": \"" + dir + "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}";
+  WriteFile(dir + "/catalog.json", catalog);
+
+  {
+    auto store = *ppn::host::VmStore::Open(dir + "/agent.db");
+    ppn::host::VmManager::Options options;
+    options.state_dir = dir + "/state";
+    options.kvm_mode = ppn::host::KvmMode::kAuto;
+    ppn::host::VmManager manager(options, *ppn::host::ImageCatalog::Load(dir + "/catalog.json"), store.get(),
+                                 ppn::RealClock::Get());
+    if (!manager.Start().ok()) return 1;
+    std::vector<double> ready_ms, spawn_ms, overhead_ms;
+    for (int i = 0; i < absl::GetFlag(FLAGS_runs); ++i) {
+      ppn::types::v1::VmSpec spec;
+      spec.set_vcpus(1);
+      spec.set_memory_mib(128);
+      spec.set_image("ppn-test-guest");
+      spec.add_port_forwards()->set_guest_port(80);
+      std::string id = "bench-" + std::to_string(i);
+      absl::Time t0 = absl::Now();
+      auto vm = manager.Spawn("bench", id, spec);
+      if (!vm.ok()) {
+        std::fprintf(stderr, "spawn failed: %s\n", std::string(vm.status().message()).c_str());
+        return 1;
+      }
+      spawn_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
+      overhead_ms.push_back(absl::ToDoubleMilliseconds(manager.LastSpawnOverheadForTest()));
+      while (!absl::StrContains(Slurp(vm->console_log_path()), "PPN-GUEST-READY")) {
+        if (absl::Now() - t0 > absl::Seconds(120)) return 1;
+        absl::SleepFor(absl::Milliseconds(10));
+      }
+      ready_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
+      manager.Destroy(id, absl::Seconds(5)).IgnoreError();
+    }
+    std::printf("accelerator: %s\n", manager.kvm_usable() ? "kvm" : "tcg");
+    std::printf("spawn -> guest ready marker: p50 %.0f ms, p99 %.0f ms (%d runs)\n", Pct(ready_ms, 0.5),
+                Pct(ready_ms, 0.99), absl::GetFlag(FLAGS_runs));
+    std::printf("Spawn call (overlay, seed, exec, QMP handshake): p50 %.0f ms, p99 %.0f ms\n", Pct(spawn_ms, 0.5),
+                Pct(spawn_ms, 0.99));
+    std::printf("agent overhead, Spawn entered -> QEMU exec'd: p50 %.1f ms, p99 %.1f ms\n", Pct(overhead_ms, 0.5),
+                Pct(overhead_ms, 0.99));
+  }
+
+  // Idle RSS of the real binary with no VMs.
+  ppn::x509::Identity ca = *ppn::x509::MakeCa("ppn.bench", absl::Hours(1));
+  ppn::x509::CertRequest req;
+  req.common_name = "bench";
+  req.spiffe_id = "spiffe://ppn.bench/host/bench";
+  auto id = *ppn::x509::Issue(ca, req);
+  WriteFile(dir + "/ca.pem", ca.cert_pem);
+  WriteFile(dir + "/host.pem", id.cert_pem);
+  WriteFile(dir + "/host.key", id.key_pem);
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::string a = absl::GetFlag(FLAGS_agent);
+    execl(a.c_str(), a.c_str(), "--mesh=ppn.bench", "--tls_ca=/tmp/ppn-agent-bench/ca.pem",
+          "--tls_cert=/tmp/ppn-agent-bench/host.pem", "--tls_key=/tmp/ppn-agent-bench/host.key",
+          "--state_dir=/tmp/ppn-agent-bench/idle", "--catalog=/tmp/ppn-agent-bench/catalog.json", "--kvm=off",
+          "--port_file=/tmp/ppn-agent-bench/port", "--log_level=warn", nullptr);
+    _exit(127);
+  }
+  for (int i = 0; i < 100 && !std::filesystem::exists(dir + "/port"); ++i) absl::SleepFor(absl::Milliseconds(50));
+  absl::SleepFor(absl::Seconds(2));
+  std::istringstream status(Slurp("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "VmRSS") || absl::StartsWith(line, "RssAnon") || absl::StartsWith(line, "RssFile")) {
+      std::printf("idle host_agent %s\n", line.c_str());
+    }
+  }
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
+  return 0;
+}
