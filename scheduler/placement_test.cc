@@ -1,0 +1,86 @@
+#include "scheduler/placement.h"
+
+#include "catch2/catch.hpp"
+
+namespace ppn::scheduler {
+namespace {
+
+using ppn::types::v1::KVM_SUPPORT_AVAILABLE;
+using ppn::types::v1::KVM_SUPPORT_NONE;
+using ppn::types::v1::KVM_SUPPORT_SIMULATED;
+
+NodeView Node(std::string id, uint64_t available, ppn::types::v1::KvmSupport kvm, bool alive = true) {
+  NodeView n;
+  n.node_id = std::move(id);
+  n.alive = alive;
+  n.available_mib = available;
+  n.kvm = kvm;
+  return n;
+}
+
+TEST_CASE("the June 2026 scenario lands on the laptop with KVM and the most free memory",
+          "[scheduler][placement]") {
+  // The cloud node has the most memory but no KVM; the laptops have KVM.
+  std::vector<NodeView> nodes = {Node("cloud", 8000, KVM_SUPPORT_NONE), Node("laptop-a", 3000, KVM_SUPPORT_AVAILABLE),
+                                 Node("laptop-b", 5000, KVM_SUPPORT_AVAILABLE)};
+  Decision d = Place(nodes, {512});
+  CHECK(d.chosen_node_id == "laptop-b");
+  REQUIRE(d.verdicts.size() == 3);
+  CHECK(d.verdicts[0].reason == "chosen: KVM, 5000 MiB free");
+  CHECK(d.verdicts[1].node_id == "laptop-a");
+  CHECK(d.verdicts[2].node_id == "cloud");
+  CHECK(d.verdicts[2].reason == "rank 3: no KVM, 8000 MiB free");
+}
+
+TEST_CASE("placement filters nodes and says why", "[scheduler][placement]") {
+  struct Row {
+    const char* name;
+    std::vector<NodeView> nodes;
+    PlacementRequest request;
+    std::string chosen;
+    std::string reason_of_first_rejected;
+  };
+  NodeView reserved = Node("busy", 2000, KVM_SUPPORT_AVAILABLE);
+  reserved.reserved_mib = 1800;
+  NodeView revoked = Node("evicted", 9000, KVM_SUPPORT_AVAILABLE);
+  revoked.revoked = true;
+  std::vector<Row> rows = {
+      {"dead node", {Node("down", 9000, KVM_SUPPORT_AVAILABLE, false), Node("up", 600, KVM_SUPPORT_NONE)}, {512}, "up",
+       "not alive (no recent heartbeat)"},
+      {"below the memory", {Node("small", 500, KVM_SUPPORT_AVAILABLE), Node("big", 700, KVM_SUPPORT_NONE)}, {512}, "big",
+       "only 500 MiB free (500 available, 0 reserved), needs 512"},
+      {"in-flight reservations count", {reserved, Node("idle", 600, KVM_SUPPORT_NONE)}, {512}, "idle",
+       "only 200 MiB free (2000 available, 1800 reserved), needs 512"},
+      {"revoked node", {revoked, Node("ok", 600, KVM_SUPPORT_NONE)}, {512}, "ok", "revoked in the ledger"},
+      {"KVM required", {Node("tcg", 9000, KVM_SUPPORT_NONE), Node("sim", 600, KVM_SUPPORT_SIMULATED)}, {512, true}, "sim",
+       "no KVM"},
+      {"pinned", {Node("a", 9000, KVM_SUPPORT_AVAILABLE), Node("b", 600, KVM_SUPPORT_NONE)}, {512, false, "b"}, "b",
+       "the VM is pinned to b"},
+      {"excluded source", {Node("src", 9000, KVM_SUPPORT_AVAILABLE), Node("dst", 600, KVM_SUPPORT_NONE)},
+       {512, false, "", {"src"}}, "dst", "excluded"},
+      {"nothing fits", {Node("a", 100, KVM_SUPPORT_AVAILABLE)}, {512}, "", "only 100 MiB free (100 available, 0 reserved), needs 512"},
+  };
+  for (const Row& row : rows) {
+    INFO(row.name);
+    Decision d = Place(row.nodes, row.request);
+    CHECK(d.chosen_node_id == row.chosen);
+    const Verdict* first_rejected = nullptr;
+    for (const Verdict& v : d.verdicts) {
+      if (!v.eligible) {
+        first_rejected = &v;
+        break;
+      }
+    }
+    REQUIRE(first_rejected != nullptr);
+    CHECK(first_rejected->reason == row.reason_of_first_rejected);
+  }
+}
+
+TEST_CASE("equal nodes rank by id so decisions are repeatable", "[scheduler][placement]") {
+  std::vector<NodeView> nodes = {Node("n2", 1000, KVM_SUPPORT_NONE), Node("n1", 1000, KVM_SUPPORT_NONE)};
+  CHECK(Place(nodes, {100}).chosen_node_id == "n1");
+  CHECK(Place({}, {100}).Explain() == "no nodes are known");
+}
+
+}  // namespace
+}  // namespace ppn::scheduler
