@@ -1,0 +1,32 @@
+#include "fleet/fleet_server.h"
+
+#include "common/role_auth_processor.h"
+#include "common/roles.h"
+
+namespace ppn::fleet {
+
+RolePolicy FleetRolePolicy(const std::string& mesh) {
+  namespace r = ppn::roles;
+  const std::string svc = "/ppn.fleet.v1.FleetService/";
+  RolePolicy policy(mesh);
+  policy.Allow(svc + "CreateVm", {r::kTenantProxy});
+  policy.Allow(svc + "DestroyVm", {r::kTenantProxy});
+  for (const char* read : {"GetVm", "ListVms", "WatchVm", "ListNodes", "ExplainPlacement"}) {
+    policy.Allow(svc + read, {r::kTenantProxy, r::kScheduler, r::kOperator});
+  }
+  policy.Allow(svc + "RecordMigration", {r::kScheduler});
+  policy.Allow(svc + "SetPin", {r::kScheduler});
+  return policy;
+}
+
+absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen,
+                                               const TlsFiles& tls, FleetService* service) {
+  ServerOptions options;
+  options.listen_address = listen;
+  options.credentials = MtlsServerCredentials(tls);
+  options.auth_processor = std::make_shared<RoleAuthProcessor>(FleetRolePolicy(mesh));
+  options.services = {service};
+  return StartServer(options);
+}
+
+}  // namespace ppn::fleet

@@ -1,0 +1,20 @@
+#pragma once
+
+// Builds the fleet's gRPC server: mTLS and the fleet's role allow-list.
+
+#include "absl/status/statusor.h"
+#include "common/grpc_server.h"
+#include "common/role_policy.h"
+#include "common/tls_credentials.h"
+#include "fleet/fleet_service.h"
+
+namespace ppn::fleet {
+
+// Create and Destroy: tenant-proxy. Reads: tenant-proxy, scheduler, operator.
+// RecordMigration and SetPin: scheduler.
+RolePolicy FleetRolePolicy(const std::string& mesh);
+
+absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen,
+                                               const TlsFiles& tls, FleetService* service);
+
+}  // namespace ppn::fleet

@@ -1,0 +1,149 @@
+#include "fleet/fleet_service.h"
+
+#include "common/grpc_status.h"
+#include "common/peer_identity.h"
+#include "common/roles.h"
+#include "google/protobuf/util/time_util.h"
+#include "spdlog/spdlog.h"
+
+namespace ppn::fleet {
+namespace {
+
+grpc::Status Fail(const char* rpc, const absl::Status& status) {
+  spdlog::warn("rpc.failed rpc={} code={}", rpc, absl::StatusCodeToString(status.code()));
+  return ToGrpcStatus(status);
+}
+
+// A tenant-proxy peer acts for the tenant its metadata names; every other (already
+// role-checked) service peer sees the whole fleet. Nothing in a request body counts.
+absl::StatusOr<Scope> CallerScope(const grpc::ServerContext& context) {
+  absl::StatusOr<SpiffeId> peer = PeerSpiffeId(context);
+  if (!peer.ok()) return peer.status();
+  if (peer->role != ppn::roles::kTenantProxy) return Scope{};
+  auto it = context.client_metadata().find(kTenantMetadata);
+  if (it == context.client_metadata().end() || it->second.empty() || it->second.size() > 128) {
+    return absl::UnauthenticatedError("the tenant proxy sent no tenant id");
+  }
+  return Scope{std::string(it->second.data(), it->second.size())};
+}
+
+void Fill(grpc::ServerContext& ctx, const ppn::fleet::v1::VmRecord& vm, v1::WatchVmResponse* msg) {
+  (void)ctx;
+  *msg->mutable_vm() = vm;
+  *msg->mutable_observe_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+}
+
+}  // namespace
+
+grpc::Status FleetService::CreateVm(grpc::ServerContext* context, const v1::CreateVmRequest* request,
+                                    v1::CreateVmResponse* response) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return Fail("CreateVm", scope.status());
+  if (!scope->tenant_id.has_value()) {
+    return Fail("CreateVm", absl::PermissionDeniedError("only the tenant proxy creates VMs"));
+  }
+  absl::StatusOr<CreateResult> r = core_->CreateVm(*scope->tenant_id, request->spec(), request->request_id());
+  if (!r.ok()) return Fail("CreateVm", r.status());
+  *response->mutable_vm() = r->vm;
+  response->mutable_decision()->set_chosen_node_id(r->decision.chosen_node_id);
+  for (const auto& v : r->decision.verdicts) {
+    auto* out = response->mutable_decision()->add_verdicts();
+    out->set_node_id(v.node_id);
+    out->set_eligible(v.eligible);
+    out->set_reason(v.reason);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::GetVm(grpc::ServerContext* context, const v1::GetVmRequest* request,
+                                 v1::GetVmResponse* response) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return Fail("GetVm", scope.status());
+  absl::StatusOr<v1::VmRecord> vm = core_->GetVm(*scope, request->vm_id());
+  if (!vm.ok()) return Fail("GetVm", vm.status());
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::ListVms(grpc::ServerContext* context, const v1::ListVmsRequest* request,
+                                   v1::ListVmsResponse* response) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return Fail("ListVms", scope.status());
+  v1::ListVmsRequest r = *request;
+  if (scope->tenant_id.has_value()) r.clear_node_id();  // tenants never filter (or learn) by node
+  absl::StatusOr<v1::ListVmsResponse> list = core_->ListVms(*scope, r);
+  if (!list.ok()) return Fail("ListVms", list.status());
+  *response = *std::move(list);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::DestroyVm(grpc::ServerContext* context, const v1::DestroyVmRequest* request,
+                                     v1::DestroyVmResponse* response) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return Fail("DestroyVm", scope.status());
+  absl::StatusOr<v1::VmRecord> vm = core_->DestroyVm(*scope, request->vm_id());
+  if (!vm.ok()) return Fail("DestroyVm", vm.status());
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::WatchVm(grpc::ServerContext* context, const v1::WatchVmRequest* request,
+                                   grpc::ServerWriter<v1::WatchVmResponse>* writer) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return Fail("WatchVm", scope.status());
+  std::string last;
+  uint64_t version = core_->version();
+  while (!context->IsCancelled()) {
+    absl::StatusOr<v1::VmRecord> vm = core_->GetVm(*scope, request->vm_id());
+    if (!vm.ok()) return Fail("WatchVm", vm.status());
+    std::string now = vm->SerializeAsString();
+    if (now != last) {
+      v1::WatchVmResponse msg;
+      Fill(*context, *vm, &msg);
+      if (!writer->Write(msg)) return grpc::Status::OK;
+      last = now;
+    }
+    if (vm->state() == ppn::types::v1::VM_STATE_STOPPED) return grpc::Status::OK;
+    version = core_->WaitForChange(version, absl::Milliseconds(200));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*, v1::ListNodesResponse* response) {
+  for (auto& n : core_->ListNodes()) *response->add_nodes() = std::move(n);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::ExplainPlacement(grpc::ServerContext*, const v1::ExplainPlacementRequest* request,
+                                            v1::ExplainPlacementResponse* response) {
+  if (request->spec().memory_mib() == 0) {
+    return Fail("ExplainPlacement", absl::InvalidArgumentError("spec.memory_mib is required"));
+  }
+  scheduler::Decision d = core_->Explain(
+      request->spec(), std::set<std::string>(request->excluded_node_ids().begin(), request->excluded_node_ids().end()));
+  response->mutable_decision()->set_chosen_node_id(d.chosen_node_id);
+  for (const auto& v : d.verdicts) {
+    auto* out = response->mutable_decision()->add_verdicts();
+    out->set_node_id(v.node_id);
+    out->set_eligible(v.eligible);
+    out->set_reason(v.reason);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::RecordMigration(grpc::ServerContext*, const v1::RecordMigrationRequest* request,
+                                           v1::RecordMigrationResponse* response) {
+  absl::StatusOr<v1::VmRecord> vm = core_->RecordMigration(*request);
+  if (!vm.ok()) return Fail("RecordMigration", vm.status());
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::SetPin(grpc::ServerContext*, const v1::SetPinRequest* request, v1::SetPinResponse* response) {
+  absl::StatusOr<v1::VmRecord> vm = core_->SetPin(request->vm_id(), request->node_id());
+  if (!vm.ok()) return Fail("SetPin", vm.status());
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+}  // namespace ppn::fleet

@@ -1,0 +1,65 @@
+#include "fleet/grpc_agent_client.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "grpcpp/create_channel.h"
+
+namespace ppn::fleet {
+namespace {
+
+class GrpcAgentClient final : public AgentClient {
+ public:
+  GrpcAgentClient(std::string node_id, std::shared_ptr<grpc::Channel> channel)
+      : node_id_(std::move(node_id)), stub_(ppn::host::v1::HostAgent::NewStub(channel)) {}
+
+  absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const std::string& vm_id, const std::string& tenant_id,
+                                                    const ppn::types::v1::VmSpec& spec) override {
+    ppn::host::v1::SpawnVmRequest req;
+    req.set_vm_id(vm_id);
+    req.set_tenant_id(tenant_id);
+    *req.mutable_spec() = spec;
+    ppn::host::v1::SpawnVmResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    absl::Status s = Named(stub_->SpawnVm(&ctx, req, &resp));
+    if (!s.ok()) return s;
+    return resp.vm();
+  }
+
+  absl::Status DestroyVm(const std::string& vm_id) override {
+    ppn::host::v1::DestroyVmRequest req;
+    req.set_vm_id(vm_id);
+    ppn::host::v1::DestroyVmResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    return Named(stub_->DestroyVm(&ctx, req, &resp));
+  }
+
+ private:
+  // Says which node answered, so the fleet's caller can tell.
+  absl::Status Named(const grpc::Status& s) {
+    if (s.ok()) return absl::OkStatus();
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::UnavailableError(absl::StrCat("node ", node_id_, " is unreachable: ", s.error_message()));
+    }
+    return FromGrpcStatus(s);
+  }
+
+  const std::string node_id_;
+  std::unique_ptr<ppn::host::v1::HostAgent::Stub> stub_;
+};
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> GrpcAgentClientFactory::Channel(const std::string& address) {
+  return grpc::CreateChannel(address, MtlsChannelCredentials(tls_));
+}
+
+AgentClient* GrpcAgentClientFactory::ForNode(const std::string& node_id, const std::string& address) {
+  absl::MutexLock l(&mu_);
+  std::unique_ptr<AgentClient>& client = clients_[node_id + "@" + address];
+  if (client == nullptr) client = std::make_unique<GrpcAgentClient>(node_id, Channel(address));
+  return client.get();
+}
+
+}  // namespace ppn::fleet

@@ -1,0 +1,51 @@
+#include "fleet/vm_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace ppn::fleet {
+
+absl::StatusOr<std::unique_ptr<VmStore>> VmStore::Open(const std::string& path) {
+  PPN_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(path));
+  PPN_RETURN_IF_ERROR(db->Migrate({
+      "CREATE TABLE vms (vm_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, request_id TEXT NOT NULL, "
+      "record BLOB NOT NULL); CREATE INDEX vms_tenant ON vms (tenant_id, vm_id);",
+  }));
+  return std::unique_ptr<VmStore>(new VmStore(std::move(db)));
+}
+
+absl::Status VmStore::Put(const StoredVm& vm) {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("INSERT OR REPLACE INTO vms (vm_id, tenant_id, request_id, record) "
+                                                    "VALUES (?, ?, ?, ?)"));
+  return stmt.Bind(1, vm.record.vm_id())
+      .Bind(2, vm.record.tenant_id())
+      .Bind(3, vm.request_id)
+      .BindBlob(4, vm.record.SerializeAsString())
+      .Run();
+}
+
+absl::Status VmStore::Delete(const std::string& vm_id) {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("DELETE FROM vms WHERE vm_id = ?"));
+  return stmt.Bind(1, vm_id).Run();
+}
+
+absl::StatusOr<std::vector<StoredVm>> VmStore::LoadAll() {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT vm_id, request_id, record FROM vms"));
+  std::vector<StoredVm> out;
+  while (true) {
+    PPN_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    StoredVm vm;
+    vm.request_id = stmt.ColumnText(1);
+    if (!vm.record.ParseFromString(stmt.ColumnBlob(2))) {
+      return absl::DataLossError(absl::StrCat("VM record ", stmt.ColumnText(0), " is corrupt"));
+    }
+    out.push_back(std::move(vm));
+  }
+  return out;
+}
+
+}  // namespace ppn::fleet

@@ -1,0 +1,36 @@
+#pragma once
+
+// The fleet's durable VM registry: every VM record, written before an RPC answers, so
+// ownership and placement survive a fleet restart. Thread-safe.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/sqlite.h"
+#include "ppn/fleet/v1/fleet_service.pb.h"
+
+namespace ppn::fleet {
+
+struct StoredVm {
+  ppn::fleet::v1::VmRecord record;
+  std::string request_id;  // the creating call's idempotency key, if any
+};
+
+class VmStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<VmStore>> Open(const std::string& path);
+  absl::Status Put(const StoredVm& vm);
+  absl::Status Delete(const std::string& vm_id);
+  absl::StatusOr<std::vector<StoredVm>> LoadAll();
+
+ private:
+  explicit VmStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  absl::Mutex mu_;
+  std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ppn::fleet
