@@ -63,7 +63,12 @@ absl::Status FleetCore::Load() {
   absl::MutexLock l(&mu_);
   for (StoredVm& vm : stored) {
     std::string id = vm.record.vm_id();
+    std::string node = vm.record.node_id();
     vms_[id] = std::move(vm);
+    if (!node.empty()) {
+      indexed_node_[id] = node;
+      nodes_[node].vm_ids.insert(id);
+    }
   }
   ChangedLocked();
   return absl::OkStatus();
@@ -95,14 +100,16 @@ void FleetCore::RevokeNode(const std::string& node_id) {
 std::vector<std::pair<std::string, std::string>> FleetCore::NodeAddresses() {
   absl::MutexLock l(&mu_);
   std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& [id, n] : nodes_) out.emplace_back(id, n.node.agent_address());
+  for (const auto& [id, n] : nodes_) {
+    if (!n.node.node_id().empty()) out.emplace_back(id, n.node.agent_address());
+  }
   return out;
 }
 
 void FleetCore::OnHeartbeat(const ppn::host::v1::Heartbeat& hb) {
   absl::MutexLock l(&mu_);
   auto it = nodes_.find(hb.node_id());
-  if (it == nodes_.end()) return;  // only registered nodes are trusted to report
+  if (it == nodes_.end() || it->second.node.node_id().empty()) return;  // only registered nodes report
   NodeEntry& n = it->second;
   absl::Time now = deps_.clock->Now();
   if (!n.revoked) {
@@ -152,9 +159,9 @@ void FleetCore::OnHeartbeat(const ppn::host::v1::Heartbeat& hb) {
       PutLocked(r.vm_id()).IgnoreError();
     }
   }
-  for (auto& [id, stored] : vms_) {
-    VmRecord& r = stored.record;
-    if (r.node_id() != hb.node_id() || reported.count(id) != 0 || reservations_.count(id) != 0) continue;
+  for (const std::string& id : n.vm_ids) {
+    VmRecord& r = vms_[id].record;
+    if (reported.count(id) != 0 || reservations_.count(id) != 0) continue;
     if (Ended(r.state()) || r.state() == ppn::types::v1::VM_STATE_LOST ||
         r.state() == ppn::types::v1::VM_STATE_PENDING) {
       continue;
@@ -202,6 +209,7 @@ std::vector<scheduler::NodeView> FleetCore::NodeViewsLocked() const {
   for (const auto& [_, r] : reservations_) reserved[r.node_id] += r.memory_mib;
   std::vector<scheduler::NodeView> views;
   for (const auto& [id, n] : nodes_) {
+    if (n.node.node_id().empty()) continue;  // known only from a VM record, never registered
     scheduler::NodeView v;
     v.node_id = id;
     v.alive = n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
@@ -214,17 +222,17 @@ std::vector<scheduler::NodeView> FleetCore::NodeViewsLocked() const {
   return views;
 }
 
-scheduler::Decision FleetCore::PlaceLocked(const ppn::types::v1::VmSpec& spec,
-                                           const std::set<std::string>& excluded) const {
+scheduler::Decision FleetCore::PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
+                                           bool explain) const {
   scheduler::PlacementRequest req;
   req.memory_mib = spec.memory_mib();
   req.excluded_node_ids = excluded;
-  return scheduler::Place(NodeViewsLocked(), req);
+  return scheduler::Place(NodeViewsLocked(), req, explain);
 }
 
 scheduler::Decision FleetCore::Explain(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) {
   absl::MutexLock l(&mu_);
-  return PlaceLocked(spec, excluded);
+  return PlaceLocked(spec, excluded, /*explain=*/true);
 }
 
 std::string FleetCore::NewVmId() {
@@ -237,6 +245,13 @@ std::string FleetCore::NewVmId() {
 
 absl::Status FleetCore::PutLocked(const std::string& vm_id) {
   auto it = vms_.find(vm_id);
+  std::string node = it == vms_.end() ? "" : it->second.record.node_id();
+  auto indexed = indexed_node_.find(vm_id);
+  if (indexed != indexed_node_.end() && indexed->second != node) {
+    nodes_[indexed->second].vm_ids.erase(vm_id);
+    indexed_node_.erase(indexed);
+  }
+  if (!node.empty() && indexed_node_.emplace(vm_id, node).second) nodes_[node].vm_ids.insert(vm_id);
   if (it == vms_.end()) return deps_.store->Delete(vm_id);
   absl::Status s = deps_.store->Put(it->second);
   if (!s.ok()) spdlog::error("vm.store_failed vm={} error=\"{}\"", vm_id, std::string(s.message()));
@@ -274,7 +289,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
         }
         vm_id = NewVmId();
       }
-      decision = PlaceLocked(spec, tried);
+      decision = PlaceLocked(spec, tried, /*explain=*/false);
       if (decision.chosen_node_id.empty()) {
         vms_.erase(vm_id);
         PutLocked(vm_id).IgnoreError();
@@ -422,6 +437,7 @@ std::vector<ppn::fleet::v1::Node> FleetCore::ListNodes() {
   for (const auto& [_, r] : reservations_) reserved[r.node_id] += r.memory_mib;
   std::vector<ppn::fleet::v1::Node> out;
   for (const auto& [id, n] : nodes_) {
+    if (n.node.node_id().empty()) continue;
     out.push_back(n.node);
     out.back().set_reserved_memory_mib(reserved[id]);
   }

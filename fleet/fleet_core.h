@@ -96,6 +96,7 @@ class FleetCore {
     absl::Time last_heartbeat = absl::InfinitePast();
     absl::Duration interval;
     bool revoked = false;
+    std::set<std::string> vm_ids;  // records whose node_id is this node
   };
   struct Reservation {
     std::string node_id;
@@ -103,10 +104,12 @@ class FleetCore {
   };
 
   std::vector<scheduler::NodeView> NodeViewsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  scheduler::Decision PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) const
+  scheduler::Decision PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
+                                  bool explain) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The record as callers see it: UNKNOWN while its node is unreachable.
   ppn::fleet::v1::VmRecord ViewLocked(const ppn::fleet::v1::VmRecord& record) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Persists the record of `vm_id` (or deletes it if gone) and keeps the per-node index.
   absl::Status PutLocked(const std::string& vm_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ChangedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewVmId();
@@ -119,6 +122,7 @@ class FleetCore {
   std::map<std::string, NodeEntry> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, StoredVm> vms_ ABSL_GUARDED_BY(mu_);             // by vm_id: time-ordered ids
   std::map<std::string, Reservation> reservations_ ABSL_GUARDED_BY(mu_);  // by vm_id
+  std::map<std::string, std::string> indexed_node_ ABSL_GUARDED_BY(mu_);  // vm_id -> node in NodeEntry::vm_ids
 };
 
 }  // namespace ppn::fleet

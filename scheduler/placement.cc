@@ -19,7 +19,45 @@ std::string Decision::Explain() const {
   return absl::StrCat("no node can take the VM: ", absl::StrJoin(parts, "; "));
 }
 
-Decision Place(const std::vector<NodeView>& nodes, const PlacementRequest& request) {
+namespace {
+
+// True if `a` ranks before `b`.
+bool Better(const NodeView& a, uint64_t free_a, const NodeView& b, uint64_t free_b) {
+  bool ka = HasKvm(a.kvm), kb = HasKvm(b.kvm);
+  if (ka != kb) return ka;
+  if (free_a != free_b) return free_a > free_b;
+  return a.node_id < b.node_id;
+}
+
+// Cheap numeric tests first: this runs for every node on every placement.
+bool Fits(const NodeView& n, uint64_t free, const PlacementRequest& r) {
+  return free >= r.memory_mib && n.alive && !n.revoked && (!r.require_kvm || HasKvm(n.kvm)) &&
+         (r.pinned_node_id.empty() || n.node_id == r.pinned_node_id) &&
+         (r.excluded_node_ids.empty() || r.excluded_node_ids.count(n.node_id) == 0);
+}
+
+}  // namespace
+
+Decision Place(const std::vector<NodeView>& nodes, const PlacementRequest& request, bool explain) {
+  if (!explain) {
+    const NodeView* best = nullptr;
+    uint64_t best_free = 0;
+    for (const NodeView& n : nodes) {
+      uint64_t free = n.available_mib > n.reserved_mib ? n.available_mib - n.reserved_mib : 0;
+      if (Fits(n, free, request) && (best == nullptr || Better(n, free, *best, best_free))) {
+        best = &n;
+        best_free = free;
+      }
+    }
+    if (best != nullptr) {
+      Decision d;
+      d.chosen_node_id = best->node_id;
+      d.verdicts.push_back({best->node_id, true,
+                            absl::StrCat("chosen: ", HasKvm(best->kvm) ? "KVM, " : "no KVM, ", best_free, " MiB free")});
+      return d;
+    }
+    // Nothing fits: say why for every node.
+  }
   struct Candidate {
     const NodeView* node;
     uint64_t free_mib;
@@ -51,10 +89,7 @@ Decision Place(const std::vector<NodeView>& nodes, const PlacementRequest& reque
     }
   }
   std::sort(eligible.begin(), eligible.end(), [](const Candidate& a, const Candidate& b) {
-    bool ka = HasKvm(a.node->kvm), kb = HasKvm(b.node->kvm);
-    if (ka != kb) return ka;
-    if (a.free_mib != b.free_mib) return a.free_mib > b.free_mib;
-    return a.node->node_id < b.node->node_id;
+    return Better(*a.node, a.free_mib, *b.node, b.free_mib);
   });
   for (size_t i = 0; i < eligible.size(); ++i) {
     const Candidate& c = eligible[i];

@@ -50,6 +50,8 @@ struct Decision {
 // Simulated KVM counts as KVM for placement: that is what simulation is for.
 bool HasKvm(ppn::types::v1::KvmSupport kvm);
 
-Decision Place(const std::vector<NodeView>& nodes, const PlacementRequest& request);
+// With `explain` false only the winner's verdict is filled (the hot path: no per-node
+// strings); when nothing fits, every node's reason is filled anyway.
+Decision Place(const std::vector<NodeView>& nodes, const PlacementRequest& request, bool explain = true);
 
 }  // namespace ppn::scheduler
