@@ -1,0 +1,56 @@
+// tenant_proxy: the only external entry point. Flags → config → audit trail → server.
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/flags/flag.h"
+#include "common/clock.h"
+#include "common/service_flags.h"
+#include "grpcpp/create_channel.h"
+#include "spdlog/spdlog.h"
+#include "tenant_proxy/tenant_proxy_server.h"
+
+ABSL_FLAG(std::string, config, "", "ProxyConfig in protobuf text format (tenants, token hashes, limits)");
+ABSL_FLAG(std::string, fleet, "127.0.0.1:7102", "The fleet's address (mTLS)");
+ABSL_FLAG(std::string, ledger, "127.0.0.1:7101", "The ledger's address (mTLS)");
+ABSL_FLAG(std::string, state_dir, "tenant-proxy", "Directory for audit.jsonl and the ledger spool");
+
+namespace {
+
+[[noreturn]] void Die(absl::string_view message) {
+  std::fprintf(stderr, "tenant_proxy: %.*s\n", static_cast<int>(message.size()), message.data());
+  std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ppn::ServiceFlags flags = ppn::InitService("tenant_proxy", argc, argv);
+  if (absl::GetFlag(FLAGS_config).empty()) Die("--config is required");
+  absl::StatusOr<ppn::tenancy::v1::ProxyConfig> config = ppn::proxy::LoadProxyConfig(absl::GetFlag(FLAGS_config));
+  if (!config.ok()) Die(config.status().message());
+  absl::StatusOr<ppn::proxy::TokenAuthenticator> auth = ppn::proxy::TokenAuthenticator::Create(*config);
+  if (!auth.ok()) Die(auth.status().message());
+  std::string dir = absl::GetFlag(FLAGS_state_dir);
+  std::filesystem::create_directories(dir);
+  absl::StatusOr<std::unique_ptr<ppn::proxy::AuditTrail>> audit = ppn::proxy::AuditTrail::Open(
+      dir + "/audit.jsonl", dir + "/spool.db", ppn::RealClock::Get(),
+      ppn::proxy::LedgerAppender(absl::GetFlag(FLAGS_ledger), flags.tls));
+  if (!audit.ok()) Die(audit.status().message());
+  (*audit)->StartDelivery(absl::Milliseconds(500));
+
+  auto fleet = ppn::fleet::v1::FleetService::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_fleet), ppn::MtlsChannelCredentials(flags.tls)));
+  ppn::proxy::RateLimiter limiter(ppn::RealClock::Get());
+  ppn::proxy::TenantServiceImpl service(*config, &*auth, fleet.get(), &limiter, audit->get());
+  absl::StatusOr<ppn::StartedServer> server = ppn::proxy::StartTenantServer(flags.listen, flags.tls, &*auth, &service);
+  if (!server.ok()) Die(server.status().message());
+  absl::Status port = ppn::WritePortFile(server->port);
+  if (!port.ok()) Die(port.message());
+  spdlog::info("tenant_proxy.started port={} tenants={} spooled={}", server->port, config->tenants_size(),
+               (*audit)->Pending());
+  std::string sig = ppn::WaitForShutdownSignal();
+  spdlog::info("tenant_proxy.stopping signal={}", sig);
+  server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return 0;
+}
