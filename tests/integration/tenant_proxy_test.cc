@@ -2,6 +2,8 @@
 // QEMU is needed) and a real ledger: tokens, isolation, quotas, rate limits, the audit trail
 // and its spool, and no token in any log.
 
+#include <sys/wait.h>
+
 #include <atomic>
 #include <fstream>
 #include <sstream>
@@ -18,6 +20,7 @@
 #include "spdlog/sinks/ostream_sink.h"
 #include "spdlog/spdlog.h"
 #include "tenant_proxy/tenant_proxy_server.h"
+#include "tests/harness/subprocess.h"
 #include "tests/harness/temp_dir.h"
 #include "tests/harness/test_pki.h"
 
@@ -331,6 +334,40 @@ TEST_CASE("every operation is audited locally and in the ledger, and the spool s
   for (const auto& e : entries) everything += e.SerializeAsString();
   for (const char* token : {kAcmeToken, kGlobexToken, kAcmeOldToken}) CHECK(everything.find(token) == std::string::npos);
   CHECK(s.log.str().find("tenant.vm.created tenant=acme") != std::string::npos);
+}
+
+TEST_CASE("the example C++ and Python clients create list and destroy a VM", "[proxy][examples]") {
+  Stack s;
+  std::string token_file = s.dir.File("acme.token");
+  std::ofstream(token_file) << kAcmeToken << "\n";
+  std::string endpoint = "127.0.0.1:" + std::to_string(s.proxy_server.port);
+  auto run = [&](std::vector<std::string> argv, const std::string& out) {
+    ppn::testing::Subprocess p(argv, out);
+    int status = p.Wait(absl::Seconds(60));
+    INFO(ReadAllFile(out));
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    return ReadAllFile(out);
+  };
+  std::string cpp = ppn::testing::RunfilePath("examples/cpp/tenant_client");
+  std::string created = run({cpp, "--endpoint=" + endpoint, "--ca=" + s.pki.ca_cert_path(), "--token_file=" + token_file,
+                             "create", "from-cpp"},
+                            s.dir.File("cpp-create.out"));
+  CHECK(created.find("from-cpp  VM_STATE_RUNNING") != std::string::npos);
+
+  std::string py = ppn::testing::RunfilePath("examples/python/tenant_client.py");
+  std::string gen = ppn::testing::RunfilePath("examples/python/gen");
+  setenv("PYTHONPATH", gen.c_str(), 1);
+  std::string listed = run({"/usr/bin/python3", py, "--endpoint", endpoint, "--ca", s.pki.ca_cert_path(), "--token-file",
+                            token_file, "list"},
+                           s.dir.File("py-list.out"));
+  CHECK(listed.find("from-cpp  VM_STATE_RUNNING") != std::string::npos);
+  std::string name = listed.substr(0, listed.find(' '));
+  std::string destroyed = run({"/usr/bin/python3", py, "--endpoint", endpoint, "--ca", s.pki.ca_cert_path(),
+                               "--token-file", token_file, "destroy", name},
+                              s.dir.File("py-destroy.out"));
+  CHECK(destroyed.find("VM_STATE_STOPPED") != std::string::npos);
+  unsetenv("PYTHONPATH");
 }
 
 }  // namespace
