@@ -29,12 +29,13 @@ void HeartbeatWatcher::Loop() {
   while (true) {
     {
       absl::MutexLock l(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), tick)) return;
+      if (stopping_) return;
       for (const auto& [id, address] : core_->NodeAddresses()) {
         if (watchers_.count(id) == 0) {
           watchers_[id] = std::thread([this, id = id, address = address] { WatchNode(id, address); });
         }
       }
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), tick)) return;
     }
     core_->RunOnce();
   }
