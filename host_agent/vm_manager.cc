@@ -432,7 +432,25 @@ absl::StatusOr<VmInstance> VmManager::Destroy(const std::string& vm_id, absl::Du
   return vm;
 }
 
+void VmManager::SettleAllIncoming() {
+  std::vector<std::shared_ptr<Entry>> incoming;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [_, e] : vms_) {
+      if (e->rec.instance.state() == ppn::types::v1::VM_STATE_MIGRATING && e->rec.migration_port != 0) {
+        incoming.push_back(e);
+      }
+    }
+  }
+  for (const auto& e : incoming) {
+    if (!e->op.TryLock()) continue;
+    SettleIncoming(e.get());
+    e->op.Unlock();
+  }
+}
+
 std::vector<VmInstance> VmManager::List() {
+  SettleAllIncoming();  // report a finished incoming migration as RUNNING, not a second later
   absl::MutexLock l(&mu_);
   std::vector<VmInstance> out;
   for (const auto& [_, e] : vms_) out.push_back(e->rec.instance);
@@ -440,6 +458,7 @@ std::vector<VmInstance> VmManager::List() {
 }
 
 ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
+  SettleAllIncoming();
   ppn::host::v1::Heartbeat hb;
   hb.set_node_id(options_.node_id);
   *hb.mutable_send_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_->Now()));
@@ -462,6 +481,7 @@ absl::StatusOr<uint64_t> VmManager::SetBalloon(const std::string& vm_id, uint64_
   std::shared_ptr<Entry> entry = Find(vm_id);
   if (entry == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
   absl::MutexLock op(&entry->op);
+  SettleIncoming(entry.get());
   uint64_t memory;
   {
     absl::MutexLock l(&mu_);
@@ -483,6 +503,7 @@ absl::StatusOr<uint64_t> VmManager::GetBalloon(const std::string& vm_id, uint64_
   std::shared_ptr<Entry> entry = Find(vm_id);
   if (entry == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
   absl::MutexLock op(&entry->op);
+  SettleIncoming(entry.get());
   {
     absl::MutexLock l(&mu_);
     if (entry->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING) {
@@ -566,6 +587,7 @@ absl::StatusOr<MigrationProgress> VmManager::MigrateOut(const ppn::host::v1::Mig
   std::shared_ptr<Entry> entry = Find(vm_id);
   if (entry == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
   absl::MutexLock op(&entry->op);
+  SettleIncoming(entry.get());
   int pid;
   {
     absl::MutexLock l(&mu_);
@@ -692,21 +714,30 @@ void VmManager::RunOnce() {
         Persist(e.get());
         spdlog::warn("vm.died vm={} tenant={}", vm_id, e->rec.instance.tenant_id());
       } else if (state == ppn::types::v1::VM_STATE_MIGRATING) {
-        absl::StatusOr<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(QmpSocketPath(VmDir(vm_id)), absl::Seconds(2));
-        absl::StatusOr<nlohmann::json> st = qmp.ok() ? (*qmp)->Execute("query-status") : qmp.status();
-        if (st.ok() && st->value("status", "") == "running") {
-          absl::MutexLock l(&mu_);
-          ports_.Release({e->rec.migration_port});
-          e->rec.migration_port = 0;
-          e->rec.instance.set_state(ppn::types::v1::VM_STATE_RUNNING);
-          e->rec.instance.clear_state_message();
-          Persist(e.get());
-          spdlog::info("vm.migrated_in vm={} tenant={}", vm_id, e->rec.instance.tenant_id());
-        }
+        SettleIncoming(e.get());
       }
     }
     e->op.Unlock();
   }
+}
+
+void VmManager::SettleIncoming(Entry* e) {
+  std::string vm_id;
+  {
+    absl::MutexLock l(&mu_);
+    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_MIGRATING || e->rec.migration_port == 0) return;
+    vm_id = e->rec.instance.vm_id();
+  }
+  absl::StatusOr<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(QmpSocketPath(VmDir(vm_id)), absl::Seconds(2));
+  absl::StatusOr<nlohmann::json> st = qmp.ok() ? (*qmp)->Execute("query-status") : qmp.status();
+  if (!st.ok() || st->value("status", "") != "running") return;
+  absl::MutexLock l(&mu_);
+  ports_.Release({e->rec.migration_port});
+  e->rec.migration_port = 0;
+  e->rec.instance.set_state(ppn::types::v1::VM_STATE_RUNNING);
+  e->rec.instance.clear_state_message();
+  Persist(e);
+  spdlog::info("vm.migrated_in vm={} tenant={}", vm_id, e->rec.instance.tenant_id());
 }
 
 void VmManager::MonitorLoop() {

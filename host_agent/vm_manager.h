@@ -113,6 +113,11 @@ class VmManager {
                const std::string& cgroup_dir);
   absl::Status StopProcess(const std::string& vm_id, int pid, absl::Duration grace);
   std::shared_ptr<Entry> Find(const std::string& vm_id);
+  // An incoming VM whose migration has finished becomes RUNNING (asks QEMU). Caller holds
+  // entry->op.
+  void SettleIncoming(Entry* entry);
+  // SettleIncoming for every incoming VM not busy with another operation.
+  void SettleAllIncoming();
   void Persist(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MonitorLoop();
 

@@ -98,6 +98,23 @@ AgentProcess StartAgent(TestPki& pki, const std::string& dir, const std::string&
   return agent;
 }
 
+AgentProcess StartService(TestPki& pki, const std::string& dir, const std::string& binary, const std::string& role,
+                          const std::string& name, const std::vector<std::string>& extra) {
+  TlsFiles tls = pki.Issue(role, name);
+  AgentProcess p;
+  p.state_dir = dir + "/" + name;
+  std::filesystem::create_directories(p.state_dir);
+  std::string port_file = p.state_dir + "/port";
+  std::filesystem::remove(port_file);
+  std::vector<std::string> argv = {RunfilePath(binary), "--mesh=" + pki.mesh(), "--listen=127.0.0.1:0",
+                                   "--tls_ca=" + tls.ca_cert, "--tls_cert=" + tls.cert, "--tls_key=" + tls.key,
+                                   "--port_file=" + port_file};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  p.process = std::make_unique<Subprocess>(argv, p.state_dir + "/service.log");
+  p.port = WaitForPortFile(port_file, absl::Seconds(30));
+  return p;
+}
+
 std::string HttpGet(int port, const std::string& path, absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {

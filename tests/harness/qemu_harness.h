@@ -44,6 +44,11 @@ struct AgentProcess {
 AgentProcess StartAgent(TestPki& pki, const std::string& dir, const std::string& catalog,
                         const std::string& node_id, const std::vector<std::string>& extra = {});
 
+// Starts another PPN server binary (path relative to the workspace, e.g. "fleet/fleet") with
+// a certificate for `role`/`name`, state under `dir`/`name`, on 127.0.0.1:0.
+AgentProcess StartService(TestPki& pki, const std::string& dir, const std::string& binary, const std::string& role,
+                          const std::string& name, const std::vector<std::string>& extra);
+
 // GET http://127.0.0.1:port/path, retried until `timeout`; returns the body or "" on failure.
 std::string HttpGet(int port, const std::string& path, absl::Duration timeout);
 
