@@ -1,6 +1,7 @@
 #include "common/grpc_server.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/role_auth_processor.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
@@ -28,6 +29,16 @@ absl::StatusOr<StartedServer> StartServer(const ServerOptions& options) {
   grpc::HealthCheckServiceInterface* health = started.server->GetHealthCheckService();
   if (health != nullptr) health->SetServingStatus(true);
   return started;
+}
+
+absl::StatusOr<StartedServer> StartMeshServer(const std::string& listen, const TlsFiles& tls, RolePolicy policy,
+                                              std::vector<grpc::Service*> services) {
+  ServerOptions options;
+  options.listen_address = listen;
+  options.credentials = MtlsServerCredentials(tls);
+  options.auth_processor = std::make_shared<RoleAuthProcessor>(std::move(policy));
+  options.services = std::move(services);
+  return StartServer(options);
 }
 
 }  // namespace ppn

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/role_policy.h"
+#include "common/tls_credentials.h"
 #include "grpcpp/security/auth_metadata_processor.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
@@ -36,5 +38,9 @@ struct StartedServer {
 // Starts the server. UNAVAILABLE naming the address if it cannot bind; INVALID_ARGUMENT if
 // the options are incomplete.
 absl::StatusOr<StartedServer> StartServer(const ServerOptions& options);
+
+// A mesh server: mTLS with `tls`, every call checked against `policy` before its handler.
+absl::StatusOr<StartedServer> StartMeshServer(const std::string& listen, const TlsFiles& tls, RolePolicy policy,
+                                              std::vector<grpc::Service*> services);
 
 }  // namespace ppn

@@ -1,6 +1,5 @@
 #include "fleet/fleet_server.h"
 
-#include "common/role_auth_processor.h"
 #include "common/roles.h"
 
 namespace ppn::fleet {
@@ -21,12 +20,7 @@ RolePolicy FleetRolePolicy(const std::string& mesh) {
 
 absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen,
                                                const TlsFiles& tls, FleetService* service) {
-  ServerOptions options;
-  options.listen_address = listen;
-  options.credentials = MtlsServerCredentials(tls);
-  options.auth_processor = std::make_shared<RoleAuthProcessor>(FleetRolePolicy(mesh));
-  options.services = {service};
-  return StartServer(options);
+  return StartMeshServer(listen, tls, FleetRolePolicy(mesh), {service});
 }
 
 }  // namespace ppn::fleet

@@ -1,6 +1,5 @@
 #include "host_agent/host_agent_server.h"
 
-#include "common/role_auth_processor.h"
 #include "common/roles.h"
 
 namespace ppn::host {
@@ -13,12 +12,7 @@ RolePolicy HostAgentRolePolicy(const std::string& mesh) {
 
 absl::StatusOr<StartedServer> StartHostAgentServer(const std::string& mesh, const std::string& listen,
                                                    const TlsFiles& tls, HostAgentService* service) {
-  ServerOptions options;
-  options.listen_address = listen;
-  options.credentials = MtlsServerCredentials(tls);
-  options.auth_processor = std::make_shared<RoleAuthProcessor>(HostAgentRolePolicy(mesh));
-  options.services = {service};
-  return StartServer(options);
+  return StartMeshServer(listen, tls, HostAgentRolePolicy(mesh), {service});
 }
 
 }  // namespace ppn::host

@@ -16,17 +16,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/tls_credentials.h"
 #include "host_agent/qemu_launcher.h"
 
 namespace ppn::host {
 namespace {
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string Slurp(const std::string& path) { return ReadFile(path).value_or(""); }
 
 std::string BootId() { return std::string(absl::StripAsciiWhitespace(Slurp("/proc/sys/kernel/random/boot_id"))); }
 

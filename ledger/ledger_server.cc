@@ -1,6 +1,5 @@
 #include "ledger/ledger_server.h"
 
-#include "common/role_auth_processor.h"
 #include "common/roles.h"
 
 namespace ppn::ledger {
@@ -21,12 +20,7 @@ RolePolicy LedgerRolePolicy(const std::string& mesh) {
 
 absl::StatusOr<StartedServer> StartLedgerServer(const std::string& mesh, const std::string& listen,
                                                 const TlsFiles& tls, LedgerService* service) {
-  ServerOptions options;
-  options.listen_address = listen;
-  options.credentials = MtlsServerCredentials(tls);
-  options.auth_processor = std::make_shared<RoleAuthProcessor>(LedgerRolePolicy(mesh));
-  options.services = {service};
-  return StartServer(options);
+  return StartMeshServer(listen, tls, LedgerRolePolicy(mesh), {service});
 }
 
 }  // namespace ppn::ledger

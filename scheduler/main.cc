@@ -4,7 +4,6 @@
 
 #include "absl/flags/flag.h"
 #include "common/grpc_server.h"
-#include "common/role_auth_processor.h"
 #include "common/roles.h"
 #include "common/service_flags.h"
 #include "scheduler/scheduler_service.h"
@@ -18,12 +17,7 @@ int main(int argc, char** argv) {
   ppn::scheduler::SchedulerServiceImpl service(absl::GetFlag(FLAGS_fleet), absl::GetFlag(FLAGS_ledger), flags.tls);
   ppn::RolePolicy policy(flags.mesh);
   policy.AllowService("ppn.scheduler.v1.Scheduler", {ppn::roles::kOperator});
-  ppn::ServerOptions options;
-  options.listen_address = flags.listen;
-  options.credentials = ppn::MtlsServerCredentials(flags.tls);
-  options.auth_processor = std::make_shared<ppn::RoleAuthProcessor>(std::move(policy));
-  options.services = {&service};
-  absl::StatusOr<ppn::StartedServer> server = ppn::StartServer(options);
+  absl::StatusOr<ppn::StartedServer> server = ppn::StartMeshServer(flags.listen, flags.tls, std::move(policy), {&service});
   if (!server.ok()) {
     std::fprintf(stderr, "scheduler: %s\n", std::string(server.status().message()).c_str());
     return 2;
