@@ -11,10 +11,12 @@
 #include "fleet/fleet_server.h"
 #include "fleet/grpc_agent_client.h"
 #include "fleet/heartbeat_watcher.h"
+#include "fleet/ledger_node_watcher.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, db, "fleet.db", "SQLite file of the VM registry");
 ABSL_FLAG(std::vector<std::string>, nodes, {}, "Nodes from configuration: node_id=host:port,...");
+ABSL_FLAG(std::string, ledger, "", "The ledger's address: node.join entries add nodes (empty: --nodes only)");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Heartbeat interval asked of every agent");
 
 namespace {
@@ -41,6 +43,11 @@ int main(int argc, char** argv) {
     if (kv.size() != 2 || kv[0].empty() || kv[1].empty()) Die("--nodes entries must be node_id=host:port");
     core.AddNode(kv[0], kv[1]);
   }
+  std::unique_ptr<ppn::fleet::LedgerNodeWatcher> members;
+  if (!absl::GetFlag(FLAGS_ledger).empty()) {
+    members = std::make_unique<ppn::fleet::LedgerNodeWatcher>(&core, absl::GetFlag(FLAGS_ledger), flags.tls);
+    members->Start();
+  }
   ppn::fleet::HeartbeatWatcher watcher(&core, &agents, options.heartbeat_interval);
   watcher.Start();
   ppn::fleet::FleetService service(&core);
@@ -53,5 +60,6 @@ int main(int argc, char** argv) {
   spdlog::info("fleet.stopping signal={}", sig);
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   watcher.Stop();
+  if (members) members->Stop();
   return 0;
 }
