@@ -1,0 +1,33 @@
+#pragma once
+
+// Calls any RPC by its descriptor over a generic stub: the request and responses are
+// dynamic messages, so no per-RPC client code exists.
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
+#include "grpcpp/security/credentials.h"
+
+namespace ppn::ppnctl {
+
+struct Connection {
+  std::string endpoint;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  std::string token;  // SECRET: sent as "authorization: Bearer"; never printed
+};
+
+// Sends `request`; calls `on_response` for each response (one for unary RPCs, each as it
+// arrives for streams). Returns the call's final status.
+absl::Status Invoke(const Connection& connection, const google::protobuf::MethodDescriptor* method,
+                    const google::protobuf::Message& request,
+                    const std::function<void(const google::protobuf::Message&)>& on_response, absl::Duration timeout);
+
+// "PERMISSION_DENIED: role operator may not call ...\n  meaning: ...\n  what to do: ..."
+std::string Explain(const absl::Status& status);
+
+}  // namespace ppn::ppnctl

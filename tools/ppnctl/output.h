@@ -1,0 +1,18 @@
+#pragma once
+
+// How ppnctl prints responses: a readable table (lists) or key: value lines by default,
+// JSON (one object per line, for scripts) or YAML.
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
+
+namespace ppn::ppnctl {
+
+enum class Format { kTable, kJson, kYaml };
+
+absl::StatusOr<Format> ParseFormat(const std::string& name);
+std::string Render(const google::protobuf::Message& message, Format format);
+
+}  // namespace ppn::ppnctl
