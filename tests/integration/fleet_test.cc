@@ -35,7 +35,7 @@ FleetProcess StartFleet(ppn::testing::TestPki& pki, const std::string& dir, cons
   f.process = std::make_unique<Subprocess>(
       std::vector<std::string>{ppn::testing::RunfilePath("fleet/fleet"), "--mesh=" + pki.mesh(), "--listen=127.0.0.1:0",
                                "--tls_ca=" + tls.ca_cert, "--tls_cert=" + tls.cert, "--tls_key=" + tls.key,
-                               "--db=" + dir + "/fleet.db", "--nodes=" + nodes, "--heartbeat_interval=500ms",
+                               "--db=" + dir + "/fleet.db", "--nodes=" + nodes, "--heartbeat_interval=1s",
                                "--port_file=" + port_file},
       dir + "/fleet.log");
   f.port = ppn::testing::WaitForPortFile(port_file, absl::Seconds(30));
