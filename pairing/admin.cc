@@ -1,0 +1,197 @@
+#include "pairing/admin.h"
+
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/spiffe_id.h"
+#include "common/status_macros.h"
+#include "google/protobuf/util/time_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/tls_certificate_verifier.h"
+#include "grpcpp/security/tls_credentials_options.h"
+#include "pairing/ceremony_crypto.h"
+#include "pairing/cpace.h"
+#include "pairing/short_code.h"
+#include "ppn/pairing/v1/pairing_service.grpc.pb.h"
+#include "spdlog/spdlog.h"
+
+namespace ppn::pairing {
+namespace {
+
+using namespace ppn::pairing::v1;  // NOLINT
+
+// The joiner's certificate is ephemeral and self-signed: it is not trusted through a CA but
+// bound into CPace, so the TLS layer accepts it and the PAKE decides.
+std::shared_ptr<grpc::ChannelCredentials> AcceptAnyServer() {
+  grpc::experimental::TlsChannelCredentialsOptions options;
+  options.set_verify_server_certs(false);
+  options.set_check_call_host(false);
+  options.set_certificate_verifier(std::make_shared<grpc::experimental::NoOpCertificateVerifier>());
+  return grpc::experimental::TlsCredentials(options);
+}
+
+template <typename Fn>
+absl::Status Call(Fn fn) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  grpc::Status s = fn(&ctx);
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return absl::UnavailableError(absl::StrCat("the joiner is unreachable: ", s.error_message()));
+  }
+  return FromGrpcStatus(s);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Create(Options options, const std::string& peers_db,
+                                                             LedgerAppend ledger, RandomSource* random) {
+  PPN_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(peers_db));
+  PPN_RETURN_IF_ERROR(db->Migrate({"CREATE TABLE peers (node_name TEXT PRIMARY KEY, mesh_address TEXT UNIQUE NOT NULL, "
+                                   "record BLOB NOT NULL)"}));
+  return std::unique_ptr<AdminCore>(new AdminCore(std::move(options), std::move(db), std::move(ledger), random));
+}
+
+std::vector<WireGuardPeer> AdminCore::Peers() {
+  absl::MutexLock l(&mu_);
+  std::vector<WireGuardPeer> out = {options_.admin_peer};
+  absl::StatusOr<Statement> stmt = db_->Prepare("SELECT record FROM peers ORDER BY mesh_address");
+  while (stmt.ok() && stmt->Step().value_or(false)) {
+    WireGuardPeer p;
+    if (p.ParseFromString(stmt->ColumnBlob(0))) out.push_back(p);
+  }
+  return out;
+}
+
+absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner_address, const std::string& typed_code) {
+  absl::Time t0 = absl::Now();
+  PPN_ASSIGN_OR_RETURN(std::string code, ParseShortCode(typed_code));
+  auto channel = grpc::CreateChannel(joiner_address, AcceptAnyServer());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  auto joiner = PairingJoiner::NewStub(channel);
+
+  // Learn the certificate the joiner's TLS presented: it goes into the channel identifier.
+  std::string fingerprint;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    grpc::health::v1::HealthCheckResponse r;
+    grpc::Status s = health->Check(&ctx, {}, &r);
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      return absl::UnavailableError(absl::StrCat("the joiner at ", joiner_address, " is unreachable: ", s.error_message()));
+    }
+    auto pem = ctx.auth_context()->FindPropertyValues("x509_pem_cert");
+    if (pem.empty()) return absl::UnavailableError("the joiner presented no TLS certificate");
+    PPN_ASSIGN_OR_RETURN(fingerprint, x509::Fingerprint(std::string(pem[0].data(), pem[0].size())));
+  }
+  std::string sid(16, '\0'), scalar(32, '\0');
+  PPN_RETURN_IF_ERROR(random_->Fill(reinterpret_cast<uint8_t*>(sid.data()), sid.size()));
+  PPN_RETURN_IF_ERROR(random_->Fill(reinterpret_cast<uint8_t*>(scalar.data()), scalar.size()));
+  CPaceParty me(code, ChannelIdentifier(fingerprint), sid, scalar, options_.admin_name);
+  PPN_ASSIGN_OR_RETURN(std::string share, me.Share());
+  ExchangeRequest ex;
+  ex.set_sid(sid);
+  ex.set_initiator_share(share);
+  ex.set_initiator_associated_data(options_.admin_name);
+  ExchangeResponse exr;
+  PPN_RETURN_IF_ERROR(Call([&](grpc::ClientContext* c) { return joiner->Exchange(c, ex, &exr); }));
+  PPN_ASSIGN_OR_RETURN(std::string isk, me.Finish(exr.responder_share(), exr.responder_associated_data(), true));
+  std::string transcript = TranscriptIr(share, options_.admin_name, exr.responder_share(), exr.responder_associated_data());
+  ConfirmRequest cr;
+  cr.set_initiator_confirmation(ConfirmationTag(isk, true, transcript));
+  ConfirmResponse crr;
+  PPN_RETURN_IF_ERROR(Call([&](grpc::ClientContext* c) { return joiner->Confirm(c, cr, &crr); }));
+  if (!TagsEqual(crr.responder_confirmation(), ConfirmationTag(isk, false, transcript))) {
+    return absl::PermissionDeniedError("the joiner's key confirmation is wrong: someone is relaying the ceremony");
+  }
+  PPN_ASSIGN_OR_RETURN(std::string plain, Open(isk, {crr.enrollment_request().nonce(), crr.enrollment_request().ciphertext()}));
+  EnrollmentRequest req;
+  if (!req.ParseFromString(plain)) return absl::InvalidArgumentError("the enrollment request does not parse");
+  if (!IsValidIdPart(req.node_name()) || absl::StrContains(req.node_name(), ".") || req.node_name() == options_.admin_name) {
+    return absl::InvalidArgumentError(absl::StrCat("node name \"", req.node_name().substr(0, 63), "\" is not allowed"));
+  }
+  if (req.wireguard_public_key().size() != 44) return absl::InvalidArgumentError("bad WireGuard public key");
+
+  absl::MutexLock l(&mu_);
+  std::set<std::string> used = {options_.admin_peer.mesh_address()};
+  {
+    PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT node_name, mesh_address FROM peers"));
+    while (true) {
+      PPN_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      if (stmt.ColumnText(0) == req.node_name()) {
+        return absl::AlreadyExistsError(absl::StrCat("node ", req.node_name(), " has already joined"));
+      }
+      used.insert(stmt.ColumnText(1));
+    }
+  }
+  std::string address;
+  for (int host = 2; host < 255 && address.empty(); ++host) {
+    std::string candidate = absl::StrCat(options_.network, ".", host);
+    if (used.count(candidate) == 0) address = candidate;
+  }
+  if (address.empty()) return absl::ResourceExhaustedError("the mesh network has no free address");
+  SpiffeId id{options_.mesh, "host", req.node_name()};
+  x509::CertRequest cert_req;
+  cert_req.common_name = req.node_name();
+  cert_req.spiffe_id = id.ToString();
+  cert_req.dns_names = {req.node_name()};
+  cert_req.ips = {address};
+  PPN_ASSIGN_OR_RETURN(std::string cert, x509::SignCsr(options_.ca, req.csr_pem(), cert_req));
+
+  WireGuardPeer peer;
+  peer.set_node_name(req.node_name());
+  peer.set_public_key(req.wireguard_public_key());
+  peer.set_endpoint(req.wireguard_endpoint());
+  peer.set_mesh_address(address);
+  peer.add_allowed_ips(address + "/32");
+  EnrollmentGrant grant;
+  grant.set_mesh_name(options_.mesh);
+  grant.set_node_certificate_pem(cert);
+  grant.set_mesh_ca_pem(options_.ca.cert_pem);
+  grant.set_mesh_address(address);
+  grant.set_mesh_prefix_length(24);
+  *grant.mutable_admin_peer() = options_.admin_peer;
+  {
+    PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT record FROM peers ORDER BY mesh_address"));
+    while (true) {
+      PPN_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      grant.add_peers()->ParseFromString(stmt.ColumnBlob(0));
+    }
+  }
+  PPN_ASSIGN_OR_RETURN(SealedBox sealed, Seal(isk, true, 1, grant.SerializeAsString()));
+  CompleteRequest comp;
+  comp.mutable_enrollment_grant()->set_nonce(sealed.nonce);
+  comp.mutable_enrollment_grant()->set_ciphertext(sealed.ciphertext);
+  CompleteResponse compr;
+  PPN_RETURN_IF_ERROR(Call([&](grpc::ClientContext* c) { return joiner->Complete(c, comp, &compr); }));
+  PPN_ASSIGN_OR_RETURN(std::string ack_bytes, Open(isk, {compr.ack().nonce(), compr.ack().ciphertext()}));
+  EnrollmentAck ack;
+  if (!ack.ParseFromString(ack_bytes) || !ack.stored()) return absl::InternalError("the joiner did not store its grant");
+
+  PPN_ASSIGN_OR_RETURN(Statement insert, db_->Prepare("INSERT INTO peers (node_name, mesh_address, record) VALUES (?, ?, ?)"));
+  PPN_RETURN_IF_ERROR(insert.Bind(1, req.node_name()).Bind(2, address).BindBlob(3, peer.SerializeAsString()).Run());
+  ppn::ledger::v1::AppendRequest entry;
+  entry.set_kind("node.join");
+  entry.set_subject(req.node_name());
+  entry.set_outcome(ppn::ledger::v1::OUTCOME_SUCCESS);
+  (*entry.mutable_attributes())["agent_address"] = req.agent_address();
+  (*entry.mutable_attributes())["mesh_address"] = address;
+  (*entry.mutable_attributes())["wireguard_public_key"] = req.wireguard_public_key();
+  (*entry.mutable_attributes())["spiffe_id"] = id.ToString();
+  PPN_ASSIGN_OR_RETURN(uint64_t index, ledger_(entry));
+
+  ApproveNodeResponse resp;
+  resp.set_node_name(req.node_name());
+  resp.set_mesh_address(address);
+  resp.set_spiffe_id(id.ToString());
+  resp.set_ledger_index(index);
+  *resp.mutable_elapsed() = google::protobuf::util::TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(absl::Now() - t0));
+  spdlog::info("node.joined node={} mesh_address={} ledger_index={}", req.node_name(), address, index);
+  return resp;
+}
+
+}  // namespace ppn::pairing

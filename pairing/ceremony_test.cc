@@ -1,0 +1,229 @@
+// The Genesis ceremony over real sockets: success, wrong codes, typos, expiry, a relay in
+// the middle, and no private key on the wire.
+
+#include <atomic>
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "catch2/catch.hpp"
+#include "common/random.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/tls_certificate_verifier.h"
+#include "grpcpp/security/tls_credentials_options.h"
+#include "pairing/pairing_services.h"
+#include "pairing/short_code.h"
+#include "pairing/wireguard.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/harness/temp_dir.h"
+
+namespace ppn::pairing {
+namespace {
+
+using namespace ppn::pairing::v1;  // NOLINT
+
+struct Joiner {
+  ppn::testing::TempDir dir;
+  ppn::testing::FakeClock clock;
+  std::string code = *NewShortCode(*OpenSslRandom::Get());
+  std::string node_key = *x509::GenerateKey();
+  WireGuardKeys wg = *NewWireGuardKeys();
+  x509::Identity tls = *EphemeralTlsIdentity("laptop-c");
+  std::unique_ptr<JoinerCore> core;
+  std::unique_ptr<JoinerService> service;
+  StartedServer server;
+
+  explicit Joiner(absl::Duration window = absl::Seconds(600)) {
+    EnrollmentRequest req;
+    req.set_node_name("laptop-c");
+    req.set_wireguard_public_key(wg.public_key);
+    x509::CertRequest csr;
+    csr.common_name = "laptop-c";
+    req.set_csr_pem(*x509::MakeCsr(node_key, csr));
+    req.set_agent_address("10.8.0.2:7112");
+    JoinerCore::Options o;
+    o.code = *ParseShortCode(code);
+    o.tls_fingerprint = *x509::Fingerprint(tls.cert_pem);
+    o.window = window;
+    core = std::make_unique<JoinerCore>(o, req, node_key, &clock, OpenSslRandom::Get());
+    service = std::make_unique<JoinerService>(core.get());
+    server = *StartJoinerServer("127.0.0.1:0", tls, dir.path(), service.get());
+  }
+  ~Joiner() { server.server->Shutdown(); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(server.port); }
+};
+
+struct Admin {
+  ppn::testing::TempDir dir;
+  std::vector<ppn::ledger::v1::AppendRequest> ledger;
+  std::unique_ptr<AdminCore> core;
+  Admin() {
+    AdminCore::Options o;
+    o.mesh = "ppn.test";
+    o.ca = *x509::MakeCa("ppn.test", absl::Hours(1));
+    o.admin_peer.set_node_name("admin");
+    o.admin_peer.set_public_key(NewWireGuardKeys()->public_key);
+    o.admin_peer.set_mesh_address("10.8.0.1");
+    o.admin_peer.add_allowed_ips("10.8.0.1/32");
+    o.admin_peer.set_endpoint("203.0.113.7:51820");
+    core = *AdminCore::Create(o, dir.File("peers.db"),
+                              [this](const ppn::ledger::v1::AppendRequest& r) -> absl::StatusOr<uint64_t> {
+                                ledger.push_back(r);
+                                return ledger.size() - 1;
+                              },
+                              OpenSslRandom::Get());
+  }
+};
+
+// A different code that is still well formed (its check symbol matches).
+std::string OtherCode(const std::string& code) {
+  while (true) {
+    std::string c = *NewShortCode(*OpenSslRandom::Get());
+    if (c != code) return c;
+  }
+}
+
+TEST_CASE("a whole ceremony enrolls the node with a certificate, peers and a ledger entry", "[pairing][ceremony]") {
+  Joiner joiner;
+  Admin admin;
+  absl::StatusOr<ApproveNodeResponse> r = admin.core->Approve(joiner.address(), absl::AsciiStrToLower(joiner.code));
+  INFO(r.status().message());
+  REQUIRE(r.ok());
+  CHECK(r->node_name() == "laptop-c");
+  CHECK(r->mesh_address() == "10.8.0.2");
+  CHECK(r->spiffe_id() == "spiffe://ppn.test/host/laptop-c");
+
+  auto grant = joiner.core->WaitForOutcome(absl::Seconds(5));
+  REQUIRE(grant.ok());
+  CHECK(*x509::VerifyAndGetUris(grant->mesh_ca_pem(), grant->node_certificate_pem()) ==
+        std::vector<std::string>{"spiffe://ppn.test/host/laptop-c"});
+  CHECK(grant->admin_peer().public_key() == admin.core->Peers()[0].public_key());
+  auto peers = admin.core->Peers();
+  REQUIRE(peers.size() == 2);
+  CHECK(peers[1].public_key() == joiner.wg.public_key);
+  CHECK(peers[1].mesh_address() == grant->mesh_address());
+  std::string wg = WgQuickConfig(joiner.wg, grant->mesh_address(), grant->mesh_prefix_length(), {grant->admin_peer()}, 51820);
+  CHECK(wg.find("PublicKey = " + admin.core->Peers()[0].public_key()) != std::string::npos);
+
+  REQUIRE(admin.ledger.size() == 1);
+  CHECK(admin.ledger[0].kind() == "node.join");
+  CHECK(admin.ledger[0].subject() == "laptop-c");
+  CHECK(admin.ledger[0].attributes().at("agent_address") == "10.8.0.2:7112");
+
+  SECTION("no private key crosses the wire") {
+    std::string wire;
+    for (const auto& m : joiner.core->TranscriptForTest()) wire += m;
+    CHECK(wire.find(joiner.wg.private_key) == std::string::npos);
+    std::string raw;
+    absl::Base64Unescape(joiner.wg.private_key, &raw);
+    CHECK(wire.find(raw) == std::string::npos);
+    CHECK(wire.find(joiner.node_key) == std::string::npos);
+    std::string body = joiner.node_key.substr(joiner.node_key.find('\n') + 1, 40);
+    CHECK(wire.find(body) == std::string::npos);
+    CHECK(wire.find(joiner.tls.key_pem.substr(30, 40)) == std::string::npos);
+  }
+  SECTION("the code is dead afterwards") {
+    CHECK(admin.core->Approve(joiner.address(), joiner.code).status().code() == absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+TEST_CASE("wrong codes spend attempts and the third ends the ceremony", "[pairing][ceremony]") {
+  Joiner joiner;
+  Admin admin;
+  SECTION("a typo is caught locally without spending an attempt") {
+    std::string typo = joiner.code;
+    typo[0] = typo[0] == 'A' ? 'B' : 'A';
+    auto r = admin.core->Approve(joiner.address(), typo);
+    if (!ParseShortCode(typo).ok()) {
+      CHECK(r.status().code() == absl::StatusCode::kInvalidArgument);
+      CHECK(joiner.core->failed_attempts() == 0);
+    }
+    auto bad_check = admin.core->Approve(joiner.address(), joiner.code.substr(0, 10) + (joiner.code[10] == '0' ? "1" : "0"));
+    CHECK(bad_check.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(joiner.core->failed_attempts() == 0);
+  }
+  for (int i = 1; i <= 3; ++i) {
+    auto r = admin.core->Approve(joiner.address(), OtherCode(joiner.code));
+    CHECK(r.status().code() == absl::StatusCode::kPermissionDenied);
+    CHECK(joiner.core->failed_attempts() == i);
+  }
+  CHECK(admin.ledger.empty());
+  CHECK(admin.core->Peers().size() == 1);
+  // Even the right code is too late now.
+  auto late = admin.core->Approve(joiner.address(), joiner.code);
+  CHECK(late.status().code() == absl::StatusCode::kPermissionDenied);
+  CHECK(std::string(late.status().message()).find("ceremony has ended") != std::string::npos);
+  CHECK(joiner.core->WaitForOutcome(absl::Seconds(1)).status().code() == absl::StatusCode::kPermissionDenied);
+}
+
+TEST_CASE("the ceremony expires after its window", "[pairing][ceremony]") {
+  Joiner joiner;
+  Admin admin;
+  joiner.clock.Advance(absl::Seconds(601));
+  auto r = admin.core->Approve(joiner.address(), joiner.code);
+  CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(joiner.core->WaitForOutcome(absl::Seconds(1)).status().code() == absl::StatusCode::kDeadlineExceeded);
+}
+
+// A relay that terminates TLS with its own certificate and forwards the CPace messages.
+class Relay final : public PairingJoiner::Service {
+ public:
+  explicit Relay(const std::string& target) {
+    grpc::experimental::TlsChannelCredentialsOptions o;
+    o.set_verify_server_certs(false);
+    o.set_check_call_host(false);
+    o.set_certificate_verifier(std::make_shared<grpc::experimental::NoOpCertificateVerifier>());
+    stub_ = PairingJoiner::NewStub(grpc::CreateChannel(target, grpc::experimental::TlsCredentials(o)));
+  }
+  grpc::Status Exchange(grpc::ServerContext*, const ExchangeRequest* r, ExchangeResponse* out) override {
+    grpc::ClientContext c;
+    return stub_->Exchange(&c, *r, out);
+  }
+  grpc::Status Confirm(grpc::ServerContext*, const ConfirmRequest* r, ConfirmResponse* out) override {
+    grpc::ClientContext c;
+    return stub_->Confirm(&c, *r, out);
+  }
+  grpc::Status Complete(grpc::ServerContext*, const CompleteRequest* r, CompleteResponse* out) override {
+    grpc::ClientContext c;
+    return stub_->Complete(&c, *r, out);
+  }
+
+ private:
+  std::unique_ptr<PairingJoiner::Stub> stub_;
+};
+
+TEST_CASE("a relay with its own TLS certificate cannot confirm the key", "[pairing][ceremony][mitm]") {
+  Joiner joiner;
+  Admin admin;
+  ppn::testing::TempDir relay_dir;
+  Relay relay(joiner.address());
+  x509::Identity relay_tls = *EphemeralTlsIdentity("laptop-c");
+  ServerOptions options;
+  StartedServer relay_server;
+  {
+    // Serve the relay exactly as a joiner would be served, on its own certificate.
+    TlsFiles files{relay_dir.File("t.pem"), relay_dir.File("t.pem"), relay_dir.File("t.key")};
+    std::ofstream(files.cert) << relay_tls.cert_pem;
+    std::ofstream(files.key) << relay_tls.key_pem;
+    options.listen_address = "127.0.0.1:0";
+    options.credentials = TlsServerCredentials(files);
+    class Open final : public grpc::AuthMetadataProcessor {
+     public:
+      bool IsBlocking() const override { return false; }
+      grpc::Status Process(const InputMetadata&, grpc::AuthContext*, OutputMetadata*, OutputMetadata*) override {
+        return grpc::Status::OK;
+      }
+    };
+    options.auth_processor = std::make_shared<Open>();
+    options.services = {&relay};
+    relay_server = *StartServer(options);
+  }
+  auto r = admin.core->Approve("127.0.0.1:" + std::to_string(relay_server.port), joiner.code);
+  CHECK(r.status().code() == absl::StatusCode::kPermissionDenied);
+  CHECK(joiner.core->failed_attempts() == 1);  // the joiner saw a confirmation it could not accept
+  CHECK(admin.ledger.empty());
+  relay_server.server->Shutdown();
+}
+
+}  // namespace
+}  // namespace ppn::pairing

@@ -1,0 +1,88 @@
+#include "pairing/pairing_services.h"
+
+#include <fstream>
+
+#include "common/grpc_status.h"
+#include "grpcpp/security/auth_metadata_processor.h"
+#include "spdlog/spdlog.h"
+
+namespace ppn::pairing {
+namespace {
+
+// The joiner's listener is open: whoever talks to it must prove the code through CPace.
+class OpenProcessor final : public grpc::AuthMetadataProcessor {
+ public:
+  bool IsBlocking() const override { return false; }
+  grpc::Status Process(const InputMetadata&, grpc::AuthContext*, OutputMetadata*, OutputMetadata*) override {
+    return grpc::Status::OK;
+  }
+};
+
+grpc::Status Fail(const char* rpc, const absl::Status& s) {
+  spdlog::warn("rpc.failed rpc={} code={} error=\"{}\"", rpc, absl::StatusCodeToString(s.code()), std::string(s.message()));
+  return ToGrpcStatus(s);
+}
+
+}  // namespace
+
+grpc::Status JoinerService::Exchange(grpc::ServerContext*, const v1::ExchangeRequest* r, v1::ExchangeResponse* out) {
+  auto resp = core_->Exchange(*r);
+  if (!resp.ok()) return Fail("Exchange", resp.status());
+  *out = *resp;
+  return grpc::Status::OK;
+}
+
+grpc::Status JoinerService::Confirm(grpc::ServerContext*, const v1::ConfirmRequest* r, v1::ConfirmResponse* out) {
+  auto resp = core_->Confirm(*r);
+  if (!resp.ok()) return Fail("Confirm", resp.status());
+  *out = *resp;
+  return grpc::Status::OK;
+}
+
+grpc::Status JoinerService::Complete(grpc::ServerContext*, const v1::CompleteRequest* r, v1::CompleteResponse* out) {
+  auto resp = core_->Complete(*r);
+  if (!resp.ok()) return Fail("Complete", resp.status());
+  *out = *resp;
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ApproveNode(grpc::ServerContext*, const v1::ApproveNodeRequest* r, v1::ApproveNodeResponse* out) {
+  auto resp = core_->Approve(r->joiner_address(), r->code());
+  if (!resp.ok()) return Fail("ApproveNode", resp.status());
+  *out = *resp;
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListPeers(grpc::ServerContext*, const v1::ListPeersRequest*, v1::ListPeersResponse* out) {
+  for (auto& p : core_->Peers()) *out->add_peers() = std::move(p);
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<x509::Identity> EphemeralTlsIdentity(const std::string& node_name) {
+  x509::CertRequest req;
+  req.common_name = "ppn-pairing-" + node_name;
+  absl::StatusOr<x509::Identity> ca = x509::MakeCa("pairing", absl::Seconds(700));
+  if (!ca.ok()) return ca.status();
+  req.dns_names = {"localhost", node_name};
+  req.ips = {"127.0.0.1"};
+  req.validity = absl::Seconds(700);
+  return x509::Issue(*ca, req);
+}
+
+absl::StatusOr<StartedServer> StartJoinerServer(const std::string& listen, const x509::Identity& identity,
+                                                const std::string& dir, JoinerService* service) {
+  TlsFiles files{dir + "/pairing-tls.pem", dir + "/pairing-tls.pem", dir + "/pairing-tls.key"};
+  std::ofstream(files.cert) << identity.cert_pem;
+  {
+    std::ofstream key(files.key);
+    key << identity.key_pem;
+  }
+  ServerOptions options;
+  options.listen_address = listen;
+  options.credentials = TlsServerCredentials(files);
+  options.auth_processor = std::make_shared<OpenProcessor>();
+  options.services = {service};
+  return StartServer(options);
+}
+
+}  // namespace ppn::pairing
