@@ -1,5 +1,7 @@
 #include "pairing/admin.h"
 
+#include <arpa/inet.h>
+
 #include <set>
 
 #include "absl/strings/match.h"
@@ -139,6 +141,14 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   cert_req.spiffe_id = id.ToString();
   cert_req.dns_names = {req.node_name()};
   cert_req.ips = {address};
+  // The certificate also names the address its host agent serves on, when that is an IP
+  // literal (single-machine meshes serve on 127.0.0.1, real ones on the mesh address).
+  std::string agent_host = req.agent_address().substr(0, req.agent_address().rfind(':'));
+  in6_addr scratch;
+  if (!agent_host.empty() && agent_host != address &&
+      (inet_pton(AF_INET, agent_host.c_str(), &scratch) == 1 || inet_pton(AF_INET6, agent_host.c_str(), &scratch) == 1)) {
+    cert_req.ips.push_back(agent_host);
+  }
   PPN_ASSIGN_OR_RETURN(std::string cert, x509::SignCsr(options_.ca, req.csr_pem(), cert_req));
 
   WireGuardPeer peer;

@@ -1,0 +1,95 @@
+// pairing: run on a new node to join the mesh. Generates the node's identity key, CSR and
+// WireGuard keys locally, shows the short code, and waits (600 s at most) for the operator to
+// approve it on the founding node. Writes node.pem, node.key, ca.pem, wg-ppn.conf and
+// node.json into --out_dir and exits 0; exits 1 when the ceremony fails or expires.
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "common/random.h"
+#include "nlohmann/json.hpp"
+#include "pairing/pairing_services.h"
+#include "pairing/short_code.h"
+#include "pairing/wireguard.h"
+
+ABSL_FLAG(std::string, name, "", "This node's name, e.g. laptop-c");
+ABSL_FLAG(std::string, listen, "0.0.0.0:7105", "Where the admin reaches this joiner");
+ABSL_FLAG(std::string, out_dir, "ppn-node", "Directory for the node's keys and configuration");
+ABSL_FLAG(std::string, agent_address, "", "host:port of this node's host agent, recorded in the ledger");
+ABSL_FLAG(std::string, wireguard_endpoint, "", "host:port of this node's WireGuard, if reachable");
+ABSL_FLAG(absl::Duration, window, absl::Seconds(600), "How long the code stays valid");
+
+namespace {
+
+int Fail(const std::string& why) {
+  std::fprintf(stderr, "pairing: %s\n", why.c_str());
+  return 1;
+}
+
+void WriteSecret(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::trunc) << data;
+  chmod(path.c_str(), 0600);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("pairing --name=NODE [--listen=0.0.0.0:7105] [--out_dir=DIR]");
+  absl::ParseCommandLine(argc, argv);
+  (void)ppn::InitLogging("pairing", "warn");
+  std::string name = absl::GetFlag(FLAGS_name), dir = absl::GetFlag(FLAGS_out_dir);
+  if (name.empty()) return Fail("--name is required");
+  std::filesystem::create_directories(dir);
+  auto node_key = ppn::x509::GenerateKey();
+  auto wg = ppn::pairing::NewWireGuardKeys();
+  auto tls = ppn::pairing::EphemeralTlsIdentity(name);
+  auto code = ppn::pairing::NewShortCode(*ppn::OpenSslRandom::Get());
+  if (!node_key.ok() || !wg.ok() || !tls.ok() || !code.ok()) return Fail("key generation failed");
+  ppn::x509::CertRequest csr;
+  csr.common_name = name;
+  ppn::pairing::v1::EnrollmentRequest req;
+  req.set_node_name(name);
+  req.set_wireguard_public_key(wg->public_key);
+  req.set_csr_pem(*ppn::x509::MakeCsr(*node_key, csr));
+  req.set_agent_address(absl::GetFlag(FLAGS_agent_address));
+  req.set_wireguard_endpoint(absl::GetFlag(FLAGS_wireguard_endpoint));
+  ppn::pairing::JoinerCore::Options options;
+  options.code = *ppn::pairing::ParseShortCode(*code);
+  options.tls_fingerprint = *ppn::x509::Fingerprint(tls->cert_pem);
+  options.window = absl::GetFlag(FLAGS_window);
+  ppn::pairing::JoinerCore core(options, req, *node_key, ppn::RealClock::Get(), ppn::OpenSslRandom::Get());
+  ppn::pairing::JoinerService service(&core);
+  auto server = ppn::pairing::StartJoinerServer(absl::GetFlag(FLAGS_listen), *tls, dir, &service);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  // The operator reads this on the console and types it on the founding node.
+  std::printf("\n  Pairing code for %s:   %s\n\n  On the founding node: ppnctl node approve <this host>:%d --code %s\n"
+              "  (valid for %s)\n\n",
+              name.c_str(), code->c_str(), server->port, code->c_str(),
+              absl::FormatDuration(options.window).c_str());
+  std::fflush(stdout);
+  auto grant = core.WaitForOutcome(options.window + absl::Seconds(1));
+  server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  std::filesystem::remove(dir + "/pairing-tls.key");
+  std::filesystem::remove(dir + "/pairing-tls.pem");
+  if (!grant.ok()) return Fail(std::string(grant.status().message()));
+  WriteSecret(dir + "/node.key", *node_key);
+  std::ofstream(dir + "/node.pem") << grant->node_certificate_pem();
+  std::ofstream(dir + "/ca.pem") << grant->mesh_ca_pem();
+  std::vector<ppn::pairing::v1::WireGuardPeer> peers = {grant->admin_peer()};
+  peers.insert(peers.end(), grant->peers().begin(), grant->peers().end());
+  WriteSecret(dir + "/wg-ppn.conf", ppn::pairing::WgQuickConfig(*wg, grant->mesh_address(), grant->mesh_prefix_length(), peers, 51820));
+  nlohmann::json node = {{"name", name}, {"mesh", grant->mesh_name()}, {"mesh_address", grant->mesh_address()},
+                         {"wireguard_public_key", wg->public_key}};
+  std::ofstream(dir + "/node.json") << node.dump(2) << "\n";
+  std::printf("  Joined %s as %s. Configuration in %s (wg-quick up %s/wg-ppn.conf to bring up WireGuard).\n",
+              grant->mesh_name().c_str(), grant->mesh_address().c_str(), dir.c_str(), dir.c_str());
+  return 0;
+}
