@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <fstream>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -17,6 +18,7 @@
 #include "pairing/ceremony_crypto.h"
 #include "pairing/cpace.h"
 #include "pairing/short_code.h"
+#include "pairing/wireguard.h"
 #include "ppn/pairing/v1/pairing_service.grpc.pb.h"
 #include "spdlog/spdlog.h"
 
@@ -193,6 +195,20 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   (*entry.mutable_attributes())["wireguard_public_key"] = req.wireguard_public_key();
   (*entry.mutable_attributes())["spiffe_id"] = id.ToString();
   PPN_ASSIGN_OR_RETURN(uint64_t index, ledger_(entry));
+  if (!options_.wireguard_peers_file.empty()) {
+    // This node's side of the mesh: every joined node as a wg-quick peer (the interface
+    // section, with this node's private key, is the operator's own).
+    std::string conf = "# Written by pairing_admin: the peers of this node's WireGuard interface.\n";
+    PPN_ASSIGN_OR_RETURN(Statement all, db_->Prepare("SELECT record FROM peers ORDER BY mesh_address"));
+    std::vector<WireGuardPeer> peers;
+    while (true) {
+      PPN_ASSIGN_OR_RETURN(bool row, all.Step());
+      if (!row) break;
+      peers.emplace_back().ParseFromString(all.ColumnBlob(0));
+    }
+    std::string text = WgQuickConfig({"<this node's private key>", ""}, options_.admin_peer.mesh_address(), 24, peers, 51820);
+    std::ofstream(options_.wireguard_peers_file, std::ios::trunc) << conf << text;
+  }
 
   ApproveNodeResponse resp;
   resp.set_node_name(req.node_name());

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   options.admin_peer.set_endpoint(absl::GetFlag(FLAGS_wireguard_endpoint));
   options.admin_peer.set_mesh_address("10.8.0.1");
   options.admin_peer.add_allowed_ips("10.8.0.0/24");
+  options.wireguard_peers_file = absl::GetFlag(FLAGS_peers_db) + ".wg-peers.conf";
   std::shared_ptr<ppn::ledger::v1::Ledger::Stub> ledger = ppn::ledger::v1::Ledger::NewStub(
       grpc::CreateChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls)));
   auto append = [ledger](const ppn::ledger::v1::AppendRequest& r) -> absl::StatusOr<uint64_t> {

@@ -66,6 +66,7 @@ struct Admin {
     o.admin_peer.set_mesh_address("10.8.0.1");
     o.admin_peer.add_allowed_ips("10.8.0.1/32");
     o.admin_peer.set_endpoint("203.0.113.7:51820");
+    o.wireguard_peers_file = dir.File("wg-peers.conf");
     core = *AdminCore::Create(o, dir.File("peers.db"),
                               [this](const ppn::ledger::v1::AppendRequest& r) -> absl::StatusOr<uint64_t> {
                                 ledger.push_back(r);
@@ -104,6 +105,11 @@ TEST_CASE("a whole ceremony enrolls the node with a certificate, peers and a led
   CHECK(peers[1].mesh_address() == grant->mesh_address());
   std::string wg = WgQuickConfig(joiner.wg, grant->mesh_address(), grant->mesh_prefix_length(), {grant->admin_peer()}, 51820);
   CHECK(wg.find("PublicKey = " + admin.core->Peers()[0].public_key()) != std::string::npos);
+
+  std::ifstream peers_file(admin.dir.File("wg-peers.conf"));
+  std::string peers_text((std::istreambuf_iterator<char>(peers_file)), std::istreambuf_iterator<char>());
+  CHECK(peers_text.find("PublicKey = " + joiner.wg.public_key) != std::string::npos);
+  CHECK(peers_text.find("AllowedIPs = 10.8.0.2/32") != std::string::npos);
 
   REQUIRE(admin.ledger.size() == 1);
   CHECK(admin.ledger[0].kind() == "node.join");
