@@ -24,6 +24,8 @@ ABSL_FLAG(std::string, port_file, "", "Write the bound port here once serving (f
 namespace ppn {
 namespace {
 
+const char* g_service = "ppn";
+
 [[noreturn]] void Die(const char* service, absl::string_view message) {
   std::fprintf(stderr, "%s: %.*s\n", service, static_cast<int>(message.size()), message.data());
   std::exit(2);
@@ -31,7 +33,10 @@ namespace {
 
 }  // namespace
 
+void ExitWithError(absl::string_view message) { Die(g_service, message); }
+
 ServiceFlags InitService(const char* service, int argc, char** argv) {
+  g_service = service;
   absl::SetProgramUsageMessage(absl::StrCat("PPN ", service, " service"));
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) Die(service, absl::StrCat("unexpected argument \"", rest[1], "\""));

@@ -32,6 +32,10 @@ struct ServiceFlags {
 // and matching). On any error prints one line to stderr and exits with status 2.
 ServiceFlags InitService(const char* service, int argc, char** argv);
 
+// Prints "<service>: <message>" to stderr and exits with status 2: bad configuration at
+// startup. Uses the name given to InitService.
+[[noreturn]] void ExitWithError(absl::string_view message);
+
 // Writes the bound port to --port_file (if set) atomically, so a harness that started the
 // server on port 0 can find it. Returns an error naming the file.
 absl::Status WritePortFile(int port);

@@ -19,28 +19,19 @@ ABSL_FLAG(std::vector<std::string>, nodes, {}, "Nodes from configuration: node_i
 ABSL_FLAG(std::string, ledger, "", "The ledger's address: node.join entries add nodes (empty: --nodes only)");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Heartbeat interval asked of every agent");
 
-namespace {
-
-[[noreturn]] void Die(absl::string_view message) {
-  std::fprintf(stderr, "fleet: %.*s\n", static_cast<int>(message.size()), message.data());
-  std::exit(2);
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   ppn::ServiceFlags flags = ppn::InitService("fleet", argc, argv);
   absl::StatusOr<std::unique_ptr<ppn::fleet::VmStore>> store = ppn::fleet::VmStore::Open(absl::GetFlag(FLAGS_db));
-  if (!store.ok()) Die(store.status().message());
+  if (!store.ok()) ppn::ExitWithError(store.status().message());
   ppn::fleet::GrpcAgentClientFactory agents(flags.tls);
   ppn::fleet::FleetCore::Options options;
   options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   ppn::fleet::FleetCore core({store->get(), &agents, ppn::RealClock::Get(), ppn::OpenSslRandom::Get()}, options);
   absl::Status loaded = core.Load();
-  if (!loaded.ok()) Die(loaded.message());
+  if (!loaded.ok()) ppn::ExitWithError(loaded.message());
   for (const std::string& node : absl::GetFlag(FLAGS_nodes)) {
     std::vector<std::string> kv = absl::StrSplit(node, absl::MaxSplits('=', 1));
-    if (kv.size() != 2 || kv[0].empty() || kv[1].empty()) Die("--nodes entries must be node_id=host:port");
+    if (kv.size() != 2 || kv[0].empty() || kv[1].empty()) ppn::ExitWithError("--nodes entries must be node_id=host:port");
     core.AddNode(kv[0], kv[1]);
   }
   std::unique_ptr<ppn::fleet::LedgerNodeWatcher> members;
@@ -52,9 +43,9 @@ int main(int argc, char** argv) {
   watcher.Start();
   ppn::fleet::FleetService service(&core);
   absl::StatusOr<ppn::StartedServer> server = ppn::fleet::StartFleetServer(flags.mesh, flags.listen, flags.tls, &service);
-  if (!server.ok()) Die(server.status().message());
+  if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);
-  if (!port.ok()) Die(port.message());
+  if (!port.ok()) ppn::ExitWithError(port.message());
   spdlog::info("fleet.started port={} nodes={}", server->port, core.NodeAddresses().size());
   std::string sig = ppn::WaitForShutdownSignal();
   spdlog::info("fleet.stopping signal={}", sig);

@@ -28,15 +28,6 @@ ABSL_FLAG(std::string, qemu_binary, "qemu-system-x86_64", "QEMU to run");
 ABSL_FLAG(std::string, qemu_user, "nobody", "User QEMU drops to when the agent runs as root");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Default heartbeat interval");
 
-namespace {
-
-[[noreturn]] void Die(absl::string_view message) {
-  std::fprintf(stderr, "host_agent: %.*s\n", static_cast<int>(message.size()), message.data());
-  std::exit(2);
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   ppn::ServiceFlags flags = ppn::InitService("host_agent", argc, argv);
   ppn::host::VmManager::Options options;
@@ -47,7 +38,7 @@ int main(int argc, char** argv) {
   if (range.size() != 2 || !absl::SimpleAtoi(range[0], &options.port_first) ||
       !absl::SimpleAtoi(range[1], &options.port_last) || options.port_first == 0 ||
       options.port_first > options.port_last || options.port_last > 65535) {
-    Die("--port_range must be FIRST-LAST within 1-65535");
+    ppn::ExitWithError("--port_range must be FIRST-LAST within 1-65535");
   }
   options.advertised_memory_mib = absl::GetFlag(FLAGS_advertised_memory_mib);
   options.safety_margin_mib = absl::GetFlag(FLAGS_safety_margin_mib);
@@ -59,29 +50,29 @@ int main(int argc, char** argv) {
   } else if (kvm == "simulate") {
     options.kvm_mode = ppn::host::KvmMode::kSimulate;
   } else {
-    Die("--kvm must be auto, off or simulate");
+    ppn::ExitWithError("--kvm must be auto, off or simulate");
   }
   options.kvm_probe_image = absl::GetFlag(FLAGS_kvm_probe_image);
   options.kvm_probe_timeout = absl::GetFlag(FLAGS_kvm_probe_timeout);
   options.qemu_binary = absl::GetFlag(FLAGS_qemu_binary);
   options.qemu_user = absl::GetFlag(FLAGS_qemu_user);
-  if (absl::GetFlag(FLAGS_catalog).empty()) Die("--catalog is required (tools/build-test-guest makes one)");
+  if (absl::GetFlag(FLAGS_catalog).empty()) ppn::ExitWithError("--catalog is required (tools/build-test-guest makes one)");
   absl::StatusOr<ppn::host::ImageCatalog> catalog = ppn::host::ImageCatalog::Load(absl::GetFlag(FLAGS_catalog));
-  if (!catalog.ok()) Die(catalog.status().message());
+  if (!catalog.ok()) ppn::ExitWithError(catalog.status().message());
   std::filesystem::create_directories(options.state_dir);
   absl::StatusOr<std::unique_ptr<ppn::host::VmStore>> store =
       ppn::host::VmStore::Open(options.state_dir + "/agent.db");
-  if (!store.ok()) Die(store.status().message());
+  if (!store.ok()) ppn::ExitWithError(store.status().message());
 
   ppn::host::VmManager manager(options, *std::move(catalog), store->get(), ppn::RealClock::Get());
   absl::Status started = manager.Start();
-  if (!started.ok()) Die(started.message());
+  if (!started.ok()) ppn::ExitWithError(started.message());
   ppn::host::HostAgentService service(&manager, absl::GetFlag(FLAGS_heartbeat_interval));
   absl::StatusOr<ppn::StartedServer> server =
       ppn::host::StartHostAgentServer(flags.mesh, flags.listen, flags.tls, &service);
-  if (!server.ok()) Die(server.status().message());
+  if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);
-  if (!port.ok()) Die(port.message());
+  if (!port.ok()) ppn::ExitWithError(port.message());
   spdlog::info("host_agent.started node={} port={} vms={}", options.node_id, server->port, manager.List().size());
 
   std::string sig = ppn::WaitForShutdownSignal();

@@ -26,31 +26,26 @@ ABSL_FLAG(absl::Duration, checkpoint_interval, absl::Seconds(1),
 
 namespace {
 
-[[noreturn]] void Die(absl::string_view message) {
-  std::fprintf(stderr, "ledger: %.*s\n", static_cast<int>(message.size()), message.data());
-  std::exit(2);
-}
-
 // Loads the signing key, or creates one named after the origin on first start.
 ppn::ledger::NoteSigner LoadOrCreateKey(const std::string& path, const std::string& origin) {
   absl::StatusOr<std::string> text = ppn::ReadFile(path);
   if (text.ok()) {
     std::string trimmed(absl::StripAsciiWhitespace(*text));
     absl::StatusOr<ppn::ledger::NoteSigner> signer = ppn::ledger::NoteSigner::Parse(trimmed);
-    if (!signer.ok()) Die(absl::StrCat(path, ": ", signer.status().message()));
+    if (!signer.ok()) ppn::ExitWithError(absl::StrCat(path, ": ", signer.status().message()));
     return *std::move(signer);
   }
   std::string seed(32, '\0');
   if (!ppn::OpenSslRandom::Get()->Fill(reinterpret_cast<uint8_t*>(seed.data()), seed.size()).ok()) {
-    Die("no randomness for a signing key");
+    ppn::ExitWithError("no randomness for a signing key");
   }
   absl::StatusOr<ppn::ledger::NoteSigner> signer = ppn::ledger::NoteSigner::FromSeed(origin, seed);
-  if (!signer.ok()) Die(signer.status().message());
+  if (!signer.ok()) ppn::ExitWithError(signer.status().message());
   umask(077);
   std::ofstream out(path, std::ios::trunc);
   out << signer->PrivateKeyString() << "\n";
   out.close();
-  if (!out) Die(absl::StrCat("cannot write signing key ", path));
+  if (!out) ppn::ExitWithError(absl::StrCat("cannot write signing key ", path));
   spdlog::info("ledger.key_created path={} verifier_key={}", path, signer->VerifierKey());
   return *std::move(signer);
 }
@@ -65,21 +60,21 @@ int main(int argc, char** argv) {
   ppn::ledger::NoteSigner signer = LoadOrCreateKey(absl::GetFlag(FLAGS_signing_key), origin);
   absl::StatusOr<std::unique_ptr<ppn::ledger::LedgerStore>> store =
       ppn::ledger::LedgerStore::Open(absl::GetFlag(FLAGS_db));
-  if (!store.ok()) Die(store.status().message());
+  if (!store.ok()) ppn::ExitWithError(store.status().message());
 
   ppn::ledger::MerkleLog::Options options;
   options.origin = origin;
   options.checkpoint_interval = absl::GetFlag(FLAGS_checkpoint_interval);
   ppn::ledger::MerkleLog log(store->get(), signer, ppn::RealClock::Get(), options);
   absl::Status started = log.Start();
-  if (!started.ok()) Die(started.message());
+  if (!started.ok()) ppn::ExitWithError(started.message());
 
   ppn::ledger::LedgerService service(&log);
   absl::StatusOr<ppn::StartedServer> server =
       ppn::ledger::StartLedgerServer(flags.mesh, flags.listen, flags.tls, &service);
-  if (!server.ok()) Die(server.status().message());
+  if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);
-  if (!port.ok()) Die(port.message());
+  if (!port.ok()) ppn::ExitWithError(port.message());
   spdlog::info("ledger.started port={} entries={} db={} verifier_key={}", server->port, log.size(),
                absl::GetFlag(FLAGS_db), signer.VerifierKey());
 

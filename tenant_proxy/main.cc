@@ -15,28 +15,19 @@ ABSL_FLAG(std::string, fleet, "127.0.0.1:7102", "The fleet's address (mTLS)");
 ABSL_FLAG(std::string, ledger, "127.0.0.1:7101", "The ledger's address (mTLS)");
 ABSL_FLAG(std::string, state_dir, "tenant-proxy", "Directory for audit.jsonl and the ledger spool");
 
-namespace {
-
-[[noreturn]] void Die(absl::string_view message) {
-  std::fprintf(stderr, "tenant_proxy: %.*s\n", static_cast<int>(message.size()), message.data());
-  std::exit(2);
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   ppn::ServiceFlags flags = ppn::InitService("tenant_proxy", argc, argv);
-  if (absl::GetFlag(FLAGS_config).empty()) Die("--config is required");
+  if (absl::GetFlag(FLAGS_config).empty()) ppn::ExitWithError("--config is required");
   absl::StatusOr<ppn::tenancy::v1::ProxyConfig> config = ppn::proxy::LoadProxyConfig(absl::GetFlag(FLAGS_config));
-  if (!config.ok()) Die(config.status().message());
+  if (!config.ok()) ppn::ExitWithError(config.status().message());
   absl::StatusOr<ppn::proxy::TokenAuthenticator> auth = ppn::proxy::TokenAuthenticator::Create(*config);
-  if (!auth.ok()) Die(auth.status().message());
+  if (!auth.ok()) ppn::ExitWithError(auth.status().message());
   std::string dir = absl::GetFlag(FLAGS_state_dir);
   std::filesystem::create_directories(dir);
   absl::StatusOr<std::unique_ptr<ppn::proxy::AuditTrail>> audit = ppn::proxy::AuditTrail::Open(
       dir + "/audit.jsonl", dir + "/spool.db", ppn::RealClock::Get(),
       ppn::proxy::LedgerAppender(absl::GetFlag(FLAGS_ledger), flags.tls));
-  if (!audit.ok()) Die(audit.status().message());
+  if (!audit.ok()) ppn::ExitWithError(audit.status().message());
   (*audit)->StartDelivery(absl::Milliseconds(500));
 
   auto fleet = ppn::fleet::v1::FleetService::NewStub(
@@ -44,9 +35,9 @@ int main(int argc, char** argv) {
   ppn::proxy::RateLimiter limiter(ppn::RealClock::Get());
   ppn::proxy::TenantServiceImpl service(*config, &*auth, fleet.get(), &limiter, audit->get());
   absl::StatusOr<ppn::StartedServer> server = ppn::proxy::StartTenantServer(flags.listen, flags.tls, &*auth, &service);
-  if (!server.ok()) Die(server.status().message());
+  if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);
-  if (!port.ok()) Die(port.message());
+  if (!port.ok()) ppn::ExitWithError(port.message());
   spdlog::info("tenant_proxy.started port={} tenants={} spooled={}", server->port, config->tenants_size(),
                (*audit)->Pending());
   std::string sig = ppn::WaitForShutdownSignal();
