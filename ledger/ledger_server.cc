@@ -8,8 +8,10 @@ RolePolicy LedgerRolePolicy(const std::string& mesh) {
   namespace r = ppn::roles;
   constexpr char kSvc[] = "/ppn.ledger.v1.Ledger/";
   RolePolicy policy(mesh);
-  policy.Allow(std::string(kSvc) + "Append",
-               {r::kTenantProxy, r::kPairingAdmin, r::kScheduler, r::kFleet, r::kOperator});
+  for (const char* append : {"Append", "AppendBatch"}) {
+    policy.Allow(std::string(kSvc) + append,
+                 {r::kTenantProxy, r::kPairingAdmin, r::kScheduler, r::kFleet, r::kOperator});
+  }
   for (const char* read : {"GetEntries", "GetCheckpoint", "GetInclusionProof",
                            "GetConsistencyProof", "WatchEntries"}) {
     policy.Allow(std::string(kSvc) + read, {r::kTenantProxy, r::kPairingAdmin, r::kScheduler,

@@ -34,6 +34,23 @@ grpc::Status LedgerService::Append(grpc::ServerContext* context, const v1::Appen
   return grpc::Status::OK;
 }
 
+grpc::Status LedgerService::AppendBatch(grpc::ServerContext* context, const v1::AppendBatchRequest* request,
+                                        v1::AppendBatchResponse* response) {
+  absl::StatusOr<SpiffeId> peer = PeerSpiffeId(*context);
+  if (!peer.ok()) return Fail("AppendBatch", peer.status());
+  std::vector<v1::AppendRequest> entries(request->entries().begin(), request->entries().end());
+  absl::StatusOr<std::vector<AppendResult>> results = log_->AppendBatch(*peer, entries);
+  if (!results.ok()) return Fail("AppendBatch", results.status());
+  for (const AppendResult& r : *results) {
+    auto* out = response->add_results();
+    out->set_index(r.index);
+    out->set_leaf_hash(r.leaf_hash);
+    *out->mutable_append_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(r.append_time));
+    out->set_duplicate(r.duplicate);
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status LedgerService::GetEntries(grpc::ServerContext*, const v1::GetEntriesRequest* request,
                                        v1::GetEntriesResponse* response) {
   uint64_t size = log_->size();

@@ -14,6 +14,8 @@ class LedgerService final : public ppn::ledger::v1::Ledger::Service {
 
   grpc::Status Append(grpc::ServerContext* context, const v1::AppendRequest* request,
                       v1::AppendResponse* response) override;
+  grpc::Status AppendBatch(grpc::ServerContext* context, const v1::AppendBatchRequest* request,
+                           v1::AppendBatchResponse* response) override;
   grpc::Status GetEntries(grpc::ServerContext* context, const v1::GetEntriesRequest* request,
                           v1::GetEntriesResponse* response) override;
   grpc::Status GetCheckpoint(grpc::ServerContext* context, const v1::GetCheckpointRequest* request,

@@ -97,7 +97,8 @@ void MerkleLog::Stop() {
   Checkpoint().IgnoreError();
 }
 
-absl::StatusOr<AppendResult> MerkleLog::Append(const SpiffeId& actor, const AppendRequest& request) {
+absl::StatusOr<std::shared_ptr<MerkleLog::Pending>> MerkleLog::MakePending(const SpiffeId& actor,
+                                                                           const AppendRequest& request) {
   PPN_RETURN_IF_ERROR(ValidateRequest(request));
   PPN_RETURN_IF_ERROR(options_.policy.Check(actor.role, request.kind()));
   auto pending = std::make_shared<Pending>();
@@ -111,12 +112,40 @@ absl::StatusOr<AppendResult> MerkleLog::Append(const SpiffeId& actor, const Appe
   if (!request.idempotency_key().empty()) {
     pending->scoped_key = absl::StrCat(actor.ToString(), "\n", request.idempotency_key());
   }
+  return pending;
+}
+
+absl::StatusOr<AppendResult> MerkleLog::Append(const SpiffeId& actor, const AppendRequest& request) {
+  PPN_ASSIGN_OR_RETURN(std::vector<AppendResult> results, AppendBatch(actor, {request}));
+  return results[0];
+}
+
+absl::StatusOr<std::vector<AppendResult>> MerkleLog::AppendBatch(const SpiffeId& actor,
+                                                                 const std::vector<AppendRequest>& requests) {
+  if (requests.empty() || requests.size() > 1000) {
+    return absl::InvalidArgumentError("a batch holds 1-1000 entries");
+  }
+  std::vector<std::shared_ptr<Pending>> pendings;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    absl::StatusOr<std::shared_ptr<Pending>> p = MakePending(actor, requests[i]);
+    if (!p.ok()) {
+      return requests.size() == 1 ? p.status()
+                                  : absl::Status(p.status().code(), absl::StrCat("entry ", i, ": ", p.status().message()));
+    }
+    pendings.push_back(*std::move(p));
+  }
   absl::MutexLock l(&mu_);
   if (!running_ || stopping_) return absl::UnavailableError("ledger is shutting down");
-  queue_.push_back(pending);
+  // Queued together, so the writer commits them in order (possibly with others in between).
+  for (auto& p : pendings) queue_.push_back(p);
   work_cv_.Signal();
-  while (!pending->done) done_cv_.Wait(&mu_);
-  return pending->result;
+  std::vector<AppendResult> results;
+  for (auto& p : pendings) {
+    while (!p->done) done_cv_.Wait(&mu_);
+    if (!p->result.ok()) return p->result.status();
+    results.push_back(*p->result);
+  }
+  return results;
 }
 
 void MerkleLog::WriterLoop() {

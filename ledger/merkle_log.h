@@ -70,6 +70,11 @@ class MerkleLog {
   absl::StatusOr<AppendResult> Append(const SpiffeId& actor,
                                       const ppn::ledger::v1::AppendRequest& request);
 
+  // Appends `requests` in order once all are durable; all are validated first, so a refused
+  // one (INVALID_ARGUMENT, PERMISSION_DENIED) means none is appended.
+  absl::StatusOr<std::vector<AppendResult>> AppendBatch(const SpiffeId& actor,
+                                                        const std::vector<ppn::ledger::v1::AppendRequest>& requests);
+
   // Up to `page_size` entries from `start` on (of `kind` unless empty).
   absl::StatusOr<std::vector<ppn::ledger::v1::Entry>> GetEntries(uint64_t start, int page_size,
                                                                   const std::string& kind);
@@ -89,6 +94,8 @@ class MerkleLog {
 
  private:
   struct Pending;
+  absl::StatusOr<std::shared_ptr<Pending>> MakePending(const SpiffeId& actor,
+                                                       const ppn::ledger::v1::AppendRequest& request);
   void WriterLoop();
   void CommitBatch(std::vector<std::shared_ptr<Pending>>& batch);
   absl::StatusOr<SignedCheckpoint> SignCheckpoint(uint64_t size);

@@ -169,3 +169,27 @@ TEST_CASE("a ledger file refuses a different signing key", "[ledger][log]") {
 
 }  // namespace
 }  // namespace ppn::ledger
+
+namespace ppn::ledger {
+namespace {
+
+TEST_CASE("a batch is appended in order, or not at all when one entry is refused", "[ledger][log]") {
+  Fixture f;
+  std::vector<AppendRequest> batch = {VmCreate("vm-1"), VmCreate("vm-2"), VmCreate("vm-3")};
+  auto results = f.log->AppendBatch(kProxy, batch);
+  REQUIRE(results.ok());
+  REQUIRE(results->size() == 3);
+  CHECK((*results)[0].index == 0);
+  CHECK((*results)[2].index == 2);
+  CHECK((*f.log->GetEntries(0, 10, ""))[1].subject() == "vm-2");
+
+  batch[1].set_kind("Not A Kind");
+  auto refused = f.log->AppendBatch(kProxy, batch);
+  CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(refused.status().message()).rfind("entry 1: ", 0) == 0);
+  CHECK(f.log->size() == 3);
+  CHECK(f.log->AppendBatch(kProxy, {}).status().code() == absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace ppn::ledger

@@ -108,7 +108,7 @@ TEST_CASE("help for an RPC lists its fields with their proto comments", "[ppnctl
         "  --tree_size (uint64)  Tree size to prove against; 0 means the current size.\n");
   auto [code2, unknown] = Ppnctl({"ledger", "fly"}, dir.path());
   CHECK(code2 == 2);
-  CHECK(unknown.find("unknown rpc \"fly\" of ledger; rpcs: append, get-entries") == 0);
+  CHECK(unknown.find("unknown rpc \"fly\" of ledger; rpcs: append, append-batch, get-entries") == 0);
   auto [code3, completion] = Ppnctl({"completion", "bash"}, dir.path());
   CHECK(code3 == 0);
   CHECK(completion.find("complete -o nospace -F _ppnctl ppnctl") != std::string::npos);
