@@ -106,6 +106,23 @@ TEST_CASE("an appended entry's inclusion proof verifies against the signed check
   CHECK(entries.next_index() == 3);
 }
 
+TEST_CASE("AppendBatch appends several entries in order over the wire", "[ledger][grpc]") {
+  Fixture f;
+  AppendBatchRequest req;
+  for (int i = 0; i < 4; ++i) *req.add_entries() = Create("vm-" + std::to_string(i));
+  AppendBatchResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline());
+  REQUIRE(f.Stub("tenant-proxy")->AppendBatch(&ctx, req, &resp).ok());
+  REQUIRE(resp.results_size() == 4);
+  for (int i = 0; i < 4; ++i) CHECK(resp.results(i).index() == static_cast<uint64_t>(i));
+  grpc::ClientContext denied;
+  denied.set_deadline(Deadline());
+  AppendBatchResponse none;
+  CHECK(f.Stub("host")->AppendBatch(&denied, req, &none).error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  CHECK(f.log.size() == 4);
+}
+
 TEST_CASE("the ledger refuses appends by role and by kind", "[ledger][grpc][authz]") {
   Fixture f;
   AppendResponse response;
