@@ -84,6 +84,7 @@ void FleetCore::AddNode(const std::string& node_id, const std::string& agent_add
     spdlog::info("node.added node={} agent={}", node_id, agent_address);
   }
   n.node.set_agent_address(agent_address);
+  ReindexLocked(node_id);
   ChangedLocked();
 }
 
@@ -94,6 +95,7 @@ void FleetCore::RevokeNode(const std::string& node_id) {
   it->second.revoked = true;
   it->second.node.set_state(ppn::fleet::v1::NODE_STATE_REVOKED);
   spdlog::warn("node.revoked node={}", node_id);
+  ReindexLocked(node_id);
   ChangedLocked();
 }
 
@@ -171,6 +173,7 @@ void FleetCore::OnHeartbeat(const ppn::host::v1::Heartbeat& hb) {
     PutLocked(id).IgnoreError();
     spdlog::warn("vm.lost vm={} tenant={} node={}", id, r.tenant_id(), hb.node_id());
   }
+  ReindexLocked(hb.node_id());
   ChangedLocked();
 }
 
@@ -183,6 +186,7 @@ void FleetCore::RunOnce() {
       if (n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE && now - n.last_heartbeat > 3 * n.interval) {
         n.node.set_state(ppn::fleet::v1::NODE_STATE_UNREACHABLE);
         spdlog::warn("node.unreachable node={} silent_ms={}", id, absl::ToInt64Milliseconds(now - n.last_heartbeat));
+        ReindexLocked(id);
         ChangedLocked();
       }
     }
@@ -204,22 +208,38 @@ void FleetCore::RunOnce() {
   }
 }
 
+scheduler::NodeView FleetCore::ViewOfLocked(const std::string& node_id) const {
+  scheduler::NodeView v;
+  v.node_id = node_id;
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return v;
+  const NodeEntry& n = it->second;
+  v.alive = n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
+  v.revoked = n.revoked;
+  v.available_mib = n.node.available_memory_mib();
+  for (const auto& [_, r] : reservations_) {
+    if (r.node_id == node_id) v.reserved_mib += r.memory_mib;
+  }
+  v.kvm = n.node.kvm();
+  return v;
+}
+
 std::vector<scheduler::NodeView> FleetCore::NodeViewsLocked() const {
-  std::map<std::string, uint64_t> reserved;
-  for (const auto& [_, r] : reservations_) reserved[r.node_id] += r.memory_mib;
   std::vector<scheduler::NodeView> views;
   for (const auto& [id, n] : nodes_) {
     if (n.node.node_id().empty()) continue;  // known only from a VM record, never registered
-    scheduler::NodeView v;
-    v.node_id = id;
-    v.alive = n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
-    v.revoked = n.revoked;
-    v.available_mib = n.node.available_memory_mib();
-    v.reserved_mib = reserved[id];
-    v.kvm = n.node.kvm();
-    views.push_back(v);
+    views.push_back(ViewOfLocked(id));
   }
   return views;
+}
+
+void FleetCore::ReindexLocked(const std::string& node_id) {
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end() || it->second.node.node_id().empty()) {
+    placement_.Remove(node_id);
+    return;
+  }
+  placement_.Upsert(ViewOfLocked(node_id));
 }
 
 scheduler::Decision FleetCore::PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
@@ -227,7 +247,12 @@ scheduler::Decision FleetCore::PlaceLocked(const ppn::types::v1::VmSpec& spec, c
   scheduler::PlacementRequest req;
   req.memory_mib = spec.memory_mib();
   req.excluded_node_ids = excluded;
-  return scheduler::Place(NodeViewsLocked(), req, explain);
+  if (!explain) {
+    // The hot path: the index walks from the best node instead of scanning the fleet.
+    std::string best = placement_.Best(req);
+    if (!best.empty()) return scheduler::Place({ViewOfLocked(best)}, req, /*explain=*/false);
+  }
+  return scheduler::Place(NodeViewsLocked(), req, /*explain=*/true);
 }
 
 scheduler::Decision FleetCore::Explain(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) {
@@ -300,6 +325,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       node_id = decision.chosen_node_id;
       address = nodes_[node_id].node.agent_address();
       reservations_[vm_id] = {node_id, spec.memory_mib()};
+      ReindexLocked(node_id);
       StoredVm& stored = vms_[vm_id];
       stored.request_id = request_id;
       VmRecord& r = stored.record;
@@ -333,6 +359,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       return CreateResult{ViewLocked(r), decision};
     }
     reservations_.erase(vm_id);
+    ReindexLocked(node_id);
     tried.insert(node_id);
     absl::StrAppend(&errors, errors.empty() ? "" : "; ", "spawn on ", node_id, " failed: ", spawned.status().message());
     spdlog::warn("vm.spawn_failed vm={} node={} code={}", vm_id, node_id,

@@ -23,6 +23,7 @@
 #include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/host/v1/host_agent.pb.h"
 #include "scheduler/placement.h"
+#include "scheduler/placement_index.h"
 
 namespace ppn::fleet {
 
@@ -104,6 +105,10 @@ class FleetCore {
   };
 
   std::vector<scheduler::NodeView> NodeViewsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  scheduler::NodeView ViewOfLocked(const std::string& node_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Brings the placement index up to date for one node (after a heartbeat, a state change or
+  // a reservation).
+  void ReindexLocked(const std::string& node_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   scheduler::Decision PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
                                   bool explain) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -122,7 +127,8 @@ class FleetCore {
   std::map<std::string, NodeEntry> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, StoredVm> vms_ ABSL_GUARDED_BY(mu_);             // by vm_id: time-ordered ids
   std::map<std::string, Reservation> reservations_ ABSL_GUARDED_BY(mu_);  // by vm_id
-  std::map<std::string, std::string> indexed_node_ ABSL_GUARDED_BY(mu_);  // vm_id -> node in NodeEntry::vm_ids
+  std::map<std::string, std::string> indexed_node_ ABSL_GUARDED_BY(mu_);
+  scheduler::PlacementIndex placement_ ABSL_GUARDED_BY(mu_);  // vm_id -> node in NodeEntry::vm_ids
 };
 
 }  // namespace ppn::fleet

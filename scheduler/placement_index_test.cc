@@ -1,0 +1,48 @@
+#include "scheduler/placement_index.h"
+
+#include <random>
+
+#include "catch2/catch.hpp"
+
+namespace ppn::scheduler {
+namespace {
+
+TEST_CASE("the placement index chooses exactly what a full scan chooses", "[scheduler][placement]") {
+  std::mt19937_64 rng(42);
+  for (int round = 0; round < 30; ++round) {
+    std::vector<NodeView> nodes;
+    PlacementIndex index;
+    int n = 1 + static_cast<int>(rng() % 300);
+    for (int i = 0; i < n; ++i) {
+      NodeView v;
+      v.node_id = "n" + std::to_string(i);
+      v.alive = rng() % 10 != 0;
+      v.revoked = rng() % 30 == 0;
+      v.available_mib = rng() % 8192;
+      v.reserved_mib = rng() % 4 == 0 ? rng() % 2048 : 0;
+      v.kvm = rng() % 3 == 0 ? ppn::types::v1::KVM_SUPPORT_NONE
+                             : (rng() % 2 ? ppn::types::v1::KVM_SUPPORT_AVAILABLE : ppn::types::v1::KVM_SUPPORT_SIMULATED);
+      nodes.push_back(v);
+      index.Upsert(v);
+    }
+    // Updates, as heartbeats and reservations change nodes.
+    for (int u = 0; u < n / 3; ++u) {
+      NodeView& v = nodes[rng() % nodes.size()];
+      v.available_mib = rng() % 8192;
+      v.alive = rng() % 10 != 0;
+      index.Upsert(v);
+    }
+    for (int q = 0; q < 50; ++q) {
+      PlacementRequest r;
+      r.memory_mib = rng() % 9000;
+      r.require_kvm = rng() % 4 == 0;
+      if (rng() % 5 == 0) r.excluded_node_ids.insert(nodes[rng() % nodes.size()].node_id);
+      if (rng() % 10 == 0) r.pinned_node_id = nodes[rng() % nodes.size()].node_id;
+      INFO("round " << round << " query " << q);
+      CHECK(index.Best(r) == Place(nodes, r, false).chosen_node_id);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ppn::scheduler
