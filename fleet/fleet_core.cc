@@ -208,27 +208,38 @@ void FleetCore::RunOnce() {
   }
 }
 
-scheduler::NodeView FleetCore::ViewOfLocked(const std::string& node_id) const {
+// A node's placement view; `reserved_mib` is what creates in flight hold on it.
+static scheduler::NodeView ViewOf(const std::string& node_id, const ppn::fleet::v1::Node& node, bool revoked,
+                                  uint64_t reserved_mib) {
   scheduler::NodeView v;
   v.node_id = node_id;
-  auto it = nodes_.find(node_id);
-  if (it == nodes_.end()) return v;
-  const NodeEntry& n = it->second;
-  v.alive = n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
-  v.revoked = n.revoked;
-  v.available_mib = n.node.available_memory_mib();
-  for (const auto& [_, r] : reservations_) {
-    if (r.node_id == node_id) v.reserved_mib += r.memory_mib;
-  }
-  v.kvm = n.node.kvm();
+  v.alive = node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
+  v.revoked = revoked;
+  v.available_mib = node.available_memory_mib();
+  v.reserved_mib = reserved_mib;
+  v.kvm = node.kvm();
   return v;
 }
 
+scheduler::NodeView FleetCore::ViewOfLocked(const std::string& node_id) const {
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return ViewOf(node_id, {}, false, 0);
+  uint64_t reserved = 0;
+  for (const auto& [_, r] : reservations_) {
+    if (r.node_id == node_id) reserved += r.memory_mib;
+  }
+  return ViewOf(node_id, it->second.node, it->second.revoked, reserved);
+}
+
 std::vector<scheduler::NodeView> FleetCore::NodeViewsLocked() const {
+  // One pass over the reservations for all nodes, not one per node.
+  std::map<std::string, uint64_t> reserved;
+  for (const auto& [_, r] : reservations_) reserved[r.node_id] += r.memory_mib;
   std::vector<scheduler::NodeView> views;
   for (const auto& [id, n] : nodes_) {
     if (n.node.node_id().empty()) continue;  // known only from a VM record, never registered
-    views.push_back(ViewOfLocked(id));
+    auto r = reserved.find(id);
+    views.push_back(ViewOf(id, n.node, n.revoked, r == reserved.end() ? 0 : r->second));
   }
   return views;
 }

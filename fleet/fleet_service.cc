@@ -27,8 +27,7 @@ absl::StatusOr<Scope> CallerScope(const grpc::ServerContext& context) {
   return Scope{std::string(it->second.data(), it->second.size())};
 }
 
-void Fill(grpc::ServerContext& ctx, const ppn::fleet::v1::VmRecord& vm, v1::WatchVmResponse* msg) {
-  (void)ctx;
+void Fill(const ppn::fleet::v1::VmRecord& vm, v1::WatchVmResponse* msg) {
   *msg->mutable_vm() = vm;
   *msg->mutable_observe_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
 }
@@ -99,7 +98,7 @@ grpc::Status FleetService::WatchVm(grpc::ServerContext* context, const v1::Watch
     std::string now = vm->SerializeAsString();
     if (now != last) {
       v1::WatchVmResponse msg;
-      Fill(*context, *vm, &msg);
+      Fill(*vm, &msg);
       if (!writer->Write(msg)) return grpc::Status::OK;
       last = now;
     }

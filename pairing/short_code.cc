@@ -44,7 +44,8 @@ absl::StatusOr<std::string> ParseShortCode(const std::string& typed) {
   std::string canonical;
   for (int i = 0; i < 8; ++i) {
     int v = ValueOf(s[i]);
-    if (v < 0) return absl::InvalidArgumentError(absl::StrCat("\"", std::string(1, s[i]), "\" is not a code symbol"));
+    // Name the position, not the symbol: this message is logged and the code is a secret.
+    if (v < 0) return absl::InvalidArgumentError(absl::StrCat("symbol ", i + 1, " of the code is not a code symbol"));
     value = (value << 5) | static_cast<uint64_t>(v);
     canonical.push_back(kSymbols[v]);
   }

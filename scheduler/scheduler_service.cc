@@ -47,7 +47,7 @@ absl::StatusOr<std::vector<ppn::fleet::v1::Node>> SchedulerServiceImpl::Nodes() 
   return std::vector<ppn::fleet::v1::Node>(resp.nodes().begin(), resp.nodes().end());
 }
 
-absl::StatusOr<MigrationProgress> SchedulerServiceImpl::MigrateVm(const v1::MigrateRequest& request, bool automatic,
+absl::StatusOr<MigrationProgress> SchedulerServiceImpl::MigrateVm(const v1::MigrateRequest& request,
                                                                   const ProgressFn& progress) {
   ppn::fleet::v1::GetVmRequest get;
   get.set_vm_id(request.vm_id());
@@ -96,7 +96,6 @@ absl::StatusOr<MigrationProgress> SchedulerServiceImpl::MigrateVm(const v1::Migr
   const std::string source = vm.node_id();
   const std::string source_addr = by_id[source].agent_address();
   const std::string target_addr = by_id[target].agent_address();
-  (void)automatic;
 
   MigrationProgress report;
   report.set_vm_id(vm.vm_id());
@@ -210,7 +209,7 @@ grpc::Status SchedulerServiceImpl::Migrate(grpc::ServerContext* context, const v
     *msg.mutable_progress() = p;
     return !context->IsCancelled() && writer->Write(msg);
   };
-  absl::StatusOr<MigrationProgress> final_report = MigrateVm(*request, request->target_node_id().empty(), send);
+  absl::StatusOr<MigrationProgress> final_report = MigrateVm(*request, send);
   if (!final_report.ok()) return Fail("Migrate", final_report.status());
   send(*final_report);
   return grpc::Status::OK;
@@ -253,7 +252,7 @@ grpc::Status SchedulerServiceImpl::Drain(grpc::ServerContext* context, const v1:
       *msg.mutable_progress() = p;
       return !context->IsCancelled() && writer->Write(msg);
     };
-    absl::StatusOr<MigrationProgress> r = MigrateVm(m, true, send);
+    absl::StatusOr<MigrationProgress> r = MigrateVm(m, send);
     MigrationProgress report;
     if (r.ok()) {
       report = *r;
@@ -327,7 +326,7 @@ grpc::Status SchedulerServiceImpl::Rebalance(grpc::ServerContext* context, const
       *msg.mutable_progress() = p;
       return !context->IsCancelled() && writer->Write(msg);
     };
-    absl::StatusOr<MigrationProgress> r = MigrateVm(m, true, send);
+    absl::StatusOr<MigrationProgress> r = MigrateVm(m, send);
     if (r.ok()) send(*r);
   }
   return grpc::Status::OK;

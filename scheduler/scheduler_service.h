@@ -35,7 +35,7 @@ class SchedulerServiceImpl final : public ppn::scheduler::v1::Scheduler::Service
   // One migration, reporting to `progress`. The final report is COMPLETED or FAILED; an
   // error status means it never started (NOT_FOUND, FAILED_PRECONDITION for a pinned or
   // not running VM, RESOURCE_EXHAUSTED without a target, UNAVAILABLE).
-  absl::StatusOr<ppn::types::v1::MigrationProgress> MigrateVm(const v1::MigrateRequest& request, bool automatic,
+  absl::StatusOr<ppn::types::v1::MigrationProgress> MigrateVm(const v1::MigrateRequest& request,
                                                               const ProgressFn& progress);
 
  private:

@@ -49,7 +49,9 @@ absl::Status ForTenant(const grpc::Status& s) {
     case grpc::StatusCode::UNAVAILABLE:
       return absl::UnavailableError("the VM's host is unreachable right now; retry later");
     case grpc::StatusCode::FAILED_PRECONDITION:
-      return absl::FailedPreconditionError(absl::StrCat("the VM could not be started or is busy: ", s.error_message()));
+      // The fleet's words name nodes and carry QEMU's output: not for tenants.
+      return absl::FailedPreconditionError(
+          "the VM could not be started (check its image and spec) or is still being created; retry");
     default:
       return absl::InternalError(absl::StrCat("the control plane failed (", static_cast<int>(s.error_code()), ")"));
   }
