@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
@@ -13,6 +14,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -26,17 +28,61 @@ std::string Slurp(const std::string& path) { return ReadFile(path).value_or("");
 
 std::string BootId() { return std::string(absl::StripAsciiWhitespace(Slurp("/proc/sys/kernel/random/boot_id"))); }
 
+// A limit and current usage in bytes; a missing or "max" value is no limit.
+struct CgroupMemory {
+  uint64_t limit = UINT64_MAX;
+  uint64_t usage = 0;
+};
+
+uint64_t ParseBytes(const std::string& text, uint64_t otherwise) {
+  uint64_t v;
+  return absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &v) ? v : otherwise;
+}
+
+// The tightest memory limit among the cgroups this process is in. Each cgroup is looked up
+// both at its path (a host's full tree) and at the mount root (a container sees only its own
+// cgroup there, while /proc/self/cgroup may still name the host's path).
+CgroupMemory ReadCgroupMemory(const std::string& proc, const std::string& cgroup_fs) {
+  CgroupMemory best;
+  auto consider = [&](const std::string& dir, const char* limit_file, const char* usage_file) {
+    absl::StatusOr<std::string> limit = ReadFile(dir + "/" + limit_file);
+    if (!limit.ok()) return;
+    uint64_t bytes = ParseBytes(*limit, UINT64_MAX);
+    if (bytes < best.limit) best = {bytes, ParseBytes(Slurp(dir + "/" + usage_file), 0)};
+  };
+  for (absl::string_view line : absl::StrSplit(Slurp(proc + "/self/cgroup"), '\n', absl::SkipEmpty())) {
+    std::vector<std::string> f = absl::StrSplit(line, absl::MaxSplits(':', 2));
+    if (f.size() != 3) continue;
+    std::string path = f[2] == "/" ? "" : f[2];
+    if (f[0] == "0" && f[1].empty()) {  // v2 unified hierarchy
+      consider(cgroup_fs + path, "memory.max", "memory.current");
+      consider(cgroup_fs, "memory.max", "memory.current");
+    } else if (absl::StrContains(absl::StrCat(",", f[1], ","), ",memory,")) {  // v1
+      consider(cgroup_fs + "/memory" + path, "memory.limit_in_bytes", "memory.usage_in_bytes");
+      consider(cgroup_fs + "/memory", "memory.limit_in_bytes", "memory.usage_in_bytes");
+    }
+  }
+  return best;
+}
+
 }  // namespace
 
-MemoryInfo ReadMemoryInfo() {
+MemoryInfo ReadMemoryInfo(const std::string& proc, const std::string& cgroup_fs) {
   MemoryInfo info;
-  std::istringstream in(Slurp("/proc/meminfo"));
+  std::istringstream in(Slurp(proc + "/meminfo"));
   std::string key;
   uint64_t kib;
   std::string unit;
   while (in >> key >> kib >> unit) {
     if (key == "MemTotal:") info.total_mib = kib / 1024;
     if (key == "MemAvailable:") info.available_mib = kib / 1024;
+  }
+  CgroupMemory cg = ReadCgroupMemory(proc, cgroup_fs);
+  if (cg.limit != UINT64_MAX) {
+    uint64_t limit_mib = cg.limit >> 20;
+    uint64_t free_mib = cg.limit > cg.usage ? (cg.limit - cg.usage) >> 20 : 0;
+    info.total_mib = std::min(info.total_mib, limit_mib);
+    info.available_mib = std::min(info.available_mib, free_mib);
   }
   return info;
 }

@@ -17,7 +17,10 @@ struct MemoryInfo {
   uint64_t available_mib = 0;
 };
 
-MemoryInfo ReadMemoryInfo();
+// The memory this node can give guests: the machine's, or less when the agent runs in a
+// memory-limited cgroup (a container with a memory limit, a systemd slice with MemoryMax=), v1
+// or v2. `proc` and `cgroup_fs` are parameters so tests can lay out fake trees.
+MemoryInfo ReadMemoryInfo(const std::string& proc = "/proc", const std::string& cgroup_fs = "/sys/fs/cgroup");
 uint32_t CpuCount();
 double LoadAverage();
 

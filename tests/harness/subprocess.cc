@@ -37,7 +37,7 @@ Subprocess::Subprocess(std::vector<std::string> argv, const std::string& log_pat
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(args[0], args.data());
+    execvp(args[0], args.data());
     _exit(127);
   }
 }

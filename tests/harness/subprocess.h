@@ -17,7 +17,8 @@ std::string RunfilePath(const std::string& workspace_relative);
 
 class Subprocess {
  public:
-  // Starts argv[0] with argv; output appended to `log_path`. Throws if fork/exec fails.
+  // Starts argv[0] (found on PATH if it has no slash) with argv; output appended to
+  // `log_path`. Throws if fork/exec fails.
   Subprocess(std::vector<std::string> argv, const std::string& log_path);
   ~Subprocess();
   Subprocess(const Subprocess&) = delete;

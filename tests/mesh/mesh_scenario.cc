@@ -1,0 +1,148 @@
+#include "tests/mesh/mesh_scenario.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/time/clock.h"
+#include "catch2/catch.hpp"
+#include "tests/harness/qemu_harness.h"
+#include "tests/harness/subprocess.h"
+
+namespace ppn::testing {
+
+Mesh::Mesh() {
+  char tmpl[] = "/tmp/ppnm-XXXXXX";
+  state_ = mkdtemp(tmpl);
+  chmod(state_.c_str(), 0755);
+  setenv("PPN_STATE", state_.c_str(), 1);
+  setenv("PPN_BIN", RunfilePath("").c_str(), 1);
+  setenv("PPN_CA", (state_ + "/pki/ca.pem").c_str(), 1);
+  setenv("PPN_CERT", (state_ + "/pki/operator.pem").c_str(), 1);
+  setenv("PPN_KEY", (state_ + "/pki/operator.key").c_str(), 1);
+}
+
+Mesh::~Mesh() { std::system(("rm -rf " + state_).c_str()); }
+
+std::pair<int, std::string> Mesh::Exec(const std::vector<std::string>& argv, absl::Duration timeout) {
+  std::string out = state_ + "/cmd.out";
+  std::remove(out.c_str());
+  Subprocess p(argv, out);
+  int status = p.Wait(timeout);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadAll(out)};
+}
+
+std::pair<int, std::string> Mesh::Tool(const std::vector<std::string>& args, absl::Duration timeout) {
+  std::vector<std::string> argv = {"/bin/bash", RunfilePath("tools/ppn")};
+  for (const std::string& a : ToolPrefix()) argv.push_back(a);
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Exec(argv, timeout);
+}
+
+std::pair<int, std::string> Mesh::Ppnctl(const std::vector<std::string>& args, const std::string& tenant) {
+  std::vector<std::string> argv = PpnctlPrefix();
+  argv.insert(argv.end(), args.begin(), args.end());
+  if (!tenant.empty()) argv.push_back("--token_file=" + TokenFile(tenant));
+  return Exec(argv, absl::Minutes(2));
+}
+
+nlohmann::json Mesh::Json(std::vector<std::string> args, const std::string& tenant) {
+  args.push_back("-o");
+  args.push_back("json");
+  auto [code, out] = Ppnctl(args, tenant);
+  INFO(out);
+  REQUIRE(code == 0);
+  return nlohmann::json::parse(out);
+}
+
+bool Mesh::WaitFor(const std::function<bool()>& pred, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (pred()) return true;
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+  return false;
+}
+
+void RunMeshScenario(Mesh& mesh) {
+  auto [up_code, up] = mesh.Tool({"up"}, mesh.UpTimeout());
+  INFO(up);
+  REQUIRE(up_code == 0);
+  CHECK(up.find("laptop-a: pairing code") != std::string::npos);
+  CHECK(up.find("spiffe_id: \"spiffe://ppn.local/host/laptop-b\"") != std::string::npos);
+
+  auto alive = [&] {
+    auto nodes = mesh.Json({"node", "list"});
+    int n = 0;
+    for (const auto& node : nodes["nodes"]) n += node["state"] == "NODE_STATE_ALIVE";
+    return n == 3;
+  };
+  REQUIRE(mesh.WaitFor(alive, absl::Seconds(30)));
+
+  auto [demo_code, demo] = mesh.Tool({"demo"}, absl::Minutes(5));
+  INFO(demo);
+  REQUIRE(demo_code == 0);
+  CHECK(demo.find("the fleet placed it on laptop-a") != std::string::npos);  // most free memory, KVM
+  CHECK(demo.find("hello from demo-") != std::string::npos);
+  CHECK(demo.find("now on laptop-b") != std::string::npos);
+  CHECK(demo.find("its disk still holds: written-before-the-move") != std::string::npos);
+  CHECK(demo.find("globex's list: 0 VMs") != std::string::npos);
+  CHECK(demo.find("NOT_FOUND") != std::string::npos);
+  CHECK(demo.find("tenant.vm.destroy") != std::string::npos);
+  CHECK(demo.find("OK ") != std::string::npos);
+  // The narration matches the ledger: the create, the move and the destroy, in that order.
+  auto entries = mesh.Json({"ledger", "get-entries"})["entries"];
+  std::vector<std::string> kinds;
+  for (const auto& e : entries) kinds.push_back(e["kind"]);
+  CHECK(kinds == std::vector<std::string>{"node.join", "node.join", "tenant.vm.create", "vm.migrate",
+                                          "tenant.vm.destroy"});
+
+  SECTION("quota, isolation, a fleet restart and a lost node") {
+    std::vector<std::string> ids;
+    for (int i = 0; i < 5; ++i) {
+      auto vm = mesh.Json({"vm", "create", "q" + std::to_string(i), "--spec.memory_mib=96"}, "acme");
+      ids.push_back(vm["vm"]["vm_id"]);
+    }
+    auto [over_code, over] = mesh.Ppnctl({"vm", "create", "q5", "--spec.memory_mib=96"}, "acme");
+    CHECK(over_code == 1);
+    CHECK(over.find("RESOURCE_EXHAUSTED: VM quota of 5 reached") == 0);
+    CHECK(mesh.Json({"vm", "list"}, "acme")["vms"].size() == 5);
+    CHECK(mesh.Json({"vm", "list"}, "globex")["vms"].size() == 0);
+    auto [other_code, other] = mesh.Ppnctl({"vm", "destroy", "vms/" + ids[0]}, "globex");
+    CHECK(other.find("NOT_FOUND") == 0);
+
+    // The fleet is killed and restarted: every tenant sees the same list.
+    mesh.KillFleet();
+    REQUIRE(mesh.WaitFor(alive, absl::Seconds(30)));
+    nlohmann::json after = mesh.Json({"vm", "list"}, "acme");
+    std::vector<std::string> after_ids;
+    for (const auto& vm : after["vms"]) after_ids.push_back(vm["vm_id"]);
+    CHECK(after_ids == ids);
+
+    // A laptop is lost: its VMs turn UNKNOWN, never vanish.
+    std::string lost_node, on_it;
+    nlohmann::json all = mesh.Json({"fleet", "list-vms"});
+    for (const auto& vm : all["vms"]) {
+      if (std::string(vm["node_id"]).rfind("laptop-", 0) == 0) {
+        lost_node = vm["node_id"];
+        on_it = vm["vm_id"];
+        break;
+      }
+    }
+    REQUIRE(!lost_node.empty());
+    mesh.KillNode(lost_node);
+    CHECK(mesh.WaitFor([&] {
+      return mesh.Json({"fleet", "get-vm", "--vm_id=" + on_it})["vm"]["state"] == "VM_STATE_UNKNOWN";
+    }, absl::Seconds(30)));
+    CHECK(mesh.Json({"vm", "list"}, "acme")["vms"].size() == 5);
+  }
+
+  auto [down_code, down] = mesh.Tool({"down"}, absl::Minutes(2));
+  INFO(down);
+  CHECK(down_code == 0);
+  CHECK(mesh.WaitFor([&] { return mesh.NothingLeft(); }, absl::Seconds(15)));
+}
+
+}  // namespace ppn::testing
