@@ -92,12 +92,21 @@ void RunMeshScenario(Mesh& mesh) {
   CHECK(demo.find("NOT_FOUND") != std::string::npos);
   CHECK(demo.find("tenant.vm.destroy") != std::string::npos);
   CHECK(demo.find("OK ") != std::string::npos);
-  // The narration matches the ledger: the create, the move and the destroy, in that order.
+  // The narration matches the ledger: the two joins, then the demo's VM created by acme, moved
+  // from laptop-a to laptop-b and destroyed, in that order.
+  size_t at = demo.find("created vm-");
+  REQUIRE(at != std::string::npos);
+  std::string vm = demo.substr(at + 8, demo.find(';', at) - at - 8);
   auto entries = mesh.Json({"ledger", "get-entries"})["entries"];
-  std::vector<std::string> kinds;
-  for (const auto& e : entries) kinds.push_back(e["kind"]);
-  CHECK(kinds == std::vector<std::string>{"node.join", "node.join", "tenant.vm.create", "vm.migrate",
-                                          "tenant.vm.destroy"});
+  std::vector<std::string> seen;
+  for (const auto& e : entries) seen.push_back(std::string(e["kind"]) + " " + std::string(e["subject"]));
+  CHECK(seen == std::vector<std::string>{"node.join laptop-a", "node.join laptop-b", "tenant.vm.create " + vm,
+                                         "vm.migrate " + vm, "tenant.vm.destroy " + vm});
+  REQUIRE(entries.size() == 5);
+  CHECK(entries[2]["tenant_id"] == "acme");
+  CHECK(entries[3]["attributes"]["source"] == "laptop-a");
+  CHECK(entries[3]["attributes"]["target"] == "laptop-b");
+  CHECK(entries[3]["outcome"] == "OUTCOME_SUCCESS");
 
   SECTION("quota, isolation, a fleet restart and a lost node") {
     std::vector<std::string> ids;
