@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2153  # STATE, ROOT, BIN, MESH come from tools/ppn
 # Sourced by tools/ppn for `tools/ppn compose ...`: the mesh of docker-compose.yml, one container
 # per simulated host, driven as tools/ppn drives the local one. Everything an operator does goes
 # through the cloud container (`docker-compose exec cloud ppnctl ...`), as it would on the
@@ -7,7 +8,7 @@ PROJECT=${PPN_COMPOSE_PROJECT:-ppn}
 SUBNET=${PPN_SUBNET:-10.250.88}
 CSTATE=$STATE/compose
 IMAGE=ppn-node:dev
-LAPTOPS=("laptop-a $SUBNET.11" "laptop-b $SUBNET.12")
+LAPTOPS=("laptop-a $SUBNET.11" "laptop-b $SUBNET.12")  # name and address
 export PPN_STATE=$STATE PPN_SUBNET=$SUBNET  # docker-compose.yml reads these
 # debootstrap and dockerd live in /usr/sbin, which Bazel's test environment leaves off PATH.
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -16,7 +17,7 @@ dc() { docker-compose --project-directory "$ROOT" -f "$ROOT/docker-compose.yml" 
 ctl() { dc exec -T cloud ppnctl "$@"; }
 tenant_ctl() { local t=$1; shift; ctl "$@" --token_file="/state/tokens/$t.token"; }
 guest_http() { dc exec -T cloud curl -sf --max-time 2 "http://$1:$2$3"; }
-mesh_running() { [ -n "$(dc ps -q cloud 2>/dev/null)" ]; }
+mesh_running() { container_running cloud 2>/dev/null; }
 up() { compose_up; }
 
 # ppn-debian:bookworm: a minimal Debian 12 from the archive, the image's only base.
@@ -64,10 +65,16 @@ compose_join() {
   wait_for_file "$CSTATE/$name/run/host-agent.port" "$name's host agent" "$name"
 }
 
+container_running() {
+  local id
+  id=$(dc ps -q "$1")
+  [ -n "$id" ] && [ "$(docker inspect -f '{{.State.Running}}' "$id")" = true ]
+}
+
 wait_for_file() {  # path, what, container
   for _ in $(seq 1 300); do
     [ -s "$1" ] && return 0
-    [ -n "$(dc ps -q "$3")" ] && [ "$(docker inspect -f '{{.State.Running}}' "$(dc ps -q "$3")")" = true ] || break
+    container_running "$3" || break
     sleep 0.2
   done
   echo "  $2 did not start; docker-compose logs $3:" >&2
@@ -91,15 +98,15 @@ compose_up() {
   dc up -d 2>&1 | sed 's/^/  /'
   wait_for_file "$CSTATE/cloud/run/tenant-proxy.port" "the control plane on cloud" cloud
   echo "  cloud: ledger, pairing admin, fleet, scheduler, tenant proxy and its host agent are up"
-  local l
+  local l name ip
   for l in "${LAPTOPS[@]}"; do
-    set -- $l
-    if [ -f "$CSTATE/$1/node/node.pem" ]; then
-      wait_for_file "$CSTATE/$1/run/host-agent.port" "$1's host agent" "$1"
+    read -r name ip <<<"$l"
+    if [ -f "$CSTATE/$name/node/node.pem" ]; then
+      wait_for_file "$CSTATE/$name/run/host-agent.port" "$name's host agent" "$name"
     else
-      compose_join "$1" "$2"
+      compose_join "$name" "$ip"
     fi
-    echo "  $1: host agent up on $2:7110"
+    echo "  $name: host agent up on $ip:7110"
   done
   cat <<NEXT
 
