@@ -51,6 +51,9 @@ class ComposeMesh : public Mesh {
            absl::StripAsciiWhitespace(networks).empty();
   }
   absl::Duration UpTimeout() override { return absl::Minutes(15); }
+  std::map<std::string, int> NodeMemoryMib() override {  // docker-compose.yml's mem_limit
+    return {{"cloud", 3072}, {"laptop-a", 2048}, {"laptop-b", 1536}};
+  }
 
  protected:
   std::vector<std::string> ToolPrefix() override { return {"compose"}; }

@@ -29,6 +29,9 @@ class LocalMesh : public Mesh {
   void KillNode(const std::string& node) override { Kill(node); }
   bool NothingLeft() override { return CountProcessesMentioning(state() + "/") == 0; }
   absl::Duration UpTimeout() override { return absl::Minutes(5); }
+  std::map<std::string, int> NodeMemoryMib() override {  // tools/ppn's --advertised_memory_mib
+    return {{"cloud", 2048}, {"laptop-a", 4096}, {"laptop-b", 3072}};
+  }
 
  protected:
   std::vector<std::string> ToolPrefix() override { return {}; }

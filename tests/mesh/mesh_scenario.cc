@@ -80,6 +80,19 @@ void RunMeshScenario(Mesh& mesh) {
     return n == 3;
   };
   REQUIRE(mesh.WaitFor(alive, absl::Seconds(30)));
+  // The pool as the seeds describe it: the cloud node without KVM, the laptops with it
+  // (simulated here: their guests run under TCG, and the heartbeat says so).
+  std::map<std::string, int> memory;
+  std::map<std::string, std::string> kvm;
+  nlohmann::json pool = mesh.Json({"node", "list"});
+  for (const auto& node : pool["nodes"]) {
+    memory[node["node_id"]] = std::stoi(node["total_memory_mib"].get<std::string>());
+    kvm[node["node_id"]] = node["kvm"];
+  }
+  CHECK(memory == mesh.NodeMemoryMib());
+  CHECK(kvm == std::map<std::string, std::string>{{"cloud", "KVM_SUPPORT_NONE"},
+                                                  {"laptop-a", "KVM_SUPPORT_SIMULATED"},
+                                                  {"laptop-b", "KVM_SUPPORT_SIMULATED"}});
 
   auto [demo_code, demo] = mesh.Tool({"demo"}, absl::Minutes(5));
   INFO(demo);

@@ -7,6 +7,7 @@
 // container per simulated host, operated from inside the cloud container).
 
 #include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -41,6 +42,9 @@ class Mesh {
   virtual bool NothingLeft() = 0;
   // How long `up` may take (the compose mesh may build its image first).
   virtual absl::Duration UpTimeout() = 0;
+  // The memory each node offers: set by flag on the local mesh, by the container's memory
+  // limit on the compose mesh.
+  virtual std::map<std::string, int> NodeMemoryMib() = 0;
 
  protected:
   // Arguments of tools/ppn before the command ("compose" for the container mesh).
