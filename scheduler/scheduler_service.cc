@@ -47,6 +47,28 @@ absl::StatusOr<std::vector<ppn::fleet::v1::Node>> SchedulerServiceImpl::Nodes() 
   return std::vector<ppn::fleet::v1::Node>(resp.nodes().begin(), resp.nodes().end());
 }
 
+void SchedulerServiceImpl::RecordMigrationAttempt(const ppn::fleet::v1::VmRecord& vm, const MigrationProgress& report,
+                                                  bool succeeded) {
+  ppn::ledger::v1::AppendRequest entry;
+  entry.set_kind("vm.migrate");
+  entry.set_tenant_id(vm.tenant_id());
+  entry.set_subject(vm.vm_id());
+  entry.set_outcome(succeeded ? ppn::ledger::v1::OUTCOME_SUCCESS : ppn::ledger::v1::OUTCOME_FAILURE);
+  auto& attributes = *entry.mutable_attributes();
+  attributes["source"] = report.source_node_id();
+  attributes["target"] = report.target_node_id();
+  if (succeeded) {
+    attributes["total_ms"] = absl::StrCat(TimeUtil::DurationToMilliseconds(report.total_time()));
+    attributes["downtime_ms"] = absl::StrCat(TimeUtil::DurationToMilliseconds(report.downtime()));
+    attributes["bytes"] = absl::StrCat(report.transferred_bytes());
+  } else {
+    attributes["reason"] = report.message();
+  }
+  ppn::ledger::v1::AppendResponse appended;
+  absl::Status s = Call([&](grpc::ClientContext* c) { return ledger_->Append(c, entry, &appended); });
+  if (!s.ok()) spdlog::error("migration.not_in_ledger vm={} error=\"{}\"", vm.vm_id(), std::string(s.message()));
+}
+
 absl::StatusOr<MigrationProgress> SchedulerServiceImpl::MigrateVm(const v1::MigrateRequest& request,
                                                                   const ProgressFn& progress) {
   ppn::fleet::v1::GetVmRequest get;
@@ -132,6 +154,7 @@ absl::StatusOr<MigrationProgress> SchedulerServiceImpl::MigrateVm(const v1::Migr
     report.set_message(why);
     *report.mutable_report_time() = TimeUtil::GetCurrentTime();
     spdlog::warn("migration.failed vm={} from={} to={} reason=\"{}\"", vm.vm_id(), source, target, why);
+    RecordMigrationAttempt(vm, report, /*succeeded=*/false);
     return report;
   };
   if (!s.ok()) return failed(absl::StrCat("target ", target, " could not prepare: ", s.message()));
@@ -179,23 +202,10 @@ absl::StatusOr<MigrationProgress> SchedulerServiceImpl::MigrateVm(const v1::Migr
   s = Call([&](grpc::ClientContext* c) { return fleet_->RecordMigration(c, rec, &recorded); });
   if (!s.ok()) spdlog::error("migration.unrecorded vm={} to={} error=\"{}\"", vm.vm_id(), target, std::string(s.message()));
 
-  ppn::ledger::v1::AppendRequest entry;
-  entry.set_kind("vm.migrate");
-  entry.set_tenant_id(vm.tenant_id());
-  entry.set_subject(vm.vm_id());
-  entry.set_outcome(ppn::ledger::v1::OUTCOME_SUCCESS);
-  (*entry.mutable_attributes())["source"] = source;
-  (*entry.mutable_attributes())["target"] = target;
-  (*entry.mutable_attributes())["total_ms"] = absl::StrCat(TimeUtil::DurationToMilliseconds(last.total_time()));
-  (*entry.mutable_attributes())["downtime_ms"] = absl::StrCat(TimeUtil::DurationToMilliseconds(last.downtime()));
-  (*entry.mutable_attributes())["bytes"] = absl::StrCat(last.transferred_bytes());
-  ppn::ledger::v1::AppendResponse appended;
-  absl::Status ledgered = Call([&](grpc::ClientContext* c) { return ledger_->Append(c, entry, &appended); });
-  if (!ledgered.ok()) spdlog::error("migration.not_in_ledger vm={} error=\"{}\"", vm.vm_id(), std::string(ledgered.message()));
-
   last.set_source_node_id(source);
   last.set_target_node_id(target);
   *last.mutable_forwarded_ports() = prepared.forwarded_ports();
+  RecordMigrationAttempt(vm, last, /*succeeded=*/true);
   last.set_message(absl::StrCat("running on ", target, s.ok() ? "" : " (fleet not updated: retry RecordMigration)"));
   spdlog::info("migration.completed vm={} from={} to={} total_ms={} downtime_ms={}", vm.vm_id(), source, target,
                TimeUtil::DurationToMilliseconds(last.total_time()), TimeUtil::DurationToMilliseconds(last.downtime()));

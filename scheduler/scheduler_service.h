@@ -39,6 +39,10 @@ class SchedulerServiceImpl final : public ppn::scheduler::v1::Scheduler::Service
                                                               const ProgressFn& progress);
 
  private:
+  // Appends `vm.migrate` to the ledger for a move that was attempted (the target was asked to
+  // prepare): on success with its times and bytes, on failure with the reason.
+  void RecordMigrationAttempt(const ppn::fleet::v1::VmRecord& vm, const ppn::types::v1::MigrationProgress& report,
+                              bool succeeded);
   absl::StatusOr<std::vector<ppn::fleet::v1::Node>> Nodes();
   std::unique_ptr<ppn::host::v1::HostAgent::Stub> Agent(const std::string& address);
   absl::StatusOr<std::vector<v1::PlannedMove>> RebalancePlan();

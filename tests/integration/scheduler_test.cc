@@ -8,6 +8,7 @@
 #include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
 #include "ppn/fleet/v1/fleet_service.grpc.pb.h"
+#include "ppn/host/v1/host_agent.grpc.pb.h"
 #include "ppn/ledger/v1/ledger_service.grpc.pb.h"
 #include "ppn/scheduler/v1/scheduler_service.grpc.pb.h"
 #include "tests/harness/qemu_harness.h"
@@ -65,7 +66,7 @@ MigrateOutcome Migrate(ppn::scheduler::v1::Scheduler::Stub* stub, const std::str
   return out;
 }
 
-TEST_CASE("the scheduler live-migrates a running guest, honours pins and survives a dying target",
+TEST_CASE("the scheduler live-migrates a running guest, honours pins and survives a dying target or source",
           "[scheduler][qemu][migration]") {
   ppn::testing::GuestDir guest;
   ppn::testing::TestPki pki("ppn.test");
@@ -225,6 +226,51 @@ TEST_CASE("the scheduler live-migrates a running guest, honours pins and survive
     REQUIRE(fleet_op->GetVm(&ctx, get, &got).ok());
     CHECK(got.vm().node_id() == second);
     CHECK(HttpGet(port_b, "/cgi-bin/read", absl::Seconds(30)) == "kept-across\n");
+    // The attempt is in the ledger, as a failure with its reason.
+    ppn::ledger::v1::GetEntriesResponse after;
+    grpc::ClientContext lctx;
+    lctx.set_deadline(Deadline());
+    REQUIRE(ledger_op->GetEntries(&lctx, entries_req, &after).ok());
+    REQUIRE(after.entries_size() == 2);
+    CHECK(after.entries(1).outcome() == ppn::ledger::v1::OUTCOME_FAILURE);
+    CHECK(after.entries(1).attributes().at("target") == first);
+    CHECK(!after.entries(1).attributes().at("reason").empty());
+  }
+
+  SECTION("a source that dies mid-migration leaves no copy on the target; the VM turns UNKNOWN") {
+    bool killed = false;
+    MigrateOutcome broken = Migrate(sched.get(), vm, first, /*bandwidth=*/1, [&](const auto& p) {
+      if (!killed && p.phase() != ppn::types::v1::MIGRATION_PHASE_PREPARING) {
+        killed = true;
+        // The source node dies: its agent and the guest being sent.
+        dst.process->Signal(SIGKILL);
+        ppn::testing::KillProcessesMentioning(dst.state_dir + "/");
+      }
+    });
+    INFO(broken.status.error_message() << " / " << broken.last.message());
+    REQUIRE(killed);
+    CHECK(broken.last.phase() == ppn::types::v1::MIGRATION_PHASE_FAILED);
+    CHECK(broken.last.message().find("source " + second) == 0);
+    // The half-received copy is gone from the target: no QEMU, no record.
+    CHECK(ppn::testing::CountProcessesMentioning(src.state_dir + "/vms/" + vm) == 0);
+    auto target_agent = ppn::host::v1::HostAgent::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(src.port), MtlsChannelCredentials(pki.Issue("scheduler", "scheduler"))));
+    ppn::host::v1::ListVmsResponse there;
+    grpc::ClientContext actx;
+    actx.set_deadline(Deadline());
+    REQUIRE(target_agent->ListVms(&actx, {}, &there).ok());
+    CHECK(there.vms_size() == 0);
+    // The fleet keeps the VM where it was, UNKNOWN while its node is silent: never lost.
+    absl::Time until = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < until) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(Deadline());
+      REQUIRE(fleet_op->GetVm(&ctx, get, &got).ok());
+      if (got.vm().state() == ppn::types::v1::VM_STATE_UNKNOWN) break;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    CHECK(got.vm().state() == ppn::types::v1::VM_STATE_UNKNOWN);
+    CHECK(got.vm().node_id() == second);
   }
 }
 
