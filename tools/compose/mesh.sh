@@ -48,6 +48,8 @@ node_image() {
   echo "building $IMAGE..."
   docker build -t "$IMAGE" "$ctx" > "$CSTATE/image-build.log" 2>&1 ||
     { tail -20 "$CSTATE/image-build.log" >&2; echo "image build failed; log in $CSTATE/image-build.log" >&2; exit 1; }
+  rm -rf "$ctx"
+  docker image prune -f --filter label=org.ppn.image=node >/dev/null  # the previous build's, now untagged
 }
 
 # The laptop's joiner prints its code on the container's output; the operator approves it on
