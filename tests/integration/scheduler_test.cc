@@ -66,6 +66,17 @@ MigrateOutcome Migrate(ppn::scheduler::v1::Scheduler::Stub* stub, const std::str
   return out;
 }
 
+// A progress callback that kills `node` (its agent and every process of its state directory,
+// guests included) at the first report after PREPARING, when the copy is under way.
+std::function<void(const ppn::types::v1::MigrationProgress&)> KillOnceCopying(AgentProcess& node, bool* killed) {
+  return [&node, killed](const ppn::types::v1::MigrationProgress& p) {
+    if (*killed || p.phase() == ppn::types::v1::MIGRATION_PHASE_PREPARING) return;
+    *killed = true;
+    node.process->Signal(SIGKILL);
+    ppn::testing::KillProcessesMentioning(node.state_dir + "/");
+  };
+}
+
 TEST_CASE("the scheduler live-migrates a running guest, honours pins and survives a dying target or source",
           "[scheduler][qemu][migration]") {
   ppn::testing::GuestDir guest;
@@ -210,14 +221,8 @@ TEST_CASE("the scheduler live-migrates a running guest, honours pins and survive
 
   SECTION("a target that dies mid-migration leaves the VM running on the source") {
     bool killed = false;
-    MigrateOutcome broken = Migrate(sched.get(), vm, first, /*bandwidth=*/1, [&](const auto& p) {
-      if (!killed && p.phase() != ppn::types::v1::MIGRATION_PHASE_PREPARING) {
-        killed = true;
-        // The target node dies: its agent and the half-received guest.
-        src.process->Signal(SIGKILL);
-        ppn::testing::KillProcessesMentioning(src.state_dir + "/");
-      }
-    });
+    // The target node dies: its agent and the half-received guest.
+    MigrateOutcome broken = Migrate(sched.get(), vm, first, /*bandwidth=*/1, KillOnceCopying(src, &killed));
     INFO(broken.status.error_message() << " / " << broken.last.message());
     REQUIRE(killed);
     CHECK(broken.last.phase() == ppn::types::v1::MIGRATION_PHASE_FAILED);
@@ -239,14 +244,8 @@ TEST_CASE("the scheduler live-migrates a running guest, honours pins and survive
 
   SECTION("a source that dies mid-migration leaves no copy on the target; the VM turns UNKNOWN") {
     bool killed = false;
-    MigrateOutcome broken = Migrate(sched.get(), vm, first, /*bandwidth=*/1, [&](const auto& p) {
-      if (!killed && p.phase() != ppn::types::v1::MIGRATION_PHASE_PREPARING) {
-        killed = true;
-        // The source node dies: its agent and the guest being sent.
-        dst.process->Signal(SIGKILL);
-        ppn::testing::KillProcessesMentioning(dst.state_dir + "/");
-      }
-    });
+    // The source node dies: its agent and the guest being sent.
+    MigrateOutcome broken = Migrate(sched.get(), vm, first, /*bandwidth=*/1, KillOnceCopying(dst, &killed));
     INFO(broken.status.error_message() << " / " << broken.last.message());
     REQUIRE(killed);
     CHECK(broken.last.phase() == ppn::types::v1::MIGRATION_PHASE_FAILED);
