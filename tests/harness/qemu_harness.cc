@@ -19,13 +19,6 @@
 
 namespace ppn::testing {
 
-std::string ReadAll(const std::string& file) {
-  std::ifstream in(file, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 namespace {
 
 std::vector<pid_t> PidsMentioning(const std::string& needle) {

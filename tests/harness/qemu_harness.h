@@ -55,7 +55,4 @@ std::string HttpGet(int port, const std::string& path, absl::Duration timeout);
 // Waits until `file` contains `marker`; returns false after `timeout`.
 bool WaitForFileContaining(const std::string& file, const std::string& marker, absl::Duration timeout);
 
-// The whole content of a file ("" if missing).
-std::string ReadAll(const std::string& file);
-
 }  // namespace ppn::testing

@@ -5,8 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -66,6 +68,20 @@ int Subprocess::Wait(absl::Duration timeout) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   return -1;
+}
+
+RunResult Run(const std::vector<std::string>& argv, const std::string& log_path, absl::Duration timeout) {
+  std::remove(log_path.c_str());  // Subprocess appends; this run's output only
+  Subprocess p(argv, log_path);
+  int status = p.Wait(timeout);
+  return {status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadAll(log_path)};
+}
+
+std::string ReadAll(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 int WaitForPortFile(const std::string& path, absl::Duration timeout) {

@@ -35,6 +35,17 @@ class Subprocess {
   pid_t pid_ = -1;
 };
 
+// Runs argv to completion, its output to `log_path`; killed after `timeout`. Returns the exit
+// code (-1 when it did not exit normally, e.g. killed) and the output.
+struct RunResult {
+  int exit_code = -1;
+  std::string output;
+};
+RunResult Run(const std::vector<std::string>& argv, const std::string& log_path, absl::Duration timeout);
+
+// The whole content of `file`, or "" when it cannot be read.
+std::string ReadAll(const std::string& file);
+
 // Polls `path` until it holds a port number (servers write --port_file once serving).
 // Throws after `timeout`.
 int WaitForPortFile(const std::string& path, absl::Duration timeout);

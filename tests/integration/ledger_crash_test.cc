@@ -5,10 +5,8 @@
 #include <sys/wait.h>
 
 #include <atomic>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include "catch2/catch.hpp"
@@ -130,18 +128,12 @@ TEST_CASE("a ledger killed mid-stream keeps every acknowledged append and verifi
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
 
-  std::string verify_out = dir + "/verify.out";
-  Subprocess verify({RunfilePath("ledger/ledger_verify"), "--db=" + dir + "/ledger.db",
-                     "--key=" + cp.verifier_key()},
-                    verify_out);
-  int vstatus = verify.Wait(absl::Seconds(60));
-  std::ifstream in(verify_out);
-  std::stringstream text;
-  text << in.rdbuf();
-  INFO(text.str());
-  CHECK(WIFEXITED(vstatus));
-  CHECK(WEXITSTATUS(vstatus) == 0);
-  CHECK(text.str().rfind("OK " + std::to_string(stored.size()) + " entries", 0) == 0);
+  ppn::testing::RunResult verify = ppn::testing::Run(
+      {RunfilePath("ledger/ledger_verify"), "--db=" + dir + "/ledger.db", "--key=" + cp.verifier_key()},
+      dir + "/verify.out", absl::Seconds(60));
+  INFO(verify.output);
+  CHECK(verify.exit_code == 0);
+  CHECK(verify.output.rfind("OK " + std::to_string(stored.size()) + " entries", 0) == 0);
 }
 
 }  // namespace

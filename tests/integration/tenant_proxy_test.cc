@@ -29,13 +29,6 @@ namespace {
 
 using namespace ppn::tenancy::v1;  // NOLINT: test brevity
 
-std::string ReadAllFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 const char kAcmeToken[] = "acme-secret-token-4f9d2c";
 const char kAcmeOldToken[] = "acme-revoked-token-77aa";
 const char kGlobexToken[] = "globex-secret-token-b81e";
@@ -330,7 +323,7 @@ TEST_CASE("every operation is audited locally and in the ledger, and the spool s
   }
 
   // No token anywhere: log, audit file, ledger.
-  std::string everything = s.log.str() + ReadAllFile(s.dir.File("audit.jsonl"));
+  std::string everything = s.log.str() + ppn::testing::ReadAll(s.dir.File("audit.jsonl"));
   for (const auto& e : entries) everything += e.SerializeAsString();
   for (const char* token : {kAcmeToken, kGlobexToken, kAcmeOldToken}) CHECK(everything.find(token) == std::string::npos);
   CHECK(s.log.str().find("tenant.vm.created tenant=acme") != std::string::npos);
@@ -342,12 +335,10 @@ TEST_CASE("the example C++ and Python clients create list and destroy a VM", "[p
   std::ofstream(token_file) << kAcmeToken << "\n";
   std::string endpoint = "127.0.0.1:" + std::to_string(s.proxy_server.port);
   auto run = [&](std::vector<std::string> argv, const std::string& out) {
-    ppn::testing::Subprocess p(argv, out);
-    int status = p.Wait(absl::Seconds(60));
-    INFO(ReadAllFile(out));
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
-    return ReadAllFile(out);
+    ppn::testing::RunResult r = ppn::testing::Run(argv, out, absl::Seconds(60));
+    INFO(r.output);
+    CHECK(r.exit_code == 0);
+    return r.output;
   };
   std::string cpp = ppn::testing::RunfilePath("examples/cpp/tenant_client");
   std::string created = run({cpp, "--endpoint=" + endpoint, "--ca=" + s.pki.ca_cert_path(), "--token_file=" + token_file,

@@ -1,9 +1,7 @@
 #include "tests/mesh/mesh_scenario.h"
 
 #include <sys/stat.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <cstdlib>
 
 #include "absl/time/clock.h"
@@ -27,11 +25,8 @@ Mesh::Mesh() {
 Mesh::~Mesh() { std::system(("rm -rf " + state_).c_str()); }
 
 std::pair<int, std::string> Mesh::Exec(const std::vector<std::string>& argv, absl::Duration timeout) {
-  std::string out = state_ + "/cmd.out";
-  std::remove(out.c_str());
-  Subprocess p(argv, out);
-  int status = p.Wait(timeout);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadAll(out)};
+  RunResult r = Run(argv, state_ + "/cmd.out", timeout);
+  return {r.exit_code, r.output};
 }
 
 std::pair<int, std::string> Mesh::Tool(const std::vector<std::string>& args, absl::Duration timeout) {

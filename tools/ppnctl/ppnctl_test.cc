@@ -1,7 +1,6 @@
 #include <sys/wait.h>
 
 #include <fstream>
-#include <sstream>
 
 #include "catch2/catch.hpp"
 #include "common/clock.h"
@@ -19,22 +18,12 @@
 namespace ppn::ppnctl {
 namespace {
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Runs the real binary; returns {exit code, stdout+stderr}.
 std::pair<int, std::string> Ppnctl(const std::vector<std::string>& args, const std::string& dir) {
   std::vector<std::string> argv = {ppn::testing::RunfilePath("tools/ppnctl/ppnctl")};
   argv.insert(argv.end(), args.begin(), args.end());
-  std::string out = dir + "/ppnctl.out";
-  std::remove(out.c_str());
-  ppn::testing::Subprocess p(argv, out);
-  int status = p.Wait(absl::Seconds(60));
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out)};
+  ppn::testing::RunResult r = ppn::testing::Run(argv, dir + "/ppnctl.out", absl::Seconds(60));
+  return {r.exit_code, r.output};
 }
 
 TEST_CASE("every RPC of every service in proto is a ppnctl command", "[ppnctl]") {
