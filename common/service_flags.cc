@@ -9,6 +9,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "common/logging.h"
 #include "common/spiffe_id.h"
 
@@ -71,13 +72,7 @@ ServiceFlags InitService(const char* service, int argc, char** argv) {
 absl::Status WritePortFile(int port) {
   std::string path = absl::GetFlag(FLAGS_port_file);
   if (path.empty()) return absl::OkStatus();
-  std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f == nullptr || std::fprintf(f, "%d\n", port) < 0 || std::fclose(f) != 0 ||
-      std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::PermissionDeniedError(absl::StrCat("cannot write port file ", path));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path, absl::StrCat(port, "\n"));
 }
 
 std::string WaitForShutdownSignal() {

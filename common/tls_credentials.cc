@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 
@@ -34,19 +35,6 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsFiles& files
 }
 
 }  // namespace
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    int err = errno;
-    std::string why = std::strerror(err);
-    if (err == EACCES) return absl::PermissionDeniedError(absl::StrCat("cannot read ", path, ": ", why));
-    return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", why));
-  }
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
 
 absl::Status CheckTlsFiles(const TlsFiles& files, bool need_identity) {
   auto bio_of = [](const std::string& pem) {

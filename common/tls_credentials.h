@@ -42,7 +42,4 @@ std::shared_ptr<grpc::ChannelCredentials> MtlsChannelCredentials(const TlsFiles&
 // Channel credentials for a client that only verifies the server (tenants).
 std::shared_ptr<grpc::ChannelCredentials> TlsChannelCredentials(const std::string& ca_cert);
 
-// Reads a whole file; NOT_FOUND or PERMISSION_DENIED naming the path.
-absl::StatusOr<std::string> ReadFile(const std::string& path);
-
 }  // namespace ppn

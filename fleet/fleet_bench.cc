@@ -14,8 +14,8 @@
 #include "common/random.h"
 #include "fleet/fleet_core.h"
 #include "fleet/testing/fake_agent_client.h"
-#include "scheduler/placement.h"
-#include "scheduler/placement_index.h"
+#include "fleet/placement.h"
+#include "fleet/placement_index.h"
 
 ABSL_FLAG(int, nodes, 10000, "Simulated nodes");
 
@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   int n = absl::GetFlag(FLAGS_nodes);
   std::mt19937_64 rng(1);
-  std::vector<ppn::scheduler::NodeView> views(n);
+  std::vector<ppn::fleet::NodeView> views(n);
   for (int i = 0; i < n; ++i) {
     views[i].node_id = "node-" + std::to_string(i);
     views[i].alive = rng() % 20 != 0;
@@ -47,13 +47,13 @@ int main(int argc, char** argv) {
     views[i].reserved_mib = rng() % 512;
     views[i].kvm = rng() % 3 ? ppn::types::v1::KVM_SUPPORT_AVAILABLE : ppn::types::v1::KVM_SUPPORT_NONE;
   }
-  ppn::scheduler::PlacementRequest req;
+  ppn::fleet::PlacementRequest req;
   req.memory_mib = 2048;
   for (bool explain : {false, true}) {
     int iters = explain ? 200 : 20000;
     absl::Time t0 = absl::Now();
     size_t chosen = 0;
-    for (int i = 0; i < iters; ++i) chosen += ppn::scheduler::Place(views, req, explain).chosen_node_id.size();
+    for (int i = 0; i < iters; ++i) chosen += ppn::fleet::Place(views, req, explain).chosen_node_id.size();
     double secs = absl::ToDoubleSeconds(absl::Now() - t0);
     std::printf("placement over %d nodes, %s: %.0f decisions/s (%.1f us each)%s\n", n,
                 explain ? "with every node's reason" : "winner only", iters / secs, secs / iters * 1e6,
@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
 
   {
     // The fleet's create path: the placement index (kept up to date by heartbeats).
-    ppn::scheduler::PlacementIndex index;
+    ppn::fleet::PlacementIndex index;
     for (const auto& v : views) index.Upsert(v);
     int iters = 200000;
     absl::Time t0 = absl::Now();

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "common/vm_spec.h"
 #include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
 
@@ -15,48 +16,9 @@ using ppn::types::v1::VmState;
 
 bool Ended(VmState s) { return s == ppn::types::v1::VM_STATE_STOPPED; }
 
-bool ValidName(const std::string& s) {
-  if (s.empty() || s.size() > 63 || !(s[0] >= 'a' && s[0] <= 'z')) return false;
-  for (char c : s) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
-  }
-  return true;
-}
-
-google::protobuf::Timestamp Stamp(absl::Time t) { return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t)); }
+google::protobuf::Timestamp Stamp(absl::Time t) { return ToProtoTimestamp(t); }
 
 }  // namespace
-
-absl::Status FleetCore::ValidateSpec(const ppn::types::v1::VmSpec& spec) {
-  if (!ValidName(spec.display_name())) {
-    return absl::InvalidArgumentError("display_name must be 1-63 characters of [a-z0-9-] starting with a letter");
-  }
-  if (spec.vcpus() < 1 || spec.vcpus() > 64) return absl::InvalidArgumentError("vcpus must be 1-64");
-  if (spec.memory_mib() < 64 || spec.memory_mib() > 1048576) {
-    return absl::InvalidArgumentError("memory_mib must be 64-1048576");
-  }
-  if (spec.disk_gib() > 4096) return absl::InvalidArgumentError("disk_gib must be at most 4096");
-  if (spec.image().empty() || spec.image().size() > 64) return absl::InvalidArgumentError("image is required");
-  if (spec.port_forwards_size() > 16) return absl::InvalidArgumentError("at most 16 port_forwards");
-  for (const auto& f : spec.port_forwards()) {
-    if (f.guest_port() < 1 || f.guest_port() > 65535) {
-      return absl::InvalidArgumentError(absl::StrCat("port_forwards: guest_port ", f.guest_port(), " is not 1-65535"));
-    }
-  }
-  if (spec.labels_size() > 32) return absl::InvalidArgumentError("at most 32 labels");
-  for (const auto& [k, v] : spec.labels()) {
-    if (k.empty() || k.size() > 63 || v.size() > 63) {
-      return absl::InvalidArgumentError("label keys must be 1-63 characters and values at most 63");
-    }
-  }
-  if (spec.ssh_authorized_keys_size() > 32) return absl::InvalidArgumentError("at most 32 ssh_authorized_keys");
-  if (spec.user_data().size() > 64 * 1024) return absl::InvalidArgumentError("user_data exceeds 64 KiB");
-  if (spec.has_ttl() && (spec.ttl().seconds() < 0 || spec.ttl().nanos() < 0 ||
-                         (spec.ttl().seconds() == 0 && spec.ttl().nanos() == 0))) {
-    return absl::InvalidArgumentError("ttl must be positive when set");
-  }
-  return absl::OkStatus();
-}
 
 absl::Status FleetCore::Load() {
   PPN_ASSIGN_OR_RETURN(std::vector<StoredVm> stored, deps_.store->LoadAll());
@@ -209,9 +171,9 @@ void FleetCore::RunOnce() {
 }
 
 // A node's placement view; `reserved_mib` is what creates in flight hold on it.
-static scheduler::NodeView ViewOf(const std::string& node_id, const ppn::fleet::v1::Node& node, bool revoked,
+static NodeView ViewOf(const std::string& node_id, const ppn::fleet::v1::Node& node, bool revoked,
                                   uint64_t reserved_mib) {
-  scheduler::NodeView v;
+  NodeView v;
   v.node_id = node_id;
   v.alive = node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
   v.revoked = revoked;
@@ -221,7 +183,7 @@ static scheduler::NodeView ViewOf(const std::string& node_id, const ppn::fleet::
   return v;
 }
 
-scheduler::NodeView FleetCore::ViewOfLocked(const std::string& node_id) const {
+NodeView FleetCore::ViewOfLocked(const std::string& node_id) const {
   auto it = nodes_.find(node_id);
   if (it == nodes_.end()) return ViewOf(node_id, {}, false, 0);
   uint64_t reserved = 0;
@@ -231,11 +193,11 @@ scheduler::NodeView FleetCore::ViewOfLocked(const std::string& node_id) const {
   return ViewOf(node_id, it->second.node, it->second.revoked, reserved);
 }
 
-std::vector<scheduler::NodeView> FleetCore::NodeViewsLocked() const {
+std::vector<NodeView> FleetCore::NodeViewsLocked() const {
   // One pass over the reservations for all nodes, not one per node.
   std::map<std::string, uint64_t> reserved;
   for (const auto& [_, r] : reservations_) reserved[r.node_id] += r.memory_mib;
-  std::vector<scheduler::NodeView> views;
+  std::vector<NodeView> views;
   for (const auto& [id, n] : nodes_) {
     if (n.node.node_id().empty()) continue;  // known only from a VM record, never registered
     auto r = reserved.find(id);
@@ -253,20 +215,20 @@ void FleetCore::ReindexLocked(const std::string& node_id) {
   placement_.Upsert(ViewOfLocked(node_id));
 }
 
-scheduler::Decision FleetCore::PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
+Decision FleetCore::PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
                                            bool explain) const {
-  scheduler::PlacementRequest req;
+  PlacementRequest req;
   req.memory_mib = spec.memory_mib();
   req.excluded_node_ids = excluded;
   if (!explain) {
     // The hot path: the index walks from the best node instead of scanning the fleet.
     std::string best = placement_.Best(req);
-    if (!best.empty()) return scheduler::Place({ViewOfLocked(best)}, req, /*explain=*/false);
+    if (!best.empty()) return Place({ViewOfLocked(best)}, req, /*explain=*/false);
   }
-  return scheduler::Place(NodeViewsLocked(), req, /*explain=*/true);
+  return Place(NodeViewsLocked(), req, /*explain=*/true);
 }
 
-scheduler::Decision FleetCore::Explain(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) {
+Decision FleetCore::Explain(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) {
   absl::MutexLock l(&mu_);
   return PlaceLocked(spec, excluded, /*explain=*/true);
 }
@@ -301,11 +263,11 @@ void FleetCore::ChangedLocked() {
 
 absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, const ppn::types::v1::VmSpec& spec,
                                                  const std::string& request_id) {
-  PPN_RETURN_IF_ERROR(ValidateSpec(spec));
+  PPN_RETURN_IF_ERROR(ValidateVmSpec(spec));
   if (tenant_id.empty()) return absl::UnauthenticatedError("no tenant");
   if (request_id.size() > 64) return absl::InvalidArgumentError("request_id longer than 64");
   std::string vm_id;
-  scheduler::Decision decision;
+  Decision decision;
   std::set<std::string> tried;
   std::string errors;
   for (int attempt = 0; attempt < 2; ++attempt) {

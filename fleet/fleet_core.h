@@ -22,8 +22,8 @@
 #include "fleet/vm_store.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/host/v1/host_agent.pb.h"
-#include "scheduler/placement.h"
-#include "scheduler/placement_index.h"
+#include "fleet/placement.h"
+#include "fleet/placement_index.h"
 
 namespace ppn::fleet {
 
@@ -35,7 +35,7 @@ struct Scope {
 
 struct CreateResult {
   ppn::fleet::v1::VmRecord vm;
-  scheduler::Decision decision;
+  Decision decision;
 };
 
 class FleetCore {
@@ -79,7 +79,7 @@ class FleetCore {
   // UNAVAILABLE if the VM's node is unreachable (retry later).
   absl::StatusOr<ppn::fleet::v1::VmRecord> DestroyVm(const Scope& scope, const std::string& vm_id);
   std::vector<ppn::fleet::v1::Node> ListNodes();
-  scheduler::Decision Explain(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded);
+  Decision Explain(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded);
   // ABORTED if the VM is no longer on `source`.
   absl::StatusOr<ppn::fleet::v1::VmRecord> RecordMigration(const ppn::fleet::v1::RecordMigrationRequest& r);
   absl::StatusOr<ppn::fleet::v1::VmRecord> SetPin(const std::string& vm_id, const std::string& node_id);
@@ -87,9 +87,6 @@ class FleetCore {
   // Blocks until the registry changes after `version` or `timeout` passes; returns the version.
   uint64_t WaitForChange(uint64_t version, absl::Duration timeout);
   uint64_t version();
-
-  // Validates a tenant's spec; INVALID_ARGUMENT naming the field.
-  static absl::Status ValidateSpec(const ppn::types::v1::VmSpec& spec);
 
  private:
   struct NodeEntry {
@@ -104,12 +101,12 @@ class FleetCore {
     uint64_t memory_mib;
   };
 
-  std::vector<scheduler::NodeView> NodeViewsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  scheduler::NodeView ViewOfLocked(const std::string& node_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<NodeView> NodeViewsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  NodeView ViewOfLocked(const std::string& node_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Brings the placement index up to date for one node (after a heartbeat, a state change or
   // a reservation).
   void ReindexLocked(const std::string& node_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  scheduler::Decision PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
+  Decision PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
                                   bool explain) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The record as callers see it: UNKNOWN while its node is unreachable.
@@ -128,7 +125,7 @@ class FleetCore {
   std::map<std::string, StoredVm> vms_ ABSL_GUARDED_BY(mu_);             // by vm_id: time-ordered ids
   std::map<std::string, Reservation> reservations_ ABSL_GUARDED_BY(mu_);  // by vm_id
   std::map<std::string, std::string> indexed_node_ ABSL_GUARDED_BY(mu_);
-  scheduler::PlacementIndex placement_ ABSL_GUARDED_BY(mu_);  // vm_id -> node in NodeEntry::vm_ids
+  PlacementIndex placement_ ABSL_GUARDED_BY(mu_);  // vm_id -> node in NodeEntry::vm_ids
 };
 
 }  // namespace ppn::fleet

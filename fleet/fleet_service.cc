@@ -1,6 +1,7 @@
 #include "fleet/fleet_service.h"
 
 #include "common/grpc_status.h"
+#include "common/rpc_log.h"
 #include "common/peer_identity.h"
 #include "common/roles.h"
 #include "google/protobuf/util/time_util.h"
@@ -8,11 +9,6 @@
 
 namespace ppn::fleet {
 namespace {
-
-grpc::Status Fail(const char* rpc, const absl::Status& status) {
-  spdlog::warn("rpc.failed rpc={} code={}", rpc, absl::StatusCodeToString(status.code()));
-  return ToGrpcStatus(status);
-}
 
 // A tenant-proxy peer acts for the tenant its metadata names; every other (already
 // role-checked) service peer sees the whole fleet. Nothing in a request body counts.
@@ -37,12 +33,12 @@ void Fill(const ppn::fleet::v1::VmRecord& vm, v1::WatchVmResponse* msg) {
 grpc::Status FleetService::CreateVm(grpc::ServerContext* context, const v1::CreateVmRequest* request,
                                     v1::CreateVmResponse* response) {
   absl::StatusOr<Scope> scope = CallerScope(*context);
-  if (!scope.ok()) return Fail("CreateVm", scope.status());
+  if (!scope.ok()) return RpcFailed("CreateVm", scope.status());
   if (!scope->tenant_id.has_value()) {
-    return Fail("CreateVm", absl::PermissionDeniedError("only the tenant proxy creates VMs"));
+    return RpcFailed("CreateVm", absl::PermissionDeniedError("only the tenant proxy creates VMs"));
   }
   absl::StatusOr<CreateResult> r = core_->CreateVm(*scope->tenant_id, request->spec(), request->request_id());
-  if (!r.ok()) return Fail("CreateVm", r.status());
+  if (!r.ok()) return RpcFailed("CreateVm", r.status());
   *response->mutable_vm() = r->vm;
   response->mutable_decision()->set_chosen_node_id(r->decision.chosen_node_id);
   for (const auto& v : r->decision.verdicts) {
@@ -57,9 +53,9 @@ grpc::Status FleetService::CreateVm(grpc::ServerContext* context, const v1::Crea
 grpc::Status FleetService::GetVm(grpc::ServerContext* context, const v1::GetVmRequest* request,
                                  v1::GetVmResponse* response) {
   absl::StatusOr<Scope> scope = CallerScope(*context);
-  if (!scope.ok()) return Fail("GetVm", scope.status());
+  if (!scope.ok()) return RpcFailed("GetVm", scope.status());
   absl::StatusOr<v1::VmRecord> vm = core_->GetVm(*scope, request->vm_id());
-  if (!vm.ok()) return Fail("GetVm", vm.status());
+  if (!vm.ok()) return RpcFailed("GetVm", vm.status());
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
 }
@@ -67,11 +63,11 @@ grpc::Status FleetService::GetVm(grpc::ServerContext* context, const v1::GetVmRe
 grpc::Status FleetService::ListVms(grpc::ServerContext* context, const v1::ListVmsRequest* request,
                                    v1::ListVmsResponse* response) {
   absl::StatusOr<Scope> scope = CallerScope(*context);
-  if (!scope.ok()) return Fail("ListVms", scope.status());
+  if (!scope.ok()) return RpcFailed("ListVms", scope.status());
   v1::ListVmsRequest r = *request;
   if (scope->tenant_id.has_value()) r.clear_node_id();  // tenants never filter (or learn) by node
   absl::StatusOr<v1::ListVmsResponse> list = core_->ListVms(*scope, r);
-  if (!list.ok()) return Fail("ListVms", list.status());
+  if (!list.ok()) return RpcFailed("ListVms", list.status());
   *response = *std::move(list);
   return grpc::Status::OK;
 }
@@ -79,9 +75,9 @@ grpc::Status FleetService::ListVms(grpc::ServerContext* context, const v1::ListV
 grpc::Status FleetService::DestroyVm(grpc::ServerContext* context, const v1::DestroyVmRequest* request,
                                      v1::DestroyVmResponse* response) {
   absl::StatusOr<Scope> scope = CallerScope(*context);
-  if (!scope.ok()) return Fail("DestroyVm", scope.status());
+  if (!scope.ok()) return RpcFailed("DestroyVm", scope.status());
   absl::StatusOr<v1::VmRecord> vm = core_->DestroyVm(*scope, request->vm_id());
-  if (!vm.ok()) return Fail("DestroyVm", vm.status());
+  if (!vm.ok()) return RpcFailed("DestroyVm", vm.status());
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
 }
@@ -89,12 +85,12 @@ grpc::Status FleetService::DestroyVm(grpc::ServerContext* context, const v1::Des
 grpc::Status FleetService::WatchVm(grpc::ServerContext* context, const v1::WatchVmRequest* request,
                                    grpc::ServerWriter<v1::WatchVmResponse>* writer) {
   absl::StatusOr<Scope> scope = CallerScope(*context);
-  if (!scope.ok()) return Fail("WatchVm", scope.status());
+  if (!scope.ok()) return RpcFailed("WatchVm", scope.status());
   std::string last;
   uint64_t version = core_->version();
   while (!context->IsCancelled()) {
     absl::StatusOr<v1::VmRecord> vm = core_->GetVm(*scope, request->vm_id());
-    if (!vm.ok()) return Fail("WatchVm", vm.status());
+    if (!vm.ok()) return RpcFailed("WatchVm", vm.status());
     std::string now = vm->SerializeAsString();
     if (now != last) {
       v1::WatchVmResponse msg;
@@ -116,9 +112,9 @@ grpc::Status FleetService::ListNodes(grpc::ServerContext*, const v1::ListNodesRe
 grpc::Status FleetService::ExplainPlacement(grpc::ServerContext*, const v1::ExplainPlacementRequest* request,
                                             v1::ExplainPlacementResponse* response) {
   if (request->spec().memory_mib() == 0) {
-    return Fail("ExplainPlacement", absl::InvalidArgumentError("spec.memory_mib is required"));
+    return RpcFailed("ExplainPlacement", absl::InvalidArgumentError("spec.memory_mib is required"));
   }
-  scheduler::Decision d = core_->Explain(
+  Decision d = core_->Explain(
       request->spec(), std::set<std::string>(request->excluded_node_ids().begin(), request->excluded_node_ids().end()));
   response->mutable_decision()->set_chosen_node_id(d.chosen_node_id);
   for (const auto& v : d.verdicts) {
@@ -133,14 +129,14 @@ grpc::Status FleetService::ExplainPlacement(grpc::ServerContext*, const v1::Expl
 grpc::Status FleetService::RecordMigration(grpc::ServerContext*, const v1::RecordMigrationRequest* request,
                                            v1::RecordMigrationResponse* response) {
   absl::StatusOr<v1::VmRecord> vm = core_->RecordMigration(*request);
-  if (!vm.ok()) return Fail("RecordMigration", vm.status());
+  if (!vm.ok()) return RpcFailed("RecordMigration", vm.status());
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
 }
 
 grpc::Status FleetService::SetPin(grpc::ServerContext*, const v1::SetPinRequest* request, v1::SetPinResponse* response) {
   absl::StatusOr<v1::VmRecord> vm = core_->SetPin(request->vm_id(), request->node_id());
-  if (!vm.ok()) return Fail("SetPin", vm.status());
+  if (!vm.ok()) return RpcFailed("SetPin", vm.status());
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
 }

@@ -3,12 +3,11 @@
 // gRPC adapter of the fleet: caller identity → Scope, protos → FleetCore, statuses out.
 // The tenant comes only from the `x-ppn-tenant-id` metadata of a `tenant-proxy` peer.
 
+#include "common/call_metadata.h"
 #include "fleet/fleet_core.h"
 #include "ppn/fleet/v1/fleet_service.grpc.pb.h"
 
 namespace ppn::fleet {
-
-inline constexpr char kTenantMetadata[] = "x-ppn-tenant-id";
 
 class FleetService final : public ppn::fleet::v1::FleetService::Service {
  public:

@@ -1,6 +1,7 @@
 #include "host_agent/host_agent_service.h"
 
 #include "common/grpc_status.h"
+#include "common/rpc_log.h"
 #include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
 
@@ -9,18 +10,12 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
-grpc::Status Fail(const char* rpc, const std::string& vm_id, const absl::Status& status) {
-  spdlog::warn("rpc.failed rpc={} vm={} code={} error=\"{}\"", rpc, vm_id,
-               absl::StatusCodeToString(status.code()), std::string(status.message()));
-  return ToGrpcStatus(status);
-}
-
 }  // namespace
 
 grpc::Status HostAgentService::SpawnVm(grpc::ServerContext*, const v1::SpawnVmRequest* request,
                                        v1::SpawnVmResponse* response) {
   absl::StatusOr<v1::VmInstance> vm = manager_->Spawn(request->tenant_id(), request->vm_id(), request->spec());
-  if (!vm.ok()) return Fail("SpawnVm", request->vm_id(), vm.status());
+  if (!vm.ok()) return RpcFailed("SpawnVm", vm.status(), {{"vm", request->vm_id()}});
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
 }
@@ -31,7 +26,7 @@ grpc::Status HostAgentService::DestroyVm(grpc::ServerContext*, const v1::Destroy
                              ? absl::Milliseconds(TimeUtil::DurationToMilliseconds(request->grace_period()))
                              : absl::ZeroDuration();
   absl::StatusOr<v1::VmInstance> vm = manager_->Destroy(request->vm_id(), grace);
-  if (!vm.ok()) return Fail("DestroyVm", request->vm_id(), vm.status());
+  if (!vm.ok()) return RpcFailed("DestroyVm", vm.status(), {{"vm", request->vm_id()}});
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
 }
@@ -49,7 +44,7 @@ grpc::Status HostAgentService::WatchHeartbeats(grpc::ServerContext* context,
   if (request->has_interval()) {
     interval = absl::Milliseconds(TimeUtil::DurationToMilliseconds(request->interval()));
     if (interval < absl::Milliseconds(100)) {
-      return Fail("WatchHeartbeats", "", absl::InvalidArgumentError("interval must be at least 100 ms"));
+      return RpcFailed("WatchHeartbeats", absl::InvalidArgumentError("interval must be at least 100 ms"));
     }
   }
   while (!context->IsCancelled()) {
@@ -68,7 +63,7 @@ grpc::Status HostAgentService::WatchHeartbeats(grpc::ServerContext* context,
 grpc::Status HostAgentService::PrepareIncoming(grpc::ServerContext*, const v1::PrepareIncomingRequest* request,
                                                v1::PrepareIncomingResponse* response) {
   absl::StatusOr<v1::PrepareIncomingResponse> r = manager_->PrepareIncoming(*request);
-  if (!r.ok()) return Fail("PrepareIncoming", request->vm_id(), r.status());
+  if (!r.ok()) return RpcFailed("PrepareIncoming", r.status(), {{"vm", request->vm_id()}});
   *response = *std::move(r);
   return grpc::Status::OK;
 }
@@ -81,7 +76,7 @@ grpc::Status HostAgentService::MigrateOut(grpc::ServerContext* context, const v1
         *msg.mutable_progress() = p;
         return !context->IsCancelled() && writer->Write(msg);
       });
-  if (!final_report.ok()) return Fail("MigrateOut", request->vm_id(), final_report.status());
+  if (!final_report.ok()) return RpcFailed("MigrateOut", final_report.status(), {{"vm", request->vm_id()}});
   v1::MigrateOutResponse msg;
   *msg.mutable_progress() = *final_report;
   writer->Write(msg);
@@ -91,7 +86,7 @@ grpc::Status HostAgentService::MigrateOut(grpc::ServerContext* context, const v1
 grpc::Status HostAgentService::SetBalloon(grpc::ServerContext*, const v1::SetBalloonRequest* request,
                                           v1::SetBalloonResponse* response) {
   absl::StatusOr<uint64_t> actual = manager_->SetBalloon(request->vm_id(), request->target_mib());
-  if (!actual.ok()) return Fail("SetBalloon", request->vm_id(), actual.status());
+  if (!actual.ok()) return RpcFailed("SetBalloon", actual.status(), {{"vm", request->vm_id()}});
   response->set_actual_mib(*actual);
   return grpc::Status::OK;
 }
@@ -100,7 +95,7 @@ grpc::Status HostAgentService::GetBalloon(grpc::ServerContext*, const v1::GetBal
                                           v1::GetBalloonResponse* response) {
   uint64_t memory = 0;
   absl::StatusOr<uint64_t> actual = manager_->GetBalloon(request->vm_id(), &memory);
-  if (!actual.ok()) return Fail("GetBalloon", request->vm_id(), actual.status());
+  if (!actual.ok()) return RpcFailed("GetBalloon", actual.status(), {{"vm", request->vm_id()}});
   response->set_actual_mib(*actual);
   response->set_memory_mib(memory);
   return grpc::Status::OK;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/files.h"
 
 namespace ppn::host {
 namespace {
@@ -149,16 +150,6 @@ absl::Status RunTool(const std::vector<std::string>& args) {
     return absl::FailedPreconditionError(absl::StrCat(args[0], " is not installed (tools/setup)"));
   }
   return absl::InternalError(absl::StrCat(args[0], " failed: ", output.substr(0, 400)));
-}
-
-std::string FileTail(const std::string& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  if (s.size() > max_bytes) s = s.substr(s.size() - max_bytes);
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s;
 }
 
 }  // namespace ppn::host

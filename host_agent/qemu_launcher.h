@@ -58,7 +58,4 @@ absl::StatusOr<pid_t> LaunchQemu(const LaunchSpec& spec);
 // Runs a command to completion (qemu-img, genisoimage); INTERNAL with its output on failure.
 absl::Status RunTool(const std::vector<std::string>& argv);
 
-// The last `max_bytes` of a file, for error messages (QEMU's own complaint).
-std::string FileTail(const std::string& path, size_t max_bytes = 400);
-
 }  // namespace ppn::host

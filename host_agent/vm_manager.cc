@@ -12,7 +12,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "common/status_macros.h"
+#include "common/vm_spec.h"
 #include "google/protobuf/util/time_util.h"
 #include "host_agent/node_probe.h"
 #include "host_agent/qemu_launcher.h"
@@ -31,33 +33,10 @@ using ppn::types::v1::VmState;
 
 constexpr absl::Duration kQmpTimeout = absl::Seconds(10);
 
-bool ValidId(const std::string& id) {
-  if (id.empty() || id.size() > 64) return false;
-  for (char c : id) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
-  }
-  return true;
-}
-
-absl::Status ValidateSpec(const std::string& tenant_id, const std::string& vm_id, const VmSpec& spec) {
-  if (!ValidId(vm_id)) return absl::InvalidArgumentError("vm_id must be 1-64 characters of [a-z0-9-]");
-  if (tenant_id.empty() || tenant_id.size() > 128) {
-    return absl::InvalidArgumentError("tenant_id must be 1-128 characters");
-  }
-  if (spec.vcpus() < 1 || spec.vcpus() > 64) return absl::InvalidArgumentError("vcpus must be 1-64");
-  if (spec.memory_mib() < 64 || spec.memory_mib() > 1048576) {
-    return absl::InvalidArgumentError("memory_mib must be 64-1048576");
-  }
-  if (spec.disk_gib() > 4096) return absl::InvalidArgumentError("disk_gib must be at most 4096");
-  if (spec.image().empty()) return absl::InvalidArgumentError("image is required");
-  if (spec.port_forwards_size() > 16) return absl::InvalidArgumentError("at most 16 port forwards");
-  for (const auto& f : spec.port_forwards()) {
-    if (f.guest_port() < 1 || f.guest_port() > 65535) {
-      return absl::InvalidArgumentError(absl::StrCat("guest_port ", f.guest_port(), " is not 1-65535"));
-    }
-  }
-  if (spec.user_data().size() > 64 * 1024) return absl::InvalidArgumentError("user_data exceeds 64 KiB");
-  return absl::OkStatus();
+absl::Status ValidateSpawn(const std::string& tenant_id, const std::string& vm_id, const VmSpec& spec) {
+  PPN_RETURN_IF_ERROR(ValidateVmId(vm_id));
+  PPN_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  return ValidateVmSpec(spec);
 }
 
 bool IsLive(VmState s) {
@@ -83,20 +62,12 @@ std::string Quote(const std::string& s) {
   return out + "\"";
 }
 
-absl::Status WriteFile(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
-}
-
 // The NoCloud seed: an ISO 9660 volume labelled "cidata" with meta-data and user-data.
 absl::Status WriteSeed(const std::string& vm_dir, const std::string& vm_id, const VmSpec& spec) {
   std::string dir = vm_dir + "/seed";
   mkdir(dir.c_str(), 0700);
   std::string hostname = spec.display_name().empty() ? vm_id : spec.display_name();
-  PPN_RETURN_IF_ERROR(WriteFile(dir + "/meta-data", absl::StrCat("instance-id: ", vm_id, "\nlocal-hostname: ",
+  PPN_RETURN_IF_ERROR(WriteFileAtomically(dir + "/meta-data", absl::StrCat("instance-id: ", vm_id, "\nlocal-hostname: ",
                                                                   hostname, "\n")));
   std::string user_data = spec.user_data();
   if (user_data.empty()) {
@@ -106,7 +77,7 @@ absl::Status WriteSeed(const std::string& vm_dir, const std::string& vm_id, cons
       for (const auto& key : spec.ssh_authorized_keys()) user_data += "  - " + Quote(key) + "\n";
     }
   }
-  PPN_RETURN_IF_ERROR(WriteFile(dir + "/user-data", user_data));
+  PPN_RETURN_IF_ERROR(WriteFileAtomically(dir + "/user-data", user_data, 0600));
   absl::Status s = RunTool({"genisoimage", "-quiet", "-output", SeedPath(vm_dir), "-volid", "cidata",
                             "-joliet", "-rock", dir});
   std::filesystem::remove_all(dir);  // the ISO holds it; user-data is not left lying around
@@ -313,7 +284,7 @@ absl::Status VmManager::Launch(const std::string& vm_id, const VmSpec& spec,
   absl::StatusOr<nlohmann::json> status = qmp.ok() ? (*qmp)->Execute("query-status") : qmp.status();
   if (!status.ok() || !QemuAlive(*pid, vm_id)) {
     absl::SleepFor(absl::Milliseconds(100));  // let QEMU finish writing why it stopped
-    std::string why = FileTail(dir + "/qemu.log");
+    std::string why = ReadFileTail(dir + "/qemu.log");
     return absl::FailedPreconditionError(absl::StrCat(
         "QEMU did not start VM ", vm_id, ": ", why.empty() ? std::string(status.status().message()) : why));
   }
@@ -335,7 +306,7 @@ void VmManager::Cleanup(const std::string& vm_id, int pid, const std::vector<uin
 absl::StatusOr<VmInstance> VmManager::Spawn(const std::string& tenant_id, const std::string& vm_id,
                                             const VmSpec& spec) {
   absl::Time t0 = absl::Now();
-  PPN_RETURN_IF_ERROR(ValidateSpec(tenant_id, vm_id, spec));
+  PPN_RETURN_IF_ERROR(ValidateSpawn(tenant_id, vm_id, spec));
   PPN_RETURN_IF_ERROR(catalog_.Find(spec.image()).status());
   auto entry = std::make_shared<Entry>();
   std::vector<uint32_t> ports;
@@ -519,7 +490,7 @@ absl::StatusOr<uint64_t> VmManager::GetBalloon(const std::string& vm_id, uint64_
 absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> VmManager::PrepareIncoming(
     const ppn::host::v1::PrepareIncomingRequest& request) {
   const std::string& vm_id = request.vm_id();
-  PPN_RETURN_IF_ERROR(ValidateSpec(request.tenant_id(), vm_id, request.spec()));
+  PPN_RETURN_IF_ERROR(ValidateSpawn(request.tenant_id(), vm_id, request.spec()));
   PPN_RETURN_IF_ERROR(catalog_.Find(request.spec().image()).status());
   bool kvm = request.accelerator() == ppn::types::v1::ACCELERATOR_KVM;
   if (kvm && !(kvm_usable_ && options_.kvm_mode == KvmMode::kAuto)) {
@@ -702,7 +673,7 @@ void VmManager::RunOnce() {
     }
     if (state == ppn::types::v1::VM_STATE_RUNNING || state == ppn::types::v1::VM_STATE_MIGRATING) {
       if (!QemuAlive(pid, vm_id)) {
-        std::string why = FileTail(VmDir(vm_id) + "/qemu.log", 300);
+        std::string why = ReadFileTail(VmDir(vm_id) + "/qemu.log", 300);
         absl::MutexLock l(&mu_);
         ports_.Release(PortsOf(e->rec));
         e->rec.migration_port = 0;

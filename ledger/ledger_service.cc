@@ -1,6 +1,7 @@
 #include "ledger/ledger_service.h"
 
 #include "common/grpc_status.h"
+#include "common/rpc_log.h"
 #include "common/peer_identity.h"
 #include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
@@ -11,19 +12,14 @@ namespace {
 using google::protobuf::util::TimeUtil;
 
 // Logs a failed call once, with its code, and converts it.
-grpc::Status Fail(const char* rpc, const absl::Status& status) {
-  spdlog::warn("rpc.failed rpc={} code={}", rpc, absl::StatusCodeToString(status.code()));
-  return ToGrpcStatus(status);
-}
-
 }  // namespace
 
 grpc::Status LedgerService::Append(grpc::ServerContext* context, const v1::AppendRequest* request,
                                    v1::AppendResponse* response) {
   absl::StatusOr<SpiffeId> peer = PeerSpiffeId(*context);
-  if (!peer.ok()) return Fail("Append", peer.status());
+  if (!peer.ok()) return RpcFailed("Append", peer.status());
   absl::StatusOr<AppendResult> result = log_->Append(*peer, *request);
-  if (!result.ok()) return Fail("Append", result.status());
+  if (!result.ok()) return RpcFailed("Append", result.status());
   response->set_index(result->index);
   response->set_leaf_hash(result->leaf_hash);
   *response->mutable_append_time() =
@@ -37,10 +33,10 @@ grpc::Status LedgerService::Append(grpc::ServerContext* context, const v1::Appen
 grpc::Status LedgerService::AppendBatch(grpc::ServerContext* context, const v1::AppendBatchRequest* request,
                                         v1::AppendBatchResponse* response) {
   absl::StatusOr<SpiffeId> peer = PeerSpiffeId(*context);
-  if (!peer.ok()) return Fail("AppendBatch", peer.status());
+  if (!peer.ok()) return RpcFailed("AppendBatch", peer.status());
   std::vector<v1::AppendRequest> entries(request->entries().begin(), request->entries().end());
   absl::StatusOr<std::vector<AppendResult>> results = log_->AppendBatch(*peer, entries);
-  if (!results.ok()) return Fail("AppendBatch", results.status());
+  if (!results.ok()) return RpcFailed("AppendBatch", results.status());
   for (const AppendResult& r : *results) {
     auto* out = response->add_results();
     out->set_index(r.index);
@@ -56,7 +52,7 @@ grpc::Status LedgerService::GetEntries(grpc::ServerContext*, const v1::GetEntrie
   uint64_t size = log_->size();
   absl::StatusOr<std::vector<v1::Entry>> entries =
       log_->GetEntries(request->start_index(), request->page_size(), request->kind());
-  if (!entries.ok()) return Fail("GetEntries", entries.status());
+  if (!entries.ok()) return RpcFailed("GetEntries", entries.status());
   for (auto& e : *entries) *response->add_entries() = std::move(e);
   response->set_next_index(response->entries().empty()
                                ? std::max<uint64_t>(request->start_index(), size)
@@ -67,7 +63,7 @@ grpc::Status LedgerService::GetEntries(grpc::ServerContext*, const v1::GetEntrie
 grpc::Status LedgerService::GetCheckpoint(grpc::ServerContext*, const v1::GetCheckpointRequest*,
                                           v1::GetCheckpointResponse* response) {
   absl::StatusOr<SignedCheckpoint> c = log_->Checkpoint();
-  if (!c.ok()) return Fail("GetCheckpoint", c.status());
+  if (!c.ok()) return RpcFailed("GetCheckpoint", c.status());
   response->set_signed_note(c->note);
   response->set_tree_size(c->tree_size);
   response->set_root_hash(c->root_hash);
@@ -80,7 +76,7 @@ grpc::Status LedgerService::GetInclusionProof(grpc::ServerContext*,
                                               v1::GetInclusionProofResponse* response) {
   absl::StatusOr<InclusionProofResult> proof =
       log_->ProveInclusion(request->leaf_index(), request->tree_size());
-  if (!proof.ok()) return Fail("GetInclusionProof", proof.status());
+  if (!proof.ok()) return RpcFailed("GetInclusionProof", proof.status());
   response->set_leaf_index(request->leaf_index());
   response->set_tree_size(proof->tree_size);
   for (const Hash& h : proof->path) response->add_hashes(h);
@@ -95,7 +91,7 @@ grpc::Status LedgerService::GetConsistencyProof(grpc::ServerContext*,
   uint64_t size2 = request->second_tree_size() == 0 ? log_->size() : request->second_tree_size();
   absl::StatusOr<std::vector<Hash>> proof =
       log_->ProveConsistency(request->first_tree_size(), size2);
-  if (!proof.ok()) return Fail("GetConsistencyProof", proof.status());
+  if (!proof.ok()) return RpcFailed("GetConsistencyProof", proof.status());
   response->set_first_tree_size(request->first_tree_size());
   response->set_second_tree_size(size2);
   for (const Hash& h : *proof) response->add_hashes(h);
@@ -114,7 +110,7 @@ grpc::Status LedgerService::WatchEntries(grpc::ServerContext* context,
       continue;
     }
     absl::StatusOr<std::vector<v1::Entry>> entries = log_->GetEntries(next, 500, request->kind());
-    if (!entries.ok()) return Fail("WatchEntries", entries.status());
+    if (!entries.ok()) return RpcFailed("WatchEntries", entries.status());
     if (entries->empty()) {
       next = size;  // nothing of this kind up to size
       continue;

@@ -13,6 +13,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/time/clock.h"
+#include "common/files.h"
 #include "common/tls_credentials.h"
 #include "ledger/verifier.h"
 

@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
+#include "common/files.h"
 #include "common/random.h"
 #include "common/service_flags.h"
 #include "common/tls_credentials.h"
@@ -41,11 +42,8 @@ ppn::ledger::NoteSigner LoadOrCreateKey(const std::string& path, const std::stri
   }
   absl::StatusOr<ppn::ledger::NoteSigner> signer = ppn::ledger::NoteSigner::FromSeed(origin, seed);
   if (!signer.ok()) ppn::ExitWithError(signer.status().message());
-  umask(077);
-  std::ofstream out(path, std::ios::trunc);
-  out << signer->PrivateKeyString() << "\n";
-  out.close();
-  if (!out) ppn::ExitWithError(absl::StrCat("cannot write signing key ", path));
+  absl::Status written = ppn::WriteFileAtomically(path, signer->PrivateKeyString() + "\n", 0600);
+  if (!written.ok()) ppn::ExitWithError(absl::StrCat("cannot write signing key: ", written.message()));
   spdlog::info("ledger.key_created path={} verifier_key={}", path, signer->VerifierKey());
   return *std::move(signer);
 }

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "common/grpc_status.h"
 #include "common/spiffe_id.h"
 #include "common/status_macros.h"
@@ -207,7 +208,7 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
       peers.emplace_back().ParseFromString(all.ColumnBlob(0));
     }
     std::string text = WgQuickConfig({"<this node's private key>", ""}, options_.admin_peer.mesh_address(), 24, peers, 51820);
-    std::ofstream(options_.wireguard_peers_file, std::ios::trunc) << conf << text;
+    PPN_RETURN_IF_ERROR(WriteFileAtomically(options_.wireguard_peers_file, conf + text, 0600));
   }
 
   ApproveNodeResponse resp;

@@ -6,6 +6,7 @@
 
 #include "absl/flags/flag.h"
 #include "common/clock.h"
+#include "common/files.h"
 #include "common/grpc_server.h"
 #include "common/random.h"
 #include "common/roles.h"

@@ -13,6 +13,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/clock.h"
+#include "common/files.h"
 #include "common/logging.h"
 #include "common/random.h"
 #include "nlohmann/json.hpp"
@@ -32,11 +33,6 @@ namespace {
 int Fail(const std::string& why) {
   std::fprintf(stderr, "pairing: %s\n", why.c_str());
   return 1;
-}
-
-void WriteSecret(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::trunc) << data;
-  chmod(path.c_str(), 0600);
 }
 
 }  // namespace
@@ -80,15 +76,21 @@ int main(int argc, char** argv) {
   std::filesystem::remove(dir + "/pairing-tls.key");
   std::filesystem::remove(dir + "/pairing-tls.pem");
   if (!grant.ok()) return Fail(std::string(grant.status().message()));
-  WriteSecret(dir + "/node.key", *node_key);
-  std::ofstream(dir + "/node.pem") << grant->node_certificate_pem();
-  std::ofstream(dir + "/ca.pem") << grant->mesh_ca_pem();
   std::vector<ppn::pairing::v1::WireGuardPeer> peers = {grant->admin_peer()};
   peers.insert(peers.end(), grant->peers().begin(), grant->peers().end());
-  WriteSecret(dir + "/wg-ppn.conf", ppn::pairing::WgQuickConfig(*wg, grant->mesh_address(), grant->mesh_prefix_length(), peers, 51820));
   nlohmann::json node = {{"name", name}, {"mesh", grant->mesh_name()}, {"mesh_address", grant->mesh_address()},
                          {"wireguard_public_key", wg->public_key}};
-  std::ofstream(dir + "/node.json") << node.dump(2) << "\n";
+  // The certificate goes last: its presence is what says the node has joined.
+  for (const auto& [file, data, mode] : std::vector<std::tuple<std::string, std::string, mode_t>>{
+           {"node.key", *node_key, 0600},
+           {"ca.pem", grant->mesh_ca_pem(), 0644},
+           {"wg-ppn.conf",
+            ppn::pairing::WgQuickConfig(*wg, grant->mesh_address(), grant->mesh_prefix_length(), peers, 51820), 0600},
+           {"node.json", node.dump(2) + "\n", 0644},
+           {"node.pem", grant->node_certificate_pem(), 0644}}) {
+    absl::Status written = ppn::WriteFileAtomically(dir + "/" + file, data, mode);
+    if (!written.ok()) return Fail(std::string(written.message()));
+  }
   std::printf("  Joined %s as %s. Configuration in %s (wg-quick up %s/wg-ppn.conf to bring up WireGuard).\n",
               grant->mesh_name().c_str(), grant->mesh_address().c_str(), dir.c_str(), dir.c_str());
   return 0;

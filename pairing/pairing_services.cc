@@ -2,7 +2,10 @@
 
 #include <fstream>
 
+#include "common/files.h"
 #include "common/grpc_status.h"
+#include "common/rpc_log.h"
+#include "common/status_macros.h"
 #include "grpcpp/security/auth_metadata_processor.h"
 #include "spdlog/spdlog.h"
 
@@ -18,37 +21,32 @@ class OpenProcessor final : public grpc::AuthMetadataProcessor {
   }
 };
 
-grpc::Status Fail(const char* rpc, const absl::Status& s) {
-  spdlog::warn("rpc.failed rpc={} code={} error=\"{}\"", rpc, absl::StatusCodeToString(s.code()), std::string(s.message()));
-  return ToGrpcStatus(s);
-}
-
 }  // namespace
 
 grpc::Status JoinerService::Exchange(grpc::ServerContext*, const v1::ExchangeRequest* r, v1::ExchangeResponse* out) {
   auto resp = core_->Exchange(*r);
-  if (!resp.ok()) return Fail("Exchange", resp.status());
+  if (!resp.ok()) return RpcFailed("Exchange", resp.status());
   *out = *resp;
   return grpc::Status::OK;
 }
 
 grpc::Status JoinerService::Confirm(grpc::ServerContext*, const v1::ConfirmRequest* r, v1::ConfirmResponse* out) {
   auto resp = core_->Confirm(*r);
-  if (!resp.ok()) return Fail("Confirm", resp.status());
+  if (!resp.ok()) return RpcFailed("Confirm", resp.status());
   *out = *resp;
   return grpc::Status::OK;
 }
 
 grpc::Status JoinerService::Complete(grpc::ServerContext*, const v1::CompleteRequest* r, v1::CompleteResponse* out) {
   auto resp = core_->Complete(*r);
-  if (!resp.ok()) return Fail("Complete", resp.status());
+  if (!resp.ok()) return RpcFailed("Complete", resp.status());
   *out = *resp;
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::ApproveNode(grpc::ServerContext*, const v1::ApproveNodeRequest* r, v1::ApproveNodeResponse* out) {
   auto resp = core_->Approve(r->joiner_address(), r->code());
-  if (!resp.ok()) return Fail("ApproveNode", resp.status());
+  if (!resp.ok()) return RpcFailed("ApproveNode", resp.status());
   *out = *resp;
   return grpc::Status::OK;
 }
@@ -72,11 +70,8 @@ absl::StatusOr<x509::Identity> EphemeralTlsIdentity(const std::string& node_name
 absl::StatusOr<StartedServer> StartJoinerServer(const std::string& listen, const x509::Identity& identity,
                                                 const std::string& dir, JoinerService* service) {
   TlsFiles files{dir + "/pairing-tls.pem", dir + "/pairing-tls.pem", dir + "/pairing-tls.key"};
-  std::ofstream(files.cert) << identity.cert_pem;
-  {
-    std::ofstream key(files.key);
-    key << identity.key_pem;
-  }
+  PPN_RETURN_IF_ERROR(WriteFileAtomically(files.cert, identity.cert_pem, 0644));
+  PPN_RETURN_IF_ERROR(WriteFileAtomically(files.key, identity.key_pem, 0600));
   ServerOptions options;
   options.listen_address = listen;
   options.credentials = TlsServerCredentials(files);

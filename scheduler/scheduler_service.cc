@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/rpc_log.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/create_channel.h"
 #include "spdlog/spdlog.h"
@@ -21,11 +22,6 @@ absl::Status Call(Fn fn, int seconds = 30) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
   return FromGrpcStatus(fn(&ctx));
-}
-
-grpc::Status Fail(const char* rpc, const absl::Status& s) {
-  spdlog::warn("rpc.failed rpc={} code={} error=\"{}\"", rpc, absl::StatusCodeToString(s.code()), std::string(s.message()));
-  return ToGrpcStatus(s);
 }
 
 }  // namespace
@@ -220,7 +216,7 @@ grpc::Status SchedulerServiceImpl::Migrate(grpc::ServerContext* context, const v
     return !context->IsCancelled() && writer->Write(msg);
   };
   absl::StatusOr<MigrationProgress> final_report = MigrateVm(*request, send);
-  if (!final_report.ok()) return Fail("Migrate", final_report.status());
+  if (!final_report.ok()) return RpcFailed("Migrate", final_report.status());
   send(*final_report);
   return grpc::Status::OK;
 }
@@ -232,7 +228,7 @@ grpc::Status SchedulerServiceImpl::Drain(grpc::ServerContext* context, const v1:
   list.set_page_size(1000);
   ppn::fleet::v1::ListVmsResponse vms;
   absl::Status s = Call([&](grpc::ClientContext* c) { return fleet_->ListVms(c, list, &vms); });
-  if (!s.ok()) return Fail("Drain", s);
+  if (!s.ok()) return RpcFailed("Drain", s);
   v1::DrainResponse plan;
   std::vector<std::string> movable;
   for (const auto& vm : vms.vms()) {
@@ -322,7 +318,7 @@ absl::StatusOr<std::vector<v1::PlannedMove>> SchedulerServiceImpl::RebalancePlan
 grpc::Status SchedulerServiceImpl::Rebalance(grpc::ServerContext* context, const v1::RebalanceRequest* request,
                                              grpc::ServerWriter<v1::RebalanceResponse>* writer) {
   absl::StatusOr<std::vector<v1::PlannedMove>> plan = RebalancePlan();
-  if (!plan.ok()) return Fail("Rebalance", plan.status());
+  if (!plan.ok()) return RpcFailed("Rebalance", plan.status());
   v1::RebalanceResponse first;
   for (const auto& m : *plan) *first.add_plan() = m;
   writer->Write(first);
@@ -346,10 +342,10 @@ grpc::Status SchedulerServiceImpl::Pin(grpc::ServerContext*, const v1::PinReques
   ppn::fleet::v1::SetPinRequest req;
   req.set_vm_id(request->vm_id());
   req.set_node_id(request->node_id());
-  if (request->node_id().empty()) return Fail("Pin", absl::InvalidArgumentError("node_id is required"));
+  if (request->node_id().empty()) return RpcFailed("Pin", absl::InvalidArgumentError("node_id is required"));
   ppn::fleet::v1::SetPinResponse resp;
   absl::Status s = Call([&](grpc::ClientContext* c) { return fleet_->SetPin(c, req, &resp); });
-  if (!s.ok()) return Fail("Pin", s);
+  if (!s.ok()) return RpcFailed("Pin", s);
   response->set_node_id(resp.vm().pinned_node_id());
   spdlog::info("vm.pinned vm={} node={}", request->vm_id(), request->node_id());
   return grpc::Status::OK;
@@ -360,7 +356,7 @@ grpc::Status SchedulerServiceImpl::Unpin(grpc::ServerContext*, const v1::UnpinRe
   req.set_vm_id(request->vm_id());
   ppn::fleet::v1::SetPinResponse resp;
   absl::Status s = Call([&](grpc::ClientContext* c) { return fleet_->SetPin(c, req, &resp); });
-  if (!s.ok()) return Fail("Unpin", s);
+  if (!s.ok()) return RpcFailed("Unpin", s);
   spdlog::info("vm.unpinned vm={}", request->vm_id());
   return grpc::Status::OK;
 }

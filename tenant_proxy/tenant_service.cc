@@ -6,8 +6,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/call_metadata.h"
 #include "common/grpc_status.h"
-#include "fleet/fleet_service.h"
+#include "common/rpc_log.h"
+#include "common/vm_spec.h"
 #include "spdlog/spdlog.h"
 #include "tenant_proxy/bearer_auth_processor.h"
 
@@ -57,11 +59,6 @@ absl::Status ForTenant(const grpc::Status& s) {
   }
 }
 
-grpc::Status Fail(const char* rpc, const std::string& tenant, const absl::Status& status) {
-  spdlog::info("rpc.failed rpc={} tenant={} code={}", rpc, tenant, absl::StatusCodeToString(status.code()));
-  return ToGrpcStatus(status);
-}
-
 }  // namespace
 
 absl::StatusOr<std::string> ParseVmName(const std::string& name) {
@@ -98,7 +95,7 @@ absl::StatusOr<TenantServiceImpl::Caller> TenantServiceImpl::Admit(grpc::ServerC
 
 void TenantServiceImpl::Forwarding(grpc::ClientContext* ctx, const std::string& tenant) const {
   ctx->set_deadline(std::chrono::system_clock::now() + kFleetTimeout);
-  ctx->AddMetadata(ppn::fleet::kTenantMetadata, tenant);
+  ctx->AddMetadata(ppn::kTenantMetadata, tenant);
 }
 
 absl::Mutex* TenantServiceImpl::GateOf(const std::string& tenant) {
@@ -147,11 +144,17 @@ grpc::Status TenantServiceImpl::CreateVm(grpc::ServerContext* context, const ten
     absl::Status recorded = audit_->Record(audit);
     if (!recorded.ok()) {
       spdlog::error("audit.failed tenant={} error=\"{}\"", tenant, std::string(recorded.message()));
-      return Fail("CreateVm", tenant, absl::InternalError("the request could not be audited, so it was not answered"));
+      return RpcFailed("CreateVm", absl::InternalError("the request could not be audited, so it was not answered"), {{"tenant", tenant}});
     }
-    return s.ok() ? grpc::Status::OK : Fail("CreateVm", tenant, s);
+    return s.ok() ? grpc::Status::OK : RpcFailed("CreateVm", s, {{"tenant", tenant}});
   };
   if (!caller.ok()) return finish(caller.status());
+  // A malformed request is refused as such before any quota arithmetic.
+  absl::Status valid = ValidateVmSpec(request->spec());
+  if (valid.ok() && request->request_id().size() > 64) {
+    valid = absl::InvalidArgumentError("request_id must be at most 64 characters");
+  }
+  if (!valid.ok()) return finish(valid);
   // One create at a time per tenant: the quota check and the create are one step.
   absl::MutexLock gate(GateOf(tenant));
   absl::StatusOr<ppn::tenancy::v1::Usage> usage = Usage(tenant);
@@ -184,16 +187,16 @@ grpc::Status TenantServiceImpl::CreateVm(grpc::ServerContext* context, const ten
 grpc::Status TenantServiceImpl::GetVm(grpc::ServerContext* context, const tenancy::v1::GetVmRequest* request,
                                       tenancy::v1::GetVmResponse* response) {
   absl::StatusOr<Caller> caller = Admit(context);
-  if (!caller.ok()) return Fail("GetVm", "", caller.status());
+  if (!caller.ok()) return RpcFailed("GetVm", caller.status());
   absl::StatusOr<std::string> id = ParseVmName(request->name());
-  if (!id.ok()) return Fail("GetVm", caller->tenant_id, id.status());
+  if (!id.ok()) return RpcFailed("GetVm", id.status(), {{"tenant", caller->tenant_id}});
   ppn::fleet::v1::GetVmRequest req;
   req.set_vm_id(*id);
   ppn::fleet::v1::GetVmResponse resp;
   grpc::ClientContext ctx;
   Forwarding(&ctx, caller->tenant_id);
   grpc::Status s = fleet_->GetVm(&ctx, req, &resp);
-  if (!s.ok()) return Fail("GetVm", caller->tenant_id, ForTenant(s));
+  if (!s.ok()) return RpcFailed("GetVm", ForTenant(s), {{"tenant", caller->tenant_id}});
   *response->mutable_vm() = ToTenantView(resp.vm());
   return grpc::Status::OK;
 }
@@ -201,7 +204,7 @@ grpc::Status TenantServiceImpl::GetVm(grpc::ServerContext* context, const tenanc
 grpc::Status TenantServiceImpl::ListVms(grpc::ServerContext* context, const tenancy::v1::ListVmsRequest* request,
                                         tenancy::v1::ListVmsResponse* response) {
   absl::StatusOr<Caller> caller = Admit(context);
-  if (!caller.ok()) return Fail("ListVms", "", caller.status());
+  if (!caller.ok()) return RpcFailed("ListVms", caller.status());
   ppn::fleet::v1::ListVmsRequest req;
   req.set_page_size(request->page_size());
   req.set_page_token(request->page_token());
@@ -210,7 +213,7 @@ grpc::Status TenantServiceImpl::ListVms(grpc::ServerContext* context, const tena
   grpc::ClientContext ctx;
   Forwarding(&ctx, caller->tenant_id);
   grpc::Status s = fleet_->ListVms(&ctx, req, &resp);
-  if (!s.ok()) return Fail("ListVms", caller->tenant_id, ForTenant(s));
+  if (!s.ok()) return RpcFailed("ListVms", ForTenant(s), {{"tenant", caller->tenant_id}});
   for (const auto& vm : resp.vms()) *response->add_vms() = ToTenantView(vm);
   response->set_next_page_token(resp.next_page_token());
   return grpc::Status::OK;
@@ -244,8 +247,8 @@ grpc::Status TenantServiceImpl::DestroyVm(grpc::ServerContext* context, const te
     audit.detail = absl::StatusCodeToString(status.code());
   }
   absl::Status recorded = audit_->Record(audit);
-  if (!recorded.ok()) return Fail("DestroyVm", tenant, absl::InternalError("the request could not be audited"));
-  if (!status.ok()) return Fail("DestroyVm", tenant, status);
+  if (!recorded.ok()) return RpcFailed("DestroyVm", absl::InternalError("the request could not be audited"), {{"tenant", tenant}});
+  if (!status.ok()) return RpcFailed("DestroyVm", status, {{"tenant", tenant}});
   spdlog::info("tenant.vm.destroyed tenant={} vm={} token_id={}", tenant, audit.vm_id, audit.token_id);
   return grpc::Status::OK;
 }
@@ -253,13 +256,13 @@ grpc::Status TenantServiceImpl::DestroyVm(grpc::ServerContext* context, const te
 grpc::Status TenantServiceImpl::WatchVm(grpc::ServerContext* context, const tenancy::v1::WatchVmRequest* request,
                                         grpc::ServerWriter<tenancy::v1::WatchVmResponse>* writer) {
   absl::StatusOr<Caller> caller = Admit(context);
-  if (!caller.ok()) return Fail("WatchVm", "", caller.status());
+  if (!caller.ok()) return RpcFailed("WatchVm", caller.status());
   absl::StatusOr<std::string> id = ParseVmName(request->name());
-  if (!id.ok()) return Fail("WatchVm", caller->tenant_id, id.status());
+  if (!id.ok()) return RpcFailed("WatchVm", id.status(), {{"tenant", caller->tenant_id}});
   ppn::fleet::v1::WatchVmRequest req;
   req.set_vm_id(*id);
   grpc::ClientContext ctx;
-  ctx.AddMetadata(ppn::fleet::kTenantMetadata, caller->tenant_id);
+  ctx.AddMetadata(ppn::kTenantMetadata, caller->tenant_id);
   auto reader = fleet_->WatchVm(&ctx, req);
   ppn::fleet::v1::WatchVmResponse msg;
   // The tenant's cancellation ends the fleet stream too.
@@ -282,16 +285,16 @@ grpc::Status TenantServiceImpl::WatchVm(grpc::ServerContext* context, const tena
   grpc::Status s = reader->Finish();
   relayed = true;
   cancel_watch.join();
-  if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) return Fail("WatchVm", caller->tenant_id, ForTenant(s));
+  if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) return RpcFailed("WatchVm", ForTenant(s), {{"tenant", caller->tenant_id}});
   return grpc::Status::OK;
 }
 
 grpc::Status TenantServiceImpl::GetQuota(grpc::ServerContext* context, const tenancy::v1::GetQuotaRequest*,
                                          tenancy::v1::GetQuotaResponse* response) {
   absl::StatusOr<Caller> caller = Admit(context);
-  if (!caller.ok()) return Fail("GetQuota", "", caller.status());
+  if (!caller.ok()) return RpcFailed("GetQuota", caller.status());
   absl::StatusOr<ppn::tenancy::v1::Usage> usage = Usage(caller->tenant_id);
-  if (!usage.ok()) return Fail("GetQuota", caller->tenant_id, usage.status());
+  if (!usage.ok()) return RpcFailed("GetQuota", usage.status(), {{"tenant", caller->tenant_id}});
   response->set_tenant_id(caller->tenant_id);
   *response->mutable_limits() = *caller->limits;
   *response->mutable_usage() = *usage;

@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/files.h"
 #include "common/spiffe_id.h"
 #include "common/tls_credentials.h"
 #include "google/protobuf/text_format.h"

@@ -11,7 +11,7 @@ namespace ppn::testing {
 nlohmann::json LoadVectors(const std::string& file) {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   std::string base = srcdir != nullptr ? srcdir : ".";
-  for (const std::string& dir : {base + "/ppn/external/shared/vectors/", base + "/shared/vectors/"}) {
+  for (const std::string& dir : {base + "/ppn/testdata/vectors/", base + "/testdata/vectors/"}) {
     std::ifstream in(dir + file);
     if (in) return nlohmann::json::parse(in);
   }

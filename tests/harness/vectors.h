@@ -1,6 +1,6 @@
 #pragma once
 
-// Published test vectors from ../shared/vectors (the @shared repository), used as they are.
+// Published test vectors from testdata/vectors (//testdata:vectors), used as they are.
 
 #include <string>
 
@@ -8,7 +8,7 @@
 
 namespace ppn::testing {
 
-// Parses ../shared/vectors/<file> from the test's runfiles. Throws if it is missing: a test
+// Parses testdata/vectors/<file> from the test's runfiles. Throws if it is missing: a test
 // that must use the vectors fails rather than passes without them.
 nlohmann::json LoadVectors(const std::string& file);
 

@@ -44,7 +44,7 @@ node_image() {
   done
   cp -L "$STATE/guest/vmlinuz" "$STATE/guest/initramfs.cpio.gz" "$STATE/guest/base.qcow2" "$ctx/guest/"
   sed "s|$STATE/guest|/opt/ppn/guest|g" "$STATE/guest/catalog.json" > "$ctx/guest/catalog.json"
-  cp tools/compose/Dockerfile tools/compose/ppn-node "$ctx/"
+  cp tools/compose/Dockerfile tools/compose/ppn-node tools/ports "$ctx/"
   echo "building $IMAGE..."
   docker build -t "$IMAGE" "$ctx" > "$CSTATE/image-build.log" 2>&1 ||
     { tail -20 "$CSTATE/image-build.log" >&2; echo "image build failed; log in $CSTATE/image-build.log" >&2; exit 1; }
@@ -63,7 +63,7 @@ compose_join() {
   done
   [ -n "$code" ] || { echo "  $name: the joiner showed no code; docker-compose logs $name:" >&2; dc logs --tail=10 "$name" >&2; exit 1; }
   echo "  $name: pairing code $code shown on its console; approving it on the founding node (cloud)"
-  ctl node approve "$ip:7105" --code "$code" -o yaml | sed 's/^/    /'
+  ctl node approve "$ip:$(port pairing)" --code "$code" -o yaml | sed 's/^/    /'
   wait_for_file "$CSTATE/$name/run/host-agent.port" "$name's host agent" "$name"
 }
 
@@ -108,7 +108,7 @@ compose_up() {
     else
       compose_join "$name" "$ip"
     fi
-    echo "  $name: host agent up on $ip:7110"
+    echo "  $name: host agent up on $ip:$(port host-agent)"
   done
   cat <<NEXT
 

@@ -20,6 +20,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/files.h"
 #include "common/roles.h"
 #include "common/spiffe_id.h"
 #include "common/tls_credentials.h"
@@ -40,15 +41,6 @@ int Fail(absl::string_view message) {
   return 1;
 }
 
-absl::Status WriteFile(const std::string& path, const std::string& data, mode_t mode) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-  out.close();
-  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
-  chmod(path.c_str(), mode);
-  return absl::OkStatus();
-}
-
 absl::Status Init(const std::string& dir) {
   std::string mesh = absl::GetFlag(FLAGS_mesh);
   if (!ppn::IsValidIdPart(mesh)) return absl::InvalidArgumentError("--mesh: bad mesh name");
@@ -59,8 +51,8 @@ absl::Status Init(const std::string& dir) {
   absl::StatusOr<ppn::x509::Identity> ca =
       ppn::x509::MakeCa(mesh, absl::Hours(24) * absl::GetFlag(FLAGS_days) * 10);
   if (!ca.ok()) return ca.status();
-  absl::Status s = WriteFile(dir + "/ca.pem", ca->cert_pem, 0644);
-  if (s.ok()) s = WriteFile(dir + "/ca.key", ca->key_pem, 0600);
+  absl::Status s = ppn::WriteFileAtomically(dir + "/ca.pem", ca->cert_pem, 0644);
+  if (s.ok()) s = ppn::WriteFileAtomically(dir + "/ca.key", ca->key_pem, 0600);
   if (s.ok()) std::printf("pki: mesh CA for %s in %s/ca.pem\n", mesh.c_str(), dir.c_str());
   return s;
 }
@@ -83,8 +75,8 @@ absl::Status Issue(const std::string& dir, const std::string& role, const std::s
   request.validity = absl::Hours(24) * absl::GetFlag(FLAGS_days);
   absl::StatusOr<ppn::x509::Identity> id = ppn::x509::Issue({*cert, *key}, request);
   if (!id.ok()) return id.status();
-  absl::Status s = WriteFile(absl::StrCat(dir, "/", name, ".pem"), id->cert_pem, 0644);
-  if (s.ok()) s = WriteFile(absl::StrCat(dir, "/", name, ".key"), id->key_pem, 0600);
+  absl::Status s = ppn::WriteFileAtomically(absl::StrCat(dir, "/", name, ".pem"), id->cert_pem, 0644);
+  if (s.ok()) s = ppn::WriteFileAtomically(absl::StrCat(dir, "/", name, ".key"), id->key_pem, 0600);
   if (s.ok()) std::printf("pki: %s -> %s/%s.pem\n", request.spiffe_id.c_str(), dir.c_str(), name.c_str());
   return s;
 }

@@ -18,22 +18,17 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "common/files.h"
 #include "common/tls_credentials.h"
 #include "ledger/merkle.h"
 #include "tools/ppnctl/api.h"
 #include "tools/ppnctl/caller.h"
 #include "tools/ppnctl/output.h"
+#include "tools/ppnctl/ports.h"
 #include "tools/ppnctl/request_builder.h"
 
 namespace ppn::ppnctl {
 namespace {
-
-// Defaults match tools/ppn's local mesh.
-const std::map<std::string, std::string> kDefaultEndpoints = {
-    {"tenant", "127.0.0.1:7100"}, {"ledger", "127.0.0.1:7101"},         {"fleet", "127.0.0.1:7102"},
-    {"scheduler", "127.0.0.1:7103"}, {"pairing-admin", "127.0.0.1:7104"}, {"host-agent", "127.0.0.1:7112"},
-    {"pairing-joiner", "127.0.0.1:7105"},
-};
 
 struct Options {
   std::map<std::string, std::string> globals;  // endpoint, ca, cert, key, token_file, output, timeout, config
@@ -104,8 +99,8 @@ class Settings {
   }
   std::string Endpoint(const std::string& service) const {
     if (!Flag("endpoint").empty()) return Flag("endpoint");
-    auto d = kDefaultEndpoints.find(service);
-    return Get(service + "_endpoint", d == kDefaultEndpoints.end() ? "" : d->second);
+    auto d = DefaultEndpoints().find(service);
+    return Get(service + "_endpoint", d == DefaultEndpoints().end() ? "" : d->second);
   }
 
  private:

@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/files.h"
 #include "common/tls_credentials.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"

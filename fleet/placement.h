@@ -1,7 +1,8 @@
 #pragma once
 
-// Placement policy: which node gets a VM. A pure library: the fleet places new VMs with it,
-// the scheduler picks migration targets with it. Every decision explains itself.
+// Placement policy: which node gets a VM. A pure library owned by the fleet, the one placement
+// authority: it places new VMs with it, and the scheduler asks the fleet (ExplainPlacement)
+// for migration and rebalance targets. Every decision explains itself.
 //
 // The rule (the seeds' June 2026 scenario): only nodes that are alive, trusted (not revoked),
 // not excluded, allowed by a pin, KVM-capable when KVM is required, and with room
@@ -16,7 +17,7 @@
 
 #include "ppn/types/v1/types.pb.h"
 
-namespace ppn::scheduler {
+namespace ppn::fleet {
 
 struct NodeView {
   std::string node_id;
@@ -54,4 +55,4 @@ bool HasKvm(ppn::types::v1::KvmSupport kvm);
 // strings); when nothing fits, every node's reason is filled anyway.
 Decision Place(const std::vector<NodeView>& nodes, const PlacementRequest& request, bool explain = true);
 
-}  // namespace ppn::scheduler
+}  // namespace ppn::fleet

@@ -1,13 +1,13 @@
-#include "scheduler/placement_index.h"
+#include "fleet/placement_index.h"
 
 #include <random>
 
 #include "catch2/catch.hpp"
 
-namespace ppn::scheduler {
+namespace ppn::fleet {
 namespace {
 
-TEST_CASE("the placement index chooses exactly what a full scan chooses", "[scheduler][placement]") {
+TEST_CASE("the placement index chooses exactly what a full scan chooses", "[fleet][placement]") {
   std::mt19937_64 rng(42);
   for (int round = 0; round < 30; ++round) {
     std::vector<NodeView> nodes;
@@ -45,4 +45,4 @@ TEST_CASE("the placement index chooses exactly what a full scan chooses", "[sche
 }
 
 }  // namespace
-}  // namespace ppn::scheduler
+}  // namespace ppn::fleet

@@ -10,9 +10,9 @@
 #include <string>
 #include <tuple>
 
-#include "scheduler/placement.h"
+#include "fleet/placement.h"
 
-namespace ppn::scheduler {
+namespace ppn::fleet {
 
 class PlacementIndex {
  public:
@@ -31,4 +31,4 @@ class PlacementIndex {
   std::map<std::string, NodeView> nodes_;
 };
 
-}  // namespace ppn::scheduler
+}  // namespace ppn::fleet

@@ -1,9 +1,9 @@
-#include "scheduler/placement_index.h"
+#include "fleet/placement_index.h"
 
 #include <limits>
 #include <vector>
 
-namespace ppn::scheduler {
+namespace ppn::fleet {
 namespace {
 
 uint64_t FreeOf(const NodeView& n) { return n.available_mib > n.reserved_mib ? n.available_mib - n.reserved_mib : 0; }
@@ -53,4 +53,4 @@ std::string PlacementIndex::Best(const PlacementRequest& r) const {
   return "";
 }
 
-}  // namespace ppn::scheduler
+}  // namespace ppn::fleet

@@ -1,11 +1,11 @@
-#include "scheduler/placement.h"
+#include "fleet/placement.h"
 
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
-namespace ppn::scheduler {
+namespace ppn::fleet {
 
 bool HasKvm(ppn::types::v1::KvmSupport kvm) {
   return kvm == ppn::types::v1::KVM_SUPPORT_AVAILABLE || kvm == ppn::types::v1::KVM_SUPPORT_SIMULATED;
@@ -102,4 +102,4 @@ Decision Place(const std::vector<NodeView>& nodes, const PlacementRequest& reque
   return decision;
 }
 
-}  // namespace ppn::scheduler
+}  // namespace ppn::fleet

@@ -1,8 +1,8 @@
-#include "scheduler/placement.h"
+#include "fleet/placement.h"
 
 #include "catch2/catch.hpp"
 
-namespace ppn::scheduler {
+namespace ppn::fleet {
 namespace {
 
 using ppn::types::v1::KVM_SUPPORT_AVAILABLE;
@@ -19,7 +19,7 @@ NodeView Node(std::string id, uint64_t available, ppn::types::v1::KvmSupport kvm
 }
 
 TEST_CASE("the June 2026 scenario lands on the laptop with KVM and the most free memory",
-          "[scheduler][placement]") {
+          "[fleet][placement]") {
   // The cloud node has the most memory but no KVM; the laptops have KVM.
   std::vector<NodeView> nodes = {Node("cloud", 8000, KVM_SUPPORT_NONE), Node("laptop-a", 3000, KVM_SUPPORT_AVAILABLE),
                                  Node("laptop-b", 5000, KVM_SUPPORT_AVAILABLE)};
@@ -32,7 +32,7 @@ TEST_CASE("the June 2026 scenario lands on the laptop with KVM and the most free
   CHECK(d.verdicts[2].reason == "rank 3: no KVM, 8000 MiB free");
 }
 
-TEST_CASE("placement filters nodes and says why", "[scheduler][placement]") {
+TEST_CASE("placement filters nodes and says why", "[fleet][placement]") {
   struct Row {
     const char* name;
     std::vector<NodeView> nodes;
@@ -78,11 +78,11 @@ TEST_CASE("placement filters nodes and says why", "[scheduler][placement]") {
   }
 }
 
-TEST_CASE("equal nodes rank by id so decisions are repeatable", "[scheduler][placement]") {
+TEST_CASE("equal nodes rank by id so decisions are repeatable", "[fleet][placement]") {
   std::vector<NodeView> nodes = {Node("n2", 1000, KVM_SUPPORT_NONE), Node("n1", 1000, KVM_SUPPORT_NONE)};
   CHECK(Place(nodes, {100}).chosen_node_id == "n1");
   CHECK(Place({}, {100}).Explain() == "no nodes are known");
 }
 
 }  // namespace
-}  // namespace ppn::scheduler
+}  // namespace ppn::fleet

@@ -1,8 +1,8 @@
 // migration_bench: total migration time and guest downtime for idle test guests of 128 and
 // 512 MiB between two host agents (in-process VmManagers) on loopback. Not a test.
 //
-//   bazel build -c opt //scheduler:migration_bench //tools:test_guest
-//   bazel-bin/scheduler/migration_bench --guest=bazel-bin/tools/test_guest [--runs=10]
+//   bazel build -c opt //host_agent:migration_bench //tools:test_guest
+//   bazel-bin/host_agent/migration_bench --guest=bazel-bin/tools/test_guest [--runs=10]
 
 #include <algorithm>
 #include <cstdio>

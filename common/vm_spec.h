@@ -1,0 +1,54 @@
+#pragma once
+
+// The one validation of what a tenant asks for, shared by the tenant proxy (before quota),
+// the fleet (before placement) and the host agent (before it spawns): the same rules and the
+// same words everywhere. Every message names the field and the rule. Pure C++.
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "google/protobuf/duration.pb.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "ppn/types/v1/types.pb.h"
+
+namespace ppn {
+
+inline constexpr uint32_t kMaxVcpus = 64;
+inline constexpr uint32_t kMinMemoryMib = 64;
+inline constexpr uint32_t kMaxMemoryMib = 1048576;
+inline constexpr uint32_t kMaxDiskGib = 4096;
+inline constexpr int kMaxPortForwards = 16;
+inline constexpr int kMaxLabels = 32;
+inline constexpr int kMaxSshKeys = 32;
+inline constexpr size_t kMaxSshKeyBytes = 8 * 1024;
+// Everything a VM's first-boot seed carries (user_data plus the ssh keys), as a whole.
+inline constexpr size_t kMaxSeedBytes = 64 * 1024;
+// The longest TTL a VM may ask for.
+inline constexpr absl::Duration kMaxTtl = absl::Hours(24 * 3650);
+
+// INVALID_ARGUMENT naming the field unless `spec` is a VM the control plane can run: a
+// display name, 1-64 vCPUs, 64 MiB-1 TiB of memory, at most 4096 GiB of disk, an image name
+// of [a-z0-9._-], guest ports 1-65535 with a defined protocol, labels, ssh keys and
+// user_data within their limits (the seed as a whole at most 64 KiB), a TTL within 10 years.
+// Never reaches a protobuf CHECK, whatever the input.
+absl::Status ValidateVmSpec(const ppn::types::v1::VmSpec& spec);
+
+// A VM id: 1-64 characters of [a-z0-9-].
+absl::Status ValidateVmId(absl::string_view vm_id);
+// A tenant id: 1-63 characters of [a-z0-9-].
+absl::Status ValidateTenantId(absl::string_view tenant_id);
+
+// True if `d` / `t` is within protobuf's documented range (what TimeUtil CHECKs on), with
+// nanos of the same sign as seconds.
+bool IsValidDuration(const google::protobuf::Duration& d);
+bool IsValidTimestamp(const google::protobuf::Timestamp& t);
+
+// Conversions that never CHECK: INVALID_ARGUMENT naming `field` when out of range.
+absl::Status ToAbslDuration(const google::protobuf::Duration& d, absl::string_view field, absl::Duration* out);
+google::protobuf::Timestamp ToProtoTimestamp(absl::Time t);
+google::protobuf::Duration ToProtoDuration(absl::Duration d);
+
+}  // namespace ppn

@@ -1,0 +1,104 @@
+#include "common/vm_spec.h"
+
+#include "catch2/catch.hpp"
+
+namespace ppn {
+namespace {
+
+using ppn::types::v1::VmSpec;
+
+VmSpec Good() {
+  VmSpec s;
+  s.set_display_name("web");
+  s.set_vcpus(1);
+  s.set_memory_mib(128);
+  s.set_image("ppn-test-guest");
+  s.add_port_forwards()->set_guest_port(80);
+  (*s.mutable_labels())["env"] = "ci";
+  return s;
+}
+
+std::string Message(const VmSpec& s) {
+  absl::Status st = ValidateVmSpec(s);
+  REQUIRE(st.code() == absl::StatusCode::kInvalidArgument);
+  return std::string(st.message());
+}
+
+TEST_CASE("a well-formed spec is valid", "[common][vm_spec]") { CHECK(ValidateVmSpec(Good()).ok()); }
+
+TEST_CASE("a TTL beyond protobuf's range or ten years is INVALID_ARGUMENT, never a CHECK", "[common][vm_spec]") {
+  VmSpec s = Good();
+  s.mutable_ttl()->set_seconds(int64_t{1} << 62);
+  CHECK(Message(s) == "ttl must be positive and at most 3650 days");
+  s.mutable_ttl()->set_seconds(3651LL * 86400);
+  CHECK(Message(s) == "ttl must be positive and at most 3650 days");
+  s.mutable_ttl()->set_seconds(10);
+  s.mutable_ttl()->set_nanos(-5);
+  CHECK(Message(s) == "ttl must be positive and at most 3650 days");
+  s.mutable_ttl()->set_seconds(0);
+  s.mutable_ttl()->set_nanos(0);
+  CHECK(Message(s) == "ttl must be positive and at most 3650 days");
+  s.mutable_ttl()->set_seconds(3600);
+  CHECK(ValidateVmSpec(s).ok());
+}
+
+TEST_CASE("an undefined protocol enum value is refused", "[common][vm_spec]") {
+  VmSpec s = Good();
+  s.mutable_port_forwards(0)->set_protocol(static_cast<ppn::types::v1::Protocol>(99));
+  CHECK(Message(s) == "port_forwards protocol 99 is not TCP or UDP");
+  s.mutable_port_forwards(0)->set_protocol(ppn::types::v1::PROTOCOL_UNSPECIFIED);  // TCP
+  CHECK(ValidateVmSpec(s).ok());
+}
+
+TEST_CASE("sizes out of range name their field", "[common][vm_spec]") {
+  VmSpec s = Good();
+  s.set_memory_mib(uint32_t{1} << 31);
+  CHECK(Message(s) == "memory_mib must be 64-1048576");
+  s = Good();
+  s.set_vcpus(65);
+  CHECK(Message(s) == "vcpus must be 1-64");
+  s = Good();
+  s.set_disk_gib(4097);
+  CHECK(Message(s) == "disk_gib must be at most 4096");
+}
+
+TEST_CASE("the seed is capped as a whole, ssh keys included", "[common][vm_spec]") {
+  VmSpec s = Good();
+  for (int i = 0; i < 32; ++i) s.add_ssh_authorized_keys("ssh-ed25519 " + std::string(8000, 'A'));
+  CHECK(Message(s) == "user_data and ssh_authorized_keys together exceed 64 KiB");
+  s = Good();
+  s.add_ssh_authorized_keys("ssh-ed25519 AAAA\nruncmd: [evil]");
+  CHECK(Message(s).find("one line of printable ASCII") != std::string::npos);
+  s = Good();
+  s.set_user_data(std::string(64 * 1024 + 1, 'x'));
+  CHECK(Message(s) == "user_data exceeds 64 KiB");
+}
+
+TEST_CASE("image and label names that could escape a path or a log line are refused", "[common][vm_spec]") {
+  VmSpec s = Good();
+  s.set_image("../ppn-test-guest");
+  CHECK(Message(s).find("image must be") == 0);
+  s.set_image("ppn-test-guest\nFORGED line");
+  CHECK(Message(s).find("image must be") == 0);
+  s = Good();
+  (*s.mutable_labels())["env"] = "a b";
+  CHECK(Message(s).find("labels values") == 0);
+}
+
+TEST_CASE("ids and time conversions stay in range", "[common][vm_spec]") {
+  CHECK(ValidateVmId("vm-0123abc").ok());
+  CHECK(!ValidateVmId("VM").ok());
+  CHECK(!ValidateVmId(std::string(65, 'a')).ok());
+  CHECK(ValidateTenantId("acme").ok());
+  CHECK(!ValidateTenantId("acme\n").ok());
+  google::protobuf::Duration d;
+  d.set_seconds(int64_t{1} << 62);
+  absl::Duration out;
+  CHECK(ToAbslDuration(d, "interval", &out).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(IsValidTimestamp(ToProtoTimestamp(absl::InfiniteFuture())));
+  CHECK(IsValidTimestamp(ToProtoTimestamp(absl::FromUnixSeconds(1700000000))));
+  CHECK(ToProtoTimestamp(absl::FromUnixMicros(-1)).nanos() == 999999000);
+}
+
+}  // namespace
+}  // namespace ppn
