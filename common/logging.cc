@@ -68,8 +68,7 @@ std::string LogValue(absl::string_view value) {
   return out + "\"";
 }
 
-absl::Status InitLogging(const std::string& service, const std::string& level,
-                         const std::string& log_file) {
+absl::Status InitLogging(const std::string& service, const std::string& level, const std::string& log_file) {
   spdlog::level::level_enum lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off") {
     return absl::InvalidArgumentError(absl::StrCat("unknown log level \"", level, "\""));

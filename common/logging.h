@@ -14,8 +14,7 @@ namespace ppn {
 // Makes the default logger write to stderr (and to `log_file` if non-empty) under `service`'s
 // name, with the pattern "%Y-%m-%dT%H:%M:%S.%e %L %n <message, control characters escaped>".
 // `level` is one of trace, debug, info, warn, error, off; INVALID_ARGUMENT otherwise.
-absl::Status InitLogging(const std::string& service, const std::string& level,
-                         const std::string& log_file = "");
+absl::Status InitLogging(const std::string& service, const std::string& level, const std::string& log_file = "");
 
 // A log value that keeps `key=value` parseable: quoted (with \" and \\) if it is empty or
 // contains spaces, quotes, '=' or control characters; control characters escaped as \n, \r,

@@ -30,9 +30,8 @@ absl::StatusOr<SpiffeId> PeerSpiffeId(const grpc::AuthContext& auth_context) {
     for (const std::string& san : Property(auth_context, "x509_subject_alternative_name")) {
       if (absl::StartsWith(san, "spiffe://")) ++uris;
     }
-    return absl::UnauthenticatedError(
-        uris > 1 ? "peer certificate has more than one spiffe:// URI SAN"
-                 : "peer certificate has no spiffe:// URI SAN");
+    return absl::UnauthenticatedError(uris > 1 ? "peer certificate has more than one spiffe:// URI SAN"
+                                               : "peer certificate has no spiffe:// URI SAN");
   }
   absl::StatusOr<SpiffeId> id = ParseSpiffeId(ids[0]);
   if (!id.ok()) return absl::UnauthenticatedError(id.status().message());

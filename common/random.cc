@@ -24,8 +24,7 @@ absl::StatusOr<std::string> RandomHex(RandomSource& random, size_t len) {
   std::vector<uint8_t> buf(len);
   absl::Status status = random.Fill(buf.data(), buf.size());
   if (!status.ok()) return status;
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()));
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()));
 }
 
 }  // namespace ppn

@@ -6,8 +6,7 @@
 
 namespace ppn {
 
-grpc::Status RoleAuthProcessor::Process(const InputMetadata& auth_metadata,
-                                        grpc::AuthContext* context, OutputMetadata*,
+grpc::Status RoleAuthProcessor::Process(const InputMetadata& auth_metadata, grpc::AuthContext* context, OutputMetadata*,
                                         OutputMetadata*) {
   auto path = auth_metadata.find(":path");
   if (path == auth_metadata.end()) {
@@ -21,8 +20,7 @@ grpc::Status RoleAuthProcessor::Process(const InputMetadata& auth_metadata,
   }
   absl::Status allowed = policy_.Check(method, *peer);
   if (!allowed.ok()) {
-    spdlog::debug("rpc.denied method={} peer={} code=PERMISSION_DENIED", method,
-                  peer->ToString());
+    spdlog::debug("rpc.denied method={} peer={} code=PERMISSION_DENIED", method, peer->ToString());
   }
   return ToGrpcStatus(allowed);
 }

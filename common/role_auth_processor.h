@@ -21,8 +21,7 @@ class RoleAuthProcessor final : public grpc::AuthMetadataProcessor {
   // UNAUTHENTICATED without a valid SPIFFE certificate, PERMISSION_DENIED when the role may
   // not call the method. Logs each refusal once at debug level (peer id and method only).
   grpc::Status Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
-                       OutputMetadata* consumed_auth_metadata,
-                       OutputMetadata* response_metadata) override;
+                       OutputMetadata* consumed_auth_metadata, OutputMetadata* response_metadata) override;
 
  private:
   const RolePolicy policy_;

@@ -1,8 +1,8 @@
 #include "common/role_policy.h"
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace ppn {
 namespace {
@@ -26,15 +26,13 @@ absl::string_view ServiceOf(absl::string_view method) {
 
 RolePolicy::RolePolicy(std::string mesh) : mesh_(std::move(mesh)) {}
 
-RolePolicy& RolePolicy::Allow(absl::string_view method,
-                              std::initializer_list<absl::string_view> roles) {
+RolePolicy& RolePolicy::Allow(absl::string_view method, std::initializer_list<absl::string_view> roles) {
   auto& allowed = methods_[method];
   for (absl::string_view r : roles) allowed.emplace(r);
   return *this;
 }
 
-RolePolicy& RolePolicy::AllowService(absl::string_view service,
-                                     std::initializer_list<absl::string_view> roles) {
+RolePolicy& RolePolicy::AllowService(absl::string_view service, std::initializer_list<absl::string_view> roles) {
   auto& allowed = services_[service];
   for (absl::string_view r : roles) allowed.emplace(r);
   return *this;
@@ -42,8 +40,7 @@ RolePolicy& RolePolicy::AllowService(absl::string_view service,
 
 absl::Status RolePolicy::Check(absl::string_view method, const SpiffeId& peer) const {
   if (peer.mesh != mesh_) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("peer ", peer.ToString(), " is not a member of mesh ", mesh_));
+    return absl::PermissionDeniedError(absl::StrCat("peer ", peer.ToString(), " is not a member of mesh ", mesh_));
   }
   absl::string_view service = ServiceOf(method);
   if (service.empty()) {
@@ -58,8 +55,7 @@ absl::Status RolePolicy::Check(absl::string_view method, const SpiffeId& peer) c
   if (auto it = services_.find(service); it != services_.end() && it->second.contains(peer.role)) {
     return absl::OkStatus();
   }
-  return absl::PermissionDeniedError(
-      absl::StrCat("role ", peer.role, " may not call ", method));
+  return absl::PermissionDeniedError(absl::StrCat("role ", peer.role, " may not call ", method));
 }
 
 }  // namespace ppn

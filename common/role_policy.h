@@ -25,8 +25,7 @@ class RolePolicy {
   // Allows `roles` to call `method` ("/pkg.Service/Method").
   RolePolicy& Allow(absl::string_view method, std::initializer_list<absl::string_view> roles);
   // Allows `roles` to call every method of `service` ("pkg.Service").
-  RolePolicy& AllowService(absl::string_view service,
-                           std::initializer_list<absl::string_view> roles);
+  RolePolicy& AllowService(absl::string_view service, std::initializer_list<absl::string_view> roles);
 
   // OK if `peer` may call `method`; PERMISSION_DENIED naming the role and method otherwise.
   // Health checks and server reflection are allowed to every role of the mesh.

@@ -5,12 +5,9 @@
 namespace ppn {
 namespace {
 
-SpiffeId Peer(const std::string& role, const std::string& mesh = "ppn.local") {
-  return SpiffeId{mesh, role, "x"};
-}
+SpiffeId Peer(const std::string& role, const std::string& mesh = "ppn.local") { return SpiffeId{mesh, role, "x"}; }
 
-TEST_CASE("the role policy allows listed roles and denies everything else",
-          "[common][authz]") {
+TEST_CASE("the role policy allows listed roles and denies everything else", "[common][authz]") {
   RolePolicy policy("ppn.local");
   policy.Allow("/ppn.ledger.v1.Ledger/Append", {"tenant-proxy", "pairing-admin"});
   policy.AllowService("ppn.ledger.v1.Ledger", {"operator"});
@@ -33,10 +30,7 @@ TEST_CASE("the role policy allows listed roles and denies everything else",
   }
   SECTION("health and reflection are open to every mesh member") {
     CHECK(policy.Check("/grpc.health.v1.Health/Check", Peer("host")).ok());
-    CHECK(policy
-              .Check("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                     Peer("host"))
-              .ok());
+    CHECK(policy.Check("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Peer("host")).ok());
   }
   SECTION("malformed method paths are denied") {
     for (const char* m : {"", "/", "//", "/svc/", "svc/Method", "/svc"}) {

@@ -18,11 +18,8 @@ grpc::Status RpcFailed(absl::string_view rpc, const absl::Status& status, std::i
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kDataLoss:
     case absl::StatusCode::kUnknown:
-    case absl::StatusCode::kDeadlineExceeded:
-      spdlog::warn("{}", line);
-      break;
-    default:
-      spdlog::info("{}", line);
+    case absl::StatusCode::kDeadlineExceeded: spdlog::warn("{}", line); break;
+    default: spdlog::info("{}", line);
   }
   return ToGrpcStatus(status);
 }

@@ -51,15 +51,13 @@ ServiceFlags InitService(const char* service, int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  absl::Status logging =
-      InitLogging(service, absl::GetFlag(FLAGS_log_level), absl::GetFlag(FLAGS_log_file));
+  absl::Status logging = InitLogging(service, absl::GetFlag(FLAGS_log_level), absl::GetFlag(FLAGS_log_file));
   if (!logging.ok()) Die(service, logging.message());
 
   ServiceFlags flags;
   flags.mesh = absl::GetFlag(FLAGS_mesh);
   flags.listen = absl::GetFlag(FLAGS_listen);
-  flags.tls = {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
-               absl::GetFlag(FLAGS_tls_key)};
+  flags.tls = {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key)};
   if (!IsValidIdPart(flags.mesh)) Die(service, "--mesh must be 1-63 characters of [a-z0-9.-]");
   if (flags.tls.ca_cert.empty() || flags.tls.cert.empty() || flags.tls.key.empty()) {
     Die(service, "--tls_ca, --tls_cert and --tls_key are required (make them with tools/pki)");

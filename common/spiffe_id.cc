@@ -8,9 +8,7 @@
 
 namespace ppn {
 
-std::string SpiffeId::ToString() const {
-  return absl::StrCat("spiffe://", mesh, "/", role, "/", name);
-}
+std::string SpiffeId::ToString() const { return absl::StrCat("spiffe://", mesh, "/", role, "/", name); }
 
 bool IsValidIdPart(absl::string_view part) {
   if (part.empty() || part.size() > 63) return false;
@@ -24,8 +22,7 @@ bool IsValidIdPart(absl::string_view part) {
 absl::StatusOr<SpiffeId> ParseSpiffeId(absl::string_view uri) {
   constexpr absl::string_view kScheme = "spiffe://";
   auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("bad SPIFFE id \"", uri.substr(0, 200),
-                                                   "\": ", why));
+    return absl::InvalidArgumentError(absl::StrCat("bad SPIFFE id \"", uri.substr(0, 200), "\": ", why));
   };
   if (!absl::StartsWith(uri, kScheme)) return bad("must start with spiffe://");
   std::vector<absl::string_view> parts = absl::StrSplit(uri.substr(kScheme.size()), '/');

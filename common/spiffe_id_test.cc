@@ -15,9 +15,8 @@ TEST_CASE("a SPIFFE id parses into mesh role and name", "[common][spiffe]") {
 }
 
 TEST_CASE("malformed SPIFFE ids are rejected with the input named", "[common][spiffe]") {
-  for (const char* bad : {"", "https://ppn.local/host/a", "spiffe://ppn.local/host",
-                          "spiffe://ppn.local/host/a/b", "spiffe://ppn.local//a",
-                          "spiffe://PPN/host/a", "spiffe://ppn.local/host/a b"}) {
+  for (const char* bad : {"", "https://ppn.local/host/a", "spiffe://ppn.local/host", "spiffe://ppn.local/host/a/b",
+                          "spiffe://ppn.local//a", "spiffe://PPN/host/a", "spiffe://ppn.local/host/a b"}) {
     absl::StatusOr<SpiffeId> id = ParseSpiffeId(bad);
     INFO(bad);
     REQUIRE_FALSE(id.ok());

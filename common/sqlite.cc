@@ -5,32 +5,23 @@
 namespace ppn {
 namespace {
 
-absl::string_view Abbrev(absl::string_view sql) {
-  return sql.size() > 120 ? sql.substr(0, 120) : sql;
-}
+absl::string_view Abbrev(absl::string_view sql) { return sql.size() > 120 ? sql.substr(0, 120) : sql; }
 
 }  // namespace
 
 absl::Status SqliteError(int code, absl::string_view what, sqlite3* db) {
-  std::string message =
-      absl::StrCat(what, ": ", db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(code));
+  std::string message = absl::StrCat(what, ": ", db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(code));
   switch (code & 0xff) {
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return absl::UnavailableError(message);
-    case SQLITE_CONSTRAINT:
-      return absl::FailedPreconditionError(message);
+    case SQLITE_LOCKED: return absl::UnavailableError(message);
+    case SQLITE_CONSTRAINT: return absl::FailedPreconditionError(message);
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(message);
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(message);
+    case SQLITE_NOTADB: return absl::DataLossError(message);
+    case SQLITE_FULL: return absl::ResourceExhaustedError(message);
     case SQLITE_CANTOPEN:
     case SQLITE_PERM:
-    case SQLITE_READONLY:
-      return absl::PermissionDeniedError(message);
-    default:
-      return absl::InternalError(message);
+    case SQLITE_READONLY: return absl::PermissionDeniedError(message);
+    default: return absl::InternalError(message);
   }
 }
 
@@ -61,8 +52,7 @@ Statement& Statement::Bind(int index, int64_t value) {
 }
 
 Statement& Statement::Bind(int index, absl::string_view text) {
-  int rc = sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()),
-                             SQLITE_TRANSIENT);
+  int rc = sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
   if (rc != SQLITE_OK && bind_error_.ok()) bind_error_ = SqliteError(rc, "bind", db_);
   return *this;
 }
@@ -70,8 +60,8 @@ Statement& Statement::Bind(int index, absl::string_view text) {
 Statement& Statement::BindBlob(int index, absl::string_view bytes) {
   // A zero-length blob must still be a blob, not NULL: pass a non-null pointer.
   static const char kEmpty = 0;
-  int rc = sqlite3_bind_blob(stmt_, index, bytes.empty() ? &kEmpty : bytes.data(),
-                             static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  int rc = sqlite3_bind_blob(stmt_, index, bytes.empty() ? &kEmpty : bytes.data(), static_cast<int>(bytes.size()),
+                             SQLITE_TRANSIENT);
   if (rc != SQLITE_OK && bind_error_.ok()) bind_error_ = SqliteError(rc, "bind", db_);
   return *this;
 }
@@ -118,15 +108,11 @@ std::string Statement::ColumnBlob(int column) const {
   return blob == nullptr ? std::string() : std::string(static_cast<const char*>(blob), n);
 }
 
-bool Statement::ColumnIsNull(int column) const {
-  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
-}
+bool Statement::ColumnIsNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
 
-absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path,
-                                                         const Options& options) {
+absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path, const Options& options) {
   sqlite3* db = nullptr;
-  int flags = options.read_only ? SQLITE_OPEN_READONLY
-                                : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  int flags = options.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   flags |= SQLITE_OPEN_NOMUTEX;
   int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
   if (rc != SQLITE_OK) {
@@ -141,8 +127,8 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path
     absl::Status status = database->Exec("PRAGMA journal_mode=WAL");
     if (!status.ok()) return status;
   }
-  absl::Status status = database->Exec(options.synchronous_full ? "PRAGMA synchronous=FULL"
-                                                                : "PRAGMA synchronous=NORMAL");
+  absl::Status status =
+      database->Exec(options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
   if (!status.ok()) return status;
   // Reject a file that is not a database now, with a clear error, not at first use.
   absl::StatusOr<int> version = database->SchemaVersion();
@@ -163,8 +149,7 @@ absl::Status Database::Exec(absl::string_view sql) {
 
 absl::StatusOr<Statement> Database::Prepare(absl::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
-  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
-                              SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
   if (rc != SQLITE_OK) return SqliteError(rc, absl::StrCat("prepare ", Abbrev(sql)), db_);
   return Statement(db_, stmt);
 }
@@ -181,9 +166,9 @@ absl::Status Database::Migrate(const std::vector<std::string>& migrations) {
   absl::StatusOr<int> version = SchemaVersion();
   if (!version.ok()) return version.status();
   if (*version > static_cast<int>(migrations.size())) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path_, " has schema version ", *version, " but this build knows only ",
-                     migrations.size(), ": it was written by a newer version"));
+    return absl::FailedPreconditionError(absl::StrCat(path_, " has schema version ", *version,
+                                                      " but this build knows only ", migrations.size(),
+                                                      ": it was written by a newer version"));
   }
   for (size_t v = *version; v < migrations.size(); ++v) {
     Transaction tx(*this);
@@ -192,8 +177,8 @@ absl::Status Database::Migrate(const std::vector<std::string>& migrations) {
     if (status.ok()) status = Exec(absl::StrCat("PRAGMA user_version=", v + 1));
     if (status.ok()) status = tx.Commit();
     if (!status.ok()) {
-      return absl::Status(status.code(), absl::StrCat("schema migration to version ", v + 1,
-                                                      " of ", path_, ": ", status.message()));
+      return absl::Status(status.code(),
+                          absl::StrCat("schema migration to version ", v + 1, " of ", path_, ": ", status.message()));
     }
   }
   return absl::OkStatus();

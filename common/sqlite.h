@@ -67,11 +67,8 @@ class Database {
   };
 
   // Opens (creating unless read_only) the database at `path` in WAL mode.
-  static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path,
-                                                        const Options& options);
-  static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path) {
-    return Open(path, Options());
-  }
+  static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path, const Options& options);
+  static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path) { return Open(path, Options()); }
   ~Database();
 
   // Runs one or more statements that return no rows.

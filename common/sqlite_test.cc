@@ -13,8 +13,7 @@ const std::vector<std::string> kSchema = {
     "ALTER TABLE kv ADD COLUMN n INTEGER NOT NULL DEFAULT 0",
 };
 
-TEST_CASE("sqlite migrates the schema once and keeps committed rows across reopen",
-          "[common][sqlite]") {
+TEST_CASE("sqlite migrates the schema once and keeps committed rows across reopen", "[common][sqlite]") {
   ppn::testing::TempDir dir;
   std::string path = dir.File("t.db");
   {

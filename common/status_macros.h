@@ -6,10 +6,10 @@
 #include "absl/status/statusor.h"
 
 // Returns `expr`'s status from the enclosing function if it is not OK.
-#define PPN_RETURN_IF_ERROR(expr)                          \
-  do {                                                     \
-    ::absl::Status ppn_status_ = (expr);                   \
-    if (!ppn_status_.ok()) return ppn_status_;             \
+#define PPN_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::absl::Status ppn_status_ = (expr);       \
+    if (!ppn_status_.ok()) return ppn_status_; \
   } while (0)
 
 #define PPN_STATUS_CONCAT_INNER_(a, b) a##b

@@ -21,8 +21,7 @@ using grpc::experimental::FileWatcherCertificateProvider;
 int RefreshSeconds() { return static_cast<int>(absl::ToInt64Seconds(kCertificateRefresh)); }
 
 std::shared_ptr<FileWatcherCertificateProvider> IdentityProvider(const TlsFiles& files) {
-  return std::make_shared<FileWatcherCertificateProvider>(files.key, files.cert, files.ca_cert,
-                                                          RefreshSeconds());
+  return std::make_shared<FileWatcherCertificateProvider>(files.key, files.cert, files.ca_cert, RefreshSeconds());
 }
 
 std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsFiles& files,
@@ -37,9 +36,7 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const TlsFiles& files
 }  // namespace
 
 absl::Status CheckTlsFiles(const TlsFiles& files, bool need_identity) {
-  auto bio_of = [](const std::string& pem) {
-    return BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-  };
+  auto bio_of = [](const std::string& pem) { return BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())); };
   absl::StatusOr<std::string> ca = ReadFile(files.ca_cert);
   if (!ca.ok()) return ca.status();
   BIO* ca_bio = bio_of(*ca);
@@ -68,8 +65,7 @@ absl::Status CheckTlsFiles(const TlsFiles& files, bool need_identity) {
   if (key == nullptr) {
     status = absl::InvalidArgumentError(absl::StrCat(files.key, " holds no PEM private key"));
   } else if (X509_check_private_key(cert, key) != 1) {
-    status = absl::InvalidArgumentError(
-        absl::StrCat(files.key, " does not match the certificate in ", files.cert));
+    status = absl::InvalidArgumentError(absl::StrCat(files.key, " does not match the certificate in ", files.cert));
   }
   EVP_PKEY_free(key);
   X509_free(cert);
@@ -95,8 +91,7 @@ std::shared_ptr<grpc::ChannelCredentials> MtlsChannelCredentials(const TlsFiles&
 
 std::shared_ptr<grpc::ChannelCredentials> TlsChannelCredentials(const std::string& ca_cert) {
   grpc::experimental::TlsChannelCredentialsOptions options;
-  options.set_certificate_provider(
-      std::make_shared<FileWatcherCertificateProvider>(ca_cert, RefreshSeconds()));
+  options.set_certificate_provider(std::make_shared<FileWatcherCertificateProvider>(ca_cert, RefreshSeconds()));
   options.watch_root_certs();
   options.set_verify_server_certs(true);
   return grpc::experimental::TlsCredentials(options);

@@ -22,7 +22,9 @@ bool AllOf(absl::string_view s, bool (*ok)(char)) {
 bool LowerDigitDash(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; }
 bool ImageChar(char c) { return LowerDigitDash(c) || c == '.' || c == '_'; }
 bool LabelKeyChar(char c) { return LowerDigitDash(c) || c == '.' || c == '_' || c == '/'; }
-bool LabelValueChar(char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_'; }
+bool LabelValueChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
+}
 bool Printable(char c) { return c >= 0x20 && c < 0x7f; }
 
 absl::Status Invalid(absl::string_view field, absl::string_view rule) {
@@ -111,8 +113,7 @@ absl::Status ValidateVmSpec(const VmSpec& spec) {
       return Invalid("port_forwards", absl::StrCat("guest_port ", f.guest_port(), " is not 1-65535"));
     }
     if (!ppn::types::v1::Protocol_IsValid(f.protocol())) {
-      return Invalid("port_forwards", absl::StrCat("protocol ", static_cast<int>(f.protocol()),
-                                                   " is not TCP or UDP"));
+      return Invalid("port_forwards", absl::StrCat("protocol ", static_cast<int>(f.protocol()), " is not TCP or UDP"));
     }
   }
   if (spec.labels_size() > kMaxLabels) return Invalid("labels", absl::StrCat("may hold at most ", kMaxLabels));
@@ -130,8 +131,8 @@ absl::Status ValidateVmSpec(const VmSpec& spec) {
   size_t seed = spec.user_data().size();
   for (const std::string& key : spec.ssh_authorized_keys()) {
     if (key.empty() || key.size() > kMaxSshKeyBytes || !AllOf(key, Printable)) {
-      return Invalid("ssh_authorized_keys", absl::StrCat("entries must be one line of printable ASCII, 1-",
-                                                         kMaxSshKeyBytes, " bytes"));
+      return Invalid("ssh_authorized_keys",
+                     absl::StrCat("entries must be one line of printable ASCII, 1-", kMaxSshKeyBytes, " bytes"));
     }
     seed += key.size();
   }

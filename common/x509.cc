@@ -27,9 +27,7 @@ absl::Status OpenSslError(absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, " failed (OpenSSL)"));
 }
 
-BioPtr MemBio(const std::string& pem) {
-  return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-}
+BioPtr MemBio(const std::string& pem) { return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()))); }
 
 std::string BioString(BIO* bio) {
   char* data = nullptr;
@@ -89,8 +87,8 @@ std::string SanValue(const CertRequest& request) {
 
 // A certificate for `pubkey` named by `request`, signed by `issuer_key` (issuer == nullptr:
 // self-signed CA).
-absl::StatusOr<std::string> Build(EVP_PKEY* pubkey, const CertRequest& request, X509* issuer,
-                                  EVP_PKEY* issuer_key, bool is_ca) {
+absl::StatusOr<std::string> Build(EVP_PKEY* pubkey, const CertRequest& request, X509* issuer, EVP_PKEY* issuer_key,
+                                  bool is_ca) {
   CertPtr cert(X509_new());
   X509_set_version(cert.get(), 2);
   unsigned char serial[16];
@@ -101,13 +99,11 @@ absl::StatusOr<std::string> Build(EVP_PKEY* pubkey, const CertRequest& request, 
   BN_free(bn);
   // Back-date a little so a peer with a slightly slow clock accepts a fresh certificate.
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -300);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()),
-                  static_cast<long>(absl::ToInt64Seconds(request.validity)));
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(absl::ToInt64Seconds(request.validity)));
   X509_set_pubkey(cert.get(), pubkey);
   X509_NAME* name = X509_get_subject_name(cert.get());
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(request.common_name.c_str()),
-                             -1, -1, 0);
+                             reinterpret_cast<const unsigned char*>(request.common_name.c_str()), -1, -1, 0);
   X509* issuer_cert = issuer != nullptr ? issuer : cert.get();
   X509_set_issuer_name(cert.get(), X509_get_subject_name(issuer_cert));
   absl::Status s;
@@ -116,8 +112,7 @@ absl::StatusOr<std::string> Build(EVP_PKEY* pubkey, const CertRequest& request, 
     s.Update(AddExt(cert.get(), issuer_cert, NID_key_usage, "critical,keyCertSign,cRLSign"));
   } else {
     s.Update(AddExt(cert.get(), issuer_cert, NID_basic_constraints, "critical,CA:FALSE"));
-    s.Update(AddExt(cert.get(), issuer_cert, NID_key_usage,
-                    "critical,digitalSignature,keyEncipherment"));
+    s.Update(AddExt(cert.get(), issuer_cert, NID_key_usage, "critical,digitalSignature,keyEncipherment"));
     s.Update(AddExt(cert.get(), issuer_cert, NID_ext_key_usage, "serverAuth,clientAuth"));
   }
   s.Update(AddExt(cert.get(), issuer_cert, NID_subject_key_identifier, "hash"));
@@ -159,8 +154,7 @@ absl::StatusOr<Identity> Issue(const Identity& ca, const CertRequest& request) {
   if (!ca_key.ok()) return ca_key.status();
   KeyPtr key = NewKey();
   if (!key) return OpenSslError("generate key");
-  absl::StatusOr<std::string> cert =
-      Build(key.get(), request, ca_cert->get(), ca_key->get(), false);
+  absl::StatusOr<std::string> cert = Build(key.get(), request, ca_cert->get(), ca_key->get(), false);
   if (!cert.ok()) return cert.status();
   absl::StatusOr<std::string> key_pem = KeyPem(key.get());
   if (!key_pem.ok()) return key_pem.status();
@@ -174,8 +168,7 @@ absl::StatusOr<std::string> MakeCsr(const std::string& key_pem, const CertReques
   X509_REQ_set_version(req.get(), 0);
   X509_NAME* name = X509_REQ_get_subject_name(req.get());
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(request.common_name.c_str()),
-                             -1, -1, 0);
+                             reinterpret_cast<const unsigned char*>(request.common_name.c_str()), -1, -1, 0);
   X509_REQ_set_pubkey(req.get(), key->get());
   if (X509_REQ_sign(req.get(), key->get(), EVP_sha256()) == 0) return OpenSslError("sign CSR");
   BioPtr bio(BIO_new(BIO_s_mem()));
@@ -183,8 +176,7 @@ absl::StatusOr<std::string> MakeCsr(const std::string& key_pem, const CertReques
   return BioString(bio.get());
 }
 
-absl::StatusOr<std::string> SignCsr(const Identity& ca, const std::string& csr_pem,
-                                    const CertRequest& request) {
+absl::StatusOr<std::string> SignCsr(const Identity& ca, const std::string& csr_pem, const CertRequest& request) {
   BioPtr bio = MemBio(csr_pem);
   ReqPtr req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
   if (!req) return absl::InvalidArgumentError("not a PEM certificate signing request");
@@ -199,8 +191,7 @@ absl::StatusOr<std::string> SignCsr(const Identity& ca, const std::string& csr_p
   return Build(pubkey.get(), request, ca_cert->get(), ca_key->get(), false);
 }
 
-absl::StatusOr<std::vector<std::string>> VerifyAndGetUris(const std::string& ca_cert_pem,
-                                                          const std::string& cert_pem) {
+absl::StatusOr<std::vector<std::string>> VerifyAndGetUris(const std::string& ca_cert_pem, const std::string& cert_pem) {
   absl::StatusOr<CertPtr> ca = ParseCert(ca_cert_pem);
   if (!ca.ok()) return ca.status();
   absl::StatusOr<CertPtr> cert = ParseCert(cert_pem);
@@ -218,14 +209,12 @@ absl::StatusOr<std::vector<std::string>> VerifyAndGetUris(const std::string& ca_
         absl::StrCat("certificate does not verify: ", X509_verify_cert_error_string(err)));
   }
   std::vector<std::string> uris;
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert->get(), NID_subject_alt_name, nullptr, nullptr));
+  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert->get(), NID_subject_alt_name, nullptr, nullptr));
   for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
     const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
     if (n->type == GEN_URI) {
       const ASN1_IA5STRING* uri = n->d.uniformResourceIdentifier;
-      uris.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
-                        ASN1_STRING_length(uri));
+      uris.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)), ASN1_STRING_length(uri));
     }
   }
   GENERAL_NAMES_free(names);

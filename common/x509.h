@@ -20,10 +20,10 @@ struct Identity {
 
 struct CertRequest {
   std::string common_name;
-  std::string spiffe_id;               // URI SAN; empty for none
-  std::vector<std::string> dns_names;  // DNS SANs
-  std::vector<std::string> ips;        // IP SANs (v4 or v6 literals)
-  std::vector<std::string> extra_uris; // more URI SANs (tests of ambiguous identities)
+  std::string spiffe_id;                // URI SAN; empty for none
+  std::vector<std::string> dns_names;   // DNS SANs
+  std::vector<std::string> ips;         // IP SANs (v4 or v6 literals)
+  std::vector<std::string> extra_uris;  // more URI SANs (tests of ambiguous identities)
   absl::Duration validity = absl::Hours(24 * 365);
 };
 
@@ -42,12 +42,10 @@ absl::StatusOr<std::string> MakeCsr(const std::string& key_pem, const CertReques
 
 // Signs `csr_pem` with `ca`, after checking its self-signature. The SANs come from
 // `request`, not from the CSR: the CA decides a node's identity, not the node.
-absl::StatusOr<std::string> SignCsr(const Identity& ca, const std::string& csr_pem,
-                                    const CertRequest& request);
+absl::StatusOr<std::string> SignCsr(const Identity& ca, const std::string& csr_pem, const CertRequest& request);
 
 // Verifies that `cert_pem` chains to `ca_cert_pem` and returns its URI SANs.
-absl::StatusOr<std::vector<std::string>> VerifyAndGetUris(const std::string& ca_cert_pem,
-                                                          const std::string& cert_pem);
+absl::StatusOr<std::vector<std::string>> VerifyAndGetUris(const std::string& ca_cert_pem, const std::string& cert_pem);
 
 // SHA-256 of the certificate's DER encoding (32 bytes).
 absl::StatusOr<std::string> Fingerprint(const std::string& cert_pem);

@@ -5,8 +5,7 @@
 namespace ppn::x509 {
 namespace {
 
-TEST_CASE("a CSR signed by the mesh CA verifies and carries the CA's chosen SPIFFE id",
-          "[common][x509]") {
+TEST_CASE("a CSR signed by the mesh CA verifies and carries the CA's chosen SPIFFE id", "[common][x509]") {
   absl::StatusOr<Identity> ca = MakeCa("ppn.test", absl::Hours(1));
   REQUIRE(ca.ok());
   absl::StatusOr<std::string> key = GenerateKey();
@@ -31,8 +30,7 @@ TEST_CASE("a CSR signed by the mesh CA verifies and carries the CA's chosen SPIF
   SECTION("another CA's certificate does not verify") {
     absl::StatusOr<Identity> other = MakeCa("ppn.test", absl::Hours(1));
     REQUIRE(other.ok());
-    CHECK(VerifyAndGetUris(other->cert_pem, *cert).status().code() ==
-          absl::StatusCode::kUnauthenticated);
+    CHECK(VerifyAndGetUris(other->cert_pem, *cert).status().code() == absl::StatusCode::kUnauthenticated);
   }
   SECTION("a tampered CSR is refused") {
     std::string bad = *csr;

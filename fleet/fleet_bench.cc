@@ -13,9 +13,9 @@
 #include "common/clock.h"
 #include "common/random.h"
 #include "fleet/fleet_core.h"
-#include "fleet/testing/fake_agent_client.h"
 #include "fleet/placement.h"
 #include "fleet/placement_index.h"
+#include "fleet/testing/fake_agent_client.h"
 
 ABSL_FLAG(int, nodes, 10000, "Simulated nodes");
 
@@ -117,9 +117,10 @@ int main(int argc, char** argv) {
     core.RunOnce();
   }
   double cpu = (CpuSeconds() - c0) / rounds;
-  std::printf("fleet core, %d nodes heartbeating once a second (2 VMs each): %.3f s of CPU per second (%.1f%% of one core), "
-              "%.1f s wall per round; max RSS %ld MiB\n",
-              n, cpu, cpu * 100, absl::ToDoubleSeconds(absl::Now() - t0) / rounds, MaxRssKb() / 1024);
+  std::printf(
+      "fleet core, %d nodes heartbeating once a second (2 VMs each): %.3f s of CPU per second (%.1f%% of one core), "
+      "%.1f s wall per round; max RSS %ld MiB\n",
+      n, cpu, cpu * 100, absl::ToDoubleSeconds(absl::Now() - t0) / rounds, MaxRssKb() / 1024);
   ppn::types::v1::VmSpec spec;
   spec.set_display_name("bench");
   spec.set_vcpus(1);

@@ -172,7 +172,7 @@ void FleetCore::RunOnce() {
 
 // A node's placement view; `reserved_mib` is what creates in flight hold on it.
 static NodeView ViewOf(const std::string& node_id, const ppn::fleet::v1::Node& node, bool revoked,
-                                  uint64_t reserved_mib) {
+                       uint64_t reserved_mib) {
   NodeView v;
   v.node_id = node_id;
   v.alive = node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
@@ -216,7 +216,7 @@ void FleetCore::ReindexLocked(const std::string& node_id) {
 }
 
 Decision FleetCore::PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
-                                           bool explain) const {
+                                bool explain) const {
   PlacementRequest req;
   req.memory_mib = spec.memory_mib();
   req.excluded_node_ids = excluded;
@@ -292,8 +292,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
         vms_.erase(vm_id);
         PutLocked(vm_id).IgnoreError();
         ChangedLocked();
-        return absl::ResourceExhaustedError(
-            absl::StrCat(errors, errors.empty() ? "" : "; ", decision.Explain()));
+        return absl::ResourceExhaustedError(absl::StrCat(errors, errors.empty() ? "" : "; ", decision.Explain()));
       }
       node_id = decision.chosen_node_id;
       address = nodes_[node_id].node.agent_address();
@@ -311,7 +310,8 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       absl::Time now = deps_.clock->Now();
       *r.mutable_create_time() = Stamp(now);
       if (spec.has_ttl()) {
-        *r.mutable_expire_time() = Stamp(now + absl::Seconds(spec.ttl().seconds()) + absl::Nanoseconds(spec.ttl().nanos()));
+        *r.mutable_expire_time() =
+            Stamp(now + absl::Seconds(spec.ttl().seconds()) + absl::Nanoseconds(spec.ttl().nanos()));
       }
       // Durable before the node is asked, so a crash mid-spawn leaves a record that the
       // node's next heartbeat settles (RUNNING or LOST), never an orphan.
@@ -351,8 +351,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
 VmRecord FleetCore::ViewLocked(const VmRecord& record) const {
   VmRecord view = record;
   auto n = nodes_.find(record.node_id());
-  if (n != nodes_.end() && n->second.node.state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE &&
-      !Ended(record.state())) {
+  if (n != nodes_.end() && n->second.node.state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE && !Ended(record.state())) {
     view.set_state(ppn::types::v1::VM_STATE_UNKNOWN);
     view.set_state_message(absl::StrCat("node ", record.node_id(), " is unreachable"));
   }

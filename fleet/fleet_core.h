@@ -19,11 +19,11 @@
 #include "common/clock.h"
 #include "common/random.h"
 #include "fleet/agent_client.h"
+#include "fleet/placement.h"
+#include "fleet/placement_index.h"
 #include "fleet/vm_store.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/host/v1/host_agent.pb.h"
-#include "fleet/placement.h"
-#include "fleet/placement_index.h"
 
 namespace ppn::fleet {
 
@@ -106,8 +106,7 @@ class FleetCore {
   // Brings the placement index up to date for one node (after a heartbeat, a state change or
   // a reservation).
   void ReindexLocked(const std::string& node_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Decision PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
-                                  bool explain) const
+  Decision PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded, bool explain) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The record as callers see it: UNKNOWN while its node is unreachable.
   ppn::fleet::v1::VmRecord ViewLocked(const ppn::fleet::v1::VmRecord& record) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -122,7 +121,7 @@ class FleetCore {
   absl::CondVar changed_cv_;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, NodeEntry> nodes_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, StoredVm> vms_ ABSL_GUARDED_BY(mu_);             // by vm_id: time-ordered ids
+  std::map<std::string, StoredVm> vms_ ABSL_GUARDED_BY(mu_);              // by vm_id: time-ordered ids
   std::map<std::string, Reservation> reservations_ ABSL_GUARDED_BY(mu_);  // by vm_id
   std::map<std::string, std::string> indexed_node_ ABSL_GUARDED_BY(mu_);
   PlacementIndex placement_ ABSL_GUARDED_BY(mu_);  // vm_id -> node in NodeEntry::vm_ids

@@ -57,8 +57,7 @@ struct Fixture {
   }
 };
 
-TEST_CASE("50 concurrent creates against room for 10 create exactly 10 and overcommit nothing",
-          "[fleet][placement]") {
+TEST_CASE("50 concurrent creates against room for 10 create exactly 10 and overcommit nothing", "[fleet][placement]") {
   Fixture f;
   f.Nodes({Beat("a", 1280), Beat("b", 1280)});  // 5 VMs of 256 MiB each
   std::atomic<int> ok{0}, exhausted{0}, other{0};

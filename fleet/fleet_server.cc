@@ -18,8 +18,8 @@ RolePolicy FleetRolePolicy(const std::string& mesh) {
   return policy;
 }
 
-absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen,
-                                               const TlsFiles& tls, FleetService* service) {
+absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
+                                               FleetService* service) {
   return StartMeshServer(listen, tls, FleetRolePolicy(mesh), {service});
 }
 

@@ -14,7 +14,7 @@ namespace ppn::fleet {
 // RecordMigration and SetPin: scheduler.
 RolePolicy FleetRolePolicy(const std::string& mesh);
 
-absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen,
-                                               const TlsFiles& tls, FleetService* service);
+absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
+                                               FleetService* service);
 
 }  // namespace ppn::fleet

@@ -1,9 +1,9 @@
 #include "fleet/fleet_service.h"
 
 #include "common/grpc_status.h"
-#include "common/rpc_log.h"
 #include "common/peer_identity.h"
 #include "common/roles.h"
+#include "common/rpc_log.h"
 #include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
 
@@ -104,7 +104,8 @@ grpc::Status FleetService::WatchVm(grpc::ServerContext* context, const v1::Watch
   return grpc::Status::OK;
 }
 
-grpc::Status FleetService::ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*, v1::ListNodesResponse* response) {
+grpc::Status FleetService::ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*,
+                                     v1::ListNodesResponse* response) {
   for (auto& n : core_->ListNodes()) *response->add_nodes() = std::move(n);
   return grpc::Status::OK;
 }
@@ -134,7 +135,8 @@ grpc::Status FleetService::RecordMigration(grpc::ServerContext*, const v1::Recor
   return grpc::Status::OK;
 }
 
-grpc::Status FleetService::SetPin(grpc::ServerContext*, const v1::SetPinRequest* request, v1::SetPinResponse* response) {
+grpc::Status FleetService::SetPin(grpc::ServerContext*, const v1::SetPinRequest* request,
+                                  v1::SetPinResponse* response) {
   absl::StatusOr<v1::VmRecord> vm = core_->SetPin(request->vm_id(), request->node_id());
   if (!vm.ok()) return RpcFailed("SetPin", vm.status());
   *response->mutable_vm() = *std::move(vm);

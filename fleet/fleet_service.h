@@ -17,7 +17,8 @@ class FleetService final : public ppn::fleet::v1::FleetService::Service {
   grpc::Status GetVm(grpc::ServerContext*, const v1::GetVmRequest*, v1::GetVmResponse*) override;
   grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest*, v1::ListVmsResponse*) override;
   grpc::Status DestroyVm(grpc::ServerContext*, const v1::DestroyVmRequest*, v1::DestroyVmResponse*) override;
-  grpc::Status WatchVm(grpc::ServerContext*, const v1::WatchVmRequest*, grpc::ServerWriter<v1::WatchVmResponse>*) override;
+  grpc::Status WatchVm(grpc::ServerContext*, const v1::WatchVmRequest*,
+                       grpc::ServerWriter<v1::WatchVmResponse>*) override;
   grpc::Status ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*, v1::ListNodesResponse*) override;
   grpc::Status ExplainPlacement(grpc::ServerContext*, const v1::ExplainPlacementRequest*,
                                 v1::ExplainPlacementResponse*) override;

@@ -5,7 +5,9 @@
 
 namespace ppn::fleet {
 
-void HeartbeatWatcher::Start() { loop_ = std::thread([this] { Loop(); }); }
+void HeartbeatWatcher::Start() {
+  loop_ = std::thread([this] { Loop(); });
+}
 
 void HeartbeatWatcher::Stop() {
   {
@@ -52,7 +54,8 @@ void HeartbeatWatcher::WatchNode(const std::string& node_id, const std::string& 
       contexts_[node_id] = &ctx;
     }
     ppn::host::v1::WatchHeartbeatsRequest req;
-    *req.mutable_interval() = google::protobuf::util::TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(interval_));
+    *req.mutable_interval() =
+        google::protobuf::util::TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(interval_));
     auto reader = stub->WatchHeartbeats(&ctx, req);
     ppn::host::v1::Heartbeat hb;
     bool any = false;

@@ -6,7 +6,9 @@
 
 namespace ppn::fleet {
 
-void LedgerNodeWatcher::Start() { thread_ = std::thread([this] { Loop(); }); }
+void LedgerNodeWatcher::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void LedgerNodeWatcher::Stop() {
   {

@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
   if (!loaded.ok()) ppn::ExitWithError(loaded.message());
   for (const std::string& node : absl::GetFlag(FLAGS_nodes)) {
     std::vector<std::string> kv = absl::StrSplit(node, absl::MaxSplits('=', 1));
-    if (kv.size() != 2 || kv[0].empty() || kv[1].empty()) ppn::ExitWithError("--nodes entries must be node_id=host:port");
+    if (kv.size() != 2 || kv[0].empty() || kv[1].empty())
+      ppn::ExitWithError("--nodes entries must be node_id=host:port");
     core.AddNode(kv[0], kv[1]);
   }
   std::unique_ptr<ppn::fleet::LedgerNodeWatcher> members;
@@ -42,7 +43,8 @@ int main(int argc, char** argv) {
   ppn::fleet::HeartbeatWatcher watcher(&core, &agents, options.heartbeat_interval);
   watcher.Start();
   ppn::fleet::FleetService service(&core);
-  absl::StatusOr<ppn::StartedServer> server = ppn::fleet::StartFleetServer(flags.mesh, flags.listen, flags.tls, &service);
+  absl::StatusOr<ppn::StartedServer> server =
+      ppn::fleet::StartFleetServer(flags.mesh, flags.listen, flags.tls, &service);
   if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);
   if (!port.ok()) ppn::ExitWithError(port.message());

@@ -52,8 +52,9 @@ Decision Place(const std::vector<NodeView>& nodes, const PlacementRequest& reque
     if (best != nullptr) {
       Decision d;
       d.chosen_node_id = best->node_id;
-      d.verdicts.push_back({best->node_id, true,
-                            absl::StrCat("chosen: ", HasKvm(best->kvm) ? "KVM, " : "no KVM, ", best_free, " MiB free")});
+      d.verdicts.push_back(
+          {best->node_id, true,
+           absl::StrCat("chosen: ", HasKvm(best->kvm) ? "KVM, " : "no KVM, ", best_free, " MiB free")});
       return d;
     }
     // Nothing fits: say why for every node.
@@ -88,9 +89,8 @@ Decision Place(const std::vector<NodeView>& nodes, const PlacementRequest& reque
       eligible.push_back({&n, free});
     }
   }
-  std::sort(eligible.begin(), eligible.end(), [](const Candidate& a, const Candidate& b) {
-    return Better(*a.node, a.free_mib, *b.node, b.free_mib);
-  });
+  std::sort(eligible.begin(), eligible.end(),
+            [](const Candidate& a, const Candidate& b) { return Better(*a.node, a.free_mib, *b.node, b.free_mib); });
   for (size_t i = 0; i < eligible.size(); ++i) {
     const Candidate& c = eligible[i];
     decision.verdicts.push_back({c.node->node_id, true,

@@ -31,7 +31,7 @@ struct NodeView {
 struct PlacementRequest {
   uint64_t memory_mib = 0;
   bool require_kvm = false;
-  std::string pinned_node_id;            // non-empty: only this node
+  std::string pinned_node_id;  // non-empty: only this node
   std::set<std::string> excluded_node_ids;
 };
 
@@ -42,7 +42,7 @@ struct Verdict {
 };
 
 struct Decision {
-  std::string chosen_node_id;  // empty when no node can take the VM
+  std::string chosen_node_id;     // empty when no node can take the VM
   std::vector<Verdict> verdicts;  // one per node, the winner first, then by rank
   // "no node can take a VM of N MiB: a: ..., b: ..." when nothing was chosen.
   std::string Explain() const;

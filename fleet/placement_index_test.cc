@@ -20,8 +20,9 @@ TEST_CASE("the placement index chooses exactly what a full scan chooses", "[flee
       v.revoked = rng() % 30 == 0;
       v.available_mib = rng() % 8192;
       v.reserved_mib = rng() % 4 == 0 ? rng() % 2048 : 0;
-      v.kvm = rng() % 3 == 0 ? ppn::types::v1::KVM_SUPPORT_NONE
-                             : (rng() % 2 ? ppn::types::v1::KVM_SUPPORT_AVAILABLE : ppn::types::v1::KVM_SUPPORT_SIMULATED);
+      v.kvm = rng() % 3 == 0
+                  ? ppn::types::v1::KVM_SUPPORT_NONE
+                  : (rng() % 2 ? ppn::types::v1::KVM_SUPPORT_AVAILABLE : ppn::types::v1::KVM_SUPPORT_SIMULATED);
       nodes.push_back(v);
       index.Upsert(v);
     }

@@ -18,8 +18,7 @@ NodeView Node(std::string id, uint64_t available, ppn::types::v1::KvmSupport kvm
   return n;
 }
 
-TEST_CASE("the June 2026 scenario lands on the laptop with KVM and the most free memory",
-          "[fleet][placement]") {
+TEST_CASE("the June 2026 scenario lands on the laptop with KVM and the most free memory", "[fleet][placement]") {
   // The cloud node has the most memory but no KVM; the laptops have KVM.
   std::vector<NodeView> nodes = {Node("cloud", 8000, KVM_SUPPORT_NONE), Node("laptop-a", 3000, KVM_SUPPORT_AVAILABLE),
                                  Node("laptop-b", 5000, KVM_SUPPORT_AVAILABLE)};
@@ -45,20 +44,42 @@ TEST_CASE("placement filters nodes and says why", "[fleet][placement]") {
   NodeView revoked = Node("evicted", 9000, KVM_SUPPORT_AVAILABLE);
   revoked.revoked = true;
   std::vector<Row> rows = {
-      {"dead node", {Node("down", 9000, KVM_SUPPORT_AVAILABLE, false), Node("up", 600, KVM_SUPPORT_NONE)}, {512}, "up",
+      {"dead node",
+       {Node("down", 9000, KVM_SUPPORT_AVAILABLE, false), Node("up", 600, KVM_SUPPORT_NONE)},
+       {512},
+       "up",
        "not alive (no recent heartbeat)"},
-      {"below the memory", {Node("small", 500, KVM_SUPPORT_AVAILABLE), Node("big", 700, KVM_SUPPORT_NONE)}, {512}, "big",
+      {"below the memory",
+       {Node("small", 500, KVM_SUPPORT_AVAILABLE), Node("big", 700, KVM_SUPPORT_NONE)},
+       {512},
+       "big",
        "only 500 MiB free (500 available, 0 reserved), needs 512"},
-      {"in-flight reservations count", {reserved, Node("idle", 600, KVM_SUPPORT_NONE)}, {512}, "idle",
+      {"in-flight reservations count",
+       {reserved, Node("idle", 600, KVM_SUPPORT_NONE)},
+       {512},
+       "idle",
        "only 200 MiB free (2000 available, 1800 reserved), needs 512"},
       {"revoked node", {revoked, Node("ok", 600, KVM_SUPPORT_NONE)}, {512}, "ok", "revoked in the ledger"},
-      {"KVM required", {Node("tcg", 9000, KVM_SUPPORT_NONE), Node("sim", 600, KVM_SUPPORT_SIMULATED)}, {512, true}, "sim",
+      {"KVM required",
+       {Node("tcg", 9000, KVM_SUPPORT_NONE), Node("sim", 600, KVM_SUPPORT_SIMULATED)},
+       {512, true},
+       "sim",
        "no KVM"},
-      {"pinned", {Node("a", 9000, KVM_SUPPORT_AVAILABLE), Node("b", 600, KVM_SUPPORT_NONE)}, {512, false, "b"}, "b",
+      {"pinned",
+       {Node("a", 9000, KVM_SUPPORT_AVAILABLE), Node("b", 600, KVM_SUPPORT_NONE)},
+       {512, false, "b"},
+       "b",
        "the VM is pinned to b"},
-      {"excluded source", {Node("src", 9000, KVM_SUPPORT_AVAILABLE), Node("dst", 600, KVM_SUPPORT_NONE)},
-       {512, false, "", {"src"}}, "dst", "excluded"},
-      {"nothing fits", {Node("a", 100, KVM_SUPPORT_AVAILABLE)}, {512}, "", "only 100 MiB free (100 available, 0 reserved), needs 512"},
+      {"excluded source",
+       {Node("src", 9000, KVM_SUPPORT_AVAILABLE), Node("dst", 600, KVM_SUPPORT_NONE)},
+       {512, false, "", {"src"}},
+       "dst",
+       "excluded"},
+      {"nothing fits",
+       {Node("a", 100, KVM_SUPPORT_AVAILABLE)},
+       {512},
+       "",
+       "only 100 MiB free (100 available, 0 reserved), needs 512"},
   };
   for (const Row& row : rows) {
     INFO(row.name);

@@ -55,8 +55,9 @@ int main(int argc, char** argv) {
     std::filesystem::copy_file(g + "/" + f, dir + "/" + f);
     std::filesystem::permissions(dir + "/" + f, std::filesystem::perms(0644));
   }
-  std::string catalog = "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir + "/base.qcow2\", \"kernel\": \"" +
-                        dir + "/vmlinuz\", \"initrd\": \"" + dir + "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}";
+  std::string catalog = "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir +
+                        "/base.qcow2\", \"kernel\": \"" + dir + "/vmlinuz\", \"initrd\": \"" + dir +
+                        "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}";
   WriteFile(dir + "/catalog.json", catalog);
 
   {

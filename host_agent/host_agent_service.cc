@@ -31,14 +31,12 @@ grpc::Status HostAgentService::DestroyVm(grpc::ServerContext*, const v1::Destroy
   return grpc::Status::OK;
 }
 
-grpc::Status HostAgentService::ListVms(grpc::ServerContext*, const v1::ListVmsRequest*,
-                                       v1::ListVmsResponse* response) {
+grpc::Status HostAgentService::ListVms(grpc::ServerContext*, const v1::ListVmsRequest*, v1::ListVmsResponse* response) {
   for (auto& vm : manager_->List()) *response->add_vms() = std::move(vm);
   return grpc::Status::OK;
 }
 
-grpc::Status HostAgentService::WatchHeartbeats(grpc::ServerContext* context,
-                                               const v1::WatchHeartbeatsRequest* request,
+grpc::Status HostAgentService::WatchHeartbeats(grpc::ServerContext* context, const v1::WatchHeartbeatsRequest* request,
                                                grpc::ServerWriter<v1::Heartbeat>* writer) {
   absl::Duration interval = default_interval_;
   if (request->has_interval()) {
@@ -70,8 +68,8 @@ grpc::Status HostAgentService::PrepareIncoming(grpc::ServerContext*, const v1::P
 
 grpc::Status HostAgentService::MigrateOut(grpc::ServerContext* context, const v1::MigrateOutRequest* request,
                                           grpc::ServerWriter<v1::MigrateOutResponse>* writer) {
-  absl::StatusOr<ppn::types::v1::MigrationProgress> final_report = manager_->MigrateOut(
-      *request, [&](const ppn::types::v1::MigrationProgress& p) {
+  absl::StatusOr<ppn::types::v1::MigrationProgress> final_report =
+      manager_->MigrateOut(*request, [&](const ppn::types::v1::MigrationProgress& p) {
         v1::MigrateOutResponse msg;
         *msg.mutable_progress() = p;
         return !context->IsCancelled() && writer->Write(msg);

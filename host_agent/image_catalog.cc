@@ -58,8 +58,7 @@ absl::StatusOr<Image> ImageCatalog::Find(const std::string& name) const {
   std::vector<std::string> names;
   for (const auto& [n, _] : images_) names.push_back(n);
   return absl::NotFoundError(absl::StrCat("image \"", name.substr(0, 64),
-                                          "\" is not in this node's catalog (have: ",
-                                          absl::StrJoin(names, ", "), ")"));
+                                          "\" is not in this node's catalog (have: ", absl::StrJoin(names, ", "), ")"));
 }
 
 }  // namespace ppn::host

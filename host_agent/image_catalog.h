@@ -17,11 +17,11 @@ namespace ppn::host {
 
 struct Image {
   std::string name;
-  std::string base_image;     // absolute path
+  std::string base_image;  // absolute path
   std::string base_format = "qcow2";
-  std::string kernel;         // empty: boot from the disk
+  std::string kernel;  // empty: boot from the disk
   std::string initrd;
-  std::string append;         // kernel command line
+  std::string append;  // kernel command line
 };
 
 class ImageCatalog {

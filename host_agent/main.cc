@@ -5,8 +5,8 @@
 #include <filesystem>
 
 #include "absl/flags/flag.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/clock.h"
 #include "common/service_flags.h"
@@ -56,12 +56,12 @@ int main(int argc, char** argv) {
   options.kvm_probe_timeout = absl::GetFlag(FLAGS_kvm_probe_timeout);
   options.qemu_binary = absl::GetFlag(FLAGS_qemu_binary);
   options.qemu_user = absl::GetFlag(FLAGS_qemu_user);
-  if (absl::GetFlag(FLAGS_catalog).empty()) ppn::ExitWithError("--catalog is required (tools/build-test-guest makes one)");
+  if (absl::GetFlag(FLAGS_catalog).empty())
+    ppn::ExitWithError("--catalog is required (tools/build-test-guest makes one)");
   absl::StatusOr<ppn::host::ImageCatalog> catalog = ppn::host::ImageCatalog::Load(absl::GetFlag(FLAGS_catalog));
   if (!catalog.ok()) ppn::ExitWithError(catalog.status().message());
   std::filesystem::create_directories(options.state_dir);
-  absl::StatusOr<std::unique_ptr<ppn::host::VmStore>> store =
-      ppn::host::VmStore::Open(options.state_dir + "/agent.db");
+  absl::StatusOr<std::unique_ptr<ppn::host::VmStore>> store = ppn::host::VmStore::Open(options.state_dir + "/agent.db");
   if (!store.ok()) ppn::ExitWithError(store.status().message());
 
   ppn::host::VmManager manager(options, *std::move(catalog), store->get(), ppn::RealClock::Get());

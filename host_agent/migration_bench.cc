@@ -100,8 +100,8 @@ int main(int argc, char** argv) {
       std::swap(from, to);
     }
     from->Destroy(id, absl::Seconds(5)).IgnoreError();
-    std::printf("idle %u MiB guest, %d migrations: total p50 %.0f ms (max %.0f), downtime p50 %.0f ms (max %.0f)\n", mib,
-                absl::GetFlag(FLAGS_runs), Pct(total, 0.5), Pct(total, 1.0), Pct(down, 0.5), Pct(down, 1.0));
+    std::printf("idle %u MiB guest, %d migrations: total p50 %.0f ms (max %.0f), downtime p50 %.0f ms (max %.0f)\n",
+                mib, absl::GetFlag(FLAGS_runs), Pct(total, 0.5), Pct(total, 1.0), Pct(down, 0.5), Pct(down, 1.0));
   }
   return 0;
 }

@@ -99,9 +99,8 @@ double LoadAverage() {
   return load;
 }
 
-KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image,
-                        const std::string& work_dir, const std::string& cache_file,
-                        absl::Duration timeout) {
+KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image, const std::string& work_dir,
+                        const std::string& cache_file, absl::Duration timeout) {
   std::string boot = BootId();
   std::string cached = Slurp(cache_file);
   std::vector<std::string> parts = absl::StrSplit(cached, absl::MaxSplits('\n', 2));
@@ -116,11 +115,28 @@ KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image,
   } else {
     std::string console = work_dir + "/kvm-probe.console";
     unlink(console.c_str());
-    std::vector<std::string> args = {qemu_binary, "-machine", "q35,accel=kvm", "-cpu", "host",
-                                     "-m", "128", "-nodefaults", "-no-user-config", "-display", "none",
-                                     "-no-reboot", "-kernel", image.kernel, "-initrd", image.initrd,
-                                     "-append", "console=ttyS0 quiet ppn.probe",
-                                     "-chardev", "file,id=s0,path=" + console, "-serial", "chardev:s0"};
+    std::vector<std::string> args = {qemu_binary,
+                                     "-machine",
+                                     "q35,accel=kvm",
+                                     "-cpu",
+                                     "host",
+                                     "-m",
+                                     "128",
+                                     "-nodefaults",
+                                     "-no-user-config",
+                                     "-display",
+                                     "none",
+                                     "-no-reboot",
+                                     "-kernel",
+                                     image.kernel,
+                                     "-initrd",
+                                     image.initrd,
+                                     "-append",
+                                     "console=ttyS0 quiet ppn.probe",
+                                     "-chardev",
+                                     "file,id=s0,path=" + console,
+                                     "-serial",
+                                     "chardev:s0"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -154,12 +170,12 @@ KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image,
     result.usable = marker;
     if (!marker) {
       result.reason = exited ? "QEMU could not start a guest under KVM"
-                             : absl::StrCat("a guest under KVM did not boot within ",
-                                            absl::FormatDuration(timeout));
+                             : absl::StrCat("a guest under KVM did not boot within ", absl::FormatDuration(timeout));
     }
   }
-  std::ofstream(cache_file, std::ios::trunc)
-      << boot << "\n" << (result.usable ? "usable" : "unusable") << "\n" << result.reason << "\n";
+  std::ofstream(cache_file, std::ios::trunc) << boot << "\n"
+                                             << (result.usable ? "usable" : "unusable") << "\n"
+                                             << result.reason << "\n";
   return result;
 }
 
@@ -201,8 +217,7 @@ bool ProbeSeccomp(const std::string& qemu_binary) {
   std::string text = Slurp(out);
   unlink(out.c_str());
   // Built without seccomp QEMU says the option group does not exist.
-  return !text.empty() && !absl::StrContains(text, "no option group") &&
-         !absl::StrContains(text, "not supported");
+  return !text.empty() && !absl::StrContains(text, "no option group") && !absl::StrContains(text, "not supported");
 }
 
 std::string ResolveQemuUser(const std::string& wanted) {

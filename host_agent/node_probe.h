@@ -32,9 +32,8 @@ struct KvmProbeResult {
   bool usable = false;
   std::string reason;
 };
-KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image,
-                        const std::string& work_dir, const std::string& cache_file,
-                        absl::Duration timeout);
+KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image, const std::string& work_dir,
+                        const std::string& cache_file, absl::Duration timeout);
 
 // A cgroup v2 directory where the agent can create per-VM children with memory, cpu and
 // pids limits, or the reason there is none.

@@ -50,9 +50,8 @@ absl::StatusOr<std::vector<uint32_t>> PortAllocator::Allocate(size_t count) {
     if (used_.count(port) == 0 && Bindable(address_, port)) out.push_back(port);
   }
   if (out.size() < count) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("no free host ports: need ", count, " in ", first_, "-", last_, " on ",
-                     address_, ", ", used_.size(), " in use by VMs"));
+    return absl::ResourceExhaustedError(absl::StrCat("no free host ports: need ", count, " in ", first_, "-", last_,
+                                                     " on ", address_, ", ", used_.size(), " in use by VMs"));
   }
   used_.insert(out.begin(), out.end());
   return out;

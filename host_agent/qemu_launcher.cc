@@ -47,19 +47,19 @@ std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
     if (!spec.image.initrd.empty()) add({"-initrd", spec.image.initrd});
     if (!spec.image.append.empty()) add({"-append", spec.image.append});
   }
-  add({"-drive", absl::StrCat("file=", DiskPath(spec.vm_dir), ",if=none,id=drive0,format=qcow2"),
-       "-device", "virtio-blk-pci,drive=drive0,id=disk0"});
-  add({"-drive", absl::StrCat("file=", SeedPath(spec.vm_dir), ",if=none,id=seed0,format=raw,readonly=on"),
-       "-device", "virtio-blk-pci,drive=seed0,id=seed"});
+  add({"-drive", absl::StrCat("file=", DiskPath(spec.vm_dir), ",if=none,id=drive0,format=qcow2"), "-device",
+       "virtio-blk-pci,drive=drive0,id=disk0"});
+  add({"-drive", absl::StrCat("file=", SeedPath(spec.vm_dir), ",if=none,id=seed0,format=raw,readonly=on"), "-device",
+       "virtio-blk-pci,drive=seed0,id=seed"});
   std::string netdev = "user,id=net0";
   for (const HostForward& f : spec.forwards) {
-    absl::StrAppend(&netdev, ",hostfwd=", f.udp ? "udp" : "tcp", ":", f.host_address, ":",
-                    f.host_port, "-:", f.guest_port);
+    absl::StrAppend(&netdev, ",hostfwd=", f.udp ? "udp" : "tcp", ":", f.host_address, ":", f.host_port,
+                    "-:", f.guest_port);
   }
   add({"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile="});
   add({"-device", "virtio-balloon-pci,id=balloon0"});
-  add({"-chardev", absl::StrCat("file,id=serial0,append=on,path=", ConsoleLogPath(spec.vm_dir)),
-       "-serial", "chardev:serial0"});
+  add({"-chardev", absl::StrCat("file,id=serial0,append=on,path=", ConsoleLogPath(spec.vm_dir)), "-serial",
+       "chardev:serial0"});
   add({"-qmp", absl::StrCat("unix:", QmpSocketPath(spec.vm_dir), ",server=on,wait=off")});
   if (spec.seccomp) {
     // Dropping to run_as_user needs one setuid after the filter is installed.

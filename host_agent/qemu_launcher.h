@@ -25,7 +25,7 @@ struct HostForward {
 struct LaunchSpec {
   std::string qemu_binary = "qemu-system-x86_64";
   std::string vm_id;
-  std::string vm_dir;       // disk.qcow2, seed.iso, qmp.sock, console.log, qemu.log live here
+  std::string vm_dir;  // disk.qcow2, seed.iso, qmp.sock, console.log, qemu.log live here
   uint32_t vcpus = 1;
   uint32_t memory_mib = 128;
   bool kvm = false;
@@ -33,8 +33,8 @@ struct LaunchSpec {
   std::vector<HostForward> forwards;
   std::string incoming_uri;  // "tcp:HOST:PORT" for a migration target; empty otherwise
   bool seccomp = true;
-  std::string run_as_user;   // drop to this user after setup; empty to stay
-  std::string cgroup_dir;    // a cgroup v2 directory to run in; empty for none
+  std::string run_as_user;  // drop to this user after setup; empty to stay
+  std::string cgroup_dir;   // a cgroup v2 directory to run in; empty for none
 };
 
 // The QEMU argv (argv[0] is the binary). Pure: unit-tested without QEMU.

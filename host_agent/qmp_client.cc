@@ -13,8 +13,7 @@
 
 namespace ppn::host {
 
-absl::StatusOr<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_path,
-                                                              absl::Duration timeout) {
+absl::StatusOr<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_path, absl::Duration timeout) {
   sockaddr_un addr{};
   if (socket_path.size() >= sizeof(addr.sun_path)) {
     return absl::InvalidArgumentError(absl::StrCat("QMP socket path too long: ", socket_path));
@@ -31,8 +30,7 @@ absl::StatusOr<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string&
     int err = errno;
     close(fd);
     if (absl::Now() >= deadline) {
-      return absl::UnavailableError(
-          absl::StrCat("QMP socket ", socket_path, " does not answer: ", std::strerror(err)));
+      return absl::UnavailableError(absl::StrCat("QMP socket ", socket_path, " does not answer: ", std::strerror(err)));
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
@@ -40,8 +38,7 @@ absl::StatusOr<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string&
   absl::StatusOr<nlohmann::json> greeting = client->ReadMessage(deadline);
   if (!greeting.ok()) return greeting.status();
   if (!greeting->contains("QMP")) return absl::UnavailableError("QMP greeting missing");
-  absl::StatusOr<nlohmann::json> caps =
-      client->Execute("qmp_capabilities", nullptr, deadline - absl::Now());
+  absl::StatusOr<nlohmann::json> caps = client->Execute("qmp_capabilities", nullptr, deadline - absl::Now());
   if (!caps.ok()) return caps.status();
   return client;
 }
@@ -72,8 +69,7 @@ absl::StatusOr<nlohmann::json> QmpClient::ReadMessage(absl::Time deadline) {
   }
 }
 
-absl::StatusOr<nlohmann::json> QmpClient::Execute(const std::string& command,
-                                                  const nlohmann::json& arguments,
+absl::StatusOr<nlohmann::json> QmpClient::Execute(const std::string& command, const nlohmann::json& arguments,
                                                   absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   int id = next_id_++;
@@ -97,8 +93,8 @@ absl::StatusOr<nlohmann::json> QmpClient::Execute(const std::string& command,
     }
     if (!msg->contains("id") || (*msg)["id"] != id) continue;
     if (msg->contains("error")) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "QEMU refused ", command, ": ", (*msg)["error"].value("desc", std::string("unknown error"))));
+      return absl::FailedPreconditionError(
+          absl::StrCat("QEMU refused ", command, ": ", (*msg)["error"].value("desc", std::string("unknown error"))));
     }
     return msg->value("return", nlohmann::json::object());
   }

@@ -18,8 +18,7 @@ class QmpClient {
  public:
   // Connects, reads the greeting and leaves capability negotiation mode. UNAVAILABLE if the
   // socket does not answer within `timeout`.
-  static absl::StatusOr<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path,
-                                                            absl::Duration timeout);
+  static absl::StatusOr<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path, absl::Duration timeout);
   ~QmpClient();
   QmpClient(const QmpClient&) = delete;
   QmpClient& operator=(const QmpClient&) = delete;
@@ -27,8 +26,7 @@ class QmpClient {
   // Runs `command` and returns its "return" value. A QEMU error comes back as
   // FAILED_PRECONDITION with QEMU's description; no answer within `timeout` is
   // DEADLINE_EXCEEDED; a closed socket is UNAVAILABLE. Events seen meanwhile are kept.
-  absl::StatusOr<nlohmann::json> Execute(const std::string& command,
-                                         const nlohmann::json& arguments = nullptr,
+  absl::StatusOr<nlohmann::json> Execute(const std::string& command, const nlohmann::json& arguments = nullptr,
                                          absl::Duration timeout = absl::Seconds(10));
 
   // Events received so far (and clears them).

@@ -67,8 +67,8 @@ absl::Status WriteSeed(const std::string& vm_dir, const std::string& vm_id, cons
   std::string dir = vm_dir + "/seed";
   mkdir(dir.c_str(), 0700);
   std::string hostname = spec.display_name().empty() ? vm_id : spec.display_name();
-  PPN_RETURN_IF_ERROR(WriteFileAtomically(dir + "/meta-data", absl::StrCat("instance-id: ", vm_id, "\nlocal-hostname: ",
-                                                                  hostname, "\n")));
+  PPN_RETURN_IF_ERROR(WriteFileAtomically(dir + "/meta-data",
+                                          absl::StrCat("instance-id: ", vm_id, "\nlocal-hostname: ", hostname, "\n")));
   std::string user_data = spec.user_data();
   if (user_data.empty()) {
     user_data = "#cloud-config\n";
@@ -78,8 +78,8 @@ absl::Status WriteSeed(const std::string& vm_dir, const std::string& vm_id, cons
     }
   }
   PPN_RETURN_IF_ERROR(WriteFileAtomically(dir + "/user-data", user_data, 0600));
-  absl::Status s = RunTool({"genisoimage", "-quiet", "-output", SeedPath(vm_dir), "-volid", "cidata",
-                            "-joliet", "-rock", dir});
+  absl::Status s =
+      RunTool({"genisoimage", "-quiet", "-output", SeedPath(vm_dir), "-volid", "cidata", "-joliet", "-rock", dir});
   std::filesystem::remove_all(dir);  // the ISO holds it; user-data is not left lying around
   return s;
 }
@@ -123,9 +123,7 @@ VmManager::~VmManager() {
   if (monitor_.joinable()) monitor_.join();
 }
 
-std::string VmManager::VmDir(const std::string& vm_id) const {
-  return options_.state_dir + "/vms/" + vm_id;
-}
+std::string VmManager::VmDir(const std::string& vm_id) const { return options_.state_dir + "/vms/" + vm_id; }
 
 ppn::types::v1::KvmSupport VmManager::kvm_support() const {
   if (options_.kvm_mode == KvmMode::kSimulate) return ppn::types::v1::KVM_SUPPORT_SIMULATED;
@@ -143,7 +141,7 @@ absl::Status VmManager::Start() {
     kvm_reason_ = kvm.reason;
   } else {
     kvm_reason_ = options_.kvm_mode == KvmMode::kOff ? "disabled by --kvm=off"
-                                                    : "simulated for placement (--kvm=simulate); guests run under TCG";
+                                                     : "simulated for placement (--kvm=simulate); guests run under TCG";
   }
   CgroupProbeResult cgroup = ProbeCgroup(options_.node_id);
   cgroup_root_ = cgroup.root;
@@ -172,8 +170,8 @@ absl::Status VmManager::Start() {
       ports_.Reserve(PortsOf(vm));
       if (qmp_status == "running") vm.instance.set_state(ppn::types::v1::VM_STATE_RUNNING);
       if (!cgroup_root_.empty()) entry->cgroup_dir = cgroup_root_ + "/" + id;
-      spdlog::info("vm.adopted vm={} tenant={} pid={} status={}", id, vm.instance.tenant_id(),
-                   vm.instance.pid(), qmp_status);
+      spdlog::info("vm.adopted vm={} tenant={} pid={} status={}", id, vm.instance.tenant_id(), vm.instance.pid(),
+                   qmp_status);
     } else if (IsLive(vm.instance.state())) {
       vm.instance.set_state(ppn::types::v1::VM_STATE_FAILED);
       vm.instance.set_state_message("the QEMU process ended while the agent was down");
@@ -192,7 +190,8 @@ absl::Status VmManager::Start() {
 
 void VmManager::Persist(Entry* entry) {
   absl::Status s = store_->Put(entry->rec);
-  if (!s.ok()) spdlog::error("vm.store_failed vm={} error=\"{}\"", entry->rec.instance.vm_id(), std::string(s.message()));
+  if (!s.ok())
+    spdlog::error("vm.store_failed vm={} error=\"{}\"", entry->rec.instance.vm_id(), std::string(s.message()));
 }
 
 uint64_t VmManager::TotalMib() const {
@@ -213,10 +212,10 @@ absl::Status VmManager::CheckRoomLocked(uint64_t memory_mib) const {
   uint64_t reserved = options_.safety_margin_mib + committed;
   uint64_t available = total > reserved ? total - reserved : 0;
   if (memory_mib > available) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "node ", options_.node_id, " has ", available, " MiB available for VMs (", total,
-        " MiB total, ", options_.safety_margin_mib, " MiB safety margin, ", committed,
-        " MiB in use); the VM needs ", memory_mib, " MiB"));
+    return absl::ResourceExhaustedError(absl::StrCat("node ", options_.node_id, " has ", available,
+                                                     " MiB available for VMs (", total, " MiB total, ",
+                                                     options_.safety_margin_mib, " MiB safety margin, ", committed,
+                                                     " MiB in use); the VM needs ", memory_mib, " MiB"));
   }
   return absl::OkStatus();
 }
@@ -227,9 +226,9 @@ std::shared_ptr<VmManager::Entry> VmManager::Find(const std::string& vm_id) {
   return it == vms_.end() ? nullptr : it->second;
 }
 
-absl::Status VmManager::Launch(const std::string& vm_id, const VmSpec& spec,
-                               const std::vector<uint32_t>& ports, const std::string& incoming_uri,
-                               bool kvm, Entry* entry, int* pid, absl::Time* exec_time) {
+absl::Status VmManager::Launch(const std::string& vm_id, const VmSpec& spec, const std::vector<uint32_t>& ports,
+                               const std::string& incoming_uri, bool kvm, Entry* entry, int* pid,
+                               absl::Time* exec_time) {
   PPN_ASSIGN_OR_RETURN(Image image, catalog_.Find(spec.image()));
   std::string dir = VmDir(vm_id);
   std::filesystem::remove_all(dir);
@@ -237,13 +236,13 @@ absl::Status VmManager::Launch(const std::string& vm_id, const VmSpec& spec,
     return absl::InternalError(absl::StrCat("cannot create ", dir));
   }
   chmod(dir.c_str(), 0750);
-  std::vector<std::string> overlay = {"qemu-img", "create", "-q", "-f", "qcow2", "-b", image.base_image,
-                                      "-F", image.base_format, DiskPath(dir)};
+  std::vector<std::string> overlay = {
+      "qemu-img", "create", "-q", "-f", "qcow2", "-b", image.base_image, "-F", image.base_format, DiskPath(dir)};
   if (spec.disk_gib() > 0) overlay.push_back(absl::StrCat(spec.disk_gib(), "G"));
   absl::Status s = RunTool(overlay);
   if (!s.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot create the disk overlay on image ",
-                                                      image.name, ": ", s.message()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create the disk overlay on image ", image.name, ": ", s.message()));
   }
   PPN_RETURN_IF_ERROR(WriteSeed(dir, vm_id, spec));
   if (!qemu_user_.empty()) {
@@ -267,8 +266,8 @@ absl::Status VmManager::Launch(const std::string& vm_id, const VmSpec& spec,
   launch.image = image;
   for (int i = 0; i < spec.port_forwards_size(); ++i) {
     const auto& f = spec.port_forwards(i);
-    launch.forwards.push_back({options_.host_address, ports[i], f.guest_port(),
-                               f.protocol() == ppn::types::v1::PROTOCOL_UDP});
+    launch.forwards.push_back(
+        {options_.host_address, ports[i], f.guest_port(), f.protocol() == ppn::types::v1::PROTOCOL_UDP});
   }
   launch.incoming_uri = incoming_uri;
   launch.seccomp = capabilities_.seccomp_sandbox();
@@ -285,8 +284,8 @@ absl::Status VmManager::Launch(const std::string& vm_id, const VmSpec& spec,
   if (!status.ok() || !QemuAlive(*pid, vm_id)) {
     absl::SleepFor(absl::Milliseconds(100));  // let QEMU finish writing why it stopped
     std::string why = ReadFileTail(dir + "/qemu.log");
-    return absl::FailedPreconditionError(absl::StrCat(
-        "QEMU did not start VM ", vm_id, ": ", why.empty() ? std::string(status.status().message()) : why));
+    return absl::FailedPreconditionError(absl::StrCat("QEMU did not start VM ", vm_id, ": ",
+                                                      why.empty() ? std::string(status.status().message()) : why));
   }
   return absl::OkStatus();
 }
@@ -346,14 +345,14 @@ absl::StatusOr<VmInstance> VmManager::Spawn(const std::string& tenant_id, const 
   for (int i = 0; i < spec.port_forwards_size(); ++i) {
     auto* p = vm.add_forwarded_ports();
     p->set_guest_port(spec.port_forwards(i).guest_port());
-    p->set_protocol(spec.port_forwards(i).protocol() == ppn::types::v1::PROTOCOL_UDP
-                        ? ppn::types::v1::PROTOCOL_UDP : ppn::types::v1::PROTOCOL_TCP);
+    p->set_protocol(spec.port_forwards(i).protocol() == ppn::types::v1::PROTOCOL_UDP ? ppn::types::v1::PROTOCOL_UDP
+                                                                                     : ppn::types::v1::PROTOCOL_TCP);
     p->set_host_address(options_.host_address);
     p->set_host_port(ports[i]);
   }
   Persist(entry.get());
-  spdlog::info("vm.spawned vm={} tenant={} pid={} accel={} memory_mib={} exec_ms={} ms={}", vm_id, tenant_id,
-               pid, kvm ? "kvm" : "tcg", spec.memory_mib(), absl::ToInt64Milliseconds(exec_time - t0),
+  spdlog::info("vm.spawned vm={} tenant={} pid={} accel={} memory_mib={} exec_ms={} ms={}", vm_id, tenant_id, pid,
+               kvm ? "kvm" : "tcg", spec.memory_mib(), absl::ToInt64Milliseconds(exec_time - t0),
                absl::ToInt64Milliseconds(absl::Now() - t0));
   return vm;
 }
@@ -387,7 +386,8 @@ absl::StatusOr<VmInstance> VmManager::Destroy(const std::string& vm_id, absl::Du
   int pid;
   {
     absl::MutexLock l(&mu_);
-    if (vms_.count(vm_id) == 0) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
+    if (vms_.count(vm_id) == 0)
+      return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
     pid = entry->rec.instance.pid();
     entry->rec.instance.set_state(ppn::types::v1::VM_STATE_STOPPING);
   }
@@ -494,8 +494,8 @@ absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> VmManager::PrepareIncomin
   PPN_RETURN_IF_ERROR(catalog_.Find(request.spec().image()).status());
   bool kvm = request.accelerator() == ppn::types::v1::ACCELERATOR_KVM;
   if (kvm && !(kvm_usable_ && options_.kvm_mode == KvmMode::kAuto)) {
-    return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " runs under KVM but node ",
-                                                      options_.node_id, " has no usable KVM"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("vm ", vm_id, " runs under KVM but node ", options_.node_id, " has no usable KVM"));
   }
   auto entry = std::make_shared<Entry>();
   std::vector<uint32_t> ports;
@@ -539,7 +539,8 @@ absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> VmManager::PrepareIncomin
     auto* p = vm.add_forwarded_ports();
     p->set_guest_port(request.spec().port_forwards(i).guest_port());
     p->set_protocol(request.spec().port_forwards(i).protocol() == ppn::types::v1::PROTOCOL_UDP
-                        ? ppn::types::v1::PROTOCOL_UDP : ppn::types::v1::PROTOCOL_TCP);
+                        ? ppn::types::v1::PROTOCOL_UDP
+                        : ppn::types::v1::PROTOCOL_TCP);
     p->set_host_address(options_.host_address);
     p->set_host_port(ports[i]);
   }
@@ -586,11 +587,12 @@ absl::StatusOr<MigrationProgress> VmManager::MigrateOut(const ppn::host::v1::Mig
   if (!qmp.ok()) return finish_failed(std::string(qmp.status().message()));
   // Block migration copies the disk overlay with the memory; incremental: only the overlay,
   // since the target has the same base image.
-  uint64_t bandwidth = request.max_bandwidth_mib_per_second() != 0 ? request.max_bandwidth_mib_per_second() << 20
-                                                                   : uint64_t{1} << 40;
+  uint64_t bandwidth =
+      request.max_bandwidth_mib_per_second() != 0 ? request.max_bandwidth_mib_per_second() << 20 : uint64_t{1} << 40;
   for (auto [cmd, args] : std::vector<std::pair<std::string, nlohmann::json>>{
            {"migrate-set-capabilities", {{"capabilities", {{{"capability", "block"}, {"state", true}}}}}},
-           {"migrate-set-parameters", {{"block-incremental", true}, {"max-bandwidth", bandwidth}, {"downtime-limit", 100}}},
+           {"migrate-set-parameters",
+            {{"block-incremental", true}, {"max-bandwidth", bandwidth}, {"downtime-limit", 100}}},
            {"migrate", {{"uri", request.migration_uri()}}}}) {
     absl::StatusOr<nlohmann::json> r = (*qmp)->Execute(cmd, args);
     if (!r.ok()) return finish_failed(std::string(r.status().message()));
@@ -611,15 +613,15 @@ absl::StatusOr<MigrationProgress> VmManager::MigrateOut(const ppn::host::v1::Mig
     uint64_t disk_remaining = disk.value("remaining", uint64_t{0});
     bool in_disk = disk_remaining > 0 && ram.value("transferred", uint64_t{0}) == 0;
     report.set_phase(status == "device" || status == "pre-switchover" ? ppn::types::v1::MIGRATION_PHASE_SWITCHOVER
-                     : in_disk ? ppn::types::v1::MIGRATION_PHASE_DISK
-                               : ppn::types::v1::MIGRATION_PHASE_MEMORY);
+                     : in_disk                                        ? ppn::types::v1::MIGRATION_PHASE_DISK
+                                                                      : ppn::types::v1::MIGRATION_PHASE_MEMORY);
     report.set_transferred_bytes(ram.value("transferred", uint64_t{0}) + disk.value("transferred", uint64_t{0}));
     report.set_remaining_bytes(ram.value("remaining", uint64_t{0}) + disk_remaining);
     report.set_total_bytes(in_disk ? disk.value("total", uint64_t{0}) : ram.value("total", uint64_t{0}));
     double mbps = ram.value("mbps", 0.0);
     if (mbps > 0) {
-      *report.mutable_eta() = TimeUtil::MillisecondsToDuration(
-          static_cast<int64_t>(report.remaining_bytes() * 8 / (mbps * 1000)));
+      *report.mutable_eta() =
+          TimeUtil::MillisecondsToDuration(static_cast<int64_t>(report.remaining_bytes() * 8 / (mbps * 1000)));
     }
     *report.mutable_report_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_->Now()));
     if (!progress(report)) {
@@ -648,9 +650,8 @@ absl::StatusOr<MigrationProgress> VmManager::MigrateOut(const ppn::host::v1::Mig
   Cleanup(vm_id, 0, PortsOf(entry->rec), entry->cgroup_dir);
   store_->Delete(vm_id).IgnoreError();
   vms_.erase(vm_id);
-  spdlog::info("vm.migrated_out vm={} target={} total_ms={} downtime_ms={} bytes={}", vm_id,
-               request.target_node_id(), info.value("total-time", 0), info.value("downtime", 0),
-               report.transferred_bytes());
+  spdlog::info("vm.migrated_out vm={} target={} total_ms={} downtime_ms={} bytes={}", vm_id, request.target_node_id(),
+               info.value("total-time", 0), info.value("downtime", 0), report.transferred_bytes());
   return report;
 }
 
@@ -678,9 +679,9 @@ void VmManager::RunOnce() {
         ports_.Release(PortsOf(e->rec));
         e->rec.migration_port = 0;
         e->rec.instance.set_state(ppn::types::v1::VM_STATE_FAILED);
-        e->rec.instance.set_state_message(
-            state == ppn::types::v1::VM_STATE_MIGRATING ? "incoming migration failed; QEMU exited"
-                                                        : absl::StrCat("QEMU exited unexpectedly: ", why));
+        e->rec.instance.set_state_message(state == ppn::types::v1::VM_STATE_MIGRATING
+                                              ? "incoming migration failed; QEMU exited"
+                                              : absl::StrCat("QEMU exited unexpectedly: ", why));
         e->rec.instance.set_pid(0);
         Persist(e.get());
         spdlog::warn("vm.died vm={} tenant={}", vm_id, e->rec.instance.tenant_id());

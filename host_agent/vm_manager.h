@@ -29,17 +29,17 @@ class VmManager {
  public:
   struct Options {
     std::string node_id = "node";
-    std::string state_dir;                 // vms/<id>/ per VM, agent.db
+    std::string state_dir;                   // vms/<id>/ per VM, agent.db
     std::string host_address = "127.0.0.1";  // forwards and migrations listen here
     uint32_t port_first = 20000;
     uint32_t port_last = 20999;
-    uint64_t advertised_memory_mib = 0;    // 0: the machine's MemTotal
+    uint64_t advertised_memory_mib = 0;  // 0: the machine's MemTotal
     uint64_t safety_margin_mib = 512;
     KvmMode kvm_mode = KvmMode::kAuto;
     std::string kvm_probe_image = "ppn-test-guest";
     absl::Duration kvm_probe_timeout = absl::Seconds(10);
     std::string qemu_binary = "qemu-system-x86_64";
-    std::string qemu_user = "nobody";      // dropped to when the agent runs as root
+    std::string qemu_user = "nobody";  // dropped to when the agent runs as root
     absl::Duration default_grace = absl::Seconds(10);
     absl::Duration monitor_interval = absl::Seconds(1);
   };
@@ -58,8 +58,7 @@ class VmManager {
   // INVALID_ARGUMENT for a bad spec, NOT_FOUND for an unknown image, ALREADY_EXISTS for a
   // duplicate id, RESOURCE_EXHAUSTED without memory or ports, FAILED_PRECONDITION with
   // QEMU's words if it will not start. A failed spawn leaves no process, file or port.
-  absl::StatusOr<ppn::host::v1::VmInstance> Spawn(const std::string& tenant_id,
-                                                  const std::string& vm_id,
+  absl::StatusOr<ppn::host::v1::VmInstance> Spawn(const std::string& tenant_id, const std::string& vm_id,
                                                   const ppn::types::v1::VmSpec& spec);
   // QMP powerdown, `grace` to stop (0: the default), then SIGTERM, then SIGKILL; removes the
   // VM's files, cgroup and ports. NOT_FOUND if the VM is not on this node.
@@ -77,8 +76,8 @@ class VmManager {
   // Live-migrates a running VM (memory and its disk overlay) to `migration_uri`, reporting
   // progress. On success the local process is stopped and its files removed; on failure the
   // VM keeps running here. Returns the final report (COMPLETED or FAILED).
-  absl::StatusOr<ppn::types::v1::MigrationProgress> MigrateOut(
-      const ppn::host::v1::MigrateOutRequest& request, const ProgressFn& progress);
+  absl::StatusOr<ppn::types::v1::MigrationProgress> MigrateOut(const ppn::host::v1::MigrateOutRequest& request,
+                                                               const ProgressFn& progress);
 
   // One monitor pass: notices dead processes and finished incoming migrations.
   void RunOnce();
@@ -95,9 +94,9 @@ class VmManager {
 
  private:
   struct Entry {
-    absl::Mutex op;            // serializes operations (and QMP use) on this VM
-    StoredVm rec;              // guarded by VmManager::mu_
-    std::string cgroup_dir;    // guarded by VmManager::mu_
+    absl::Mutex op;          // serializes operations (and QMP use) on this VM
+    StoredVm rec;            // guarded by VmManager::mu_
+    std::string cgroup_dir;  // guarded by VmManager::mu_
   };
 
   std::string VmDir(const std::string& vm_id) const;
@@ -106,11 +105,9 @@ class VmManager {
   absl::Status CheckRoomLocked(uint64_t memory_mib) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Disk overlay, seed, cgroup, QEMU, QMP handshake. On error everything it made is undone
   // by the caller through Cleanup().
-  absl::Status Launch(const std::string& vm_id, const ppn::types::v1::VmSpec& spec,
-                      const std::vector<uint32_t>& ports, const std::string& incoming_uri,
-                      bool kvm, Entry* entry, int* pid, absl::Time* exec_time);
-  void Cleanup(const std::string& vm_id, int pid, const std::vector<uint32_t>& ports,
-               const std::string& cgroup_dir);
+  absl::Status Launch(const std::string& vm_id, const ppn::types::v1::VmSpec& spec, const std::vector<uint32_t>& ports,
+                      const std::string& incoming_uri, bool kvm, Entry* entry, int* pid, absl::Time* exec_time);
+  void Cleanup(const std::string& vm_id, int pid, const std::vector<uint32_t>& ports, const std::string& cgroup_dir);
   absl::Status StopProcess(const std::string& vm_id, int pid, absl::Duration grace);
   std::shared_ptr<Entry> Find(const std::string& vm_id);
   // An incoming VM whose migration has finished becomes RUNNING (asks QEMU). Caller holds

@@ -16,9 +16,8 @@ absl::StatusOr<std::unique_ptr<VmStore>> VmStore::Open(const std::string& path) 
 
 absl::Status VmStore::Put(const StoredVm& vm) {
   absl::MutexLock l(&mu_);
-  PPN_ASSIGN_OR_RETURN(Statement stmt,
-                       db_->Prepare("INSERT OR REPLACE INTO vms (vm_id, tenant_id, record, "
-                                    "migration_port) VALUES (?, ?, ?, ?)"));
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("INSERT OR REPLACE INTO vms (vm_id, tenant_id, record, "
+                                                    "migration_port) VALUES (?, ?, ?, ?)"));
   return stmt.Bind(1, vm.instance.vm_id())
       .Bind(2, vm.instance.tenant_id())
       .BindBlob(3, vm.instance.SerializeAsString())

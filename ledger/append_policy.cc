@@ -19,16 +19,14 @@ AppendPolicy AppendPolicy::Default() {
 
 absl::Status AppendPolicy::Check(absl::string_view role, absl::string_view kind) const {
   for (const auto& [pattern, roles] : rules_) {
-    bool match = absl::EndsWith(pattern, ".*")
-                     ? absl::StartsWith(kind, pattern.substr(0, pattern.size() - 1))
-                     : kind == pattern;
+    bool match =
+        absl::EndsWith(pattern, ".*") ? absl::StartsWith(kind, pattern.substr(0, pattern.size() - 1)) : kind == pattern;
     if (!match) continue;
     for (const auto& allowed : roles) {
       if (allowed == role) return absl::OkStatus();
     }
   }
-  return absl::PermissionDeniedError(
-      absl::StrCat("role ", role, " may not append entries of kind ", kind));
+  return absl::PermissionDeniedError(absl::StrCat("role ", role, " may not append entries of kind ", kind));
 }
 
 absl::Status ValidateKind(absl::string_view kind) {
@@ -37,8 +35,7 @@ absl::Status ValidateKind(absl::string_view kind) {
     ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-');
   }
   if (!ok) {
-    return absl::InvalidArgumentError(
-        "kind must be 1-64 characters of [a-z0-9._-] starting with a letter");
+    return absl::InvalidArgumentError("kind must be 1-64 characters of [a-z0-9._-] starting with a letter");
   }
   return absl::OkStatus();
 }

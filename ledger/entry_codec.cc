@@ -89,8 +89,8 @@ absl::StatusOr<ppn::ledger::v1::Entry> DecodeLeaf(absl::string_view leaf) {
   uint32_t count = 0;
   std::string kind, actor, tenant, subject;
   if (!r.U8(&version) || version != kVersion) return bad("unknown version");
-  if (!r.Str(&kind) || !r.Str(&actor) || !r.I64(&micros) || !r.Str(&tenant) ||
-      !r.Str(&subject) || !r.U8(&outcome) || !r.U32(&count)) {
+  if (!r.Str(&kind) || !r.Str(&actor) || !r.I64(&micros) || !r.Str(&tenant) || !r.Str(&subject) || !r.U8(&outcome) ||
+      !r.U32(&count)) {
     return bad("truncated");
   }
   if (!ppn::ledger::v1::Outcome_IsValid(outcome)) return bad("unknown outcome");

@@ -107,8 +107,8 @@ int main(int argc, char** argv) {
 
   {
     auto store = *LedgerStore::Open(dir + "/appends.db");
-    MerkleLog log(store.get(), *NoteSigner::FromSeed("ppn.bench/ledger", std::string(32, 'b')),
-                  RealClock::Get(), MerkleLog::Options{"ppn.bench/ledger"});
+    MerkleLog log(store.get(), *NoteSigner::FromSeed("ppn.bench/ledger", std::string(32, 'b')), RealClock::Get(),
+                  MerkleLog::Options{"ppn.bench/ledger"});
     if (!log.Start().ok()) return 1;
     LedgerService service(&log);
     StartedServer server = *StartLedgerServer("ppn.bench", "127.0.0.1:0", server_tls, &service);
@@ -142,8 +142,8 @@ int main(int argc, char** argv) {
     absl::SleepFor(absl::Seconds(absl::GetFlag(FLAGS_seconds)));
     stop = true;
     for (auto& t : threads) t.join();
-    std::printf("appends, %d threads straight into the core (no gRPC/TLS): %.0f durable appends/s\n",
-                clients, done / absl::ToDoubleSeconds(absl::Now() - start));
+    std::printf("appends, %d threads straight into the core (no gRPC/TLS): %.0f durable appends/s\n", clients,
+                done / absl::ToDoubleSeconds(absl::Now() - start));
     log.Stop();
   }
 
@@ -170,8 +170,8 @@ int main(int argc, char** argv) {
       }
       if (!store->Append(batch).ok()) return 1;
     }
-    std::printf("filled %llu entries in %.1f s (10,000 per transaction)\n",
-                static_cast<unsigned long long>(n), absl::ToDoubleSeconds(absl::Now() - start));
+    std::printf("filled %llu entries in %.1f s (10,000 per transaction)\n", static_cast<unsigned long long>(n),
+                absl::ToDoubleSeconds(absl::Now() - start));
     MerkleLog log2(store.get(), signer, RealClock::Get(), MerkleLog::Options{"ppn.bench/ledger"});
     if (!log2.Start().ok()) return 1;  // signs the checkpoint at n
     std::mt19937_64 rng(7);

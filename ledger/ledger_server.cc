@@ -12,16 +12,15 @@ RolePolicy LedgerRolePolicy(const std::string& mesh) {
     policy.Allow(std::string(kSvc) + append,
                  {r::kTenantProxy, r::kPairingAdmin, r::kScheduler, r::kFleet, r::kOperator});
   }
-  for (const char* read : {"GetEntries", "GetCheckpoint", "GetInclusionProof",
-                           "GetConsistencyProof", "WatchEntries"}) {
-    policy.Allow(std::string(kSvc) + read, {r::kTenantProxy, r::kPairingAdmin, r::kScheduler,
-                                            r::kFleet, r::kOperator, r::kHost});
+  for (const char* read : {"GetEntries", "GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "WatchEntries"}) {
+    policy.Allow(std::string(kSvc) + read,
+                 {r::kTenantProxy, r::kPairingAdmin, r::kScheduler, r::kFleet, r::kOperator, r::kHost});
   }
   return policy;
 }
 
-absl::StatusOr<StartedServer> StartLedgerServer(const std::string& mesh, const std::string& listen,
-                                                const TlsFiles& tls, LedgerService* service) {
+absl::StatusOr<StartedServer> StartLedgerServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
+                                                LedgerService* service) {
   return StartMeshServer(listen, tls, LedgerRolePolicy(mesh), {service});
 }
 

@@ -15,7 +15,7 @@ namespace ppn::ledger {
 RolePolicy LedgerRolePolicy(const std::string& mesh);
 
 // Starts serving `service` on `listen` ("host:port", port 0 picks one).
-absl::StatusOr<StartedServer> StartLedgerServer(const std::string& mesh, const std::string& listen,
-                                                const TlsFiles& tls, LedgerService* service);
+absl::StatusOr<StartedServer> StartLedgerServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
+                                                LedgerService* service);
 
 }  // namespace ppn::ledger

@@ -17,9 +17,7 @@ namespace {
 
 using namespace ppn::ledger::v1;  // NOLINT: test brevity
 
-std::chrono::system_clock::time_point Deadline() {
-  return std::chrono::system_clock::now() + std::chrono::seconds(10);
-}
+std::chrono::system_clock::time_point Deadline() { return std::chrono::system_clock::now() + std::chrono::seconds(10); }
 
 struct Fixture {
   ppn::testing::TempDir dir;
@@ -56,8 +54,7 @@ AppendRequest Create(const std::string& vm) {
   return r;
 }
 
-TEST_CASE("an appended entry's inclusion proof verifies against the signed checkpoint",
-          "[ledger][grpc]") {
+TEST_CASE("an appended entry's inclusion proof verifies against the signed checkpoint", "[ledger][grpc]") {
   Fixture f;
   auto proxy = f.Stub("tenant-proxy");
   AppendResponse appended;
@@ -145,8 +142,7 @@ TEST_CASE("the ledger refuses appends by role and by kind", "[ledger][grpc][auth
     ctx.set_deadline(Deadline());
     AppendRequest r = Create("vm-1");
     r.set_outcome(OUTCOME_UNSPECIFIED);
-    CHECK(f.Stub("tenant-proxy")->Append(&ctx, r, &response).error_code() ==
-          grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(f.Stub("tenant-proxy")->Append(&ctx, r, &response).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
   }
   CHECK(f.log.size() == 0);
 }

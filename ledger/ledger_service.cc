@@ -1,8 +1,8 @@
 #include "ledger/ledger_service.h"
 
 #include "common/grpc_status.h"
-#include "common/rpc_log.h"
 #include "common/peer_identity.h"
+#include "common/rpc_log.h"
 #include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
 
@@ -22,11 +22,10 @@ grpc::Status LedgerService::Append(grpc::ServerContext* context, const v1::Appen
   if (!result.ok()) return RpcFailed("Append", result.status());
   response->set_index(result->index);
   response->set_leaf_hash(result->leaf_hash);
-  *response->mutable_append_time() =
-      TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(result->append_time));
+  *response->mutable_append_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(result->append_time));
   response->set_duplicate(result->duplicate);
-  spdlog::debug("ledger.appended kind={} index={} actor={} duplicate={}", request->kind(),
-                result->index, peer->ToString(), result->duplicate);
+  spdlog::debug("ledger.appended kind={} index={} actor={} duplicate={}", request->kind(), result->index,
+                peer->ToString(), result->duplicate);
   return grpc::Status::OK;
 }
 
@@ -54,9 +53,8 @@ grpc::Status LedgerService::GetEntries(grpc::ServerContext*, const v1::GetEntrie
       log_->GetEntries(request->start_index(), request->page_size(), request->kind());
   if (!entries.ok()) return RpcFailed("GetEntries", entries.status());
   for (auto& e : *entries) *response->add_entries() = std::move(e);
-  response->set_next_index(response->entries().empty()
-                               ? std::max<uint64_t>(request->start_index(), size)
-                               : response->entries().rbegin()->index() + 1);
+  response->set_next_index(response->entries().empty() ? std::max<uint64_t>(request->start_index(), size)
+                                                       : response->entries().rbegin()->index() + 1);
   return grpc::Status::OK;
 }
 
@@ -71,11 +69,9 @@ grpc::Status LedgerService::GetCheckpoint(grpc::ServerContext*, const v1::GetChe
   return grpc::Status::OK;
 }
 
-grpc::Status LedgerService::GetInclusionProof(grpc::ServerContext*,
-                                              const v1::GetInclusionProofRequest* request,
+grpc::Status LedgerService::GetInclusionProof(grpc::ServerContext*, const v1::GetInclusionProofRequest* request,
                                               v1::GetInclusionProofResponse* response) {
-  absl::StatusOr<InclusionProofResult> proof =
-      log_->ProveInclusion(request->leaf_index(), request->tree_size());
+  absl::StatusOr<InclusionProofResult> proof = log_->ProveInclusion(request->leaf_index(), request->tree_size());
   if (!proof.ok()) return RpcFailed("GetInclusionProof", proof.status());
   response->set_leaf_index(request->leaf_index());
   response->set_tree_size(proof->tree_size);
@@ -85,12 +81,10 @@ grpc::Status LedgerService::GetInclusionProof(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status LedgerService::GetConsistencyProof(grpc::ServerContext*,
-                                                const v1::GetConsistencyProofRequest* request,
+grpc::Status LedgerService::GetConsistencyProof(grpc::ServerContext*, const v1::GetConsistencyProofRequest* request,
                                                 v1::GetConsistencyProofResponse* response) {
   uint64_t size2 = request->second_tree_size() == 0 ? log_->size() : request->second_tree_size();
-  absl::StatusOr<std::vector<Hash>> proof =
-      log_->ProveConsistency(request->first_tree_size(), size2);
+  absl::StatusOr<std::vector<Hash>> proof = log_->ProveConsistency(request->first_tree_size(), size2);
   if (!proof.ok()) return RpcFailed("GetConsistencyProof", proof.status());
   response->set_first_tree_size(request->first_tree_size());
   response->set_second_tree_size(size2);
@@ -98,8 +92,7 @@ grpc::Status LedgerService::GetConsistencyProof(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status LedgerService::WatchEntries(grpc::ServerContext* context,
-                                         const v1::WatchEntriesRequest* request,
+grpc::Status LedgerService::WatchEntries(grpc::ServerContext* context, const v1::WatchEntriesRequest* request,
                                          grpc::ServerWriter<v1::WatchEntriesResponse>* writer) {
   uint64_t next = request->start_index();
   while (!context->IsCancelled()) {

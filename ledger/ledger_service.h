@@ -20,11 +20,9 @@ class LedgerService final : public ppn::ledger::v1::Ledger::Service {
                           v1::GetEntriesResponse* response) override;
   grpc::Status GetCheckpoint(grpc::ServerContext* context, const v1::GetCheckpointRequest* request,
                              v1::GetCheckpointResponse* response) override;
-  grpc::Status GetInclusionProof(grpc::ServerContext* context,
-                                 const v1::GetInclusionProofRequest* request,
+  grpc::Status GetInclusionProof(grpc::ServerContext* context, const v1::GetInclusionProofRequest* request,
                                  v1::GetInclusionProofResponse* response) override;
-  grpc::Status GetConsistencyProof(grpc::ServerContext* context,
-                                   const v1::GetConsistencyProofRequest* request,
+  grpc::Status GetConsistencyProof(grpc::ServerContext* context, const v1::GetConsistencyProofRequest* request,
                                    v1::GetConsistencyProofResponse* response) override;
   grpc::Status WatchEntries(grpc::ServerContext* context, const v1::WatchEntriesRequest* request,
                             grpc::ServerWriter<v1::WatchEntriesResponse>* writer) override;

@@ -51,8 +51,7 @@ class LedgerStore final : public SubtreeSource {
   absl::StatusOr<std::optional<uint64_t>> FindIdempotencyKey(const std::string& key);
 
   // Up to `limit` leaves from `start` on, of `kind` only unless empty.
-  absl::StatusOr<std::vector<StoredLeaf>> ReadLeaves(uint64_t start, int limit,
-                                                     const std::string& kind);
+  absl::StatusOr<std::vector<StoredLeaf>> ReadLeaves(uint64_t start, int limit, const std::string& kind);
 
   absl::StatusOr<Hash> PerfectSubtree(int level, uint64_t index) override;
 

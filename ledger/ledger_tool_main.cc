@@ -56,8 +56,8 @@ int Export() {
         {"tenant_id", entry->tenant_id()},
         {"subject", entry->subject()},
         {"outcome", ppn::ledger::v1::Outcome_Name(entry->outcome())},
-        {"attributes", nlohmann::json(std::map<std::string, std::string>(
-                           entry->attributes().begin(), entry->attributes().end()))},
+        {"attributes",
+         nlohmann::json(std::map<std::string, std::string>(entry->attributes().begin(), entry->attributes().end()))},
         {"leaf_hash", ppn::ledger::ToHex(ppn::ledger::HashLeaf(leaf))},
     };
     std::cout << line.dump() << "\n";

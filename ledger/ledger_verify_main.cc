@@ -48,8 +48,7 @@ int main(int argc, char** argv) {
     options.witnessed_checkpoint = *w;
   }
   absl::Time start = absl::Now();
-  absl::StatusOr<ppn::ledger::VerifyReport> report =
-      ppn::ledger::VerifyLedgerFile(absl::GetFlag(FLAGS_db), options);
+  absl::StatusOr<ppn::ledger::VerifyReport> report = ppn::ledger::VerifyLedgerFile(absl::GetFlag(FLAGS_db), options);
   double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (!report.ok()) {
     std::printf("FAILED cannot read %s: %s\n", absl::GetFlag(FLAGS_db).c_str(),
@@ -67,10 +66,10 @@ int main(int argc, char** argv) {
     std::printf("\n");
     return 1;
   }
-  std::printf("OK %llu entries, %llu signed checkpoints, %llu entries after the last checkpoint, "
-              "%.2f s\n",
-              static_cast<unsigned long long>(report->entries),
-              static_cast<unsigned long long>(report->checkpoints),
-              static_cast<unsigned long long>(report->unanchored_entries), seconds);
+  std::printf(
+      "OK %llu entries, %llu signed checkpoints, %llu entries after the last checkpoint, "
+      "%.2f s\n",
+      static_cast<unsigned long long>(report->entries), static_cast<unsigned long long>(report->checkpoints),
+      static_cast<unsigned long long>(report->unanchored_entries), seconds);
   return 0;
 }

@@ -36,8 +36,7 @@ int Log2(uint64_t n) {
   return l;
 }
 
-absl::Status Path(SubtreeSource& source, uint64_t index, uint64_t begin, uint64_t end,
-                  std::vector<Hash>* out) {
+absl::Status Path(SubtreeSource& source, uint64_t index, uint64_t begin, uint64_t end, std::vector<Hash>* out) {
   uint64_t n = end - begin;
   if (n == 1) return absl::OkStatus();
   uint64_t k = SplitPoint(n);
@@ -56,8 +55,8 @@ absl::Status Path(SubtreeSource& source, uint64_t index, uint64_t begin, uint64_
   return absl::OkStatus();
 }
 
-absl::Status SubProof(SubtreeSource& source, uint64_t m, uint64_t begin, uint64_t end,
-                      bool complete, std::vector<Hash>* out) {
+absl::Status SubProof(SubtreeSource& source, uint64_t m, uint64_t begin, uint64_t end, bool complete,
+                      std::vector<Hash>* out) {
   uint64_t n = end - begin;
   if (m == n) {
     if (complete) return absl::OkStatus();
@@ -90,9 +89,7 @@ absl::Status Mismatch(absl::string_view what) {
 
 Hash HashLeaf(absl::string_view leaf) { return Sha256(absl::string_view("\0", 1), leaf, ""); }
 
-Hash HashChildren(absl::string_view left, absl::string_view right) {
-  return Sha256("\x01", left, right);
-}
+Hash HashChildren(absl::string_view left, absl::string_view right) { return Sha256("\x01", left, right); }
 
 Hash EmptyRoot() { return Sha256("", "", ""); }
 
@@ -122,11 +119,9 @@ absl::StatusOr<Hash> RootHash(SubtreeSource& source, uint64_t size) {
   return RangeHash(source, 0, size);
 }
 
-absl::StatusOr<std::vector<Hash>> InclusionProof(SubtreeSource& source, uint64_t index,
-                                                 uint64_t size) {
+absl::StatusOr<std::vector<Hash>> InclusionProof(SubtreeSource& source, uint64_t index, uint64_t size) {
   if (index >= size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("leaf index ", index, " is not in a tree of size ", size));
+    return absl::InvalidArgumentError(absl::StrCat("leaf index ", index, " is not in a tree of size ", size));
   }
   std::vector<Hash> out;
   absl::Status s = Path(source, index, 0, size, &out);
@@ -134,11 +129,9 @@ absl::StatusOr<std::vector<Hash>> InclusionProof(SubtreeSource& source, uint64_t
   return out;
 }
 
-absl::StatusOr<std::vector<Hash>> ConsistencyProof(SubtreeSource& source, uint64_t size1,
-                                                   uint64_t size2) {
+absl::StatusOr<std::vector<Hash>> ConsistencyProof(SubtreeSource& source, uint64_t size1, uint64_t size2) {
   if (size1 == 0 || size1 > size2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("no consistency proof from size ", size1, " to size ", size2));
+    return absl::InvalidArgumentError(absl::StrCat("no consistency proof from size ", size1, " to size ", size2));
   }
   std::vector<Hash> out;
   absl::Status s = SubProof(source, size1, 0, size2, true, &out);
@@ -146,8 +139,8 @@ absl::StatusOr<std::vector<Hash>> ConsistencyProof(SubtreeSource& source, uint64
   return out;
 }
 
-absl::Status VerifyInclusion(uint64_t index, uint64_t size, absl::string_view leaf_hash,
-                             const std::vector<Hash>& proof, absl::string_view root) {
+absl::Status VerifyInclusion(uint64_t index, uint64_t size, absl::string_view leaf_hash, const std::vector<Hash>& proof,
+                             absl::string_view root) {
   if (index >= size) return Mismatch("leaf index beyond tree size");
   if (leaf_hash.size() != kHashBytes) return Mismatch("leaf hash is not 32 bytes");
   uint64_t fn = index;
@@ -174,8 +167,8 @@ absl::Status VerifyInclusion(uint64_t index, uint64_t size, absl::string_view le
   return absl::OkStatus();
 }
 
-absl::Status VerifyConsistency(uint64_t size1, uint64_t size2, absl::string_view root1,
-                               absl::string_view root2, const std::vector<Hash>& proof) {
+absl::Status VerifyConsistency(uint64_t size1, uint64_t size2, absl::string_view root1, absl::string_view root2,
+                               const std::vector<Hash>& proof) {
   if (size1 == 0) return Mismatch("first tree size is 0");
   if (size1 > size2) return Mismatch("first tree is larger than the second");
   if (size1 == size2) {
@@ -231,8 +224,7 @@ void MemoryTree::AppendLeafHash(Hash leaf_hash) {
 }
 
 absl::StatusOr<Hash> MemoryTree::PerfectSubtree(int level, uint64_t index) {
-  if (level < 0 || static_cast<size_t>(level) >= levels_.size() ||
-      index >= levels_[level].size()) {
+  if (level < 0 || static_cast<size_t>(level) >= levels_.size() || index >= levels_[level].size()) {
     return absl::NotFoundError(absl::StrCat("no complete subtree at level ", level, " index ", index));
   }
   return levels_[level][index];

@@ -42,22 +42,20 @@ absl::StatusOr<Hash> RangeHash(SubtreeSource& source, uint64_t begin, uint64_t e
 absl::StatusOr<Hash> RootHash(SubtreeSource& source, uint64_t size);
 
 // PATH(index, D[0:size]). INVALID_ARGUMENT unless index < size.
-absl::StatusOr<std::vector<Hash>> InclusionProof(SubtreeSource& source, uint64_t index,
-                                                 uint64_t size);
+absl::StatusOr<std::vector<Hash>> InclusionProof(SubtreeSource& source, uint64_t index, uint64_t size);
 
 // PROOF(size1, D[0:size2]). INVALID_ARGUMENT unless 0 < size1 <= size2.
-absl::StatusOr<std::vector<Hash>> ConsistencyProof(SubtreeSource& source, uint64_t size1,
-                                                   uint64_t size2);
+absl::StatusOr<std::vector<Hash>> ConsistencyProof(SubtreeSource& source, uint64_t size1, uint64_t size2);
 
 // RFC 9162 section 2.1.3.2. OK if `proof` shows `leaf_hash` at `index` in the tree of
 // `size` with `root`; DATA_LOSS saying what failed otherwise.
-absl::Status VerifyInclusion(uint64_t index, uint64_t size, absl::string_view leaf_hash,
-                             const std::vector<Hash>& proof, absl::string_view root);
+absl::Status VerifyInclusion(uint64_t index, uint64_t size, absl::string_view leaf_hash, const std::vector<Hash>& proof,
+                             absl::string_view root);
 
 // RFC 9162 section 2.1.4.2. OK if `proof` shows the tree (size1, root1) is a prefix of
 // (size2, root2); DATA_LOSS otherwise. size1 = 0 is refused (nothing to prove).
-absl::Status VerifyConsistency(uint64_t size1, uint64_t size2, absl::string_view root1,
-                               absl::string_view root2, const std::vector<Hash>& proof);
+absl::Status VerifyConsistency(uint64_t size1, uint64_t size2, absl::string_view root1, absl::string_view root2,
+                               const std::vector<Hash>& proof);
 
 // MemoryTree keeps every perfect subtree in memory: for tests and tools over raw leaves.
 class MemoryTree final : public SubtreeSource {

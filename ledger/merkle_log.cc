@@ -18,8 +18,7 @@ constexpr size_t kMaxAttributeBytes = 4096;
 
 absl::Status ValidateRequest(const AppendRequest& r) {
   PPN_RETURN_IF_ERROR(ValidateKind(r.kind()));
-  if (r.outcome() == ppn::ledger::v1::OUTCOME_UNSPECIFIED ||
-      !ppn::ledger::v1::Outcome_IsValid(r.outcome())) {
+  if (r.outcome() == ppn::ledger::v1::OUTCOME_UNSPECIFIED || !ppn::ledger::v1::Outcome_IsValid(r.outcome())) {
     return absl::InvalidArgumentError("outcome must be SUCCESS, FAILURE or DENIED");
   }
   if (r.tenant_id().size() > 128) return absl::InvalidArgumentError("tenant_id longer than 128");
@@ -41,9 +40,9 @@ absl::Status ValidateRequest(const AppendRequest& r) {
 }  // namespace
 
 struct MerkleLog::Pending {
-  Entry entry;              // without time, index and hash
-  std::string scoped_key;   // actor-scoped idempotency key, empty for none
-  bool done = false;        // guarded by MerkleLog::mu_
+  Entry entry;             // without time, index and hash
+  std::string scoped_key;  // actor-scoped idempotency key, empty for none
+  bool done = false;       // guarded by MerkleLog::mu_
   absl::StatusOr<AppendResult> result = absl::UnknownError("not committed");
 };
 
@@ -59,9 +58,8 @@ absl::Status MerkleLog::Start() {
     PPN_RETURN_IF_ERROR(store_->PutMeta("verifier_key", signer_.VerifierKey()));
     PPN_RETURN_IF_ERROR(store_->PutMeta("origin", options_.origin));
   } else if (*key != signer_.VerifierKey()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("this ledger file was signed by key ", *key,
-                     " but the configured signing key is ", signer_.VerifierKey()));
+    return absl::FailedPreconditionError(absl::StrCat("this ledger file was signed by key ", *key,
+                                                      " but the configured signing key is ", signer_.VerifierKey()));
   }
   {
     absl::MutexLock l(&checkpoint_mu_);
@@ -129,8 +127,9 @@ absl::StatusOr<std::vector<AppendResult>> MerkleLog::AppendBatch(const SpiffeId&
   for (size_t i = 0; i < requests.size(); ++i) {
     absl::StatusOr<std::shared_ptr<Pending>> p = MakePending(actor, requests[i]);
     if (!p.ok()) {
-      return requests.size() == 1 ? p.status()
-                                  : absl::Status(p.status().code(), absl::StrCat("entry ", i, ": ", p.status().message()));
+      return requests.size() == 1
+                 ? p.status()
+                 : absl::Status(p.status().code(), absl::StrCat("entry ", i, ": ", p.status().message()));
     }
     pendings.push_back(*std::move(p));
   }
@@ -173,8 +172,8 @@ void MerkleLog::WriterLoop() {
 void MerkleLog::CommitBatch(std::vector<std::shared_ptr<Pending>>& batch) {
   absl::Time now = clock_->Now();
   std::vector<NewLeaf> leaves;
-  std::vector<size_t> leaf_of(batch.size(), SIZE_MAX);   // batch position -> leaf position
-  std::map<std::string, size_t> keys_in_batch;            // scoped key -> leaf position
+  std::vector<size_t> leaf_of(batch.size(), SIZE_MAX);  // batch position -> leaf position
+  std::map<std::string, size_t> keys_in_batch;          // scoped key -> leaf position
   std::vector<absl::StatusOr<AppendResult>> dup(batch.size(), absl::UnknownError(""));
   std::vector<bool> is_dup(batch.size(), false);
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -200,13 +199,11 @@ void MerkleLog::CommitBatch(std::vector<std::shared_ptr<Pending>>& batch) {
       }
       keys_in_batch[p.scoped_key] = leaves.size();
     }
-    *p.entry.mutable_append_time() = google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(
-        absl::ToUnixMicros(now));
+    *p.entry.mutable_append_time() = google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now));
     leaf_of[i] = leaves.size();
     leaves.push_back({EncodeLeaf(p.entry), p.entry.kind(), p.scoped_key});
   }
-  absl::StatusOr<uint64_t> first =
-      leaves.empty() ? absl::StatusOr<uint64_t>(store_->size()) : store_->Append(leaves);
+  absl::StatusOr<uint64_t> first = leaves.empty() ? absl::StatusOr<uint64_t>(store_->size()) : store_->Append(leaves);
 
   absl::MutexLock l(&mu_);
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -214,8 +211,7 @@ void MerkleLog::CommitBatch(std::vector<std::shared_ptr<Pending>>& batch) {
     if (is_dup[i] && leaf_of[i] == SIZE_MAX) {
       p.result = dup[i];
     } else if (!first.ok()) {
-      p.result = absl::Status(first.status().code(),
-                              absl::StrCat("append not stored: ", first.status().message()));
+      p.result = absl::Status(first.status().code(), absl::StrCat("append not stored: ", first.status().message()));
     } else {
       size_t pos = leaf_of[i];
       p.result = AppendResult{*first + pos, HashLeaf(leaves[pos].leaf), now, is_dup[i]};
@@ -225,8 +221,7 @@ void MerkleLog::CommitBatch(std::vector<std::shared_ptr<Pending>>& batch) {
   done_cv_.SignalAll();
 }
 
-absl::StatusOr<std::vector<Entry>> MerkleLog::GetEntries(uint64_t start, int page_size,
-                                                         const std::string& kind) {
+absl::StatusOr<std::vector<Entry>> MerkleLog::GetEntries(uint64_t start, int page_size, const std::string& kind) {
   if (page_size < 0 || page_size > 1000) {
     return absl::InvalidArgumentError("page_size must be 0-1000");
   }
@@ -252,7 +247,9 @@ absl::StatusOr<SignedCheckpoint> MerkleLog::Checkpoint() {
   uint64_t size = store_->size();
   if (latest_.has_value() && latest_->tree_size == size) return *latest_;
   PPN_ASSIGN_OR_RETURN(Hash root, RootHash(*store_, size));
-  struct Checkpoint body{options_.origin, size, root, ""};
+  struct Checkpoint body {
+    options_.origin, size, root, ""
+  };
   PPN_ASSIGN_OR_RETURN(std::string note, signer_.Sign(MarshalCheckpoint(body)));
   PPN_RETURN_IF_ERROR(store_->AddCheckpoint({size, note}));
   latest_ = SignedCheckpoint{note, size, root, signer_.VerifierKey()};
@@ -264,12 +261,10 @@ absl::StatusOr<InclusionProofResult> MerkleLog::ProveInclusion(uint64_t index, u
   uint64_t current = store_->size();
   if (tree_size == 0) tree_size = current;
   if (tree_size > current) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tree size ", tree_size, " is beyond the log's size ", current));
+    return absl::InvalidArgumentError(absl::StrCat("tree size ", tree_size, " is beyond the log's size ", current));
   }
   if (index >= tree_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("leaf index ", index, " is not in a tree of size ", tree_size));
+    return absl::InvalidArgumentError(absl::StrCat("leaf index ", index, " is not in a tree of size ", tree_size));
   }
   InclusionProofResult out;
   out.tree_size = tree_size;
@@ -283,8 +278,7 @@ absl::StatusOr<std::vector<Hash>> MerkleLog::ProveConsistency(uint64_t size1, ui
   uint64_t current = store_->size();
   if (size2 == 0) size2 = current;
   if (size2 > current) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tree size ", size2, " is beyond the log's size ", current));
+    return absl::InvalidArgumentError(absl::StrCat("tree size ", size2, " is beyond the log's size ", current));
   }
   return ConsistencyProof(*store_, size1, size2);
 }

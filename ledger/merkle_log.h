@@ -67,8 +67,7 @@ class MerkleLog {
 
   // Appends an entry for `actor` once it is durable. INVALID_ARGUMENT for a bad request,
   // PERMISSION_DENIED if the actor's role may not append the kind, UNAVAILABLE when stopped.
-  absl::StatusOr<AppendResult> Append(const SpiffeId& actor,
-                                      const ppn::ledger::v1::AppendRequest& request);
+  absl::StatusOr<AppendResult> Append(const SpiffeId& actor, const ppn::ledger::v1::AppendRequest& request);
 
   // Appends `requests` in order once all are durable; all are validated first, so a refused
   // one (INVALID_ARGUMENT, PERMISSION_DENIED) means none is appended.
@@ -77,7 +76,7 @@ class MerkleLog {
 
   // Up to `page_size` entries from `start` on (of `kind` unless empty).
   absl::StatusOr<std::vector<ppn::ledger::v1::Entry>> GetEntries(uint64_t start, int page_size,
-                                                                  const std::string& kind);
+                                                                 const std::string& kind);
 
   // The checkpoint for the current size, signing a new one if the tree grew.
   absl::StatusOr<SignedCheckpoint> Checkpoint();
@@ -106,8 +105,8 @@ class MerkleLog {
   const Options options_;
 
   absl::Mutex mu_;
-  absl::CondVar work_cv_;   // writer: something queued or stopping
-  absl::CondVar done_cv_;   // appenders and watchers: a batch committed
+  absl::CondVar work_cv_;  // writer: something queued or stopping
+  absl::CondVar done_cv_;  // appenders and watchers: a batch committed
   std::deque<std::shared_ptr<Pending>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool running_ ABSL_GUARDED_BY(mu_) = false;

@@ -66,15 +66,13 @@ TEST_CASE("appended entries survive a restart with their hashes and proofs", "[l
   REQUIRE(checkpoint.ok());
   CHECK(checkpoint->tree_size == 2);
   std::string text;
-  CHECK(OpenNote(*ParseVerifierKey(checkpoint->verifier_key), checkpoint->note, &text) ==
-        NoteVerdict::kVerified);
+  CHECK(OpenNote(*ParseVerifierKey(checkpoint->verifier_key), checkpoint->note, &text) == NoteVerdict::kVerified);
   auto proof = f.log->ProveInclusion(1, 0);
   REQUIRE(proof.ok());
   CHECK(VerifyInclusion(1, 2, b->leaf_hash, proof->path, checkpoint->root_hash).ok());
 }
 
-TEST_CASE("a repeated idempotency key returns the first entry and appends nothing",
-          "[ledger][log]") {
+TEST_CASE("a repeated idempotency key returns the first entry and appends nothing", "[ledger][log]") {
   Fixture f;
   auto first = f.log->Append(kProxy, VmCreate("vm-1", "spool-7"));
   auto again = f.log->Append(kProxy, VmCreate("vm-1", "spool-7"));
@@ -162,8 +160,7 @@ TEST_CASE("a ledger file refuses a different signing key", "[ledger][log]") {
   Fixture f;
   REQUIRE(f.log->Append(kProxy, VmCreate("vm-1")).ok());
   f.log.reset();
-  MerkleLog other(f.store.get(), *NoteSigner::FromSeed("ppn.test/ledger", std::string(32, 'x')),
-                  &f.clock, {});
+  MerkleLog other(f.store.get(), *NoteSigner::FromSeed("ppn.test/ledger", std::string(32, 'x')), &f.clock, {});
   CHECK(other.Start().code() == absl::StatusCode::kFailedPrecondition);
 }
 

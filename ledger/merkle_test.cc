@@ -111,8 +111,8 @@ TEST_CASE("inclusion probes fail exactly when the vectors say", "[ledger][merkle
   for (const auto* g : Groups("inclusion_probes")) {
     for (const auto& p : (*g)["probes"]) {
       INFO(p["file"].get<std::string>() << ": " << p["desc"].get<std::string>());
-      absl::Status s = VerifyInclusion(p["leafIdx"], p["treeSize"], Unhex(p["leafHash"]),
-                                       Hashes(p["proof"]), Unhex(p["root"]));
+      absl::Status s =
+          VerifyInclusion(p["leafIdx"], p["treeSize"], Unhex(p["leafHash"]), Hashes(p["proof"]), Unhex(p["root"]));
       CHECK(s.ok() == !p["wantErr"].get<bool>());
     }
   }
@@ -122,8 +122,8 @@ TEST_CASE("consistency probes fail exactly when the vectors say", "[ledger][merk
   for (const auto* g : Groups("consistency_probes")) {
     for (const auto& p : (*g)["probes"]) {
       INFO(p["file"].get<std::string>() << ": " << p["desc"].get<std::string>());
-      absl::Status s = VerifyConsistency(p["size1"], p["size2"], Unhex(p["root1"]),
-                                         Unhex(p["root2"]), Hashes(p["proof"]));
+      absl::Status s =
+          VerifyConsistency(p["size1"], p["size2"], Unhex(p["root1"]), Unhex(p["root2"]), Hashes(p["proof"]));
       CHECK(s.ok() == !p["wantErr"].get<bool>());
     }
   }
@@ -144,8 +144,7 @@ TEST_CASE("a real CT log's proofs verify", "[ledger][merkle]") {
   }
 }
 
-TEST_CASE("every proof of random trees verifies and proofs of wrong inputs do not",
-          "[ledger][merkle][property]") {
+TEST_CASE("every proof of random trees verifies and proofs of wrong inputs do not", "[ledger][merkle][property]") {
   std::mt19937_64 rng(20261122);
   MemoryTree tree;
   std::vector<Hash> roots = {EmptyRoot()};

@@ -62,8 +62,8 @@ bool ParseHex32(absl::string_view hex, std::string* out) {
 absl::StatusOr<NoteSigner> NoteSigner::FromSeed(const std::string& name, absl::string_view seed) {
   if (!ValidName(name)) return absl::InvalidArgumentError("bad key name");
   if (seed.size() != 32) return absl::InvalidArgumentError("Ed25519 seed must be 32 bytes");
-  std::unique_ptr<EVP_PKEY, PkeyFree> key(EVP_PKEY_new_raw_private_key(
-      EVP_PKEY_ED25519, nullptr, reinterpret_cast<const unsigned char*>(seed.data()), 32));
+  std::unique_ptr<EVP_PKEY, PkeyFree> key(
+      EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, reinterpret_cast<const unsigned char*>(seed.data()), 32));
   if (!key) return absl::InternalError("Ed25519 key setup failed");
   std::string pub(32, '\0');
   size_t len = pub.size();
@@ -79,9 +79,8 @@ absl::StatusOr<NoteSigner> NoteSigner::Parse(absl::string_view private_key) {
   // The base64 key may itself contain '+': split off only the leading fields.
   std::vector<absl::string_view> parts = absl::StrSplit(private_key, absl::MaxSplits('+', 4));
   std::string id, raw;
-  if (parts.size() != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" ||
-      !ParseHex32(parts[3], &id) || !DecodeBase64(parts[4], &raw) || raw.size() != 33 ||
-      raw[0] != kAlgEd25519) {
+  if (parts.size() != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" || !ParseHex32(parts[3], &id) ||
+      !DecodeBase64(parts[4], &raw) || raw.size() != 33 || raw[0] != kAlgEd25519) {
     return absl::InvalidArgumentError("malformed note signing key");
   }
   absl::StatusOr<NoteSigner> signer = FromSeed(std::string(parts[2]), raw.substr(1));
@@ -98,8 +97,7 @@ std::string NoteSigner::VerifierKey() const {
 }
 
 std::string NoteSigner::PrivateKeyString() const {
-  return absl::StrCat("PRIVATE+KEY+", name_, "+",
-                      absl::BytesToHexString(KeyId(name_, public_key_)), "+",
+  return absl::StrCat("PRIVATE+KEY+", name_, "+", absl::BytesToHexString(KeyId(name_, public_key_)), "+",
                       absl::Base64Escape(std::string(1, kAlgEd25519) + seed_));
 }
 
@@ -113,8 +111,7 @@ absl::StatusOr<std::string> NoteSigner::Sign(absl::string_view text) const {
   unsigned char sig[64];
   size_t sig_len = sizeof sig;
   if (!key || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1 ||
-      EVP_DigestSign(ctx.get(), sig, &sig_len, reinterpret_cast<const unsigned char*>(text.data()),
-                     text.size()) != 1) {
+      EVP_DigestSign(ctx.get(), sig, &sig_len, reinterpret_cast<const unsigned char*>(text.data()), text.size()) != 1) {
     return absl::InternalError("Ed25519 signing failed");
   }
   std::string blob = KeyId(name_, public_key_) + std::string(reinterpret_cast<char*>(sig), sig_len);
@@ -125,8 +122,8 @@ absl::StatusOr<NoteVerifier> ParseVerifierKey(absl::string_view vkey) {
   std::vector<absl::string_view> parts = absl::StrSplit(vkey, absl::MaxSplits('+', 2));
   NoteVerifier v;
   std::string raw;
-  if (parts.size() != 3 || !ValidName(parts[0]) || !ParseHex32(parts[1], &v.key_id) ||
-      !DecodeBase64(parts[2], &raw) || raw.size() != 33 || raw[0] != kAlgEd25519) {
+  if (parts.size() != 3 || !ValidName(parts[0]) || !ParseHex32(parts[1], &v.key_id) || !DecodeBase64(parts[2], &raw) ||
+      raw.size() != 33 || raw[0] != kAlgEd25519) {
     return absl::InvalidArgumentError("malformed note verifier key");
   }
   v.name = std::string(parts[0]);
@@ -137,8 +134,7 @@ absl::StatusOr<NoteVerifier> ParseVerifierKey(absl::string_view vkey) {
   return v;
 }
 
-NoteVerdict OpenNote(const NoteVerifier& verifier, absl::string_view signed_note,
-                     std::string* text) {
+NoteVerdict OpenNote(const NoteVerifier& verifier, absl::string_view signed_note, std::string* text) {
   size_t split = signed_note.rfind("\n\n");
   if (split == absl::string_view::npos) return NoteVerdict::kMalformed;
   absl::string_view body = signed_note.substr(0, split + 1);
@@ -157,14 +153,12 @@ NoteVerdict OpenNote(const NoteVerifier& verifier, absl::string_view signed_note
     }
     if (name != verifier.name || blob.substr(0, 4) != verifier.key_id) continue;
     std::unique_ptr<EVP_PKEY, PkeyFree> key(EVP_PKEY_new_raw_public_key(
-        EVP_PKEY_ED25519, nullptr,
-        reinterpret_cast<const unsigned char*>(verifier.public_key.data()), 32));
+        EVP_PKEY_ED25519, nullptr, reinterpret_cast<const unsigned char*>(verifier.public_key.data()), 32));
     std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
     std::string sig = blob.substr(4);
     bool ok = key && EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) == 1 &&
-              EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()),
-                               sig.size(), reinterpret_cast<const unsigned char*>(body.data()),
-                               body.size()) == 1;
+              EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
+                               reinterpret_cast<const unsigned char*>(body.data()), body.size()) == 1;
     if (!ok) return NoteVerdict::kInvalid;
     verified = true;
   }

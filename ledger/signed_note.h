@@ -53,8 +53,7 @@ enum class NoteVerdict {
 };
 
 // Opens `signed_note`; on kVerified stores the signed text (with its final newline) in `text`.
-NoteVerdict OpenNote(const NoteVerifier& verifier, absl::string_view signed_note,
-                     std::string* text);
+NoteVerdict OpenNote(const NoteVerifier& verifier, absl::string_view signed_note, std::string* text);
 
 // A checkpoint body: origin line, decimal tree size, base64 root hash, then optional lines.
 struct Checkpoint {

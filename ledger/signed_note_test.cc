@@ -29,8 +29,7 @@ const char* VerdictName(NoteVerdict v) {
   return "?";
 }
 
-TEST_CASE("signed notes verify and sign exactly as the published vectors say",
-          "[ledger][note]") {
+TEST_CASE("signed notes verify and sign exactly as the published vectors say", "[ledger][note]") {
   for (const auto& g : GroupsOf("signed_note")) {
     for (const auto& v : g["vectors"]) {
       INFO(v["desc"].get<std::string>());
@@ -50,8 +49,7 @@ TEST_CASE("signed notes verify and sign exactly as the published vectors say",
   }
 }
 
-TEST_CASE("checkpoint bodies marshal and parse as the published vectors say",
-          "[ledger][note]") {
+TEST_CASE("checkpoint bodies marshal and parse as the published vectors say", "[ledger][note]") {
   for (const auto& g : GroupsOf("checkpoint_body")) {
     for (const auto& m : g["marshal"]) {
       Checkpoint c{m["origin"], m["size"], Unhex(m["hash"]), ""};

@@ -105,8 +105,8 @@ absl::StatusOr<VerifyReport> VerifyLedgerFile(const std::string& path, const Ver
   while (true) {
     absl::StatusOr<bool> row = entries.Step();
     if (!row.ok()) {
-      return Bad(report, absl::StrCat("entries unreadable after index ", range.size(), ": ",
-                                      row.status().message()), range.size());
+      return Bad(report, absl::StrCat("entries unreadable after index ", range.size(), ": ", row.status().message()),
+                 range.size());
     }
     if (!*row) break;
     uint64_t idx = static_cast<uint64_t>(entries.ColumnInt(0));
@@ -123,8 +123,8 @@ absl::StatusOr<VerifyReport> VerifyLedgerFile(const std::string& path, const Ver
     // Level-0 subtree rows are the stored leaf hashes: compare them in step, so an edited
     // or moved leaf is pinned to its index even before a checkpoint disagrees.
     absl::StatusOr<bool> node = nodes.Step();
-    if (!node.ok() || !*node || nodes.ColumnInt(0) != 0 ||
-        static_cast<uint64_t>(nodes.ColumnInt(1)) != idx || nodes.ColumnBlob(2) != hash) {
+    if (!node.ok() || !*node || nodes.ColumnInt(0) != 0 || static_cast<uint64_t>(nodes.ColumnInt(1)) != idx ||
+        nodes.ColumnBlob(2) != hash) {
       return Bad(report, absl::StrCat("entry ", idx, " does not match its stored leaf hash"), idx);
     }
     levels[0].push_back(hash);
@@ -137,8 +137,7 @@ absl::StatusOr<VerifyReport> VerifyLedgerFile(const std::string& path, const Ver
     if (next_root != roots_wanted.end() && next_root->first == range.size()) {
       if (range.Root() != next_root->second) {
         return Bad(report, absl::StrCat("entries [", last_anchor, ", ", range.size(),
-                                        ") do not match the signed checkpoint at size ",
-                                        range.size()));
+                                        ") do not match the signed checkpoint at size ", range.size()));
       }
       last_anchor = range.size();
       ++next_root;
@@ -146,9 +145,10 @@ absl::StatusOr<VerifyReport> VerifyLedgerFile(const std::string& path, const Ver
   }
   report.entries = range.size();
   if (next_root != roots_wanted.end()) {
-    return Bad(report, absl::StrCat("a signed checkpoint covers ", next_root->first,
-                                    " entries but the file holds only ", range.size(),
-                                    " (truncated)"), range.size());
+    return Bad(report,
+               absl::StrCat("a signed checkpoint covers ", next_root->first, " entries but the file holds only ",
+                            range.size(), " (truncated)"),
+               range.size());
   }
 
   // The stored subtree hashes serve every proof: each must equal the re-derived one.
@@ -160,8 +160,8 @@ absl::StatusOr<VerifyReport> VerifyLedgerFile(const std::string& path, const Ver
     uint64_t level = static_cast<uint64_t>(nodes.ColumnInt(0));
     uint64_t idx = static_cast<uint64_t>(nodes.ColumnInt(1));
     if (level >= levels.size() || idx >= levels[level].size() || nodes.ColumnBlob(2) != levels[level][idx]) {
-      return Bad(report, absl::StrCat("stored subtree hash at level ", level, " index ", idx,
-                                      " does not match the leaves"),
+      return Bad(report,
+                 absl::StrCat("stored subtree hash at level ", level, " index ", idx, " does not match the leaves"),
                  level < 64 ? std::optional<uint64_t>(idx << level) : std::nullopt);
     }
     ++stored;

@@ -31,8 +31,7 @@ struct Fixture {
     MerkleLog::Options options;
     options.origin = "ppn.test/ledger";
     options.checkpoint_interval = absl::InfiniteDuration();
-    MerkleLog log(store.get(), *NoteSigner::FromSeed("ppn.test/ledger", std::string(32, 'k')), &clock,
-                  options);
+    MerkleLog log(store.get(), *NoteSigner::FromSeed("ppn.test/ledger", std::string(32, 'k')), &clock, options);
     REQUIRE(log.Start().ok());
     vkey = log.VerifierKey();
     SpiffeId proxy{"ppn.test", "tenant-proxy", "p"};
@@ -54,9 +53,11 @@ struct Fixture {
   void Tamper(const std::string& sql) {
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-    std::string all = "DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;"
-                      "DROP TRIGGER nodes_no_update; DROP TRIGGER nodes_no_delete;"
-                      "DROP TRIGGER checkpoints_no_update; DROP TRIGGER checkpoints_no_delete;" + sql;
+    std::string all =
+        "DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete;"
+        "DROP TRIGGER nodes_no_update; DROP TRIGGER nodes_no_delete;"
+        "DROP TRIGGER checkpoints_no_update; DROP TRIGGER checkpoints_no_delete;" +
+        sql;
     char* err = nullptr;
     int rc = sqlite3_exec(db, all.c_str(), nullptr, nullptr, &err);
     INFO((err ? err : ""));
@@ -115,17 +116,17 @@ TEST_CASE("a deleted entry is caught", "[ledger][verify]") {
 
 TEST_CASE("reordered entries are caught", "[ledger][verify]") {
   Fixture f;
-  f.Tamper("UPDATE entries SET idx = -1 WHERE idx = 10;"
-           "UPDATE entries SET idx = 10 WHERE idx = 11;"
-           "UPDATE entries SET idx = 11 WHERE idx = -1;");
+  f.Tamper(
+      "UPDATE entries SET idx = -1 WHERE idx = 10;"
+      "UPDATE entries SET idx = 10 WHERE idx = 11;"
+      "UPDATE entries SET idx = 11 WHERE idx = -1;");
   VerifyReport r = f.Verify();
   CHECK_FALSE(r.ok);
   INFO(r.problem);
   CHECK(r.first_bad_index == std::optional<uint64_t>(10));
 }
 
-TEST_CASE("a rewritten history with recomputed hashes still fails the signed checkpoints",
-          "[ledger][verify]") {
+TEST_CASE("a rewritten history with recomputed hashes still fails the signed checkpoints", "[ledger][verify]") {
   Fixture f;
   // The attacker rewrites entry 5 and recomputes every stored hash consistently: only the
   // signed checkpoints can tell.
@@ -138,15 +139,14 @@ TEST_CASE("a rewritten history with recomputed hashes still fails the signed che
     entry.set_subject("vm-forged");
     leaves[5] = EncodeLeaf(entry);
     MemoryTree tree;
-    std::string sql = "DELETE FROM nodes; UPDATE entries SET leaf = x'" + ToHex(leaves[5]) +
-                      "' WHERE idx = 5;";
+    std::string sql = "DELETE FROM nodes; UPDATE entries SET leaf = x'" + ToHex(leaves[5]) + "' WHERE idx = 5;";
     for (const auto& leaf : leaves) tree.AppendLeaf(leaf);
     for (int level = 0; level < 10; ++level) {
       for (uint64_t i = 0;; ++i) {
         auto h = tree.PerfectSubtree(level, i);
         if (!h.ok()) break;
-        sql += "INSERT INTO nodes VALUES (" + std::to_string(level) + ", " + std::to_string(i) +
-               ", x'" + ToHex(*h) + "');";
+        sql += "INSERT INTO nodes VALUES (" + std::to_string(level) + ", " + std::to_string(i) + ", x'" + ToHex(*h) +
+               "');";
       }
     }
     f.Tamper(sql);
@@ -165,8 +165,9 @@ TEST_CASE("truncated entries are caught", "[ledger][verify]") {
     CHECK(r.problem.find("truncated") != std::string::npos);
   }
   SECTION("rows and the later checkpoints removed: caught by a witnessed checkpoint") {
-    f.Tamper("DELETE FROM entries WHERE idx >= 50; DELETE FROM nodes WHERE (idx << level) >= 50;"
-             "DELETE FROM checkpoints WHERE tree_size > 50;");
+    f.Tamper(
+        "DELETE FROM entries WHERE idx >= 50; DELETE FROM nodes WHERE (idx << level) >= 50;"
+        "DELETE FROM checkpoints WHERE tree_size > 50;");
     VerifyReport r = f.Verify(f.first_checkpoint);
     CHECK_FALSE(r.ok);
     CHECK(r.problem.find("truncated") != std::string::npos);

@@ -54,8 +54,9 @@ absl::Status Call(Fn fn) {
 absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Create(Options options, const std::string& peers_db,
                                                              LedgerAppend ledger, RandomSource* random) {
   PPN_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(peers_db));
-  PPN_RETURN_IF_ERROR(db->Migrate({"CREATE TABLE peers (node_name TEXT PRIMARY KEY, mesh_address TEXT UNIQUE NOT NULL, "
-                                   "record BLOB NOT NULL)"}));
+  PPN_RETURN_IF_ERROR(
+      db->Migrate({"CREATE TABLE peers (node_name TEXT PRIMARY KEY, mesh_address TEXT UNIQUE NOT NULL, "
+                   "record BLOB NOT NULL)"}));
   return std::unique_ptr<AdminCore>(new AdminCore(std::move(options), std::move(db), std::move(ledger), random));
 }
 
@@ -70,7 +71,8 @@ std::vector<WireGuardPeer> AdminCore::Peers() {
   return out;
 }
 
-absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner_address, const std::string& typed_code) {
+absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner_address,
+                                                       const std::string& typed_code) {
   absl::Time t0 = absl::Now();
   PPN_ASSIGN_OR_RETURN(std::string code, ParseShortCode(typed_code));
   auto channel = grpc::CreateChannel(joiner_address, AcceptAnyServer());
@@ -85,7 +87,8 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
     grpc::health::v1::HealthCheckResponse r;
     grpc::Status s = health->Check(&ctx, {}, &r);
     if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      return absl::UnavailableError(absl::StrCat("the joiner at ", joiner_address, " is unreachable: ", s.error_message()));
+      return absl::UnavailableError(
+          absl::StrCat("the joiner at ", joiner_address, " is unreachable: ", s.error_message()));
     }
     auto pem = ctx.auth_context()->FindPropertyValues("x509_pem_cert");
     if (pem.empty()) return absl::UnavailableError("the joiner presented no TLS certificate");
@@ -103,7 +106,8 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   ExchangeResponse exr;
   PPN_RETURN_IF_ERROR(Call([&](grpc::ClientContext* c) { return joiner->Exchange(c, ex, &exr); }));
   PPN_ASSIGN_OR_RETURN(std::string isk, me.Finish(exr.responder_share(), exr.responder_associated_data(), true));
-  std::string transcript = TranscriptIr(share, options_.admin_name, exr.responder_share(), exr.responder_associated_data());
+  std::string transcript =
+      TranscriptIr(share, options_.admin_name, exr.responder_share(), exr.responder_associated_data());
   ConfirmRequest cr;
   cr.set_initiator_confirmation(ConfirmationTag(isk, true, transcript));
   ConfirmResponse crr;
@@ -111,10 +115,12 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   if (!TagsEqual(crr.responder_confirmation(), ConfirmationTag(isk, false, transcript))) {
     return absl::PermissionDeniedError("the joiner's key confirmation is wrong: someone is relaying the ceremony");
   }
-  PPN_ASSIGN_OR_RETURN(std::string plain, Open(isk, {crr.enrollment_request().nonce(), crr.enrollment_request().ciphertext()}));
+  PPN_ASSIGN_OR_RETURN(std::string plain,
+                       Open(isk, {crr.enrollment_request().nonce(), crr.enrollment_request().ciphertext()}));
   EnrollmentRequest req;
   if (!req.ParseFromString(plain)) return absl::InvalidArgumentError("the enrollment request does not parse");
-  if (!IsValidIdPart(req.node_name()) || absl::StrContains(req.node_name(), ".") || req.node_name() == options_.admin_name) {
+  if (!IsValidIdPart(req.node_name()) || absl::StrContains(req.node_name(), ".") ||
+      req.node_name() == options_.admin_name) {
     return absl::InvalidArgumentError(absl::StrCat("node name \"", req.node_name().substr(0, 63), "\" is not allowed"));
   }
   if (req.wireguard_public_key().size() != 44) return absl::InvalidArgumentError("bad WireGuard public key");
@@ -149,7 +155,8 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   std::string agent_host = req.agent_address().substr(0, req.agent_address().rfind(':'));
   in6_addr scratch;
   if (!agent_host.empty() && agent_host != address &&
-      (inet_pton(AF_INET, agent_host.c_str(), &scratch) == 1 || inet_pton(AF_INET6, agent_host.c_str(), &scratch) == 1)) {
+      (inet_pton(AF_INET, agent_host.c_str(), &scratch) == 1 ||
+       inet_pton(AF_INET6, agent_host.c_str(), &scratch) == 1)) {
     cert_req.ips.push_back(agent_host);
   }
   PPN_ASSIGN_OR_RETURN(std::string cert, x509::SignCsr(options_.ca, req.csr_pem(), cert_req));
@@ -183,9 +190,11 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   PPN_RETURN_IF_ERROR(Call([&](grpc::ClientContext* c) { return joiner->Complete(c, comp, &compr); }));
   PPN_ASSIGN_OR_RETURN(std::string ack_bytes, Open(isk, {compr.ack().nonce(), compr.ack().ciphertext()}));
   EnrollmentAck ack;
-  if (!ack.ParseFromString(ack_bytes) || !ack.stored()) return absl::InternalError("the joiner did not store its grant");
+  if (!ack.ParseFromString(ack_bytes) || !ack.stored())
+    return absl::InternalError("the joiner did not store its grant");
 
-  PPN_ASSIGN_OR_RETURN(Statement insert, db_->Prepare("INSERT INTO peers (node_name, mesh_address, record) VALUES (?, ?, ?)"));
+  PPN_ASSIGN_OR_RETURN(Statement insert,
+                       db_->Prepare("INSERT INTO peers (node_name, mesh_address, record) VALUES (?, ?, ?)"));
   PPN_RETURN_IF_ERROR(insert.Bind(1, req.node_name()).Bind(2, address).BindBlob(3, peer.SerializeAsString()).Run());
   ppn::ledger::v1::AppendRequest entry;
   entry.set_kind("node.join");
@@ -207,7 +216,8 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
       if (!row) break;
       peers.emplace_back().ParseFromString(all.ColumnBlob(0));
     }
-    std::string text = WgQuickConfig({"<this node's private key>", ""}, options_.admin_peer.mesh_address(), 24, peers, 51820);
+    std::string text =
+        WgQuickConfig({"<this node's private key>", ""}, options_.admin_peer.mesh_address(), 24, peers, 51820);
     PPN_RETURN_IF_ERROR(WriteFileAtomically(options_.wireguard_peers_file, conf + text, 0600));
   }
 
@@ -216,7 +226,8 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   resp.set_mesh_address(address);
   resp.set_spiffe_id(id.ToString());
   resp.set_ledger_index(index);
-  *resp.mutable_elapsed() = google::protobuf::util::TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(absl::Now() - t0));
+  *resp.mutable_elapsed() =
+      google::protobuf::util::TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(absl::Now() - t0));
   spdlog::info("node.joined node={} mesh_address={} ledger_index={}", req.node_name(), address, index);
   return resp;
 }

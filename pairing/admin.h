@@ -27,10 +27,10 @@ class AdminCore {
   struct Options {
     std::string mesh;
     std::string admin_name = "admin";
-    x509::Identity ca;                       // SECRET key: stays on this node
+    x509::Identity ca;                           // SECRET key: stays on this node
     ppn::pairing::v1::WireGuardPeer admin_peer;  // this node's own record (mesh address .1)
-    std::string network = "10.8.0";          // /24: nodes get .2 to .254
-    std::string wireguard_peers_file;        // if set, rewritten in wg-quick [Peer] form after each join
+    std::string network = "10.8.0";              // /24: nodes get .2 to .254
+    std::string wireguard_peers_file;            // if set, rewritten in wg-quick [Peer] form after each join
   };
   // `peers_db` persists the peer table.
   static absl::StatusOr<std::unique_ptr<AdminCore>> Create(Options options, const std::string& peers_db,

@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
     if (!s.ok()) return absl::UnavailableError("the node joined but the ledger append failed: " + s.error_message());
     return resp.index();
   };
-  auto core = ppn::pairing::AdminCore::Create(options, absl::GetFlag(FLAGS_peers_db), append, ppn::OpenSslRandom::Get());
+  auto core =
+      ppn::pairing::AdminCore::Create(options, absl::GetFlag(FLAGS_peers_db), append, ppn::OpenSslRandom::Get());
   if (!core.ok()) {
     std::fprintf(stderr, "pairing_admin: %s\n", std::string(core.status().message()).c_str());
     return 2;

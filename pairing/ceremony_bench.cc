@@ -25,9 +25,9 @@ int main() {
   o.admin_peer.set_mesh_address("10.8.0.1");
   std::vector<double> total_ms, machine_ms;
   for (int i = 0; i < 30; ++i) {
-    auto admin = *AdminCore::Create(o, dir + "/peers-" + std::to_string(i) + ".db",
-                                    [](const ppn::ledger::v1::AppendRequest&) -> absl::StatusOr<uint64_t> { return 0; },
-                                    OpenSslRandom::Get());
+    auto admin = *AdminCore::Create(
+        o, dir + "/peers-" + std::to_string(i) + ".db",
+        [](const ppn::ledger::v1::AppendRequest&) -> absl::StatusOr<uint64_t> { return 0; }, OpenSslRandom::Get());
     absl::Time t0 = absl::Now();
     // The joiner's own preparation: keys, CSR, code, ephemeral TLS.
     std::string key = *x509::GenerateKey();

@@ -27,8 +27,8 @@ std::string ConfirmationTag(absl::string_view isk, bool initiator, absl::string_
   std::string key = Sha512(absl::StrCat(initiator ? "PPN-KC-A" : "PPN-KC-B", isk));
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  HMAC(EVP_sha512(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(transcript.data()),
-       transcript.size(), mac, &len);
+  HMAC(EVP_sha512(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(transcript.data()), transcript.size(), mac, &len);
   return std::string(reinterpret_cast<char*>(mac), len);
 }
 
@@ -36,7 +36,8 @@ bool TagsEqual(absl::string_view a, absl::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-absl::StatusOr<SealedBox> Seal(absl::string_view isk, bool from_initiator, uint32_t counter, absl::string_view plaintext) {
+absl::StatusOr<SealedBox> Seal(absl::string_view isk, bool from_initiator, uint32_t counter,
+                               absl::string_view plaintext) {
   std::string key = Sha512(absl::StrCat("PPN-ENROLL", isk)).substr(0, 32);
   SealedBox box;
   box.nonce = std::string(12, '\0');
@@ -48,7 +49,8 @@ absl::StatusOr<SealedBox> Seal(absl::string_view isk, bool from_initiator, uint3
   bool ok = EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, reinterpret_cast<const unsigned char*>(key.data()),
                                reinterpret_cast<const unsigned char*>(box.nonce.data())) == 1 &&
             EVP_EncryptUpdate(ctx, reinterpret_cast<unsigned char*>(out.data()), &len,
-                              reinterpret_cast<const unsigned char*>(plaintext.data()), static_cast<int>(plaintext.size())) == 1 &&
+                              reinterpret_cast<const unsigned char*>(plaintext.data()),
+                              static_cast<int>(plaintext.size())) == 1 &&
             EVP_EncryptFinal_ex(ctx, reinterpret_cast<unsigned char*>(out.data()) + len, &fin) == 1 &&
             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, out.data() + plaintext.size()) == 1;
   EVP_CIPHER_CTX_free(ctx);
@@ -58,19 +60,21 @@ absl::StatusOr<SealedBox> Seal(absl::string_view isk, bool from_initiator, uint3
 }
 
 absl::StatusOr<std::string> Open(absl::string_view isk, const SealedBox& box) {
-  if (box.nonce.size() != 12 || box.ciphertext.size() < 16) return absl::PermissionDeniedError("malformed sealed message");
+  if (box.nonce.size() != 12 || box.ciphertext.size() < 16)
+    return absl::PermissionDeniedError("malformed sealed message");
   std::string key = Sha512(absl::StrCat("PPN-ENROLL", isk)).substr(0, 32);
   size_t n = box.ciphertext.size() - 16;
   std::string out(n, '\0');
   std::string tag = box.ciphertext.substr(n);
   EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
   int len = 0, fin = 0;
-  bool ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, reinterpret_cast<const unsigned char*>(key.data()),
-                               reinterpret_cast<const unsigned char*>(box.nonce.data())) == 1 &&
-            EVP_DecryptUpdate(ctx, reinterpret_cast<unsigned char*>(out.data()), &len,
-                              reinterpret_cast<const unsigned char*>(box.ciphertext.data()), static_cast<int>(n)) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag.data()) == 1 &&
-            EVP_DecryptFinal_ex(ctx, reinterpret_cast<unsigned char*>(out.data()) + len, &fin) == 1;
+  bool ok =
+      EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, reinterpret_cast<const unsigned char*>(key.data()),
+                         reinterpret_cast<const unsigned char*>(box.nonce.data())) == 1 &&
+      EVP_DecryptUpdate(ctx, reinterpret_cast<unsigned char*>(out.data()), &len,
+                        reinterpret_cast<const unsigned char*>(box.ciphertext.data()), static_cast<int>(n)) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag.data()) == 1 &&
+      EVP_DecryptFinal_ex(ctx, reinterpret_cast<unsigned char*>(out.data()) + len, &fin) == 1;
   EVP_CIPHER_CTX_free(ctx);
   if (!ok) return absl::PermissionDeniedError("sealed message does not authenticate");
   return out;

@@ -27,7 +27,8 @@ struct SealedBox {
   std::string nonce;
   std::string ciphertext;
 };
-absl::StatusOr<SealedBox> Seal(absl::string_view isk, bool from_initiator, uint32_t counter, absl::string_view plaintext);
+absl::StatusOr<SealedBox> Seal(absl::string_view isk, bool from_initiator, uint32_t counter,
+                               absl::string_view plaintext);
 // PERMISSION_DENIED if the box does not authenticate.
 absl::StatusOr<std::string> Open(absl::string_view isk, const SealedBox& box);
 

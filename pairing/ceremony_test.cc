@@ -67,12 +67,13 @@ struct Admin {
     o.admin_peer.add_allowed_ips("10.8.0.1/32");
     o.admin_peer.set_endpoint("203.0.113.7:51820");
     o.wireguard_peers_file = dir.File("wg-peers.conf");
-    core = *AdminCore::Create(o, dir.File("peers.db"),
-                              [this](const ppn::ledger::v1::AppendRequest& r) -> absl::StatusOr<uint64_t> {
-                                ledger.push_back(r);
-                                return ledger.size() - 1;
-                              },
-                              OpenSslRandom::Get());
+    core = *AdminCore::Create(
+        o, dir.File("peers.db"),
+        [this](const ppn::ledger::v1::AppendRequest& r) -> absl::StatusOr<uint64_t> {
+          ledger.push_back(r);
+          return ledger.size() - 1;
+        },
+        OpenSslRandom::Get());
   }
 };
 
@@ -103,7 +104,8 @@ TEST_CASE("a whole ceremony enrolls the node with a certificate, peers and a led
   REQUIRE(peers.size() == 2);
   CHECK(peers[1].public_key() == joiner.wg.public_key);
   CHECK(peers[1].mesh_address() == grant->mesh_address());
-  std::string wg = WgQuickConfig(joiner.wg, grant->mesh_address(), grant->mesh_prefix_length(), {grant->admin_peer()}, 51820);
+  std::string wg =
+      WgQuickConfig(joiner.wg, grant->mesh_address(), grant->mesh_prefix_length(), {grant->admin_peer()}, 51820);
   CHECK(wg.find("PublicKey = " + admin.core->Peers()[0].public_key()) != std::string::npos);
 
   std::ifstream peers_file(admin.dir.File("wg-peers.conf"));
@@ -144,7 +146,8 @@ TEST_CASE("wrong codes spend attempts and the third ends the ceremony", "[pairin
       CHECK(r.status().code() == absl::StatusCode::kInvalidArgument);
       CHECK(joiner.core->failed_attempts() == 0);
     }
-    auto bad_check = admin.core->Approve(joiner.address(), joiner.code.substr(0, 10) + (joiner.code[10] == '0' ? "1" : "0"));
+    auto bad_check =
+        admin.core->Approve(joiner.address(), joiner.code.substr(0, 10) + (joiner.code[10] == '0' ? "1" : "0"));
     CHECK(bad_check.status().code() == absl::StatusCode::kInvalidArgument);
     CHECK(joiner.core->failed_attempts() == 0);
   }

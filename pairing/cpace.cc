@@ -139,10 +139,10 @@ std::string CalculateGenerator(absl::string_view prs, absl::string_view ci, absl
 
 absl::StatusOr<std::string> ScalarMultVfy(absl::string_view scalar, absl::string_view u) {
   if (scalar.size() != 32 || u.size() != 32) return absl::InvalidArgumentError("X25519 takes 32-byte inputs");
-  EVP_PKEY* priv = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr,
-                                                reinterpret_cast<const unsigned char*>(scalar.data()), 32);
-  EVP_PKEY* peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr,
-                                               reinterpret_cast<const unsigned char*>(u.data()), 32);
+  EVP_PKEY* priv =
+      EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, reinterpret_cast<const unsigned char*>(scalar.data()), 32);
+  EVP_PKEY* peer =
+      EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, reinterpret_cast<const unsigned char*>(u.data()), 32);
   EVP_PKEY_CTX* ctx = priv != nullptr ? EVP_PKEY_CTX_new(priv, nullptr) : nullptr;
   unsigned char out[32];
   size_t len = sizeof out;
@@ -175,8 +175,8 @@ absl::StatusOr<std::string> CPaceParty::Finish(absl::string_view peer_share, abs
   if (!mine.ok()) return mine.status();
   absl::StatusOr<std::string> k = ScalarMultVfy(scalar_, peer_share);
   if (!k.ok()) return k.status();
-  std::string transcript = initiator ? TranscriptIr(*mine, ad_, peer_share, peer_ad)
-                                     : TranscriptIr(peer_share, peer_ad, *mine, ad_);
+  std::string transcript =
+      initiator ? TranscriptIr(*mine, ad_, peer_share, peer_ad) : TranscriptIr(peer_share, peer_ad, *mine, ad_);
   return Isk(sid_, *k, transcript);
 }
 

@@ -24,7 +24,8 @@ int main(int argc, char** argv) {
   auto out = [](const char* name, const std::string& bytes) {
     std::printf("%s %s\n", name, absl::BytesToHexString(bytes).c_str());
   };
-  std::string prs = hex(absl::GetFlag(FLAGS_prs)), ci = hex(absl::GetFlag(FLAGS_ci)), sid = hex(absl::GetFlag(FLAGS_sid));
+  std::string prs = hex(absl::GetFlag(FLAGS_prs)), ci = hex(absl::GetFlag(FLAGS_ci)),
+              sid = hex(absl::GetFlag(FLAGS_sid));
   std::string ya = hex(absl::GetFlag(FLAGS_ya)), yb = hex(absl::GetFlag(FLAGS_yb));
   std::string ada = hex(absl::GetFlag(FLAGS_ada)), adb = hex(absl::GetFlag(FLAGS_adb));
   std::string g = ppn::pairing::CalculateGenerator(prs, ci, sid);

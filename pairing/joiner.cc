@@ -36,8 +36,8 @@ absl::Status JoinerCore::CheckOpenLocked() {
   }
   if (outcome_.has_value()) {
     return outcome_->ok() ? absl::FailedPreconditionError("this ceremony has completed")
-                          : absl::Status(outcome_->status().code(), absl::StrCat("this ceremony has ended: ",
-                                                                                 outcome_->status().message()));
+                          : absl::Status(outcome_->status().code(),
+                                         absl::StrCat("this ceremony has ended: ", outcome_->status().message()));
   }
   return absl::OkStatus();
 }
@@ -82,8 +82,8 @@ absl::StatusOr<ConfirmResponse> JoinerCore::Confirm(const ConfirmRequest& r) {
       return absl::PermissionDeniedError(absl::StrCat("key confirmation failed; that was the last of ",
                                                       options_.max_attempts, " attempts: the ceremony has ended"));
     }
-    return absl::PermissionDeniedError(absl::StrCat("key confirmation failed (wrong code?); attempt ", failures_, " of ",
-                                                    options_.max_attempts));
+    return absl::PermissionDeniedError(
+        absl::StrCat("key confirmation failed (wrong code?); attempt ", failures_, " of ", options_.max_attempts));
   }
   confirmed_ = true;
   ConfirmResponse resp;
@@ -107,7 +107,8 @@ absl::StatusOr<CompleteResponse> JoinerCore::Complete(const CompleteRequest& r) 
   EnrollmentGrant grant;
   if (!grant.ParseFromString(*plain)) return absl::InvalidArgumentError("the grant does not parse");
   // The certificate must be for our key and chain to the CA we were given.
-  absl::StatusOr<std::vector<std::string>> uris = x509::VerifyAndGetUris(grant.mesh_ca_pem(), grant.node_certificate_pem());
+  absl::StatusOr<std::vector<std::string>> uris =
+      x509::VerifyAndGetUris(grant.mesh_ca_pem(), grant.node_certificate_pem());
   if (!uris.ok()) return uris.status();
   if (*x509::PublicKeyDer(grant.node_certificate_pem()) != *x509::PublicKeyDer(private_key_pem_)) {
     return absl::InvalidArgumentError("the granted certificate is not for this node's key");
@@ -132,9 +133,10 @@ absl::StatusOr<EnrollmentGrant> JoinerCore::WaitForOutcome(absl::Duration timeou
     (void)CheckOpenLocked();
     if (outcome_.has_value()) return *outcome_;
     if (absl::Now() >= deadline) return absl::DeadlineExceededError("still waiting for the admin");
-    mu_.AwaitWithTimeout(absl::Condition(+[](std::optional<absl::StatusOr<EnrollmentGrant>>* o) { return o->has_value(); },
-                                         &outcome_),
-                         std::min(absl::Seconds(1), deadline - absl::Now()));
+    mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](std::optional<absl::StatusOr<EnrollmentGrant>>* o) { return o->has_value(); }, &outcome_),
+        std::min(absl::Seconds(1), deadline - absl::Now()));
   }
 }
 

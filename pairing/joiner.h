@@ -56,7 +56,7 @@ class JoinerCore {
 
   absl::Mutex mu_;
   int failures_ ABSL_GUARDED_BY(mu_) = 0;
-  std::string isk_ ABSL_GUARDED_BY(mu_);         // set by Exchange, cleared by a failed Confirm
+  std::string isk_ ABSL_GUARDED_BY(mu_);  // set by Exchange, cleared by a failed Confirm
   std::string transcript_ ABSL_GUARDED_BY(mu_);
   bool confirmed_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<absl::StatusOr<ppn::pairing::v1::EnrollmentGrant>> outcome_ ABSL_GUARDED_BY(mu_);

@@ -66,10 +66,10 @@ int main(int argc, char** argv) {
   auto server = ppn::pairing::StartJoinerServer(absl::GetFlag(FLAGS_listen), *tls, dir, &service);
   if (!server.ok()) return Fail(std::string(server.status().message()));
   // The operator reads this on the console and types it on the founding node.
-  std::printf("\n  Pairing code for %s:   %s\n\n  On the founding node: ppnctl node approve <this host>:%d --code %s\n"
-              "  (valid for %s)\n\n",
-              name.c_str(), code->c_str(), server->port, code->c_str(),
-              absl::FormatDuration(options.window).c_str());
+  std::printf(
+      "\n  Pairing code for %s:   %s\n\n  On the founding node: ppnctl node approve <this host>:%d --code %s\n"
+      "  (valid for %s)\n\n",
+      name.c_str(), code->c_str(), server->port, code->c_str(), absl::FormatDuration(options.window).c_str());
   std::fflush(stdout);
   auto grant = core.WaitForOutcome(options.window + absl::Seconds(1));
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -78,7 +78,9 @@ int main(int argc, char** argv) {
   if (!grant.ok()) return Fail(std::string(grant.status().message()));
   std::vector<ppn::pairing::v1::WireGuardPeer> peers = {grant->admin_peer()};
   peers.insert(peers.end(), grant->peers().begin(), grant->peers().end());
-  nlohmann::json node = {{"name", name}, {"mesh", grant->mesh_name()}, {"mesh_address", grant->mesh_address()},
+  nlohmann::json node = {{"name", name},
+                         {"mesh", grant->mesh_name()},
+                         {"mesh_address", grant->mesh_address()},
                          {"wireguard_public_key", wg->public_key}};
   // The certificate goes last: its presence is what says the node has joined.
   for (const auto& [file, data, mode] : std::vector<std::tuple<std::string, std::string, mode_t>>{

@@ -44,7 +44,8 @@ grpc::Status JoinerService::Complete(grpc::ServerContext*, const v1::CompleteReq
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ApproveNode(grpc::ServerContext*, const v1::ApproveNodeRequest* r, v1::ApproveNodeResponse* out) {
+grpc::Status AdminService::ApproveNode(grpc::ServerContext*, const v1::ApproveNodeRequest* r,
+                                       v1::ApproveNodeResponse* out) {
   auto resp = core_->Approve(r->joiner_address(), r->code());
   if (!resp.ok()) return RpcFailed("ApproveNode", resp.status());
   *out = *resp;

@@ -26,8 +26,8 @@ std::string WgQuickConfig(const WireGuardKeys& keys, const std::string& address,
                                  "\nAddress = ", address, "/", prefix, "\n");
   if (listen_port > 0) absl::StrAppend(&out, "ListenPort = ", listen_port, "\n");
   for (const auto& p : peers) {
-    absl::StrAppend(&out, "\n# ", p.node_name(), "\n[Peer]\nPublicKey = ", p.public_key(), "\nAllowedIPs = ",
-                    absl::StrJoin(p.allowed_ips(), ", "), "\n");
+    absl::StrAppend(&out, "\n# ", p.node_name(), "\n[Peer]\nPublicKey = ", p.public_key(),
+                    "\nAllowedIPs = ", absl::StrJoin(p.allowed_ips(), ", "), "\n");
     if (!p.endpoint().empty()) absl::StrAppend(&out, "Endpoint = ", p.endpoint(), "\nPersistentKeepalive = 25\n");
   }
   return out;

@@ -17,7 +17,8 @@ int main(int argc, char** argv) {
   ppn::scheduler::SchedulerServiceImpl service(absl::GetFlag(FLAGS_fleet), absl::GetFlag(FLAGS_ledger), flags.tls);
   ppn::RolePolicy policy(flags.mesh);
   policy.AllowService("ppn.scheduler.v1.Scheduler", {ppn::roles::kOperator});
-  absl::StatusOr<ppn::StartedServer> server = ppn::StartMeshServer(flags.listen, flags.tls, std::move(policy), {&service});
+  absl::StatusOr<ppn::StartedServer> server =
+      ppn::StartMeshServer(flags.listen, flags.tls, std::move(policy), {&service});
   if (!server.ok()) {
     std::fprintf(stderr, "scheduler: %s\n", std::string(server.status().message()).c_str());
     return 2;

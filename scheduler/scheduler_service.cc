@@ -78,8 +78,8 @@ absl::StatusOr<MigrationProgress> SchedulerServiceImpl::MigrateVm(const v1::Migr
         absl::StrCat("vm ", vm.vm_id(), " is pinned to node ", vm.pinned_node_id(), "; unpin it to move it"));
   }
   if (vm.state() != ppn::types::v1::VM_STATE_RUNNING) {
-    return absl::FailedPreconditionError(absl::StrCat("vm ", vm.vm_id(), " is ",
-                                                      ppn::types::v1::VmState_Name(vm.state()), ", not running"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("vm ", vm.vm_id(), " is ", ppn::types::v1::VmState_Name(vm.state()), ", not running"));
   }
   absl::StatusOr<std::vector<ppn::fleet::v1::Node>> nodes = Nodes();
   if (!nodes.ok()) return nodes.status();
@@ -96,13 +96,15 @@ absl::StatusOr<MigrationProgress> SchedulerServiceImpl::MigrateVm(const v1::Migr
     target = decision.decision().chosen_node_id();
     if (target.empty()) {
       std::string why;
-      for (const auto& v : decision.decision().verdicts()) absl::StrAppend(&why, why.empty() ? "" : "; ", v.node_id(), ": ", v.reason());
+      for (const auto& v : decision.decision().verdicts())
+        absl::StrAppend(&why, why.empty() ? "" : "; ", v.node_id(), ": ", v.reason());
       return absl::ResourceExhaustedError(absl::StrCat("no node can take vm ", vm.vm_id(), ": ", why));
     }
   } else {
     auto it = by_id.find(target);
     if (it == by_id.end()) return absl::InvalidArgumentError(absl::StrCat("unknown node ", target));
-    if (target == vm.node_id()) return absl::InvalidArgumentError(absl::StrCat("vm ", vm.vm_id(), " is already on ", target));
+    if (target == vm.node_id())
+      return absl::InvalidArgumentError(absl::StrCat("vm ", vm.vm_id(), " is already on ", target));
     if (it->second.state() == ppn::fleet::v1::NODE_STATE_REVOKED) {
       return absl::FailedPreconditionError(absl::StrCat("node ", target, " is revoked"));
     }
@@ -169,7 +171,8 @@ absl::StatusOr<MigrationProgress> SchedulerServiceImpl::MigrateVm(const v1::Migr
   MigrationProgress last;
   while (reader->Read(&msg)) {
     last = msg.progress();
-    if (last.phase() != ppn::types::v1::MIGRATION_PHASE_COMPLETED && last.phase() != ppn::types::v1::MIGRATION_PHASE_FAILED) {
+    if (last.phase() != ppn::types::v1::MIGRATION_PHASE_COMPLETED &&
+        last.phase() != ppn::types::v1::MIGRATION_PHASE_FAILED) {
       if (!progress(last)) ctx.TryCancel();
     }
   }
@@ -196,7 +199,8 @@ absl::StatusOr<MigrationProgress> SchedulerServiceImpl::MigrateVm(const v1::Migr
   *rec.mutable_forwarded_ports() = prepared.forwarded_ports();
   ppn::fleet::v1::RecordMigrationResponse recorded;
   s = Call([&](grpc::ClientContext* c) { return fleet_->RecordMigration(c, rec, &recorded); });
-  if (!s.ok()) spdlog::error("migration.unrecorded vm={} to={} error=\"{}\"", vm.vm_id(), target, std::string(s.message()));
+  if (!s.ok())
+    spdlog::error("migration.unrecorded vm={} to={} error=\"{}\"", vm.vm_id(), target, std::string(s.message()));
 
   last.set_source_node_id(source);
   last.set_target_node_id(target);
@@ -289,8 +293,8 @@ absl::StatusOr<std::vector<v1::PlannedMove>> SchedulerServiceImpl::RebalancePlan
   // Greedy: move the smallest unpinned running VM from the fullest node to the emptiest while
   // that narrows the gap; at most one move per VM and ten in all.
   for (int round = 0; round < 10 && free.size() >= 2; ++round) {
-    auto [low, high] = std::minmax_element(free.begin(), free.end(),
-                                           [](const auto& a, const auto& b) { return a.second < b.second; });
+    auto [low, high] =
+        std::minmax_element(free.begin(), free.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
     const ppn::fleet::v1::VmRecord* pick = nullptr;
     for (const auto& vm : vms.vms()) {
       if (vm.node_id() != low->first || !vm.pinned_node_id().empty() || moved.count(vm.vm_id()) ||

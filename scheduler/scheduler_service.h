@@ -25,7 +25,8 @@ class SchedulerServiceImpl final : public ppn::scheduler::v1::Scheduler::Service
   // fleet reports, all with `tls` (role scheduler).
   SchedulerServiceImpl(const std::string& fleet_address, const std::string& ledger_address, TlsFiles tls);
 
-  grpc::Status Migrate(grpc::ServerContext*, const v1::MigrateRequest*, grpc::ServerWriter<v1::MigrateResponse>*) override;
+  grpc::Status Migrate(grpc::ServerContext*, const v1::MigrateRequest*,
+                       grpc::ServerWriter<v1::MigrateResponse>*) override;
   grpc::Status Drain(grpc::ServerContext*, const v1::DrainRequest*, grpc::ServerWriter<v1::DrainResponse>*) override;
   grpc::Status Rebalance(grpc::ServerContext*, const v1::RebalanceRequest*,
                          grpc::ServerWriter<v1::RebalanceResponse>*) override;

@@ -17,7 +17,8 @@ absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const std::string& 
   if (fd < 0) return absl::PermissionDeniedError(absl::StrCat("cannot open audit file ", audit_file));
   absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(spool_db);
   if (db.ok()) {
-    absl::Status s = (*db)->Migrate({"CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, request BLOB NOT NULL)"});
+    absl::Status s =
+        (*db)->Migrate({"CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, request BLOB NOT NULL)"});
     if (!s.ok()) db = s;
   }
   if (!db.ok()) {

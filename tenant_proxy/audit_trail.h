@@ -27,8 +27,8 @@ struct AuditRecord {
   std::string operation;  // "tenant.vm.create", "tenant.vm.destroy"
   std::string vm_id;      // empty when refused before one existed
   ppn::ledger::v1::Outcome outcome = ppn::ledger::v1::OUTCOME_SUCCESS;
-  std::string detail;     // status code name or a short reason; never a secret
-  std::string token_id;   // hash prefix of the caller's token
+  std::string detail;    // status code name or a short reason; never a secret
+  std::string token_id;  // hash prefix of the caller's token
 };
 
 // Appends one entry to the ledger; the gRPC implementation lives in the server.

@@ -5,8 +5,8 @@
 
 namespace ppn::proxy {
 
-grpc::Status BearerAuthProcessor::Process(const InputMetadata& auth_metadata, grpc::AuthContext*,
-                                          OutputMetadata*, OutputMetadata*) {
+grpc::Status BearerAuthProcessor::Process(const InputMetadata& auth_metadata, grpc::AuthContext*, OutputMetadata*,
+                                          OutputMetadata*) {
   auto path = auth_metadata.find(":path");
   std::string method = path == auth_metadata.end() ? "" : std::string(path->second.data(), path->second.size());
   // Health checks and reflection need no tenant.
@@ -14,8 +14,8 @@ grpc::Status BearerAuthProcessor::Process(const InputMetadata& auth_metadata, gr
     return grpc::Status::OK;
   }
   auto it = auth_metadata.find("authorization");
-  absl::string_view header = it == auth_metadata.end() ? absl::string_view()
-                                                       : absl::string_view(it->second.data(), it->second.size());
+  absl::string_view header =
+      it == auth_metadata.end() ? absl::string_view() : absl::string_view(it->second.data(), it->second.size());
   absl::StatusOr<Authenticated> who = authenticator_->Authenticate(header);
   if (!who.ok()) {
     spdlog::info("tenant.unauthenticated method={}", method);

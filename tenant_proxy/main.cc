@@ -24,9 +24,9 @@ int main(int argc, char** argv) {
   if (!auth.ok()) ppn::ExitWithError(auth.status().message());
   std::string dir = absl::GetFlag(FLAGS_state_dir);
   std::filesystem::create_directories(dir);
-  absl::StatusOr<std::unique_ptr<ppn::proxy::AuditTrail>> audit = ppn::proxy::AuditTrail::Open(
-      dir + "/audit.jsonl", dir + "/spool.db", ppn::RealClock::Get(),
-      ppn::proxy::LedgerAppender(absl::GetFlag(FLAGS_ledger), flags.tls));
+  absl::StatusOr<std::unique_ptr<ppn::proxy::AuditTrail>> audit =
+      ppn::proxy::AuditTrail::Open(dir + "/audit.jsonl", dir + "/spool.db", ppn::RealClock::Get(),
+                                   ppn::proxy::LedgerAppender(absl::GetFlag(FLAGS_ledger), flags.tls));
   if (!audit.ok()) ppn::ExitWithError(audit.status().message());
   (*audit)->StartDelivery(absl::Milliseconds(500));
 

@@ -77,8 +77,8 @@ int main() {
   proxy::RateLimiter limiter(RealClock::Get());
   proxy::TenantServiceImpl service(config, &auth, fleet_stub.get(), &limiter, audit.get());
   StartedServer proxy_server = *proxy::StartTenantServer("127.0.0.1:0", proxy_tls, &auth, &service);
-  auto tenant = ppn::tenancy::v1::TenantService::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(proxy_server.port), TlsChannelCredentials(dir + "/ca.pem")));
+  auto tenant = ppn::tenancy::v1::TenantService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(proxy_server.port), TlsChannelCredentials(dir + "/ca.pem")));
 
   // One VM to read.
   ppn::tenancy::v1::CreateVmRequest create;
@@ -131,8 +131,9 @@ int main() {
     if (!tenant->CreateVm(&ctx, create, &created).ok()) return 1;
     creates.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
   }
-  std::printf("CreateVm through the proxy (quota list + fleet create + audit fsync, fake agent): p50 %.1f ms, p99 %.1f ms\n",
-              Pct(creates, 0.5) / 1000, Pct(creates, 0.99) / 1000);
+  std::printf(
+      "CreateVm through the proxy (quota list + fleet create + audit fsync, fake agent): p50 %.1f ms, p99 %.1f ms\n",
+      Pct(creates, 0.5) / 1000, Pct(creates, 0.99) / 1000);
 
   std::atomic<int> done{0};
   std::atomic<bool> stop{false};

@@ -21,8 +21,8 @@ absl::Status RateLimiter::Admit(const std::string& tenant, double per_second, ui
     return absl::OkStatus();
   }
   int64_t wait_ms = static_cast<int64_t>(std::ceil((1 - b.tokens) / per_second * 1000));
-  return absl::ResourceExhaustedError(absl::StrCat("rate limit of ", per_second, " requests/s (burst ", burst,
-                                                   ") reached; retry in ", wait_ms, " ms"));
+  return absl::ResourceExhaustedError(
+      absl::StrCat("rate limit of ", per_second, " requests/s (burst ", burst, ") reached; retry in ", wait_ms, " ms"));
 }
 
 }  // namespace ppn::proxy

@@ -28,7 +28,8 @@ Vm ToTenantView(const VmRecord& r) {
   *vm.mutable_spec() = r.spec();
   vm.mutable_spec()->clear_user_data();
   vm.set_state(r.state());
-  vm.set_state_message(r.state() == ppn::types::v1::VM_STATE_UNKNOWN ? "the VM's host is unreachable" : r.state_message());
+  vm.set_state_message(r.state() == ppn::types::v1::VM_STATE_UNKNOWN ? "the VM's host is unreachable"
+                                                                     : r.state_message());
   *vm.mutable_forwarded_ports() = r.forwarded_ports();
   vm.set_accelerator(r.accelerator());
   *vm.mutable_create_time() = r.create_time();
@@ -40,12 +41,10 @@ Vm ToTenantView(const VmRecord& r) {
 // names no node and no other tenant.
 absl::Status ForTenant(const grpc::Status& s) {
   switch (s.error_code()) {
-    case grpc::StatusCode::OK:
-      return absl::OkStatus();
+    case grpc::StatusCode::OK: return absl::OkStatus();
     case grpc::StatusCode::INVALID_ARGUMENT:
     case grpc::StatusCode::NOT_FOUND:
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return FromGrpcStatus(s);
+    case grpc::StatusCode::ALREADY_EXISTS: return FromGrpcStatus(s);
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
       return absl::ResourceExhaustedError("no host has room for this VM right now; try a smaller VM or later");
     case grpc::StatusCode::UNAVAILABLE:
@@ -135,7 +134,8 @@ grpc::Status TenantServiceImpl::CreateVm(grpc::ServerContext* context, const ten
   AuditRecord audit{tenant, "tenant.vm.create", "", ppn::ledger::v1::OUTCOME_DENIED, "", who.ok() ? who->token_id : ""};
   auto finish = [&](const absl::Status& s) {
     if (!s.ok()) {
-      audit.outcome = s.code() == absl::StatusCode::kResourceExhausted || s.code() == absl::StatusCode::kInvalidArgument ||
+      audit.outcome = s.code() == absl::StatusCode::kResourceExhausted ||
+                              s.code() == absl::StatusCode::kInvalidArgument ||
                               s.code() == absl::StatusCode::kAlreadyExists
                           ? ppn::ledger::v1::OUTCOME_DENIED
                           : ppn::ledger::v1::OUTCOME_FAILURE;
@@ -144,7 +144,8 @@ grpc::Status TenantServiceImpl::CreateVm(grpc::ServerContext* context, const ten
     absl::Status recorded = audit_->Record(audit);
     if (!recorded.ok()) {
       spdlog::error("audit.failed tenant={} error=\"{}\"", tenant, std::string(recorded.message()));
-      return RpcFailed("CreateVm", absl::InternalError("the request could not be audited, so it was not answered"), {{"tenant", tenant}});
+      return RpcFailed("CreateVm", absl::InternalError("the request could not be audited, so it was not answered"),
+                       {{"tenant", tenant}});
     }
     return s.ok() ? grpc::Status::OK : RpcFailed("CreateVm", s, {{"tenant", tenant}});
   };
@@ -162,11 +163,13 @@ grpc::Status TenantServiceImpl::CreateVm(grpc::ServerContext* context, const ten
   const auto& spec = request->spec();
   const auto& lim = *caller->limits;
   std::string over;
-  if (usage->vms() + 1 > lim.max_vms()) over = absl::StrCat("VM quota of ", lim.max_vms(), " reached");
+  if (usage->vms() + 1 > lim.max_vms())
+    over = absl::StrCat("VM quota of ", lim.max_vms(), " reached");
   else if (usage->vcpus() + spec.vcpus() > lim.max_vcpus())
     over = absl::StrCat("vCPU quota of ", lim.max_vcpus(), " would be exceeded (", usage->vcpus(), " in use)");
   else if (usage->memory_mib() + spec.memory_mib() > lim.max_memory_mib())
-    over = absl::StrCat("memory quota of ", lim.max_memory_mib(), " MiB would be exceeded (", usage->memory_mib(), " in use)");
+    over = absl::StrCat("memory quota of ", lim.max_memory_mib(), " MiB would be exceeded (", usage->memory_mib(),
+                        " in use)");
   if (!over.empty()) return finish(absl::ResourceExhaustedError(over));
 
   ppn::fleet::v1::CreateVmRequest req;
@@ -224,7 +227,8 @@ grpc::Status TenantServiceImpl::DestroyVm(grpc::ServerContext* context, const te
   absl::StatusOr<Authenticated> who = TenantOf(*authenticator_, *context);
   absl::StatusOr<Caller> caller = Admit(context);
   std::string tenant = who.ok() ? who->tenant_id : "";
-  AuditRecord audit{tenant, "tenant.vm.destroy", "", ppn::ledger::v1::OUTCOME_SUCCESS, "", who.ok() ? who->token_id : ""};
+  AuditRecord audit{tenant, "tenant.vm.destroy",          "", ppn::ledger::v1::OUTCOME_SUCCESS,
+                    "",     who.ok() ? who->token_id : ""};
   absl::Status status = caller.status();
   absl::StatusOr<std::string> id = ParseVmName(request->name());
   if (status.ok()) status = id.status();
@@ -240,14 +244,16 @@ grpc::Status TenantServiceImpl::DestroyVm(grpc::ServerContext* context, const te
     if (s.ok()) *response->mutable_vm() = ToTenantView(resp.vm());
   }
   if (!status.ok()) {
-    audit.outcome = status.code() == absl::StatusCode::kNotFound || status.code() == absl::StatusCode::kResourceExhausted ||
+    audit.outcome = status.code() == absl::StatusCode::kNotFound ||
+                            status.code() == absl::StatusCode::kResourceExhausted ||
                             status.code() == absl::StatusCode::kInvalidArgument
                         ? ppn::ledger::v1::OUTCOME_DENIED
                         : ppn::ledger::v1::OUTCOME_FAILURE;
     audit.detail = absl::StatusCodeToString(status.code());
   }
   absl::Status recorded = audit_->Record(audit);
-  if (!recorded.ok()) return RpcFailed("DestroyVm", absl::InternalError("the request could not be audited"), {{"tenant", tenant}});
+  if (!recorded.ok())
+    return RpcFailed("DestroyVm", absl::InternalError("the request could not be audited"), {{"tenant", tenant}});
   if (!status.ok()) return RpcFailed("DestroyVm", status, {{"tenant", tenant}});
   spdlog::info("tenant.vm.destroyed tenant={} vm={} token_id={}", tenant, audit.vm_id, audit.token_id);
   return grpc::Status::OK;
@@ -285,7 +291,8 @@ grpc::Status TenantServiceImpl::WatchVm(grpc::ServerContext* context, const tena
   grpc::Status s = reader->Finish();
   relayed = true;
   cancel_watch.join();
-  if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) return RpcFailed("WatchVm", ForTenant(s), {{"tenant", caller->tenant_id}});
+  if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED)
+    return RpcFailed("WatchVm", ForTenant(s), {{"tenant", caller->tenant_id}});
   return grpc::Status::OK;
 }
 

@@ -24,14 +24,17 @@ class TenantServiceImpl final : public ppn::tenancy::v1::TenantService::Service 
   TenantServiceImpl(const ppn::tenancy::v1::ProxyConfig& config, const TokenAuthenticator* authenticator,
                     ppn::fleet::v1::FleetService::StubInterface* fleet, RateLimiter* limiter, AuditTrail* audit);
 
-  grpc::Status CreateVm(grpc::ServerContext*, const tenancy::v1::CreateVmRequest*, tenancy::v1::CreateVmResponse*) override;
+  grpc::Status CreateVm(grpc::ServerContext*, const tenancy::v1::CreateVmRequest*,
+                        tenancy::v1::CreateVmResponse*) override;
   grpc::Status GetVm(grpc::ServerContext*, const tenancy::v1::GetVmRequest*, tenancy::v1::GetVmResponse*) override;
-  grpc::Status ListVms(grpc::ServerContext*, const tenancy::v1::ListVmsRequest*, tenancy::v1::ListVmsResponse*) override;
+  grpc::Status ListVms(grpc::ServerContext*, const tenancy::v1::ListVmsRequest*,
+                       tenancy::v1::ListVmsResponse*) override;
   grpc::Status DestroyVm(grpc::ServerContext*, const tenancy::v1::DestroyVmRequest*,
                          tenancy::v1::DestroyVmResponse*) override;
   grpc::Status WatchVm(grpc::ServerContext*, const tenancy::v1::WatchVmRequest*,
                        grpc::ServerWriter<tenancy::v1::WatchVmResponse>*) override;
-  grpc::Status GetQuota(grpc::ServerContext*, const tenancy::v1::GetQuotaRequest*, tenancy::v1::GetQuotaResponse*) override;
+  grpc::Status GetQuota(grpc::ServerContext*, const tenancy::v1::GetQuotaRequest*,
+                        tenancy::v1::GetQuotaResponse*) override;
 
  private:
   struct Caller {

@@ -51,14 +51,16 @@ absl::StatusOr<TokenAuthenticator> TokenAuthenticator::Create(const ppn::tenancy
   std::set<std::string> seen_hashes, seen_tenants;
   for (const auto& t : config.tenants()) {
     if (!IsValidIdPart(t.tenant_id()) || absl::StrContains(t.tenant_id(), ".")) {
-      return absl::InvalidArgumentError(absl::StrCat("tenant id \"", t.tenant_id(), "\" must be 1-63 characters of [a-z0-9-]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tenant id \"", t.tenant_id(), "\" must be 1-63 characters of [a-z0-9-]"));
     }
     if (!seen_tenants.insert(t.tenant_id()).second) {
       return absl::InvalidArgumentError(absl::StrCat("tenant ", t.tenant_id(), " is configured twice"));
     }
     auto add = [&](const std::string& hex, bool revoked) -> absl::Status {
       if (!IsHex64(hex)) {
-        return absl::InvalidArgumentError(absl::StrCat("tenant ", t.tenant_id(), ": token hashes must be 64 lowercase hex digits"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("tenant ", t.tenant_id(), ": token hashes must be 64 lowercase hex digits"));
       }
       if (!seen_hashes.insert(hex).second) {
         return absl::InvalidArgumentError(absl::StrCat("tenant ", t.tenant_id(), ": a token hash is listed twice"));
@@ -79,8 +81,8 @@ absl::StatusOr<TokenAuthenticator> TokenAuthenticator::Create(const ppn::tenancy
 }
 
 absl::StatusOr<Authenticated> TokenAuthenticator::Authenticate(absl::string_view authorization) const {
-  const absl::Status refused = absl::UnauthenticatedError(
-      "missing or invalid bearer token (send metadata \"authorization: Bearer <token>\")");
+  const absl::Status refused =
+      absl::UnauthenticatedError("missing or invalid bearer token (send metadata \"authorization: Bearer <token>\")");
   absl::string_view token = authorization;
   if (!absl::ConsumePrefix(&token, "Bearer ") || token.empty() || token.size() > 4096) return refused;
   std::string hash = Sha256(token);

@@ -42,7 +42,8 @@ int Fail(const grpc::Status& s) {
 void Print(const ppn::tenancy::v1::Vm& vm) {
   std::printf("%s  %s  %s", vm.name().c_str(), vm.spec().display_name().c_str(),
               ppn::types::v1::VmState_Name(vm.state()).c_str());
-  for (const auto& p : vm.forwarded_ports()) std::printf("  guest:%u -> %s:%u", p.guest_port(), p.host_address().c_str(), p.host_port());
+  for (const auto& p : vm.forwarded_ports())
+    std::printf("  guest:%u -> %s:%u", p.guest_port(), p.host_address().c_str(), p.host_port());
   std::printf("\n");
 }
 
@@ -81,7 +82,8 @@ int main(int argc, char** argv) {
     req.mutable_spec()->set_vcpus(1);
     req.mutable_spec()->set_memory_mib(absl::GetFlag(FLAGS_memory_mib));
     req.mutable_spec()->set_image(absl::GetFlag(FLAGS_image));
-    if (absl::GetFlag(FLAGS_port) != 0) req.mutable_spec()->add_port_forwards()->set_guest_port(absl::GetFlag(FLAGS_port));
+    if (absl::GetFlag(FLAGS_port) != 0)
+      req.mutable_spec()->add_port_forwards()->set_guest_port(absl::GetFlag(FLAGS_port));
     ppn::tenancy::v1::CreateVmResponse resp;
     grpc::Status s = stub->CreateVm(&ctx, req, &resp);
     if (!s.ok()) return Fail(s);

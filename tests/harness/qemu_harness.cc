@@ -46,9 +46,7 @@ int KillProcessesMentioning(const std::string& needle) {
   return static_cast<int>(pids.size());
 }
 
-int CountProcessesMentioning(const std::string& needle) {
-  return static_cast<int>(PidsMentioning(needle).size());
-}
+int CountProcessesMentioning(const std::string& needle) { return static_cast<int>(PidsMentioning(needle).size()); }
 
 GuestDir::GuestDir() {
   char tmpl[] = "/tmp/ppnq-XXXXXX";
@@ -60,8 +58,8 @@ GuestDir::GuestDir() {
     chmod((path_ + "/" + f).c_str(), 0644);
   }
   std::ofstream(catalog()) << "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" << path_
-                           << "/base.qcow2\", \"kernel\": \"" << path_ << "/vmlinuz\", \"initrd\": \""
-                           << path_ << "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 panic=-1 quiet\"}}}\n";
+                           << "/base.qcow2\", \"kernel\": \"" << path_ << "/vmlinuz\", \"initrd\": \"" << path_
+                           << "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 panic=-1 quiet\"}}}\n";
 }
 
 GuestDir::~GuestDir() {
@@ -71,19 +69,24 @@ GuestDir::~GuestDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-AgentProcess StartAgent(TestPki& pki, const std::string& dir, const std::string& catalog,
-                        const std::string& node_id, const std::vector<std::string>& extra) {
+AgentProcess StartAgent(TestPki& pki, const std::string& dir, const std::string& catalog, const std::string& node_id,
+                        const std::vector<std::string>& extra) {
   TlsFiles tls = pki.Issue("host", node_id);
   AgentProcess agent;
   agent.state_dir = dir + "/" + node_id;
   std::filesystem::create_directories(agent.state_dir);
   std::string port_file = agent.state_dir + "/port";
   std::filesystem::remove(port_file);
-  std::vector<std::string> argv = {RunfilePath("host_agent/host_agent"), "--mesh=" + pki.mesh(),
-                                   "--listen=127.0.0.1:0", "--tls_ca=" + tls.ca_cert,
-                                   "--tls_cert=" + tls.cert, "--tls_key=" + tls.key,
-                                   "--node_id=" + node_id, "--state_dir=" + agent.state_dir,
-                                   "--catalog=" + catalog, "--port_file=" + port_file,
+  std::vector<std::string> argv = {RunfilePath("host_agent/host_agent"),
+                                   "--mesh=" + pki.mesh(),
+                                   "--listen=127.0.0.1:0",
+                                   "--tls_ca=" + tls.ca_cert,
+                                   "--tls_cert=" + tls.cert,
+                                   "--tls_key=" + tls.key,
+                                   "--node_id=" + node_id,
+                                   "--state_dir=" + agent.state_dir,
+                                   "--catalog=" + catalog,
+                                   "--port_file=" + port_file,
                                    "--heartbeat_interval=500ms"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   agent.process = std::make_unique<Subprocess>(argv, agent.state_dir + "/agent.log");
@@ -99,7 +102,7 @@ AgentProcess StartService(TestPki& pki, const std::string& dir, const std::strin
   std::filesystem::create_directories(p.state_dir);
   std::string port_file = p.state_dir + "/port";
   std::filesystem::remove(port_file);
-  std::vector<std::string> argv = {RunfilePath(binary), "--mesh=" + pki.mesh(), "--listen=127.0.0.1:0",
+  std::vector<std::string> argv = {RunfilePath(binary),       "--mesh=" + pki.mesh(),   "--listen=127.0.0.1:0",
                                    "--tls_ca=" + tls.ca_cert, "--tls_cert=" + tls.cert, "--tls_key=" + tls.key,
                                    "--port_file=" + port_file};
   argv.insert(argv.end(), extra.begin(), extra.end());

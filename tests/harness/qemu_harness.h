@@ -41,8 +41,8 @@ struct AgentProcess {
 
 // Starts host_agent for `node_id` with its state under `dir`/`node_id`. `extra` flags are
 // appended (e.g. --advertised_memory_mib=1024).
-AgentProcess StartAgent(TestPki& pki, const std::string& dir, const std::string& catalog,
-                        const std::string& node_id, const std::vector<std::string>& extra = {});
+AgentProcess StartAgent(TestPki& pki, const std::string& dir, const std::string& catalog, const std::string& node_id,
+                        const std::vector<std::string>& extra = {});
 
 // Starts another PPN server binary (path relative to the workspace, e.g. "fleet/fleet") with
 // a certificate for `role`/`name`, state under `dir`/`name`, on 127.0.0.1:0.

@@ -39,8 +39,7 @@ TlsFiles TestPki::Issue(const std::string& role, const std::string& name) {
   return IssueWithUris(role + "-" + name, {"spiffe://" + mesh_ + "/" + role + "/" + name});
 }
 
-TlsFiles TestPki::IssueWithUris(const std::string& file_stem,
-                                const std::vector<std::string>& uris) {
+TlsFiles TestPki::IssueWithUris(const std::string& file_stem, const std::vector<std::string>& uris) {
   x509::CertRequest request;
   request.common_name = file_stem;
   request.dns_names = {"localhost"};

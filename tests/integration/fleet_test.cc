@@ -84,8 +84,8 @@ struct Caller {
 };
 
 Caller As(ppn::testing::TestPki& pki, int port, const std::string& role, const std::string& tenant) {
-  return {FleetService::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
-                                                    MtlsChannelCredentials(pki.Issue(role, role)))),
+  return {FleetService::NewStub(
+              grpc::CreateChannel("127.0.0.1:" + std::to_string(port), MtlsChannelCredentials(pki.Issue(role, role)))),
           tenant};
 }
 
@@ -111,9 +111,9 @@ TEST_CASE("the fleet places real VMs, keeps tenants apart and survives SIGKILL",
   ppn::testing::TestPki pki("ppn.test");
   AgentProcess a = StartAgent(pki, guest.path(), guest.catalog(), "laptop-a",
                               {"--kvm=simulate", "--advertised_memory_mib=2048", "--safety_margin_mib=256"});
-  AgentProcess b = StartAgent(pki, guest.path(), guest.catalog(), "cloud",
-                              {"--kvm=off", "--advertised_memory_mib=4096", "--safety_margin_mib=256",
-                               "--port_range=21000-21999"});
+  AgentProcess b =
+      StartAgent(pki, guest.path(), guest.catalog(), "cloud",
+                 {"--kvm=off", "--advertised_memory_mib=4096", "--safety_margin_mib=256", "--port_range=21000-21999"});
   FleetProcess fleet = StartFleet(pki, guest.path(), {&a, &b}, {"laptop-a", "cloud"});
   Caller op = As(pki, fleet.port, "operator", "");
   WaitForNodes(op, 2);
@@ -122,8 +122,8 @@ TEST_CASE("the fleet places real VMs, keeps tenants apart and survives SIGKILL",
 
   CreateVmResponse web, db;
   REQUIRE(acme.Create("web", &web, /*label_tenant=*/"globex").ok());
-  CHECK(web.vm().tenant_id() == "acme");         // the body's claim counts for nothing
-  CHECK(web.vm().node_id() == "laptop-a");       // KVM (simulated) beats more memory
+  CHECK(web.vm().tenant_id() == "acme");    // the body's claim counts for nothing
+  CHECK(web.vm().node_id() == "laptop-a");  // KVM (simulated) beats more memory
   CHECK(web.decision().chosen_node_id() == "laptop-a");
   REQUIRE(globex.Create("db", &db).ok());
   CHECK(acme.List() == std::vector<std::string>{web.vm().vm_id() + "/acme"});

@@ -49,8 +49,8 @@ ppn::types::v1::VmSpec Spec(const std::string& name, uint32_t memory_mib = 128) 
   return spec;
 }
 
-grpc::Status Spawn(HostAgent::Stub* stub, const std::string& vm_id, const ppn::types::v1::VmSpec& spec,
-                   VmInstance* out, const std::string& tenant = "acme") {
+grpc::Status Spawn(HostAgent::Stub* stub, const std::string& vm_id, const ppn::types::v1::VmSpec& spec, VmInstance* out,
+                   const std::string& tenant = "acme") {
   SpawnVmRequest req;
   req.set_vm_id(vm_id);
   req.set_tenant_id(tenant);
@@ -187,8 +187,7 @@ TEST_CASE("a spawn that fails leaves nothing behind and says why", "[host_agent]
   std::ofstream(f.guest.path() + "/bad-catalog.json")
       << "{\"images\": {\"broken\": {\"base_image\": \"" << f.guest.path() << "/base.qcow2\", \"kernel\": \""
       << f.guest.path() << "/junk-kernel\"}}}";
-  AgentProcess agent = StartAgent(f.pki, f.guest.path(), f.guest.path() + "/bad-catalog.json", "cloud",
-                                  {"--kvm=off"});
+  AgentProcess agent = StartAgent(f.pki, f.guest.path(), f.guest.path() + "/bad-catalog.json", "cloud", {"--kvm=off"});
   auto stub = f.Stub(agent);
   ppn::types::v1::VmSpec spec = Spec("x");
 
@@ -278,8 +277,8 @@ TEST_CASE("a running guest live-migrates between two agents with its disk", "[ho
   Fixture f;
   std::vector<std::string> flags = {"--kvm=off"};
   AgentProcess a = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", flags);
-  AgentProcess b = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-b",
-                              {"--kvm=off", "--port_range=21000-21999"});
+  AgentProcess b =
+      StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-b", {"--kvm=off", "--port_range=21000-21999"});
   auto sa = f.Stub(a);
   auto sb = f.Stub(b);
   VmInstance vm;
@@ -337,8 +336,7 @@ TEST_CASE("a running guest live-migrates between two agents with its disk", "[ho
   Heartbeat hb;
   do {
     hb = FirstHeartbeat(sb.get());
-  } while (!(hb.vms_size() == 1 && hb.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING) &&
-           absl::Now() < deadline);
+  } while (!(hb.vms_size() == 1 && hb.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING) && absl::Now() < deadline);
   REQUIRE(hb.vms_size() == 1);
   CHECK(hb.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING);
   REQUIRE(Destroy(sb.get(), "vm-mover").ok());

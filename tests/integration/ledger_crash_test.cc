@@ -28,14 +28,13 @@ struct LedgerProcess {
   int port = 0;
 };
 
-LedgerProcess StartLedger(const ppn::testing::TestPki& pki, const TlsFiles& tls,
-                          const std::string& dir, const std::string& tag) {
+LedgerProcess StartLedger(const ppn::testing::TestPki& pki, const TlsFiles& tls, const std::string& dir,
+                          const std::string& tag) {
   std::string port_file = dir + "/port-" + tag;
   LedgerProcess p;
   p.process = std::make_unique<Subprocess>(
-      std::vector<std::string>{RunfilePath("ledger/ledger"), "--mesh=" + pki.mesh(),
-                               "--listen=127.0.0.1:0", "--tls_ca=" + tls.ca_cert,
-                               "--tls_cert=" + tls.cert, "--tls_key=" + tls.key,
+      std::vector<std::string>{RunfilePath("ledger/ledger"), "--mesh=" + pki.mesh(), "--listen=127.0.0.1:0",
+                               "--tls_ca=" + tls.ca_cert, "--tls_cert=" + tls.cert, "--tls_key=" + tls.key,
                                "--db=" + dir + "/ledger.db", "--signing_key=" + dir + "/note.key",
                                "--port_file=" + port_file},
       dir + "/ledger.log");
@@ -47,8 +46,7 @@ std::unique_ptr<Ledger::Stub> Stub(int port, const TlsFiles& tls) {
   return Ledger::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port), MtlsChannelCredentials(tls)));
 }
 
-TEST_CASE("a ledger killed mid-stream keeps every acknowledged append and verifies",
-          "[ledger][crash]") {
+TEST_CASE("a ledger killed mid-stream keeps every acknowledged append and verifies", "[ledger][crash]") {
   ppn::testing::TestPki pki("ppn.test");
   TlsFiles server_tls = pki.Issue("ledger", "ledger");
   TlsFiles proxy_tls = pki.Issue("tenant-proxy", "proxy");

@@ -25,19 +25,16 @@ using ppn::testing::v1::PingResponse;
 
 class EchoService final : public Echo::Service {
  public:
-  grpc::Status Ping(grpc::ServerContext* context, const PingRequest* request,
-                    PingResponse* response) override {
+  grpc::Status Ping(grpc::ServerContext* context, const PingRequest* request, PingResponse* response) override {
     return Answer(context, request, response);
   }
-  grpc::Status Admin(grpc::ServerContext* context, const PingRequest* request,
-                     PingResponse* response) override {
+  grpc::Status Admin(grpc::ServerContext* context, const PingRequest* request, PingResponse* response) override {
     return Answer(context, request, response);
   }
   std::atomic<int> calls{0};
 
  private:
-  grpc::Status Answer(grpc::ServerContext* context, const PingRequest* request,
-                      PingResponse* response) {
+  grpc::Status Answer(grpc::ServerContext* context, const PingRequest* request, PingResponse* response) {
     ++calls;
     absl::StatusOr<SpiffeId> peer = PeerSpiffeId(*context);
     response->set_text(request->text());
@@ -72,8 +69,7 @@ struct Fixture {
     return grpc::CreateChannel(Target(), creds);
   }
 
-  grpc::Status Call(std::shared_ptr<grpc::ChannelCredentials> creds, bool admin,
-                    PingResponse* response) {
+  grpc::Status Call(std::shared_ptr<grpc::ChannelCredentials> creds, bool admin, PingResponse* response) {
     auto stub = Echo::NewStub(Channel(creds));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
@@ -83,28 +79,24 @@ struct Fixture {
   }
 };
 
-TEST_CASE("an allowed role reaches the handler and the handler sees its SPIFFE id",
-          "[common][authz]") {
+TEST_CASE("an allowed role reaches the handler and the handler sees its SPIFFE id", "[common][authz]") {
   Fixture f;
   PingResponse response;
-  grpc::Status status = f.Call(MtlsChannelCredentials(f.pki.Issue("fleet", "fleet-1")),
-                               false, &response);
+  grpc::Status status = f.Call(MtlsChannelCredentials(f.pki.Issue("fleet", "fleet-1")), false, &response);
   REQUIRE(status.ok());
   CHECK(response.text() == "hello");
   CHECK(response.peer() == "spiffe://ppn.test/fleet/fleet-1");
   CHECK(f.service.calls == 1);
 }
 
-TEST_CASE("a role not on a method's allow-list is denied before the handler runs",
-          "[common][authz]") {
+TEST_CASE("a role not on a method's allow-list is denied before the handler runs", "[common][authz]") {
   Fixture f;
   PingResponse response;
   auto fleet = MtlsChannelCredentials(f.pki.Issue("fleet", "fleet-1"));
   grpc::Status status = f.Call(fleet, true, &response);
   CHECK(status.error_code() == grpc::StatusCode::PERMISSION_DENIED);
   CHECK(status.error_message() == "role fleet may not call /ppn.testing.v1.Echo/Admin");
-  status = f.Call(MtlsChannelCredentials(f.pki.Issue("tenant-proxy", "proxy-1")), false,
-                  &response);
+  status = f.Call(MtlsChannelCredentials(f.pki.Issue("tenant-proxy", "proxy-1")), false, &response);
   CHECK(status.error_code() == grpc::StatusCode::PERMISSION_DENIED);
   CHECK(f.service.calls == 0);
 
@@ -135,25 +127,22 @@ TEST_CASE("a certificate from another CA is refused in the handshake", "[common]
   CHECK(f.service.calls == 0);
 }
 
-TEST_CASE("a certificate of another mesh or without one SPIFFE id is refused",
-          "[common][authz]") {
+TEST_CASE("a certificate of another mesh or without one SPIFFE id is refused", "[common][authz]") {
   Fixture f;
   PingResponse response;
   SECTION("another trust domain signed by the same CA") {
-    auto creds = MtlsChannelCredentials(
-        f.pki.IssueWithUris("foreign", {"spiffe://other.mesh/fleet/fleet-1"}));
+    auto creds = MtlsChannelCredentials(f.pki.IssueWithUris("foreign", {"spiffe://other.mesh/fleet/fleet-1"}));
     grpc::Status status = f.Call(creds, false, &response);
     CHECK(status.error_code() == grpc::StatusCode::PERMISSION_DENIED);
     CHECK(status.error_message().find("not a member of mesh ppn.test") != std::string::npos);
   }
   SECTION("no URI SAN") {
-    grpc::Status status = f.Call(MtlsChannelCredentials(f.pki.IssueWithUris("plain", {})),
-                                 false, &response);
+    grpc::Status status = f.Call(MtlsChannelCredentials(f.pki.IssueWithUris("plain", {})), false, &response);
     CHECK(status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
   }
   SECTION("two SPIFFE ids") {
-    auto creds = MtlsChannelCredentials(f.pki.IssueWithUris(
-        "two", {"spiffe://ppn.test/fleet/a", "spiffe://ppn.test/operator/b"}));
+    auto creds = MtlsChannelCredentials(
+        f.pki.IssueWithUris("two", {"spiffe://ppn.test/fleet/a", "spiffe://ppn.test/operator/b"}));
     grpc::Status status = f.Call(creds, true, &response);
     CHECK(status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
   }

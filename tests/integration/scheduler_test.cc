@@ -23,11 +23,14 @@ using ppn::testing::StartAgent;
 using ppn::testing::StartService;
 using ppn::testing::WaitForFileContaining;
 
-std::chrono::system_clock::time_point Deadline(int s = 60) { return std::chrono::system_clock::now() + std::chrono::seconds(s); }
+std::chrono::system_clock::time_point Deadline(int s = 60) {
+  return std::chrono::system_clock::now() + std::chrono::seconds(s);
+}
 
 template <typename Service>
 std::unique_ptr<typename Service::Stub> Connect(ppn::testing::TestPki& pki, int port, const std::string& role) {
-  return Service::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port), MtlsChannelCredentials(pki.Issue(role, role))));
+  return Service::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), MtlsChannelCredentials(pki.Issue(role, role))));
 }
 
 int LastTick(const std::string& console) {
@@ -47,7 +50,8 @@ struct MigrateOutcome {
 };
 
 MigrateOutcome Migrate(ppn::scheduler::v1::Scheduler::Stub* stub, const std::string& vm, const std::string& target,
-                       uint64_t bandwidth = 0, std::function<void(const ppn::types::v1::MigrationProgress&)> on = nullptr) {
+                       uint64_t bandwidth = 0,
+                       std::function<void(const ppn::types::v1::MigrationProgress&)> on = nullptr) {
   ppn::scheduler::v1::MigrateRequest req;
   req.set_vm_id(vm);
   req.set_target_node_id(target);
@@ -81,20 +85,21 @@ TEST_CASE("the scheduler live-migrates a running guest, honours pins and survive
           "[scheduler][qemu][migration]") {
   ppn::testing::GuestDir guest;
   ppn::testing::TestPki pki("ppn.test");
-  AgentProcess ledger = StartService(pki, guest.path(), "ledger/ledger", "ledger", "ledger",
-                                     {"--db=" + guest.path() + "/ledger.db", "--signing_key=" + guest.path() + "/note.key"});
+  AgentProcess ledger =
+      StartService(pki, guest.path(), "ledger/ledger", "ledger", "ledger",
+                   {"--db=" + guest.path() + "/ledger.db", "--signing_key=" + guest.path() + "/note.key"});
   AgentProcess a = StartAgent(pki, guest.path(), guest.catalog(), "laptop-a",
                               {"--kvm=simulate", "--advertised_memory_mib=2048", "--safety_margin_mib=256"});
-  AgentProcess b = StartAgent(pki, guest.path(), guest.catalog(), "laptop-b",
-                              {"--kvm=simulate", "--advertised_memory_mib=1536", "--safety_margin_mib=256",
-                               "--port_range=21000-21999"});
+  AgentProcess b = StartAgent(
+      pki, guest.path(), guest.catalog(), "laptop-b",
+      {"--kvm=simulate", "--advertised_memory_mib=1536", "--safety_margin_mib=256", "--port_range=21000-21999"});
   AgentProcess fleet = StartService(
       pki, guest.path(), "fleet/fleet", "fleet", "fleet",
       {"--db=" + guest.path() + "/fleet.db", "--heartbeat_interval=1s",
        "--nodes=laptop-a=127.0.0.1:" + std::to_string(a.port) + ",laptop-b=127.0.0.1:" + std::to_string(b.port)});
-  AgentProcess scheduler = StartService(pki, guest.path(), "scheduler/scheduler", "scheduler", "scheduler",
-                                        {"--fleet=127.0.0.1:" + std::to_string(fleet.port),
-                                         "--ledger=127.0.0.1:" + std::to_string(ledger.port)});
+  AgentProcess scheduler = StartService(
+      pki, guest.path(), "scheduler/scheduler", "scheduler", "scheduler",
+      {"--fleet=127.0.0.1:" + std::to_string(fleet.port), "--ledger=127.0.0.1:" + std::to_string(ledger.port)});
   auto fleet_op = Connect<ppn::fleet::v1::FleetService>(pki, fleet.port, "operator");
   auto fleet_proxy = Connect<ppn::fleet::v1::FleetService>(pki, fleet.port, "tenant-proxy");
   auto sched = Connect<ppn::scheduler::v1::Scheduler>(pki, scheduler.port, "operator");
@@ -105,7 +110,8 @@ TEST_CASE("the scheduler live-migrates a running guest, honours pins and survive
     grpc::ClientContext ctx;
     ctx.set_deadline(Deadline());
     if (fleet_op->ListNodes(&ctx, {}, &nodes).ok() && nodes.nodes_size() == 2 &&
-        nodes.nodes(0).state() == ppn::fleet::v1::NODE_STATE_ALIVE && nodes.nodes(1).state() == ppn::fleet::v1::NODE_STATE_ALIVE) {
+        nodes.nodes(0).state() == ppn::fleet::v1::NODE_STATE_ALIVE &&
+        nodes.nodes(1).state() == ppn::fleet::v1::NODE_STATE_ALIVE) {
       break;
     }
     absl::SleepFor(absl::Milliseconds(100));

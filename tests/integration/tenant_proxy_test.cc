@@ -59,7 +59,8 @@ struct Stack {
   // Fleet with fake agents.
   fleet::testing::FakeAgentClientFactory agents;
   std::unique_ptr<fleet::VmStore> fleet_store = *fleet::VmStore::Open(dir.File("fleet.db"));
-  fleet::FleetCore fleet_core{{fleet_store.get(), &agents, RealClock::Get(), OpenSslRandom::Get()}, {absl::Seconds(10)}};
+  fleet::FleetCore fleet_core{{fleet_store.get(), &agents, RealClock::Get(), OpenSslRandom::Get()},
+                              {absl::Seconds(10)}};
   fleet::FleetService fleet_service{&fleet_core};
   StartedServer fleet_server;
   // Proxy.
@@ -114,8 +115,8 @@ struct Stack {
     ledger_server.server.reset();
   }
   std::unique_ptr<TenantService::Stub> Tenant() {
-    return TenantService::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(proxy_server.port), TlsChannelCredentials(pki.ca_cert_path())));
+    return TenantService::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(proxy_server.port),
+                                                      TlsChannelCredentials(pki.ca_cert_path())));
   }
 };
 
@@ -140,13 +141,12 @@ grpc::Status Create(TenantService::Stub* stub, const std::string& token, const s
   return s;
 }
 
-TEST_CASE("missing malformed wrong and revoked tokens are UNAUTHENTICATED and nothing is forwarded",
-          "[proxy][auth]") {
+TEST_CASE("missing malformed wrong and revoked tokens are UNAUTHENTICATED and nothing is forwarded", "[proxy][auth]") {
   Stack s;
   auto stub = s.Tenant();
-  for (const std::string header : {std::string(), std::string("acme-secret-token-4f9d2c"), std::string("Basic abc"),
-                                   std::string("Bearer "), std::string("Bearer wrong-token"),
-                                   std::string("Bearer ") + kAcmeOldToken}) {
+  for (const std::string header :
+       {std::string(), std::string("acme-secret-token-4f9d2c"), std::string("Basic abc"), std::string("Bearer "),
+        std::string("Bearer wrong-token"), std::string("Bearer ") + kAcmeOldToken}) {
     INFO("authorization: " << header);
     CreateVmRequest req;
     req.mutable_spec()->set_display_name("x");
@@ -319,13 +319,15 @@ TEST_CASE("every operation is audited locally and in the ledger, and the spool s
     CHECK(e.tenant_id() == "acme");
     CHECK(e.actor() == "spiffe://ppn.test/tenant-proxy/proxy");
     auto proof = *s.log_core.ProveInclusion(e.index(), checkpoint.tree_size);
-    CHECK(ledger::VerifyInclusion(e.index(), checkpoint.tree_size, e.leaf_hash(), proof.path, checkpoint.root_hash).ok());
+    CHECK(
+        ledger::VerifyInclusion(e.index(), checkpoint.tree_size, e.leaf_hash(), proof.path, checkpoint.root_hash).ok());
   }
 
   // No token anywhere: log, audit file, ledger.
   std::string everything = s.log.str() + ppn::testing::ReadAll(s.dir.File("audit.jsonl"));
   for (const auto& e : entries) everything += e.SerializeAsString();
-  for (const char* token : {kAcmeToken, kGlobexToken, kAcmeOldToken}) CHECK(everything.find(token) == std::string::npos);
+  for (const char* token : {kAcmeToken, kGlobexToken, kAcmeOldToken})
+    CHECK(everything.find(token) == std::string::npos);
   CHECK(s.log.str().find("tenant.vm.created tenant=acme") != std::string::npos);
 }
 
@@ -341,16 +343,16 @@ TEST_CASE("the example C++ and Python clients create list and destroy a VM", "[p
     return r.output;
   };
   std::string cpp = ppn::testing::RunfilePath("examples/cpp/tenant_client");
-  std::string created = run({cpp, "--endpoint=" + endpoint, "--ca=" + s.pki.ca_cert_path(), "--token_file=" + token_file,
-                             "create", "from-cpp"},
+  std::string created = run({cpp, "--endpoint=" + endpoint, "--ca=" + s.pki.ca_cert_path(),
+                             "--token_file=" + token_file, "create", "from-cpp"},
                             s.dir.File("cpp-create.out"));
   CHECK(created.find("from-cpp  VM_STATE_RUNNING") != std::string::npos);
 
   std::string py = ppn::testing::RunfilePath("examples/python/tenant_client.py");
   std::string gen = ppn::testing::RunfilePath("examples/python/gen");
   setenv("PYTHONPATH", gen.c_str(), 1);
-  std::string listed = run({"/usr/bin/python3", py, "--endpoint", endpoint, "--ca", s.pki.ca_cert_path(), "--token-file",
-                            token_file, "list"},
+  std::string listed = run({"/usr/bin/python3", py, "--endpoint", endpoint, "--ca", s.pki.ca_cert_path(),
+                            "--token-file", token_file, "list"},
                            s.dir.File("py-list.out"));
   CHECK(listed.find("from-cpp  VM_STATE_RUNNING") != std::string::npos);
   std::string name = listed.substr(0, listed.find(' '));

@@ -33,10 +33,12 @@ class ComposeMesh : public Mesh {
     INFO(out);
     REQUIRE(code == 0);
     // The cloud host's supervisor starts a new fleet a second later.
-    REQUIRE(WaitFor([&] {
-      std::string now = FleetPid();
-      return !now.empty() && now != before && Ppnctl({"node", "list"}).first == 0;
-    }, absl::Seconds(30)));
+    REQUIRE(WaitFor(
+        [&] {
+          std::string now = FleetPid();
+          return !now.empty() && now != before && Ppnctl({"node", "list"}).first == 0;
+        },
+        absl::Seconds(30)));
   }
   void KillNode(const std::string& node) override {
     auto [code, out] = Exec(Compose({"kill", node}), absl::Minutes(1));
@@ -62,8 +64,9 @@ class ComposeMesh : public Mesh {
 
  private:
   std::vector<std::string> Compose(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {"docker-compose", "--project-directory", RunfilePath(""), "-f",
-                                     RunfilePath("docker-compose.yml"), "-p", kProject};
+    std::vector<std::string> argv = {
+        "docker-compose", "--project-directory", RunfilePath(""), "-f", RunfilePath("docker-compose.yml"), "-p",
+        kProject};
     argv.insert(argv.end(), args.begin(), args.end());
     return argv;
   }

@@ -150,9 +150,11 @@ void RunMeshScenario(Mesh& mesh) {
     }
     REQUIRE(!lost_node.empty());
     mesh.KillNode(lost_node);
-    CHECK(mesh.WaitFor([&] {
-      return mesh.Json({"fleet", "get-vm", "--vm_id=" + on_it})["vm"]["state"] == "VM_STATE_UNKNOWN";
-    }, absl::Seconds(30)));
+    CHECK(mesh.WaitFor(
+        [&] {
+          return mesh.Json({"fleet", "get-vm", "--vm_id=" + on_it})["vm"]["state"] == "VM_STATE_UNKNOWN";
+        },
+        absl::Seconds(30)));
     CHECK(mesh.Json({"vm", "list"}, "acme")["vms"].size() == 5);
   }
 

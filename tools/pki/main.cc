@@ -48,8 +48,7 @@ absl::Status Init(const std::string& dir) {
   if (stat((dir + "/ca.key").c_str(), &st) == 0) {
     return absl::AlreadyExistsError(absl::StrCat(dir, "/ca.key exists; refusing to replace the CA"));
   }
-  absl::StatusOr<ppn::x509::Identity> ca =
-      ppn::x509::MakeCa(mesh, absl::Hours(24) * absl::GetFlag(FLAGS_days) * 10);
+  absl::StatusOr<ppn::x509::Identity> ca = ppn::x509::MakeCa(mesh, absl::Hours(24) * absl::GetFlag(FLAGS_days) * 10);
   if (!ca.ok()) return ca.status();
   absl::Status s = ppn::WriteFileAtomically(dir + "/ca.pem", ca->cert_pem, 0644);
   if (s.ok()) s = ppn::WriteFileAtomically(dir + "/ca.key", ca->key_pem, 0600);
@@ -101,10 +100,14 @@ int main(int argc, char** argv) {
     status = Init(dir);
     namespace r = ppn::roles;
     const std::pair<const char*, const char*> kDev[] = {
-        {r::kLedger, "ledger"},           {r::kFleet, "fleet"},
-        {r::kScheduler, "scheduler"},     {r::kTenantProxy, "tenant-proxy"},
-        {r::kPairingAdmin, "pairing-admin"}, {r::kOperator, "operator"},
-        {r::kHost, "cloud"},              {r::kHost, "laptop-a"},
+        {r::kLedger, "ledger"},
+        {r::kFleet, "fleet"},
+        {r::kScheduler, "scheduler"},
+        {r::kTenantProxy, "tenant-proxy"},
+        {r::kPairingAdmin, "pairing-admin"},
+        {r::kOperator, "operator"},
+        {r::kHost, "cloud"},
+        {r::kHost, "laptop-a"},
         {r::kHost, "laptop-b"},
     };
     for (const auto& [role, name] : kDev) {

@@ -76,9 +76,11 @@ absl::StatusOr<const Command*> Api::Find(const std::string& service, const std::
     rpcs.push_back(c.rpc_command);
   }
   if (!service_found) {
-    return absl::NotFoundError(absl::StrCat("unknown service \"", service, "\"; services: ", absl::StrJoin(Services(), ", ")));
+    return absl::NotFoundError(
+        absl::StrCat("unknown service \"", service, "\"; services: ", absl::StrJoin(Services(), ", ")));
   }
-  return absl::NotFoundError(absl::StrCat("unknown rpc \"", rpc, "\" of ", service, "; rpcs: ", absl::StrJoin(rpcs, ", ")));
+  return absl::NotFoundError(
+      absl::StrCat("unknown rpc \"", rpc, "\" of ", service, "; rpcs: ", absl::StrJoin(rpcs, ", ")));
 }
 
 std::vector<std::string> Api::Services() const {

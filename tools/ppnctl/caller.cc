@@ -93,12 +93,10 @@ std::string Explain(const absl::Status& s) {
       meaning = "it exists already";
       todo = "pick another name, or use the existing one";
       break;
-    default:
-      meaning = "the service failed";
-      todo = "check the service's log";
+    default: meaning = "the service failed"; todo = "check the service's log";
   }
-  return absl::StrCat(absl::StatusCodeToString(s.code()), ": ", s.message(), "\n  meaning: ", meaning, "\n  what to do: ", todo,
-                      "\n");
+  return absl::StrCat(absl::StatusCodeToString(s.code()), ": ", s.message(), "\n  meaning: ", meaning,
+                      "\n  what to do: ", todo, "\n");
 }
 
 }  // namespace ppn::ppnctl

@@ -83,7 +83,8 @@ class Settings {
       line = std::string(absl::StripAsciiWhitespace(line));
       if (line.empty() || line[0] == '#') continue;
       std::vector<std::string> kv = absl::StrSplit(line, absl::MaxSplits('=', 1));
-      if (kv.size() == 2) file_[std::string(absl::StripAsciiWhitespace(kv[0]))] = std::string(absl::StripAsciiWhitespace(kv[1]));
+      if (kv.size() == 2)
+        file_[std::string(absl::StripAsciiWhitespace(kv[0]))] = std::string(absl::StripAsciiWhitespace(kv[1]));
     }
   }
   std::string Flag(const std::string& k) const {
@@ -144,8 +145,8 @@ std::string FieldHelp(const Api& api, const google::protobuf::Descriptor* d, con
     if (f->enum_type()) type = "enum";
     if (f->message_type() && !f->is_map()) type = f->message_type()->name();
     std::string comment = absl::StrReplaceAll(api.Comment(f), {{"\n", " "}});
-    absl::StrAppend(&out, "  --", prefix, f->name(), " (", f->is_repeated() && !f->is_map() ? "repeated " : "", type, ")  ",
-                    comment, "\n");
+    absl::StrAppend(&out, "  --", prefix, f->name(), " (", f->is_repeated() && !f->is_map() ? "repeated " : "", type,
+                    ")  ", comment, "\n");
     if (f->message_type() && !f->is_map() && !f->is_repeated() && depth < 2 &&
         !absl::StartsWith(f->message_type()->full_name(), "google.protobuf.")) {
       out += FieldHelp(api, f->message_type(), prefix + f->name() + ".", depth + 1);
@@ -156,9 +157,10 @@ std::string FieldHelp(const Api& api, const google::protobuf::Descriptor* d, con
 
 std::string RpcHelp(const Command& c) {
   const Api& api = Api::Get();
-  std::string out = absl::StrCat("ppnctl ", c.service_command, " ", c.rpc_command, " [--field=value ...]",
-                                 c.method->server_streaming() ? "   (streams responses as they arrive)" : "", "\n\n",
-                                 api.Comment(c.method), "\n\nRequest fields (", c.method->input_type()->full_name(), "):\n");
+  std::string out =
+      absl::StrCat("ppnctl ", c.service_command, " ", c.rpc_command, " [--field=value ...]",
+                   c.method->server_streaming() ? "   (streams responses as they arrive)" : "", "\n\n",
+                   api.Comment(c.method), "\n\nRequest fields (", c.method->input_type()->full_name(), "):\n");
   out += FieldHelp(api, c.method->input_type(), "", 0);
   return out;
 }
@@ -194,21 +196,25 @@ std::string Completion() {
   const Api& api = Api::Get();
   std::map<std::string, std::vector<std::string>> rpcs;
   for (const Command& c : api.commands()) rpcs[c.service_command].push_back(c.rpc_command);
-  std::string out = "# bash completion for ppnctl: source <(ppnctl completion bash)\n_ppnctl() {\n"
-                    "  local cur=${COMP_WORDS[COMP_CWORD]}\n  case $COMP_CWORD in\n";
+  std::string out =
+      "# bash completion for ppnctl: source <(ppnctl completion bash)\n_ppnctl() {\n"
+      "  local cur=${COMP_WORDS[COMP_CWORD]}\n  case $COMP_CWORD in\n";
   std::vector<std::string> first = {"vm", "node", "migrate", "pin", "unpin", "ledger", "completion", "help"};
   for (const auto& [s, _] : rpcs) first.push_back(s);
-  absl::StrAppend(&out, "  1) COMPREPLY=($(compgen -W \"", absl::StrJoin(first, " "), "\" -- \"$cur\")) ;;\n  2) case ${COMP_WORDS[1]} in\n");
+  absl::StrAppend(&out, "  1) COMPREPLY=($(compgen -W \"", absl::StrJoin(first, " "),
+                  "\" -- \"$cur\")) ;;\n  2) case ${COMP_WORDS[1]} in\n");
   absl::StrAppend(&out, "       vm) COMPREPLY=($(compgen -W \"create list get destroy\" -- \"$cur\")) ;;\n",
                   "       node) COMPREPLY=($(compgen -W \"list drain approve\" -- \"$cur\")) ;;\n",
                   "       ledger) COMPREPLY=($(compgen -W \"checkpoint tail verify\" -- \"$cur\")) ;;\n");
-  for (const auto& [s, r] : rpcs) absl::StrAppend(&out, "       ", s, ") COMPREPLY=($(compgen -W \"", absl::StrJoin(r, " "), "\" -- \"$cur\")) ;;\n");
+  for (const auto& [s, r] : rpcs)
+    absl::StrAppend(&out, "       ", s, ") COMPREPLY=($(compgen -W \"", absl::StrJoin(r, " "), "\" -- \"$cur\")) ;;\n");
   out += "     esac ;;\n  *) case ${COMP_WORDS[1]} in\n";
   for (const auto& [s, r] : rpcs) {
     for (const auto& rpc : r) {
       const Command* c = *api.Find(s, rpc);
       std::vector<std::string> flags;
-      for (int i = 0; i < c->method->input_type()->field_count(); ++i) flags.push_back("--" + c->method->input_type()->field(i)->name() + "=");
+      for (int i = 0; i < c->method->input_type()->field_count(); ++i)
+        flags.push_back("--" + c->method->input_type()->field(i)->name() + "=");
       absl::StrAppend(&out, "       ", s, ") [ \"${COMP_WORDS[2]}\" = ", rpc, " ] && COMPREPLY=($(compgen -W \"",
                       absl::StrJoin(flags, " "), "\" -- \"$cur\")) ;;\n");
     }
@@ -242,11 +248,14 @@ int Run(const Settings& settings, const std::string& service, const std::string&
   }
   absl::StatusOr<Connection> conn = Connect(settings, (*cmd)->service_command);
   if (!conn.ok()) return Fail(conn.status());
-  absl::Status s = Invoke(*conn, (*cmd)->method, *request, [&](const google::protobuf::Message& m) {
-    if (custom_print && custom_print(m)) return;
-    std::fputs(Render(m, *format).c_str(), stdout);
-    std::fflush(stdout);
-  }, timeout);
+  absl::Status s = Invoke(
+      *conn, (*cmd)->method, *request,
+      [&](const google::protobuf::Message& m) {
+        if (custom_print && custom_print(m)) return;
+        std::fputs(Render(m, *format).c_str(), stdout);
+        std::fflush(stdout);
+      },
+      timeout);
   if (!s.ok()) return Fail(s);
   return 0;
 }
@@ -276,15 +285,19 @@ int LedgerVerify(const Settings& settings) {
   const Api& api = Api::Get();
   absl::StatusOr<Connection> conn = Connect(settings, "ledger");
   if (!conn.ok()) return Fail(conn.status());
-  std::unique_ptr<google::protobuf::Message> req = api.NewMessage((*api.Find("ledger", "get-checkpoint"))->method->input_type());
+  std::unique_ptr<google::protobuf::Message> req =
+      api.NewMessage((*api.Find("ledger", "get-checkpoint"))->method->input_type());
   uint64_t size = 0;
   std::string root, note;
-  absl::Status s = Invoke(*conn, (*api.Find("ledger", "get-checkpoint"))->method, *req, [&](const google::protobuf::Message& m) {
-    const auto* d = m.GetDescriptor();
-    size = m.GetReflection()->GetUInt64(m, d->FindFieldByName("tree_size"));
-    root = m.GetReflection()->GetString(m, d->FindFieldByName("root_hash"));
-    note = m.GetReflection()->GetString(m, d->FindFieldByName("signed_note"));
-  }, absl::Seconds(30));
+  absl::Status s = Invoke(
+      *conn, (*api.Find("ledger", "get-checkpoint"))->method, *req,
+      [&](const google::protobuf::Message& m) {
+        const auto* d = m.GetDescriptor();
+        size = m.GetReflection()->GetUInt64(m, d->FindFieldByName("tree_size"));
+        root = m.GetReflection()->GetString(m, d->FindFieldByName("root_hash"));
+        note = m.GetReflection()->GetString(m, d->FindFieldByName("signed_note"));
+      },
+      absl::Seconds(30));
   if (!s.ok()) return Fail(s);
   ledger::CompactRange range;
   const Command* get = *api.Find("ledger", "get-entries");
@@ -293,13 +306,16 @@ int LedgerVerify(const Settings& settings) {
     (void)SetField(page.get(), "start_index", absl::StrCat(range.size()));
     (void)SetField(page.get(), "page_size", "1000");
     size_t before = range.size();
-    s = Invoke(*conn, get->method, *page, [&](const google::protobuf::Message& m) {
-      const auto* entries = m.GetDescriptor()->FindFieldByName("entries");
-      for (int i = 0; i < m.GetReflection()->FieldSize(m, entries) && range.size() < size; ++i) {
-        const auto& e = m.GetReflection()->GetRepeatedMessage(m, entries, i);
-        range.AppendLeafHash(e.GetReflection()->GetString(e, e.GetDescriptor()->FindFieldByName("leaf_hash")));
-      }
-    }, absl::Seconds(60));
+    s = Invoke(
+        *conn, get->method, *page,
+        [&](const google::protobuf::Message& m) {
+          const auto* entries = m.GetDescriptor()->FindFieldByName("entries");
+          for (int i = 0; i < m.GetReflection()->FieldSize(m, entries) && range.size() < size; ++i) {
+            const auto& e = m.GetReflection()->GetRepeatedMessage(m, entries, i);
+            range.AppendLeafHash(e.GetReflection()->GetString(e, e.GetDescriptor()->FindFieldByName("leaf_hash")));
+          }
+        },
+        absl::Seconds(60));
     if (!s.ok()) return Fail(s);
     if (range.size() == before) break;
   }
@@ -308,7 +324,8 @@ int LedgerVerify(const Settings& settings) {
                 static_cast<unsigned long long>(size));
     return 1;
   }
-  std::printf("OK %llu entries reproduce the signed checkpoint's root\n%s", static_cast<unsigned long long>(size), note.c_str());
+  std::printf("OK %llu entries reproduce the signed checkpoint's root\n%s", static_cast<unsigned long long>(size),
+              note.c_str());
   return 0;
 }
 
@@ -336,17 +353,22 @@ int Main(int argc, char** argv) {
   if (w[0] == "vm" && w.size() >= 2) {
     if (w[1] == "create" && need(3, "vm create NAME [--spec.memory_mib=128] [--spec.image=...]")) {
       return Run(settings, "tenant", "create-vm",
-                 with({{"spec.display_name", w[2]}, {"spec.vcpus", "1"}, {"spec.memory_mib", "128"},
-                       {"spec.image", "ppn-test-guest"}, {"spec.port_forwards", "{\"guest_port\":80}"}}));
+                 with({{"spec.display_name", w[2]},
+                       {"spec.vcpus", "1"},
+                       {"spec.memory_mib", "128"},
+                       {"spec.image", "ppn-test-guest"},
+                       {"spec.port_forwards", "{\"guest_port\":80}"}}));
     }
     if (w[1] == "list") return Run(settings, "tenant", "list-vms", o.fields);
     if (w[1] == "get" && need(3, "vm get NAME")) return Run(settings, "tenant", "get-vm", with({{"name", w[2]}}));
-    if (w[1] == "destroy" && need(3, "vm destroy NAME")) return Run(settings, "tenant", "destroy-vm", with({{"name", w[2]}}));
+    if (w[1] == "destroy" && need(3, "vm destroy NAME"))
+      return Run(settings, "tenant", "destroy-vm", with({{"name", w[2]}}));
     return 2;
   }
   if (w[0] == "node" && w.size() >= 2) {
     if (w[1] == "list") return Run(settings, "fleet", "list-nodes", o.fields);
-    if (w[1] == "drain" && need(3, "node drain NODE")) return Run(settings, "scheduler", "drain", with({{"node_id", w[2]}}));
+    if (w[1] == "drain" && need(3, "node drain NODE"))
+      return Run(settings, "scheduler", "drain", with({{"node_id", w[2]}}));
     if (w[1] == "approve" && need(3, "node approve ADDR --code CODE")) {
       return Run(settings, "pairing-admin", "approve-node", with({{"joiner_address", w[2]}}));
     }
@@ -357,7 +379,8 @@ int Main(int argc, char** argv) {
     for (const auto& [k, v] : o.fields) f.emplace_back(k == "to" ? "target_node_id" : k, v);
     return Run(settings, "scheduler", "migrate", f, PrintProgress);
   }
-  if (w[0] == "pin" && need(3, "pin VM NODE")) return Run(settings, "scheduler", "pin", with({{"vm_id", w[1]}, {"node_id", w[2]}}));
+  if (w[0] == "pin" && need(3, "pin VM NODE"))
+    return Run(settings, "scheduler", "pin", with({{"vm_id", w[1]}, {"node_id", w[2]}}));
   if (w[0] == "unpin" && need(2, "unpin VM")) return Run(settings, "scheduler", "unpin", with({{"vm_id", w[1]}}));
   // "ledger" is also a service: only these three words are verbs, the rest are its RPCs.
   if (w[0] == "ledger" && w.size() >= 2 && (w[1] == "checkpoint" || w[1] == "tail" || w[1] == "verify")) {

@@ -77,7 +77,8 @@ std::string Render(const google::protobuf::Message& message, Format format) {
       std::vector<std::string> cols;
       for (const auto& row : value) {
         for (const auto& [k, v] : row.items()) {
-          if (std::find(cols.begin(), cols.end(), k) == cols.end() && !(v.is_object() && v.size() > 2)) cols.push_back(k);
+          if (std::find(cols.begin(), cols.end(), k) == cols.end() && !(v.is_object() && v.size() > 2))
+            cols.push_back(k);
         }
       }
       std::vector<std::vector<std::string>> cells;

@@ -79,7 +79,8 @@ TEST_CASE("flags become nested repeated enum map and duration fields", "[ppnctl]
     absl::Status s = SetField(&req, "spec.memory", "1");
     CHECK(s.code() == absl::StatusCode::kInvalidArgument);
     CHECK(std::string(s.message()).find("--spec.memory: no field \"memory\" in VmSpec") == 0);
-    CHECK(std::string(SetField(&req, "spec.memory_mib", "lots").message()) == "--spec.memory_mib: want a non-negative integer");
+    CHECK(std::string(SetField(&req, "spec.memory_mib", "lots").message()) ==
+          "--spec.memory_mib: want a non-negative integer");
     CHECK(std::string(SetField(&p, "phase", "flying").message()).find("unknown value \"flying\"") != std::string::npos);
     CHECK(std::string(SetField(&req, "spec.ttl", "soon").message()).find("want a duration") != std::string::npos);
   }
@@ -101,7 +102,8 @@ TEST_CASE("help for an RPC lists its fields with their proto comments", "[ppnctl
   auto [code3, completion] = Ppnctl({"completion", "bash"}, dir.path());
   CHECK(code3 == 0);
   CHECK(completion.find("complete -o nospace -F _ppnctl ppnctl") != std::string::npos);
-  CHECK(completion.find("scheduler) COMPREPLY=($(compgen -W \"migrate drain rebalance pin unpin\"") != std::string::npos);
+  CHECK(completion.find("scheduler) COMPREPLY=($(compgen -W \"migrate drain rebalance pin unpin\"") !=
+        std::string::npos);
 }
 
 TEST_CASE("ppnctl calls a real service, streams, and its JSON parses back", "[ppnctl][e2e]") {
@@ -141,7 +143,8 @@ TEST_CASE("ppnctl calls a real service, streams, and its JSON parses back", "[pp
   CHECK(table.rfind("ACTOR", 0) == 0);  // a list prints as a table
   auto [code4, denied] = Ppnctl(with({"ledger", "append", "--kind=tenant.vm.create", "--outcome=success"}), dir.path());
   CHECK(code4 == 1);
-  CHECK(denied.find("PERMISSION_DENIED: role operator may not append entries of kind tenant.vm.create\n  meaning:") == 0);
+  CHECK(denied.find("PERMISSION_DENIED: role operator may not append entries of kind tenant.vm.create\n  meaning:") ==
+        0);
   server.server->Shutdown();
   log.Stop();
 }

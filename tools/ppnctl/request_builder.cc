@@ -96,8 +96,7 @@ absl::Status SetScalar(Message* m, const FieldDescriptor* f, const std::string& 
       }
       return absl::OkStatus();
     }
-    default:
-      return Bad(path, "unsupported field type");
+    default: return Bad(path, "unsupported field type");
   }
 }
 
@@ -145,8 +144,8 @@ absl::Status SetField(Message* message, const std::string& path, const std::stri
     if (f == nullptr) {
       std::vector<std::string> names;
       for (int j = 0; j < m->GetDescriptor()->field_count(); ++j) names.push_back(m->GetDescriptor()->field(j)->name());
-      return Bad(path, absl::StrCat("no field \"", parts[i], "\" in ", m->GetDescriptor()->name(), " (fields: ",
-                                    absl::StrJoin(names, ", "), ")"));
+      return Bad(path, absl::StrCat("no field \"", parts[i], "\" in ", m->GetDescriptor()->name(),
+                                    " (fields: ", absl::StrJoin(names, ", "), ")"));
     }
     const Reflection* r = m->GetReflection();
     bool last = i + 1 == parts.size();
