@@ -9,20 +9,32 @@ namespace ppn::ledger {
 AppendPolicy AppendPolicy::Default() {
   namespace r = ppn::roles;
   return AppendPolicy({
-      {"tenant.vm.*", {r::kTenantProxy}},
+      {"tenant.*", {r::kTenantProxy}},
       {"node.*", {r::kPairingAdmin}},
       {"vm.migrate", {r::kScheduler}},
+      {"vm.pin", {r::kScheduler}},
+      {"vm.unpin", {r::kScheduler}},
+      {"scheduler.*", {r::kScheduler}},
       {"vm.*", {r::kFleet}},
       {"capability.*", {r::kPairingAdmin, r::kOperator}},
   });
 }
 
 absl::Status AppendPolicy::Check(absl::string_view role, absl::string_view kind) const {
-  for (const auto& [pattern, roles] : rules_) {
-    bool match =
-        absl::EndsWith(pattern, ".*") ? absl::StartsWith(kind, pattern.substr(0, pattern.size() - 1)) : kind == pattern;
-    if (!match) continue;
-    for (const auto& allowed : roles) {
+  const Rule* owner = nullptr;
+  size_t best = 0;
+  for (const Rule& rule : rules_) {
+    const std::string& pattern = rule.first;
+    bool prefix = absl::EndsWith(pattern, ".*");
+    bool match = prefix ? absl::StartsWith(kind, pattern.substr(0, pattern.size() - 1)) : kind == pattern;
+    size_t specificity = prefix ? pattern.size() - 1 : pattern.size() + 1;
+    if (match && specificity > best) {
+      owner = &rule;
+      best = specificity;
+    }
+  }
+  if (owner != nullptr) {
+    for (const auto& allowed : owner->second) {
       if (allowed == role) return absl::OkStatus();
     }
   }

@@ -12,14 +12,20 @@
 namespace ppn::ledger {
 
 // AppendPolicy is a list of (kind pattern, roles). A pattern is an exact kind or a prefix
-// ending in ".*" ("tenant.vm.*"). Immutable after construction; thread-safe.
+// ending in ".*" ("tenant.vm.*"). Each kind has one owner: the most specific matching rule
+// alone decides (an exact kind over any prefix, a longer prefix over a shorter), so
+// "vm.migrate" by the scheduler is not also open to the fleet through "vm.*". Immutable after
+// construction; thread-safe.
 class AppendPolicy {
  public:
   using Rule = std::pair<std::string, std::vector<std::string>>;
   explicit AppendPolicy(std::vector<Rule> rules) : rules_(std::move(rules)) {}
 
-  // The mesh's policy: tenant.vm.* by tenant-proxy; node.* by pairing-admin; vm.migrate by
-  // scheduler; vm.* by fleet; capability.* by pairing-admin and operator.
+  // The mesh's policy, one writer per kind: tenant.* by the tenant proxy (what tenants asked
+  // and were refused); node.* by the pairing admin (membership); vm.migrate, vm.pin and
+  // vm.unpin and scheduler.* (drain and rebalance decisions) by the scheduler; every other
+  // vm.* (the lifecycle as the fleet sees it) by the fleet; capability.* by the pairing admin
+  // and the operator.
   static AppendPolicy Default();
 
   // OK if `role` may append `kind`; PERMISSION_DENIED naming both otherwise.

@@ -2,10 +2,9 @@
 
 // AuditTrail records every tenant create and destroy (and every refusal) twice: as one JSON
 // line in a local append-only file, fsync'd before the caller gets an answer, and as a ledger
-// entry. Ledger records first go to a durable SQLite spool; a delivery thread appends them in
-// order with the spool sequence as idempotency key, and deletes each only once the ledger
-// has acknowledged it — so an unreachable ledger delays records but loses and duplicates
-// none. Never records a token. Thread-safe.
+// entry through a LedgerOutbox (common/ledger_outbox.h: a durable spool delivered in order,
+// once each), so an unreachable ledger delays records but loses and duplicates none. Never
+// records a token. Thread-safe.
 
 #include <functional>
 #include <map>
@@ -17,7 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
-#include "common/sqlite.h"
+#include "common/ledger_outbox.h"
 #include "ppn/ledger/v1/ledger_service.pb.h"
 
 namespace ppn::proxy {
@@ -30,9 +29,6 @@ struct AuditRecord {
   std::string detail;    // status code name or a short reason; never a secret
   std::string token_id;  // hash prefix of the caller's token
 };
-
-// Appends one entry to the ledger; the gRPC implementation lives in the server.
-using LedgerAppendFn = std::function<absl::Status(const ppn::ledger::v1::AppendRequest&)>;
 
 class AuditTrail {
  public:
@@ -51,17 +47,13 @@ class AuditTrail {
   int DeliverOnce();
 
  private:
-  AuditTrail(int fd, std::unique_ptr<Database> db, Clock* clock, LedgerAppendFn append)
-      : fd_(fd), db_(std::move(db)), clock_(clock), append_(std::move(append)) {}
+  AuditTrail(int fd, std::unique_ptr<LedgerOutbox> outbox, Clock* clock)
+      : fd_(fd), outbox_(std::move(outbox)), clock_(clock) {}
 
   const int fd_;
-  absl::Mutex mu_;  // serializes the file, the spool and delivery
-  std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex mu_;  // one record at a time: the file and the spool in the same order
+  const std::unique_ptr<LedgerOutbox> outbox_;
   Clock* const clock_;
-  const LedgerAppendFn append_;
-  absl::Mutex stop_mu_;
-  bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
-  std::thread delivery_;
 };
 
 }  // namespace ppn::proxy

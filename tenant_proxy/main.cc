@@ -5,6 +5,7 @@
 
 #include "absl/flags/flag.h"
 #include "common/clock.h"
+#include "common/grpc_ledger_appender.h"
 #include "common/service_flags.h"
 #include "grpcpp/create_channel.h"
 #include "spdlog/spdlog.h"
@@ -26,7 +27,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(dir);
   absl::StatusOr<std::unique_ptr<ppn::proxy::AuditTrail>> audit =
       ppn::proxy::AuditTrail::Open(dir + "/audit.jsonl", dir + "/spool.db", ppn::RealClock::Get(),
-                                   ppn::proxy::LedgerAppender(absl::GetFlag(FLAGS_ledger), flags.tls));
+                                   ppn::GrpcLedgerAppender(absl::GetFlag(FLAGS_ledger), flags.tls));
   if (!audit.ok()) ppn::ExitWithError(audit.status().message());
   (*audit)->StartDelivery(absl::Milliseconds(500));
 

@@ -11,6 +11,7 @@
 
 #include "catch2/catch.hpp"
 #include "common/clock.h"
+#include "common/grpc_ledger_appender.h"
 #include "common/random.h"
 #include "fleet/fleet_server.h"
 #include "fleet/testing/fake_agent_client.h"
@@ -90,7 +91,7 @@ struct Stack {
     fleet_stub = ppn::fleet::v1::FleetService::NewStub(
         grpc::CreateChannel("127.0.0.1:" + std::to_string(fleet_server.port), MtlsChannelCredentials(proxy_tls)));
     audit = *proxy::AuditTrail::Open(dir.File("audit.jsonl"), dir.File("spool.db"), RealClock::Get(),
-                                     proxy::LedgerAppender("127.0.0.1:" + std::to_string(ledger_port), proxy_tls));
+                                     GrpcLedgerAppender("127.0.0.1:" + std::to_string(ledger_port), proxy_tls));
     std::ofstream(dir.File("proxy.textproto")) << ConfigText();
     auto config = *proxy::LoadProxyConfig(dir.File("proxy.textproto"));
     authenticator = std::make_unique<proxy::TokenAuthenticator>(*proxy::TokenAuthenticator::Create(config));
