@@ -1,0 +1,383 @@
+#include "host_agent/vm_network.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/sha.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/files.h"
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace ppn::host {
+namespace {
+
+// Every VM link of every agent on this host lies here, so a namespace can never reach another
+// agent's VMs either (tools/ppn runs three agents on one machine).
+constexpr char kLinkPool[] = "10.213.0.0/16";
+constexpr int kMaxRules = 64;
+
+// A dotted IPv4 address or CIDR → network address and prefix length.
+bool ParseCidr(absl::string_view text, uint32_t* addr, int* prefix) {
+  std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits('/', 1));
+  in_addr a;
+  if (parts.empty() || inet_pton(AF_INET, parts[0].c_str(), &a) != 1) return false;
+  *prefix = 32;
+  if (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], prefix) || *prefix < 0 || *prefix > 32)) return false;
+  *addr = ntohl(a.s_addr);
+  return true;
+}
+
+std::string Dotted(uint32_t host_order) {
+  in_addr a;
+  a.s_addr = htonl(host_order);
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &a, buf, sizeof buf);
+  return buf;
+}
+
+// nft identifiers may not hold '-'.
+std::string NftName(absl::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return out;
+}
+
+std::string ShortHash(absl::string_view s) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), digest);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(digest), 5));
+}
+
+std::string Elements(const std::vector<std::string>& items) { return absl::StrJoin(items, ", "); }
+
+std::string RuleMatch(const EgressRule& r) {
+  std::string m = absl::StrCat("ip daddr ", r.cidr);
+  if (r.port_first != 0) {
+    absl::StrAppend(&m, " ", r.udp ? "udp" : "tcp", " dport ", r.port_first);
+    if (r.port_last > r.port_first) absl::StrAppend(&m, "-", r.port_last);
+  }
+  return m;
+}
+
+absl::Status ValidateRules(const std::vector<EgressRule>& rules, const char* field) {
+  if (rules.size() > kMaxRules) return absl::InvalidArgumentError(absl::StrCat(field, " may hold at most 64 rules"));
+  for (const EgressRule& r : rules) {
+    uint32_t addr;
+    int prefix;
+    if (!ParseCidr(r.cidr, &addr, &prefix)) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": \"", r.cidr.substr(0, 64), "\" is not an IPv4 CIDR"));
+    }
+    if (r.port_first == 0 && r.port_last != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": port_last without port_first"));
+    }
+    if (r.port_first > 65535 || r.port_last > 65535 || (r.port_last != 0 && r.port_last < r.port_first)) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ports must be 1-65535 with first <= last"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateEgressPolicy(const EgressPolicy& policy) {
+  PPN_RETURN_IF_ERROR(ValidateRules(policy.allow, "egress allow"));
+  PPN_RETURN_IF_ERROR(ValidateRules(policy.deny, "egress deny"));
+  if (policy.rate_limit_kbit > 10 * 1000 * 1000) {
+    return absl::InvalidArgumentError("egress rate_limit_kbit must be below 10000000 (10 Gbit/s)");
+  }
+  return absl::OkStatus();
+}
+
+void ParseNodeAddresses(const std::string& ip_json, std::vector<std::string>* addresses,
+                        std::vector<std::string>* subnets) {
+  nlohmann::json j = nlohmann::json::parse(ip_json, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_array()) return;
+  for (const auto& iface : j) {
+    for (const auto& a : iface.value("addr_info", nlohmann::json::array())) {
+      if (a.value("family", "") != "inet") continue;
+      std::string local = a.value("local", "");
+      int prefix = a.value("prefixlen", 32);
+      uint32_t addr;
+      int ignored;
+      if (!ParseCidr(local, &addr, &ignored)) continue;
+      addresses->push_back(local);
+      if (prefix > 0 && prefix < 32 && !absl::StartsWith(local, "127.")) {
+        uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
+        subnets->push_back(absl::StrCat(Dotted(addr & mask), "/", prefix));
+      }
+    }
+  }
+}
+
+std::vector<std::string> ParseNameservers(const std::string& resolv_conf) {
+  std::vector<std::string> out;
+  for (absl::string_view line : absl::StrSplit(resolv_conf, '\n')) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    uint32_t addr;
+    int prefix;
+    if (f.size() >= 2 && f[0] == "nameserver" && ParseCidr(f[1], &addr, &prefix) && (addr >> 24) != 127) {
+      out.push_back(f[1]);
+    }
+  }
+  return out;
+}
+
+VmNetwork::VmNetwork(NetworkOptions options, CommandRunner run) : options_(std::move(options)), run_(std::move(run)) {
+  if (!ParseCidr(options_.link_range, &base_, &prefix_)) {
+    base_ = 0;
+    prefix_ = 32;
+  }
+  uint32_t mask = prefix_ == 0 ? 0 : ~uint32_t{0} << (32 - prefix_);
+  base_ &= mask;
+}
+
+uint32_t VmNetwork::Capacity() const { return prefix_ >= 30 ? 0 : uint32_t{1} << (30 - prefix_); }
+
+std::string VmNetwork::NamespacePrefix() const { return absl::StrCat("ppn.", options_.node_id, "."); }
+
+std::string VmNetwork::NodeTableName() const { return "ppn_" + NftName(options_.node_id); }
+
+absl::StatusOr<VmLink> VmNetwork::LinkFor(const std::string& vm_id, uint32_t index) const {
+  if (index >= Capacity()) {
+    return absl::InvalidArgumentError(absl::StrCat("link index ", index, " does not fit ", options_.link_range));
+  }
+  VmLink link;
+  link.index = index;
+  link.netns = absl::StrCat(NamespacePrefix(), vm_id);
+  // Interface names hold 15 characters: a hash keeps VMs of every agent on the host apart.
+  link.host_if = "pv" + ShortHash(absl::StrCat(options_.node_id, "/", vm_id));
+  uint32_t net = base_ + index * 4;
+  link.host_ip = Dotted(net + 1);
+  link.netns_ip = Dotted(net + 2);
+  return link;
+}
+
+std::string VmNetwork::RenderNodeTable(const std::vector<std::pair<VmLink, std::vector<PortForwardRule>>>& live) const {
+  const std::string t = NodeTableName();
+  const std::string& link = options_.link_range;
+  std::vector<std::string> tcp, udp;
+  for (const auto& [l, forwards] : live) {
+    for (const PortForwardRule& f : forwards)
+      (f.udp ? udp : tcp).push_back(absl::StrCat(f.host_port, " : ", l.netns_ip));
+  }
+  std::vector<std::string> denied = {"127.0.0.0/8", "169.254.0.0/16", options_.mesh_range, kLinkPool};
+  for (const std::string& r : options_.lan_ranges) denied.push_back(r);
+  auto map = [](const std::string& name, const std::vector<std::string>& elements) {
+    std::string m = absl::StrCat("  map ", name, " { type inet_service : ipv4_addr;");
+    if (!elements.empty()) absl::StrAppend(&m, " elements = { ", Elements(elements), " };");
+    return m + " }\n";
+  };
+  std::string out;
+  // Create-then-delete makes the replacement one atomic transaction even on the first start.
+  absl::StrAppend(&out, "table ip ", t, " {}\ndelete table ip ", t, "\ntable ip ", t, " {\n");
+  absl::StrAppend(&out, map("tcp_fwd", tcp), map("udp_fwd", udp));
+  absl::StrAppend(&out, "  set denied { type ipv4_addr; flags interval; auto-merge; elements = { ", Elements(denied),
+                  " }; }\n");
+  const std::string dnat = absl::StrCat("    ip daddr ", options_.mesh_address, " dnat to tcp dport map @tcp_fwd\n",
+                                        "    ip daddr ", options_.mesh_address, " dnat to udp dport map @udp_fwd\n");
+  absl::StrAppend(&out, "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n", dnat,
+                  "  }\n");
+  absl::StrAppend(&out, "  chain output {\n    type nat hook output priority -100; policy accept;\n", dnat, "  }\n");
+  absl::StrAppend(&out, "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
+                  "    ip daddr ", link, " ip saddr 127.0.0.0/8 masquerade\n", "    ip saddr ", link,
+                  " ip daddr != ", kLinkPool, " masquerade\n  }\n");
+  // Whatever a namespace sends to the node itself is dropped, but for replies.
+  absl::StrAppend(&out, "  chain input {\n    type filter hook input priority filter; policy accept;\n",
+                  "    ip saddr ", link, " ct state established,related accept\n", "    ip saddr ", link,
+                  " counter drop\n  }\n");
+  absl::StrAppend(&out, "  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
+                  "    ip saddr ", link, " ct state established,related accept\n", "    ip saddr ", link,
+                  " ip daddr @denied counter drop\n  }\n}\n");
+  return out;
+}
+
+std::string VmNetwork::RenderVmRules(const EgressPolicy& policy) const {
+  std::vector<std::string> denied = {"0.0.0.0/8",   "127.0.0.0/8",       "169.254.0.0/16", "224.0.0.0/4",
+                                     "240.0.0.0/4", options_.mesh_range, kLinkPool,        options_.link_range};
+  for (const std::string& a : options_.node_addresses) denied.push_back(a);
+  for (const std::string& r : options_.lan_ranges) denied.push_back(r);
+  std::string out = "table ip ppn {}\ndelete table ip ppn\ntable ip ppn {\n";
+  absl::StrAppend(&out, "  set denied { type ipv4_addr; flags interval; auto-merge; elements = { ", Elements(denied),
+                  " }; }\n");
+  absl::StrAppend(&out, "  chain output {\n    type filter hook output priority filter; policy drop;\n");
+  if (policy.rate_limit_kbit != 0) {
+    // kbit/s → bytes/s; nft takes the rate in bytes.
+    absl::StrAppend(&out, "    limit rate over ", std::max<uint64_t>(1, policy.rate_limit_kbit * 125),
+                    " bytes/second counter drop\n");
+  }
+  absl::StrAppend(&out, "    ct state established,related accept\n");
+  for (const std::string& dns : options_.dns_servers) {
+    absl::StrAppend(&out, "    ip daddr ", dns, " udp dport 53 accept\n    ip daddr ", dns, " tcp dport 53 accept\n");
+  }
+  for (const EgressRule& r : policy.deny) absl::StrAppend(&out, "    ", RuleMatch(r), " counter drop\n");
+  absl::StrAppend(&out, "    ip daddr @denied counter drop\n");
+  for (const EgressRule& r : policy.allow) absl::StrAppend(&out, "    ", RuleMatch(r), " accept\n");
+  if (policy.internet) absl::StrAppend(&out, "    accept\n");
+  absl::StrAppend(&out, "    counter drop\n  }\n}\n");
+  return out;
+}
+
+absl::Status VmNetwork::RunBatch(const std::vector<std::string>& argv_prefix, const std::string& name,
+                                 const std::string& content, const std::string& netns) {
+  // The file, not a pipe, keeps the runner simple and leaves what was applied to read.
+  std::string path = absl::StrCat("/run/ppn-net-", NftName(options_.node_id), "-", name);
+  PPN_RETURN_IF_ERROR(WriteFileAtomically(path, content, 0600));
+  std::vector<std::string> argv = argv_prefix;
+  argv.push_back(path);
+  absl::StatusOr<std::string> out = run_(argv, netns);
+  std::remove(path.c_str());
+  return out.status();
+}
+
+absl::StatusOr<std::vector<std::string>> VmNetwork::StartNode(
+    const std::vector<std::pair<VmLink, std::vector<PortForwardRule>>>& live) {
+  // Forwarding carries the namespaces' traffic; route_localnet lets a forward on 127.0.0.1
+  // (the one-machine mesh) be DNATed into a namespace.
+  for (const char* sysctl : {"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/all/route_localnet"}) {
+    int fd = open(sysctl, O_WRONLY | O_CLOEXEC);
+    bool ok = fd >= 0 && write(fd, "1", 1) == 1;
+    if (fd >= 0) close(fd);
+    if (!ok) return absl::PermissionDeniedError(absl::StrCat("cannot set ", sysctl, " (the agent must run as root)"));
+  }
+  {
+    absl::MutexLock l(&table_mu_);
+    PPN_RETURN_IF_ERROR(RunBatch({"nft", "-f"}, "node.nft", RenderNodeTable(live), ""));
+  }
+  // Docker sets the iptables FORWARD policy to DROP, which would drop the namespaces' forwarded
+  // traffic after our own table accepted it; its DOCKER-USER chain is where a host says
+  // otherwise. (Our table still drops what a namespace must not reach.)
+  if (run_({"iptables", "-S", "DOCKER-USER"}, "").ok()) {
+    for (const char* dir : {"-s", "-d"}) {
+      std::vector<std::string> rule = {"DOCKER-USER", dir, options_.link_range, "-j", "ACCEPT"};
+      std::vector<std::string> check = {"iptables", "-C"}, insert = {"iptables", "-I"};
+      check.insert(check.end(), rule.begin(), rule.end());
+      insert.insert(insert.end(), rule.begin(), rule.end());
+      if (!run_(check, "").ok()) PPN_RETURN_IF_ERROR(run_(insert, "").status());
+    }
+  }
+  std::set<std::string> keep_ns, keep_if;
+  for (const auto& [l, _] : live) {
+    keep_ns.insert(l.netns);
+    keep_if.insert(l.host_if);
+  }
+  std::vector<std::string> removed;
+  for (const std::string& ns : ListNamespaces()) {
+    if (keep_ns.count(ns) != 0) continue;
+    run_({"ip", "netns", "del", ns}, "").IgnoreError();
+    removed.push_back(ns);
+  }
+  // A veth whose namespace is gone dies with it; one left by a crash between its creation and
+  // the move of its peer is found by its name (pv + hash) and a link address in our range.
+  absl::StatusOr<std::string> links = run_({"ip", "-j", "addr", "show", "type", "veth"}, "");
+  if (links.ok()) {
+    nlohmann::json j = nlohmann::json::parse(*links, nullptr, false);
+    uint32_t mask = prefix_ == 0 ? 0 : ~uint32_t{0} << (32 - prefix_);
+    for (const auto& iface : j.is_array() ? j : nlohmann::json::array()) {
+      std::string name = iface.value("ifname", "");
+      if (!absl::StartsWith(name, "pv") || keep_if.count(name) != 0) continue;
+      for (const auto& a : iface.value("addr_info", nlohmann::json::array())) {
+        uint32_t addr;
+        int p;
+        if (ParseCidr(a.value("local", ""), &addr, &p) && (addr & mask) == base_) {
+          run_({"ip", "link", "del", name}, "").IgnoreError();
+          removed.push_back(name);
+          break;
+        }
+      }
+    }
+  }
+  return removed;
+}
+
+absl::Status VmNetwork::Create(const VmLink& link, const EgressPolicy& policy) {
+  PPN_RETURN_IF_ERROR(ValidateEgressPolicy(policy));
+  // A namespace of the same name can only be a leftover of this VM: start from nothing.
+  Remove(link, {}).IgnoreError();
+  std::string host = absl::StrCat("netns add ", link.netns, "\nlink add ", link.host_if,
+                                  " type veth peer name eth0 netns ", link.netns, "\naddr add ", link.host_ip,
+                                  "/30 dev ", link.host_if, "\nlink set ", link.host_if, " up\n");
+  std::string inside = absl::StrCat("addr add ", link.netns_ip, "/30 dev eth0\nlink set eth0 up\nlink set lo up\n",
+                                    "route add default via ", link.host_ip, "\n");
+  absl::Status s = RunBatch({"ip", "-batch"}, link.host_if + ".host", host, "");
+  if (s.ok()) s = RunBatch({"ip", "-n", link.netns, "-batch"}, link.host_if + ".ns", inside, "");
+  if (s.ok()) s = ApplyPolicy(link, policy);
+  if (!s.ok()) {
+    Remove(link, {}).IgnoreError();
+    return absl::Status(s.code(), absl::StrCat("cannot make the network of ", link.netns, ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VmNetwork::ApplyPolicy(const VmLink& link, const EgressPolicy& policy) {
+  PPN_RETURN_IF_ERROR(ValidateEgressPolicy(policy));
+  return RunBatch({"nft", "-f"}, link.host_if + ".nft", RenderVmRules(policy), link.netns);
+}
+
+absl::Status VmNetwork::AddForwards(const VmLink& link, const std::vector<PortForwardRule>& forwards) {
+  if (forwards.empty()) return absl::OkStatus();
+  std::string nft;
+  for (const PortForwardRule& f : forwards) {
+    absl::StrAppend(&nft, "add element ip ", NodeTableName(), " ", f.udp ? "udp_fwd" : "tcp_fwd", " { ", f.host_port,
+                    " : ", link.netns_ip, " }\n");
+  }
+  absl::MutexLock l(&table_mu_);
+  return RunBatch({"nft", "-f"}, link.host_if + ".fwd", nft, "");
+}
+
+absl::Status VmNetwork::Remove(const VmLink& link, const std::vector<PortForwardRule>& forwards) {
+  {
+    absl::MutexLock l(&table_mu_);
+    for (const PortForwardRule& f : forwards) {
+      run_({"nft", "delete", "element", "ip", NodeTableName(), f.udp ? "udp_fwd" : "tcp_fwd",
+            absl::StrCat("{ ", f.host_port, " }")},
+           "")
+          .IgnoreError();
+    }
+  }
+  std::string batch = absl::StrCat("link del ", link.host_if, "\nnetns del ", link.netns, "\n");
+  RunBatch({"ip", "-force", "-batch"}, link.host_if + ".del", batch, "").IgnoreError();
+  for (const std::string& ns : ListNamespaces()) {
+    if (ns == link.netns) return absl::InternalError(absl::StrCat("network namespace ", ns, " could not be removed"));
+  }
+  return absl::OkStatus();
+}
+
+LinkCounters VmNetwork::Counters(const VmLink& link) const {
+  auto read = [&](const char* name) {
+    uint64_t v = 0;
+    absl::StatusOr<std::string> text = ReadFile(absl::StrCat("/sys/class/net/", link.host_if, "/statistics/", name));
+    if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &v)) return v;
+    return uint64_t{0};
+  };
+  // The node's end receives what the guest sends.
+  return {read("rx_bytes"), read("tx_bytes"), read("rx_packets"), read("tx_packets")};
+}
+
+std::vector<std::string> VmNetwork::ListNamespaces() const {
+  std::vector<std::string> out;
+  std::string prefix = NamespacePrefix();
+  DIR* dir = opendir("/run/netns");
+  if (dir == nullptr) return out;
+  while (dirent* e = readdir(dir)) {
+    if (absl::StartsWith(e->d_name, prefix)) out.push_back(e->d_name);
+  }
+  closedir(dir);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace ppn::host
