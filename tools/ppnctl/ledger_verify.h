@@ -17,7 +17,7 @@
 
 namespace ppn::ppnctl {
 
-// The reads verify makes, as the ledger's typed messages.
+// The reads verify makes, as the ledger's typed messages. Used from one thread.
 class LedgerReader {
  public:
   virtual ~LedgerReader() = default;

@@ -30,6 +30,8 @@ const std::vector<SettingSpec>& SettingSpecs();
 // Their names: the flags ParseCommandLine treats as settings.
 std::vector<std::string> SettingNames();
 
+// Settings is the resolved view of all of them for one run; immutable once loaded, so safe
+// to read from any thread. It owns copies of the flags and the file's lines.
 class Settings {
  public:
   // Looks up an environment variable; std::nullopt when unset.
