@@ -2,9 +2,15 @@
 
 #include <fstream>
 
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "catch2/catch.hpp"
 #include "common/clock.h"
+#include "common/spiffe_id.h"
+#include "common/tls_credentials.h"
 #include "google/protobuf/descriptor.pb.h"
+#include "grpcpp/generic/async_generic_service.h"
+#include "grpcpp/server_builder.h"
 #include "ledger/ledger_server.h"
 #include "nlohmann/json.hpp"
 #include "ppn/fleet/v1/fleet_service.pb.h"
@@ -18,9 +24,15 @@
 namespace ppn::ppnctl {
 namespace {
 
-// Runs the real binary; returns {exit code, stdout+stderr}.
+// Runs the real binary with HOME=`dir` (its config and known ledgers live there) and a
+// tenant token in the environment; returns {exit code, stdout+stderr}.
 std::pair<int, std::string> Ppnctl(const std::vector<std::string>& args, const std::string& dir) {
-  std::vector<std::string> argv = {ppn::testing::RunfilePath("tools/ppnctl/ppnctl")};
+  std::vector<std::string> argv = {"env",
+                                   "-u",
+                                   "PPNCTL_CONFIG",
+                                   "HOME=" + dir,
+                                   "PPN_TOKEN=test-token",
+                                   ppn::testing::RunfilePath("tools/ppnctl/ppnctl")};
   argv.insert(argv.end(), args.begin(), args.end());
   ppn::testing::RunResult r = ppn::testing::Run(argv, dir + "/ppnctl.out", absl::Seconds(60));
   return {r.exit_code, r.output};
@@ -101,7 +113,7 @@ TEST_CASE("help for an RPC lists its fields with their proto comments", "[ppnctl
   CHECK(unknown.find("unknown rpc \"fly\" of ledger; rpcs: append, append-batch, get-entries") == 0);
   auto [code3, completion] = Ppnctl({"completion", "bash"}, dir.path());
   CHECK(code3 == 0);
-  CHECK(completion.find("complete -o nospace -F _ppnctl ppnctl") != std::string::npos);
+  CHECK(completion.find("complete -F _ppnctl ppnctl") != std::string::npos);
   CHECK(completion.find("scheduler) COMPREPLY=($(compgen -W \"migrate drain rebalance pin unpin\"") !=
         std::string::npos);
 }
@@ -147,6 +159,234 @@ TEST_CASE("ppnctl calls a real service, streams, and its JSON parses back", "[pp
         0);
   server.server->Shutdown();
   log.Stop();
+}
+
+// A gRPC server that answers every method of every service with UNIMPLEMENTED and records
+// each call it receives: ppnctl pointed at it shows whether a command line called anything.
+class CountingServer {
+ public:
+  explicit CountingServer(const TlsFiles& tls) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", TlsServerCredentials(tls), &port_);
+    builder.RegisterCallbackGenericService(&service_);
+    server_ = builder.BuildAndStart();
+    REQUIRE(server_ != nullptr);
+  }
+  ~CountingServer() { server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5)); }
+  int port() const { return port_; }
+  std::vector<std::string> Calls() { return service_.Calls(); }
+
+ private:
+  class Service final : public grpc::CallbackGenericService {
+   public:
+    grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
+      {
+        absl::MutexLock l(&mu_);
+        calls_.push_back(ctx->method());
+      }
+      class Refuse final : public grpc::ServerGenericBidiReactor {
+       public:
+        Refuse() { Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "counted, not served")); }
+        void OnDone() override { delete this; }
+      };
+      return new Refuse;
+    }
+    std::vector<std::string> Calls() {
+      absl::MutexLock l(&mu_);
+      return calls_;
+    }
+
+   private:
+    absl::Mutex mu_;
+    std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
+  };
+  Service service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST_CASE("help anywhere and unknown words or flags call nothing", "[ppnctl][e2e]") {
+  ppn::testing::TempDir dir;
+  ppn::testing::TestPki pki("ppn.test");
+  CountingServer server(pki.Issue("fleet", "fleet"));
+  TlsFiles op = pki.Issue("operator", "alice");
+  std::vector<std::string> conn = {"--endpoint=127.0.0.1:" + std::to_string(server.port()), "--ca=" + op.ca_cert,
+                                   "--cert=" + op.cert, "--key=" + op.key};
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.end(), conn.begin(), conn.end());
+    return Ppnctl(args, dir.path());
+  };
+
+  SECTION("the server counts what is called") {
+    auto [code, out] = run({"vm", "create", "web"});
+    INFO(out);
+    CHECK(code == 1);
+    CHECK(out.find("UNIMPLEMENTED: counted, not served") == 0);
+    auto [code2, out2] = run({"node", "drain", "laptop-a"});
+    CHECK(code2 == 1);
+    CHECK(server.Calls() ==
+          std::vector<std::string>{"/ppn.tenancy.v1.TenantService/CreateVm", "/ppn.scheduler.v1.Scheduler/Drain"});
+  }
+
+  SECTION("help prints help and calls nothing") {
+    for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+             {"vm", "create", "x", "--help"},
+             {"vm", "create", "x", "-h"},
+             {"vm", "create", "--spec.memory_mib=64", "-h", "x"},
+             {"--help", "vm", "destroy", "vms/x"},
+             {"migrate", "vm-1", "--help"},
+             {"migrate", "vm-1", "--to", "-h"},
+             {"node", "drain", "laptop-a", "--help"},
+             {"node", "approve", "127.0.0.1:7105", "--code", "ABCD-EFGH-J", "--help"},
+             {"pin", "vm-1", "laptop-a", "-h"},
+             {"unpin", "vm-1", "--help=true"},
+             {"scheduler", "migrate", "--vm_id=vm-1", "--help"},
+             {"fleet", "list-vms", "-h"},
+             {"ledger", "verify", "--help"},
+             {"help", "vm", "create"},
+         }) {
+      auto [code, out] = run(args);
+      INFO(absl::StrJoin(args, " ") << "\n" << out);
+      CHECK(code == 0);
+      CHECK(out.rfind("ppnctl ", 0) == 0);
+    }
+    auto [code, out] = run({"migrate", "vm-1", "--help"});
+    CHECK(out.find("ppnctl migrate VM [--to NODE]\n\nlive-migrates VM") == 0);
+    CHECK(out.find("  --to sets --target_node_id\n") != std::string::npos);
+    CHECK(server.Calls().empty());
+  }
+
+  SECTION("unknown flags and words are errors that call nothing") {
+    struct Case {
+      std::vector<std::string> args;
+      std::string message;
+    };
+    for (const Case& c : std::vector<Case>{
+             {{"vm", "create", "x", "--spec.memory=64"},
+              "unknown flag --spec.memory for ppnctl vm create NAME [--spec.memory_mib=N] [--spec.image=I] (did you "
+              "mean \"--spec.memory_mib\"?)"},
+             {{"migrate", "vm-1", "--too", "laptop-b"},
+              "unknown flag --too for ppnctl migrate VM [--to NODE] (did you "
+              "mean \"--to\"?)"},
+             {{"node", "drain", "laptop-a", "--dryrun"},
+              "unknown flag --dryrun for ppnctl node drain NODE [--dry_run] "
+              "(did you mean \"--dry_run\"?)"},
+             {{"fleet", "list-vms", "--include_stoped"},
+              "unknown flag --include_stoped for ppnctl fleet list-vms (did "
+              "you mean \"--include_stopped\"?)"},
+             {{"ledger", "verify", "--ledger-key=x"}, "unknown flag --ledger-key (did you mean \"--ledger_key\"?)"},
+             {{"vm", "list", "-x"}, "unknown flag \"-x\""},
+             {{"vm", "create", "x", "y"}, "unexpected argument \"y\"; usage: ppnctl vm create NAME"},
+             {{"vm", "craete", "x"}, "unknown verb \"vm craete\" (did you mean \"vm create\"?)"},
+             {{"node", "drian", "laptop-a"}, "unknown verb \"node drian\" (did you mean \"node drain\"?)"},
+             {{"migrate"}, "missing VM; usage: ppnctl migrate VM [--to NODE]"},
+             {{"fleet", "get-vn"}, "unknown rpc \"get-vn\" of fleet (did you mean \"get-vm\"?)"},
+             {{"scheduler", "drain", "laptop-a"}, "unexpected argument \"laptop-a\""},
+             {{"vmm", "list"}, "unknown verb \"vmm\" (did you mean \"vm\"?)"},
+             {{"vm"}, "vm needs a verb or an rpc"},
+         }) {
+      auto [code, out] = run(c.args);
+      INFO(absl::StrJoin(c.args, " ") << "\n" << out);
+      CHECK(code == 2);
+      CHECK(out.rfind(c.message, 0) == 0);
+    }
+    CHECK(server.Calls().empty());
+  }
+}
+
+// A real ledger on 127.0.0.1:0 signing with a key from `seed`, holding `subjects` as entries.
+struct RealLedger {
+  RealLedger(ppn::testing::TestPki& pki, char seed, const std::vector<std::string>& subjects)
+      : store(*ledger::LedgerStore::Open(dir.File("ledger.db"))),
+        signer(*ledger::NoteSigner::FromSeed("ppn.test/ledger", std::string(32, seed))),
+        log(store.get(), signer, RealClock::Get(), ledger::MerkleLog::Options{"ppn.test/ledger"}),
+        service(&log) {
+    REQUIRE(log.Start().ok());
+    Append(subjects);
+    server = *ledger::StartLedgerServer("ppn.test", "127.0.0.1:0", pki.Issue("ledger", "ledger"), &service);
+  }
+  ~RealLedger() {
+    server.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    log.Stop();
+  }
+  void Append(const std::vector<std::string>& subjects) {
+    SpiffeId proxy = *ParseSpiffeId("spiffe://ppn.test/tenant-proxy/proxy");
+    for (const std::string& s : subjects) {
+      ppn::ledger::v1::AppendRequest r;
+      r.set_kind("tenant.vm.create");
+      r.set_tenant_id("acme");
+      r.set_subject(s);
+      r.set_outcome(ppn::ledger::v1::OUTCOME_SUCCESS);
+      REQUIRE(log.Append(proxy, r).ok());
+    }
+  }
+  std::string endpoint() const { return "--endpoint=127.0.0.1:" + std::to_string(server.port); }
+
+  ppn::testing::TempDir dir;
+  std::unique_ptr<ledger::LedgerStore> store;
+  ledger::NoteSigner signer;
+  ledger::MerkleLog log;
+  ledger::LedgerService service;
+  StartedServer server;
+};
+
+TEST_CASE("ledger verify pins the first ledger and refuses another one or a rewritten history", "[ppnctl][e2e]") {
+  ppn::testing::TempDir home;
+  ppn::testing::TestPki pki("ppn.test");
+  TlsFiles op = pki.Issue("operator", "alice");
+  auto verify = [&](const RealLedger& l, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {
+        "ledger", "verify", l.endpoint(), "--ca=" + op.ca_cert, "--cert=" + op.cert, "--key=" + op.key};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Ppnctl(args, home.path());
+  };
+  const std::string known = home.File(".config/ppnctl/known_ledgers");
+
+  RealLedger first(pki, 'a', {"vm-1", "vm-2", "vm-3"});
+  const std::string key = first.signer.VerifierKey();
+  auto [code, out] = verify(first);
+  INFO(out);
+  REQUIRE(code == 0);
+  CHECK(out.find("first use: pinned key " + key + " for ledger ppn.test/ledger (in " + known) != std::string::npos);
+  CHECK(out.find("OK 3 entries of ledger ppn.test/ledger reproduce its checkpoint, signed by key " + key + "\n") !=
+        std::string::npos);
+  CHECK(ppn::testing::ReadAll(known).find("ppn.test/ledger " + key + " 3 ") != std::string::npos);
+
+  first.Append({"vm-4", "vm-5"});
+  auto [code2, grown] = verify(first);
+  INFO(grown);
+  CHECK(code2 == 0);
+  CHECK(grown.find("first use") == std::string::npos);
+  CHECK(grown.find("OK 5 entries") != std::string::npos);
+  CHECK(grown.find("consistent with the checkpoint of size 3 verified before") != std::string::npos);
+  const std::string remembered = ppn::testing::ReadAll(known);
+
+  SECTION("a second ledger with its own key") {
+    RealLedger second(pki, 'b', {"vm-1", "vm-2", "vm-3", "vm-4", "vm-5", "vm-6"});
+    auto [code3, other] = verify(second);
+    INFO(other);
+    CHECK(code3 == 1);
+    CHECK(other.find("FAILED ledger \"ppn.test/ledger\" is pinned to key " + key) == 0);
+    CHECK(other.find("(the ledger presents key " + second.signer.VerifierKey() + ")") != std::string::npos);
+    CHECK(ppn::testing::ReadAll(known) == remembered);
+    SECTION("even with its key given: its history is not the one verified") {
+      auto [code4, keyed] = verify(second, {"--ledger_key=" + second.signer.VerifierKey()});
+      INFO(keyed);
+      CHECK(code4 == 1);
+      CHECK(keyed.find("FAILED ledger \"ppn.test/ledger\"'s checkpoint at size 6 is not consistent with the "
+                       "checkpoint verified before (size 5") == 0);
+    }
+  }
+  SECTION("the same key over a rewritten history") {
+    RealLedger rewritten(pki, 'a', {"vm-1", "vm-2", "forged", "vm-4", "vm-5", "vm-6", "vm-7"});
+    auto [code3, forged] = verify(rewritten);
+    INFO(forged);
+    CHECK(code3 == 1);
+    CHECK(forged.find("FAILED ledger \"ppn.test/ledger\"'s checkpoint at size 7 is not consistent with the "
+                      "checkpoint verified before (size 5") == 0);
+    CHECK(forged.find("its history was rewritten") != std::string::npos);
+    CHECK(ppn::testing::ReadAll(known) == remembered);
+  }
 }
 
 }  // namespace

@@ -10,7 +10,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/files.h"
-#include "common/tls_credentials.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -127,7 +126,40 @@ absl::Status SetMessageValue(Message* target, const std::string& path, const std
   return absl::OkStatus();
 }
 
+bool Settable(const FieldDescriptor* f) {
+  return f->message_type() == nullptr || f->is_map() || f->is_repeated() ||
+         absl::StartsWith(f->message_type()->full_name(), "google.protobuf.");
+}
+
+void AddPaths(const google::protobuf::Descriptor* d, const std::string& prefix, int depth,
+              std::vector<std::string>* out) {
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    out->push_back(prefix + f->name());
+    if (!Settable(f) && depth < 3) AddPaths(f->message_type(), prefix + f->name() + ".", depth + 1, out);
+  }
+}
+
 }  // namespace
+
+bool IsFieldPath(const google::protobuf::Descriptor* type, const std::string& path) {
+  const google::protobuf::Descriptor* d = type;
+  std::vector<std::string> parts = absl::StrSplit(path, '.');
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const FieldDescriptor* f = d == nullptr ? nullptr : d->FindFieldByName(parts[i]);
+    if (f == nullptr) return false;
+    if (i + 1 == parts.size()) return true;
+    if (f->message_type() == nullptr || f->is_map() || f->is_repeated()) return false;
+    d = f->message_type();
+  }
+  return false;
+}
+
+std::vector<std::string> FieldPaths(const google::protobuf::Descriptor* type) {
+  std::vector<std::string> out;
+  AddPaths(type, "", 0, &out);
+  return out;
+}
 
 absl::Status MergeJson(Message* message, const std::string& json) {
   google::protobuf::util::JsonParseOptions options;

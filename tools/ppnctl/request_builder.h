@@ -14,14 +14,24 @@
 //   --json='{...}'                the whole request as JSON (other flags apply on top)
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 
 namespace ppn::ppnctl {
 
 // Sets the field at `path` of `message` from `value`. INVALID_ARGUMENT naming the flag.
 absl::Status SetField(google::protobuf::Message* message, const std::string& path, const std::string& value);
+
+// Whether `path` ("spec.memory_mib") names a field SetField can set in a `type` message.
+bool IsFieldPath(const google::protobuf::Descriptor* type, const std::string& path);
+
+// The dotted names of the fields of `type` a flag can set, nested messages included (not
+// the insides of Duration and Timestamp, maps or repeated messages, which take one value),
+// in declaration order: for "did you mean" and completion.
+std::vector<std::string> FieldPaths(const google::protobuf::Descriptor* type);
 
 // Merges a JSON object into `message`.
 absl::Status MergeJson(google::protobuf::Message* message, const std::string& json);

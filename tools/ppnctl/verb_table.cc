@@ -1,0 +1,183 @@
+#include "tools/ppnctl/verb_table.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "ppn/ledger/v1/ledger_service.pb.h"
+#include "tools/ppnctl/completion.h"
+#include "tools/ppnctl/connect.h"
+#include "tools/ppnctl/grpc_ledger_reader.h"
+#include "tools/ppnctl/help.h"
+#include "tools/ppnctl/known_ledgers.h"
+#include "tools/ppnctl/ledger_verify.h"
+#include "tools/ppnctl/rpc_runner.h"
+
+namespace ppn::ppnctl {
+namespace {
+
+// `migrate` prints a live progress line on a terminal, then the final report.
+bool PrintMigrationProgress(const google::protobuf::Message& m, const Settings&) {
+  const auto* field = m.GetDescriptor()->FindFieldByName("progress");
+  if (field == nullptr || !isatty(2)) return false;
+  const auto& p = m.GetReflection()->GetMessage(m, field);
+  const auto* pd = p.GetDescriptor();
+  const auto* r = p.GetReflection();
+  std::string phase = r->GetEnum(p, pd->FindFieldByName("phase"))->name();
+  uint64_t done = r->GetUInt64(p, pd->FindFieldByName("transferred_bytes"));
+  uint64_t left = r->GetUInt64(p, pd->FindFieldByName("remaining_bytes"));
+  bool final = absl::EndsWith(phase, "COMPLETED") || absl::EndsWith(phase, "FAILED");
+  int pct = done + left == 0 ? 0 : static_cast<int>(100 * done / (done + left));
+  std::string bar(pct / 5, '#');
+  std::fprintf(stderr, "\r%-28s [%-20s] %3d%%  %llu MiB sent", phase.c_str(), bar.c_str(), final ? 100 : pct,
+               static_cast<unsigned long long>(done >> 20));
+  if (final) std::fprintf(stderr, "\n");
+  return !final;
+}
+
+// `ledger checkpoint` prints the signed note as it is, unless an output format was asked for.
+bool PrintSignedNote(const google::protobuf::Message& m, const Settings& settings) {
+  if (settings.IsSet("output")) return false;
+  ppn::ledger::v1::GetCheckpointResponse checkpoint;
+  if (!checkpoint.ParseFromString(m.SerializeAsString())) return false;
+  std::fputs(checkpoint.signed_note().c_str(), stdout);
+  return true;
+}
+
+int RunHelp(const Invocation& inv) {
+  const Api& api = Api::Get();
+  if (inv.args.empty()) {
+    std::fputs(MainHelp(Verbs(), api).c_str(), stdout);
+    return 0;
+  }
+  absl::StatusOr<Resolved> r = Resolve(Verbs(), api, inv.args);
+  if (!r.ok()) return UsageError(r.status());
+  std::fputs(HelpFor(*r, Verbs(), api).c_str(), stdout);
+  return 0;
+}
+
+int RunCompletion(const Invocation&) {
+  std::fputs(BashCompletion(Verbs(), Api::Get()).c_str(), stdout);
+  return 0;
+}
+
+int RunLedgerVerify(const Invocation& inv) {
+  const Settings& settings = *inv.settings;
+  std::string path = settings.Get("known_ledgers");
+  if (path.empty()) {
+    return UsageError(absl::InvalidArgumentError(
+        "ledger verify remembers ledgers in --known_ledgers=FILE (default ~/.config/ppnctl/known_ledgers, "
+        "but HOME is not set)"));
+  }
+  absl::StatusOr<KnownLedgers> known = KnownLedgers::Load(path);
+  if (!known.ok()) return Fail(known.status());
+  absl::StatusOr<Connection> conn = Connect(settings, "ledger");
+  if (!conn.ok()) return Fail(conn.status());
+  std::unique_ptr<LedgerReader> reader = NewGrpcLedgerReader(*conn);
+  absl::StatusOr<LedgerVerifyReport> report =
+      VerifyLedger(*reader, {conn->endpoint, settings.Get("ledger_key")}, &*known);
+  if (!report.ok()) return Fail(report.status());
+  if (!report->ok) {
+    std::printf("FAILED %s\n", report->problem.c_str());
+    return kExitFailed;
+  }
+  absl::Status saved = known->Save();
+  if (!saved.ok()) {
+    return Fail(absl::Status(saved.code(), absl::StrCat("the ledger verifies, but what was verified cannot be "
+                                                        "remembered: ",
+                                                        saved.message())));
+  }
+  if (report->first_use) {
+    std::fprintf(stderr,
+                 "first use: pinned key %s for ledger %s (in %s; check it against the key the ledger "
+                 "logs at start)\n",
+                 report->verifier_key.c_str(), report->origin.c_str(), path.c_str());
+  }
+  std::string consistent = report->consistent_with == 0 ? ""
+                                                        : absl::StrCat("; consistent with the checkpoint of size ",
+                                                                       report->consistent_with, " verified before");
+  std::printf("OK %llu entries of ledger %s reproduce its checkpoint, signed by key %s%s\n%s",
+              static_cast<unsigned long long>(report->tree_size), report->origin.c_str(), report->verifier_key.c_str(),
+              consistent.c_str(), report->signed_note.c_str());
+  return 0;
+}
+
+}  // namespace
+
+const std::vector<Verb>& Verbs() {
+  static const auto* verbs = new std::vector<Verb>{
+      Verb({"vm", "create"})
+          .Args({"NAME"})
+          .Flags("[--spec.memory_mib=N] [--spec.image=I]")
+          .Help("creates a VM for your tenant (tenant API: PPN_TOKEN or --token_file)")
+          .Calls("tenant", "create-vm")
+          .ArgFields({"spec.display_name"})
+          .Defaults({{"spec.vcpus", "1"},
+                     {"spec.memory_mib", "128"},
+                     {"spec.image", "ppn-test-guest"},
+                     {"spec.port_forwards", "{\"guest_port\":80}"}}),
+      Verb({"vm", "list"}).Help("lists your tenant's VMs").Calls("tenant", "list-vms"),
+      Verb({"vm", "get"})
+          .Args({"NAME"})
+          .Help("shows one of your VMs (NAME is vms/<id>)")
+          .Calls("tenant", "get-vm")
+          .ArgFields({"name"}),
+      Verb({"vm", "destroy"})
+          .Args({"NAME"})
+          .Help("destroys one of your VMs (NAME is vms/<id>)")
+          .Calls("tenant", "destroy-vm")
+          .ArgFields({"name"}),
+      Verb({"node", "list"}).Help("lists the nodes of the pool").Calls("fleet", "list-nodes"),
+      Verb({"node", "drain"})
+          .Args({"NODE"})
+          .Flags("[--dry_run]")
+          .Help("moves every VM off NODE")
+          .Calls("scheduler", "drain")
+          .ArgFields({"node_id"}),
+      Verb({"node", "approve"})
+          .Args({"ADDR"})
+          .Flags("--code CODE")
+          .Help("admits the joining node at ADDR that shows CODE")
+          .Calls("pairing-admin", "approve-node")
+          .ArgFields({"joiner_address"}),
+      Verb({"migrate"})
+          .Args({"VM"})
+          .Flags("[--to NODE]")
+          .Help("live-migrates VM (to NODE, or where placement says)")
+          .Calls("scheduler", "migrate")
+          .ArgFields({"vm_id"})
+          .Alias("to", "target_node_id")
+          .Prints(PrintMigrationProgress),
+      Verb({"pin"})
+          .Args({"VM", "NODE"})
+          .Help("keeps VM on NODE (drain and rebalance leave it)")
+          .Calls("scheduler", "pin")
+          .ArgFields({"vm_id", "node_id"}),
+      Verb({"unpin"}).Args({"VM"}).Help("lets VM move again").Calls("scheduler", "unpin").ArgFields({"vm_id"}),
+      Verb({"ledger", "checkpoint"})
+          .Help("prints the ledger's signed checkpoint")
+          .Calls("ledger", "get-checkpoint")
+          .Prints(PrintSignedNote),
+      Verb({"ledger", "tail"})
+          .Flags("[--start_index=N]")
+          .Help("streams ledger entries as they are appended")
+          .Calls("ledger", "watch-entries"),
+      Verb({"ledger", "verify"})
+          .Flags("[--ledger_key=KEY]")
+          .Help("checks the ledger against its pinned key and what was verified before")
+          .Details("Recomputes every entry's leaf hash from the entry and the root from them, checks the\n"
+                   "checkpoint's signature against the ledger's pinned key (--ledger_key, or the key pinned in\n"
+                   "--known_ledgers on first use, like ssh's known_hosts), and checks with the ledger's RFC 9162\n"
+                   "consistency proof that the checkpoint extends the one verified before. A different ledger, a\n"
+                   "replaced key, or a history truncated or rewritten since fails. Exit 0 and \"OK ...\", or 1 and\n"
+                   "\"FAILED ...\".")
+          .Runs(RunLedgerVerify),
+      Verb({"completion", "bash"}).Help("prints bash completion: source <(ppnctl completion bash)").Runs(RunCompletion),
+      Verb({"help"}).Args({"VERB..."}).Help("prints help (-h or --help anywhere does too)").Runs(RunHelp),
+  };
+  return *verbs;
+}
+
+}  // namespace ppn::ppnctl
