@@ -18,6 +18,7 @@
 #include "fleet/fleet_server.h"
 #include "fleet/testing/fake_agent_client.h"
 #include "grpcpp/create_channel.h"
+#include "tenant_proxy/grpc_fleet_client.h"
 #include "tenant_proxy/tenant_proxy_server.h"
 
 namespace {
@@ -74,8 +75,10 @@ int main() {
   auto auth = *proxy::TokenAuthenticator::Create(config);
   auto audit = *proxy::AuditTrail::Open(dir + "/audit.jsonl", dir + "/spool.db", RealClock::Get(),
                                         [](const ppn::ledger::v1::AppendRequest&) { return absl::OkStatus(); });
+  proxy::GrpcFleetClient fleet(fleet_stub.get());
   proxy::RateLimiter limiter(RealClock::Get());
-  proxy::TenantServiceImpl service(config, &auth, fleet_stub.get(), &limiter, audit.get());
+  proxy::ProxyCore proxy_core(config, {&fleet, &limiter, audit.get()});
+  proxy::TenantServiceImpl service(&auth, &proxy_core);
   StartedServer proxy_server = *proxy::StartTenantServer("127.0.0.1:0", proxy_tls, &auth, &service);
   auto tenant = ppn::tenancy::v1::TenantService::NewStub(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(proxy_server.port), TlsChannelCredentials(dir + "/ca.pem")));
