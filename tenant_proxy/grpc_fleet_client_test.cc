@@ -1,7 +1,5 @@
 #include "tenant_proxy/grpc_fleet_client.h"
 
-#include <atomic>
-
 #include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
 #include "tenant_proxy/testing/fake_fleet_service.h"
@@ -29,31 +27,35 @@ ppn::fleet::v1::CreateVmRequest CreateRequest(const std::string& request_id = ""
   return req;
 }
 
-// Collects one stream; asks for every next message at once.
+// Collects one stream, asking for each next message as soon as one arrives.
 class Collector final : public FleetWatchObserver {
  public:
   FleetWatch* watch = nullptr;
   void OnWatchMessage(const ppn::fleet::v1::WatchVmResponse& m) override {
-    absl::MutexLock l(&mu);
-    states.push_back(m.vm().state());
-    first.Notify();  // may be called twice: guarded
+    {
+      absl::MutexLock l(&mu);
+      states.push_back(m.vm().state());
+    }
+    watch->ReadNext();
   }
   void OnWatchDone(const absl::Status& s) override {
     status = s;
     done.Notify();
   }
-  void Next() { watch->ReadNext(); }
+  size_t Received() {
+    absl::MutexLock l(&mu);
+    return states.size();
+  }
+  // Waits up to 10 s until `n` messages have arrived.
+  bool WaitFor(size_t n) {
+    absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (Received() < n && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+    return Received() >= n;
+  }
 
   absl::Mutex mu;
   std::vector<ppn::types::v1::VmState> states;
   absl::Status status;
-  struct Once {
-    std::atomic<bool> set{false};
-    absl::Notification n;
-    void Notify() {
-      if (!set.exchange(true)) n.Notify();
-    }
-  } first;
   absl::Notification done;
 };
 
@@ -118,11 +120,8 @@ TEST_CASE("a watch relays each state when asked and ends when the VM is destroye
   auto watch = f.client.WatchVm(TenantId("acme"), VmId(vm.vm().vm_id()), &c);
   c.watch = watch.get();
   watch->Start();
-  REQUIRE(c.first.n.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  REQUIRE(c.WaitFor(1));
   REQUIRE(f.client.DestroyVm(TenantId("acme"), VmId(vm.vm().vm_id())).ok());
-  c.Next();
-  absl::SleepFor(absl::Milliseconds(50));
-  c.Next();
   REQUIRE(c.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   CHECK(c.status.ok());
   absl::MutexLock l(&c.mu);
@@ -149,8 +148,7 @@ TEST_CASE("cancelling a watch ends the fleet's stream", "[proxy][fleet_client]")
   auto watch = f.client.WatchVm(TenantId("acme"), VmId(vm.vm().vm_id()), &c);
   c.watch = watch.get();
   watch->Start();
-  REQUIRE(c.first.n.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  c.Next();
+  REQUIRE(c.WaitFor(1));
   CHECK(f.fake.open_watches() == 1);
   watch->Cancel();
   REQUIRE(c.done.WaitForNotificationWithTimeout(absl::Seconds(10)));

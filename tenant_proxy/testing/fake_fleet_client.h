@@ -25,7 +25,7 @@ class FakeFleetClient final : public FleetClient {
  public:
   ~FakeFleetClient() override = default;
 
-  // The next CreateVm fails with `status` (after the on-create hook).
+  // The next CreateVm that would create a VM fails with `status` instead.
   void FailNextCreate(absl::Status status) {
     absl::MutexLock l(&mu_);
     fail_next_create_ = std::move(status);
@@ -109,8 +109,8 @@ class FakeFleetClient final : public FleetClient {
       }
       hook = on_create_;
     }
-    if (hook) hook(response.vm());
     if (fail.has_value()) return *fail;
+    if (hook) hook(response.vm());
     return response;
   }
 
