@@ -24,7 +24,8 @@ grpc::Status BearerAuthProcessor::Process(const InputMetadata& auth_metadata, gr
   return grpc::Status::OK;
 }
 
-absl::StatusOr<Authenticated> TenantOf(const TokenAuthenticator& authenticator, const grpc::ServerContext& context) {
+absl::StatusOr<Authenticated> TenantOf(const TokenAuthenticator& authenticator,
+                                       const grpc::ServerContextBase& context) {
   auto it = context.client_metadata().find("authorization");
   if (it == context.client_metadata().end()) return authenticator.Authenticate("");
   return authenticator.Authenticate(absl::string_view(it->second.data(), it->second.size()));

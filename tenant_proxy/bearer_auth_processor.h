@@ -25,6 +25,6 @@ class BearerAuthProcessor final : public grpc::AuthMetadataProcessor {
 };
 
 // The caller of a call that passed the processor. UNAUTHENTICATED otherwise.
-absl::StatusOr<Authenticated> TenantOf(const TokenAuthenticator& authenticator, const grpc::ServerContext& context);
+absl::StatusOr<Authenticated> TenantOf(const TokenAuthenticator& authenticator, const grpc::ServerContextBase& context);
 
 }  // namespace ppn::proxy

@@ -1,4 +1,5 @@
-// tenant_proxy: the only external entry point. Flags → config → audit trail → server.
+// tenant_proxy: the only external entry point. Flags → config → audit trail → fleet client → core →
+// server.
 
 #include <cstdio>
 #include <filesystem>
@@ -9,18 +10,21 @@
 #include "common/service_flags.h"
 #include "grpcpp/create_channel.h"
 #include "spdlog/spdlog.h"
+#include "tenant_proxy/grpc_fleet_client.h"
 #include "tenant_proxy/tenant_proxy_server.h"
 
 ABSL_FLAG(std::string, config, "", "ProxyConfig in protobuf text format (tenants, token hashes, limits)");
 ABSL_FLAG(std::string, fleet, "127.0.0.1:7102", "The fleet's address (mTLS)");
 ABSL_FLAG(std::string, ledger, "127.0.0.1:7101", "The ledger's address (mTLS)");
 ABSL_FLAG(std::string, state_dir, "tenant-proxy", "Directory for audit.jsonl and the ledger spool");
+ABSL_FLAG(int, max_watch_streams, 32, "Concurrent WatchVm streams each tenant may hold");
 
 int main(int argc, char** argv) {
   ppn::ServiceFlags flags = ppn::InitService("tenant_proxy", argc, argv);
   if (absl::GetFlag(FLAGS_config).empty()) ppn::ExitWithError("--config is required");
   absl::StatusOr<ppn::tenancy::v1::ProxyConfig> config = ppn::proxy::LoadProxyConfig(absl::GetFlag(FLAGS_config));
   if (!config.ok()) ppn::ExitWithError(config.status().message());
+  if (absl::GetFlag(FLAGS_max_watch_streams) < 1) ppn::ExitWithError("--max_watch_streams must be at least 1");
   absl::StatusOr<ppn::proxy::TokenAuthenticator> auth = ppn::proxy::TokenAuthenticator::Create(*config);
   if (!auth.ok()) ppn::ExitWithError(auth.status().message());
   std::string dir = absl::GetFlag(FLAGS_state_dir);
@@ -31,10 +35,14 @@ int main(int argc, char** argv) {
   if (!audit.ok()) ppn::ExitWithError(audit.status().message());
   (*audit)->StartDelivery(absl::Milliseconds(500));
 
-  auto fleet = ppn::fleet::v1::FleetService::NewStub(
+  auto stub = ppn::fleet::v1::FleetService::NewStub(
       grpc::CreateChannel(absl::GetFlag(FLAGS_fleet), ppn::MtlsChannelCredentials(flags.tls)));
+  ppn::proxy::GrpcFleetClient fleet(stub.get());
   ppn::proxy::RateLimiter limiter(ppn::RealClock::Get());
-  ppn::proxy::TenantServiceImpl service(*config, &*auth, fleet.get(), &limiter, audit->get());
+  ppn::proxy::ProxyOptions options;
+  options.max_watch_streams_per_tenant = absl::GetFlag(FLAGS_max_watch_streams);
+  ppn::proxy::ProxyCore core(*config, {&fleet, &limiter, audit->get()}, options);
+  ppn::proxy::TenantServiceImpl service(&*auth, &core);
   absl::StatusOr<ppn::StartedServer> server = ppn::proxy::StartTenantServer(flags.listen, flags.tls, &*auth, &service);
   if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);

@@ -1,28 +1,29 @@
 #pragma once
 
-// The tenant API. Every call is already authenticated (BearerAuthProcessor put the tenant in
-// the auth context); this adapter rate-limits, applies quotas through a per-tenant gate,
-// forwards to the fleet as the `tenant-proxy` role with the tenant in metadata, maps fleet
-// records to the tenant's view (which never names a node), and audits creates and destroys.
+// The tenant API's gRPC adapter. Every call is already authenticated (BearerAuthProcessor);
+// this derives the caller from the same token, hands the request to ProxyCore, and answers
+// with its result: a rate-limit refusal carries `retry-after-ms` (a bare integer) in the
+// trailing metadata. WatchVm is served with the callback API (a ServerWriteReactor per stream
+// relaying a FleetWatch, itself a client reactor), so an open stream holds no thread; the
+// tenant's cancellation cancels the fleet stream. The unary methods stay synchronous.
 
-#include <map>
-#include <memory>
-
-#include "absl/synchronization/mutex.h"
-#include "ppn/fleet/v1/fleet_service.grpc.pb.h"
-#include "ppn/tenancy/v1/proxy_config.pb.h"
 #include "ppn/tenancy/v1/tenant_service.grpc.pb.h"
-#include "tenant_proxy/audit_trail.h"
-#include "tenant_proxy/rate_limiter.h"
+#include "tenant_proxy/proxy_core.h"
 #include "tenant_proxy/token_authenticator.h"
 
 namespace ppn::proxy {
 
-class TenantServiceImpl final : public ppn::tenancy::v1::TenantService::Service {
+// Trailing metadata of a rate-limited call: milliseconds to wait, as a bare integer.
+inline constexpr char kRetryAfterMetadata[] = "retry-after-ms";
+
+// Only WatchVm is a callback method; gRPC serves the other, synchronous methods of the same
+// service from its sync thread pool.
+class TenantServiceImpl final
+    : public ppn::tenancy::v1::TenantService::WithCallbackMethod_WatchVm<ppn::tenancy::v1::TenantService::Service> {
  public:
-  // All pointers must outlive the service.
-  TenantServiceImpl(const ppn::tenancy::v1::ProxyConfig& config, const TokenAuthenticator* authenticator,
-                    ppn::fleet::v1::FleetService::StubInterface* fleet, RateLimiter* limiter, AuditTrail* audit);
+  // Both must outlive the service.
+  TenantServiceImpl(const TokenAuthenticator* authenticator, ProxyCore* core)
+      : authenticator_(authenticator), core_(core) {}
 
   grpc::Status CreateVm(grpc::ServerContext*, const tenancy::v1::CreateVmRequest*,
                         tenancy::v1::CreateVmResponse*) override;
@@ -31,32 +32,17 @@ class TenantServiceImpl final : public ppn::tenancy::v1::TenantService::Service 
                        tenancy::v1::ListVmsResponse*) override;
   grpc::Status DestroyVm(grpc::ServerContext*, const tenancy::v1::DestroyVmRequest*,
                          tenancy::v1::DestroyVmResponse*) override;
-  grpc::Status WatchVm(grpc::ServerContext*, const tenancy::v1::WatchVmRequest*,
-                       grpc::ServerWriter<tenancy::v1::WatchVmResponse>*) override;
+  grpc::ServerWriteReactor<tenancy::v1::WatchVmResponse>* WatchVm(grpc::CallbackServerContext*,
+                                                                  const tenancy::v1::WatchVmRequest*) override;
   grpc::Status GetQuota(grpc::ServerContext*, const tenancy::v1::GetQuotaRequest*,
                         tenancy::v1::GetQuotaResponse*) override;
 
  private:
-  struct Caller {
-    std::string tenant_id;
-    std::string token_id;
-    const ppn::tenancy::v1::Limits* limits;
-  };
-  absl::StatusOr<Caller> Admit(grpc::ServerContext* context);
-  absl::StatusOr<ppn::tenancy::v1::Usage> Usage(const std::string& tenant);
-  void Forwarding(grpc::ClientContext* ctx, const std::string& tenant) const;
-  absl::Mutex* GateOf(const std::string& tenant);
+  // The caller as ProxyCore admits it; sets retry-after-ms when rate-limited.
+  absl::StatusOr<Tenant> Admit(grpc::ServerContextBase* context);
 
-  std::map<std::string, ppn::tenancy::v1::Limits> limits_;
   const TokenAuthenticator* const authenticator_;
-  ppn::fleet::v1::FleetService::StubInterface* const fleet_;
-  RateLimiter* const limiter_;
-  AuditTrail* const audit_;
-  absl::Mutex gates_mu_;
-  std::map<std::string, std::unique_ptr<absl::Mutex>> gates_ ABSL_GUARDED_BY(gates_mu_);
+  ProxyCore* const core_;
 };
-
-// "vms/<id>" or "<id>" → id; INVALID_ARGUMENT if malformed.
-absl::StatusOr<std::string> ParseVmName(const std::string& name);
 
 }  // namespace ppn::proxy

@@ -1,14 +1,20 @@
 // The tenant proxy over real sockets, in front of a real fleet (with fake host agents, so no
 // QEMU is needed) and a real ledger: tokens, isolation, quotas, rate limits, the audit trail
-// and its spool, and no token in any log.
+// and its spool, and no token in any log. Some cases run the real proxy binary: killed in the
+// middle of a create, and holding 300 WatchVm streams.
 
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <atomic>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
 #include "common/clock.h"
 #include "common/grpc_ledger_appender.h"
@@ -18,9 +24,12 @@
 #include "grpcpp/create_channel.h"
 #include "ledger/ledger_server.h"
 #include "ledger/merkle.h"
+#include "nlohmann/json.hpp"
 #include "spdlog/sinks/ostream_sink.h"
 #include "spdlog/spdlog.h"
+#include "tenant_proxy/grpc_fleet_client.h"
 #include "tenant_proxy/tenant_proxy_server.h"
+#include "tenant_proxy/testing/fake_fleet_service.h"
 #include "tests/harness/subprocess.h"
 #include "tests/harness/temp_dir.h"
 #include "tests/harness/test_pki.h"
@@ -34,6 +43,7 @@ const char kAcmeToken[] = "acme-secret-token-4f9d2c";
 const char kAcmeOldToken[] = "acme-revoked-token-77aa";
 const char kGlobexToken[] = "globex-secret-token-b81e";
 const char kSlowToken[] = "slow-tenant-token-0c0c";
+const char kInitechToken[] = "initech-tenant-token-9e9e";
 
 std::string ConfigText() {
   std::ostringstream c;
@@ -42,7 +52,9 @@ std::string ConfigText() {
     << "tenants { tenant_id: \"globex\" token_sha256: \"" << proxy::TokenHash(kGlobexToken)
     << "\" limits { max_vms: 10 max_vcpus: 32 max_memory_mib: 16384 } }\n"
     << "tenants { tenant_id: \"slow\" token_sha256: \"" << proxy::TokenHash(kSlowToken)
-    << "\" limits { max_vms: 10 max_vcpus: 32 max_memory_mib: 16384 requests_per_second: 1 burst: 2 } }\n";
+    << "\" limits { max_vms: 10 max_vcpus: 32 max_memory_mib: 16384 requests_per_second: 1 burst: 2 } }\n"
+    << "tenants { tenant_id: \"initech\" token_sha256: \"" << proxy::TokenHash(kInitechToken)
+    << "\" limits { max_vms: 2 max_vcpus: 4 max_memory_mib: 4096 max_disk_gib: 20 } }\n";
   return c.str();
 }
 
@@ -67,9 +79,11 @@ struct Stack {
   // Proxy.
   TlsFiles proxy_tls = pki.Issue("tenant-proxy", "proxy");
   std::unique_ptr<ppn::fleet::v1::FleetService::Stub> fleet_stub;
+  std::unique_ptr<proxy::GrpcFleetClient> fleet_client;
   std::unique_ptr<proxy::AuditTrail> audit;
   proxy::RateLimiter limiter{RealClock::Get()};
   std::unique_ptr<proxy::TokenAuthenticator> authenticator;
+  std::unique_ptr<proxy::ProxyCore> core;
   std::unique_ptr<proxy::TenantServiceImpl> service;
   StartedServer proxy_server;
 
@@ -85,6 +99,9 @@ struct Stack {
     ppn::host::v1::Heartbeat hb;
     hb.set_node_id("laptop-a");
     hb.set_available_memory_mib(64 * 1024);
+    hb.set_disk_total_mib(1 << 20);
+    hb.set_disk_available_mib(1 << 20);
+    for (const char* image : {"debian-12", "ppn-test-guest"}) hb.add_images(image);
     fleet_core.AddNode("laptop-a", "unused:1");
     fleet_core.OnHeartbeat(hb);
 
@@ -95,8 +112,10 @@ struct Stack {
     std::ofstream(dir.File("proxy.textproto")) << ConfigText();
     auto config = *proxy::LoadProxyConfig(dir.File("proxy.textproto"));
     authenticator = std::make_unique<proxy::TokenAuthenticator>(*proxy::TokenAuthenticator::Create(config));
-    service = std::make_unique<proxy::TenantServiceImpl>(config, authenticator.get(), fleet_stub.get(), &limiter,
-                                                         audit.get());
+    fleet_client = std::make_unique<proxy::GrpcFleetClient>(fleet_stub.get());
+    core =
+        std::make_unique<proxy::ProxyCore>(config, proxy::ProxyCore::Deps{fleet_client.get(), &limiter, audit.get()});
+    service = std::make_unique<proxy::TenantServiceImpl>(authenticator.get(), core.get());
     proxy_server = *proxy::StartTenantServer("127.0.0.1:0", pki.Issue("tenant-proxy", "proxy-public"),
                                              authenticator.get(), service.get());
   }
@@ -126,20 +145,33 @@ void Auth(grpc::ClientContext* ctx, const std::string& header) {
   if (!header.empty()) ctx->AddMetadata("authorization", header);
 }
 
-grpc::Status Create(TenantService::Stub* stub, const std::string& token, const std::string& name, Vm* out = nullptr,
-                    const std::string& claimed_tenant = "") {
+CreateVmRequest CreateRequest(const std::string& name, const std::string& request_id = "", uint32_t disk_gib = 0) {
   CreateVmRequest req;
   req.mutable_spec()->set_display_name(name);
   req.mutable_spec()->set_vcpus(1);
   req.mutable_spec()->set_memory_mib(256);
   req.mutable_spec()->set_image("debian-12");
-  if (!claimed_tenant.empty()) (*req.mutable_spec()->mutable_labels())["tenant_id"] = claimed_tenant;
+  req.mutable_spec()->set_disk_gib(disk_gib);
+  req.set_request_id(request_id);
+  return req;
+}
+
+grpc::Status Create(TenantService::Stub* stub, const std::string& token, const CreateVmRequest& req, Vm* out = nullptr,
+                    grpc::ClientContext* given = nullptr) {
   CreateVmResponse resp;
-  grpc::ClientContext ctx;
+  grpc::ClientContext own;
+  grpc::ClientContext& ctx = given != nullptr ? *given : own;
   Auth(&ctx, token.empty() ? "" : "Bearer " + token);
   grpc::Status s = stub->CreateVm(&ctx, req, &resp);
   if (out != nullptr) *out = resp.vm();
   return s;
+}
+
+grpc::Status Create(TenantService::Stub* stub, const std::string& token, const std::string& name, Vm* out = nullptr,
+                    const std::string& claimed_tenant = "") {
+  CreateVmRequest req = CreateRequest(name);
+  if (!claimed_tenant.empty()) (*req.mutable_spec()->mutable_labels())["tenant_id"] = claimed_tenant;
+  return Create(stub, token, req, out);
 }
 
 TEST_CASE("missing malformed wrong and revoked tokens are UNAUTHENTICATED and nothing is forwarded", "[proxy][auth]") {
@@ -267,7 +299,13 @@ TEST_CASE("the rate limit refuses a burst with retry information", "[proxy][rate
     if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
       ++limited;
       CHECK(st.error_message().find("rate limit of 1 requests/s (burst 2) reached; retry in") == 0);
-      CHECK(ctx.GetServerTrailingMetadata().count("retry-after-ms") == 1);
+      auto trailers = ctx.GetServerTrailingMetadata();
+      REQUIRE(trailers.count("retry-after-ms") == 1);
+      std::string ms(trailers.find("retry-after-ms")->second.data(), trailers.find("retry-after-ms")->second.size());
+      INFO("retry-after-ms: " << ms);
+      CHECK(!ms.empty());
+      CHECK(ms.find_first_not_of("0123456789") == std::string::npos);  // a bare integer, no " ms"
+      CHECK(st.error_message() == "rate limit of 1 requests/s (burst 2) reached; retry in " + ms + " ms");
     }
   }
   CHECK(limited == 1);
@@ -291,7 +329,7 @@ TEST_CASE("every operation is audited locally and in the ledger, and the spool s
   Auth(&dctx, std::string("Bearer ") + kAcmeToken);
   REQUIRE(stub->DestroyVm(&dctx, destroy, &destroyed).ok());
   s.audit->DeliverOnce();
-  CHECK(s.audit->Pending() >= 3);
+  CHECK(s.audit->Pending() >= 5);
 
   s.StartLedger("127.0.0.1:" + std::to_string(ledger_port));
   // The channel reconnects with backoff; delivery retries until it gets through.
@@ -303,18 +341,30 @@ TEST_CASE("every operation is audited locally and in the ledger, and the spool s
   s.audit->DeliverOnce();  // another pass must not duplicate anything
   CHECK(s.audit->Pending() == 0);
 
+  // Each create and destroy: its intent before it was forwarded, its outcome after; the
+  // malformed create was refused before anything was forwarded.
   std::vector<std::string> local;
   std::ifstream in(s.dir.File("audit.jsonl"));
   for (std::string line; std::getline(in, line);) local.push_back(line);
-  REQUIRE(local.size() == 4);
-  CHECK(local[2].find("\"outcome\":\"OUTCOME_DENIED\"") != std::string::npos);
+  REQUIRE(local.size() == 7);
+  CHECK(local[4].find("\"outcome\":\"OUTCOME_DENIED\"") != std::string::npos);
+  for (int pending : {0, 2, 5}) CHECK(local[pending].find("\"outcome\":\"OUTCOME_PENDING\"") != std::string::npos);
 
   auto entries = *s.log_core.GetEntries(0, 100, "");
-  REQUIRE(entries.size() == 4);  // once each, in order
-  CHECK(entries[0].subject() == a.vm_id());
-  CHECK(entries[1].subject() == b.vm_id());
-  CHECK(entries[2].outcome() == ppn::ledger::v1::OUTCOME_DENIED);
-  CHECK(entries[3].kind() == "tenant.vm.destroy");
+  REQUIRE(entries.size() == 7);  // once each, in order
+  CHECK(entries[0].kind() == "tenant.vm.create");
+  CHECK(entries[0].outcome() == ppn::ledger::v1::OUTCOME_PENDING);
+  CHECK(entries[0].attributes().at("display_name") == "first");
+  CHECK(entries[1].subject() == a.vm_id());
+  CHECK(entries[1].outcome() == ppn::ledger::v1::OUTCOME_SUCCESS);
+  CHECK(entries[2].outcome() == ppn::ledger::v1::OUTCOME_PENDING);
+  CHECK(entries[3].subject() == b.vm_id());
+  CHECK(entries[4].outcome() == ppn::ledger::v1::OUTCOME_DENIED);
+  CHECK(entries[5].kind() == "tenant.vm.destroy");
+  CHECK(entries[5].subject() == b.vm_id());
+  CHECK(entries[5].outcome() == ppn::ledger::v1::OUTCOME_PENDING);
+  CHECK(entries[6].kind() == "tenant.vm.destroy");
+  CHECK(entries[6].outcome() == ppn::ledger::v1::OUTCOME_SUCCESS);
   auto checkpoint = *s.log_core.Checkpoint();
   for (const auto& e : entries) {
     CHECK(e.tenant_id() == "acme");
@@ -330,6 +380,302 @@ TEST_CASE("every operation is audited locally and in the ledger, and the spool s
   for (const char* token : {kAcmeToken, kGlobexToken, kAcmeOldToken})
     CHECK(everything.find(token) == std::string::npos);
   CHECK(s.log.str().find("tenant.vm.created tenant=acme") != std::string::npos);
+}
+
+std::vector<nlohmann::json> AuditLines(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+// Delivers the stack's audit spool to its ledger and returns every entry.
+std::vector<ppn::ledger::v1::Entry> DeliveredEntries(Stack& s) {
+  absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (s.audit->Pending() > 0 && absl::Now() < deadline) {
+    s.audit->DeliverOnce();
+    if (s.audit->Pending() > 0) absl::SleepFor(absl::Milliseconds(100));
+  }
+  return *s.log_core.GetEntries(0, 1000, "");
+}
+
+TEST_CASE("a malformed spec is INVALID_ARGUMENT before quota even when the quota is used up",
+          "[proxy][quota][validation]") {
+  Stack s;
+  auto stub = s.Tenant();
+  REQUIRE(Create(stub.get(), kInitechToken, CreateRequest("one")).ok());
+  REQUIRE(Create(stub.get(), kInitechToken, CreateRequest("two")).ok());  // max_vms 2: full
+  CreateVmRequest huge = CreateRequest("three");
+  huge.mutable_spec()->set_memory_mib(1u << 31);
+  grpc::Status memory = Create(stub.get(), kInitechToken, huge);
+  CHECK(memory.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(memory.error_message().find("memory_mib") != std::string::npos);
+  CreateVmRequest wide = CreateRequest("three");
+  wide.mutable_spec()->set_vcpus(65);
+  grpc::Status vcpus = Create(stub.get(), kInitechToken, wide);
+  CHECK(vcpus.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(vcpus.error_message().find("vcpus") != std::string::npos);
+  grpc::Status full = Create(stub.get(), kInitechToken, CreateRequest("three"));
+  CHECK(full.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(full.error_message() == "VM quota of 2 reached");
+}
+
+TEST_CASE("the disk quota refuses a VM whose disk would exceed it", "[proxy][quota][disk]") {
+  Stack s;
+  auto stub = s.Tenant();
+  REQUIRE(Create(stub.get(), kInitechToken, CreateRequest("big", "", 15)).ok());
+  grpc::Status over = Create(stub.get(), kInitechToken, CreateRequest("more", "", 6));
+  CHECK(over.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(over.error_message() == "disk quota of 20 GiB would be exceeded (15 in use)");
+  CHECK(Create(stub.get(), kInitechToken, CreateRequest("more", "", 5)).ok());
+  GetQuotaResponse q;
+  grpc::ClientContext ctx;
+  Auth(&ctx, std::string("Bearer ") + kInitechToken);
+  REQUIRE(stub->GetQuota(&ctx, {}, &q).ok());
+  CHECK(q.usage().disk_gib() == 20);
+  CHECK(q.limits().max_disk_gib() == 20);
+  // acme has no disk limit (0): a disk far beyond initech's whole quota passes (the node
+  // reports 1 TiB free).
+  CHECK(Create(stub.get(), kAcmeToken, CreateRequest("huge-disk", "", 500)).ok());
+}
+
+TEST_CASE("200 rate-limited creates make one aggregated ledger entry not 200", "[proxy][rate][audit]") {
+  Stack s;
+  auto stub = s.Tenant();
+  int admitted = 0, limited = 0;
+  for (int i = 0; i < 202; ++i) {
+    grpc::Status st = Create(stub.get(), kSlowToken, CreateRequest("burst-" + std::to_string(i)));
+    if (st.ok()) {
+      ++admitted;
+    } else {
+      REQUIRE(st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+      ++limited;
+    }
+  }
+  INFO("admitted " << admitted << ", limited " << limited);
+  REQUIRE(limited >= 150);
+  REQUIRE(*s.audit->FlushRateLimited(/*all=*/true) >= 1);
+  auto entries = DeliveredEntries(s);
+  int creates = 0, windows = 0;
+  int64_t counted = 0;
+  for (const auto& e : entries) {
+    if (e.kind() == "tenant.vm.create") ++creates;
+    if (e.kind() == "tenant.rate_limit") {
+      ++windows;
+      CHECK(e.tenant_id() == "slow");
+      CHECK(e.outcome() == ppn::ledger::v1::OUTCOME_DENIED);
+      int64_t n = 0;
+      REQUIRE(absl::SimpleAtoi(e.attributes().at("count"), &n));
+      counted += n;
+    }
+  }
+  CHECK(creates == 2 * admitted);  // intent and outcome of each admitted create
+  CHECK(windows >= 1);
+  CHECK(windows <= 2);  // one per 10 s window; the burst takes well under 20 s
+  CHECK(counted == limited);
+  CHECK(entries.size() == static_cast<size_t>(creates + windows));
+  CHECK(AuditLines(s.dir.File("audit.jsonl")).size() == entries.size());
+}
+
+// The real tenant_proxy binary, its state in `<dir>/proxy`, serving tenants with the stack's
+// config and forwarding to `fleet_port`; killed (SIGKILL) when destroyed.
+struct ProxyProcess {
+  ProxyProcess(Stack& s, int fleet_port, std::vector<std::string> extra = {}) : stack(s) {
+    static std::atomic<int> starts{0};
+    std::string port_file = s.dir.File("proxy.port." + std::to_string(++starts));
+    TlsFiles tls = s.pki.Issue("tenant-proxy", "proxy-process");
+    std::vector<std::string> argv = {ppn::testing::RunfilePath("tenant_proxy/tenant_proxy"),
+                                     "--mesh=ppn.test",
+                                     "--listen=127.0.0.1:0",
+                                     "--tls_ca=" + tls.ca_cert,
+                                     "--tls_cert=" + tls.cert,
+                                     "--tls_key=" + tls.key,
+                                     "--config=" + s.dir.File("proxy.textproto"),
+                                     "--fleet=127.0.0.1:" + std::to_string(fleet_port),
+                                     "--ledger=127.0.0.1:" + std::to_string(s.ledger_port),
+                                     "--state_dir=" + s.dir.File("proxy"),
+                                     "--port_file=" + port_file};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    process = std::make_unique<ppn::testing::Subprocess>(argv, s.dir.File("proxy.log"));
+    port = ppn::testing::WaitForPortFile(port_file, absl::Seconds(30));
+  }
+  void Kill() {
+    process->Signal(SIGKILL);
+    process->Wait(absl::Seconds(10));
+  }
+  // The process's thread count (what `ps -o nlwp` shows).
+  int Threads() const {
+    std::ifstream in("/proc/" + std::to_string(process->pid()) + "/status");
+    for (std::string line; std::getline(in, line);) {
+      int n = 0;
+      if (line.rfind("Threads:", 0) == 0 && absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(8)), &n)) return n;
+    }
+    return -1;
+  }
+  std::unique_ptr<TenantService::Stub> Tenant() const {
+    return TenantService::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), TlsChannelCredentials(stack.pki.ca_cert_path())));
+  }
+
+  Stack& stack;
+  std::unique_ptr<ppn::testing::Subprocess> process;
+  int port = 0;
+};
+
+TEST_CASE("a proxy killed while the fleet creates a VM leaves a record naming the request", "[proxy][audit][crash]") {
+  Stack s;
+  proxy::testing::FakeFleetService fake;
+  absl::Notification at_fleet, killed;
+  fake.OnCreate([&](const ppn::fleet::v1::CreateVmRequest&) {
+    at_fleet.Notify();
+    killed.WaitForNotificationWithTimeout(absl::Seconds(60));
+  });
+  StartedServer fleet = *proxy::testing::StartMeshFleet("ppn.test", s.pki.Issue("fleet", "fake-fleet"), &fake);
+  {
+    ProxyProcess proxy(s, fleet.port);
+    auto stub = proxy.Tenant();
+    grpc::Status answered;
+    std::thread tenant([&] { answered = Create(stub.get(), kAcmeToken, CreateRequest("doomed", "r-kill")); });
+    REQUIRE(at_fleet.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    proxy.Kill();  // the fleet has the VM; the proxy never hears back
+    killed.Notify();
+    tenant.join();
+    CHECK_FALSE(answered.ok());
+  }
+  REQUIRE(fake.FindByRequestId("r-kill").has_value());
+
+  auto lines = AuditLines(s.dir.File("proxy/audit.jsonl"));
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["operation"] == "tenant.vm.create");
+  CHECK(lines[0]["outcome"] == "OUTCOME_PENDING");
+  CHECK(lines[0]["tenant"] == "acme");
+  CHECK(lines[0]["request_id"] == "r-kill");
+  CHECK(lines[0]["display_name"] == "doomed");
+
+  // In the ledger too: at once, or from the spool once the proxy is back.
+  ProxyProcess restarted(s, fleet.port);
+  std::vector<ppn::ledger::v1::Entry> entries;
+  absl::Time deadline = absl::Now() + absl::Seconds(30);
+  do {
+    entries = *s.log_core.GetEntries(0, 100, "");
+    if (!entries.empty()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  } while (absl::Now() < deadline);
+  REQUIRE(entries.size() == 1);
+  CHECK(entries[0].kind() == "tenant.vm.create");
+  CHECK(entries[0].outcome() == ppn::ledger::v1::OUTCOME_PENDING);
+  CHECK(entries[0].attributes().at("request_id") == "r-kill");
+  fleet.server->Shutdown();
+}
+
+TEST_CASE("300 WatchVm streams hold no proxy thread each and the cap refuses the next", "[proxy][watch][threads]") {
+  Stack s;
+  const int kStreams = 300;
+  ProxyProcess proxy(s, s.fleet_server.port, {"--max_watch_streams=" + std::to_string(kStreams)});
+  auto stub = proxy.Tenant();
+  Vm vm;
+  REQUIRE(Create(stub.get(), kAcmeToken, CreateRequest("watched"), &vm).ok());
+  WatchVmRequest req;
+  req.set_name(vm.name());
+  int idle = proxy.Threads();
+
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<WatchVmResponse>>> readers;
+  for (int i = 0; i < kStreams; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->AddMetadata("authorization", std::string("Bearer ") + kAcmeToken);
+    readers.push_back(stub->WatchVm(contexts.back().get(), req));
+    WatchVmResponse msg;
+    REQUIRE(readers.back()->Read(&msg));
+    REQUIRE(msg.vm().state() == ppn::types::v1::VM_STATE_RUNNING);
+  }
+  absl::SleepFor(absl::Milliseconds(500));  // let any thread that would be started start
+  int busy = proxy.Threads();
+  std::printf("tenant_proxy threads: %d idle, %d with %d WatchVm streams open\n", idle, busy, kStreams);
+  INFO("threads idle " << idle << ", with " << kStreams << " streams " << busy);
+  CHECK(idle > 0);
+  CHECK(busy < idle + 40);
+
+  grpc::ClientContext one_more;
+  Auth(&one_more, std::string("Bearer ") + kAcmeToken);
+  auto refused = stub->WatchVm(&one_more, req);
+  WatchVmResponse msg;
+  CHECK_FALSE(refused->Read(&msg));
+  grpc::Status st = refused->Finish();
+  CHECK(st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(st.error_message() == "at most 300 WatchVm streams per tenant; close one first");
+
+  // Another tenant is not held back by acme's streams.
+  Vm theirs;
+  REQUIRE(Create(stub.get(), kGlobexToken, CreateRequest("theirs"), &theirs).ok());
+  grpc::ClientContext globex;
+  globex.AddMetadata("authorization", std::string("Bearer ") + kGlobexToken);
+  WatchVmRequest their_req;
+  their_req.set_name(theirs.name());
+  auto their_reader = stub->WatchVm(&globex, their_req);
+  CHECK(their_reader->Read(&msg));
+  globex.TryCancel();
+  their_reader->Finish();
+
+  for (auto& ctx : contexts) ctx->TryCancel();
+  for (auto& r : readers) CHECK(r->Finish().error_code() == grpc::StatusCode::CANCELLED);
+  // Cancelled streams give their slots back.
+  grpc::ClientContext after;
+  after.AddMetadata("authorization", std::string("Bearer ") + kAcmeToken);
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  bool read = false;
+  while (!read && absl::Now() < deadline) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->AddMetadata("authorization", std::string("Bearer ") + kAcmeToken);
+    auto r = stub->WatchVm(ctx.get(), req);
+    read = r->Read(&msg);
+    ctx->TryCancel();
+    r->Finish();
+    if (!read) absl::SleepFor(absl::Milliseconds(100));
+  }
+  CHECK(read);
+}
+
+TEST_CASE("a retry with the same request_id at the quota returns the original VM and is audited once",
+          "[proxy][retry][needs-fleet-request-id]") {
+  // Needs the fleet to list request_id on its records and answer `replayed` (contract C2).
+  Stack s;
+  auto stub = s.Tenant();
+  Vm first, again;
+  REQUIRE(Create(stub.get(), kInitechToken, CreateRequest("web", "r-1"), &first).ok());
+  REQUIRE(Create(stub.get(), kInitechToken, CreateRequest("other")).ok());  // max_vms 2: full
+  size_t audited = AuditLines(s.dir.File("audit.jsonl")).size();
+  grpc::Status retry = Create(stub.get(), kInitechToken, CreateRequest("web", "r-1"), &again);
+  INFO(retry.error_message());
+  REQUIRE(retry.ok());
+  CHECK(again.vm_id() == first.vm_id());
+  CHECK(AuditLines(s.dir.File("audit.jsonl")).size() == audited);  // the retry adds nothing
+
+  SECTION("the same request_id with another spec is ALREADY_EXISTS in plain words") {
+    CreateVmRequest other = CreateRequest("web", "r-1");
+    other.mutable_spec()->set_memory_mib(512);
+    grpc::Status st = Create(stub.get(), kInitechToken, other);
+    CHECK(st.error_code() == grpc::StatusCode::ALREADY_EXISTS);
+    CHECK(st.error_message() ==
+          "request_id r-1 was used for a different VM; use a new request_id for a new VM, or resend the original "
+          "request");
+  }
+}
+
+TEST_CASE("a fleet with no disk for a VM tells the tenant so", "[proxy][disk][needs-fleet-disk-placement]") {
+  // Needs the fleet to place by disk and set `ppn-shortage: disk` (contract C2).
+  Stack s;
+  ppn::host::v1::Heartbeat hb;
+  hb.set_node_id("laptop-a");
+  hb.set_available_memory_mib(64 * 1024);
+  hb.set_disk_total_mib(100 * 1024);
+  hb.set_disk_available_mib(512);
+  for (const char* image : {"debian-12", "ppn-test-guest"}) hb.add_images(image);
+  s.fleet_core.OnHeartbeat(hb);
+  auto stub = s.Tenant();
+  grpc::Status st = Create(stub.get(), kAcmeToken, CreateRequest("wide-disk", "", 50));
+  CHECK(st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(st.error_message() == "no host has disk space for this VM right now; try a smaller disk or later");
 }
 
 TEST_CASE("the example C++ and Python clients create list and destroy a VM", "[proxy][examples]") {

@@ -1,0 +1,56 @@
+#include "tenant_proxy/fleet_client.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/vm_spec.h"
+
+namespace ppn::proxy {
+
+absl::Status TenantSafeError(const absl::Status& status, absl::string_view shortage, const CallAbout& about) {
+  const bool create = about.spec != nullptr;
+  switch (status.code()) {
+    case absl::StatusCode::kOk: return absl::OkStatus();
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kInvalidArgument:
+      if (create) {
+        // The only spec problem the fleet finds that the proxy cannot is an image no node
+        // offers; anything else the shared validation words, or the plain summary.
+        if (absl::StrContains(status.message(), "image")) {
+          return absl::InvalidArgumentError(absl::StrCat("image ", about.spec->image(), " is not offered"));
+        }
+        absl::Status own = ValidateVmSpec(*about.spec);
+        if (!own.ok()) return own;
+        return absl::InvalidArgumentError("the control plane refused this VM spec as invalid");
+      }
+      if (status.code() == absl::StatusCode::kNotFound && !about.vm_id.empty()) {
+        return absl::NotFoundError(absl::StrCat("vm ", about.vm_id, " not found"));
+      }
+      return absl::Status(status.code(), "the control plane refused this request as invalid");
+    case absl::StatusCode::kAlreadyExists:
+      if (create && absl::StrContains(status.message(), "request_id")) {
+        return absl::AlreadyExistsError(absl::StrCat("request_id ", about.request_id,
+                                                     " was used for a different VM; use a new request_id for "
+                                                     "a new VM, or resend the original request"));
+      }
+      if (create) {
+        return absl::AlreadyExistsError(absl::StrCat("a VM named ", about.spec->display_name(), " already exists"));
+      }
+      return absl::AlreadyExistsError("the VM already exists");
+    case absl::StatusCode::kResourceExhausted:
+      if (shortage == "disk") {
+        return absl::ResourceExhaustedError(
+            "no host has disk space for this VM right now; try a smaller disk or later");
+      }
+      return absl::ResourceExhaustedError("no host has room for this VM right now; try a smaller VM or later");
+    case absl::StatusCode::kUnavailable:
+      return absl::UnavailableError("the VM's host is unreachable right now; retry later");
+    case absl::StatusCode::kFailedPrecondition:
+      return absl::FailedPreconditionError(
+          "the VM could not be started (check its image and spec) or is still being created; retry");
+    case absl::StatusCode::kCancelled: return absl::CancelledError("the call was cancelled");
+    default:
+      return absl::InternalError(absl::StrCat("the control plane failed (", static_cast<int>(status.code()), ")"));
+  }
+}
+
+}  // namespace ppn::proxy

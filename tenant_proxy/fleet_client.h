@@ -1,0 +1,91 @@
+#pragma once
+
+// FleetClient is the tenant proxy's view of the fleet: every call on behalf of one tenant,
+// and every error already in words a tenant may see (TenantSafeError). The gRPC
+// implementation (grpc_fleet_client.h) owns the deadline and the tenant metadata; tests use
+// tenant_proxy/testing/fake_fleet_client.h. Pure C++ (no grpcpp).
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/ids.h"
+#include "ppn/fleet/v1/fleet_service.pb.h"
+#include "ppn/types/v1/types.pb.h"
+
+namespace ppn::proxy {
+
+// Trailing metadata the fleet sets on a RESOURCE_EXHAUSTED create: which resource no node
+// had ("memory", "disk" or "nodes").
+inline constexpr char kShortageMetadata[] = "ppn-shortage";
+
+// Receives one WatchVm stream. Calls are never concurrent: OnWatchMessage once per message
+// (the first unasked, each later one after FleetWatch::ReadNext), then OnWatchDone exactly
+// once, last. After OnWatchDone returns nothing calls the observer again and its FleetWatch
+// may be destroyed.
+class FleetWatchObserver {
+ public:
+  virtual ~FleetWatchObserver() = default;
+  virtual void OnWatchMessage(const ppn::fleet::v1::WatchVmResponse& message) = 0;
+  // OK when the stream ended normally (the VM was destroyed); CANCELLED after Cancel();
+  // otherwise a tenant-safe error.
+  virtual void OnWatchDone(const absl::Status& status) = 0;
+};
+
+// One WatchVm stream to the fleet; holds no thread. Destroy it only after OnWatchDone (or
+// before Start).
+class FleetWatch {
+ public:
+  virtual ~FleetWatch() = default;
+  // Starts the stream. Once.
+  virtual void Start() = 0;
+  // Asks for the next message; once after each OnWatchMessage. A no-op after Cancel.
+  virtual void ReadNext() = 0;
+  // Ends the stream early; OnWatchDone follows (unless it already came). Thread-safe; any
+  // number of times.
+  virtual void Cancel() = 0;
+};
+
+class FleetClient {
+ public:
+  virtual ~FleetClient() = default;
+  // The fleet's CreateVm; `replayed` in the response says a retry returned an earlier VM.
+  virtual absl::StatusOr<ppn::fleet::v1::CreateVmResponse> CreateVm(const TenantId& tenant,
+                                                                    const ppn::fleet::v1::CreateVmRequest& request) = 0;
+  virtual absl::StatusOr<ppn::fleet::v1::VmRecord> GetVm(const TenantId& tenant, const VmId& vm_id) = 0;
+  virtual absl::StatusOr<ppn::fleet::v1::ListVmsResponse> ListVms(const TenantId& tenant,
+                                                                  const ppn::fleet::v1::ListVmsRequest& request) = 0;
+  virtual absl::StatusOr<ppn::fleet::v1::VmRecord> DestroyVm(const TenantId& tenant, const VmId& vm_id) = 0;
+  // A stream of `vm_id`'s states, not yet started. `*observer` must outlive OnWatchDone.
+  virtual std::unique_ptr<FleetWatch> WatchVm(const TenantId& tenant, const VmId& vm_id,
+                                              FleetWatchObserver* observer) = 0;
+};
+
+// What a tenant's call was about, so a fleet error can be told in the tenant's own terms.
+struct CallAbout {
+  std::string vm_id;                             // GetVm, DestroyVm, WatchVm
+  const ppn::types::v1::VmSpec* spec = nullptr;  // CreateVm
+  std::string request_id;                        // CreateVm
+};
+
+// The fleet's `status` as a tenant may see it. Nothing of the fleet's own message reaches
+// the tenant (it can name nodes, paths, QEMU's output or other images): each message is
+// rebuilt from the code, `shortage` (kShortageMetadata, "" if absent) and the tenant's own
+// request in `about`:
+//   NOT_FOUND (a VM)             "vm X not found"
+//   INVALID_ARGUMENT or NOT_FOUND about the image of a create
+//                                INVALID_ARGUMENT "image X is not offered"
+//   ALREADY_EXISTS               "request_id X was used for a different VM; ..." or
+//                                "a VM named X already exists"
+//   RESOURCE_EXHAUSTED           "no host has disk space for this VM right now; ..." when the
+//                                shortage is disk, else "no host has room for this VM ..."
+//   UNAVAILABLE                  "the VM's host is unreachable right now; retry later"
+//   FAILED_PRECONDITION          "the VM could not be started (check its image and spec) or
+//                                is still being created; retry"
+//   CANCELLED                    "the call was cancelled"
+//   anything else                INTERNAL "the control plane failed (code)"
+absl::Status TenantSafeError(const absl::Status& status, absl::string_view shortage, const CallAbout& about);
+
+}  // namespace ppn::proxy

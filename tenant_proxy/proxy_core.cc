@@ -1,0 +1,255 @@
+#include "tenant_proxy/proxy_core.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/vm_spec.h"
+#include "spdlog/spdlog.h"
+#include "tenant_proxy/quota.h"
+
+namespace ppn::proxy {
+namespace {
+
+using ppn::fleet::v1::VmRecord;
+using ppn::tenancy::v1::Vm;
+
+constexpr size_t kMaxRequestIdBytes = 64;
+constexpr char kForwarding[] = "forwarding to the fleet";
+
+}  // namespace
+
+// A FleetWatch that gives its tenant's stream slot back when destroyed.
+class ProxyCore::SlottedWatch final : public FleetWatch {
+ public:
+  SlottedWatch(ProxyCore* core, std::string tenant_id, std::unique_ptr<FleetWatch> inner)
+      : core_(core), tenant_id_(std::move(tenant_id)), inner_(std::move(inner)) {}
+  ~SlottedWatch() override {
+    inner_.reset();
+    core_->ReleaseWatch(tenant_id_);
+  }
+  void Start() override { inner_->Start(); }
+  void ReadNext() override { inner_->ReadNext(); }
+  void Cancel() override { inner_->Cancel(); }
+
+ private:
+  ProxyCore* const core_;
+  const std::string tenant_id_;
+  std::unique_ptr<FleetWatch> inner_;
+};
+
+Vm TenantView(const VmRecord& r) {
+  Vm vm;
+  vm.set_name("vms/" + r.vm_id());
+  vm.set_vm_id(r.vm_id());
+  *vm.mutable_spec() = r.spec();
+  vm.mutable_spec()->clear_user_data();
+  vm.set_state(r.state());
+  vm.set_state_message(r.state() == ppn::types::v1::VM_STATE_UNKNOWN ? "the VM's host is unreachable"
+                                                                     : r.state_message());
+  *vm.mutable_forwarded_ports() = r.forwarded_ports();
+  vm.set_accelerator(r.accelerator());
+  *vm.mutable_create_time() = r.create_time();
+  if (r.has_expire_time()) *vm.mutable_expire_time() = r.expire_time();
+  return vm;
+}
+
+absl::StatusOr<std::string> ParseVmName(const std::string& name) {
+  absl::string_view id = name;
+  absl::ConsumePrefix(&id, "vms/");
+  bool ok = !id.empty() && id.size() <= 64;
+  for (char c : id) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+  if (!ok) return absl::InvalidArgumentError("name must be \"vms/<vm_id>\" (ids are [a-z0-9-], at most 64)");
+  return std::string(id);
+}
+
+ProxyCore::ProxyCore(const ppn::tenancy::v1::ProxyConfig& config, Deps deps, ProxyOptions options)
+    : deps_(deps), options_(options) {
+  for (const auto& t : config.tenants()) limits_[t.tenant_id()] = t.limits();
+}
+
+absl::StatusOr<Tenant> ProxyCore::Admit(const Authenticated& who, absl::Duration* retry_after) {
+  *retry_after = absl::ZeroDuration();
+  auto it = limits_.find(who.tenant_id);
+  if (it == limits_.end()) return absl::UnauthenticatedError("not authenticated");
+  const ppn::tenancy::v1::Limits& limits = it->second;
+  RateDecision rate = deps_.limiter->Admit(who.tenant_id, limits.requests_per_second(), limits.burst());
+  if (!rate.admitted) {
+    *retry_after = rate.retry_after;
+    // One record per tenant per window, not one per refusal: refused calls must not grow the
+    // permanent ledger.
+    deps_.audit->CountRateLimited(who.tenant_id);
+    return absl::ResourceExhaustedError(absl::StrCat("rate limit of ", limits.requests_per_second(),
+                                                     " requests/s (burst ", limits.burst(), ") reached; retry in ",
+                                                     absl::ToInt64Milliseconds(rate.retry_after), " ms"));
+  }
+  return Tenant{TenantId(who.tenant_id), who.token_id, &limits};
+}
+
+absl::Status ProxyCore::Finish(AuditRecord audit, const absl::Status& status) {
+  audit.outcome = OutcomeOf(status);
+  if (!status.ok()) audit.detail = absl::StatusCodeToString(status.code());
+  absl::Status recorded = deps_.audit->Record(audit);
+  if (!recorded.ok()) {
+    spdlog::error("audit.failed tenant={} operation={} error={}", LogValue(audit.tenant_id), audit.operation,
+                  LogValue(recorded.message()));
+    return absl::InternalError("the request could not be audited, so it was not answered");
+  }
+  return status;
+}
+
+absl::Mutex* ProxyCore::GateOf(const std::string& tenant_id) {
+  absl::MutexLock l(&gates_mu_);
+  auto& gate = gates_[tenant_id];
+  if (gate == nullptr) gate = std::make_unique<absl::Mutex>();
+  return gate.get();
+}
+
+absl::StatusOr<std::vector<VmRecord>> ProxyCore::ListAll(const TenantId& tenant) {
+  std::vector<VmRecord> all;
+  std::string token;
+  do {
+    ppn::fleet::v1::ListVmsRequest req;
+    req.set_page_size(1000);
+    req.set_page_token(token);
+    PPN_ASSIGN_OR_RETURN(ppn::fleet::v1::ListVmsResponse page, deps_.fleet->ListVms(tenant, req));
+    for (auto& vm : *page.mutable_vms()) all.push_back(std::move(vm));
+    token = page.next_page_token();
+  } while (!token.empty());
+  return all;
+}
+
+absl::StatusOr<Vm> ProxyCore::CreateVm(const Tenant& tenant, const ppn::tenancy::v1::CreateVmRequest& request) {
+  const std::string& tid = tenant.tenant_id.value();
+  AuditRecord audit{tid, "tenant.vm.create", "", ppn::ledger::v1::OUTCOME_DENIED, "", tenant.token_id};
+  // A malformed request is refused as such before any quota arithmetic.
+  absl::Status valid = ValidateVmSpec(request.spec());
+  if (valid.ok() && request.request_id().size() > kMaxRequestIdBytes) {
+    valid = absl::InvalidArgumentError("request_id must be at most 64 characters");
+  }
+  if (!valid.ok()) return Finish(audit, valid);
+  audit.request_id = request.request_id();
+  audit.display_name = request.spec().display_name();
+
+  // One create at a time per tenant: the quota check and the create are one step.
+  absl::MutexLock gate(GateOf(tid));
+  absl::StatusOr<std::vector<VmRecord>> vms = ListAll(tenant.tenant_id);
+  if (!vms.ok()) return Finish(audit, vms.status());
+  // A retry of a create that already made its VM: the quota already counts that VM, and the
+  // fleet answers with it, so neither the quota nor a second intent applies.
+  const VmRecord* earlier = FindByRequestId(*vms, request.request_id());
+  std::string earlier_id = earlier != nullptr ? earlier->vm_id() : "";
+  if (earlier == nullptr) {
+    absl::Status quota = CheckQuota(*tenant.limits, UsageOf(*vms), request.spec());
+    if (!quota.ok()) return Finish(audit, quota);
+    AuditRecord intent = audit;
+    intent.outcome = ppn::ledger::v1::OUTCOME_PENDING;
+    intent.detail = kForwarding;
+    absl::Status recorded = deps_.audit->Record(intent);
+    if (!recorded.ok()) {
+      spdlog::error("audit.failed tenant={} operation={} error={}", LogValue(tid), intent.operation,
+                    LogValue(recorded.message()));
+      return absl::InternalError("the request could not be audited, so it was not forwarded");
+    }
+  }
+
+  ppn::fleet::v1::CreateVmRequest forward;
+  *forward.mutable_spec() = request.spec();
+  forward.set_request_id(request.request_id());
+  absl::StatusOr<ppn::fleet::v1::CreateVmResponse> created = deps_.fleet->CreateVm(tenant.tenant_id, forward);
+  if (!created.ok()) return Finish(audit, created.status());
+  // `replayed` is the fleet's word; a fleet that predates it still returns the same VM.
+  bool replayed = created->replayed() || (!earlier_id.empty() && created->vm().vm_id() == earlier_id);
+  if (replayed && !earlier_id.empty()) {
+    spdlog::info("tenant.vm.create_replayed tenant={} vm={} request_id={} token_id={}", LogValue(tid),
+                 created->vm().vm_id(), LogValue(request.request_id()), tenant.token_id);
+    return TenantView(created->vm());
+  }
+  audit.vm_id = created->vm().vm_id();
+  if (replayed) audit.detail = "replayed";  // closes this call's own intent
+  PPN_RETURN_IF_ERROR(Finish(audit, absl::OkStatus()));
+  spdlog::info("tenant.vm.created tenant={} vm={} token_id={}", LogValue(tid), audit.vm_id, audit.token_id);
+  return TenantView(created->vm());
+}
+
+absl::StatusOr<Vm> ProxyCore::GetVm(const Tenant& tenant, const std::string& name) {
+  PPN_ASSIGN_OR_RETURN(std::string id, ParseVmName(name));
+  PPN_ASSIGN_OR_RETURN(VmRecord vm, deps_.fleet->GetVm(tenant.tenant_id, VmId(id)));
+  return TenantView(vm);
+}
+
+absl::StatusOr<ppn::tenancy::v1::ListVmsResponse> ProxyCore::ListVms(const Tenant& tenant,
+                                                                     const ppn::tenancy::v1::ListVmsRequest& request) {
+  if (request.page_size() < 0 || request.page_size() > 1000) {
+    return absl::InvalidArgumentError("page_size must be 0-1000");
+  }
+  ppn::fleet::v1::ListVmsRequest req;
+  req.set_page_size(request.page_size());
+  req.set_page_token(request.page_token());
+  *req.mutable_label_selector() = request.label_selector();
+  PPN_ASSIGN_OR_RETURN(ppn::fleet::v1::ListVmsResponse page, deps_.fleet->ListVms(tenant.tenant_id, req));
+  ppn::tenancy::v1::ListVmsResponse out;
+  for (const auto& vm : page.vms()) *out.add_vms() = TenantView(vm);
+  out.set_next_page_token(page.next_page_token());
+  return out;
+}
+
+absl::StatusOr<Vm> ProxyCore::DestroyVm(const Tenant& tenant, const std::string& name) {
+  const std::string& tid = tenant.tenant_id.value();
+  AuditRecord audit{tid, "tenant.vm.destroy", "", ppn::ledger::v1::OUTCOME_DENIED, "", tenant.token_id};
+  absl::StatusOr<std::string> id = ParseVmName(name);
+  if (!id.ok()) return Finish(audit, id.status());
+  audit.vm_id = *id;
+  AuditRecord intent = audit;
+  intent.outcome = ppn::ledger::v1::OUTCOME_PENDING;
+  intent.detail = kForwarding;
+  absl::Status recorded = deps_.audit->Record(intent);
+  if (!recorded.ok()) {
+    spdlog::error("audit.failed tenant={} operation={} error={}", LogValue(tid), intent.operation,
+                  LogValue(recorded.message()));
+    return absl::InternalError("the request could not be audited, so it was not forwarded");
+  }
+  absl::StatusOr<VmRecord> destroyed = deps_.fleet->DestroyVm(tenant.tenant_id, VmId(*id));
+  PPN_RETURN_IF_ERROR(Finish(audit, destroyed.status()));
+  spdlog::info("tenant.vm.destroyed tenant={} vm={} token_id={}", LogValue(tid), audit.vm_id, audit.token_id);
+  return TenantView(*destroyed);
+}
+
+absl::StatusOr<ppn::tenancy::v1::GetQuotaResponse> ProxyCore::GetQuota(const Tenant& tenant) {
+  PPN_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, ListAll(tenant.tenant_id));
+  ppn::tenancy::v1::GetQuotaResponse out;
+  out.set_tenant_id(tenant.tenant_id.value());
+  *out.mutable_limits() = *tenant.limits;
+  *out.mutable_usage() = UsageOf(vms);
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<FleetWatch>> ProxyCore::OpenWatch(const Tenant& tenant, const std::string& name,
+                                                                 FleetWatchObserver* observer) {
+  PPN_ASSIGN_OR_RETURN(std::string id, ParseVmName(name));
+  const std::string& tid = tenant.tenant_id.value();
+  {
+    absl::MutexLock l(&watches_mu_);
+    int& held = watches_[tid];
+    if (held >= options_.max_watch_streams_per_tenant) {
+      return absl::ResourceExhaustedError(absl::StrCat("at most ", options_.max_watch_streams_per_tenant,
+                                                       " WatchVm streams per tenant; close one first"));
+    }
+    ++held;
+  }
+  return std::unique_ptr<FleetWatch>(
+      std::make_unique<SlottedWatch>(this, tid, deps_.fleet->WatchVm(tenant.tenant_id, VmId(id), observer)));
+}
+
+void ProxyCore::ReleaseWatch(const std::string& tenant_id) {
+  absl::MutexLock l(&watches_mu_);
+  if (--watches_[tenant_id] <= 0) watches_.erase(tenant_id);
+}
+
+int ProxyCore::WatchStreamsForTest(const std::string& tenant_id) {
+  absl::MutexLock l(&watches_mu_);
+  auto it = watches_.find(tenant_id);
+  return it == watches_.end() ? 0 : it->second;
+}
+
+}  // namespace ppn::proxy

@@ -1,0 +1,101 @@
+#pragma once
+
+// ProxyCore makes every decision of the tenant API, behind the thin gRPC adapter
+// (tenant_service.h): the rate limit, validation before quota, the quota (tenant_proxy/quota.h),
+// the audit trail (the intent of a create or destroy recorded before it is forwarded, the
+// outcome after), a cap on concurrent WatchVm streams, and the tenant's view of the fleet's
+// records (never a node). The fleet is reached through FleetClient, whose errors are already
+// tenant-safe. Pure C++. Thread-safe. Everything in Deps must outlive the core.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "ppn/tenancy/v1/proxy_config.pb.h"
+#include "ppn/tenancy/v1/tenant_service.pb.h"
+#include "tenant_proxy/audit_trail.h"
+#include "tenant_proxy/fleet_client.h"
+#include "tenant_proxy/rate_limiter.h"
+#include "tenant_proxy/token_authenticator.h"
+
+namespace ppn::proxy {
+
+// A caller the proxy admitted.
+struct Tenant {
+  TenantId tenant_id;
+  std::string token_id;
+  const ppn::tenancy::v1::Limits* limits = nullptr;  // owned by the core
+};
+
+struct ProxyOptions {
+  // Concurrent WatchVm streams one tenant may hold.
+  int max_watch_streams_per_tenant = 32;
+};
+
+class ProxyCore {
+ public:
+  struct Deps {
+    FleetClient* fleet;
+    RateLimiter* limiter;
+    AuditTrail* audit;
+  };
+  ProxyCore(const ppn::tenancy::v1::ProxyConfig& config, Deps deps, ProxyOptions options = {});
+
+  // `who` (authenticated by its token) as a tenant the proxy serves, after taking one token
+  // from its rate limit. UNAUTHENTICATED if the proxy has no limits for it; when over its
+  // rate, RESOURCE_EXHAUSTED "rate limit of R requests/s (burst B) reached; retry in N ms"
+  // with `*retry_after` set (zero otherwise); such refusals are audited aggregated.
+  absl::StatusOr<Tenant> Admit(const Authenticated& who, absl::Duration* retry_after);
+
+  // Validates the request (INVALID_ARGUMENT), then the quota (RESOURCE_EXHAUSTED) unless the
+  // request_id names one of the tenant's VMs (a retry: the fleet returns that VM); records
+  // the intent, forwards, records the outcome. A retry the fleet replays is recorded once,
+  // by the original call. One create at a time per tenant, so quota races cannot overshoot.
+  // INTERNAL if the trail cannot record (then nothing is forwarded, or nothing answered).
+  absl::StatusOr<ppn::tenancy::v1::Vm> CreateVm(const Tenant& tenant, const ppn::tenancy::v1::CreateVmRequest& request);
+  // NOT_FOUND for a VM that is absent or another tenant's, with the same words.
+  absl::StatusOr<ppn::tenancy::v1::Vm> GetVm(const Tenant& tenant, const std::string& name);
+  absl::StatusOr<ppn::tenancy::v1::ListVmsResponse> ListVms(const Tenant& tenant,
+                                                            const ppn::tenancy::v1::ListVmsRequest& request);
+  // Records the intent, forwards, records the outcome.
+  absl::StatusOr<ppn::tenancy::v1::Vm> DestroyVm(const Tenant& tenant, const std::string& name);
+  absl::StatusOr<ppn::tenancy::v1::GetQuotaResponse> GetQuota(const Tenant& tenant);
+  // A stream of `name`'s states for `observer`, not yet started; it holds one of the
+  // tenant's stream slots until destroyed. RESOURCE_EXHAUSTED "at most N WatchVm streams per
+  // tenant; close one first" when all are taken.
+  absl::StatusOr<std::unique_ptr<FleetWatch>> OpenWatch(const Tenant& tenant, const std::string& name,
+                                                        FleetWatchObserver* observer);
+  // Streams `tenant_id` holds now (tests).
+  int WatchStreamsForTest(const std::string& tenant_id);
+
+ private:
+  class SlottedWatch;
+  absl::StatusOr<std::vector<ppn::fleet::v1::VmRecord>> ListAll(const TenantId& tenant);
+  // Records `audit` with the outcome of `status` and returns `status`, or INTERNAL if the
+  // record could not be written.
+  absl::Status Finish(AuditRecord audit, const absl::Status& status);
+  absl::Mutex* GateOf(const std::string& tenant_id);
+  void ReleaseWatch(const std::string& tenant_id);
+
+  const Deps deps_;
+  const ProxyOptions options_;
+  std::map<std::string, ppn::tenancy::v1::Limits> limits_;  // immutable after construction
+  absl::Mutex gates_mu_;
+  std::map<std::string, std::unique_ptr<absl::Mutex>> gates_ ABSL_GUARDED_BY(gates_mu_);
+  absl::Mutex watches_mu_;
+  std::map<std::string, int> watches_ ABSL_GUARDED_BY(watches_mu_);
+};
+
+// The tenant's view of a fleet record: no node, no user_data, no request_id.
+ppn::tenancy::v1::Vm TenantView(const ppn::fleet::v1::VmRecord& record);
+
+// "vms/<id>" or "<id>" -> id; INVALID_ARGUMENT if malformed.
+absl::StatusOr<std::string> ParseVmName(const std::string& name);
+
+}  // namespace ppn::proxy

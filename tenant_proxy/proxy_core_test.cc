@@ -1,0 +1,347 @@
+#include "tenant_proxy/proxy_core.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "catch2/catch.hpp"
+#include "nlohmann/json.hpp"
+#include "tenant_proxy/testing/fake_fleet_client.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/harness/temp_dir.h"
+
+namespace ppn::proxy {
+namespace {
+
+using ppn::tenancy::v1::CreateVmRequest;
+using testing::FakeFleetClient;
+
+ppn::tenancy::v1::ProxyConfig Config() {
+  ppn::tenancy::v1::ProxyConfig config;
+  auto* acme = config.add_tenants();
+  acme->set_tenant_id("acme");
+  acme->mutable_limits()->set_max_vms(2);
+  acme->mutable_limits()->set_max_vcpus(4);
+  acme->mutable_limits()->set_max_memory_mib(1024);
+  acme->mutable_limits()->set_max_disk_gib(20);
+  auto* slow = config.add_tenants();
+  slow->set_tenant_id("slow");
+  slow->mutable_limits()->set_max_vms(10);
+  slow->mutable_limits()->set_max_vcpus(10);
+  slow->mutable_limits()->set_max_memory_mib(10000);
+  slow->mutable_limits()->set_requests_per_second(1);
+  slow->mutable_limits()->set_burst(2);
+  return config;
+}
+
+CreateVmRequest Request(const std::string& name, const std::string& request_id = "", uint32_t disk_gib = 0) {
+  CreateVmRequest req;
+  req.mutable_spec()->set_display_name(name);
+  req.mutable_spec()->set_vcpus(1);
+  req.mutable_spec()->set_memory_mib(256);
+  req.mutable_spec()->set_image("debian-12");
+  req.mutable_spec()->set_disk_gib(disk_gib);
+  req.set_request_id(request_id);
+  return req;
+}
+
+std::vector<nlohmann::json> Lines(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+struct Fixture {
+  explicit Fixture(std::string audit_file = "", ProxyOptions options = {}) : options(options) {
+    audit = *AuditTrail::Open(audit_file.empty() ? dir.File("audit.jsonl") : audit_file, dir.File("spool.db"), &clock,
+                              [](const ppn::ledger::v1::AppendRequest&) { return absl::OkStatus(); });
+    core = std::make_unique<ProxyCore>(config, ProxyCore::Deps{&fleet, &limiter, audit.get()}, options);
+  }
+  Tenant Admit(const std::string& tenant) {
+    absl::Duration retry;
+    return *core->Admit({tenant, "tok" + tenant}, &retry);
+  }
+  std::vector<nlohmann::json> AuditLines() { return Lines(dir.File("audit.jsonl")); }
+
+  ppn::testing::TempDir dir;
+  ppn::testing::FakeClock clock;
+  ppn::tenancy::v1::ProxyConfig config = Config();
+  FakeFleetClient fleet;
+  RateLimiter limiter{&clock};
+  ProxyOptions options;
+  std::unique_ptr<AuditTrail> audit;
+  std::unique_ptr<ProxyCore> core;
+};
+
+TEST_CASE("a malformed spec is INVALID_ARGUMENT even when the quota is used up", "[proxy][core][quota]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  REQUIRE(f.core->CreateVm(acme, Request("a")).ok());
+  REQUIRE(f.core->CreateVm(acme, Request("b")).ok());  // max_vms 2: full
+  CreateVmRequest huge = Request("c");
+  huge.mutable_spec()->set_memory_mib(1u << 31);
+  CreateVmRequest wide = Request("d");
+  wide.mutable_spec()->set_vcpus(65);
+  for (const auto& req : {huge, wide}) {
+    absl::StatusOr<ppn::tenancy::v1::Vm> vm = f.core->CreateVm(acme, req);
+    INFO(vm.status().ToString());
+    CHECK(vm.status().code() == absl::StatusCode::kInvalidArgument);
+  }
+  CHECK(f.fleet.creates() == 2);
+  auto lines = f.AuditLines();
+  REQUIRE(lines.size() == 6);  // two creates (intent + outcome each), two refusals
+  CHECK(lines[4]["outcome"] == "OUTCOME_DENIED");
+  CHECK(lines[4]["detail"] == "INVALID_ARGUMENT");
+  CHECK(lines[4].count("display_name") == 0);  // nothing of a malformed request is kept
+}
+
+TEST_CASE("the disk quota counts each VM's disk and refuses what would exceed it", "[proxy][core][quota]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  REQUIRE(f.core->CreateVm(acme, Request("a", "", 15)).ok());
+  absl::StatusOr<ppn::tenancy::v1::Vm> over = f.core->CreateVm(acme, Request("b", "", 6));
+  CHECK(over.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK(over.status().message() == "disk quota of 20 GiB would be exceeded (15 in use)");
+  CHECK(f.core->CreateVm(acme, Request("b", "", 5)).ok());
+  auto quota = *f.core->GetQuota(acme);
+  CHECK(quota.usage().disk_gib() == 20);
+  CHECK(quota.limits().max_disk_gib() == 20);
+  CHECK(f.fleet.creates() == 2);
+}
+
+TEST_CASE("the intent of a create is recorded before the fleet acts and the outcome after", "[proxy][core][audit]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  std::vector<nlohmann::json> at_the_fleet;
+  f.fleet.OnCreate([&](const ppn::fleet::v1::VmRecord&) { at_the_fleet = f.AuditLines(); });
+  auto vm = f.core->CreateVm(acme, Request("web", "r-1"));
+  REQUIRE(vm.ok());
+  REQUIRE(at_the_fleet.size() == 1);
+  CHECK(at_the_fleet[0]["operation"] == "tenant.vm.create");
+  CHECK(at_the_fleet[0]["outcome"] == "OUTCOME_PENDING");
+  CHECK(at_the_fleet[0]["request_id"] == "r-1");
+  CHECK(at_the_fleet[0]["display_name"] == "web");
+  CHECK(at_the_fleet[0]["token_id"] == "tokacme");
+  auto lines = f.AuditLines();
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[1]["outcome"] == "OUTCOME_SUCCESS");
+  CHECK(lines[1]["vm_id"] == vm->vm_id());
+  CHECK(lines[1]["request_id"] == "r-1");
+}
+
+TEST_CASE("a proxy killed while the fleet creates leaves the intent naming the request",
+          "[proxy][core][audit][crash]") {
+  ppn::testing::TempDir dir;
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // The proxy: dies (SIGKILL, no destructor, no flush) once the fleet has made the VM and
+    // before it could hear back.
+    ppn::testing::FakeClock clock;
+    FakeFleetClient fleet;
+    RateLimiter limiter(&clock);
+    auto audit =
+        *AuditTrail::Open(dir.File("audit.jsonl"), dir.File("spool.db"), &clock,
+                          [](const ppn::ledger::v1::AppendRequest&) { return absl::UnavailableError("down"); });
+    ProxyCore core(Config(), {&fleet, &limiter, audit.get()});
+    fleet.OnCreate([](const ppn::fleet::v1::VmRecord&) { raise(SIGKILL); });
+    absl::Duration retry;
+    core.CreateVm(*core.Admit({"acme", "t"}, &retry), Request("web", "r-crash")).IgnoreError();
+    _exit(0);  // not reached
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGKILL);
+
+  std::vector<ppn::ledger::v1::AppendRequest> delivered;
+  ppn::testing::FakeClock clock;
+  auto reopened = *AuditTrail::Open(dir.File("audit.jsonl"), dir.File("spool.db"), &clock,
+                                    [&](const ppn::ledger::v1::AppendRequest& r) {
+                                      delivered.push_back(r);
+                                      return absl::OkStatus();
+                                    });
+  auto lines = Lines(dir.File("audit.jsonl"));
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["outcome"] == "OUTCOME_PENDING");
+  CHECK(lines[0]["request_id"] == "r-crash");
+  CHECK(reopened->DeliverOnce() == 1);
+  REQUIRE(delivered.size() == 1);
+  CHECK(delivered[0].kind() == "tenant.vm.create");
+  CHECK(delivered[0].outcome() == ppn::ledger::v1::OUTCOME_PENDING);
+  CHECK(delivered[0].attributes().at("request_id") == "r-crash");
+}
+
+TEST_CASE("nothing is forwarded when the intent cannot be recorded", "[proxy][core][audit]") {
+  Fixture f("/dev/full");  // every write fails
+  Tenant acme = f.Admit("acme");
+  auto vm = f.core->CreateVm(acme, Request("web"));
+  CHECK(vm.status().code() == absl::StatusCode::kInternal);
+  CHECK(vm.status().message() == "the request could not be audited, so it was not forwarded");
+  CHECK(f.fleet.creates() == 0);
+  f.fleet.Put([] {
+    ppn::fleet::v1::VmRecord r;
+    r.set_vm_id("vm-x");
+    r.set_tenant_id("acme");
+    r.set_state(ppn::types::v1::VM_STATE_RUNNING);
+    return r;
+  }());
+  auto destroyed = f.core->DestroyVm(acme, "vms/vm-x");
+  CHECK(destroyed.status().code() == absl::StatusCode::kInternal);
+  CHECK(f.fleet.destroys() == 0);
+}
+
+TEST_CASE("a retry with the same request_id at the quota returns the original VM and is recorded once",
+          "[proxy][core][retry]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  REQUIRE(f.core->CreateVm(acme, Request("other")).ok());
+  auto first = f.core->CreateVm(acme, Request("web", "r-1"));
+  REQUIRE(first.ok());  // max_vms 2: now full
+  REQUIRE(f.AuditLines().size() == 4);
+
+  SECTION("the fleet says replayed") {}
+  SECTION("a fleet that predates replayed returns the same VM") { f.fleet.SetReportsReplayed(false); }
+  auto retry = f.core->CreateVm(acme, Request("web", "r-1"));
+  INFO(retry.status().ToString());
+  REQUIRE(retry.ok());
+  CHECK(retry->vm_id() == first->vm_id());
+  CHECK(f.AuditLines().size() == 4);  // nothing new: the original call recorded it
+  CHECK(f.fleet.live_vms() == 2);
+
+  // Another request_id is a new create, and the quota applies.
+  auto fresh = f.core->CreateVm(acme, Request("web2", "r-2"));
+  CHECK(fresh.status().message() == "VM quota of 2 reached");
+}
+
+TEST_CASE("the same request_id with another spec is ALREADY_EXISTS in plain words", "[proxy][core][retry]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  REQUIRE(f.core->CreateVm(acme, Request("web", "r-1")).ok());
+  CreateVmRequest other = Request("web", "r-1");
+  other.mutable_spec()->set_memory_mib(512);
+  auto s = f.core->CreateVm(acme, other);
+  CHECK(s.status().code() == absl::StatusCode::kAlreadyExists);
+  CHECK(s.status().message() ==
+        "request_id r-1 was used for a different VM; use a new request_id for a new VM, or resend the original "
+        "request");
+  auto lines = f.AuditLines();
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[2]["outcome"] == "OUTCOME_DENIED");
+  CHECK(lines[2]["detail"] == "ALREADY_EXISTS");
+}
+
+TEST_CASE("a rate-limited burst is counted not recorded one by one", "[proxy][core][rate]") {
+  Fixture f;
+  absl::Duration retry;
+  int refused = 0;
+  for (int i = 0; i < 202; ++i) {
+    absl::StatusOr<Tenant> t = f.core->Admit({"slow", "t"}, &retry);
+    if (t.ok()) {
+      CHECK(retry == absl::ZeroDuration());
+      continue;
+    }
+    ++refused;
+    CHECK(t.status().code() == absl::StatusCode::kResourceExhausted);
+    CHECK(t.status().message() == "rate limit of 1 requests/s (burst 2) reached; retry in 1000 ms");
+    CHECK(retry == absl::Seconds(1));
+  }
+  CHECK(refused == 200);
+  CHECK(f.AuditLines().empty());
+  f.clock.Advance(absl::Seconds(10));
+  CHECK(*f.audit->FlushRateLimited() == 1);
+  auto lines = f.AuditLines();
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["tenant"] == "slow");
+  CHECK(lines[0]["count"] == 200);
+}
+
+TEST_CASE("an unknown tenant is not admitted", "[proxy][core]") {
+  Fixture f;
+  absl::Duration retry;
+  CHECK(f.core->Admit({"nobody", "t"}, &retry).status().code() == absl::StatusCode::kUnauthenticated);
+}
+
+TEST_CASE("a destroy records its intent and its outcome", "[proxy][core][audit]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  auto vm = *f.core->CreateVm(acme, Request("web"));
+  REQUIRE(f.core->DestroyVm(acme, vm.name()).ok());
+  auto missing = f.core->DestroyVm(acme, "vms/vm-404");
+  CHECK(missing.status().code() == absl::StatusCode::kNotFound);
+  CHECK(missing.status().message() == "vm vm-404 not found");
+  auto bad = f.core->DestroyVm(acme, "vms/Not Valid");
+  CHECK(bad.status().code() == absl::StatusCode::kInvalidArgument);
+  auto lines = f.AuditLines();
+  REQUIRE(lines.size() == 2 + 2 + 2 + 1);
+  CHECK(lines[2]["operation"] == "tenant.vm.destroy");
+  CHECK(lines[2]["outcome"] == "OUTCOME_PENDING");
+  CHECK(lines[3]["outcome"] == "OUTCOME_SUCCESS");
+  CHECK(lines[3]["vm_id"] == vm.vm_id());
+  CHECK(lines[5]["outcome"] == "OUTCOME_DENIED");
+  CHECK(lines[6]["outcome"] == "OUTCOME_DENIED");
+  CHECK(lines[6]["vm_id"] == "");
+}
+
+TEST_CASE("the tenant's view names no node and echoes no user_data", "[proxy][core]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  CreateVmRequest req = Request("web", "r-9");
+  req.mutable_spec()->set_user_data("#cloud-config\npassword: hunter2\n");
+  auto vm = *f.core->CreateVm(acme, req);
+  auto got = *f.core->GetVm(acme, vm.name());
+  for (const auto& v : {vm, got}) {
+    std::string bytes = v.SerializeAsString();
+    CHECK(bytes.find("secret-node-7") == std::string::npos);
+    CHECK(bytes.find("hunter2") == std::string::npos);
+    CHECK(bytes.find("r-9") == std::string::npos);
+  }
+  CHECK(f.core->GetVm(f.Admit("slow"), vm.name()).status().message() == "vm " + vm.vm_id() + " not found");
+}
+
+TEST_CASE("usage counts every page of a long listing", "[proxy][core][quota]") {
+  Fixture f;
+  for (int i = 0; i < 1500; ++i) {
+    ppn::fleet::v1::VmRecord r;
+    r.set_vm_id("vm-" + std::to_string(100000 + i));
+    r.set_tenant_id("slow");
+    r.set_state(ppn::types::v1::VM_STATE_RUNNING);
+    r.mutable_spec()->set_vcpus(1);
+    f.fleet.Put(r);
+  }
+  CHECK(f.core->GetQuota(f.Admit("slow"))->usage().vms() == 1500);
+  ppn::tenancy::v1::ListVmsRequest list;
+  list.set_page_size(1001);
+  CHECK(f.core->ListVms(f.Admit("slow"), list).status().message() == "page_size must be 0-1000");
+}
+
+class NullObserver final : public FleetWatchObserver {
+ public:
+  void OnWatchMessage(const ppn::fleet::v1::WatchVmResponse&) override {}
+  void OnWatchDone(const absl::Status&) override {}
+};
+
+TEST_CASE("a tenant holds at most its cap of WatchVm streams", "[proxy][core][watch]") {
+  ProxyOptions options;
+  options.max_watch_streams_per_tenant = 3;
+  Fixture f("", options);
+  Tenant acme = f.Admit("acme");
+  NullObserver observer;
+  std::vector<std::unique_ptr<FleetWatch>> held;
+  for (int i = 0; i < 3; ++i) held.push_back(*f.core->OpenWatch(acme, "vms/vm-1", &observer));
+  auto fourth = f.core->OpenWatch(acme, "vms/vm-1", &observer);
+  CHECK(fourth.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK(fourth.status().message() == "at most 3 WatchVm streams per tenant; close one first");
+  CHECK(f.core->OpenWatch(f.Admit("slow"), "vms/vm-1", &observer).ok());  // another tenant's slots
+  CHECK(f.core->OpenWatch(acme, "vms/Bad", &observer).status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(f.core->WatchStreamsForTest("acme") == 3);
+  held.pop_back();  // a closed stream gives its slot back
+  CHECK(f.core->WatchStreamsForTest("acme") == 2);
+  CHECK(f.core->OpenWatch(acme, "vms/vm-1", &observer).ok());
+}
+
+}  // namespace
+}  // namespace ppn::proxy
