@@ -17,7 +17,6 @@
 // table); per-VM calls for different VMs may run concurrently.
 
 #include <cstdint>
-#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -25,14 +24,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/command_runner.h"
 
 namespace ppn::host {
 
-// Runs argv to completion, in the node's network namespace or, when `netns` is non-empty, in
-// that named namespace (/run/netns/<netns>). Returns its output; an error with the output
-// when it exits non-zero.
-using CommandRunner =
-    std::function<absl::StatusOr<std::string>(const std::vector<std::string>& argv, const std::string& netns)>;
+using ppn::CommandRunner;
 
 // One rule of an egress list: a destination network and, optionally, a port range.
 struct EgressRule {
