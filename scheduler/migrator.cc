@@ -140,8 +140,7 @@ absl::StatusOr<MigrationProgress> Migrator::Run(Attempt& a, const MigrationReque
   progress(a.report);
   spdlog::info("migration.started vm={} from={} to={}", a.id.value(), a.source.value(), a.target.value());
 
-  IncomingVm incoming{a.id, TenantId(a.vm.tenant_id()), a.vm.spec(), a.vm.accelerator(), options_.ready_timeout};
-  absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> prepared = a.target_agent->PrepareIncoming(incoming);
+  absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> prepared = Prepare(a);
   if (!prepared.ok()) {
     std::string why = absl::StrCat("target ", a.target.value(), " could not prepare: ", prepared.status().message());
     VmInstance running;
@@ -177,6 +176,7 @@ absl::StatusOr<MigrationProgress> Migrator::Run(Attempt& a, const MigrationReque
     // The source itself says the migration failed: the target never got the whole guest. One
     // look is enough, and only to catch a target that runs it anyway.
     if (AwaitTarget(a, absl::ZeroDuration(), false, &running) == Verdict::kRuns) {
+      RetireSourceCopy(a);
       return Moved(a, *last, ports_there(), absl::StrCat(" (the source reported: ", last->message(), ")"));
     }
     return NotMoved(a, last->message(), /*source_sent=*/true);
@@ -187,6 +187,7 @@ absl::StatusOr<MigrationProgress> Migrator::Run(Attempt& a, const MigrationReque
   // cancel it. Only the target can tell what happened.
   switch (AwaitTarget(a, options_.outcome_timeout, true, &running)) {
     case Verdict::kRuns:
+      RetireSourceCopy(a);
       return Moved(a, a.report, ports_there(),
                    absl::StrCat(" (the source's stream ended: ", last.status().message(), ")"));
     case Verdict::kGone: return NotMoved(a, why, /*source_sent=*/true);
@@ -198,6 +199,23 @@ absl::StatusOr<MigrationProgress> Migrator::Run(Attempt& a, const MigrationReque
   return Failed(
       a, absl::StrCat(why, "; outcome unknown: target ", a.target.value(), " did not settle within ",
                       absl::FormatDuration(options_.outcome_timeout), ", both copies left for the fleet to settle"));
+}
+
+absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> Migrator::Prepare(Attempt& a) {
+  IncomingVm incoming{a.id, TenantId(a.vm.tenant_id()), a.vm.spec(), a.vm.accelerator(), options_.ready_timeout};
+  absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> prepared = a.target_agent->PrepareIncoming(incoming);
+  if (prepared.status().code() != absl::StatusCode::kAlreadyExists) return prepared;
+  // A copy from an earlier attempt (its scheduler crashed, its stream broke) is still there. No
+  // migration of this VM runs now (one at a time), so it goes away on its own: its incoming
+  // stream fails, or nothing arrives within its ready timeout. Wait for that, then try again.
+  VmInstance running;
+  if (AwaitTarget(a, options_.ready_timeout + options_.settle_timeout, false, &running) != Verdict::kGone) {
+    return prepared;
+  }
+  spdlog::info("migration.stale_target_gone vm={} node={}", a.id.value(), a.target.value());
+  absl::Status removed = a.target_agent->DestroyVm(a.id);  // a FAILED record may linger
+  if (!removed.ok() && removed.code() != absl::StatusCode::kNotFound) return prepared;
+  return a.target_agent->PrepareIncoming(incoming);
 }
 
 Migrator::Verdict Migrator::AwaitTarget(Attempt& a, absl::Duration timeout, bool wait_if_unreachable,
@@ -255,6 +273,15 @@ std::string Migrator::ResumeSource(Attempt& a) {
     }
     deps_.sleep(options_.poll_interval);
   }
+}
+
+void Migrator::RetireSourceCopy(Attempt& a) {
+  absl::StatusOr<std::vector<VmInstance>> here = a.source_agent->ListVms();
+  if (!here.ok()) return;  // its agent is down: the fleet retires the copy once it reports it
+  std::optional<VmInstance> copy = Find(*here, a.id);
+  if (!copy.has_value() || !copy->migrated_out()) return;
+  absl::Status s = a.source_agent->DestroyVm(a.id);
+  spdlog::info("migration.source_retired vm={} node={} ok={}", a.id.value(), a.source.value(), s.ok());
 }
 
 MigrationProgress Migrator::Moved(Attempt& a, MigrationProgress last, const Ports& ports, const std::string& note) {

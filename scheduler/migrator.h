@@ -45,7 +45,7 @@ class Migrator {
     absl::Duration outcome_timeout = absl::Minutes(5);
     // After a failure, how long to wait for the source to answer (its agent may be
     // restarting) before resuming a paused copy is left to the fleet.
-    absl::Duration source_timeout = absl::Seconds(60);
+    absl::Duration source_timeout = absl::Seconds(15);
     absl::Duration poll_interval = absl::Milliseconds(250);
     // RecordMigration is retried with backoff (doubling up to record_max_backoff) for this long.
     absl::Duration record_timeout = absl::Minutes(3);
@@ -75,6 +75,9 @@ class Migrator {
   enum class Verdict { kRuns, kGone, kUndecided };
 
   absl::StatusOr<MigrationProgress> Run(Attempt& a, const MigrationRequest& request, const ProgressFn& progress);
+  // PrepareIncoming on the target; a copy an earlier attempt left there (ALREADY_EXISTS) is
+  // waited out, and the target asked again once it is gone.
+  absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> Prepare(Attempt& a);
   // Polls the target until it runs the guest, has none (or a FAILED copy), or `timeout`
   // passes; while `wait_if_unreachable`, an unanswered poll waits too. `*running` gets the
   // instance when it runs.
@@ -82,6 +85,9 @@ class Migrator {
   // The guest did not move: removes the target's copy and, once the source has sent anything
   // (`source_sent`), resumes a copy it left paused. Returns the FAILED report.
   MigrationProgress NotMoved(Attempt& a, const std::string& why, bool source_sent);
+  // The target runs the guest: removes a paused `migrated_out` copy the source still holds, if
+  // its agent answers now (otherwise the fleet does, once the source reports it).
+  void RetireSourceCopy(Attempt& a);
   // Resumes the source's paused `migrated_out` copy; returns a note for the report.
   std::string ResumeSource(Attempt& a);
   // The guest runs on the target: records it (retrying), appends the ledger entry and returns

@@ -236,6 +236,10 @@ class FakeAgent final : public AgentPeer {
     if (down_) return absl::UnavailableError(node_ + " down");
     last_ready_timeout_ = vm.ready_timeout;
     if (!prepare_failure_.ok()) return prepare_failure_;
+    // Like an agent that never replaces a copy it holds, whatever its state.
+    if (vms_.count(vm.vm.value()) != 0) {
+      return absl::AlreadyExistsError(absl::StrCat("vm ", vm.vm.value(), " already exists on node ", node_));
+    }
     VmInstance& i = vms_[vm.vm.value()];
     i.set_vm_id(vm.vm.value());
     i.set_tenant_id(vm.tenant.value());
