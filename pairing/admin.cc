@@ -16,6 +16,9 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
 #include "grpcpp/security/tls_credentials_options.h"
+#include "mesh/addresses.h"
+#include "mesh/peer_table.h"
+#include "mesh/wireguard_key.h"
 #include "pairing/ceremony_crypto.h"
 #include "pairing/cpace.h"
 #include "pairing/short_code.h"
@@ -58,6 +61,34 @@ absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Create(Options options, co
       db->Migrate({"CREATE TABLE peers (node_name TEXT PRIMARY KEY, mesh_address TEXT UNIQUE NOT NULL, "
                    "record BLOB NOT NULL)"}));
   return std::unique_ptr<AdminCore>(new AdminCore(std::move(options), std::move(db), std::move(ledger), random));
+}
+
+absl::StatusOr<uint64_t> AdminCore::AppendFoundingJoin() {
+  const WireGuardPeer& self = options_.admin_peer;
+  if (!IsValidIdPart(self.node_name()) || absl::StrContains(self.node_name(), ".")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("founding node name \"", self.node_name().substr(0, 63), "\" is not valid"));
+  }
+  if (!mesh::IsWireGuardKey(self.public_key())) {
+    return absl::InvalidArgumentError("the founding node's WireGuard public key is not a WireGuard key");
+  }
+  if (!self.endpoint().empty() && !mesh::IsValidEndpoint(self.endpoint())) {
+    return absl::InvalidArgumentError(absl::StrCat("the founding node's WireGuard endpoint \"",
+                                                   self.endpoint().substr(0, 80), "\" is not host:port"));
+  }
+  ppn::ledger::v1::AppendRequest entry;
+  entry.set_kind("node.join");
+  entry.set_subject(self.node_name());
+  entry.set_outcome(ppn::ledger::v1::OUTCOME_SUCCESS);
+  // Its name and key: a restart repeats it harmlessly; a new key is a new entry (which every
+  // peer table refuses until the old one is revoked).
+  entry.set_idempotency_key(absl::StrCat("founding-join/", self.node_name(), "/", self.public_key()));
+  (*entry.mutable_attributes())[mesh::kAgentAddressAttribute] = options_.agent_address;
+  (*entry.mutable_attributes())[mesh::kMeshAddressAttribute] = self.mesh_address();
+  (*entry.mutable_attributes())[mesh::kPublicKeyAttribute] = self.public_key();
+  (*entry.mutable_attributes())[mesh::kEndpointAttribute] = self.endpoint();
+  (*entry.mutable_attributes())["spiffe_id"] = SpiffeId{options_.mesh, "host", self.node_name()}.ToString();
+  return ledger_(entry);
 }
 
 std::vector<WireGuardPeer> AdminCore::Peers() {
@@ -120,10 +151,18 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   EnrollmentRequest req;
   if (!req.ParseFromString(plain)) return absl::InvalidArgumentError("the enrollment request does not parse");
   if (!IsValidIdPart(req.node_name()) || absl::StrContains(req.node_name(), ".") ||
-      req.node_name() == options_.admin_name) {
+      req.node_name() == options_.admin_name || req.node_name() == options_.admin_peer.node_name()) {
     return absl::InvalidArgumentError(absl::StrCat("node name \"", req.node_name().substr(0, 63), "\" is not allowed"));
   }
-  if (req.wireguard_public_key().size() != 44) return absl::InvalidArgumentError("bad WireGuard public key");
+  if (!mesh::IsWireGuardKey(req.wireguard_public_key())) {
+    return absl::InvalidArgumentError("the joiner's WireGuard public key is not 44 characters of base64 for 32 bytes");
+  }
+  // Every node's peer table would refuse a join with a malformed endpoint: refuse it here,
+  // where the operator sees why.
+  if (!req.wireguard_endpoint().empty() && !mesh::IsValidEndpoint(req.wireguard_endpoint())) {
+    return absl::InvalidArgumentError(absl::StrCat("the joiner's WireGuard endpoint \"",
+                                                   req.wireguard_endpoint().substr(0, 80), "\" is not host:port"));
+  }
 
   absl::MutexLock l(&mu_);
   std::set<std::string> used = {options_.admin_peer.mesh_address()};
@@ -200,11 +239,15 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   entry.set_kind("node.join");
   entry.set_subject(req.node_name());
   entry.set_outcome(ppn::ledger::v1::OUTCOME_SUCCESS);
-  (*entry.mutable_attributes())["agent_address"] = req.agent_address();
-  (*entry.mutable_attributes())["mesh_address"] = address;
-  (*entry.mutable_attributes())["wireguard_public_key"] = req.wireguard_public_key();
+  (*entry.mutable_attributes())[mesh::kAgentAddressAttribute] = req.agent_address();
+  (*entry.mutable_attributes())[mesh::kMeshAddressAttribute] = address;
+  (*entry.mutable_attributes())[mesh::kPublicKeyAttribute] = req.wireguard_public_key();
+  (*entry.mutable_attributes())[mesh::kEndpointAttribute] = req.wireguard_endpoint();
   (*entry.mutable_attributes())["spiffe_id"] = id.ToString();
-  PPN_ASSIGN_OR_RETURN(uint64_t index, ledger_(entry));
+  absl::StatusOr<uint64_t> index = ledger_(entry);
+  if (!index.ok()) {
+    return absl::Status(index.status().code(), absl::StrCat("the node joined but ", index.status().message()));
+  }
   if (!options_.wireguard_peers_file.empty()) {
     // This node's side of the mesh: every joined node as a wg-quick peer (the interface
     // section, with this node's private key, is the operator's own).
@@ -225,10 +268,10 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   resp.set_node_name(req.node_name());
   resp.set_mesh_address(address);
   resp.set_spiffe_id(id.ToString());
-  resp.set_ledger_index(index);
+  resp.set_ledger_index(*index);
   *resp.mutable_elapsed() =
       google::protobuf::util::TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(absl::Now() - t0));
-  spdlog::info("node.joined node={} mesh_address={} ledger_index={}", req.node_name(), address, index);
+  spdlog::info("node.joined node={} mesh_address={} ledger_index={}", req.node_name(), address, *index);
   return resp;
 }
 

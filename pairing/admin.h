@@ -4,7 +4,10 @@
 // the WireGuard peer table; given the joiner's address and the code the operator read on the
 // joiner's console, it runs CPace as initiator, confirms the key, signs the joiner's CSR with
 // the identity the admin decides (spiffe://<mesh>/host/<name>), hands out a mesh address and
-// the peer records, and appends node.join to the ledger. Thread-safe (one ceremony at a time).
+// the peer records, and appends node.join to the ledger. The founding node is a member too:
+// AppendFoundingJoin records its own node.join (mesh address .1, its WireGuard key and
+// endpoint, its agent's address), so every node learns it from the ledger alone.
+// Thread-safe (one ceremony at a time).
 
 #include <functional>
 #include <string>
@@ -28,7 +31,8 @@ class AdminCore {
     std::string mesh;
     std::string admin_name = "admin";
     x509::Identity ca;                           // SECRET key: stays on this node
-    ppn::pairing::v1::WireGuardPeer admin_peer;  // this node's own record (mesh address .1)
+    ppn::pairing::v1::WireGuardPeer admin_peer;  // this node's own record (its node name, mesh address .1)
+    std::string agent_address;                   // host:port of this node's host agent, for its node.join
     std::string network = "10.8.0";              // /24: nodes get .2 to .254
     std::string wireguard_peers_file;            // if set, rewritten in wg-quick [Peer] form after each join
   };
@@ -41,6 +45,13 @@ class AdminCore {
   absl::StatusOr<ppn::pairing::v1::ApproveNodeResponse> Approve(const std::string& joiner_address,
                                                                 const std::string& typed_code);
   std::vector<ppn::pairing::v1::WireGuardPeer> Peers();
+
+  // Appends the founding node's own node.join (subject admin_peer.node_name, attributes
+  // mesh_address, wireguard_public_key, wireguard_endpoint, agent_address, spiffe_id) with an
+  // idempotency key made of its name and key, so repeating it (every start) appends it once.
+  // Returns the entry's index. INVALID_ARGUMENT if the record is incomplete; the ledger's
+  // error (UNAVAILABLE while it is down) otherwise.
+  absl::StatusOr<uint64_t> AppendFoundingJoin();
 
  private:
   AdminCore(Options options, std::unique_ptr<Database> db, LedgerAppend ledger, RandomSource* random)

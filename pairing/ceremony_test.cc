@@ -11,6 +11,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
 #include "grpcpp/security/tls_credentials_options.h"
+#include "mesh/peer_table.h"
 #include "pairing/pairing_services.h"
 #include "pairing/short_code.h"
 #include "pairing/wireguard.h"
@@ -33,12 +34,14 @@ struct Joiner {
   std::unique_ptr<JoinerService> service;
   StartedServer server;
 
-  explicit Joiner(absl::Duration window = absl::Seconds(600)) {
+  explicit Joiner(absl::Duration window = absl::Seconds(600), const std::string& name = "laptop-c",
+                  const std::string& endpoint = "192.0.2.3:51820") {
     EnrollmentRequest req;
-    req.set_node_name("laptop-c");
+    req.set_node_name(name);
     req.set_wireguard_public_key(wg.public_key);
+    req.set_wireguard_endpoint(endpoint);
     x509::CertRequest csr;
-    csr.common_name = "laptop-c";
+    csr.common_name = name;
     req.set_csr_pem(*x509::MakeCsr(node_key, csr));
     req.set_agent_address("10.8.0.2:7112");
     JoinerCore::Options o;
@@ -56,20 +59,27 @@ struct Joiner {
 struct Admin {
   ppn::testing::TempDir dir;
   std::vector<ppn::ledger::v1::AppendRequest> ledger;
+  std::map<std::string, uint64_t> idempotency_keys;  // as the ledger keeps them
   std::unique_ptr<AdminCore> core;
-  Admin() {
+  explicit Admin(const std::string& node_name = "admin") {
     AdminCore::Options o;
     o.mesh = "ppn.test";
     o.ca = *x509::MakeCa("ppn.test", absl::Hours(1));
-    o.admin_peer.set_node_name("admin");
+    o.admin_peer.set_node_name(node_name);
     o.admin_peer.set_public_key(NewWireGuardKeys()->public_key);
     o.admin_peer.set_mesh_address("10.8.0.1");
     o.admin_peer.add_allowed_ips("10.8.0.1/32");
     o.admin_peer.set_endpoint("203.0.113.7:51820");
+    o.agent_address = "10.8.0.1:7112";
     o.wireguard_peers_file = dir.File("wg-peers.conf");
     core = *AdminCore::Create(
         o, dir.File("peers.db"),
         [this](const ppn::ledger::v1::AppendRequest& r) -> absl::StatusOr<uint64_t> {
+          if (!r.idempotency_key().empty()) {
+            auto seen = idempotency_keys.find(r.idempotency_key());
+            if (seen != idempotency_keys.end()) return seen->second;
+            idempotency_keys[r.idempotency_key()] = ledger.size();
+          }
           ledger.push_back(r);
           return ledger.size() - 1;
         },
@@ -117,6 +127,9 @@ TEST_CASE("a whole ceremony enrolls the node with a certificate, peers and a led
   CHECK(admin.ledger[0].kind() == "node.join");
   CHECK(admin.ledger[0].subject() == "laptop-c");
   CHECK(admin.ledger[0].attributes().at("agent_address") == "10.8.0.2:7112");
+  CHECK(admin.ledger[0].attributes().at("mesh_address") == "10.8.0.2");
+  CHECK(admin.ledger[0].attributes().at("wireguard_public_key") == joiner.wg.public_key);
+  CHECK(admin.ledger[0].attributes().at("wireguard_endpoint") == "192.0.2.3:51820");
 
   SECTION("no private key crosses the wire") {
     std::string wire;
@@ -232,6 +245,92 @@ TEST_CASE("a relay with its own TLS certificate cannot confirm the key", "[pairi
   CHECK(joiner.core->failed_attempts() == 1);  // the joiner saw a confirmation it could not accept
   CHECK(admin.ledger.empty());
   relay_server.server->Shutdown();
+}
+
+ppn::ledger::v1::Entry AsEntry(const ppn::ledger::v1::AppendRequest& r, uint64_t index) {
+  ppn::ledger::v1::Entry e;
+  e.set_index(index);
+  e.set_kind(r.kind());
+  e.set_subject(r.subject());
+  e.set_outcome(r.outcome());
+  *e.mutable_attributes() = r.attributes();
+  return e;
+}
+
+TEST_CASE("the founding node appends its own node.join once, and every node learns it from the ledger",
+          "[pairing][founding]") {
+  Admin admin("cloud");
+  absl::StatusOr<uint64_t> first = admin.core->AppendFoundingJoin();
+  REQUIRE(first.ok());
+  CHECK(*admin.core->AppendFoundingJoin() == *first);  // every start repeats it: one entry
+  REQUIRE(admin.ledger.size() == 1);
+  const ppn::ledger::v1::AppendRequest& join = admin.ledger[0];
+  const std::string cloud_key = admin.core->Peers()[0].public_key();
+  CHECK(join.kind() == "node.join");
+  CHECK(join.subject() == "cloud");
+  CHECK(join.outcome() == ppn::ledger::v1::OUTCOME_SUCCESS);
+  CHECK(join.idempotency_key() == "founding-join/cloud/" + cloud_key);
+  CHECK(join.attributes().at("mesh_address") == "10.8.0.1");
+  CHECK(join.attributes().at("wireguard_public_key") == cloud_key);
+  CHECK(join.attributes().at("wireguard_endpoint") == "203.0.113.7:51820");
+  CHECK(join.attributes().at("agent_address") == "10.8.0.1:7112");
+  CHECK(join.attributes().at("spiffe_id") == "spiffe://ppn.test/host/cloud");
+
+  // A ceremony after it: the joiner's and the founding node's peer tables, from the ledger
+  // alone, have each other.
+  Joiner joiner;
+  REQUIRE(admin.core->Approve(joiner.address(), joiner.code).ok());
+  REQUIRE(admin.ledger.size() == 2);
+  mesh::PeerTableOptions for_joiner, for_cloud;
+  for_joiner.self = "laptop-c";
+  for_joiner.granted_keys = {{"cloud", cloud_key}, {"laptop-c", joiner.wg.public_key}};
+  for_cloud.self = "cloud";
+  mesh::PeerTable joiner_table = *mesh::PeerTable::Create(for_joiner),
+                  cloud_table = *mesh::PeerTable::Create(for_cloud);
+  for (uint64_t i = 0; i < admin.ledger.size(); ++i) {
+    CHECK(!joiner_table.Apply(AsEntry(admin.ledger[i], i)).has_value());
+    CHECK(!cloud_table.Apply(AsEntry(admin.ledger[i], i)).has_value());
+  }
+  mesh::PeerTableView jv = joiner_table.Compute(), cv = cloud_table.Compute();
+  REQUIRE(jv.peers.size() == 1);
+  CHECK(jv.peers[0].node_name == "cloud");
+  CHECK(jv.peers[0].endpoint == "203.0.113.7:51820");
+  CHECK(jv.peers[0].allowed_ips == std::vector<std::string>{"10.8.0.1/32"});
+  REQUIRE(cv.peers.size() == 1);
+  CHECK(cv.peers[0].public_key == joiner.wg.public_key);
+  CHECK(cv.peers[0].endpoint == "192.0.2.3:51820");
+
+  SECTION("a joiner may not take the founding node's name") {
+    Joiner impostor(absl::Seconds(600), "cloud");
+    absl::Status s = admin.core->Approve(impostor.address(), impostor.code).status();
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(s.message() == "node name \"cloud\" is not allowed");
+    CHECK(admin.ledger.size() == 2);
+  }
+}
+
+TEST_CASE("an incomplete founding record is refused and appends nothing", "[pairing][founding]") {
+  Admin admin("Not A Name");
+  CHECK(admin.core->AppendFoundingJoin().status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(admin.ledger.empty());
+}
+
+TEST_CASE("a joiner's malformed WireGuard endpoint is refused at approval", "[pairing][ceremony]") {
+  Joiner joiner(absl::Seconds(600), "laptop-c", "192.0.2.3");
+  Admin admin;
+  absl::Status s = admin.core->Approve(joiner.address(), joiner.code).status();
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(s.message() == "the joiner's WireGuard endpoint \"192.0.2.3\" is not host:port");
+  CHECK(admin.ledger.empty());
+  CHECK(admin.core->Peers().size() == 1);
+}
+
+TEST_CASE("a joiner behind NAT joins without an endpoint", "[pairing][ceremony]") {
+  Joiner joiner(absl::Seconds(600), "laptop-d", "");
+  Admin admin;
+  REQUIRE(admin.core->Approve(joiner.address(), joiner.code).ok());
+  REQUIRE(admin.ledger.size() == 1);
+  CHECK(admin.ledger[0].attributes().at("wireguard_endpoint").empty());
 }
 
 }  // namespace

@@ -1,7 +1,10 @@
 // pairing: run on a new node to join the mesh. Generates the node's identity key, CSR and
 // WireGuard keys locally, shows the short code, and waits (600 s at most) for the operator to
-// approve it on the founding node. Writes node.pem, node.key, ca.pem, wg-ppn.conf and
+// approve it on the founding node. Writes node.pem, node.key, ca.pem, wireguard.key (the
+// WireGuard private key, 0600, for the host agent's mesh interface), wg-ppn.conf and
 // node.json into --out_dir and exits 0; exits 1 when the ceremony fails or expires.
+// --wireguard_endpoint (host:port where peers reach this node's WireGuard; empty behind NAT)
+// goes into the node's node.join in the ledger.
 
 #include <sys/stat.h>
 
@@ -16,6 +19,7 @@
 #include "common/files.h"
 #include "common/logging.h"
 #include "common/random.h"
+#include "mesh/addresses.h"
 #include "nlohmann/json.hpp"
 #include "pairing/pairing_services.h"
 #include "pairing/short_code.h"
@@ -43,6 +47,10 @@ int main(int argc, char** argv) {
   (void)ppn::InitLogging("pairing", "warn");
   std::string name = absl::GetFlag(FLAGS_name), dir = absl::GetFlag(FLAGS_out_dir);
   if (name.empty()) return Fail("--name is required");
+  const std::string endpoint = absl::GetFlag(FLAGS_wireguard_endpoint);
+  if (!endpoint.empty() && !ppn::mesh::IsValidEndpoint(endpoint)) {
+    return Fail("--wireguard_endpoint must be host:port (or empty for a node behind NAT)");
+  }
   std::filesystem::create_directories(dir);
   auto node_key = ppn::x509::GenerateKey();
   auto wg = ppn::pairing::NewWireGuardKeys();
@@ -56,7 +64,7 @@ int main(int argc, char** argv) {
   req.set_wireguard_public_key(wg->public_key);
   req.set_csr_pem(*ppn::x509::MakeCsr(*node_key, csr));
   req.set_agent_address(absl::GetFlag(FLAGS_agent_address));
-  req.set_wireguard_endpoint(absl::GetFlag(FLAGS_wireguard_endpoint));
+  req.set_wireguard_endpoint(endpoint);
   ppn::pairing::JoinerCore::Options options;
   options.code = *ppn::pairing::ParseShortCode(*code);
   options.tls_fingerprint = *ppn::x509::Fingerprint(tls->cert_pem);
@@ -78,13 +86,23 @@ int main(int argc, char** argv) {
   if (!grant.ok()) return Fail(std::string(grant.status().message()));
   std::vector<ppn::pairing::v1::WireGuardPeer> peers = {grant->admin_peer()};
   peers.insert(peers.end(), grant->peers().begin(), grant->peers().end());
+  // The keys the grant names for the founding node and the nodes before this one: the mesh
+  // agent refuses a later node.join that names another key for them.
+  nlohmann::json granted = nlohmann::json::object();
+  for (const auto& p : peers) granted[p.node_name()] = p.public_key();
+  granted[name] = wg->public_key;
   nlohmann::json node = {{"name", name},
                          {"mesh", grant->mesh_name()},
                          {"mesh_address", grant->mesh_address()},
-                         {"wireguard_public_key", wg->public_key}};
+                         {"mesh_prefix_length", grant->mesh_prefix_length()},
+                         {"wireguard_public_key", wg->public_key},
+                         {"wireguard_key_file", "wireguard.key"},
+                         {"wireguard_endpoint", endpoint},
+                         {"granted_wireguard_keys", granted}};
   // The certificate goes last: its presence is what says the node has joined.
   for (const auto& [file, data, mode] : std::vector<std::tuple<std::string, std::string, mode_t>>{
            {"node.key", *node_key, 0600},
+           {"wireguard.key", wg->private_key + "\n", 0600},
            {"ca.pem", grant->mesh_ca_pem(), 0644},
            {"wg-ppn.conf",
             ppn::pairing::WgQuickConfig(*wg, grant->mesh_address(), grant->mesh_prefix_length(), peers, 51820), 0600},

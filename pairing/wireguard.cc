@@ -1,23 +1,15 @@
 #include "pairing/wireguard.h"
 
-#include <openssl/evp.h>
-
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "mesh/wireguard_key.h"
 
 namespace ppn::pairing {
 
 absl::StatusOr<WireGuardKeys> NewWireGuardKeys() {
-  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519");
-  if (key == nullptr) return absl::InternalError("X25519 key generation failed");
-  unsigned char priv[32], pub[32];
-  size_t plen = 32, publen = 32;
-  bool ok = EVP_PKEY_get_raw_private_key(key, priv, &plen) == 1 && EVP_PKEY_get_raw_public_key(key, pub, &publen) == 1;
-  EVP_PKEY_free(key);
-  if (!ok) return absl::InternalError("X25519 key export failed");
-  return WireGuardKeys{absl::Base64Escape(std::string(reinterpret_cast<char*>(priv), 32)),
-                       absl::Base64Escape(std::string(reinterpret_cast<char*>(pub), 32))};
+  absl::StatusOr<mesh::WireGuardKeyPair> pair = mesh::GenerateKeyPair();
+  if (!pair.ok()) return pair.status();
+  return WireGuardKeys{std::move(pair->private_key), std::move(pair->public_key)};
 }
 
 std::string WgQuickConfig(const WireGuardKeys& keys, const std::string& address, uint32_t prefix,
