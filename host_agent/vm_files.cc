@@ -107,8 +107,13 @@ absl::Status VmFiles::Create(const std::string& vm_id, const Image& image, const
 }
 
 void VmFiles::Remove(const std::string& vm_id) {
-  std::error_code ec;
-  std::filesystem::remove_all(Dir(vm_id), ec);
+  // A QEMU that has just exited may still be unlinking its socket: a vanished entry makes
+  // remove_all give up, so try again.
+  for (int i = 0; i < 5; ++i) {
+    std::error_code ec;
+    std::filesystem::remove_all(Dir(vm_id), ec);
+    if (!std::filesystem::exists(Dir(vm_id), ec)) return;
+  }
 }
 
 std::vector<std::string> VmFiles::ListVmIds() const {

@@ -90,6 +90,7 @@ std::vector<nlohmann::json> FakeQmpServer::ArgumentsOf(const std::string& comman
 
 void FakeQmpServer::Close() {
   absl::MutexLock l(&mu_);
+  if (!closing_) unlink(path_.c_str());  // at once, as an exiting QEMU does (never a successor's socket)
   closing_ = true;
   if (std::this_thread::get_id() == thread_.get_id()) return;  // Serve() closes after this reply
   char c = 1;
@@ -158,7 +159,6 @@ void FakeQmpServer::Serve() {
   }
   for (const auto& [fd, _] : clients) close(fd);
   close(listen_fd_);
-  unlink(path_.c_str());
   absl::MutexLock l(&mu_);
   closed_ = true;
 }
