@@ -45,7 +45,7 @@ TEST_CASE("a copy paused after migrating out is MIGRATING and migrated out, neve
 }
 
 TEST_CASE("a guest paused by a migration that did not complete runs again", "[host_agent][adoption]") {
-  for (const std::string& migration : {"failed", "cancelled", ""}) {
+  for (const char* migration : {"failed", "cancelled", ""}) {
     Adoption a = DecideAdoption(Record(ppn::types::v1::VM_STATE_MIGRATING), Qemu("paused", migration));
     CHECK(a.state == ppn::types::v1::VM_STATE_RUNNING);
     CHECK(a.cont);

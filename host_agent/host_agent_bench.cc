@@ -2,8 +2,7 @@
 // (Spawn entered → QEMU exec'd); the idle agent's RSS. Not a test.
 //
 //   bazel build -c opt //host_agent:host_agent_bench //tools:test_guest //host_agent
-//   bazel-bin/host_agent/host_agent_bench --guest=bazel-bin/tools/test_guest \
-//       --agent=bazel-bin/host_agent/host_agent
+//   bazel-bin/host_agent/host_agent_bench --guest=bazel-bin/tools/test_guest --agent=bazel-bin/host_agent/host_agent
 
 #include <signal.h>
 

@@ -198,6 +198,11 @@ absl::StatusOr<VmManager::Created> VmManager::Create(const CreateRequest& r) {
       if (same.has_value()) return Created{*std::move(same), 0};
       continue;
     }
+    // Never a second QEMU for one VM id, whatever this process believes; nothing touched yet.
+    if (std::map<std::string, std::vector<pid_t>> running = runtime_.FindQemus(); running.count(r.vm_id) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("a QEMU process for vm ", r.vm_id, " is already running (pid ", running[r.vm_id][0], ")"));
+    }
     auto fresh = std::make_shared<Entry>();
     fresh->op.Lock();  // held until this create ends: a second create of the id waits for it
     absl::MutexLock l(&mu_);

@@ -1,10 +1,7 @@
-// VmManager's state machine against a fake QEMU (fake processes, a canned QMP socket each):
-// no QEMU, no gRPC. An agent "crash" is the VmManager object going away while its fake QEMU
-// processes live on in the spawner, as real ones live on under setsid.
+// VmManager's lifecycle against a fake QEMU (fake processes, a canned QMP socket each): no
+// QEMU, no gRPC.
 
 #include "host_agent/vm_manager.h"
-
-#include <stdlib.h>
 
 #include <filesystem>
 #include <thread>
@@ -14,112 +11,16 @@
 #include "common/files.h"
 #include "common/sqlite.h"
 #include "host_agent/qemu_launcher.h"
-#include "host_agent/testing/fake_qemu.h"
-#include "tests/fakes/fake_clock.h"
-#include "tests/fakes/fake_process_spawner.h"
+#include "host_agent/testing/vm_manager_rig.h"
 
 namespace ppn::host {
 namespace {
 
 using ppn::host::v1::VmInstance;
 using ppn::types::v1::VmSpec;
-
-constexpr char kVm[] = "vm-1";
-
-VmSpec Spec(uint32_t memory_mib = 128) {
-  VmSpec spec;
-  spec.set_display_name("web-one");
-  spec.set_vcpus(1);
-  spec.set_memory_mib(memory_mib);
-  spec.set_image("ppn-test-guest");
-  spec.add_port_forwards()->set_guest_port(80);
-  spec.set_user_data("#cloud-config\n");
-  return spec;
-}
-
-// A node: a short directory under /tmp (QMP socket paths are limited to 108 bytes), a store,
-// fake QEMU, a fake clock, and the VmManager under test.
-struct Node {
-  std::string dir;
-  ppn::testing::FakeProcessSpawner spawner;
-  testing::FakeQemu qemu{&spawner};
-  ppn::testing::FakeClock clock;
-  std::unique_ptr<VmStore> store;
-  std::unique_ptr<VmManager> manager;
-  uint64_t disk_mib = 8192;
-
-  Node() {
-    char tmpl[] = "/tmp/ppnvm-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    dir = tmpl;
-    REQUIRE(WriteFileAtomically(dir + "/base.qcow2", "base").ok());
-    store = *VmStore::Open(dir + "/agent.db");
-  }
-  ~Node() {
-    manager.reset();
-    std::filesystem::remove_all(dir);
-  }
-  std::string state() const { return dir + "/state"; }
-  std::string VmDir(const std::string& id) const { return state() + "/vms/" + id; }
-
-  VmManager* Start() {
-    VmManager::Options o;
-    o.node_id = "laptop-a";
-    o.state_dir = state();
-    o.port_first = 23100;
-    o.port_last = 23199;
-    o.advertised_memory_mib = 4096;
-    o.safety_margin_mib = 512;
-    o.advertised_disk_mib = disk_mib;
-    o.kvm_mode = KvmMode::kOff;
-    o.qemu_user = "";
-    o.use_cgroups = false;
-    o.monitor_interval = absl::Hours(1);  // the test calls RunOnce()
-    o.migration_poll_interval = absl::Milliseconds(1);
-    ImageCatalog catalog =
-        *ImageCatalog::Parse("{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir + "/base.qcow2\"}}}");
-    manager = std::make_unique<VmManager>(o, catalog, VmManager::Deps{store.get(), &clock, &spawner});
-    absl::Status started = manager->Start();
-    INFO(started.message());
-    REQUIRE(started.ok());
-    return manager.get();
-  }
-  // The agent dies; its QEMU processes do not.
-  void Crash() { manager.reset(); }
-  VmManager* Restart() {
-    Crash();
-    return Start();
-  }
-  absl::StatusOr<VmInstance> Spawn(const std::string& id = kVm, const std::string& tenant = "acme",
-                                   const VmSpec& spec = Spec()) {
-    return manager->Spawn(VmId(id), TenantId(tenant), spec);
-  }
-  int QemuSpawns() {
-    int n = 0;
-    for (const SpawnSpec& s : spawner.spawned()) n += s.argv[0] == "qemu-system-x86_64";
-    return n;
-  }
-  std::vector<StoredVm> Records() { return *store->LoadAll(); }
-};
-
-absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> Prepare(VmManager* m, absl::Duration ready_timeout) {
-  ppn::host::v1::PrepareIncomingRequest req;
-  req.set_vm_id(kVm);
-  req.set_tenant_id("acme");
-  *req.mutable_spec() = Spec();
-  req.set_accelerator(ppn::types::v1::ACCELERATOR_TCG);
-  req.mutable_ready_timeout()->set_seconds(absl::ToInt64Seconds(ready_timeout));
-  return m->PrepareIncoming(req);
-}
-
-absl::StatusOr<ppn::types::v1::MigrationProgress> MigrateOut(
-    VmManager* m, const ProgressFn& progress = [](const auto&) { return true; }) {
-  ppn::host::v1::MigrateOutRequest req;
-  req.set_vm_id(kVm);
-  req.set_migration_uri("tcp:127.0.0.1:23999");
-  req.set_target_node_id("laptop-b");
-  return m->MigrateOut(req, progress);
-}
+using testing::kVm;
+using testing::Node;
+using testing::Spec;
 
 TEST_CASE("a spawned VM runs, is reported and leaves nothing when destroyed", "[host_agent][vm_manager]") {
   Node node;
@@ -208,6 +109,27 @@ TEST_CASE("a QEMU of this state directory without a record is killed at start", 
   CHECK(node.spawner.IsAlive(foreign));  // another agent's
   CHECK_FALSE(std::filesystem::exists(node.VmDir("vm-orphan")));
   CHECK(m->List().empty());
+}
+
+TEST_CASE("a spawn never execs a second QEMU for a VM id that has one", "[host_agent][vm_manager][crash]") {
+  Node node;
+  VmManager* m = node.Start();
+  // A QEMU for vm-1 appears that this agent does not know (another agent on the same state
+  // directory, say): the spawn touches nothing of it.
+  LaunchSpec other;
+  other.vm_id = kVm;
+  other.vm_dir = node.VmDir(kVm);
+  pid_t pid = node.spawner.AddProcess(BuildQemuArgs(other));
+  std::filesystem::create_directories(node.VmDir(kVm));
+  REQUIRE(WriteFileAtomically(node.VmDir(kVm) + "/disk.qcow2", "theirs").ok());
+  absl::StatusOr<VmInstance> vm = node.Spawn();
+  CHECK(vm.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(vm.status().message() == "a QEMU process for vm vm-1 is already running (pid " + std::to_string(pid) + ")");
+  CHECK(node.QemuSpawns() == 0);
+  CHECK(node.spawner.IsAlive(pid));
+  CHECK(ReadFile(node.VmDir(kVm) + "/disk.qcow2").value_or("") == "theirs");
+  CHECK(m->List().empty());
+  CHECK(node.Records().empty());
 }
 
 TEST_CASE("of two QEMUs for one VM id only the recorded one is kept", "[host_agent][vm_manager][crash]") {
@@ -351,158 +273,6 @@ TEST_CASE("a VM whose QEMU dies is reported FAILED", "[host_agent][vm_manager]")
   CHECK(absl::StartsWith(m->List()[0].state_message(), "QEMU exited unexpectedly"));
   CHECK(node.Records()[0].instance.state() == ppn::types::v1::VM_STATE_FAILED);
   REQUIRE(m->Destroy(kVm, absl::Seconds(1)).ok());
-}
-
-TEST_CASE("a prepared target that receives nothing within its ready timeout removes itself",
-          "[host_agent][vm_manager][incoming]") {
-  Node node;
-  VmManager* m = node.Start();
-  absl::Duration timeout = absl::Seconds(30);
-  SECTION("a timeout asked for") {}
-  SECTION("the default") { timeout = absl::ZeroDuration(); }
-  absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> prepared = Prepare(m, timeout);
-  REQUIRE(prepared.ok());
-  CHECK(absl::StartsWith(prepared->migration_uri(), "tcp:127.0.0.1:231"));
-  REQUIRE(m->List().size() == 1);
-  CHECK(m->List()[0].state() == ppn::types::v1::VM_STATE_MIGRATING);
-  absl::Duration wait = timeout == absl::ZeroDuration() ? absl::Seconds(60) : timeout;
-  node.clock.Advance(wait - absl::Seconds(1));
-  m->RunOnce();
-  CHECK(m->List().size() == 1);
-  node.clock.Advance(absl::Seconds(2));
-  m->RunOnce();
-  CHECK(m->List().empty());
-  CHECK(node.qemu.CountAlive(kVm) == 0);
-  CHECK(node.Records().empty());
-  CHECK_FALSE(std::filesystem::exists(node.VmDir(kVm)));
-  CHECK(Prepare(m, timeout).ok());  // its ports and id are free again
-}
-
-TEST_CASE("a target that receives a stream is kept past its deadline, runs when it arrives, and goes when it fails",
-          "[host_agent][vm_manager][incoming]") {
-  Node node;
-  VmManager* m = node.Start();
-  REQUIRE(Prepare(m, absl::Seconds(10)).ok());
-  node.qemu.IncomingConnected(kVm);
-  node.clock.Advance(absl::Seconds(20));
-  m->RunOnce();
-  REQUIRE(m->List().size() == 1);
-  SECTION("arrives") {
-    node.qemu.IncomingCompleted(kVm);
-    REQUIRE(m->List().size() == 1);
-    CHECK(m->List()[0].state() == ppn::types::v1::VM_STATE_RUNNING);
-    CHECK(node.Records()[0].migration_port == 0);
-  }
-  SECTION("fails: QEMU exits") {
-    node.spawner.Exit(node.qemu.Pid(kVm));
-    m->RunOnce();
-    CHECK(m->List().empty());
-    CHECK(node.Records().empty());
-    CHECK_FALSE(std::filesystem::exists(node.VmDir(kVm)));
-  }
-  SECTION("a second PrepareIncoming does not replace a target that is receiving") {
-    absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> again = Prepare(m, absl::Seconds(10));
-    CHECK(again.status().code() == absl::StatusCode::kAlreadyExists);
-    CHECK(again.status().message() == "vm vm-1 is already receiving a migration on node laptop-a");
-  }
-}
-
-TEST_CASE("PrepareIncoming over a target that is only waiting replaces it", "[host_agent][vm_manager][incoming]") {
-  Node node;
-  VmManager* m = node.Start();
-  REQUIRE(Prepare(m, absl::Seconds(60)).ok());
-  pid_t first = node.qemu.Pid(kVm);
-  absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> again = Prepare(m, absl::Seconds(60));
-  REQUIRE(again.ok());
-  CHECK_FALSE(node.spawner.IsAlive(first));
-  CHECK(node.qemu.CountAlive(kVm) == 1);
-  CHECK(m->List().size() == 1);
-  ppn::host::v1::PrepareIncomingRequest bad;
-  bad.set_vm_id("vm-2");
-  bad.set_tenant_id("acme");
-  *bad.mutable_spec() = Spec();
-  bad.mutable_ready_timeout()->set_seconds(-5);
-  CHECK(m->PrepareIncoming(bad).status().code() == absl::StatusCode::kInvalidArgument);
-  CHECK(node.Spawn(kVm).status().code() == absl::StatusCode::kAlreadyExists);  // a target is no spawn
-}
-
-TEST_CASE("a completed outgoing migration stops and removes the source", "[host_agent][vm_manager][migration]") {
-  Node node;
-  VmManager* m = node.Start();
-  REQUIRE(node.Spawn().ok());
-  int reports = 0;
-  absl::StatusOr<ppn::types::v1::MigrationProgress> done = MigrateOut(m, [&](const auto&) {
-    ++reports;
-    return true;
-  });
-  REQUIRE(done.ok());
-  CHECK(done->phase() == ppn::types::v1::MIGRATION_PHASE_COMPLETED);
-  CHECK(reports == 1);
-  CHECK(node.qemu.CountAlive(kVm) == 0);
-  CHECK(m->List().empty());
-  CHECK(node.Records().empty());
-}
-
-TEST_CASE("after a failed outgoing migration the source guest runs again", "[host_agent][vm_manager][migration]") {
-  Node node;
-  VmManager* m = node.Start();
-  REQUIRE(node.Spawn().ok());
-  node.qemu.ScriptMigration(kVm, {{{"status", "active"}}, {{"status", "failed"}, {"error-desc", "target went away"}}});
-  absl::StatusOr<ppn::types::v1::MigrationProgress> done = MigrateOut(m, [&](const auto&) {
-    node.qemu.SetRunState(kVm, "paused");  // QEMU stopped the guest for the switchover
-    return true;
-  });
-  REQUIRE(done.ok());
-  CHECK(done->phase() == ppn::types::v1::MIGRATION_PHASE_FAILED);
-  CHECK(done->message() == "target went away");
-  CHECK(node.qemu.RunState(kVm) == "running");
-  REQUIRE(m->List().size() == 1);
-  CHECK(m->List()[0].state() == ppn::types::v1::VM_STATE_RUNNING);
-  CHECK(node.qemu.CountAlive(kVm) == 1);
-}
-
-TEST_CASE("a copy paused after migrating out is re-adopted as MIGRATING and ResumeVm continues it",
-          "[host_agent][vm_manager][migration][crash]") {
-  Node node;
-  node.Start();
-  REQUIRE(node.Spawn().ok());
-  CHECK(node.manager->ResumeVm(kVm).status().code() == absl::StatusCode::kFailedPrecondition);
-  // The agent died after QEMU completed the migration, before it quit the source.
-  node.qemu.SetRunState(kVm, "postmigrate");
-  VmManager* m = node.Restart();
-  ppn::host::v1::Heartbeat hb = m->MakeHeartbeat();
-  REQUIRE(hb.vms_size() == 1);
-  CHECK(hb.vms(0).state() == ppn::types::v1::VM_STATE_MIGRATING);
-  CHECK(hb.vms(0).migrated_out());
-  CHECK(hb.vms(0).state_message() == "paused after migrating out");
-  m->RunOnce();  // the monitor leaves it alone
-  CHECK(m->List()[0].state() == ppn::types::v1::VM_STATE_MIGRATING);
-
-  absl::StatusOr<VmInstance> resumed = m->ResumeVm(kVm);
-  REQUIRE(resumed.ok());
-  CHECK(resumed->state() == ppn::types::v1::VM_STATE_RUNNING);
-  CHECK_FALSE(resumed->migrated_out());
-  CHECK(node.qemu.RunState(kVm) == "running");
-  CHECK(node.Records()[0].instance.state() == ppn::types::v1::VM_STATE_RUNNING);
-  absl::StatusOr<VmInstance> twice = m->ResumeVm(kVm);
-  CHECK(twice.status().code() == absl::StatusCode::kFailedPrecondition);
-  CHECK(twice.status().message() == "vm vm-1 is not paused (QEMU is running)");
-  CHECK(m->ResumeVm("vm-none").status().code() == absl::StatusCode::kNotFound);
-}
-
-TEST_CASE("an outgoing migration nobody follows after a crash is cancelled and the guest continues",
-          "[host_agent][vm_manager][migration][crash]") {
-  Node node;
-  node.Start();
-  REQUIRE(node.Spawn().ok());
-  node.qemu.SetMigrationStatus(kVm, "active");
-  node.qemu.SetRunState(kVm, "paused");
-  VmManager* m = node.Restart();
-  REQUIRE(m->List().size() == 1);
-  CHECK(m->List()[0].state() == ppn::types::v1::VM_STATE_RUNNING);
-  CHECK(node.qemu.RunState(kVm) == "running");
-  std::vector<std::string> commands = node.qemu.Qmp(kVm)->commands();
-  CHECK(std::find(commands.begin(), commands.end(), "migrate_cancel") != commands.end());
 }
 
 }  // namespace

@@ -34,11 +34,6 @@ absl::Status VmRuntime::Start(const Launch& l, std::shared_ptr<Process>* process
   if (!cgroup_root_.empty()) {
     PPN_ASSIGN_OR_RETURN(launch.cgroup_dir, CreateVmCgroup(cgroup_root_, launch));
   }
-  std::map<std::string, std::vector<pid_t>> running = FindQemus();
-  if (running.count(l.vm_id) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("a QEMU process for vm ", l.vm_id, " is already running (pid ", running[l.vm_id][0], ")"));
-  }
   PPN_ASSIGN_OR_RETURN(*process, LaunchQemu(spawner_, launch));
   // Lets a crash test kill the agent between the exec and its answer.
   if (options_.hold_after_exec_for_test > absl::ZeroDuration()) absl::SleepFor(options_.hold_after_exec_for_test);

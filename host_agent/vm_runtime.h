@@ -53,7 +53,7 @@ class VmRuntime {
   };
   // Files, cgroup and QEMU, up to its first QMP answer. `*process` is set as soon as QEMU is
   // exec'd, so a caller can Discard it on error. FAILED_PRECONDITION with QEMU's words if it
-  // does not start, or if a QEMU for this VM id already runs (never a second one).
+  // does not start.
   absl::Status Start(const Launch& launch, std::shared_ptr<Process>* process);
   // A QMP connection to the VM's QEMU, retried until `timeout`; UNAVAILABLE at once when the
   // process has exited.
