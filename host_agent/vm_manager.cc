@@ -358,6 +358,8 @@ absl::StatusOr<VmInstance> VmManager::Destroy(const std::string& vm_id, absl::Du
     auto it = vms_.find(vm_id);
     if (it == vms_.end() || it->second != e) return NotHere(vm_id);
     process = e->process;
+    // A paused copy cannot power down, and its guest lives elsewhere or nowhere: no grace.
+    if (e->rec.instance.migrated_out()) grace = absl::Nanoseconds(1);
     e->rec.instance.set_state(ppn::types::v1::VM_STATE_STOPPING);
     vm = e->rec.instance;
   }

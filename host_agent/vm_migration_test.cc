@@ -144,6 +144,14 @@ TEST_CASE("a copy paused after migrating out is re-adopted as MIGRATING and Resu
   m->RunOnce();  // the monitor leaves it alone
   CHECK(m->List()[0].state() == ppn::types::v1::VM_STATE_MIGRATING);
 
+  SECTION("a destroy does not wait for a paused guest to power down") {
+    absl::Time t0 = absl::Now();
+    REQUIRE(m->Destroy(kVm, absl::ZeroDuration()).ok());
+    CHECK(absl::Now() - t0 < absl::Seconds(5));  // not the 10 s default grace
+    CHECK(node.qemu.CountAlive(kVm) == 0);
+    return;
+  }
+
   absl::StatusOr<VmInstance> resumed = m->ResumeVm(kVm);
   REQUIRE(resumed.ok());
   CHECK(resumed->state() == ppn::types::v1::VM_STATE_RUNNING);

@@ -115,12 +115,14 @@ void FakeQemu::InstallHandlers(const std::string& vm_id, FakeQmpServer* qmp) {
     });
   });
   auto exit = [this, vm_id](const nlohmann::json&) {
-    pid_t pid = Pid(vm_id);
-    spawner_->Exit(pid);  // closes the QMP server once this reply is out
+    spawner_->Exit(Pid(vm_id));  // closes the QMP server once this reply is out
     return FakeQmpServer::Return();
   };
   qmp->Handle("quit", exit);
-  qmp->Handle("system_powerdown", exit);
+  qmp->Handle("system_powerdown", [this, vm_id, exit](const nlohmann::json& args) {
+    // Only a running guest sees the ACPI button.
+    return RunState(vm_id) == "running" ? exit(args) : FakeQmpServer::Return();
+  });
   qmp->Handle("migrate", [state](const nlohmann::json&) {
     return state([](Vm& vm) {
       vm.migration = "active";

@@ -3,9 +3,9 @@
 // FakeQemu makes a FakeProcessSpawner behave like QEMU and its tools, for VmManager tests
 // without QEMU: qemu-img and genisoimage make their output files and qemu-img info tells an
 // image's size; each QEMU started serves QMP on the socket its command line names (run state
-// "running", or "inmigrate" with -incoming) and exits on quit, system_powerdown or a deadly
-// signal. Outgoing migrations follow a script of query-migrate answers; incoming ones move on
-// when the test says. Thread-safe.
+// "running", or "inmigrate" with -incoming) and exits on quit, a deadly signal, or
+// system_powerdown when its guest runs. Outgoing migrations follow a script of query-migrate answers; incoming ones
+// move on when the test says. Thread-safe.
 
 #include <sys/types.h>
 
