@@ -2,23 +2,21 @@
 // (Spawn entered → QEMU exec'd); the idle agent's RSS. Not a test.
 //
 //   bazel build -c opt //host_agent:host_agent_bench //tools:test_guest //host_agent
-//   bazel-bin/host_agent/host_agent_bench --guest=bazel-bin/tools/test_guest \
-//       --agent=bazel-bin/host_agent/host_agent
+//   bazel-bin/host_agent/host_agent_bench --guest=bazel-bin/tools/test_guest --agent=bazel-bin/host_agent/host_agent
 
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/match.h"
 #include "common/clock.h"
+#include "common/files.h"
+#include "common/process.h"
 #include "common/x509.h"
 #include "host_agent/vm_manager.h"
 
@@ -28,20 +26,10 @@ ABSL_FLAG(int, runs, 20, "Spawns to measure");
 
 namespace {
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 double Pct(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
 }
-
-void WriteFile(const std::string& path, const std::string& data) { std::ofstream(path) << data; }
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -58,15 +46,15 @@ int main(int argc, char** argv) {
   std::string catalog = "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir +
                         "/base.qcow2\", \"kernel\": \"" + dir + "/vmlinuz\", \"initrd\": \"" + dir +
                         "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}";
-  WriteFile(dir + "/catalog.json", catalog);
+  if (!ppn::WriteFileAtomically(dir + "/catalog.json", catalog).ok()) return 1;
 
   {
     auto store = *ppn::host::VmStore::Open(dir + "/agent.db");
     ppn::host::VmManager::Options options;
     options.state_dir = dir + "/state";
     options.kvm_mode = ppn::host::KvmMode::kAuto;
-    ppn::host::VmManager manager(options, *ppn::host::ImageCatalog::Load(dir + "/catalog.json"), store.get(),
-                                 ppn::RealClock::Get());
+    ppn::host::VmManager manager(options, *ppn::host::ImageCatalog::Load(dir + "/catalog.json"),
+                                 {store.get(), ppn::RealClock::Get(), ppn::PosixProcessSpawner::Get()});
     if (!manager.Start().ok()) return 1;
     std::vector<double> ready_ms, spawn_ms, overhead_ms;
     for (int i = 0; i < absl::GetFlag(FLAGS_runs); ++i) {
@@ -77,14 +65,14 @@ int main(int argc, char** argv) {
       spec.add_port_forwards()->set_guest_port(80);
       std::string id = "bench-" + std::to_string(i);
       absl::Time t0 = absl::Now();
-      auto vm = manager.Spawn("bench", id, spec);
+      auto vm = manager.Spawn(ppn::VmId(id), ppn::TenantId("bench"), spec);
       if (!vm.ok()) {
         std::fprintf(stderr, "spawn failed: %s\n", std::string(vm.status().message()).c_str());
         return 1;
       }
       spawn_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
       overhead_ms.push_back(absl::ToDoubleMilliseconds(manager.LastSpawnOverheadForTest()));
-      while (!absl::StrContains(Slurp(vm->console_log_path()), "PPN-GUEST-READY")) {
+      while (!absl::StrContains(ppn::ReadFile(vm->console_log_path()).value_or(""), "PPN-GUEST-READY")) {
         if (absl::Now() - t0 > absl::Seconds(120)) return 1;
         absl::SleepFor(absl::Milliseconds(10));
       }
@@ -106,28 +94,32 @@ int main(int argc, char** argv) {
   req.common_name = "bench";
   req.spiffe_id = "spiffe://ppn.bench/host/bench";
   auto id = *ppn::x509::Issue(ca, req);
-  WriteFile(dir + "/ca.pem", ca.cert_pem);
-  WriteFile(dir + "/host.pem", id.cert_pem);
-  WriteFile(dir + "/host.key", id.key_pem);
-  pid_t pid = fork();
-  if (pid == 0) {
-    std::string a = absl::GetFlag(FLAGS_agent);
-    execl(a.c_str(), a.c_str(), "--mesh=ppn.bench", "--tls_ca=/tmp/ppn-agent-bench/ca.pem",
-          "--tls_cert=/tmp/ppn-agent-bench/host.pem", "--tls_key=/tmp/ppn-agent-bench/host.key",
-          "--state_dir=/tmp/ppn-agent-bench/idle", "--catalog=/tmp/ppn-agent-bench/catalog.json", "--kvm=off",
-          "--port_file=/tmp/ppn-agent-bench/port", "--log_level=warn", nullptr);
-    _exit(127);
+  if (!ppn::WriteFileAtomically(dir + "/ca.pem", ca.cert_pem).ok() ||
+      !ppn::WriteFileAtomically(dir + "/host.pem", id.cert_pem).ok() ||
+      !ppn::WriteFileAtomically(dir + "/host.key", id.key_pem, 0600).ok()) {
+    return 1;
+  }
+  ppn::SpawnSpec agent;
+  agent.argv = {absl::GetFlag(FLAGS_agent),           "--mesh=ppn.bench",
+                "--tls_ca=" + dir + "/ca.pem",        "--tls_cert=" + dir + "/host.pem",
+                "--tls_key=" + dir + "/host.key",     "--state_dir=" + dir + "/idle",
+                "--catalog=" + dir + "/catalog.json", "--kvm=off",
+                "--port_file=" + dir + "/port",       "--log_level=warn"};
+  auto process = ppn::PosixProcessSpawner::Get()->Spawn(agent);
+  if (!process.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(process.status().message()).c_str());
+    return 1;
   }
   for (int i = 0; i < 100 && !std::filesystem::exists(dir + "/port"); ++i) absl::SleepFor(absl::Milliseconds(50));
   absl::SleepFor(absl::Seconds(2));
-  std::istringstream status(Slurp("/proc/" + std::to_string(pid) + "/status"));
+  std::istringstream status(ppn::ReadFile("/proc/" + std::to_string((*process)->pid()) + "/status").value_or(""));
   std::string line;
   while (std::getline(status, line)) {
     if (absl::StartsWith(line, "VmRSS") || absl::StartsWith(line, "RssAnon") || absl::StartsWith(line, "RssFile")) {
       std::printf("idle host_agent %s\n", line.c_str());
     }
   }
-  kill(pid, SIGTERM);
-  waitpid(pid, nullptr, 0);
+  (*process)->Signal(SIGTERM);
+  (*process)->WaitForExit(absl::Seconds(10));
   return 0;
 }

@@ -1,20 +1,17 @@
 #include "host_agent/host_agent_service.h"
 
 #include "common/grpc_status.h"
+#include "common/ids.h"
 #include "common/rpc_log.h"
-#include "google/protobuf/util/time_util.h"
+#include "common/vm_spec.h"
 #include "spdlog/spdlog.h"
 
 namespace ppn::host {
-namespace {
-
-using google::protobuf::util::TimeUtil;
-
-}  // namespace
 
 grpc::Status HostAgentService::SpawnVm(grpc::ServerContext*, const v1::SpawnVmRequest* request,
                                        v1::SpawnVmResponse* response) {
-  absl::StatusOr<v1::VmInstance> vm = manager_->Spawn(request->tenant_id(), request->vm_id(), request->spec());
+  absl::StatusOr<v1::VmInstance> vm =
+      manager_->Spawn(VmId(request->vm_id()), TenantId(request->tenant_id()), request->spec());
   if (!vm.ok()) return RpcFailed("SpawnVm", vm.status(), {{"vm", request->vm_id()}});
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
@@ -22,9 +19,9 @@ grpc::Status HostAgentService::SpawnVm(grpc::ServerContext*, const v1::SpawnVmRe
 
 grpc::Status HostAgentService::DestroyVm(grpc::ServerContext*, const v1::DestroyVmRequest* request,
                                          v1::DestroyVmResponse* response) {
-  absl::Duration grace = request->has_grace_period()
-                             ? absl::Milliseconds(TimeUtil::DurationToMilliseconds(request->grace_period()))
-                             : absl::ZeroDuration();
+  absl::Duration grace = absl::ZeroDuration();
+  absl::Status valid = ToAbslDuration(request->grace_period(), "grace_period", &grace);
+  if (!valid.ok()) return RpcFailed("DestroyVm", valid, {{"vm", request->vm_id()}});
   absl::StatusOr<v1::VmInstance> vm = manager_->Destroy(request->vm_id(), grace);
   if (!vm.ok()) return RpcFailed("DestroyVm", vm.status(), {{"vm", request->vm_id()}});
   *response->mutable_vm() = *std::move(vm);
@@ -40,14 +37,15 @@ grpc::Status HostAgentService::WatchHeartbeats(grpc::ServerContext* context, con
                                                grpc::ServerWriter<v1::Heartbeat>* writer) {
   absl::Duration interval = default_interval_;
   if (request->has_interval()) {
-    interval = absl::Milliseconds(TimeUtil::DurationToMilliseconds(request->interval()));
-    if (interval < absl::Milliseconds(100)) {
-      return RpcFailed("WatchHeartbeats", absl::InvalidArgumentError("interval must be at least 100 ms"));
+    absl::Status valid = ToAbslDuration(request->interval(), "interval", &interval);
+    if (valid.ok() && interval < absl::Milliseconds(100)) {
+      valid = absl::InvalidArgumentError("interval must be at least 100 ms");
     }
+    if (!valid.ok()) return RpcFailed("WatchHeartbeats", valid);
   }
   while (!context->IsCancelled()) {
     v1::Heartbeat hb = manager_->MakeHeartbeat();
-    *hb.mutable_interval() = TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(interval));
+    *hb.mutable_interval() = ToProtoDuration(interval);
     if (!writer->Write(hb)) break;
     // Sleep in short steps so a cancelled stream frees its thread promptly.
     absl::Time next = absl::Now() + interval;
@@ -96,6 +94,14 @@ grpc::Status HostAgentService::GetBalloon(grpc::ServerContext*, const v1::GetBal
   if (!actual.ok()) return RpcFailed("GetBalloon", actual.status(), {{"vm", request->vm_id()}});
   response->set_actual_mib(*actual);
   response->set_memory_mib(memory);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::ResumeVm(grpc::ServerContext*, const v1::ResumeVmRequest* request,
+                                        v1::ResumeVmResponse* response) {
+  absl::StatusOr<v1::VmInstance> vm = manager_->ResumeVm(request->vm_id());
+  if (!vm.ok()) return RpcFailed("ResumeVm", vm.status(), {{"vm", request->vm_id()}});
+  *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
 }
 

@@ -24,6 +24,7 @@ class HostAgentService final : public ppn::host::v1::HostAgent::Service {
                           grpc::ServerWriter<v1::MigrateOutResponse>*) override;
   grpc::Status SetBalloon(grpc::ServerContext*, const v1::SetBalloonRequest*, v1::SetBalloonResponse*) override;
   grpc::Status GetBalloon(grpc::ServerContext*, const v1::GetBalloonRequest*, v1::GetBalloonResponse*) override;
+  grpc::Status ResumeVm(grpc::ServerContext*, const v1::ResumeVmRequest*, v1::ResumeVmResponse*) override;
 
  private:
   VmManager* const manager_;

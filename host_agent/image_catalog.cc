@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
-#include "common/tls_credentials.h"
 #include "nlohmann/json.hpp"
 
 namespace ppn::host {
@@ -59,6 +58,12 @@ absl::StatusOr<Image> ImageCatalog::Find(const std::string& name) const {
   for (const auto& [n, _] : images_) names.push_back(n);
   return absl::NotFoundError(absl::StrCat("image \"", name.substr(0, 64),
                                           "\" is not in this node's catalog (have: ", absl::StrJoin(names, ", "), ")"));
+}
+
+std::vector<std::string> ImageCatalog::Names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, _] : images_) out.push_back(name);
+  return out;
 }
 
 }  // namespace ppn::host

@@ -10,6 +10,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -33,6 +34,8 @@ class ImageCatalog {
 
   // NOT_FOUND listing the known names if `name` is not in the catalog.
   absl::StatusOr<Image> Find(const std::string& name) const;
+  // Every image name, sorted.
+  std::vector<std::string> Names() const;
 
  private:
   std::map<std::string, Image> images_;

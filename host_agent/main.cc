@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/clock.h"
+#include "common/process.h"
 #include "common/service_flags.h"
 #include "host_agent/host_agent_server.h"
 #include "host_agent/vm_manager.h"
@@ -21,12 +22,15 @@ ABSL_FLAG(std::string, mesh_address, "127.0.0.1", "Address forwarded ports and m
 ABSL_FLAG(std::string, port_range, "20000-20999", "Host ports for forwards and migrations");
 ABSL_FLAG(uint64_t, advertised_memory_mib, 0, "Memory to offer (simulation); 0 = the machine's");
 ABSL_FLAG(uint64_t, safety_margin_mib, 512, "Memory always kept free for the host");
+ABSL_FLAG(uint64_t, advertised_disk_mib, 0, "Disk to offer for VM overlays (simulation); 0 = the state dir's");
 ABSL_FLAG(std::string, kvm, "auto", "auto (functional probe), off, or simulate (advertise KVM, run TCG)");
 ABSL_FLAG(std::string, kvm_probe_image, "ppn-test-guest", "Catalog image the KVM probe boots");
 ABSL_FLAG(absl::Duration, kvm_probe_timeout, absl::Seconds(10), "How long the KVM probe guest may take");
 ABSL_FLAG(std::string, qemu_binary, "qemu-system-x86_64", "QEMU to run");
 ABSL_FLAG(std::string, qemu_user, "nobody", "User QEMU drops to when the agent runs as root");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Default heartbeat interval");
+ABSL_FLAG(absl::Duration, test_hold_after_exec, absl::ZeroDuration(),
+          "Testing only: pause each spawn this long after QEMU's exec (crash tests)");
 
 int main(int argc, char** argv) {
   ppn::ServiceFlags flags = ppn::InitService("host_agent", argc, argv);
@@ -42,6 +46,8 @@ int main(int argc, char** argv) {
   }
   options.advertised_memory_mib = absl::GetFlag(FLAGS_advertised_memory_mib);
   options.safety_margin_mib = absl::GetFlag(FLAGS_safety_margin_mib);
+  options.advertised_disk_mib = absl::GetFlag(FLAGS_advertised_disk_mib);
+  options.hold_after_exec_for_test = absl::GetFlag(FLAGS_test_hold_after_exec);
   std::string kvm = absl::GetFlag(FLAGS_kvm);
   if (kvm == "auto") {
     options.kvm_mode = ppn::host::KvmMode::kAuto;
@@ -64,7 +70,8 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<ppn::host::VmStore>> store = ppn::host::VmStore::Open(options.state_dir + "/agent.db");
   if (!store.ok()) ppn::ExitWithError(store.status().message());
 
-  ppn::host::VmManager manager(options, *std::move(catalog), store->get(), ppn::RealClock::Get());
+  ppn::host::VmManager manager(options, *std::move(catalog),
+                               {store->get(), ppn::RealClock::Get(), ppn::PosixProcessSpawner::Get()});
   absl::Status started = manager.Start();
   if (!started.ok()) ppn::ExitWithError(started.message());
   ppn::host::HostAgentService service(&manager, absl::GetFlag(FLAGS_heartbeat_interval));

@@ -7,13 +7,14 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/match.h"
 #include "common/clock.h"
+#include "common/files.h"
+#include "common/process.h"
 #include "google/protobuf/util/time_util.h"
 #include "host_agent/vm_manager.h"
 
@@ -25,13 +26,6 @@ namespace {
 double Pct(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 }  // namespace
@@ -48,9 +42,13 @@ int main(int argc, char** argv) {
     std::filesystem::copy_file(g + "/" + f, dir + "/" + f);
     std::filesystem::permissions(dir + "/" + f, std::filesystem::perms(0644));
   }
-  std::ofstream(dir + "/catalog.json") << "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" << dir
-                                       << "/base.qcow2\", \"kernel\": \"" << dir << "/vmlinuz\", \"initrd\": \"" << dir
-                                       << "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}";
+  if (!ppn::WriteFileAtomically(dir + "/catalog.json",
+                                "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir +
+                                    "/base.qcow2\", \"kernel\": \"" + dir + "/vmlinuz\", \"initrd\": \"" + dir +
+                                    "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}")
+           .ok()) {
+    return 1;
+  }
   auto catalog = *ppn::host::ImageCatalog::Load(dir + "/catalog.json");
   auto store_a = *ppn::host::VmStore::Open(dir + "/a.db");
   auto store_b = *ppn::host::VmStore::Open(dir + "/b.db");
@@ -63,8 +61,9 @@ int main(int argc, char** argv) {
   ob.state_dir = dir + "/b";
   ob.port_first = 21000;
   ob.port_last = 21999;
-  ppn::host::VmManager a(oa, catalog, store_a.get(), ppn::RealClock::Get());
-  ppn::host::VmManager b(ob, catalog, store_b.get(), ppn::RealClock::Get());
+  ppn::PosixProcessSpawner* spawner = ppn::PosixProcessSpawner::Get();
+  ppn::host::VmManager a(oa, catalog, {store_a.get(), ppn::RealClock::Get(), spawner});
+  ppn::host::VmManager b(ob, catalog, {store_b.get(), ppn::RealClock::Get(), spawner});
   if (!a.Start().ok() || !b.Start().ok()) return 1;
   for (uint32_t mib : {128u, 512u}) {
     std::vector<double> total, down;
@@ -73,9 +72,10 @@ int main(int argc, char** argv) {
     spec.set_memory_mib(mib);
     spec.set_image("ppn-test-guest");
     std::string id = "mig-" + std::to_string(mib);
-    auto vm = a.Spawn("bench", id, spec);
+    auto vm = a.Spawn(ppn::VmId(id), ppn::TenantId("bench"), spec);
     if (!vm.ok()) return 1;
-    while (!absl::StrContains(Slurp(vm->console_log_path()), "PPN-GUEST-READY")) absl::SleepFor(absl::Milliseconds(50));
+    while (!absl::StrContains(ppn::ReadFile(vm->console_log_path()).value_or(""), "PPN-GUEST-READY"))
+      absl::SleepFor(absl::Milliseconds(50));
     ppn::host::VmManager* from = &a;
     ppn::host::VmManager* to = &b;
     for (int i = 0; i < absl::GetFlag(FLAGS_runs); ++i) {

@@ -3,12 +3,12 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -19,8 +19,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
-#include "common/tls_credentials.h"
-#include "host_agent/qemu_launcher.h"
 
 namespace ppn::host {
 namespace {
@@ -99,8 +97,8 @@ double LoadAverage() {
   return load;
 }
 
-KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image, const std::string& work_dir,
-                        const std::string& cache_file, absl::Duration timeout) {
+KvmProbeResult ProbeKvm(ProcessSpawner* spawner, const std::string& qemu_binary, const Image& image,
+                        const std::string& work_dir, const std::string& cache_file, absl::Duration timeout) {
   std::string boot = BootId();
   std::string cached = Slurp(cache_file);
   std::vector<std::string> parts = absl::StrSplit(cached, absl::MaxSplits('\n', 2));
@@ -137,34 +135,27 @@ KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image, cons
                                      "file,id=s0,path=" + console,
                                      "-serial",
                                      "chardev:s0"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = fork();
-    if (pid == 0) {
-      setsid();
-      freopen("/dev/null", "w", stderr);
-      execvp(argv[0], argv.data());
-      _exit(127);
-    }
+    SpawnSpec spec;
+    spec.argv = std::move(args);
+    spec.new_session = true;
+    absl::StatusOr<std::unique_ptr<Process>> qemu = spawner->Spawn(spec);
     absl::Time deadline = absl::Now() + timeout;
-    bool marker = false, exited = false;
-    while (absl::Now() < deadline) {
+    bool marker = false, exited = !qemu.ok();
+    while (!exited && absl::Now() < deadline) {
       if (absl::StrContains(Slurp(console), "PPN-PROBE-OK")) {
         marker = true;
         break;
       }
-      int status;
-      if (waitpid(pid, &status, WNOHANG) == pid) {
+      if (!(*qemu)->Alive()) {
         exited = true;
         marker = absl::StrContains(Slurp(console), "PPN-PROBE-OK");
         break;
       }
       absl::SleepFor(absl::Milliseconds(50));
     }
-    if (!exited) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
+    if (qemu.ok() && !exited) {
+      (*qemu)->Signal(SIGKILL);
+      (*qemu)->WaitForExit(absl::Seconds(5));
     }
     unlink(console.c_str());
     result.usable = marker;
@@ -173,9 +164,9 @@ KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image, cons
                              : absl::StrCat("a guest under KVM did not boot within ", absl::FormatDuration(timeout));
     }
   }
-  std::ofstream(cache_file, std::ios::trunc) << boot << "\n"
-                                             << (result.usable ? "usable" : "unusable") << "\n"
-                                             << result.reason << "\n";
+  WriteFileAtomically(cache_file,
+                      absl::StrCat(boot, "\n", result.usable ? "usable" : "unusable", "\n", result.reason, "\n"))
+      .IgnoreError();  // only a cache: the next start probes again
   return result;
 }
 
@@ -208,16 +199,74 @@ CgroupProbeResult ProbeCgroup(const std::string& node_id) {
   return {root, ""};
 }
 
-bool ProbeSeccomp(const std::string& qemu_binary) {
+bool ProbeSeccomp(ProcessSpawner* spawner, const std::string& qemu_binary) {
   if (!absl::StrContains(Slurp("/proc/self/status"), "Seccomp:")) return false;
-  std::string out = "/tmp/ppn-seccomp-probe-" + std::to_string(getpid());
-  std::string cmd = qemu_binary + " -sandbox help > " + out + " 2>&1";
-  int rc = std::system(cmd.c_str());
-  (void)rc;
-  std::string text = Slurp(out);
-  unlink(out.c_str());
+  SpawnSpec help;
+  help.argv = {qemu_binary, "-sandbox", "help"};
+  absl::StatusOr<RunResult> r = spawner->Run(help, absl::Seconds(10));
+  const std::string text = r.ok() ? r->output : "";
   // Built without seccomp QEMU says the option group does not exist.
   return !text.empty() && !absl::StrContains(text, "no option group") && !absl::StrContains(text, "not supported");
+}
+
+absl::Status CheckQemuUserAccess(ProcessSpawner* spawner, const RunAs& user, const std::string& dir) {
+  std::filesystem::path abs = std::filesystem::absolute(dir).lexically_normal();
+  std::string probe = (abs / ".qemu-access-probe").string();
+  std::error_code ec;
+  std::filesystem::remove_all(probe, ec);
+  if (mkdir(probe.c_str(), 0700) != 0 || chown(probe.c_str(), user.uid, user.gid) != 0) {
+    std::filesystem::remove_all(probe, ec);
+    return absl::FailedPreconditionError(absl::StrCat("cannot prepare ", probe, " to check QEMU's access"));
+  }
+  // Run as the user itself: only the kernel knows every rule (modes, ACLs, mount options).
+  SpawnSpec check;
+  check.argv = {"sh", "-c",
+                "probe=$1; shift; for d in \"$@\"; do [ -x \"$d\" ] || { echo \"$d\"; exit 1; }; done; "
+                ": 2>/dev/null >\"$probe/w\" || exit 2; rm -f \"$probe/w\"",
+                "sh", probe};
+  std::filesystem::path prefix;
+  for (const auto& part : abs) {
+    prefix /= part;
+    check.argv.push_back(prefix.string());
+  }
+  check.run_as = user;
+  absl::StatusOr<RunResult> r = spawner->Run(check, absl::Seconds(10));
+  std::filesystem::remove_all(probe, ec);
+  if (!r.ok()) return r.status();
+  if (r->exit_code == 0) return absl::OkStatus();
+  if (r->exit_code == 1) {
+    std::string blocked(absl::StripAsciiWhitespace(r->output));
+    struct stat st;
+    char mode[24] = "";
+    if (stat(blocked.c_str(), &st) == 0) std::snprintf(mode, sizeof mode, " (mode %04o)", st.st_mode & 07777);
+    return absl::FailedPreconditionError(absl::StrCat("QEMU runs as ", user.name, ", which cannot enter ", blocked,
+                                                      mode, ": every directory above the state directory ",
+                                                      abs.string(), " must be searchable by it (chmod o+x ", blocked,
+                                                      ", or choose another --state_dir)"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat("QEMU runs as ", user.name, ", which cannot write in ",
+                                                    abs.string(), " (exit ", r->exit_code, ": ", r->output, ")"));
+}
+
+NodeFeatures ProbeNodeFeatures(ProcessSpawner* spawner, const NodeFeatureProbe& probe) {
+  NodeFeatures f;
+  if (probe.kvm_mode == KvmMode::kAuto) {
+    KvmProbeResult kvm = probe.kvm_probe_image != nullptr
+                             ? ProbeKvm(spawner, probe.qemu_binary, *probe.kvm_probe_image, probe.state_dir,
+                                        probe.state_dir + "/kvm-probe", probe.kvm_probe_timeout)
+                             : KvmProbeResult{false, "no KVM probe image in the catalog"};
+    f.kvm_usable = kvm.usable;
+    f.kvm_reason = kvm.reason;
+  } else {
+    f.kvm_reason = probe.kvm_mode == KvmMode::kOff ? "disabled by --kvm=off"
+                                                   : "simulated for placement (--kvm=simulate); guests run under TCG";
+  }
+  CgroupProbeResult cgroup =
+      probe.use_cgroups ? ProbeCgroup(probe.node_id) : CgroupProbeResult{"", "disabled by the agent's options"};
+  f.cgroup_root = cgroup.root;
+  f.cgroup_reason = cgroup.reason;
+  f.seccomp = ProbeSeccomp(spawner, probe.qemu_binary);
+  return f;
 }
 
 std::string ResolveQemuUser(const std::string& wanted) {

@@ -8,9 +8,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/process.h"
 #include "host_agent/image_catalog.h"
 
 namespace ppn::host {
+
+enum class KvmMode { kAuto, kOff, kSimulate };
 
 struct MemoryInfo {
   uint64_t total_mib = 0;
@@ -32,8 +35,8 @@ struct KvmProbeResult {
   bool usable = false;
   std::string reason;
 };
-KvmProbeResult ProbeKvm(const std::string& qemu_binary, const Image& image, const std::string& work_dir,
-                        const std::string& cache_file, absl::Duration timeout);
+KvmProbeResult ProbeKvm(ProcessSpawner* spawner, const std::string& qemu_binary, const Image& image,
+                        const std::string& work_dir, const std::string& cache_file, absl::Duration timeout);
 
 // A cgroup v2 directory where the agent can create per-VM children with memory, cpu and
 // pids limits, or the reason there is none.
@@ -44,7 +47,32 @@ struct CgroupProbeResult {
 CgroupProbeResult ProbeCgroup(const std::string& node_id);
 
 // True if QEMU was built with seccomp support and the kernel offers it.
-bool ProbeSeccomp(const std::string& qemu_binary);
+bool ProbeSeccomp(ProcessSpawner* spawner, const std::string& qemu_binary);
+
+// OK if `user` (whom QEMU drops to) can search every directory from / down to `dir` and write
+// in a directory under `dir` handed to it, as the agent hands each VM its directory: under a
+// 0700 parent QEMU can open nothing once it has dropped privileges, and every incoming
+// migration fails. FAILED_PRECONDITION in one line naming the directory otherwise.
+absl::Status CheckQemuUserAccess(ProcessSpawner* spawner, const RunAs& user, const std::string& dir);
+
+// What the node offers VMs: KVM (probed only in kAuto), a cgroup v2 root, QEMU's sandbox.
+struct NodeFeatureProbe {
+  std::string node_id;
+  KvmMode kvm_mode = KvmMode::kAuto;
+  std::string qemu_binary;
+  const Image* kvm_probe_image = nullptr;  // none in the catalog: no KVM
+  std::string state_dir;                   // holds the probe's cache
+  absl::Duration kvm_probe_timeout;
+  bool use_cgroups = true;
+};
+struct NodeFeatures {
+  bool kvm_usable = false;
+  std::string kvm_reason;
+  std::string cgroup_root;  // empty: none
+  std::string cgroup_reason;
+  bool seccomp = false;
+};
+NodeFeatures ProbeNodeFeatures(ProcessSpawner* spawner, const NodeFeatureProbe& probe);
 
 // The user QEMU should drop to: `wanted` if the agent is root and that user exists, else
 // empty (QEMU then runs as the agent's own, already unprivileged or root, user).

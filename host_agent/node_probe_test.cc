@@ -2,6 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 
 #include "catch2/catch.hpp"
@@ -61,6 +64,31 @@ TEST_CASE("a cgroup v1 memory limit counts, at its path or at the mount root") {
     CHECK(m.total_mib == 1024);
     CHECK(m.available_mib == 0);  // usage over the limit (page cache) is nothing left, not a wrap
   }
+}
+
+TEST_CASE("the QEMU user must be able to enter every parent of the state directory", "[host_agent][node_probe]") {
+  if (geteuid() != 0) {
+    WARN("not root: QEMU runs as the agent's own user, nothing to check");
+    return;
+  }
+  char tmpl[] = "/tmp/ppn-access-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  std::string top = tmpl;
+  std::string state = top + "/locked/state/vms";
+  std::filesystem::create_directories(state);
+  chmod(top.c_str(), 0755);
+  chmod((top + "/locked").c_str(), 0700);
+  PosixProcessSpawner spawner;
+  RunAs nobody = LookupUser("nobody").value();
+  absl::Status s = CheckQemuUserAccess(&spawner, nobody, state);
+  CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(s.message() == "QEMU runs as nobody, which cannot enter " + top +
+                           "/locked (mode 0700): every directory above the state directory " + state +
+                           " must be searchable by it (chmod o+x " + top + "/locked, or choose another --state_dir)");
+  chmod((top + "/locked").c_str(), 0711);
+  CHECK(CheckQemuUserAccess(&spawner, nobody, state).ok());
+  CHECK_FALSE(std::filesystem::exists(state + "/.qemu-access-probe"));
+  std::filesystem::remove_all(top);
 }
 
 }  // namespace

@@ -2,16 +2,13 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <fstream>
-#include <sstream>
+#include <cerrno>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "common/files.h"
+#include "host_agent/vm_files.h"
 
 namespace ppn::host {
 namespace {
@@ -29,10 +26,18 @@ bool WriteSmallFile(const std::string& path, const std::string& value) {
 
 }  // namespace
 
-std::string QmpSocketPath(const std::string& vm_dir) { return vm_dir + "/qmp.sock"; }
-std::string ConsoleLogPath(const std::string& vm_dir) { return vm_dir + "/console.log"; }
-std::string DiskPath(const std::string& vm_dir) { return vm_dir + "/disk.qcow2"; }
-std::string SeedPath(const std::string& vm_dir) { return vm_dir + "/seed.iso"; }
+std::optional<std::string> QemuVmId(const std::vector<std::string>& argv, const std::string& vms_dir) {
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] != "-name" || !absl::StartsWith(argv[i + 1], "ppn-")) continue;
+    std::string id = argv[i + 1].substr(4);
+    std::string files = absl::StrCat(vms_dir, "/", id, "/");
+    for (const std::string& a : argv) {
+      if (!id.empty() && absl::StrContains(a, files)) return id;
+    }
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
 
 std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
   std::vector<std::string> a = {spec.qemu_binary};
@@ -86,70 +91,13 @@ absl::StatusOr<std::string> CreateVmCgroup(const std::string& cgroup_root, const
   return dir;
 }
 
-absl::StatusOr<pid_t> LaunchQemu(const LaunchSpec& spec) {
-  std::vector<std::string> args = BuildQemuArgs(spec);
-  std::vector<char*> argv;
-  for (auto& s : args) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  std::string log = spec.vm_dir + "/qemu.log";
-  std::string procs = spec.cgroup_dir.empty() ? "" : spec.cgroup_dir + "/cgroup.procs";
-  pid_t pid = fork();
-  if (pid < 0) return absl::ResourceExhaustedError("fork failed");
-  if (pid == 0) {
-    // Child: only async-signal-safe calls until exec.
-    setsid();
-    if (!procs.empty()) {
-      int fd = open(procs.c_str(), O_WRONLY);
-      if (fd < 0 || write(fd, "0", 1) != 1) _exit(126);
-      close(fd);
-    }
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
-    int null_fd = open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) dup2(null_fd, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execvp(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-absl::Status RunTool(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  std::vector<std::string> copy = args;
-  for (auto& s : copy) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
-  pid_t pid = fork();
-  if (pid < 0) return absl::ResourceExhaustedError("fork failed");
-  if (pid == 0) {
-    dup2(pipe_fds[1], 1);
-    dup2(pipe_fds[1], 2);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execvp(argv[0], argv.data());
-    _exit(127);
-  }
-  close(pipe_fds[1]);
-  std::string output;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(pipe_fds[0], buf, sizeof buf)) > 0) output.append(buf, n);
-  close(pipe_fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
-    return absl::FailedPreconditionError(absl::StrCat(args[0], " is not installed (tools/setup)"));
-  }
-  return absl::InternalError(absl::StrCat(args[0], " failed: ", output.substr(0, 400)));
+absl::StatusOr<std::unique_ptr<Process>> LaunchQemu(ProcessSpawner* spawner, const LaunchSpec& spec) {
+  SpawnSpec process;
+  process.argv = BuildQemuArgs(spec);
+  process.output_path = QemuLogPath(spec.vm_dir);
+  process.new_session = true;
+  process.cgroup_dir = spec.cgroup_dir;
+  return spawner->Spawn(process);
 }
 
 }  // namespace ppn::host

@@ -4,12 +4,13 @@
 // the QEMU command line, the per-VM cgroup, the drop to an unprivileged user and the exec.
 // Everything else talks to QEMU through QMP.
 
-#include <sys/types.h>
-
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/process.h"
 #include "host_agent/image_catalog.h"
 
 namespace ppn::host {
@@ -40,22 +41,17 @@ struct LaunchSpec {
 // The QEMU argv (argv[0] is the binary). Pure: unit-tested without QEMU.
 std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec);
 
-// Paths inside the VM directory.
-std::string QmpSocketPath(const std::string& vm_dir);
-std::string ConsoleLogPath(const std::string& vm_dir);
-std::string DiskPath(const std::string& vm_dir);
-std::string SeedPath(const std::string& vm_dir);
+// The VM id of a QEMU command line this agent made for a VM under `vms_dir` ("-name
+// ppn-<id>" and its files in vms_dir/<id>/), or nullopt for any other process.
+std::optional<std::string> QemuVmId(const std::vector<std::string>& argv, const std::string& vms_dir);
 
 // Creates the per-VM cgroup under `cgroup_root` with memory.max (guest memory plus QEMU's
 // own overhead), cpu.weight (100 per vCPU) and pids.max. Returns the directory.
 absl::StatusOr<std::string> CreateVmCgroup(const std::string& cgroup_root, const LaunchSpec& spec);
 
-// Starts QEMU in its own session (so signals to the agent's process group never reach it,
-// and it outlives an agent crash), inside `spec.cgroup_dir` if set, with stdout/stderr to
-// VM_DIR/qemu.log. Returns its pid.
-absl::StatusOr<pid_t> LaunchQemu(const LaunchSpec& spec);
-
-// Runs a command to completion (qemu-img, genisoimage); INTERNAL with its output on failure.
-absl::Status RunTool(const std::vector<std::string>& argv);
+// Starts QEMU through `spawner` in its own session (so signals to the agent's process group
+// never reach it, and it outlives an agent crash), inside `spec.cgroup_dir` if set, with
+// stdout/stderr to VM_DIR/qemu.log.
+absl::StatusOr<std::unique_ptr<Process>> LaunchQemu(ProcessSpawner* spawner, const LaunchSpec& spec);
 
 }  // namespace ppn::host

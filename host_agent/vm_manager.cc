@@ -1,43 +1,28 @@
 #include "host_agent/vm_manager.h"
 
-#include <pwd.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/vm_spec.h"
-#include "google/protobuf/util/time_util.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "host_agent/adoption.h"
+#include "host_agent/node_capacity.h"
 #include "host_agent/node_probe.h"
-#include "host_agent/qemu_launcher.h"
-#include "host_agent/qmp_client.h"
 #include "spdlog/spdlog.h"
 
 namespace ppn::host {
 namespace {
 
-using google::protobuf::util::TimeUtil;
 using ppn::host::v1::VmInstance;
-using ppn::types::v1::MigrationPhase;
-using ppn::types::v1::MigrationProgress;
 using ppn::types::v1::VmSpec;
 using ppn::types::v1::VmState;
 
 constexpr absl::Duration kQmpTimeout = absl::Seconds(10);
-
-absl::Status ValidateSpawn(const std::string& tenant_id, const std::string& vm_id, const VmSpec& spec) {
-  PPN_RETURN_IF_ERROR(ValidateVmId(vm_id));
-  PPN_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
-  return ValidateVmSpec(spec);
-}
 
 bool IsLive(VmState s) {
   return s == ppn::types::v1::VM_STATE_RUNNING || s == ppn::types::v1::VM_STATE_STARTING ||
@@ -52,66 +37,37 @@ std::vector<uint32_t> PortsOf(const StoredVm& vm) {
   return ports;
 }
 
-// A YAML-safe scalar for the NoCloud meta-data.
-std::string Quote(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    if (c != '\n' && c != '\r') out.push_back(c);
-  }
-  return out + "\"";
+bool SameSpec(VmSpec a, VmSpec b) {
+  a.clear_user_data();  // never stored
+  b.clear_user_data();
+  return google::protobuf::util::MessageDifferencer::Equals(a, b);
 }
 
-// The NoCloud seed: an ISO 9660 volume labelled "cidata" with meta-data and user-data.
-absl::Status WriteSeed(const std::string& vm_dir, const std::string& vm_id, const VmSpec& spec) {
-  std::string dir = vm_dir + "/seed";
-  mkdir(dir.c_str(), 0700);
-  std::string hostname = spec.display_name().empty() ? vm_id : spec.display_name();
-  PPN_RETURN_IF_ERROR(WriteFileAtomically(dir + "/meta-data",
-                                          absl::StrCat("instance-id: ", vm_id, "\nlocal-hostname: ", hostname, "\n")));
-  std::string user_data = spec.user_data();
-  if (user_data.empty()) {
-    user_data = "#cloud-config\n";
-    if (spec.ssh_authorized_keys_size() > 0) {
-      user_data += "ssh_authorized_keys:\n";
-      for (const auto& key : spec.ssh_authorized_keys()) user_data += "  - " + Quote(key) + "\n";
-    }
-  }
-  PPN_RETURN_IF_ERROR(WriteFileAtomically(dir + "/user-data", user_data, 0600));
-  absl::Status s =
-      RunTool({"genisoimage", "-quiet", "-output", SeedPath(vm_dir), "-volid", "cidata", "-joliet", "-rock", dir});
-  std::filesystem::remove_all(dir);  // the ISO holds it; user-data is not left lying around
-  return s;
+VmManager::Options Normalized(VmManager::Options o) {
+  // QEMU command lines name the state directory: one spelling, so a restart recognises them.
+  o.state_dir = std::filesystem::absolute(o.state_dir).lexically_normal().string();
+  while (o.state_dir.size() > 1 && o.state_dir.back() == '/') o.state_dir.pop_back();
+  return o;
+}
+
+std::optional<RunAs> OwnerOf(const std::string& user) {
+  if (user.empty()) return std::nullopt;
+  absl::StatusOr<RunAs> r = LookupUser(user);
+  return r.ok() ? std::optional<RunAs>(*std::move(r)) : std::nullopt;
 }
 
 }  // namespace
 
-bool QemuAlive(int pid, const std::string& vm_id) {
-  if (pid <= 0) return false;
-  int status;
-  if (waitpid(pid, &status, WNOHANG) == pid) return false;  // our child, now reaped
-  if (kill(pid, 0) != 0) return false;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  size_t paren = line.rfind(')');
-  if (paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] == 'Z') return false;
-  // Guard against pid reuse: the process must be QEMU named after this VM.
-  std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
-  std::stringstream ss;
-  ss << cmd.rdbuf();
-  std::string cmdline = ss.str();
-  for (char& c : cmdline) {
-    if (c == '\0') c = ' ';
-  }
-  return absl::StrContains(cmdline, " ppn-" + vm_id + " ");
-}
-
-VmManager::VmManager(Options options, ImageCatalog catalog, VmStore* store, Clock* clock)
-    : options_(std::move(options)),
+VmManager::VmManager(Options options, ImageCatalog catalog, Deps deps)
+    : options_(Normalized(std::move(options))),
       catalog_(std::move(catalog)),
-      store_(store),
-      clock_(clock),
+      store_(deps.store),
+      clock_(deps.clock),
+      spawner_(deps.spawner),
+      qemu_user_(ResolveQemuUser(options_.qemu_user)),
+      qemu_owner_(OwnerOf(qemu_user_)),
+      runtime_(spawner_, {options_.state_dir + "/vms", options_.qemu_binary, qemu_user_, qemu_owner_,
+                          options_.hold_after_exec_for_test}),
       ports_(options_.host_address, options_.port_first, options_.port_last) {}
 
 VmManager::~VmManager() {
@@ -123,75 +79,71 @@ VmManager::~VmManager() {
   if (monitor_.joinable()) monitor_.join();
 }
 
-std::string VmManager::VmDir(const std::string& vm_id) const { return options_.state_dir + "/vms/" + vm_id; }
-
 ppn::types::v1::KvmSupport VmManager::kvm_support() const {
   if (options_.kvm_mode == KvmMode::kSimulate) return ppn::types::v1::KVM_SUPPORT_SIMULATED;
   return kvm_usable_ ? ppn::types::v1::KVM_SUPPORT_AVAILABLE : ppn::types::v1::KVM_SUPPORT_NONE;
 }
 
-absl::Status VmManager::Start() {
-  std::filesystem::create_directories(options_.state_dir + "/vms");
-  if (options_.kvm_mode == KvmMode::kAuto) {
-    absl::StatusOr<Image> probe = catalog_.Find(options_.kvm_probe_image);
-    KvmProbeResult kvm = probe.ok() ? ProbeKvm(options_.qemu_binary, *probe, options_.state_dir,
-                                               options_.state_dir + "/kvm-probe", options_.kvm_probe_timeout)
-                                    : KvmProbeResult{false, "no KVM probe image in the catalog"};
-    kvm_usable_ = kvm.usable;
-    kvm_reason_ = kvm.reason;
-  } else {
-    kvm_reason_ = options_.kvm_mode == KvmMode::kOff ? "disabled by --kvm=off"
-                                                     : "simulated for placement (--kvm=simulate); guests run under TCG";
-  }
-  CgroupProbeResult cgroup = ProbeCgroup(options_.node_id);
-  cgroup_root_ = cgroup.root;
-  qemu_user_ = ResolveQemuUser(options_.qemu_user);
-  capabilities_.set_cgroup_v2(!cgroup_root_.empty());
-  capabilities_.set_seccomp_sandbox(ProbeSeccomp(options_.qemu_binary));
-  capabilities_.set_unprivileged_qemu(!qemu_user_.empty() || geteuid() != 0);
-  capabilities_.set_balloon(true);
-  spdlog::info("node.probed node={} kvm={} kvm_reason=\"{}\" cgroup_v2={} cgroup_reason=\"{}\" seccomp={} qemu_user={}",
-               options_.node_id, kvm_usable_, kvm_reason_, capabilities_.cgroup_v2(), cgroup.reason,
-               capabilities_.seccomp_sandbox(), qemu_user_.empty() ? "(agent's)" : qemu_user_);
+absl::Status VmManager::NotHere(const std::string& vm_id) const {
+  return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
+}
 
-  PPN_ASSIGN_OR_RETURN(std::vector<StoredVm> stored, store_->LoadAll());
-  for (StoredVm& vm : stored) {
-    auto entry = std::make_shared<Entry>();
-    const std::string id = vm.instance.vm_id();
-    bool live = IsLive(vm.instance.state()) && QemuAlive(vm.instance.pid(), id);
-    std::string qmp_status;
-    if (live) {
-      absl::StatusOr<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(QmpSocketPath(VmDir(id)), kQmpTimeout);
-      absl::StatusOr<nlohmann::json> st = qmp.ok() ? (*qmp)->Execute("query-status") : qmp.status();
-      live = st.ok();
-      if (st.ok()) qmp_status = st->value("status", "");
-    }
-    if (live) {
-      ports_.Reserve(PortsOf(vm));
-      if (qmp_status == "running") vm.instance.set_state(ppn::types::v1::VM_STATE_RUNNING);
-      if (!cgroup_root_.empty()) entry->cgroup_dir = cgroup_root_ + "/" + id;
-      spdlog::info("vm.adopted vm={} tenant={} pid={} status={}", id, vm.instance.tenant_id(), vm.instance.pid(),
-                   qmp_status);
-    } else if (IsLive(vm.instance.state())) {
-      vm.instance.set_state(ppn::types::v1::VM_STATE_FAILED);
-      vm.instance.set_state_message("the QEMU process ended while the agent was down");
-      vm.instance.set_pid(0);
-      vm.migration_port = 0;
-      spdlog::warn("vm.vanished vm={} tenant={}", id, vm.instance.tenant_id());
-    }
-    entry->rec = vm;
-    absl::MutexLock l(&mu_);
-    Persist(entry.get());
-    vms_[id] = entry;
+absl::Status VmManager::Start() {
+  std::error_code ec;
+  std::filesystem::create_directories(runtime_.files().vms_dir(), ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create ", runtime_.files().vms_dir(), ": ", ec.message()));
   }
+  if (qemu_owner_) PPN_RETURN_IF_ERROR(CheckQemuUserAccess(spawner_, *qemu_owner_, runtime_.files().vms_dir()));
+  ProbeNode();
+  PPN_RETURN_IF_ERROR(Adopt());
   monitor_ = std::thread([this] { MonitorLoop(); });
   return absl::OkStatus();
 }
 
-void VmManager::Persist(Entry* entry) {
-  absl::Status s = store_->Put(entry->rec);
-  if (!s.ok())
-    spdlog::error("vm.store_failed vm={} error=\"{}\"", entry->rec.instance.vm_id(), std::string(s.message()));
+void VmManager::ProbeNode() {
+  absl::StatusOr<Image> image = catalog_.Find(options_.kvm_probe_image);
+  NodeFeatures f = ProbeNodeFeatures(
+      spawner_, {options_.node_id, options_.kvm_mode, options_.qemu_binary, image.ok() ? &*image : nullptr,
+                 options_.state_dir, options_.kvm_probe_timeout, options_.use_cgroups});
+  kvm_usable_ = f.kvm_usable;
+  capabilities_.set_cgroup_v2(!f.cgroup_root.empty());
+  capabilities_.set_seccomp_sandbox(f.seccomp);
+  capabilities_.set_unprivileged_qemu(!qemu_user_.empty() || geteuid() != 0);
+  capabilities_.set_balloon(true);
+  runtime_.SetNodeFeatures(f.cgroup_root, f.seccomp);
+  spdlog::info("node.probed node={} kvm={} kvm_reason={} cgroup_v2={} cgroup_reason={} seccomp={} qemu_user={}",
+               options_.node_id, kvm_usable_, LogValue(f.kvm_reason), capabilities_.cgroup_v2(),
+               LogValue(f.cgroup_reason), f.seccomp, qemu_user_.empty() ? "(agent's)" : qemu_user_);
+}
+
+absl::Status VmManager::Adopt() {
+  PPN_ASSIGN_OR_RETURN(std::vector<AdoptedVm> adopted, AdoptAtStart(store_, &runtime_));
+  for (AdoptedVm& vm : adopted) {
+    auto e = std::make_shared<Entry>();
+    e->rec = std::move(vm.rec);
+    e->process = std::move(vm.process);
+    if (vm.incoming) e->ready_deadline = clock_->Now() + options_.default_ready_timeout;
+    const VmSpec& spec = e->rec.instance.spec();
+    absl::StatusOr<Image> image = catalog_.Find(spec.image());
+    if (image.ok()) e->disk_virtual_bytes = runtime_.files().DiskVirtualBytes(*image, spec).value_or(0);
+    absl::MutexLock l(&mu_);
+    if (e->process != nullptr) {
+      ports_.Reserve(PortsOf(e->rec));
+      e->ports_held = true;
+    }
+    PPN_RETURN_IF_ERROR(PersistLocked(e.get()));
+    vms_[e->rec.instance.vm_id()] = e;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VmManager::PersistLocked(Entry* e) { return store_->Put(e->rec); }
+
+void VmManager::ReleasePortsLocked(Entry* e) {
+  if (e->ports_held) ports_.Release(PortsOf(e->rec));
+  e->ports_held = false;
 }
 
 uint64_t VmManager::TotalMib() const {
@@ -201,23 +153,20 @@ uint64_t VmManager::TotalMib() const {
 uint64_t VmManager::CommittedMibLocked() const {
   uint64_t sum = 0;
   for (const auto& [_, e] : vms_) {
-    if (IsLive(e->rec.instance.state())) sum += e->rec.instance.spec().memory_mib();
+    // A FAILED VM whose QEMU still runs (one that stopped answering QMP) still holds its memory.
+    if (IsLive(e->rec.instance.state()) || e->process != nullptr) sum += e->rec.instance.spec().memory_mib();
   }
   return sum;
 }
 
-absl::Status VmManager::CheckRoomLocked(uint64_t memory_mib) const {
-  uint64_t total = TotalMib();
-  uint64_t committed = CommittedMibLocked();
-  uint64_t reserved = options_.safety_margin_mib + committed;
-  uint64_t available = total > reserved ? total - reserved : 0;
-  if (memory_mib > available) {
-    return absl::ResourceExhaustedError(absl::StrCat("node ", options_.node_id, " has ", available,
-                                                     " MiB available for VMs (", total, " MiB total, ",
-                                                     options_.safety_margin_mib, " MiB safety margin, ", committed,
-                                                     " MiB in use); the VM needs ", memory_mib, " MiB"));
+uint64_t VmManager::DiskAvailableMibLocked() const {
+  std::vector<OverlayUse> overlays;
+  for (const auto& [id, e] : vms_) {
+    uint64_t allocated = runtime_.files().DiskAllocatedBytes(id);
+    // Only a running QEMU can grow its overlay; a dead one holds what it has.
+    overlays.push_back({IsLive(e->rec.instance.state()) ? e->disk_virtual_bytes : allocated, allocated});
   }
-  return absl::OkStatus();
+  return DiskAvailableMib(ReadDiskSpace(options_.state_dir), options_.advertised_disk_mib, overlays);
 }
 
 std::shared_ptr<VmManager::Entry> VmManager::Find(const std::string& vm_id) {
@@ -226,198 +175,201 @@ std::shared_ptr<VmManager::Entry> VmManager::Find(const std::string& vm_id) {
   return it == vms_.end() ? nullptr : it->second;
 }
 
-absl::Status VmManager::Launch(const std::string& vm_id, const VmSpec& spec, const std::vector<uint32_t>& ports,
-                               const std::string& incoming_uri, bool kvm, Entry* entry, int* pid,
-                               absl::Time* exec_time) {
-  PPN_ASSIGN_OR_RETURN(Image image, catalog_.Find(spec.image()));
-  std::string dir = VmDir(vm_id);
-  std::filesystem::remove_all(dir);
-  if (!std::filesystem::create_directories(dir)) {
-    return absl::InternalError(absl::StrCat("cannot create ", dir));
-  }
-  chmod(dir.c_str(), 0750);
-  std::vector<std::string> overlay = {
-      "qemu-img", "create", "-q", "-f", "qcow2", "-b", image.base_image, "-F", image.base_format, DiskPath(dir)};
-  if (spec.disk_gib() > 0) overlay.push_back(absl::StrCat(spec.disk_gib(), "G"));
-  absl::Status s = RunTool(overlay);
-  if (!s.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create the disk overlay on image ", image.name, ": ", s.message()));
-  }
-  PPN_RETURN_IF_ERROR(WriteSeed(dir, vm_id, spec));
-  if (!qemu_user_.empty()) {
-    // QEMU drops to this user after opening its files; it must still reach them.
-    passwd* pw = getpwnam(qemu_user_.c_str());
-    if (pw != nullptr) {
-      for (const std::string& f : {dir, DiskPath(dir), SeedPath(dir)}) {
-        if (chown(f.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
-          return absl::PermissionDeniedError(absl::StrCat("cannot hand ", f, " to ", qemu_user_));
-        }
-      }
-    }
-  }
-  LaunchSpec launch;
-  launch.qemu_binary = options_.qemu_binary;
-  launch.vm_id = vm_id;
-  launch.vm_dir = dir;
-  launch.vcpus = spec.vcpus();
-  launch.memory_mib = spec.memory_mib();
-  launch.kvm = kvm;
-  launch.image = image;
-  for (int i = 0; i < spec.port_forwards_size(); ++i) {
-    const auto& f = spec.port_forwards(i);
-    launch.forwards.push_back(
-        {options_.host_address, ports[i], f.guest_port(), f.protocol() == ppn::types::v1::PROTOCOL_UDP});
-  }
-  launch.incoming_uri = incoming_uri;
-  launch.seccomp = capabilities_.seccomp_sandbox();
-  launch.run_as_user = qemu_user_;
-  if (!cgroup_root_.empty()) {
-    PPN_ASSIGN_OR_RETURN(launch.cgroup_dir, CreateVmCgroup(cgroup_root_, launch));
-    absl::MutexLock l(&mu_);
-    entry->cgroup_dir = launch.cgroup_dir;
-  }
-  PPN_ASSIGN_OR_RETURN(*pid, LaunchQemu(launch));
-  *exec_time = absl::Now();
-  absl::StatusOr<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(QmpSocketPath(dir), kQmpTimeout);
-  absl::StatusOr<nlohmann::json> status = qmp.ok() ? (*qmp)->Execute("query-status") : qmp.status();
-  if (!status.ok() || !QemuAlive(*pid, vm_id)) {
-    absl::SleepFor(absl::Milliseconds(100));  // let QEMU finish writing why it stopped
-    std::string why = ReadFileTail(dir + "/qemu.log");
-    return absl::FailedPreconditionError(absl::StrCat("QEMU did not start VM ", vm_id, ": ",
-                                                      why.empty() ? std::string(status.status().message()) : why));
-  }
-  return absl::OkStatus();
+absl::StatusOr<VmInstance> VmManager::Spawn(const VmId& vm_id, const TenantId& tenant, const VmSpec& spec) {
+  CreateRequest r{
+      vm_id.value(),       tenant.value(), spec, /*incoming=*/false, kvm_usable_ && options_.kvm_mode == KvmMode::kAuto,
+      absl::ZeroDuration()};
+  PPN_ASSIGN_OR_RETURN(Created created, Create(r));
+  return created.vm;
 }
 
-void VmManager::Cleanup(const std::string& vm_id, int pid, const std::vector<uint32_t>& ports,
-                        const std::string& cgroup_dir) {
-  if (pid > 0 && QemuAlive(pid, vm_id)) {
-    kill(pid, SIGKILL);
-    for (int i = 0; i < 200 && QemuAlive(pid, vm_id); ++i) absl::SleepFor(absl::Milliseconds(10));
-  }
-  std::error_code ec;
-  std::filesystem::remove_all(VmDir(vm_id), ec);
-  if (!cgroup_dir.empty()) rmdir(cgroup_dir.c_str());
-  ports_.Release(ports);
-}
-
-absl::StatusOr<VmInstance> VmManager::Spawn(const std::string& tenant_id, const std::string& vm_id,
-                                            const VmSpec& spec) {
+absl::StatusOr<VmManager::Created> VmManager::Create(const CreateRequest& r) {
   absl::Time t0 = absl::Now();
-  PPN_RETURN_IF_ERROR(ValidateSpawn(tenant_id, vm_id, spec));
-  PPN_RETURN_IF_ERROR(catalog_.Find(spec.image()).status());
-  auto entry = std::make_shared<Entry>();
-  std::vector<uint32_t> ports;
+  PPN_RETURN_IF_ERROR(ValidateVmId(r.vm_id));
+  PPN_RETURN_IF_ERROR(ValidateTenantId(r.tenant_id));
+  PPN_RETURN_IF_ERROR(ValidateVmSpec(r.spec));
+  PPN_ASSIGN_OR_RETURN(Image image, catalog_.Find(r.spec.image()));
+  PPN_ASSIGN_OR_RETURN(uint64_t disk_bytes, runtime_.files().DiskVirtualBytes(image, r.spec));
+  std::shared_ptr<Entry> e;
+  while (e == nullptr) {
+    if (std::shared_ptr<Entry> existing = Find(r.vm_id)) {
+      absl::MutexLock op(&existing->op);  // an operation under way on it finishes first
+      PPN_ASSIGN_OR_RETURN(std::optional<VmInstance> same, CreateExisting(r, existing.get()));
+      if (same.has_value()) return Created{*std::move(same), 0};
+      continue;
+    }
+    // Never a second QEMU for one VM id, whatever this process believes; nothing touched yet.
+    if (std::map<std::string, std::vector<pid_t>> running = runtime_.FindQemus(); running.count(r.vm_id) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("a QEMU process for vm ", r.vm_id, " is already running (pid ", running[r.vm_id][0], ")"));
+    }
+    auto fresh = std::make_shared<Entry>();
+    fresh->op.Lock();  // held until this create ends: a second create of the id waits for it
+    absl::MutexLock l(&mu_);
+    if (vms_.count(r.vm_id) != 0) {
+      fresh->op.Unlock();
+      continue;
+    }
+    absl::Status s = ReserveLocked(r, disk_bytes, fresh.get());
+    if (s.ok()) {
+      s = PersistLocked(fresh.get());  // the intent, before anything runs
+      if (s.ok()) vms_[r.vm_id] = fresh;
+      if (!s.ok()) ReleasePortsLocked(fresh.get());
+    }
+    if (!s.ok()) {
+      fresh->op.Unlock();
+      return s;
+    }
+    e = fresh;
+  }
+  struct Unlock {
+    absl::Mutex* mu;
+    ~Unlock() { mu->Unlock(); }
+  } unlock{&e->op};
+  absl::Status s = StartQemu(r, image, e.get());
   {
     absl::MutexLock l(&mu_);
-    if (vms_.count(vm_id) != 0) {
-      return absl::AlreadyExistsError(absl::StrCat("vm ", vm_id, " already exists on node ", options_.node_id));
+    last_spawn_overhead_ = absl::Now() - t0;
+  }
+  Created created;
+  if (s.ok()) {
+    absl::MutexLock l(&mu_);
+    VmInstance& vm = e->rec.instance;
+    vm.set_state(r.incoming ? ppn::types::v1::VM_STATE_MIGRATING : ppn::types::v1::VM_STATE_RUNNING);
+    if (r.incoming) vm.set_state_message("waiting for an incoming migration");
+    if (r.incoming) e->ready_deadline = clock_->Now() + r.ready_timeout;
+    vm.set_accelerator(r.kvm ? ppn::types::v1::ACCELERATOR_KVM : ppn::types::v1::ACCELERATOR_TCG);
+    vm.set_pid(e->process->pid());
+    *vm.mutable_start_time() = ToProtoTimestamp(clock_->Now());
+    vm.set_console_log_path(ConsoleLogPath(runtime_.files().Dir(r.vm_id)));
+    s = PersistLocked(e.get());
+    created = Created{vm, e->rec.migration_port};
+  }
+  if (!s.ok()) {
+    Remove(e.get(), "the create failed").IgnoreError();
+    return s;
+  }
+  spdlog::info("{} vm={} tenant={} pid={} accel={} memory_mib={} ms={}",
+               r.incoming ? "vm.incoming_prepared" : "vm.spawned", LogValue(r.vm_id), LogValue(r.tenant_id),
+               created.vm.pid(), r.kvm ? "kvm" : "tcg", r.spec.memory_mib(),
+               absl::ToInt64Milliseconds(absl::Now() - t0));
+  return created;
+}
+
+absl::StatusOr<std::optional<VmInstance>> VmManager::CreateExisting(const CreateRequest& r, Entry* e) {
+  {
+    absl::MutexLock l(&mu_);
+    auto it = vms_.find(r.vm_id);
+    if (it == vms_.end() || it->second.get() != e) return std::nullopt;  // gone meanwhile
+    const VmInstance& vm = e->rec.instance;
+    absl::Status exists =
+        absl::AlreadyExistsError(absl::StrCat("vm ", r.vm_id, " already exists on node ", options_.node_id));
+    bool incoming = e->rec.migration_port != 0;
+    if (vm.tenant_id() != r.tenant_id || incoming != r.incoming) return exists;
+    if (!r.incoming) {
+      if (!SameSpec(vm.spec(), r.spec)) return exists;
+      if (vm.state() == ppn::types::v1::VM_STATE_RUNNING) return std::optional<VmInstance>(vm);
+      return absl::FailedPreconditionError(absl::StrCat("vm ", r.vm_id, " is ",
+                                                        ppn::types::v1::VmState_Name(vm.state()), " on node ",
+                                                        options_.node_id, "; destroy it first"));
     }
-    PPN_RETURN_IF_ERROR(CheckRoomLocked(spec.memory_mib()));
-    PPN_ASSIGN_OR_RETURN(ports, ports_.Allocate(spec.port_forwards_size()));
-    VmInstance& vm = entry->rec.instance;
-    vm.set_vm_id(vm_id);
-    vm.set_tenant_id(tenant_id);
-    vm.set_state(ppn::types::v1::VM_STATE_PENDING);
-    *vm.mutable_spec() = spec;
-    vm.mutable_spec()->clear_user_data();
-    vms_[vm_id] = entry;  // holds the memory and the id while QEMU starts
   }
-  absl::MutexLock op(&entry->op);
-  int pid = 0;
-  bool kvm = kvm_usable_ && options_.kvm_mode == KvmMode::kAuto;
-  absl::Time exec_time;
-  absl::Status launched = Launch(vm_id, spec, ports, "", kvm, entry.get(), &pid, &exec_time);
-  absl::MutexLock l(&mu_);
-  last_spawn_overhead_ = exec_time - t0;
-  if (!launched.ok()) {
-    Cleanup(vm_id, pid, ports, entry->cgroup_dir);
-    vms_.erase(vm_id);
-    return launched;
-  }
-  VmInstance& vm = entry->rec.instance;
-  vm.set_state(ppn::types::v1::VM_STATE_RUNNING);
-  vm.set_accelerator(kvm ? ppn::types::v1::ACCELERATOR_KVM : ppn::types::v1::ACCELERATOR_TCG);
-  vm.set_pid(pid);
-  *vm.mutable_start_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_->Now()));
-  vm.set_console_log_path(ConsoleLogPath(VmDir(vm_id)));
-  for (int i = 0; i < spec.port_forwards_size(); ++i) {
+  PPN_RETURN_IF_ERROR(ReplaceWaitingTarget(e));
+  return std::nullopt;
+}
+
+absl::Status VmManager::ReserveLocked(const CreateRequest& r, uint64_t disk_bytes, Entry* e) {
+  PPN_RETURN_IF_ERROR(CheckMemoryRoom(options_.node_id, TotalMib(), options_.safety_margin_mib, CommittedMibLocked(),
+                                      r.spec.memory_mib()));
+  PPN_RETURN_IF_ERROR(CheckDiskRoom(options_.node_id, DiskAvailableMibLocked(), disk_bytes));
+  PPN_ASSIGN_OR_RETURN(std::vector<uint32_t> ports,
+                       ports_.Allocate(r.spec.port_forwards_size() + (r.incoming ? 1 : 0)));
+  e->ports_held = true;
+  VmInstance& vm = e->rec.instance;
+  vm.set_vm_id(r.vm_id);
+  vm.set_tenant_id(r.tenant_id);
+  vm.set_state(ppn::types::v1::VM_STATE_PENDING);
+  *vm.mutable_spec() = r.spec;
+  vm.mutable_spec()->clear_user_data();
+  for (int i = 0; i < r.spec.port_forwards_size(); ++i) {
     auto* p = vm.add_forwarded_ports();
-    p->set_guest_port(spec.port_forwards(i).guest_port());
-    p->set_protocol(spec.port_forwards(i).protocol() == ppn::types::v1::PROTOCOL_UDP ? ppn::types::v1::PROTOCOL_UDP
-                                                                                     : ppn::types::v1::PROTOCOL_TCP);
+    p->set_guest_port(r.spec.port_forwards(i).guest_port());
+    p->set_protocol(r.spec.port_forwards(i).protocol() == ppn::types::v1::PROTOCOL_UDP ? ppn::types::v1::PROTOCOL_UDP
+                                                                                       : ppn::types::v1::PROTOCOL_TCP);
     p->set_host_address(options_.host_address);
     p->set_host_port(ports[i]);
   }
-  Persist(entry.get());
-  spdlog::info("vm.spawned vm={} tenant={} pid={} accel={} memory_mib={} exec_ms={} ms={}", vm_id, tenant_id, pid,
-               kvm ? "kvm" : "tcg", spec.memory_mib(), absl::ToInt64Milliseconds(exec_time - t0),
-               absl::ToInt64Milliseconds(absl::Now() - t0));
-  return vm;
+  if (r.incoming) e->rec.migration_port = ports.back();
+  e->disk_virtual_bytes = disk_bytes;
+  return absl::OkStatus();
 }
 
-absl::Status VmManager::StopProcess(const std::string& vm_id, int pid, absl::Duration grace) {
-  auto wait = [&](absl::Duration d) {
-    absl::Time deadline = absl::Now() + d;
-    while (QemuAlive(pid, vm_id)) {
-      if (absl::Now() >= deadline) return false;
-      absl::SleepFor(absl::Milliseconds(20));
+absl::Status VmManager::StartQemu(const CreateRequest& r, const Image& image, Entry* e) {
+  VmRuntime::Launch launch{r.vm_id, r.spec, image, {}, r.kvm, ""};
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& f : e->rec.instance.forwarded_ports()) {
+      launch.forwards.push_back(
+          {f.host_address(), f.host_port(), f.guest_port(), f.protocol() == ppn::types::v1::PROTOCOL_UDP});
     }
-    return true;
-  };
-  if (!QemuAlive(pid, vm_id)) return absl::OkStatus();
-  absl::StatusOr<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(QmpSocketPath(VmDir(vm_id)), absl::Seconds(2));
-  if (qmp.ok()) (*qmp)->Execute("system_powerdown").IgnoreError();
-  if (wait(grace)) return absl::OkStatus();
-  kill(pid, SIGTERM);
-  if (wait(absl::Seconds(5))) return absl::OkStatus();
-  kill(pid, SIGKILL);
-  if (wait(absl::Seconds(5))) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("QEMU of vm ", vm_id, " (pid ", pid, ") survived SIGKILL"));
+    if (r.incoming) launch.incoming_uri = absl::StrCat("tcp:", options_.host_address, ":", e->rec.migration_port);
+  }
+  std::shared_ptr<Process> process;
+  absl::Status s = runtime_.Start(launch, &process);
+  absl::MutexLock l(&mu_);
+  e->process = process;  // even on error: Remove() ends it
+  return s;
+}
+
+absl::Status VmManager::Remove(Entry* e, const std::string& why) {
+  std::shared_ptr<Process> process;
+  std::string vm_id, tenant;
+  {
+    absl::MutexLock l(&mu_);
+    process = e->process;
+    vm_id = e->rec.instance.vm_id();
+    tenant = e->rec.instance.tenant_id();
+  }
+  PPN_RETURN_IF_ERROR(runtime_.Discard(vm_id, process.get()));
+  absl::Status deleted = store_->Delete(vm_id);
+  absl::MutexLock l(&mu_);
+  ReleasePortsLocked(e);
+  e->process.reset();
+  e->rec.instance.set_pid(0);
+  if (!deleted.ok()) {
+    // Kept, so that a retried destroy can finish the job.
+    e->rec.instance.set_state(ppn::types::v1::VM_STATE_STOPPING);
+    return deleted;
+  }
+  auto it = vms_.find(vm_id);
+  if (it != vms_.end() && it->second.get() == e) vms_.erase(it);
+  spdlog::info("vm.removed vm={} tenant={} reason={}", LogValue(vm_id), LogValue(tenant), LogValue(why));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<VmInstance> VmManager::Destroy(const std::string& vm_id, absl::Duration grace) {
-  std::shared_ptr<Entry> entry = Find(vm_id);
-  if (entry == nullptr) {
-    return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
-  }
-  absl::MutexLock op(&entry->op);
-  int pid;
+  std::shared_ptr<Entry> e = Find(vm_id);
+  if (e == nullptr) return NotHere(vm_id);
+  absl::MutexLock op(&e->op);
+  std::shared_ptr<Process> process;
+  VmInstance vm;
   {
     absl::MutexLock l(&mu_);
-    if (vms_.count(vm_id) == 0)
-      return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
-    pid = entry->rec.instance.pid();
-    entry->rec.instance.set_state(ppn::types::v1::VM_STATE_STOPPING);
+    auto it = vms_.find(vm_id);
+    if (it == vms_.end() || it->second != e) return NotHere(vm_id);
+    process = e->process;
+    // A paused copy cannot power down, and its guest lives elsewhere or nowhere: no grace.
+    if (e->rec.instance.migrated_out()) grace = absl::Nanoseconds(1);
+    e->rec.instance.set_state(ppn::types::v1::VM_STATE_STOPPING);
+    vm = e->rec.instance;
   }
-  PPN_RETURN_IF_ERROR(StopProcess(vm_id, pid, grace > absl::ZeroDuration() ? grace : options_.default_grace));
-  absl::MutexLock l(&mu_);
-  Cleanup(vm_id, 0, PortsOf(entry->rec), entry->cgroup_dir);
-  PPN_RETURN_IF_ERROR(store_->Delete(vm_id));
-  vms_.erase(vm_id);
-  VmInstance vm = entry->rec.instance;
+  PPN_RETURN_IF_ERROR(
+      runtime_.Stop(vm_id, process.get(), grace > absl::ZeroDuration() ? grace : options_.default_grace));
+  PPN_RETURN_IF_ERROR(Remove(e.get(), "destroyed"));
   vm.set_state(ppn::types::v1::VM_STATE_STOPPED);
   vm.set_pid(0);
-  spdlog::info("vm.destroyed vm={} tenant={}", vm_id, vm.tenant_id());
+  spdlog::info("vm.destroyed vm={} tenant={}", LogValue(vm_id), LogValue(vm.tenant_id()));
   return vm;
-}
-
-void VmManager::SettleAllIncoming() {
-  std::vector<std::shared_ptr<Entry>> incoming;
-  {
-    absl::MutexLock l(&mu_);
-    for (const auto& [_, e] : vms_) {
-      if (e->rec.instance.state() == ppn::types::v1::VM_STATE_MIGRATING && e->rec.migration_port != 0) {
-        incoming.push_back(e);
-      }
-    }
-  }
-  for (const auto& e : incoming) {
-    if (!e->op.TryLock()) continue;
-    SettleIncoming(e.get());
-    e->op.Unlock();
-  }
 }
 
 std::vector<VmInstance> VmManager::List() {
@@ -432,7 +384,7 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
   SettleAllIncoming();
   ppn::host::v1::Heartbeat hb;
   hb.set_node_id(options_.node_id);
-  *hb.mutable_send_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_->Now()));
+  *hb.mutable_send_time() = ToProtoTimestamp(clock_->Now());
   uint64_t total = TotalMib();
   hb.set_total_memory_mib(total);
   hb.set_safety_margin_mib(options_.safety_margin_mib);
@@ -441,218 +393,38 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
   hb.set_kvm(kvm_support());
   *hb.mutable_capabilities() = capabilities_;
   hb.set_mesh_address(options_.host_address);
+  hb.set_disk_total_mib(DiskTotalMib(ReadDiskSpace(options_.state_dir), options_.advertised_disk_mib));
+  for (const std::string& name : catalog_.Names()) hb.add_images(name);
   absl::MutexLock l(&mu_);
   uint64_t reserved = options_.safety_margin_mib + CommittedMibLocked();
   hb.set_available_memory_mib(total > reserved ? total - reserved : 0);
+  hb.set_disk_available_mib(DiskAvailableMibLocked());
   for (const auto& [_, e] : vms_) *hb.add_vms() = e->rec.instance;
   return hb;
 }
 
-absl::StatusOr<uint64_t> VmManager::SetBalloon(const std::string& vm_id, uint64_t target_mib) {
-  std::shared_ptr<Entry> entry = Find(vm_id);
-  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
-  absl::MutexLock op(&entry->op);
-  SettleIncoming(entry.get());
-  uint64_t memory;
+absl::StatusOr<uint64_t> VmManager::Balloon(const std::string& vm_id, std::optional<uint64_t> target_mib,
+                                            uint64_t* memory_mib) {
+  std::shared_ptr<Entry> e = Find(vm_id);
+  if (e == nullptr) return NotHere(vm_id);
+  absl::MutexLock op(&e->op);
+  SettleIncoming(e.get());
+  std::shared_ptr<Process> process;
   {
     absl::MutexLock l(&mu_);
-    if (entry->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING) {
+    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING) {
       return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is not running"));
     }
-    memory = entry->rec.instance.spec().memory_mib();
+    *memory_mib = e->rec.instance.spec().memory_mib();
+    process = e->process;
   }
-  if (target_mib < 16 || target_mib > memory) {
-    return absl::InvalidArgumentError(absl::StrCat("balloon target must be 16-", memory, " MiB"));
+  if (target_mib.has_value() && (*target_mib < 16 || *target_mib > *memory_mib)) {
+    return absl::InvalidArgumentError(absl::StrCat("balloon target must be 16-", *memory_mib, " MiB"));
   }
-  PPN_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, QmpClient::Connect(QmpSocketPath(VmDir(vm_id)), kQmpTimeout));
-  PPN_RETURN_IF_ERROR(qmp->Execute("balloon", {{"value", target_mib << 20}}).status());
+  PPN_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, runtime_.Connect(vm_id, process.get(), kQmpTimeout));
+  if (target_mib.has_value()) PPN_RETURN_IF_ERROR(qmp->Execute("balloon", {{"value", *target_mib << 20}}).status());
   PPN_ASSIGN_OR_RETURN(nlohmann::json info, qmp->Execute("query-balloon"));
   return info.value("actual", uint64_t{0}) >> 20;
-}
-
-absl::StatusOr<uint64_t> VmManager::GetBalloon(const std::string& vm_id, uint64_t* memory_mib) {
-  std::shared_ptr<Entry> entry = Find(vm_id);
-  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
-  absl::MutexLock op(&entry->op);
-  SettleIncoming(entry.get());
-  {
-    absl::MutexLock l(&mu_);
-    if (entry->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING) {
-      return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is not running"));
-    }
-    *memory_mib = entry->rec.instance.spec().memory_mib();
-  }
-  PPN_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, QmpClient::Connect(QmpSocketPath(VmDir(vm_id)), kQmpTimeout));
-  PPN_ASSIGN_OR_RETURN(nlohmann::json info, qmp->Execute("query-balloon"));
-  return info.value("actual", uint64_t{0}) >> 20;
-}
-
-absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> VmManager::PrepareIncoming(
-    const ppn::host::v1::PrepareIncomingRequest& request) {
-  const std::string& vm_id = request.vm_id();
-  PPN_RETURN_IF_ERROR(ValidateSpawn(request.tenant_id(), vm_id, request.spec()));
-  PPN_RETURN_IF_ERROR(catalog_.Find(request.spec().image()).status());
-  bool kvm = request.accelerator() == ppn::types::v1::ACCELERATOR_KVM;
-  if (kvm && !(kvm_usable_ && options_.kvm_mode == KvmMode::kAuto)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("vm ", vm_id, " runs under KVM but node ", options_.node_id, " has no usable KVM"));
-  }
-  auto entry = std::make_shared<Entry>();
-  std::vector<uint32_t> ports;
-  {
-    absl::MutexLock l(&mu_);
-    if (vms_.count(vm_id) != 0) {
-      return absl::AlreadyExistsError(absl::StrCat("vm ", vm_id, " already exists on node ", options_.node_id));
-    }
-    PPN_RETURN_IF_ERROR(CheckRoomLocked(request.spec().memory_mib()));
-    PPN_ASSIGN_OR_RETURN(ports, ports_.Allocate(request.spec().port_forwards_size() + 1));
-    VmInstance& vm = entry->rec.instance;
-    vm.set_vm_id(vm_id);
-    vm.set_tenant_id(request.tenant_id());
-    vm.set_state(ppn::types::v1::VM_STATE_PENDING);
-    *vm.mutable_spec() = request.spec();
-    vm.mutable_spec()->clear_user_data();
-    entry->rec.migration_port = ports.back();
-    vms_[vm_id] = entry;
-  }
-  absl::MutexLock op(&entry->op);
-  std::string uri = absl::StrCat("tcp:", options_.host_address, ":", ports.back());
-  int pid = 0;
-  absl::Time exec_time;
-  absl::Status launched = Launch(vm_id, request.spec(), ports, uri, kvm, entry.get(), &pid, &exec_time);
-  absl::MutexLock l(&mu_);
-  if (!launched.ok()) {
-    Cleanup(vm_id, pid, ports, entry->cgroup_dir);
-    vms_.erase(vm_id);
-    return launched;
-  }
-  ppn::host::v1::PrepareIncomingResponse response;
-  response.set_migration_uri(uri);
-  VmInstance& vm = entry->rec.instance;
-  vm.set_state(ppn::types::v1::VM_STATE_MIGRATING);
-  vm.set_state_message("waiting for an incoming migration");
-  vm.set_accelerator(kvm ? ppn::types::v1::ACCELERATOR_KVM : ppn::types::v1::ACCELERATOR_TCG);
-  vm.set_pid(pid);
-  *vm.mutable_start_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_->Now()));
-  vm.set_console_log_path(ConsoleLogPath(VmDir(vm_id)));
-  for (int i = 0; i < request.spec().port_forwards_size(); ++i) {
-    auto* p = vm.add_forwarded_ports();
-    p->set_guest_port(request.spec().port_forwards(i).guest_port());
-    p->set_protocol(request.spec().port_forwards(i).protocol() == ppn::types::v1::PROTOCOL_UDP
-                        ? ppn::types::v1::PROTOCOL_UDP
-                        : ppn::types::v1::PROTOCOL_TCP);
-    p->set_host_address(options_.host_address);
-    p->set_host_port(ports[i]);
-  }
-  *response.mutable_forwarded_ports() = vm.forwarded_ports();
-  Persist(entry.get());
-  spdlog::info("vm.incoming_prepared vm={} tenant={} uri={}", vm_id, request.tenant_id(), uri);
-  return response;
-}
-
-absl::StatusOr<MigrationProgress> VmManager::MigrateOut(const ppn::host::v1::MigrateOutRequest& request,
-                                                        const ProgressFn& progress) {
-  const std::string& vm_id = request.vm_id();
-  if (!absl::StartsWith(request.migration_uri(), "tcp:")) {
-    return absl::InvalidArgumentError("migration_uri must be tcp:HOST:PORT from PrepareIncoming");
-  }
-  std::shared_ptr<Entry> entry = Find(vm_id);
-  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " is not on node ", options_.node_id));
-  absl::MutexLock op(&entry->op);
-  SettleIncoming(entry.get());
-  int pid;
-  {
-    absl::MutexLock l(&mu_);
-    if (entry->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING) {
-      return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is not running"));
-    }
-    entry->rec.instance.set_state(ppn::types::v1::VM_STATE_MIGRATING);
-    pid = entry->rec.instance.pid();
-  }
-  MigrationProgress report;
-  report.set_vm_id(vm_id);
-  report.set_source_node_id(options_.node_id);
-  report.set_target_node_id(request.target_node_id());
-  auto finish_failed = [&](const std::string& why) {
-    absl::MutexLock l(&mu_);
-    entry->rec.instance.set_state(QemuAlive(pid, vm_id) ? ppn::types::v1::VM_STATE_RUNNING
-                                                        : ppn::types::v1::VM_STATE_FAILED);
-    report.set_phase(ppn::types::v1::MIGRATION_PHASE_FAILED);
-    report.set_message(why);
-    *report.mutable_report_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_->Now()));
-    spdlog::warn("vm.migration_failed vm={} target={} reason=\"{}\"", vm_id, request.target_node_id(), why);
-    return report;
-  };
-  absl::StatusOr<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(QmpSocketPath(VmDir(vm_id)), kQmpTimeout);
-  if (!qmp.ok()) return finish_failed(std::string(qmp.status().message()));
-  // Block migration copies the disk overlay with the memory; incremental: only the overlay,
-  // since the target has the same base image.
-  uint64_t bandwidth =
-      request.max_bandwidth_mib_per_second() != 0 ? request.max_bandwidth_mib_per_second() << 20 : uint64_t{1} << 40;
-  for (auto [cmd, args] : std::vector<std::pair<std::string, nlohmann::json>>{
-           {"migrate-set-capabilities", {{"capabilities", {{{"capability", "block"}, {"state", true}}}}}},
-           {"migrate-set-parameters",
-            {{"block-incremental", true}, {"max-bandwidth", bandwidth}, {"downtime-limit", 100}}},
-           {"migrate", {{"uri", request.migration_uri()}}}}) {
-    absl::StatusOr<nlohmann::json> r = (*qmp)->Execute(cmd, args);
-    if (!r.ok()) return finish_failed(std::string(r.status().message()));
-  }
-  absl::Time deadline = absl::Now() + absl::Minutes(10);
-  nlohmann::json info;
-  while (true) {
-    absl::StatusOr<nlohmann::json> r = (*qmp)->Execute("query-migrate");
-    if (!r.ok()) return finish_failed(std::string(r.status().message()));
-    info = *r;
-    std::string status = info.value("status", "");
-    if (status == "completed") break;
-    if (status == "failed" || status == "cancelled") {
-      return finish_failed(info.value("error-desc", "migration " + status));
-    }
-    const nlohmann::json ram = info.value("ram", nlohmann::json::object());
-    const nlohmann::json disk = info.value("disk", nlohmann::json::object());
-    uint64_t disk_remaining = disk.value("remaining", uint64_t{0});
-    bool in_disk = disk_remaining > 0 && ram.value("transferred", uint64_t{0}) == 0;
-    report.set_phase(status == "device" || status == "pre-switchover" ? ppn::types::v1::MIGRATION_PHASE_SWITCHOVER
-                     : in_disk                                        ? ppn::types::v1::MIGRATION_PHASE_DISK
-                                                                      : ppn::types::v1::MIGRATION_PHASE_MEMORY);
-    report.set_transferred_bytes(ram.value("transferred", uint64_t{0}) + disk.value("transferred", uint64_t{0}));
-    report.set_remaining_bytes(ram.value("remaining", uint64_t{0}) + disk_remaining);
-    report.set_total_bytes(in_disk ? disk.value("total", uint64_t{0}) : ram.value("total", uint64_t{0}));
-    double mbps = ram.value("mbps", 0.0);
-    if (mbps > 0) {
-      *report.mutable_eta() =
-          TimeUtil::MillisecondsToDuration(static_cast<int64_t>(report.remaining_bytes() * 8 / (mbps * 1000)));
-    }
-    *report.mutable_report_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_->Now()));
-    if (!progress(report)) {
-      (*qmp)->Execute("migrate_cancel").IgnoreError();
-      return finish_failed("cancelled by the caller");
-    }
-    if (absl::Now() > deadline) {
-      (*qmp)->Execute("migrate_cancel").IgnoreError();
-      return finish_failed("migration did not finish within 10 minutes");
-    }
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  // The guest now runs on the target; this paused copy goes away.
-  report.set_phase(ppn::types::v1::MIGRATION_PHASE_COMPLETED);
-  const nlohmann::json ram = info.value("ram", nlohmann::json::object());
-  const nlohmann::json disk = info.value("disk", nlohmann::json::object());
-  report.set_transferred_bytes(ram.value("transferred", uint64_t{0}) + disk.value("transferred", uint64_t{0}));
-  report.set_remaining_bytes(0);
-  *report.mutable_total_time() = TimeUtil::MillisecondsToDuration(info.value("total-time", int64_t{0}));
-  *report.mutable_downtime() = TimeUtil::MillisecondsToDuration(info.value("downtime", int64_t{0}));
-  *report.mutable_report_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_->Now()));
-  (*qmp)->Execute("quit").IgnoreError();
-  qmp->reset();
-  StopProcess(vm_id, pid, absl::Seconds(2)).IgnoreError();
-  absl::MutexLock l(&mu_);
-  Cleanup(vm_id, 0, PortsOf(entry->rec), entry->cgroup_dir);
-  store_->Delete(vm_id).IgnoreError();
-  vms_.erase(vm_id);
-  spdlog::info("vm.migrated_out vm={} target={} total_ms={} downtime_ms={} bytes={}", vm_id, request.target_node_id(),
-               info.value("total-time", 0), info.value("downtime", 0), report.transferred_bytes());
-  return report;
 }
 
 void VmManager::RunOnce() {
@@ -664,52 +436,34 @@ void VmManager::RunOnce() {
   for (const auto& e : entries) {
     if (!e->op.TryLock()) continue;  // an operation is under way; it owns the state
     std::string vm_id;
-    int pid;
+    std::shared_ptr<Process> process;
     VmState state;
+    bool incoming;
     {
       absl::MutexLock l(&mu_);
       vm_id = e->rec.instance.vm_id();
-      pid = e->rec.instance.pid();
+      process = e->process;
       state = e->rec.instance.state();
+      incoming = e->rec.migration_port != 0;
     }
-    if (state == ppn::types::v1::VM_STATE_RUNNING || state == ppn::types::v1::VM_STATE_MIGRATING) {
-      if (!QemuAlive(pid, vm_id)) {
-        std::string why = ReadFileTail(VmDir(vm_id) + "/qemu.log", 300);
-        absl::MutexLock l(&mu_);
-        ports_.Release(PortsOf(e->rec));
-        e->rec.migration_port = 0;
-        e->rec.instance.set_state(ppn::types::v1::VM_STATE_FAILED);
-        e->rec.instance.set_state_message(state == ppn::types::v1::VM_STATE_MIGRATING
-                                              ? "incoming migration failed; QEMU exited"
-                                              : absl::StrCat("QEMU exited unexpectedly: ", why));
-        e->rec.instance.set_pid(0);
-        Persist(e.get());
-        spdlog::warn("vm.died vm={} tenant={}", vm_id, e->rec.instance.tenant_id());
-      } else if (state == ppn::types::v1::VM_STATE_MIGRATING) {
-        SettleIncoming(e.get());
-      }
+    if (incoming) {
+      SettleIncoming(e.get());
+    } else if ((state == ppn::types::v1::VM_STATE_RUNNING || state == ppn::types::v1::VM_STATE_MIGRATING) &&
+               (process == nullptr || !process->Alive())) {
+      std::string why = ReadFileTail(QemuLogPath(runtime_.files().Dir(vm_id)), 300);
+      absl::MutexLock l(&mu_);
+      ReleasePortsLocked(e.get());
+      e->process.reset();
+      e->rec.instance.set_state(ppn::types::v1::VM_STATE_FAILED);
+      e->rec.instance.set_state_message(absl::StrCat("QEMU exited unexpectedly: ", why));
+      e->rec.instance.set_pid(0);
+      e->rec.instance.set_migrated_out(false);
+      absl::Status s = PersistLocked(e.get());
+      if (!s.ok()) spdlog::error("vm.store_failed vm={} error={}", LogValue(vm_id), LogValue(s.message()));
+      spdlog::warn("vm.died vm={} tenant={}", LogValue(vm_id), LogValue(e->rec.instance.tenant_id()));
     }
     e->op.Unlock();
   }
-}
-
-void VmManager::SettleIncoming(Entry* e) {
-  std::string vm_id;
-  {
-    absl::MutexLock l(&mu_);
-    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_MIGRATING || e->rec.migration_port == 0) return;
-    vm_id = e->rec.instance.vm_id();
-  }
-  absl::StatusOr<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(QmpSocketPath(VmDir(vm_id)), absl::Seconds(2));
-  absl::StatusOr<nlohmann::json> st = qmp.ok() ? (*qmp)->Execute("query-status") : qmp.status();
-  if (!st.ok() || st->value("status", "") != "running") return;
-  absl::MutexLock l(&mu_);
-  ports_.Release({e->rec.migration_port});
-  e->rec.migration_port = 0;
-  e->rec.instance.set_state(ppn::types::v1::VM_STATE_RUNNING);
-  e->rec.instance.clear_state_message();
-  Persist(e);
-  spdlog::info("vm.migrated_in vm={} tenant={}", vm_id, e->rec.instance.tenant_id());
 }
 
 void VmManager::MonitorLoop() {

@@ -1,12 +1,17 @@
 #pragma once
 
-// VmManager is the host agent's core: one real QEMU process per VM, with its copy-on-write
-// disk, first-boot seed, forwarded ports, QMP socket, limits and lifecycle, surviving agent
-// restarts. Pure C++ (protos as data). Thread-safe. `*store` and `*clock` must outlive it.
+// VmManager is the host agent's core: the lifecycle of one QEMU process per VM, its memory,
+// disk and ports, surviving agent crashes. The operating system is behind seams: processes
+// and files (VmRuntime), QMP (qmp_migration), adoption at start (adoption). Pure C++ (protos as
+// data). Thread-safe. The store, clock and spawner in `Deps` must outlive it.
+//
+// Crash safety: a VM's record (PENDING, with its spec) is written before its QEMU is exec'd;
+// at start every QEMU running for this state directory is adopted (it has a record) or killed
+// (it has none), and no second QEMU is ever exec'd for a VM id that has one.
 
-#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,70 +21,102 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/ids.h"
+#include "common/process.h"
 #include "host_agent/image_catalog.h"
+#include "host_agent/node_probe.h"
 #include "host_agent/port_allocator.h"
+#include "host_agent/qmp_client.h"
+#include "host_agent/qmp_migration.h"
+#include "host_agent/vm_runtime.h"
 #include "host_agent/vm_store.h"
 #include "ppn/host/v1/host_agent.pb.h"
 
 namespace ppn::host {
 
-enum class KvmMode { kAuto, kOff, kSimulate };
-
 class VmManager {
  public:
   struct Options {
     std::string node_id = "node";
-    std::string state_dir;                   // vms/<id>/ per VM, agent.db
+    std::string state_dir;                   // vms/<id>/ per VM (made absolute)
     std::string host_address = "127.0.0.1";  // forwards and migrations listen here
     uint32_t port_first = 20000;
     uint32_t port_last = 20999;
     uint64_t advertised_memory_mib = 0;  // 0: the machine's MemTotal
     uint64_t safety_margin_mib = 512;
+    uint64_t advertised_disk_mib = 0;  // 0: the state directory's file system
     KvmMode kvm_mode = KvmMode::kAuto;
     std::string kvm_probe_image = "ppn-test-guest";
     absl::Duration kvm_probe_timeout = absl::Seconds(10);
     std::string qemu_binary = "qemu-system-x86_64";
     std::string qemu_user = "nobody";  // dropped to when the agent runs as root
+    bool use_cgroups = true;           // false: never touch cgroup v2 (unit tests)
     absl::Duration default_grace = absl::Seconds(10);
+    absl::Duration default_ready_timeout = absl::Seconds(60);
     absl::Duration monitor_interval = absl::Seconds(1);
+    absl::Duration migration_poll_interval = absl::Milliseconds(100);
+    // Testing only: how long a spawn waits after QEMU's exec before it goes on, so a test
+    // can kill the agent in between.
+    absl::Duration hold_after_exec_for_test = absl::ZeroDuration();
+  };
+  struct Deps {
+    VmStore* store = nullptr;
+    Clock* clock = nullptr;
+    ProcessSpawner* spawner = nullptr;
   };
 
-  // Progress reports of a migration; returning false asks to cancel it.
-  using ProgressFn = std::function<bool(const ppn::types::v1::MigrationProgress&)>;
-
-  VmManager(Options options, ImageCatalog catalog, VmStore* store, Clock* clock);
+  VmManager(Options options, ImageCatalog catalog, Deps deps);
   // Stops the monitor. VMs keep running: they belong to the node, not to this process.
   ~VmManager();
 
-  // Probes the node, re-adopts the QEMU processes of stored VMs (marking vanished ones
-  // FAILED) and starts the monitor.
+  // FAILED_PRECONDITION if the QEMU user cannot reach and write the state directory. Probes
+  // the node, adopts or kills every QEMU of this state directory (see DecideAdoption) and
+  // starts the monitor.
   absl::Status Start();
 
-  // INVALID_ARGUMENT for a bad spec, NOT_FOUND for an unknown image, ALREADY_EXISTS for a
-  // duplicate id, RESOURCE_EXHAUSTED without memory or ports, FAILED_PRECONDITION with
-  // QEMU's words if it will not start. A failed spawn leaves no process, file or port.
-  absl::StatusOr<ppn::host::v1::VmInstance> Spawn(const std::string& tenant_id, const std::string& vm_id,
+  // Starts `vm_id` for `tenant`: INVALID_ARGUMENT for a bad spec, NOT_FOUND for an unknown
+  // image, RESOURCE_EXHAUSTED without memory, disk or ports, FAILED_PRECONDITION with QEMU's
+  // words if it will not start, the store's error if the record cannot be written. A failed
+  // spawn leaves no process, file, port or record. Idempotent: the same tenant asking again
+  // with the same spec gets the running instance (after waiting for a spawn under way);
+  // ALREADY_EXISTS if the id is another tenant's, or this tenant's with another spec or as a
+  // migration target; FAILED_PRECONDITION if it exists here but is not running.
+  absl::StatusOr<ppn::host::v1::VmInstance> Spawn(const VmId& vm_id, const TenantId& tenant,
                                                   const ppn::types::v1::VmSpec& spec);
   // QMP powerdown, `grace` to stop (0: the default), then SIGTERM, then SIGKILL; removes the
-  // VM's files, cgroup and ports. NOT_FOUND if the VM is not on this node.
+  // VM's files, cgroup, ports and record. NOT_FOUND if the VM is not on this node.
   absl::StatusOr<ppn::host::v1::VmInstance> Destroy(const std::string& vm_id, absl::Duration grace);
   std::vector<ppn::host::v1::VmInstance> List();
   ppn::host::v1::Heartbeat MakeHeartbeat();
 
-  // FAILED_PRECONDITION unless running; INVALID_ARGUMENT for a target above the VM's memory.
-  absl::StatusOr<uint64_t> SetBalloon(const std::string& vm_id, uint64_t target_mib);
-  absl::StatusOr<uint64_t> GetBalloon(const std::string& vm_id, uint64_t* memory_mib);
+  // The balloon's size in MiB. FAILED_PRECONDITION unless running; INVALID_ARGUMENT for a
+  // target below 16 MiB or above the VM's memory.
+  absl::StatusOr<uint64_t> SetBalloon(const std::string& vm_id, uint64_t target_mib) {
+    uint64_t memory_mib;
+    return Balloon(vm_id, target_mib, &memory_mib);
+  }
+  absl::StatusOr<uint64_t> GetBalloon(const std::string& vm_id, uint64_t* memory_mib) {
+    return Balloon(vm_id, std::nullopt, memory_mib);
+  }
 
-  // Starts an identical QEMU waiting for an incoming migration.
+  // Starts an identical QEMU waiting for an incoming migration (MIGRATING). It removes itself
+  // entirely if no stream starts within request.ready_timeout (0: the default), or if the
+  // migration fails. An existing target of the same tenant that has received nothing yet is
+  // replaced; errors as Spawn otherwise.
   absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> PrepareIncoming(
       const ppn::host::v1::PrepareIncomingRequest& request);
   // Live-migrates a running VM (memory and its disk overlay) to `migration_uri`, reporting
-  // progress. On success the local process is stopped and its files removed; on failure the
-  // VM keeps running here. Returns the final report (COMPLETED or FAILED).
+  // progress. COMPLETED: the local process is stopped and its files removed. FAILED: the VM
+  // runs here again (continued if QEMU had paused it). Returns the final report.
   absl::StatusOr<ppn::types::v1::MigrationProgress> MigrateOut(const ppn::host::v1::MigrateOutRequest& request,
                                                                const ProgressFn& progress);
+  // Continues a VM whose QEMU is paused here (a copy left by a completed outgoing migration
+  // the target never took over) → RUNNING. NOT_FOUND if absent; FAILED_PRECONDITION if it is
+  // not paused or is a migration target.
+  absl::StatusOr<ppn::host::v1::VmInstance> ResumeVm(const std::string& vm_id);
 
-  // One monitor pass: notices dead processes and finished incoming migrations.
+  // One monitor pass: notices dead processes, settles incoming migrations and removes targets
+  // past their ready deadline.
   void RunOnce();
 
   // Time from the last Spawn call's entry to QEMU's exec (the agent's own overhead).
@@ -94,40 +131,69 @@ class VmManager {
 
  private:
   struct Entry {
-    absl::Mutex op;          // serializes operations (and QMP use) on this VM
-    StoredVm rec;            // guarded by VmManager::mu_
-    std::string cgroup_dir;  // guarded by VmManager::mu_
+    absl::Mutex op;  // serializes operations (and QMP use) on this VM
+    // The rest is guarded by VmManager::mu_.
+    StoredVm rec;  // migration_port != 0: an incoming target not yet settled
+    std::shared_ptr<Process> process;
+    bool ports_held = false;  // its ports are taken from the allocator
+    uint64_t disk_virtual_bytes = 0;
+    absl::Time ready_deadline = absl::InfiniteFuture();  // incoming only
+  };
+  // What Spawn and PrepareIncoming share.
+  struct CreateRequest {
+    std::string vm_id, tenant_id;
+    ppn::types::v1::VmSpec spec;
+    bool incoming = false;
+    bool kvm = false;
+    absl::Duration ready_timeout;
   };
 
-  std::string VmDir(const std::string& vm_id) const;
+  struct Created {
+    ppn::host::v1::VmInstance vm;
+    uint32_t migration_port = 0;
+  };
+
+  absl::StatusOr<Created> Create(const CreateRequest& r);
+  // With `e->op` held: the answer to a create of an id that exists; nullopt when it is gone
+  // (or was replaced) and the create should look again.
+  absl::StatusOr<std::optional<ppn::host::v1::VmInstance>> CreateExisting(const CreateRequest& r, Entry* e);
+  absl::Status ReserveLocked(const CreateRequest& r, uint64_t disk_bytes, Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Files, cgroup and QEMU, up to its first QMP answer (the process is kept in `e` either way).
+  absl::Status StartQemu(const CreateRequest& r, const Image& image, Entry* e);
+  // With `e->op` held: stops its QEMU (SIGKILL) and removes files, cgroup, ports and record.
+  // If the record cannot be deleted the VM stays, STOPPING, and the store's error is returned.
+  absl::Status Remove(Entry* e, const std::string& why);
+  // With `e->op` held: removes an incoming target that has received nothing yet;
+  // ALREADY_EXISTS if it is receiving or has its guest.
+  absl::Status ReplaceWaitingTarget(Entry* e);
+  absl::StatusOr<uint64_t> Balloon(const std::string& vm_id, std::optional<uint64_t> target_mib, uint64_t* memory_mib);
+
+  void ProbeNode();
+  absl::Status Adopt();
+  std::shared_ptr<Entry> Find(const std::string& vm_id);
+  absl::Status NotHere(const std::string& vm_id) const;
+  // With `e->op` held: an incoming VM whose migration finished becomes RUNNING; one that
+  // failed, or waited past its deadline without a stream, is removed.
+  void SettleIncoming(Entry* e);
+  void SettleAllIncoming();
+  absl::Status PersistLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleasePortsLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t CommittedMibLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t TotalMib() const;
-  absl::Status CheckRoomLocked(uint64_t memory_mib) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Disk overlay, seed, cgroup, QEMU, QMP handshake. On error everything it made is undone
-  // by the caller through Cleanup().
-  absl::Status Launch(const std::string& vm_id, const ppn::types::v1::VmSpec& spec, const std::vector<uint32_t>& ports,
-                      const std::string& incoming_uri, bool kvm, Entry* entry, int* pid, absl::Time* exec_time);
-  void Cleanup(const std::string& vm_id, int pid, const std::vector<uint32_t>& ports, const std::string& cgroup_dir);
-  absl::Status StopProcess(const std::string& vm_id, int pid, absl::Duration grace);
-  std::shared_ptr<Entry> Find(const std::string& vm_id);
-  // An incoming VM whose migration has finished becomes RUNNING (asks QEMU). Caller holds
-  // entry->op.
-  void SettleIncoming(Entry* entry);
-  // SettleIncoming for every incoming VM not busy with another operation.
-  void SettleAllIncoming();
-  void Persist(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t DiskAvailableMibLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MonitorLoop();
 
   const Options options_;
   const ImageCatalog catalog_;
   VmStore* const store_;
   Clock* const clock_;
+  ProcessSpawner* const spawner_;
+  const std::string qemu_user_;
+  const std::optional<RunAs> qemu_owner_;
+  VmRuntime runtime_;
   PortAllocator ports_;
 
   bool kvm_usable_ = false;
-  std::string kvm_reason_;
-  std::string cgroup_root_;
-  std::string qemu_user_;
   ppn::types::v1::NodeCapabilities capabilities_;
 
   absl::Mutex mu_;
@@ -137,8 +203,5 @@ class VmManager {
   absl::CondVar stop_cv_;
   std::thread monitor_;
 };
-
-// True if `pid` is a live QEMU process of `vm_id` (reaps it if it is our exited child).
-bool QemuAlive(int pid, const std::string& vm_id);
 
 }  // namespace ppn::host

@@ -1,14 +1,24 @@
 // The host agent binary running real QEMU guests (KVM where the probe passes, TCG otherwise).
 
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <regex>
+#include <thread>
 
 #include "catch2/catch.hpp"
+#include "common/clock.h"
 #include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
+#include "host_agent/qmp_client.h"
+#include "host_agent/qmp_migration.h"
 #include "ppn/host/v1/host_agent.grpc.pb.h"
 #include "tests/harness/qemu_harness.h"
 
@@ -176,6 +186,20 @@ TEST_CASE("two VMs run at once and a third that does not fit is refused", "[host
   Heartbeat hb = FirstHeartbeat(stub.get());
   CHECK(hb.available_memory_mib() == 128);
   CHECK(hb.vms_size() == 2);
+  REQUIRE(hb.images_size() == 1);
+  CHECK(hb.images(0) == "ppn-test-guest");
+  CHECK(hb.disk_total_mib() > 0);
+  CHECK(hb.disk_available_mib() > 0);
+  CHECK(hb.disk_available_mib() < hb.disk_total_mib());
+  // A disk the node cannot hold is refused before anything is made.
+  ppn::types::v1::VmSpec huge = Spec("huge", 64);
+  huge.set_disk_gib(4096);
+  grpc::Status disk = Spawn(stub.get(), "vm-huge", huge, nullptr);
+  CHECK(disk.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(disk.error_message().find("node laptop-b has ") == 0);
+  CHECK(disk.error_message().find(" MiB of disk available for VMs; the VM's disk needs 4194304 MiB") !=
+        std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(agent.state_dir + "/vms/vm-huge"));
   REQUIRE(Destroy(stub.get(), "vm-a").ok());
   REQUIRE(Destroy(stub.get(), "vm-b").ok());
 }
@@ -340,6 +364,238 @@ TEST_CASE("a running guest live-migrates between two agents with its disk", "[ho
   REQUIRE(hb.vms_size() == 1);
   CHECK(hb.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING);
   REQUIRE(Destroy(sb.get(), "vm-mover").ok());
+}
+
+grpc::Status Prepare(HostAgent::Stub* stub, const std::string& vm_id, const ppn::types::v1::VmSpec& spec,
+                     int ready_timeout_seconds, PrepareIncomingResponse* out) {
+  PrepareIncomingRequest req;
+  req.set_vm_id(vm_id);
+  req.set_tenant_id("acme");
+  *req.mutable_spec() = spec;
+  req.set_accelerator(ppn::types::v1::ACCELERATOR_TCG);
+  req.mutable_ready_timeout()->set_seconds(ready_timeout_seconds);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline());
+  return stub->PrepareIncoming(&ctx, req, out);
+}
+
+// Polls heartbeats until `done` holds or `timeout` passes; returns the last one.
+Heartbeat WaitForHeartbeat(HostAgent::Stub* stub, const std::function<bool(const Heartbeat&)>& done,
+                           absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  Heartbeat hb;
+  do {
+    hb = FirstHeartbeat(stub);
+    if (done(hb)) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  } while (absl::Now() < deadline);
+  return hb;
+}
+
+TEST_CASE("an agent killed while a spawn is in flight adopts its one QEMU and a retry gets it",
+          "[host_agent][qemu][crash]") {
+  Fixture f;
+  // The agent waits 5 s between QEMU's exec and its answer: time to kill it in between.
+  AgentProcess agent =
+      StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off", "--test_hold_after_exec=5s"});
+  grpc::Status first;
+  std::thread spawn([&] {
+    auto stub = f.Stub(agent);
+    first = Spawn(stub.get(), "vm-inflight", Spec("inflight"), nullptr);
+  });
+  absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (ppn::testing::CountProcessesMentioning("ppn-vm-inflight") == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  REQUIRE(ppn::testing::CountProcessesMentioning("ppn-vm-inflight") == 1);
+  agent.process->Signal(SIGKILL);
+  agent.process->Wait(absl::Seconds(10));
+  spawn.join();
+  CHECK_FALSE(first.ok());  // the caller never learnt the outcome
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-inflight") == 1);
+
+  AgentProcess again = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off"});
+  auto stub = f.Stub(again);
+  Heartbeat hb = FirstHeartbeat(stub.get());
+  INFO(ReadAll(again.state_dir + "/agent.log"));
+  REQUIRE(hb.vms_size() == 1);
+  CHECK(hb.vms(0).vm_id() == "vm-inflight");
+  CHECK(hb.vms(0).tenant_id() == "acme");
+  CHECK(hb.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING);
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-inflight") == 1);
+  // The fleet's retry of the same create gets the adopted VM, not a second QEMU.
+  VmInstance vm;
+  REQUIRE(Spawn(stub.get(), "vm-inflight", Spec("inflight"), &vm).ok());
+  CHECK(vm.pid() == hb.vms(0).pid());
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-inflight") == 1);
+  CHECK(HttpGet(static_cast<int>(vm.forwarded_ports(0).host_port()), "/", absl::Seconds(60)) ==
+        "hello from inflight\n");
+  CHECK(Spawn(stub.get(), "vm-inflight", Spec("inflight"), nullptr, "globex").error_code() ==
+        grpc::StatusCode::ALREADY_EXISTS);
+  REQUIRE(Destroy(stub.get(), "vm-inflight").ok());
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-inflight") == 0);
+  CHECK_FALSE(std::filesystem::exists(again.state_dir + "/vms/vm-inflight"));
+}
+
+TEST_CASE("a prepared target that never receives a stream removes itself and a retry can prepare again",
+          "[host_agent][qemu][migration]") {
+  Fixture f;
+  AgentProcess b =
+      StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-b", {"--kvm=off", "--port_range=21000-21999"});
+  auto sb = f.Stub(b);
+  std::string qemu_of_b = b.state_dir + "/vms/vm-waiting/";
+  PrepareIncomingResponse prepared;
+  REQUIRE(Prepare(sb.get(), "vm-waiting", Spec("waiting"), 60, &prepared).ok());
+  // Prepared again (the scheduler crashed and retries): the waiting target is replaced.
+  PrepareIncomingResponse replaced;
+  grpc::Status again = Prepare(sb.get(), "vm-waiting", Spec("waiting"), 2, &replaced);
+  INFO(again.error_message());
+  REQUIRE(again.ok());
+  CHECK(ppn::testing::CountProcessesMentioning(qemu_of_b) == 1);
+  Heartbeat hb = FirstHeartbeat(sb.get());
+  REQUIRE(hb.vms_size() == 1);
+  CHECK(hb.vms(0).state() == ppn::types::v1::VM_STATE_MIGRATING);
+  // Nothing arrives within its 2 s: it goes, wholly.
+  hb = WaitForHeartbeat(
+      sb.get(), [](const Heartbeat& h) { return h.vms_size() == 0; }, absl::Seconds(20));
+  CHECK(hb.vms_size() == 0);
+  CHECK(ppn::testing::CountProcessesMentioning(qemu_of_b) == 0);
+  CHECK_FALSE(std::filesystem::exists(b.state_dir + "/vms/vm-waiting"));
+  CHECK(Prepare(sb.get(), "vm-waiting", Spec("waiting"), 60, &prepared).ok());
+  REQUIRE(Destroy(sb.get(), "vm-waiting").ok());
+}
+
+TEST_CASE("an outgoing migration whose target dies leaves the source guest running and the target gone",
+          "[host_agent][qemu][migration]") {
+  Fixture f;
+  AgentProcess a = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off"});
+  AgentProcess b =
+      StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-b", {"--kvm=off", "--port_range=21000-21999"});
+  auto sa = f.Stub(a);
+  auto sb = f.Stub(b);
+  VmInstance vm;
+  REQUIRE(Spawn(sa.get(), "vm-stays", Spec("stays"), &vm).ok());
+  int port = static_cast<int>(vm.forwarded_ports(0).host_port());
+  REQUIRE(HttpGet(port, "/", absl::Seconds(60)) == "hello from stays\n");
+  PrepareIncomingResponse prepared;
+  REQUIRE(Prepare(sb.get(), "vm-stays", vm.spec(), 60, &prepared).ok());
+  MigrateOutRequest out;
+  out.set_vm_id("vm-stays");
+  out.set_migration_uri(prepared.migration_uri());
+  out.set_target_node_id("laptop-b");
+  out.set_max_bandwidth_mib_per_second(1);  // slow enough to be caught mid-stream
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(120));
+  auto reader = sa->MigrateOut(&ctx, out);
+  MigrateOutResponse msg;
+  ppn::types::v1::MigrationProgress last;
+  bool killed = false;
+  while (reader->Read(&msg)) {
+    last = msg.progress();
+    if (!killed && last.transferred_bytes() > 0) {
+      killed = ppn::testing::KillProcessesMentioning(b.state_dir + "/vms/vm-stays/") == 1;
+    }
+  }
+  REQUIRE(reader->Finish().ok());
+  CHECK(killed);
+  CHECK(last.phase() == ppn::types::v1::MIGRATION_PHASE_FAILED);
+  Heartbeat ha = FirstHeartbeat(sa.get());
+  REQUIRE(ha.vms_size() == 1);
+  CHECK(ha.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING);
+  CHECK(HttpGet(port, "/", absl::Seconds(30)) == "hello from stays\n");
+  // The target's QEMU died with its incoming migration: it removed itself.
+  Heartbeat hb = WaitForHeartbeat(
+      sb.get(), [](const Heartbeat& h) { return h.vms_size() == 0; }, absl::Seconds(20));
+  CHECK(hb.vms_size() == 0);
+  CHECK_FALSE(std::filesystem::exists(b.state_dir + "/vms/vm-stays"));
+  REQUIRE(Destroy(sa.get(), "vm-stays").ok());
+}
+
+TEST_CASE("a source left paused by a completed migration is re-adopted as migrated out and ResumeVm runs it again",
+          "[host_agent][qemu][migration][crash]") {
+  Fixture f;
+  AgentProcess a = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off"});
+  AgentProcess b =
+      StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-b", {"--kvm=off", "--port_range=21000-21999"});
+  auto sb = f.Stub(b);
+  VmInstance vm;
+  {
+    auto sa = f.Stub(a);
+    REQUIRE(Spawn(sa.get(), "vm-paused", Spec("paused"), &vm).ok());
+  }
+  int port = static_cast<int>(vm.forwarded_ports(0).host_port());
+  REQUIRE(HttpGet(port, "/cgi-bin/write?kept", absl::Seconds(60)) == "wrote kept\n");
+  PrepareIncomingResponse prepared;
+  REQUIRE(Prepare(sb.get(), "vm-paused", vm.spec(), 60, &prepared).ok());
+  // The source agent dies late in a migration: QEMU completes it alone and stays paused.
+  a.process->Signal(SIGKILL);
+  a.process->Wait(absl::Seconds(10));
+  {
+    absl::StatusOr<std::unique_ptr<ppn::host::QmpClient>> qmp =
+        ppn::host::QmpClient::Connect(a.state_dir + "/vms/vm-paused/qmp.sock", absl::Seconds(10));
+    REQUIRE(qmp.ok());
+    ppn::host::OutgoingMigration m;
+    m.uri = prepared.migration_uri();
+    ppn::types::v1::MigrationProgress done = ppn::host::MigrateOverQmp(
+        qmp->get(), m, ppn::types::v1::MigrationProgress(), ppn::RealClock::Get(), [](const auto&) { return true; });
+    INFO(done.message());
+    REQUIRE(done.phase() == ppn::types::v1::MIGRATION_PHASE_COMPLETED);
+  }
+  AgentProcess restarted = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off"});
+  auto sa = f.Stub(restarted);
+  Heartbeat ha = FirstHeartbeat(sa.get());
+  REQUIRE(ha.vms_size() == 1);
+  CHECK(ha.vms(0).state() == ppn::types::v1::VM_STATE_MIGRATING);
+  CHECK(ha.vms(0).migrated_out());
+  CHECK(ha.vms(0).state_message() == "paused after migrating out");
+  // The target never takes over (the scheduler removed it): the source copy runs again.
+  REQUIRE(Destroy(sb.get(), "vm-paused").ok());
+  ResumeVmRequest resume;
+  resume.set_vm_id("vm-paused");
+  ResumeVmResponse resumed;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    grpc::Status s = sa->ResumeVm(&ctx, resume, &resumed);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+  }
+  CHECK(resumed.vm().state() == ppn::types::v1::VM_STATE_RUNNING);
+  CHECK_FALSE(resumed.vm().migrated_out());
+  CHECK(HttpGet(port, "/cgi-bin/read", absl::Seconds(30)) == "kept\n");
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    CHECK(sa->ResumeVm(&ctx, resume, &resumed).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  REQUIRE(Destroy(sa.get(), "vm-paused").ok());
+}
+
+TEST_CASE("an agent whose QEMU user cannot reach the state directory refuses to start in one line",
+          "[host_agent][qemu]") {
+  if (geteuid() != 0) {
+    WARN("not root: QEMU runs as the agent's own user, nothing to check");
+    return;
+  }
+  Fixture f;
+  std::string locked = f.guest.path() + "/locked";
+  std::filesystem::create_directories(locked + "/laptop-a");
+  chmod(locked.c_str(), 0700);
+  TlsFiles tls = f.pki.Issue("host", "laptop-a");
+  std::string log = f.guest.path() + "/refused.log";
+  ppn::testing::Subprocess agent(
+      {ppn::testing::RunfilePath("host_agent/host_agent"), "--mesh=" + f.pki.mesh(), "--listen=127.0.0.1:0",
+       "--tls_ca=" + tls.ca_cert, "--tls_cert=" + tls.cert, "--tls_key=" + tls.key, "--node_id=laptop-a",
+       "--state_dir=" + locked + "/laptop-a", "--catalog=" + f.guest.catalog(), "--kvm=off"},
+      log);
+  int status = agent.Wait(absl::Seconds(60));
+  REQUIRE(status != -1);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) != 0);
+  std::string text = ReadAll(log);
+  INFO(text);
+  CHECK(text.find("QEMU runs as nobody, which cannot enter " + locked + " (mode 0700)") != std::string::npos);
+  CHECK(std::count(text.begin(), text.end(), '\n') == 1);
 }
 
 }  // namespace

@@ -1,0 +1,64 @@
+#include "host_agent/qemu_launcher.h"
+
+#include <algorithm>
+
+#include "catch2/catch.hpp"
+#include "tests/fakes/fake_process_spawner.h"
+
+namespace ppn::host {
+namespace {
+
+LaunchSpec Spec() {
+  LaunchSpec spec;
+  spec.vm_id = "vm-1";
+  spec.vm_dir = "/state/vms/vm-1";
+  spec.image.name = "ppn-test-guest";
+  spec.image.kernel = "/images/vmlinuz";
+  spec.forwards.push_back({"127.0.0.1", 20001, 80, false});
+  spec.run_as_user = "nobody";
+  spec.incoming_uri = "tcp:127.0.0.1:20002";
+  return spec;
+}
+
+bool Has(const std::vector<std::string>& argv, const std::string& flag, const std::string& value) {
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == flag && argv[i + 1] == value) return true;
+  }
+  return false;
+}
+
+TEST_CASE("the QEMU command line names the VM and carries its files, forwards and migration", "[host_agent][qemu]") {
+  std::vector<std::string> argv = BuildQemuArgs(Spec());
+  CHECK(argv[0] == "qemu-system-x86_64");
+  CHECK(Has(argv, "-name", "ppn-vm-1"));
+  CHECK(Has(argv, "-qmp", "unix:/state/vms/vm-1/qmp.sock,server=on,wait=off"));
+  CHECK(Has(argv, "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:20001-:80"));
+  CHECK(Has(argv, "-runas", "nobody"));
+  CHECK(Has(argv, "-incoming", "tcp:127.0.0.1:20002"));
+  CHECK(Has(argv, "-machine", "q35,accel=tcg"));
+}
+
+TEST_CASE("a QEMU process is recognised as a VM of this state directory only", "[host_agent][qemu]") {
+  std::vector<std::string> argv = BuildQemuArgs(Spec());
+  CHECK(QemuVmId(argv, "/state/vms") == std::optional<std::string>("vm-1"));
+  CHECK(QemuVmId(argv, "/other/vms") == std::nullopt);
+  CHECK(QemuVmId({"qemu-system-x86_64", "-name", "guest"}, "/state/vms") == std::nullopt);
+  CHECK(QemuVmId({"sleep", "100"}, "/state/vms") == std::nullopt);
+}
+
+TEST_CASE("QEMU is started in its own session with its log beside its files", "[host_agent][qemu]") {
+  testing::FakeProcessSpawner spawner;
+  LaunchSpec spec = Spec();
+  spec.cgroup_dir = "/sys/fs/cgroup/ppn-node/vm-1";
+  REQUIRE(LaunchQemu(&spawner, spec).ok());
+  REQUIRE(spawner.spawned().size() == 1);
+  const SpawnSpec started = spawner.spawned()[0];
+  CHECK(started.argv == BuildQemuArgs(spec));
+  CHECK(started.new_session);
+  CHECK(started.output_path == "/state/vms/vm-1/qemu.log");
+  CHECK(started.cgroup_dir == "/sys/fs/cgroup/ppn-node/vm-1");
+  CHECK_FALSE(started.run_as.has_value());  // QEMU drops privileges itself, after opening its files
+}
+
+}  // namespace
+}  // namespace ppn::host
