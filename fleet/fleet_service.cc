@@ -4,28 +4,35 @@
 #include "common/peer_identity.h"
 #include "common/roles.h"
 #include "common/rpc_log.h"
-#include "google/protobuf/util/time_util.h"
+#include "common/vm_spec.h"
 #include "spdlog/spdlog.h"
 
 namespace ppn::fleet {
 namespace {
 
+struct Caller {
+  Scope scope;
+  std::string role;
+};
+
 // A tenant-proxy peer acts for the tenant its metadata names; every other (already
 // role-checked) service peer sees the whole fleet. Nothing in a request body counts.
-absl::StatusOr<Scope> CallerScope(const grpc::ServerContext& context) {
-  absl::StatusOr<SpiffeId> peer = PeerSpiffeId(context);
+absl::StatusOr<Caller> CallerOf(const grpc::ServerContextBase& context) {
+  if (context.auth_context() == nullptr) return absl::UnauthenticatedError("no peer identity");
+  absl::StatusOr<SpiffeId> peer = PeerSpiffeId(*context.auth_context());
   if (!peer.ok()) return peer.status();
-  if (peer->role != ppn::roles::kTenantProxy) return Scope{};
+  if (peer->role != ppn::roles::kTenantProxy) return Caller{Scope{}, peer->role};
   auto it = context.client_metadata().find(kTenantMetadata);
   if (it == context.client_metadata().end() || it->second.empty() || it->second.size() > 128) {
     return absl::UnauthenticatedError("the tenant proxy sent no tenant id");
   }
-  return Scope{std::string(it->second.data(), it->second.size())};
+  return Caller{Scope{std::string(it->second.data(), it->second.size())}, peer->role};
 }
 
-void Fill(const ppn::fleet::v1::VmRecord& vm, v1::WatchVmResponse* msg) {
-  *msg->mutable_vm() = vm;
-  *msg->mutable_observe_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+absl::StatusOr<Scope> CallerScope(const grpc::ServerContextBase& context) {
+  absl::StatusOr<Caller> caller = CallerOf(context);
+  if (!caller.ok()) return caller.status();
+  return caller->scope;
 }
 
 }  // namespace
@@ -38,8 +45,15 @@ grpc::Status FleetService::CreateVm(grpc::ServerContext* context, const v1::Crea
     return RpcFailed("CreateVm", absl::PermissionDeniedError("only the tenant proxy creates VMs"));
   }
   absl::StatusOr<CreateResult> r = core_->CreateVm(*scope->tenant_id, request->spec(), request->request_id());
-  if (!r.ok()) return RpcFailed("CreateVm", r.status());
+  if (!r.ok()) {
+    // Which resource ran out, as a word the proxy may pass on: never a node's name.
+    if (Shortage shortage = ShortageOf(r.status()); shortage != Shortage::kNone) {
+      context->AddTrailingMetadata("ppn-shortage", ShortageName(shortage));
+    }
+    return RpcFailed("CreateVm", r.status(), {{"tenant", *scope->tenant_id}});
+  }
   *response->mutable_vm() = r->vm;
+  response->set_replayed(r->replayed);
   response->mutable_decision()->set_chosen_node_id(r->decision.chosen_node_id);
   for (const auto& v : r->decision.verdicts) {
     auto* out = response->mutable_decision()->add_verdicts();
@@ -74,9 +88,10 @@ grpc::Status FleetService::ListVms(grpc::ServerContext* context, const v1::ListV
 
 grpc::Status FleetService::DestroyVm(grpc::ServerContext* context, const v1::DestroyVmRequest* request,
                                      v1::DestroyVmResponse* response) {
-  absl::StatusOr<Scope> scope = CallerScope(*context);
-  if (!scope.ok()) return RpcFailed("DestroyVm", scope.status());
-  absl::StatusOr<v1::VmRecord> vm = core_->DestroyVm(*scope, request->vm_id());
+  absl::StatusOr<Caller> caller = CallerOf(*context);
+  if (!caller.ok()) return RpcFailed("DestroyVm", caller.status());
+  Actor actor = caller->scope.tenant_id.has_value() ? Actor::Tenant() : Actor{"operator", caller->role};
+  absl::StatusOr<v1::VmRecord> vm = core_->DestroyVm(caller->scope, request->vm_id(), actor);
   if (!vm.ok()) return RpcFailed("DestroyVm", vm.status());
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
@@ -94,7 +109,8 @@ grpc::Status FleetService::WatchVm(grpc::ServerContext* context, const v1::Watch
     std::string now = vm->SerializeAsString();
     if (now != last) {
       v1::WatchVmResponse msg;
-      Fill(*vm, &msg);
+      *msg.mutable_vm() = *vm;
+      *msg.mutable_observe_time() = ToProtoTimestamp(absl::Now());
       if (!writer->Write(msg)) return grpc::Status::OK;
       last = now;
     }

@@ -9,8 +9,10 @@
 
 namespace ppn::fleet {
 
-class FleetService final : public ppn::fleet::v1::FleetService::Service {
+class FleetService final
+    : public ppn::fleet::v1::FleetService::WithCallbackMethod_WatchVm<ppn::fleet::v1::FleetService::Service> {
  public:
+  // `*core` must outlive this object; destroy this object only after the server has shut down.
   explicit FleetService(FleetCore* core) : core_(core) {}
 
   grpc::Status CreateVm(grpc::ServerContext*, const v1::CreateVmRequest*, v1::CreateVmResponse*) override;
