@@ -4,7 +4,6 @@
 #include "common/peer_identity.h"
 #include "common/roles.h"
 #include "common/rpc_log.h"
-#include "common/vm_spec.h"
 #include "spdlog/spdlog.h"
 
 namespace ppn::fleet {
@@ -34,6 +33,13 @@ absl::StatusOr<Scope> CallerScope(const grpc::ServerContextBase& context) {
   if (!caller.ok()) return caller.status();
   return caller->scope;
 }
+
+// A stream that fails before it starts.
+class FailedWatch final : public grpc::ServerWriteReactor<v1::WatchVmResponse> {
+ public:
+  explicit FailedWatch(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
 
 }  // namespace
 
@@ -97,27 +103,11 @@ grpc::Status FleetService::DestroyVm(grpc::ServerContext* context, const v1::Des
   return grpc::Status::OK;
 }
 
-grpc::Status FleetService::WatchVm(grpc::ServerContext* context, const v1::WatchVmRequest* request,
-                                   grpc::ServerWriter<v1::WatchVmResponse>* writer) {
+grpc::ServerWriteReactor<v1::WatchVmResponse>* FleetService::WatchVm(grpc::CallbackServerContext* context,
+                                                                     const v1::WatchVmRequest* request) {
   absl::StatusOr<Scope> scope = CallerScope(*context);
-  if (!scope.ok()) return RpcFailed("WatchVm", scope.status());
-  std::string last;
-  uint64_t version = core_->version();
-  while (!context->IsCancelled()) {
-    absl::StatusOr<v1::VmRecord> vm = core_->GetVm(*scope, request->vm_id());
-    if (!vm.ok()) return RpcFailed("WatchVm", vm.status());
-    std::string now = vm->SerializeAsString();
-    if (now != last) {
-      v1::WatchVmResponse msg;
-      *msg.mutable_vm() = *vm;
-      *msg.mutable_observe_time() = ToProtoTimestamp(absl::Now());
-      if (!writer->Write(msg)) return grpc::Status::OK;
-      last = now;
-    }
-    if (vm->state() == ppn::types::v1::VM_STATE_STOPPED) return grpc::Status::OK;
-    version = core_->WaitForChange(version, absl::Milliseconds(200));
-  }
-  return grpc::Status::OK;
+  if (!scope.ok()) return new FailedWatch(RpcFailed("WatchVm", scope.status()));
+  return watches_.Watch(*std::move(scope), request->vm_id());
 }
 
 grpc::Status FleetService::ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*,
