@@ -73,6 +73,7 @@ void FleetCore::AddNode(const std::string& node_id, const std::string& agent_add
     n.node.set_node_id(node_id);
     n.node.set_state(n.revoked ? ppn::fleet::v1::NODE_STATE_REVOKED : ppn::fleet::v1::NODE_STATE_JOINING);
     n.interval = options_.heartbeat_interval;
+    n.joined = deps_.clock->Now();
     spdlog::info("node.added node={} agent={}", node_id, agent_address);
   }
   n.node.set_agent_address(agent_address);
@@ -115,9 +116,14 @@ void FleetCore::RunOnce() {
     absl::MutexLock l(&mu_);
     absl::Time now = deps_.clock->Now();
     for (auto& [id, n] : registry_.nodes()) {
-      if (n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE && now - n.last_heartbeat > 3 * n.interval) {
+      // A node configured (or joined) but never heard from counts as silent since then, so
+      // its VMs show UNKNOWN (and can be destroyed at once) instead of a RUNNING no one saw.
+      bool silent = (n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE && now - n.last_heartbeat > 3 * n.interval) ||
+                    (n.node.state() == ppn::fleet::v1::NODE_STATE_JOINING && now - n.joined > 3 * n.interval);
+      if (silent) {
         n.node.set_state(ppn::fleet::v1::NODE_STATE_UNREACHABLE);
-        spdlog::warn("node.unreachable node={} silent_ms={}", id, absl::ToInt64Milliseconds(now - n.last_heartbeat));
+        spdlog::warn("node.unreachable node={} silent_ms={}", id,
+                     absl::ToInt64Milliseconds(now - std::max(n.joined, n.last_heartbeat)));
         reconciler_.NodeUnreachable(id);
         registry_.Reindex(id);
         registry_.Changed();

@@ -107,8 +107,8 @@ std::vector<NodeAction> Reconciler::ApplyHeartbeat(const ppn::host::v1::Heartbea
     auto report = reports.find(vm.vm_id());
     if (report == reports.end()) continue;
     VmEntry* e = registry_->Vm(vm.vm_id());
-    if (e == nullptr) {  // R1
-      Adopt(node_id, vm, now);
+    if (e == nullptr) {  // R1; a revoked node's word makes no record
+      if (!n->revoked) Adopt(node_id, vm, now);
       continue;
     }
     VmRecord& r = e->record();
@@ -125,8 +125,8 @@ std::vector<NodeAction> Reconciler::ApplyHeartbeat(const ppn::host::v1::Heartbea
     if (e->create_in_flight) continue;  // R4
     if (r.node_id() == node_id) {
       OnOwnNode(*e, node_id, report->second, &actions);  // R5, R8
-    } else {
-      OnOtherNode(*e, node_id, report->second, &actions);  // R6, R7
+    } else if (!n->revoked) {
+      OnOtherNode(*e, node_id, report->second, &actions);  // R6, R7: nothing moves to a revoked node
     }
   }
   // Copy: moves below change the node's index.

@@ -4,8 +4,9 @@
 // crashes and migrations the fleet did not see finish, the records say what is true. Pure C++.
 // Not thread-safe: FleetCore calls it under its lock, like the Registry it changes.
 //
-// A node's report counts while the node is ALIVE. "Live" means reported RUNNING or STARTING
-// and not a paused `migrated_out` copy. For a heartbeat of registered node N, each VM v it
+// A node's report counts while the node is ALIVE (a revoked node is never ALIVE, and its
+// reports neither make records nor move them). "Live" means reported RUNNING or STARTING and
+// not a paused `migrated_out` copy. For a heartbeat of registered node N, each VM v it
 // reports (tenant t echoed), by the record of v:
 //   R1 none: adopted on N with owner t (vm.adopt, reason "unknown to the fleet"); not if t is
 //      empty. A migrated_out copy is adopted as MIGRATING.

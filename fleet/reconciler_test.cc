@@ -116,6 +116,20 @@ TEST_CASE("a heartbeat that arrives while a create is in flight does not settle 
   CHECK(f.Get(id).state() == VM_STATE_RUNNING);
 }
 
+TEST_CASE("a node that reports a VM whose create is in flight leaves the create to settle it", "[fleet][pending]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000)});
+  f.agents.OnSpawn([&] {
+    auto list = f.core->ListVms(Scope{"acme"}, {});
+    f.core->OnHeartbeat(With(Beat("a", 7744), {Running(list->vms(0).vm_id(), "acme")}));
+    CHECK(f.Get(list->vms(0).vm_id()).state() == VM_STATE_PENDING);
+  });
+  auto r = f.core->CreateVm("acme", Spec("web"), "");
+  f.agents.OnSpawn(nullptr);
+  REQUIRE(r.ok());
+  CHECK(f.Ledger({"settled_by"}) == std::vector<std::string>{"vm.create " + r->vm.vm_id() + " settled_by=spawn"});
+}
+
 TEST_CASE("a VM that another node runs is adopted there and its paused copy is destroyed", "[fleet][migration]") {
   CoreFixture f;
   f.Nodes({Beat("a", 8000), Beat("b", 8000)});
@@ -218,6 +232,37 @@ TEST_CASE("a paused copy that no node takes over within two heartbeats is resume
     }
     CHECK(f.agents.calls().back() == "SpawnVm a " + id);
   }
+}
+
+TEST_CASE("a revoked node's reports neither make records nor move them", "[fleet][revoke]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000), Beat("b", 8000)});
+  auto web = f.core->CreateVm("acme", Spec("web"), "");
+  std::string id = web->vm.vm_id();
+  f.clock.Advance(absl::Seconds(1));
+  f.core->RevokeNode("b");
+  f.core->OnHeartbeat(With(Beat("b", 8000), {Running(id, "acme"), Running("vm-claimed", "acme")}));
+  CHECK(f.Get(id).node_id() == "a");
+  CHECK(f.core->GetVm(Scope{}, "vm-claimed").status().code() == absl::StatusCode::kNotFound);
+  f.core->OnHeartbeat(Beat("a", 8000));
+  CHECK(f.Get(id).state() == VM_STATE_LOST);  // b's word does not keep it alive either
+}
+
+TEST_CASE("a node never heard from goes unreachable so its VMs can be destroyed at once", "[fleet][restart]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000)});
+  auto web = f.core->CreateVm("acme", Spec("web"), "");
+  f.Open();
+  f.core->AddNode("a", "a:1");  // it never comes back
+  f.clock.Advance(absl::Seconds(2));
+  f.core->RunOnce();
+  CHECK(f.core->ListNodes()[0].state() == ppn::fleet::v1::NODE_STATE_JOINING);
+  f.clock.Advance(absl::Seconds(2));
+  f.core->RunOnce();
+  CHECK(f.core->ListNodes()[0].state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE);
+  CHECK(f.Get(web->vm.vm_id()).state() == ppn::types::v1::VM_STATE_UNKNOWN);
+  CHECK(f.core->DestroyVm(Scope{"acme"}, web->vm.vm_id(), Actor::Tenant())->state() == VM_STATE_STOPPED);
+  CHECK(f.agents.calls().size() == 1);  // only the spawn: no wait on a node that is not there
 }
 
 TEST_CASE("heartbeat fields from the wire never reach a protobuf CHECK", "[fleet][validation]") {

@@ -37,7 +37,8 @@ struct Reported {
 };
 
 struct NodeEntry {
-  ppn::fleet::v1::Node node;  // node.node_id() empty: known only from a VM record, never registered
+  ppn::fleet::v1::Node node;                 // node.node_id() empty: known only from a VM record, never registered
+  absl::Time joined = absl::InfinitePast();  // registered (this run of the fleet)
   absl::Time last_heartbeat = absl::InfinitePast();
   absl::Duration interval;
   bool revoked = false;
