@@ -42,6 +42,28 @@ bool TakeReport(VmRecord& r, const VmInstance& vm) {
   return true;
 }
 
+// The heartbeat's VMs with every enum from the wire checked: a VM in a state this fleet does
+// not know is left out (as if not reported); other unknown values become UNSPECIFIED.
+std::vector<VmInstance> Checked(const ppn::host::v1::Heartbeat& hb) {
+  std::vector<VmInstance> out;
+  for (const VmInstance& vm : hb.vms()) {
+    if (vm.vm_id().empty() || vm.state() == ppn::types::v1::VM_STATE_UNSPECIFIED ||
+        !ppn::types::v1::VmState_IsValid(vm.state())) {
+      spdlog::warn("vm.bad_report node={} vm={} state={}", hb.node_id(), LogValue(vm.vm_id()),
+                   static_cast<int>(vm.state()));
+      continue;
+    }
+    out.push_back(vm);
+    VmInstance& v = out.back();
+    if (!ppn::types::v1::Accelerator_IsValid(v.accelerator()))
+      v.set_accelerator(ppn::types::v1::ACCELERATOR_UNSPECIFIED);
+    for (auto& port : *v.mutable_forwarded_ports()) {
+      if (!ppn::types::v1::Protocol_IsValid(port.protocol())) port.set_protocol(ppn::types::v1::PROTOCOL_UNSPECIFIED);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 bool Reconciler::InStartupGrace(absl::Time now) const {
@@ -71,7 +93,7 @@ void Reconciler::ApplyCapacity(NodeEntry& n, const ppn::host::v1::Heartbeat& hb,
   n.node.set_available_memory_mib(hb.available_memory_mib());
   n.node.set_cpus(hb.cpus());
   n.node.set_load_average(hb.load_average());
-  n.node.set_kvm(hb.kvm());
+  n.node.set_kvm(ppn::types::v1::KvmSupport_IsValid(hb.kvm()) ? hb.kvm() : ppn::types::v1::KVM_SUPPORT_UNSPECIFIED);
   *n.node.mutable_capabilities() = hb.capabilities();
   n.node.set_vm_count(hb.vms_size());
   n.node.set_disk_total_mib(hb.disk_total_mib());
@@ -94,16 +116,17 @@ std::vector<NodeAction> Reconciler::ApplyHeartbeat(const ppn::host::v1::Heartbea
   }
 
   ApplyCapacity(*n, hb, now);
+  std::vector<VmInstance> vms = Checked(hb);
   std::map<std::string, Reported> reports;
-  for (const VmInstance& vm : hb.vms()) {
-    if (vm.vm_id().empty() || vm.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+  for (const VmInstance& vm : vms) {
+    if (vm.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
     Reported& r = reports[vm.vm_id()];
     r.vm = vm;
     r.vm.clear_spec();
   }
   registry_->SetReports(node_id, reports);
 
-  for (const VmInstance& vm : hb.vms()) {
+  for (const VmInstance& vm : vms) {
     auto report = reports.find(vm.vm_id());
     if (report == reports.end()) continue;
     VmEntry* e = registry_->Vm(vm.vm_id());

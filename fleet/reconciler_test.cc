@@ -275,12 +275,20 @@ TEST_CASE("heartbeat fields from the wire never reach a protobuf CHECK", "[fleet
   vm.mutable_spec()->mutable_ttl()->set_seconds(-(int64_t{1} << 62));
   vm.mutable_spec()->set_user_data("secret");
   *hb.add_vms() = vm;
+  ppn::host::v1::VmInstance weird = Running("vm-weird", "acme");
+  weird.set_state(static_cast<ppn::types::v1::VmState>(99));
+  *hb.add_vms() = weird;
+  hb.set_kvm(static_cast<ppn::types::v1::KvmSupport>(42));
+  hb.mutable_vms(0)->set_accelerator(static_cast<ppn::types::v1::Accelerator>(7));
   f.core->OnHeartbeat(hb);
+  CHECK(f.core->GetVm(Scope{}, "vm-weird").status().code() == absl::StatusCode::kNotFound);  // not adopted
+  CHECK(f.core->ListNodes()[0].kvm() == ppn::types::v1::KVM_SUPPORT_UNSPECIFIED);
   auto adopted = f.core->GetVm(Scope{"acme"}, "vm-odd");
   REQUIRE(adopted.ok());
   CHECK(adopted->create_time().seconds() == absl::ToUnixSeconds(f.clock.Now()));
   CHECK_FALSE(adopted->has_expire_time());
   CHECK(adopted->spec().user_data().empty());
+  CHECK(adopted->accelerator() == ppn::types::v1::ACCELERATOR_UNSPECIFIED);
   f.clock.Advance(absl::Seconds(2));
   f.core->RunOnce();  // the bogus interval was not taken: 1 s still applies
   CHECK(f.core->ListNodes()[0].state() == ppn::fleet::v1::NODE_STATE_ALIVE);
