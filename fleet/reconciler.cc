@@ -42,26 +42,32 @@ bool TakeReport(VmRecord& r, const VmInstance& vm) {
   return true;
 }
 
-// The heartbeat's VMs with every enum from the wire checked: a VM in a state this fleet does
-// not know is left out (as if not reported); other unknown values become UNSPECIFIED.
-std::vector<VmInstance> Checked(const ppn::host::v1::Heartbeat& hb) {
-  std::vector<VmInstance> out;
-  for (const VmInstance& vm : hb.vms()) {
-    if (vm.vm_id().empty() || vm.state() == ppn::types::v1::VM_STATE_UNSPECIFIED ||
-        !ppn::types::v1::VmState_IsValid(vm.state())) {
-      spdlog::warn("vm.bad_report node={} vm={} state={}", hb.node_id(), LogValue(vm.vm_id()),
-                   static_cast<int>(vm.state()));
-      continue;
-    }
-    out.push_back(vm);
-    VmInstance& v = out.back();
-    if (!ppn::types::v1::Accelerator_IsValid(v.accelerator()))
-      v.set_accelerator(ppn::types::v1::ACCELERATOR_UNSPECIFIED);
-    for (auto& port : *v.mutable_forwarded_ports()) {
-      if (!ppn::types::v1::Protocol_IsValid(port.protocol())) port.set_protocol(ppn::types::v1::PROTOCOL_UNSPECIFIED);
-    }
+// What is kept of a reported VM (no spec: it can be large, and only the record needs it),
+// with every enum from the wire checked: unknown values become UNSPECIFIED.
+Reported Summary(const VmInstance& vm) {
+  Reported r;
+  r.vm.set_vm_id(vm.vm_id());
+  r.vm.set_tenant_id(vm.tenant_id());
+  r.vm.set_state(vm.state());
+  r.vm.set_state_message(vm.state_message());
+  r.vm.set_migrated_out(vm.migrated_out());
+  r.vm.set_accelerator(ppn::types::v1::Accelerator_IsValid(vm.accelerator()) ? vm.accelerator()
+                                                                             : ppn::types::v1::ACCELERATOR_UNSPECIFIED);
+  *r.vm.mutable_forwarded_ports() = vm.forwarded_ports();
+  for (auto& port : *r.vm.mutable_forwarded_ports()) {
+    if (!ppn::types::v1::Protocol_IsValid(port.protocol())) port.set_protocol(ppn::types::v1::PROTOCOL_UNSPECIFIED);
   }
-  return out;
+  return r;
+}
+
+// A VM reported in a state this fleet does not know is left out, as if not reported.
+bool Usable(const std::string& node_id, const VmInstance& vm) {
+  if (!vm.vm_id().empty() && vm.state() != ppn::types::v1::VM_STATE_UNSPECIFIED &&
+      ppn::types::v1::VmState_IsValid(vm.state())) {
+    return true;
+  }
+  spdlog::warn("vm.bad_report node={} vm={} state={}", node_id, LogValue(vm.vm_id()), static_cast<int>(vm.state()));
+  return false;
 }
 
 }  // namespace
@@ -116,22 +122,18 @@ std::vector<NodeAction> Reconciler::ApplyHeartbeat(const ppn::host::v1::Heartbea
   }
 
   ApplyCapacity(*n, hb, now);
-  std::vector<VmInstance> vms = Checked(hb);
   std::map<std::string, Reported> reports;
-  for (const VmInstance& vm : vms) {
-    if (vm.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
-    Reported& r = reports[vm.vm_id()];
-    r.vm = vm;
-    r.vm.clear_spec();
+  for (const VmInstance& vm : hb.vms()) {
+    if (Usable(node_id, vm) && vm.state() != ppn::types::v1::VM_STATE_STOPPED) reports[vm.vm_id()] = Summary(vm);
   }
   registry_->SetReports(node_id, reports);
 
-  for (const VmInstance& vm : vms) {
+  for (const VmInstance& vm : hb.vms()) {
     auto report = reports.find(vm.vm_id());
     if (report == reports.end()) continue;
     VmEntry* e = registry_->Vm(vm.vm_id());
     if (e == nullptr) {  // R1; a revoked node's word makes no record
-      if (!n->revoked) Adopt(node_id, vm, now);
+      if (!n->revoked) Adopt(node_id, vm, report->second, now);
       continue;
     }
     VmRecord& r = e->record();
@@ -173,7 +175,7 @@ std::vector<NodeAction> Reconciler::ApplyHeartbeat(const ppn::host::v1::Heartbea
   return actions;
 }
 
-void Reconciler::Adopt(const std::string& node_id, const VmInstance& vm, absl::Time now) {
+void Reconciler::Adopt(const std::string& node_id, const VmInstance& vm, const Reported& report, absl::Time now) {
   // A VM the store lacks (created while the fleet was down, or the store was lost): adopted
   // with the owner the node echoes, so isolation survives.
   if (vm.tenant_id().empty()) {
@@ -187,7 +189,7 @@ void Reconciler::Adopt(const std::string& node_id, const VmInstance& vm, absl::T
   r.set_node_id(node_id);
   *r.mutable_spec() = vm.spec();
   r.mutable_spec()->clear_user_data();
-  TakeReport(r, vm);
+  TakeReport(r, report.vm);
   absl::Time start = now;
   if (IsValidTimestamp(vm.start_time())) {
     start = absl::FromUnixSeconds(vm.start_time().seconds()) + absl::Nanoseconds(vm.start_time().nanos());

@@ -77,7 +77,7 @@ class Reconciler {
 
  private:
   void ApplyCapacity(NodeEntry& n, const ppn::host::v1::Heartbeat& hb, absl::Time now);
-  void Adopt(const std::string& node_id, const ppn::host::v1::VmInstance& vm, absl::Time now);
+  void Adopt(const std::string& node_id, const ppn::host::v1::VmInstance& vm, const Reported& report, absl::Time now);
   void OnOwnNode(VmEntry& e, const std::string& node_id, const Reported& report, std::vector<NodeAction>* actions);
   void OnOtherNode(VmEntry& e, const std::string& node_id, const Reported& report, std::vector<NodeAction>* actions);
   void Unreported(VmEntry& e, const std::string& node_id, absl::Time now, std::vector<NodeAction>* actions);
