@@ -57,7 +57,7 @@ struct Stack {
     core.AddNode("laptop-a", "unused:1");
     core.OnHeartbeat(hb);
   }
-  ~Stack() { server.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5)); }
+  ~Stack() { server.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1)); }
 
   std::unique_ptr<v1::FleetService::Stub> Stub(const std::string& role) {
     return v1::FleetService::NewStub(
@@ -157,6 +157,36 @@ TEST_CASE("WatchVm of another tenant's VM is NOT_FOUND and a cancelled watch end
     while (stream->Read(&msg)) {
     }
     CHECK(stream->Finish().error_code() == grpc::StatusCode::CANCELLED);
+  }
+}
+
+TEST_CASE("a fleet shutting down with WatchVm streams open ends them and stops", "[fleet][watch]") {
+  auto s = std::make_unique<Stack>();
+  auto proxy = s->Stub("tenant-proxy");
+  CreateVmResponse created;
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    REQUIRE(proxy->CreateVm(&ctx, Create("web"), &created).ok());
+  }
+  WatchVmRequest req;
+  req.set_vm_id(created.vm().vm_id());
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<WatchVmResponse>>> streams;
+  for (int i = 0; i < 5; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    AsTenant(contexts.back().get(), "acme");
+    streams.push_back(proxy->WatchVm(contexts.back().get(), req));
+    WatchVmResponse first;
+    REQUIRE(streams.back()->Read(&first));
+  }
+  CHECK(s->service.WatchesForTest() == 5);
+  s.reset();  // Shutdown, then the service and its hub go
+  for (auto& stream : streams) {
+    WatchVmResponse msg;
+    while (stream->Read(&msg)) {
+    }
+    CHECK_FALSE(stream->Finish().ok());
   }
 }
 
