@@ -1,11 +1,13 @@
 #pragma once
 
-// The fleet's view of a host agent: what it asks of one node. Faked in unit tests.
+// The fleet's view of a host agent: what it asks of one node. Faked in unit tests
+// (fleet/testing/fake_agent_client.h).
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/ids.h"
 #include "ppn/host/v1/host_agent.pb.h"
 
 namespace ppn::fleet {
@@ -13,11 +15,16 @@ namespace ppn::fleet {
 class AgentClient {
  public:
   virtual ~AgentClient() = default;
-  // Starts the VM on the node; the agent's status comes back unchanged.
-  virtual absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const std::string& vm_id, const std::string& tenant_id,
+  // Starts the VM on the node; the agent's status comes back unchanged, except that
+  // UNAVAILABLE and DEADLINE_EXCEEDED both arrive as UNAVAILABLE: the outcome is unknown.
+  // Idempotent on the agent for the same (vm, tenant).
+  virtual absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const VmId& vm, const TenantId& tenant,
                                                             const ppn::types::v1::VmSpec& spec) = 0;
   // Stops the VM and frees its resources. NOT_FOUND if the node does not have it.
-  virtual absl::Status DestroyVm(const std::string& vm_id) = 0;
+  virtual absl::Status DestroyVm(const VmId& vm) = 0;
+  // Continues a copy paused on the node (after an outgoing migration no node took over).
+  // FAILED_PRECONDITION if it is not paused, NOT_FOUND if the node does not have it.
+  virtual absl::StatusOr<ppn::host::v1::VmInstance> ResumeVm(const VmId& vm) = 0;
 };
 
 // Makes (and caches) the client of each node.

@@ -1,142 +1,113 @@
 #include "fleet/fleet_core.h"
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/vm_spec.h"
-#include "google/protobuf/util/time_util.h"
+#include "fleet/spec_fingerprint.h"
 #include "spdlog/spdlog.h"
 
 namespace ppn::fleet {
 namespace {
 
-using google::protobuf::util::TimeUtil;
 using ppn::fleet::v1::VmRecord;
 using ppn::types::v1::VmState;
 
-bool Ended(VmState s) { return s == ppn::types::v1::VM_STATE_STOPPED; }
+constexpr char kShortagePayload[] = "type.ppn/ppn.fleet.Shortage";
 
-google::protobuf::Timestamp Stamp(absl::Time t) { return ToProtoTimestamp(t); }
+absl::Status ShortageError(Shortage shortage, const std::string& message) {
+  absl::Status s = absl::ResourceExhaustedError(message);
+  s.SetPayload(kShortagePayload, absl::Cord(ShortageName(shortage)));
+  return s;
+}
+
+// True if the node may have done what it was asked: its answer never arrived.
+bool OutcomeUnknown(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded;
+}
+
+// A spawn error that another node would give too. What a tenant may read: no node, no path,
+// no other image.
+std::optional<absl::Status> Definitive(const absl::Status& s, const ppn::types::v1::VmSpec& spec) {
+  switch (s.code()) {
+    case absl::StatusCode::kNotFound:
+      return absl::InvalidArgumentError(absl::StrCat("image ", spec.image(), " is not offered"));
+    case absl::StatusCode::kInvalidArgument: return absl::InvalidArgumentError("the VM's spec was refused by its host");
+    case absl::StatusCode::kAlreadyExists: return absl::AbortedError("the VM's id is already taken on its host; retry");
+    default: return std::nullopt;
+  }
+}
 
 }  // namespace
 
-absl::Status FleetCore::Load() {
-  PPN_ASSIGN_OR_RETURN(std::vector<StoredVm> stored, deps_.store->LoadAll());
-  absl::MutexLock l(&mu_);
-  for (StoredVm& vm : stored) {
-    std::string id = vm.record.vm_id();
-    std::string node = vm.record.node_id();
-    vms_[id] = std::move(vm);
-    if (!node.empty()) {
-      indexed_node_[id] = node;
-      nodes_[node].vm_ids.insert(id);
-    }
+Shortage ShortageOf(const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kResourceExhausted) return Shortage::kNone;
+  absl::optional<absl::Cord> p = status.GetPayload(kShortagePayload);
+  if (!p.has_value()) return Shortage::kNone;
+  for (Shortage s : {Shortage::kMemory, Shortage::kDisk, Shortage::kNodes}) {
+    if (*p == ShortageName(s)) return s;
   }
-  ChangedLocked();
-  return absl::OkStatus();
+  return Shortage::kNone;
+}
+
+FleetCore::FleetCore(Deps deps, Options options)
+    : deps_(deps),
+      options_(options),
+      log_(deps.ledger, deps.clock),
+      registry_(deps.store),
+      reconciler_(&registry_, &log_, options.heartbeat_interval) {}
+
+absl::Status FleetCore::Load() {
+  absl::MutexLock l(&mu_);
+  absl::Time now = deps_.clock->Now();
+  reconciler_.Started(now);
+  return registry_.Load(now);
 }
 
 void FleetCore::AddNode(const std::string& node_id, const std::string& agent_address) {
   absl::MutexLock l(&mu_);
-  NodeEntry& n = nodes_[node_id];
-  if (n.node.node_id().empty()) {
+  NodeEntry& n = registry_.UpsertNode(node_id);
+  if (!n.registered()) {
     n.node.set_node_id(node_id);
-    n.node.set_state(ppn::fleet::v1::NODE_STATE_JOINING);
+    n.node.set_state(n.revoked ? ppn::fleet::v1::NODE_STATE_REVOKED : ppn::fleet::v1::NODE_STATE_JOINING);
     n.interval = options_.heartbeat_interval;
+    n.joined = deps_.clock->Now();
     spdlog::info("node.added node={} agent={}", node_id, agent_address);
   }
   n.node.set_agent_address(agent_address);
-  ReindexLocked(node_id);
-  ChangedLocked();
+  registry_.Reindex(node_id);
+  registry_.Changed();
 }
 
 void FleetCore::RevokeNode(const std::string& node_id) {
   absl::MutexLock l(&mu_);
-  auto it = nodes_.find(node_id);
-  if (it == nodes_.end()) return;
-  it->second.revoked = true;
-  it->second.node.set_state(ppn::fleet::v1::NODE_STATE_REVOKED);
+  NodeEntry* n = registry_.Node(node_id);
+  if (n == nullptr) return;
+  registry_.Revoke(node_id);
   spdlog::warn("node.revoked node={}", node_id);
-  ReindexLocked(node_id);
-  ChangedLocked();
+  registry_.Changed();
 }
 
 std::vector<std::pair<std::string, std::string>> FleetCore::NodeAddresses() {
   absl::MutexLock l(&mu_);
   std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& [id, n] : nodes_) {
-    if (!n.node.node_id().empty()) out.emplace_back(id, n.node.agent_address());
+  for (const auto& [id, n] : registry_.nodes()) {
+    if (n.registered()) out.emplace_back(id, n.node.agent_address());
   }
   return out;
 }
 
+void FleetCore::QueueLocked(std::vector<NodeAction> actions) {
+  for (NodeAction& a : actions) {
+    if (action_keys_.insert(a.Key()).second) actions_.push_back(std::move(a));
+  }
+}
+
 void FleetCore::OnHeartbeat(const ppn::host::v1::Heartbeat& hb) {
   absl::MutexLock l(&mu_);
-  auto it = nodes_.find(hb.node_id());
-  if (it == nodes_.end() || it->second.node.node_id().empty()) return;  // only registered nodes report
-  NodeEntry& n = it->second;
-  absl::Time now = deps_.clock->Now();
-  if (!n.revoked) {
-    if (n.node.state() != ppn::fleet::v1::NODE_STATE_ALIVE) spdlog::info("node.alive node={}", hb.node_id());
-    n.node.set_state(ppn::fleet::v1::NODE_STATE_ALIVE);
-  }
-  n.last_heartbeat = now;
-  if (hb.has_interval()) n.interval = absl::Milliseconds(TimeUtil::DurationToMilliseconds(hb.interval()));
-  n.node.set_total_memory_mib(hb.total_memory_mib());
-  n.node.set_available_memory_mib(hb.available_memory_mib());
-  n.node.set_cpus(hb.cpus());
-  n.node.set_load_average(hb.load_average());
-  n.node.set_kvm(hb.kvm());
-  *n.node.mutable_capabilities() = hb.capabilities();
-  n.node.set_vm_count(hb.vms_size());
-  *n.node.mutable_last_heartbeat_time() = Stamp(now);
-
-  std::set<std::string> reported;
-  for (const auto& vm : hb.vms()) {
-    reported.insert(vm.vm_id());
-    reservations_.erase(vm.vm_id());  // now counted in the node's own available memory
-    auto rec = vms_.find(vm.vm_id());
-    if (rec == vms_.end()) {
-      // A VM the store lacks (created while the fleet was down, or the store was lost):
-      // adopt it with the owner the node echoes, so isolation survives.
-      StoredVm adopted;
-      VmRecord& r = adopted.record;
-      r.set_vm_id(vm.vm_id());
-      r.set_tenant_id(vm.tenant_id());
-      r.set_node_id(hb.node_id());
-      *r.mutable_spec() = vm.spec();
-      r.set_state(vm.state());
-      *r.mutable_forwarded_ports() = vm.forwarded_ports();
-      r.set_accelerator(vm.accelerator());
-      *r.mutable_create_time() = vm.start_time();
-      vms_[vm.vm_id()] = adopted;
-      PutLocked(vm.vm_id()).IgnoreError();
-      spdlog::info("vm.adopted vm={} tenant={} node={}", vm.vm_id(), vm.tenant_id(), hb.node_id());
-      continue;
-    }
-    VmRecord& r = rec->second.record;
-    if (r.node_id() != hb.node_id() || Ended(r.state())) continue;  // e.g. a migration target
-    if (r.state() != vm.state() || r.forwarded_ports_size() != vm.forwarded_ports_size()) {
-      r.set_state(vm.state());
-      r.set_state_message(vm.state_message());
-      *r.mutable_forwarded_ports() = vm.forwarded_ports();
-      PutLocked(r.vm_id()).IgnoreError();
-    }
-  }
-  for (const std::string& id : n.vm_ids) {
-    VmRecord& r = vms_[id].record;
-    if (reported.count(id) != 0 || reservations_.count(id) != 0) continue;
-    if (Ended(r.state()) || r.state() == ppn::types::v1::VM_STATE_LOST ||
-        r.state() == ppn::types::v1::VM_STATE_PENDING) {
-      continue;
-    }
-    r.set_state(ppn::types::v1::VM_STATE_LOST);
-    r.set_state_message(absl::StrCat("node ", hb.node_id(), " no longer reports this VM"));
-    PutLocked(id).IgnoreError();
-    spdlog::warn("vm.lost vm={} tenant={} node={}", id, r.tenant_id(), hb.node_id());
-  }
-  ReindexLocked(hb.node_id());
-  ChangedLocked();
+  QueueLocked(reconciler_.ApplyHeartbeat(hb, deps_.clock->Now()));
 }
 
 void FleetCore::RunOnce() {
@@ -144,93 +115,83 @@ void FleetCore::RunOnce() {
   {
     absl::MutexLock l(&mu_);
     absl::Time now = deps_.clock->Now();
-    for (auto& [id, n] : nodes_) {
-      if (n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE && now - n.last_heartbeat > 3 * n.interval) {
+    for (auto& [id, n] : registry_.nodes()) {
+      // A node configured (or joined) but never heard from counts as silent since then, so
+      // its VMs show UNKNOWN (and can be destroyed at once) instead of a RUNNING no one saw.
+      bool silent = (n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE && now - n.last_heartbeat > 3 * n.interval) ||
+                    (n.node.state() == ppn::fleet::v1::NODE_STATE_JOINING && now - n.joined > 3 * n.interval);
+      if (silent) {
         n.node.set_state(ppn::fleet::v1::NODE_STATE_UNREACHABLE);
-        spdlog::warn("node.unreachable node={} silent_ms={}", id, absl::ToInt64Milliseconds(now - n.last_heartbeat));
-        ReindexLocked(id);
-        ChangedLocked();
+        spdlog::warn("node.unreachable node={} silent_ms={}", id,
+                     absl::ToInt64Milliseconds(now - std::max(n.joined, n.last_heartbeat)));
+        reconciler_.NodeUnreachable(id);
+        registry_.Reindex(id);
+        registry_.Changed();
       }
     }
-    for (const auto& [id, stored] : vms_) {
-      const VmRecord& r = stored.record;
-      if (!Ended(r.state()) && r.state() != ppn::types::v1::VM_STATE_PENDING && r.has_expire_time() &&
-          TimeUtil::TimestampToMicroseconds(r.expire_time()) <= absl::ToUnixMicros(now)) {
-        expired.emplace_back(id, r.tenant_id());
+    for (const auto& [id, e] : registry_.vms()) {
+      const VmRecord& r = e.record();
+      if (r.state() == ppn::types::v1::VM_STATE_STOPPED || r.state() == ppn::types::v1::VM_STATE_PENDING ||
+          !r.has_expire_time() || !IsValidTimestamp(r.expire_time())) {
+        continue;
       }
+      absl::Time expire = absl::FromUnixSeconds(r.expire_time().seconds()) + absl::Nanoseconds(r.expire_time().nanos());
+      if (expire <= now) expired.emplace_back(id, r.tenant_id());
     }
   }
   for (const auto& [vm, tenant] : expired) {
-    absl::StatusOr<VmRecord> r = DestroyVm(Scope{tenant}, vm);
+    absl::StatusOr<VmRecord> r = DestroyVm(Scope{tenant}, vm, Actor::Ttl());
     if (r.ok()) {
-      spdlog::info("vm.expired vm={} tenant={}", vm, tenant);
+      spdlog::info("vm.expired vm={} tenant={}", vm, LogValue(tenant));
     } else {
       spdlog::warn("vm.expire_failed vm={} code={}", vm, absl::StatusCodeToString(r.status().code()));
     }
   }
+  RunNodeActions();
 }
 
-// A node's placement view; `reserved_mib` is what creates in flight hold on it.
-static NodeView ViewOf(const std::string& node_id, const ppn::fleet::v1::Node& node, bool revoked,
-                       uint64_t reserved_mib) {
-  NodeView v;
-  v.node_id = node_id;
-  v.alive = node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
-  v.revoked = revoked;
-  v.available_mib = node.available_memory_mib();
-  v.reserved_mib = reserved_mib;
-  v.kvm = node.kvm();
-  return v;
-}
-
-NodeView FleetCore::ViewOfLocked(const std::string& node_id) const {
-  auto it = nodes_.find(node_id);
-  if (it == nodes_.end()) return ViewOf(node_id, {}, false, 0);
-  uint64_t reserved = 0;
-  for (const auto& [_, r] : reservations_) {
-    if (r.node_id == node_id) reserved += r.memory_mib;
+void FleetCore::RunNodeActions() {
+  std::vector<std::pair<NodeAction, std::string>> todo;  // with the node's address
+  {
+    absl::MutexLock l(&mu_);
+    for (NodeAction& a : actions_) {
+      NodeEntry* n = registry_.Node(a.node_id);
+      std::string address = n == nullptr ? "" : n->node.agent_address();
+      todo.emplace_back(std::move(a), address);
+    }
+    actions_.clear();
   }
-  return ViewOf(node_id, it->second.node, it->second.revoked, reserved);
-}
-
-std::vector<NodeView> FleetCore::NodeViewsLocked() const {
-  // One pass over the reservations for all nodes, not one per node.
-  std::map<std::string, uint64_t> reserved;
-  for (const auto& [_, r] : reservations_) reserved[r.node_id] += r.memory_mib;
-  std::vector<NodeView> views;
-  for (const auto& [id, n] : nodes_) {
-    if (n.node.node_id().empty()) continue;  // known only from a VM record, never registered
-    auto r = reserved.find(id);
-    views.push_back(ViewOf(id, n.node, n.revoked, r == reserved.end() ? 0 : r->second));
+  for (const auto& [a, address] : todo) {
+    AgentClient* agent = deps_.agents->ForNode(a.node_id, address);
+    absl::StatusOr<ppn::host::v1::VmInstance> result;
+    if (a.kind == NodeAction::Kind::kDestroy) {
+      spdlog::info("vm.node_destroy vm={} node={} reason={}", a.vm_id, a.node_id, LogValue(a.reason));
+      absl::Status s = agent->DestroyVm(VmId(a.vm_id));
+      result = s.ok() ? absl::StatusOr<ppn::host::v1::VmInstance>(ppn::host::v1::VmInstance()) : s;
+    } else {
+      spdlog::info("vm.node_resume vm={} node={} reason={}", a.vm_id, a.node_id, LogValue(a.reason));
+      result = agent->ResumeVm(VmId(a.vm_id));
+    }
+    absl::MutexLock l(&mu_);
+    reconciler_.ActionDone(a, result);
+    action_keys_.erase(a.Key());
   }
-  return views;
 }
 
-void FleetCore::ReindexLocked(const std::string& node_id) {
-  auto it = nodes_.find(node_id);
-  if (it == nodes_.end() || it->second.node.node_id().empty()) {
-    placement_.Remove(node_id);
-    return;
-  }
-  placement_.Upsert(ViewOfLocked(node_id));
-}
-
-Decision FleetCore::PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded,
-                                bool explain) const {
+PlacementRequest FleetCore::RequestFor(const ppn::types::v1::VmSpec& spec,
+                                       const std::set<std::string>& excluded) const {
   PlacementRequest req;
   req.memory_mib = spec.memory_mib();
+  req.disk_mib = DiskNeedMib(spec);
+  req.image = spec.image();
   req.excluded_node_ids = excluded;
-  if (!explain) {
-    // The hot path: the index walks from the best node instead of scanning the fleet.
-    std::string best = placement_.Best(req);
-    if (!best.empty()) return Place({ViewOfLocked(best)}, req, /*explain=*/false);
-  }
-  return Place(NodeViewsLocked(), req, /*explain=*/true);
+  return req;
 }
 
 Decision FleetCore::Explain(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) {
+  PlacementRequest req = RequestFor(spec, excluded);
   absl::MutexLock l(&mu_);
-  return PlaceLocked(spec, excluded, /*explain=*/true);
+  return registry_.Place(req, /*explain=*/true);
 }
 
 std::string FleetCore::NewVmId() {
@@ -241,130 +202,146 @@ std::string FleetCore::NewVmId() {
   return absl::StrFormat("vm-%011x%08x", absl::ToUnixMillis(deps_.clock->Now()), r);
 }
 
-absl::Status FleetCore::PutLocked(const std::string& vm_id) {
-  auto it = vms_.find(vm_id);
-  std::string node = it == vms_.end() ? "" : it->second.record.node_id();
-  auto indexed = indexed_node_.find(vm_id);
-  if (indexed != indexed_node_.end() && indexed->second != node) {
-    nodes_[indexed->second].vm_ids.erase(vm_id);
-    indexed_node_.erase(indexed);
-  }
-  if (!node.empty() && indexed_node_.emplace(vm_id, node).second) nodes_[node].vm_ids.insert(vm_id);
-  if (it == vms_.end()) return deps_.store->Delete(vm_id);
-  absl::Status s = deps_.store->Put(it->second);
-  if (!s.ok()) spdlog::error("vm.store_failed vm={} error=\"{}\"", vm_id, std::string(s.message()));
-  return s;
-}
-
-void FleetCore::ChangedLocked() {
-  ++version_;
-  changed_cv_.SignalAll();
+void FleetCore::AbandonLocked(const std::string& vm_id) {
+  registry_.Erase(vm_id).IgnoreError();  // a stale PENDING row would be settled FAILED at start
+  registry_.Changed();
 }
 
 absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, const ppn::types::v1::VmSpec& spec,
                                                  const std::string& request_id) {
+  // Before anything is reserved or written: a bad spec leaves nothing behind.
   PPN_RETURN_IF_ERROR(ValidateVmSpec(spec));
   if (tenant_id.empty()) return absl::UnauthenticatedError("no tenant");
   if (request_id.size() > 64) return absl::InvalidArgumentError("request_id longer than 64");
+  const std::string fingerprint = SpecFingerprint(spec);
   std::string vm_id;
-  Decision decision;
   std::set<std::string> tried;
   std::string errors;
+  absl::StatusCode last_failure = absl::StatusCode::kUnknown;
+  {
+    absl::MutexLock l(&mu_);
+    if (VmEntry* earlier = registry_.ByRequest(tenant_id, request_id)) {
+      // A retry of a call that already created (or is creating) it. Records from before
+      // fingerprints were kept cannot be told apart: they count as the same request.
+      if (!earlier->stored.fingerprint.empty() && earlier->stored.fingerprint != fingerprint) {
+        return absl::AlreadyExistsError(absl::StrCat("request_id ", request_id, " was used for a different VM"));
+      }
+      return CreateResult{registry_.View(earlier->record()), {}, /*replayed=*/true};
+    }
+    for (const auto& [id, e] : registry_.vms()) {
+      const VmRecord& r = e.record();
+      if (r.tenant_id() == tenant_id && r.state() != ppn::types::v1::VM_STATE_STOPPED &&
+          r.spec().display_name() == spec.display_name()) {
+        return absl::AlreadyExistsError(absl::StrCat("a VM named ", spec.display_name(), " already exists"));
+      }
+    }
+    if (!registry_.Offered(spec.image())) {
+      return absl::InvalidArgumentError(absl::StrCat("image ", spec.image(), " is not offered"));
+    }
+    vm_id = NewVmId();
+  }
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::string node_id, address;
+    Decision decision;
     {
       absl::MutexLock l(&mu_);
-      if (attempt == 0) {
-        for (const auto& [id, vm] : vms_) {
-          const VmRecord& r = vm.record;
-          if (r.tenant_id() != tenant_id) continue;
-          if (!request_id.empty() && vm.request_id == request_id) {
-            return CreateResult{ViewLocked(r), {}};  // a retry of a call that already created it
-          }
-          if (!Ended(r.state()) && r.spec().display_name() == spec.display_name()) {
-            return absl::AlreadyExistsError(absl::StrCat("a VM named ", spec.display_name(), " already exists"));
-          }
-        }
-        vm_id = NewVmId();
-      }
-      decision = PlaceLocked(spec, tried, /*explain=*/false);
+      decision = registry_.Place(RequestFor(spec, tried), /*explain=*/false);
       if (decision.chosen_node_id.empty()) {
-        vms_.erase(vm_id);
-        PutLocked(vm_id).IgnoreError();
-        ChangedLocked();
-        return absl::ResourceExhaustedError(absl::StrCat(errors, errors.empty() ? "" : "; ", decision.Explain()));
+        if (attempt == 0) return ShortageError(decision.shortage, decision.Explain());
+        // No second candidate: the first node's failure is the answer.
+        AbandonLocked(vm_id);
+        return absl::Status(last_failure, errors);
       }
       node_id = decision.chosen_node_id;
-      address = nodes_[node_id].node.agent_address();
-      reservations_[vm_id] = {node_id, spec.memory_mib()};
-      ReindexLocked(node_id);
-      StoredVm& stored = vms_[vm_id];
-      stored.request_id = request_id;
+      address = registry_.Node(node_id)->node.agent_address();
+      StoredVm stored;
+      stored.fingerprint = fingerprint;
       VmRecord& r = stored.record;
       r.set_vm_id(vm_id);
       r.set_tenant_id(tenant_id);
       r.set_node_id(node_id);
+      r.set_request_id(request_id);
       *r.mutable_spec() = spec;
       r.mutable_spec()->clear_user_data();
       r.set_state(ppn::types::v1::VM_STATE_PENDING);
       absl::Time now = deps_.clock->Now();
-      *r.mutable_create_time() = Stamp(now);
-      if (spec.has_ttl()) {
-        *r.mutable_expire_time() =
-            Stamp(now + absl::Seconds(spec.ttl().seconds()) + absl::Nanoseconds(spec.ttl().nanos()));
+      *r.mutable_create_time() = ToProtoTimestamp(now);
+      absl::Duration ttl;
+      if (spec.has_ttl() && ToAbslDuration(spec.ttl(), "spec.ttl", &ttl).ok() && ttl > absl::ZeroDuration()) {
+        *r.mutable_expire_time() = ToProtoTimestamp(now + ttl);
       }
+      registry_.Insert(std::move(stored)).create_in_flight = true;
+      registry_.Reserve(vm_id, node_id, spec.memory_mib(), DiskNeedMib(spec));
       // Durable before the node is asked, so a crash mid-spawn leaves a record that the
-      // node's next heartbeat settles (RUNNING or LOST), never an orphan.
-      PPN_RETURN_IF_ERROR(PutLocked(vm_id));
-      ChangedLocked();
+      // node's next heartbeat settles (adopted or FAILED), never an orphan.
+      absl::Status put = registry_.Put(vm_id);
+      if (!put.ok()) {
+        AbandonLocked(vm_id);
+        return put;
+      }
+      registry_.Changed();
     }
-    absl::StatusOr<ppn::host::v1::VmInstance> spawned =
-        deps_.agents->ForNode(node_id, address)->SpawnVm(vm_id, tenant_id, spec);
+    AgentClient* agent = deps_.agents->ForNode(node_id, address);
+    absl::StatusOr<ppn::host::v1::VmInstance> spawned = agent->SpawnVm(VmId(vm_id), TenantId(tenant_id), spec);
+    bool fenced = false;
+    if (!spawned.ok() && OutcomeUnknown(spawned.status())) {
+      // The node may have started it: another node may try only once this one surely has not.
+      absl::Status fence = agent->DestroyVm(VmId(vm_id));
+      fenced = fence.ok() || fence.code() == absl::StatusCode::kNotFound;
+      spdlog::warn("vm.spawn_unanswered vm={} node={} fenced={} fence_code={}", vm_id, node_id, fenced,
+                   absl::StatusCodeToString(fence.code()));
+    }
     absl::MutexLock l(&mu_);
+    VmEntry* e = registry_.Vm(vm_id);
+    e->create_in_flight = false;
+    if (e->record().state() == ppn::types::v1::VM_STATE_STOPPED) {
+      // Destroyed by its tenant meanwhile; whatever the node has goes at its next heartbeat.
+      registry_.Changed();
+      return absl::AbortedError(absl::StrCat("vm ", vm_id, " was destroyed while it was being created"));
+    }
     if (spawned.ok()) {
-      VmRecord& r = vms_[vm_id].record;
+      VmRecord& r = e->record();
       r.set_state(spawned->state());
+      r.set_state_message(spawned->state_message());
       r.set_accelerator(spawned->accelerator());
       *r.mutable_forwarded_ports() = spawned->forwarded_ports();
-      PPN_RETURN_IF_ERROR(PutLocked(vm_id));
-      ChangedLocked();
-      spdlog::info("vm.created vm={} tenant={} node={} attempt={}", vm_id, tenant_id, node_id, attempt + 1);
-      return CreateResult{ViewLocked(r), decision};
+      e->settle_after = deps_.clock->Now();  // a heartbeat already on its way may predate the spawn
+      PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
+      log_.Created(r, "spawn");
+      registry_.Changed();
+      spdlog::info("vm.created vm={} tenant={} node={} attempt={}", vm_id, LogValue(tenant_id), node_id, attempt + 1);
+      return CreateResult{registry_.View(r), decision};
     }
-    reservations_.erase(vm_id);
-    ReindexLocked(node_id);
+    if (OutcomeUnknown(spawned.status()) && !fenced) {
+      // Settled by reconciliation: the node's first heartbeat after now adopts it or fails it.
+      e->settle_after = deps_.clock->Now();
+      registry_.Changed();
+      return absl::UnavailableError(
+          absl::StrCat("node ", node_id, " did not answer the spawn of vm ", vm_id,
+                       "; it stays PENDING until the node reports: ", spawned.status().message()));
+    }
+    registry_.Release(vm_id);
     tried.insert(node_id);
+    last_failure = spawned.status().code();
     absl::StrAppend(&errors, errors.empty() ? "" : "; ", "spawn on ", node_id, " failed: ", spawned.status().message());
-    spdlog::warn("vm.spawn_failed vm={} node={} code={}", vm_id, node_id,
-                 absl::StatusCodeToString(spawned.status().code()));
-    if (attempt == 1 || spawned.status().code() == absl::StatusCode::kInvalidArgument ||
-        spawned.status().code() == absl::StatusCode::kNotFound) {
-      vms_.erase(vm_id);
-      PutLocked(vm_id).IgnoreError();
-      ChangedLocked();
-      return absl::Status(spawned.status().code(), errors);
+    spdlog::warn("vm.spawn_failed vm={} node={} code={} error={}", vm_id, node_id,
+                 absl::StatusCodeToString(spawned.status().code()), LogValue(spawned.status().message()));
+    std::optional<absl::Status> definitive = Definitive(spawned.status(), spec);
+    if (attempt == 1 || definitive.has_value()) {
+      AbandonLocked(vm_id);
+      return definitive.has_value() ? *definitive : absl::Status(spawned.status().code(), errors);
     }
   }
   return absl::InternalError("unreachable");
 }
 
-VmRecord FleetCore::ViewLocked(const VmRecord& record) const {
-  VmRecord view = record;
-  auto n = nodes_.find(record.node_id());
-  if (n != nodes_.end() && n->second.node.state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE && !Ended(record.state())) {
-    view.set_state(ppn::types::v1::VM_STATE_UNKNOWN);
-    view.set_state_message(absl::StrCat("node ", record.node_id(), " is unreachable"));
-  }
-  return view;
-}
-
 absl::StatusOr<VmRecord> FleetCore::GetVm(const Scope& scope, const std::string& vm_id) {
   absl::MutexLock l(&mu_);
-  auto it = vms_.find(vm_id);
-  if (it == vms_.end() || !scope.Sees(it->second.record.tenant_id())) {
+  VmEntry* e = registry_.Vm(vm_id);
+  if (e == nullptr || !scope.Sees(e->record().tenant_id())) {
     return absl::NotFoundError(absl::StrCat("vm ", vm_id.substr(0, 64), " not found"));
   }
-  return ViewLocked(it->second.record);
+  return registry_.View(e->record());
 }
 
 absl::StatusOr<ppn::fleet::v1::ListVmsResponse> FleetCore::ListVms(const Scope& scope,
@@ -373,11 +350,12 @@ absl::StatusOr<ppn::fleet::v1::ListVmsResponse> FleetCore::ListVms(const Scope& 
   int limit = r.page_size() == 0 ? 100 : r.page_size();
   absl::MutexLock l(&mu_);
   ppn::fleet::v1::ListVmsResponse out;
-  auto it = r.page_token().empty() ? vms_.begin() : vms_.upper_bound(r.page_token());
-  for (; it != vms_.end(); ++it) {
-    const VmRecord& rec = it->second.record;
+  auto& vms = registry_.vms();
+  auto it = r.page_token().empty() ? vms.begin() : vms.upper_bound(r.page_token());
+  for (; it != vms.end(); ++it) {
+    const VmRecord& rec = it->second.record();
     if (!scope.Sees(rec.tenant_id())) continue;
-    if (Ended(rec.state()) && !r.include_stopped()) continue;
+    if (rec.state() == ppn::types::v1::VM_STATE_STOPPED && !r.include_stopped()) continue;
     if (!r.node_id().empty() && rec.node_id() != r.node_id()) continue;
     bool labels_match = true;
     for (const auto& [k, v] : r.label_selector()) {
@@ -389,108 +367,118 @@ absl::StatusOr<ppn::fleet::v1::ListVmsResponse> FleetCore::ListVms(const Scope& 
       out.set_next_page_token(out.vms(out.vms_size() - 1).vm_id());
       break;
     }
-    *out.add_vms() = ViewLocked(rec);
+    *out.add_vms() = registry_.View(rec);
   }
   return out;
 }
 
-absl::StatusOr<VmRecord> FleetCore::DestroyVm(const Scope& scope, const std::string& vm_id) {
-  std::string node_id, address;
-  {
-    absl::MutexLock l(&mu_);
-    auto it = vms_.find(vm_id);
-    if (it == vms_.end() || !scope.Sees(it->second.record.tenant_id())) {
-      return absl::NotFoundError(absl::StrCat("vm ", vm_id.substr(0, 64), " not found"));
-    }
-    const VmRecord& r = it->second.record;
-    if (Ended(r.state())) return r;
-    if (r.state() == ppn::types::v1::VM_STATE_PENDING) {
-      return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is still being created; retry"));
-    }
-    node_id = r.node_id();
-    auto n = nodes_.find(node_id);
-    if (n == nodes_.end()) {
-      return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is on unknown node ", node_id));
-    }
-    if (n->second.node.state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE) {
-      return absl::UnavailableError(absl::StrCat("node ", node_id, " is unreachable; retry once it is back"));
-    }
-    address = n->second.node.agent_address();
-  }
-  absl::Status s = deps_.agents->ForNode(node_id, address)->DestroyVm(vm_id);
-  if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
-  absl::MutexLock l(&mu_);
-  VmRecord& r = vms_[vm_id].record;
+absl::Status FleetCore::StopLocked(VmEntry& e, const Actor& actor) {
+  VmRecord& r = e.record();
+  VmState prior = registry_.VisibleState(r);
   r.set_state(ppn::types::v1::VM_STATE_STOPPED);
   r.clear_state_message();
   r.clear_forwarded_ports();
-  PPN_RETURN_IF_ERROR(PutLocked(vm_id));
-  ChangedLocked();
-  spdlog::info("vm.destroyed vm={} tenant={} node={}", vm_id, r.tenant_id(), node_id);
-  return r;
+  e.settle_after = absl::InfinitePast();
+  e.migrated_out_beats = 0;
+  registry_.Release(r.vm_id());
+  PPN_RETURN_IF_ERROR(registry_.Put(r.vm_id()));
+  if (actor.who == Actor::Ttl().who) log_.Expired(r);
+  log_.Destroyed(r, actor, prior, r.node_id());
+  registry_.Changed();
+  spdlog::info("vm.destroyed vm={} tenant={} node={} who={} prior={}", r.vm_id(), LogValue(r.tenant_id()), r.node_id(),
+               actor.who, ppn::types::v1::VmState_Name(prior));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VmRecord> FleetCore::DestroyVm(const Scope& scope, const std::string& vm_id, const Actor& actor) {
+  std::string node_id, address;
+  {
+    absl::MutexLock l(&mu_);
+    VmEntry* e = registry_.Vm(vm_id);
+    if (e == nullptr || !scope.Sees(e->record().tenant_id())) {
+      return absl::NotFoundError(absl::StrCat("vm ", vm_id.substr(0, 64), " not found"));
+    }
+    const VmRecord& r = e->record();
+    if (r.state() == ppn::types::v1::VM_STATE_STOPPED) return r;
+    VmState visible = registry_.VisibleState(r);
+    NodeEntry* n = registry_.Node(r.node_id());
+    bool runs = visible != ppn::types::v1::VM_STATE_PENDING && visible != ppn::types::v1::VM_STATE_FAILED &&
+                visible != ppn::types::v1::VM_STATE_LOST && visible != ppn::types::v1::VM_STATE_UNKNOWN &&
+                n != nullptr && n->registered();
+    if (!runs) {
+      // Nothing to wait for: the tenant stops paying for it now, and the node is told to
+      // destroy it if it ever reports it (Reconciler R3).
+      PPN_RETURN_IF_ERROR(StopLocked(*e, actor));
+      return r;
+    }
+    node_id = r.node_id();
+    address = n->node.agent_address();
+  }
+  absl::Status s = deps_.agents->ForNode(node_id, address)->DestroyVm(VmId(vm_id));
+  if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
+  absl::MutexLock l(&mu_);
+  VmEntry* e = registry_.Vm(vm_id);
+  if (e == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " not found"));
+  if (e->record().state() != ppn::types::v1::VM_STATE_STOPPED) PPN_RETURN_IF_ERROR(StopLocked(*e, actor));
+  return e->record();
 }
 
 std::vector<ppn::fleet::v1::Node> FleetCore::ListNodes() {
   absl::MutexLock l(&mu_);
-  std::map<std::string, uint64_t> reserved;
-  for (const auto& [_, r] : reservations_) reserved[r.node_id] += r.memory_mib;
-  std::vector<ppn::fleet::v1::Node> out;
-  for (const auto& [id, n] : nodes_) {
-    if (n.node.node_id().empty()) continue;
-    out.push_back(n.node);
-    out.back().set_reserved_memory_mib(reserved[id]);
-  }
-  return out;
+  return registry_.ListNodes();
 }
 
 absl::StatusOr<VmRecord> FleetCore::RecordMigration(const ppn::fleet::v1::RecordMigrationRequest& req) {
   absl::MutexLock l(&mu_);
-  auto it = vms_.find(req.vm_id());
-  if (it == vms_.end()) return absl::NotFoundError(absl::StrCat("vm ", req.vm_id(), " not found"));
-  VmRecord& r = it->second.record;
-  if (r.node_id() != req.source_node_id()) {
-    return absl::AbortedError(absl::StrCat("vm ", req.vm_id(), " is on ", r.node_id(), ", not ", req.source_node_id()));
-  }
-  if (nodes_.count(req.target_node_id()) == 0) {
+  VmEntry* e = registry_.Vm(req.vm_id());
+  if (e == nullptr) return absl::NotFoundError(absl::StrCat("vm ", req.vm_id(), " not found"));
+  VmRecord& r = e->record();
+  NodeEntry* target = registry_.Node(req.target_node_id());
+  if (target == nullptr || !target->registered()) {
     return absl::InvalidArgumentError(absl::StrCat("unknown node ", req.target_node_id()));
   }
+  if (r.state() == ppn::types::v1::VM_STATE_STOPPED) {
+    return absl::FailedPreconditionError(absl::StrCat("vm ", req.vm_id(), " was destroyed"));
+  }
+  if (r.node_id() != req.source_node_id() && r.node_id() != req.target_node_id()) {
+    return absl::AbortedError(absl::StrCat("vm ", req.vm_id(), " is on ", r.node_id(), ", not ", req.source_node_id()));
+  }
+  // Already on the target: the target's heartbeat was applied first (Reconciler R6).
   r.set_node_id(req.target_node_id());
   *r.mutable_forwarded_ports() = req.forwarded_ports();
   r.set_state(ppn::types::v1::VM_STATE_RUNNING);
   r.clear_state_message();
-  PPN_RETURN_IF_ERROR(PutLocked(req.vm_id()));
-  ChangedLocked();
+  e->migrated_out_beats = 0;
+  PPN_RETURN_IF_ERROR(registry_.Put(req.vm_id()));
+  registry_.Changed();
   spdlog::info("vm.moved vm={} from={} to={}", req.vm_id(), req.source_node_id(), req.target_node_id());
-  return ViewLocked(r);
+  return registry_.View(r);
 }
 
 absl::StatusOr<VmRecord> FleetCore::SetPin(const std::string& vm_id, const std::string& node_id) {
   absl::MutexLock l(&mu_);
-  auto it = vms_.find(vm_id);
-  if (it == vms_.end()) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " not found"));
-  VmRecord& r = it->second.record;
+  VmEntry* e = registry_.Vm(vm_id);
+  if (e == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " not found"));
+  VmRecord& r = e->record();
   if (!node_id.empty() && node_id != r.node_id()) {
     return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " runs on ", r.node_id(), ", not ", node_id,
                                                       "; a VM is pinned to the node it runs on"));
   }
   r.set_pinned_node_id(node_id);
-  PPN_RETURN_IF_ERROR(PutLocked(vm_id));
-  ChangedLocked();
-  return ViewLocked(r);
+  PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
+  registry_.Changed();
+  return registry_.View(r);
 }
 
 uint64_t FleetCore::WaitForChange(uint64_t version, absl::Duration timeout) {
   absl::MutexLock l(&mu_);
-  absl::Time deadline = absl::Now() + timeout;
-  while (version_ == version) {
-    if (changed_cv_.WaitWithDeadline(&mu_, deadline)) break;
-  }
-  return version_;
+  registry_.WaitForChange(&mu_, version, absl::Now() + timeout);
+  return registry_.version();
 }
 
 uint64_t FleetCore::version() {
   absl::MutexLock l(&mu_);
-  return version_;
+  return registry_.version();
 }
 
 }  // namespace ppn::fleet

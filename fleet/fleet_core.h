@@ -1,15 +1,17 @@
 #pragma once
 
-// FleetCore is the fleet's typed core: the node registry (fed by heartbeats), the VM
-// registry (durable in VmStore, reconciled with what nodes report), placement with
-// reservations for creates in flight, delegation to host agents, TTL expiry.
-// Pure C++ (protos as data). Thread-safe. Every pointer in Deps must outlive it.
+// FleetCore is the fleet's typed core: what callers ask of the fleet (create, destroy, get,
+// list, explain, record a migration, pin) and what drives it (heartbeats, the periodic pass:
+// liveness, TTL expiry and the calls reconciliation asks of nodes). Its state lives in a
+// Registry; heartbeats are applied by a Reconciler (reconciler.h has the rules); lifecycle
+// events go to the ledger through a LifecycleLog. Pure C++ (protos as data). Thread-safe: one
+// lock, never held across a call to a node. Every pointer in Deps must outlive it.
 
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -17,10 +19,13 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/ledger_outbox.h"
 #include "common/random.h"
 #include "fleet/agent_client.h"
+#include "fleet/lifecycle_log.h"
 #include "fleet/placement.h"
-#include "fleet/placement_index.h"
+#include "fleet/reconciler.h"
+#include "fleet/registry.h"
 #include "fleet/vm_store.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/host/v1/host_agent.pb.h"
@@ -36,7 +41,12 @@ struct Scope {
 struct CreateResult {
   ppn::fleet::v1::VmRecord vm;
   Decision decision;
+  bool replayed = false;  // the request_id named an earlier create: nothing new was made
 };
+
+// The shortage behind a RESOURCE_EXHAUSTED of CreateVm (kNone for any other status), for the
+// adapter's `ppn-shortage` trailing metadata.
+Shortage ShortageOf(const absl::Status& status);
 
 class FleetCore {
  public:
@@ -45,15 +55,17 @@ class FleetCore {
     AgentClientFactory* agents;
     Clock* clock;
     RandomSource* random;
+    LedgerOutbox* ledger = nullptr;  // where lifecycle entries are spooled; nullptr: not recorded
   };
   struct Options {
     // Heartbeat interval asked of agents; a node silent for three is unreachable.
     absl::Duration heartbeat_interval = absl::Seconds(10);
   };
 
-  FleetCore(Deps deps, Options options) : deps_(deps), options_(options) {}
+  FleetCore(Deps deps, Options options);
 
-  // Loads the VM registry from the store.
+  // Loads the VM registry from the store. PENDING records are settled by their node's next
+  // heartbeat (adopted or FAILED).
   absl::Status Load();
 
   // Registers a node (configuration or a ledger node.join); idempotent.
@@ -62,25 +74,33 @@ class FleetCore {
   void RevokeNode(const std::string& node_id);
   std::vector<std::pair<std::string, std::string>> NodeAddresses();
 
-  // Applies a node's heartbeat: capacity, liveness, and reconciliation of its VMs (adopts
-  // VMs the store lacks, with the tenant the node echoes; marks LOST those it no longer has).
+  // Applies a node's heartbeat (Reconciler) and queues the calls it asks of nodes.
   void OnHeartbeat(const ppn::host::v1::Heartbeat& heartbeat);
-  // Liveness (three missed intervals → UNREACHABLE) and TTL expiry.
+  // Liveness (three missed intervals → UNREACHABLE), TTL expiry, and the queued node calls.
   void RunOnce();
 
-  // Places and spawns a VM for `tenant_id`. INVALID_ARGUMENT, ALREADY_EXISTS (display name),
-  // RESOURCE_EXHAUSTED (no node has room; the message explains every node), or the agent's
-  // error after one retry on the next candidate.
+  // Places and spawns a VM for `tenant_id`. INVALID_ARGUMENT (the spec; an image no node
+  // offers: "image X is not offered"), ALREADY_EXISTS (display name; a request_id used for a
+  // different spec), RESOURCE_EXHAUSTED (no node has room: ShortageOf says which; the message
+  // explains every node). A request_id this tenant used before returns that VM, replayed.
+  // When a node's answer is lost (UNAVAILABLE) the attempt is fenced (DestroyVm there) before
+  // one retry on the next candidate; if the fence fails too the VM stays PENDING on that node
+  // for reconciliation and the answer is UNAVAILABLE.
   absl::StatusOr<CreateResult> CreateVm(const std::string& tenant_id, const ppn::types::v1::VmSpec& spec,
                                         const std::string& request_id);
   // NOT_FOUND if absent or outside the scope.
   absl::StatusOr<ppn::fleet::v1::VmRecord> GetVm(const Scope& scope, const std::string& vm_id);
   absl::StatusOr<ppn::fleet::v1::ListVmsResponse> ListVms(const Scope& scope, const ppn::fleet::v1::ListVmsRequest& r);
-  // UNAVAILABLE if the VM's node is unreachable (retry later).
-  absl::StatusOr<ppn::fleet::v1::VmRecord> DestroyVm(const Scope& scope, const std::string& vm_id);
+  // Destroys a VM and records it STOPPED (idempotent). A VM that does not run (PENDING,
+  // FAILED, LOST, or UNKNOWN on an unreachable node) is STOPPED at once; its node is told to
+  // destroy it if it ever reports it. A running VM is destroyed on its node first: the node's
+  // error (UNAVAILABLE: retry) if that fails.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> DestroyVm(const Scope& scope, const std::string& vm_id, const Actor& actor);
   std::vector<ppn::fleet::v1::Node> ListNodes();
   Decision Explain(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded);
-  // ABORTED if the VM is no longer on `source`.
+  // Moves the record to the target. OK if it is there already (the fleet may have adopted it
+  // from the target's heartbeat first); ABORTED if it is on neither node; FAILED_PRECONDITION
+  // if it was destroyed.
   absl::StatusOr<ppn::fleet::v1::VmRecord> RecordMigration(const ppn::fleet::v1::RecordMigrationRequest& r);
   absl::StatusOr<ppn::fleet::v1::VmRecord> SetPin(const std::string& vm_id, const std::string& node_id);
 
@@ -89,42 +109,23 @@ class FleetCore {
   uint64_t version();
 
  private:
-  struct NodeEntry {
-    ppn::fleet::v1::Node node;
-    absl::Time last_heartbeat = absl::InfinitePast();
-    absl::Duration interval;
-    bool revoked = false;
-    std::set<std::string> vm_ids;  // records whose node_id is this node
-  };
-  struct Reservation {
-    std::string node_id;
-    uint64_t memory_mib;
-  };
-
-  std::vector<NodeView> NodeViewsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  NodeView ViewOfLocked(const std::string& node_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Brings the placement index up to date for one node (after a heartbeat, a state change or
-  // a reservation).
-  void ReindexLocked(const std::string& node_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Decision PlaceLocked(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded, bool explain) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The record as callers see it: UNKNOWN while its node is unreachable.
-  ppn::fleet::v1::VmRecord ViewLocked(const ppn::fleet::v1::VmRecord& record) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Persists the record of `vm_id` (or deletes it if gone) and keeps the per-node index.
-  absl::Status PutLocked(const std::string& vm_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ChangedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records `e` STOPPED now, for `actor`; releases what it held.
+  absl::Status StopLocked(VmEntry& e, const Actor& actor) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a create attempt that failed for good: its record goes.
+  void AbandonLocked(const std::string& vm_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  PlacementRequest RequestFor(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) const;
+  void QueueLocked(std::vector<NodeAction> actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunNodeActions();
   std::string NewVmId();
 
   const Deps deps_;
   const Options options_;
+  LifecycleLog log_;
   absl::Mutex mu_;
-  absl::CondVar changed_cv_;
-  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<std::string, NodeEntry> nodes_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, StoredVm> vms_ ABSL_GUARDED_BY(mu_);              // by vm_id: time-ordered ids
-  std::map<std::string, Reservation> reservations_ ABSL_GUARDED_BY(mu_);  // by vm_id
-  std::map<std::string, std::string> indexed_node_ ABSL_GUARDED_BY(mu_);
-  PlacementIndex placement_ ABSL_GUARDED_BY(mu_);  // vm_id -> node in NodeEntry::vm_ids
+  Registry registry_ ABSL_GUARDED_BY(mu_);
+  Reconciler reconciler_ ABSL_GUARDED_BY(mu_);
+  std::vector<NodeAction> actions_ ABSL_GUARDED_BY(mu_);    // queued by heartbeats, run by RunOnce
+  std::set<std::string> action_keys_ ABSL_GUARDED_BY(mu_);  // queued or running
 };
 
 }  // namespace ppn::fleet

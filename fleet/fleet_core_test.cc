@@ -1,64 +1,27 @@
+// FleetCore's request side: creates (validation, catalog, placement by memory and disk,
+// fencing a lost answer, idempotent retries), destroys, TTL and the ledger entries they make.
+// Reconciliation with heartbeats is in reconciler_test.cc.
+
 #include "fleet/fleet_core.h"
 
 #include <atomic>
 #include <thread>
 
 #include "catch2/catch.hpp"
-#include "fleet/testing/fake_agent_client.h"
-#include "tests/fakes/fake_clock.h"
-#include "tests/harness/temp_dir.h"
+#include "fleet/testing/core_fixture.h"
 
 namespace ppn::fleet {
 namespace {
 
 using ppn::fleet::v1::VmRecord;
-
-ppn::types::v1::VmSpec Spec(const std::string& name, uint32_t memory = 256) {
-  ppn::types::v1::VmSpec s;
-  s.set_display_name(name);
-  s.set_vcpus(1);
-  s.set_memory_mib(memory);
-  s.set_image("debian-12");
-  return s;
-}
-
-ppn::host::v1::Heartbeat Beat(const std::string& node, uint64_t available,
-                              ppn::types::v1::KvmSupport kvm = ppn::types::v1::KVM_SUPPORT_NONE) {
-  ppn::host::v1::Heartbeat hb;
-  hb.set_node_id(node);
-  hb.set_available_memory_mib(available);
-  hb.set_total_memory_mib(available + 512);
-  hb.set_kvm(kvm);
-  hb.mutable_interval()->set_seconds(1);
-  return hb;
-}
-
-struct Fixture {
-  ppn::testing::TempDir dir;
-  ppn::testing::FakeClock clock;
-  testing::FakeAgentClientFactory agents;
-  std::unique_ptr<VmStore> store;
-  std::unique_ptr<FleetCore> core;
-
-  Fixture() { Open(); }
-  void Open() {
-    core.reset();
-    store.reset();
-    store = *VmStore::Open(dir.File("fleet.db"));
-    core = std::make_unique<FleetCore>(FleetCore::Deps{store.get(), &agents, &clock, OpenSslRandom::Get()},
-                                       FleetCore::Options{absl::Seconds(1)});
-    REQUIRE(core->Load().ok());
-  }
-  void Nodes(std::vector<ppn::host::v1::Heartbeat> beats) {
-    for (const auto& hb : beats) {
-      core->AddNode(hb.node_id(), hb.node_id() + ":1");
-      core->OnHeartbeat(hb);
-    }
-  }
-};
+using testing::Beat;
+using testing::CoreFixture;
+using testing::Running;
+using testing::Spec;
+using testing::With;
 
 TEST_CASE("50 concurrent creates against room for 10 create exactly 10 and overcommit nothing", "[fleet][placement]") {
-  Fixture f;
+  CoreFixture f;
   f.Nodes({Beat("a", 1280), Beat("b", 1280)});  // 5 VMs of 256 MiB each
   std::atomic<int> ok{0}, exhausted{0}, other{0};
   std::vector<std::thread> threads;
@@ -82,15 +45,20 @@ TEST_CASE("50 concurrent creates against room for 10 create exactly 10 and overc
   CHECK(f.agents.memory()["b"] <= 1280);
   auto denied = f.core->CreateVm("tenant-0", Spec("late"), "");
   CHECK(denied.status().message().find("no node can take the VM") != std::string::npos);
+  CHECK(ShortageOf(denied.status()) == Shortage::kMemory);
 }
 
 TEST_CASE("a failed spawn releases the reservation and tries the next node once", "[fleet]") {
-  Fixture f;
+  CoreFixture f;
   f.Nodes({Beat("big", 4000), Beat("small", 1000)});
   f.agents.FailNode("big", absl::UnavailableError("node big is unreachable: connection refused"));
   auto r = f.core->CreateVm("acme", Spec("web"), "");
   REQUIRE(r.ok());
   CHECK(r->vm.node_id() == "small");
+  // The unanswered node was fenced before the next one was asked.
+  std::string id = r->vm.vm_id();
+  CHECK(f.agents.calls() ==
+        std::vector<std::string>{"SpawnVm big " + id, "DestroyVm big " + id, "SpawnVm small " + id});
   f.agents.FailNode("small", absl::FailedPreconditionError("QEMU did not start"));
   auto both = f.core->CreateVm("acme", Spec("web2"), "");
   CHECK(both.status().code() == absl::StatusCode::kFailedPrecondition);
@@ -99,10 +67,152 @@ TEST_CASE("a failed spawn releases the reservation and tries the next node once"
   auto list = f.core->ListVms(Scope{"acme"}, {});
   REQUIRE(list.ok());
   CHECK(list->vms_size() == 1);  // the failed VM left no record
+  CHECK(f.Reserved("big") == 0);
+  CHECK(f.Reserved("small") == 256);  // only web's, until small's heartbeat counts it
+}
+
+TEST_CASE("a lost spawn answer is fenced before another node may run the VM", "[fleet][crash]") {
+  CoreFixture f;
+  f.Nodes({Beat("big", 4000), Beat("small", 1000)});
+  // big starts the VM but its answer never arrives.
+  f.agents.LoseSpawnAnswers("big", absl::UnavailableError("node big is unreachable: deadline exceeded"));
+
+  SECTION("the fence succeeds: big's copy is gone and small runs the only one") {
+    auto r = f.core->CreateVm("acme", Spec("web"), "");
+    REQUIRE(r.ok());
+    CHECK(r->vm.node_id() == "small");
+    CHECK(f.agents.vms()["big"].empty());
+    CHECK(f.agents.vms()["small"] == std::set<std::string>{r->vm.vm_id()});
+  }
+  SECTION("the fence fails: the VM stays PENDING on big, nothing runs on small, the tenant hears UNAVAILABLE") {
+    f.agents.FailDestroy("big", absl::UnavailableError("node big is unreachable"));
+    auto r = f.core->CreateVm("acme", Spec("web"), "req-7");
+    CHECK(r.status().code() == absl::StatusCode::kUnavailable);
+    CHECK(f.agents.vms()["small"].empty());
+    auto list = f.core->ListVms(Scope{"acme"}, {});
+    REQUIRE(list->vms_size() == 1);
+    VmRecord pending = list->vms(0);
+    CHECK(pending.state() == ppn::types::v1::VM_STATE_PENDING);
+    CHECK(pending.node_id() == "big");
+    CHECK(f.Reserved("big") == 256);  // big may be running it: its room stays held
+
+    // A retry of the same request gets the same VM, never a second one.
+    auto retry = f.core->CreateVm("acme", Spec("web"), "req-7");
+    REQUIRE(retry.ok());
+    CHECK(retry->replayed);
+    CHECK(retry->vm.vm_id() == pending.vm_id());
+
+    // big's next heartbeat shows it running: the record settles there.
+    f.clock.Advance(absl::Seconds(1));
+    f.core->OnHeartbeat(With(Beat("big", 3744), f.agents.Instances("big")));
+    CHECK(f.Get(pending.vm_id()).state() == ppn::types::v1::VM_STATE_RUNNING);
+    CHECK(f.Reserved("big") == 0);
+    CHECK(f.Ledger({"settled_by"}) ==
+          std::vector<std::string>{"vm.create " + pending.vm_id() + " settled_by=heartbeat"});
+  }
+}
+
+TEST_CASE("a TTL of 2^62 seconds is INVALID_ARGUMENT and leaves no record and no reservation", "[fleet][validation]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000)});
+  ppn::types::v1::VmSpec spec = Spec("forever");
+  spec.mutable_ttl()->set_seconds(int64_t{1} << 62);
+  auto r = f.core->CreateVm("acme", spec, "req-1");
+  CHECK(r.status().code() == absl::StatusCode::kInvalidArgument);
+  v1::ListVmsRequest all;
+  all.set_include_stopped(true);
+  CHECK(f.core->ListVms(Scope{}, all)->vms_size() == 0);
+  CHECK(f.Reserved("a") == 0);
+  CHECK(f.agents.calls().empty());
+  f.Open();  // nothing durable either
+  CHECK(f.core->ListVms(Scope{}, all)->vms_size() == 0);
+}
+
+TEST_CASE("an image no node offers is INVALID_ARGUMENT before placement and names no node", "[fleet][catalog]") {
+  CoreFixture f;
+  ppn::host::v1::Heartbeat a = Beat("laptop-a", 8000), b = Beat("laptop-b", 2000);
+  a.add_images("alpine");
+  b.add_images("alpine");
+  b.add_images("debian-12");
+  f.Nodes({a, b});
+
+  auto r = f.core->CreateVm("acme", Spec("web"), "");  // debian-12: only laptop-b has it
+  REQUIRE(r.ok());
+  CHECK(r->vm.node_id() == "laptop-b");
+
+  ppn::types::v1::VmSpec other = Spec("other");
+  other.set_image("ppn-test-guest");
+  auto refused = f.core->CreateVm("acme", other, "");
+  CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(refused.status().message() == "image ppn-test-guest is not offered");
+  CHECK(f.agents.calls().size() == 1);  // nothing was tried for it
+
+  SECTION("a node that turns out not to have it answers NOT_FOUND: the same words, no node, no catalog") {
+    f.agents.FailNode("laptop-b", absl::NotFoundError("image \"debian-12\" is not in this node's catalog (have: x)"));
+    auto missing = f.core->CreateVm("acme", Spec("web2"), "");
+    CHECK(missing.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(missing.status().message() == "image debian-12 is not offered");
+  }
+}
+
+TEST_CASE("placement counts disk and says which resource ran out", "[fleet][placement][disk]") {
+  CoreFixture f;
+  ppn::host::v1::Heartbeat a = Beat("a", 8000);
+  a.set_disk_total_mib(100000);
+  a.set_disk_available_mib(5000);
+  f.Nodes({a});
+  CHECK(f.core->CreateVm("acme", Spec("one"), "").ok());  // 2 GiB each (disk_gib 0)
+  CHECK(f.core->CreateVm("acme", Spec("two"), "").ok());
+  auto third = f.core->CreateVm("acme", Spec("three"), "");  // 4 GiB reserved, 5000 MiB free
+  CHECK(third.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK(ShortageOf(third.status()) == Shortage::kDisk);
+  CHECK(third.status().message() ==
+        "no node can take the VM: a: only 904 MiB of disk free (5000 available, 4096 reserved), needs 2048");
+
+  ppn::types::v1::VmSpec huge = Spec("huge");
+  huge.set_disk_gib(4096);
+  CHECK(ShortageOf(f.core->CreateVm("acme", huge, "").status()) == Shortage::kDisk);
+  CHECK(ShortageOf(f.core->CreateVm("acme", Spec("big", 9000), "").status()) == Shortage::kMemory);
+  f.clock.Advance(absl::Seconds(5));
+  f.core->RunOnce();  // a goes silent
+  CHECK(ShortageOf(f.core->CreateVm("acme", Spec("any"), "").status()) == Shortage::kNodes);
+  CHECK(ShortageOf(absl::ResourceExhaustedError("quota")) == Shortage::kNone);
+}
+
+TEST_CASE("a request_id returns the original VM and refuses a different spec", "[fleet][idempotency]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 300)});
+  ppn::types::v1::VmSpec spec = Spec("web");
+  spec.set_user_data("#cloud-config\n");
+  auto first = f.core->CreateVm("acme", spec, "req-1");
+  REQUIRE(first.ok());
+  CHECK_FALSE(first->replayed);
+  CHECK(first->vm.request_id() == "req-1");
+
+  // The node is full now: a replay does not need room, it is the same VM.
+  auto again = f.core->CreateVm("acme", spec, "req-1");
+  REQUIRE(again.ok());
+  CHECK(again->replayed);
+  CHECK(again->vm.vm_id() == first->vm.vm_id());
+
+  ppn::types::v1::VmSpec other_data = spec;
+  other_data.set_user_data("#cloud-config\nruncmd: [reboot]\n");
+  auto different = f.core->CreateVm("acme", other_data, "req-1");
+  CHECK(different.status().code() == absl::StatusCode::kAlreadyExists);
+  CHECK(different.status().message() == "request_id req-1 was used for a different VM");
+  CHECK(f.core->CreateVm("acme", Spec("web-2"), "req-1").status().code() == absl::StatusCode::kAlreadyExists);
+
+  // Keys are per tenant; and a restart remembers both the key and the fingerprint.
+  CHECK(f.core->CreateVm("globex", Spec("web"), "req-1").status().code() == absl::StatusCode::kResourceExhausted);
+  f.Open();
+  f.Nodes({With(Beat("a", 44), {Running(first->vm.vm_id(), "acme")})});
+  CHECK(f.core->CreateVm("acme", spec, "req-1")->replayed);
+  CHECK(f.core->CreateVm("acme", other_data, "req-1").status().code() == absl::StatusCode::kAlreadyExists);
+  CHECK(f.Kinds() == std::vector<std::string>{"vm.create"});  // the retries are not creates
 }
 
 TEST_CASE("tenants see only their own VMs and names, ids and retries behave", "[fleet][isolation]") {
-  Fixture f;
+  CoreFixture f;
   f.Nodes({Beat("a", 8000)});
   auto mine = f.core->CreateVm("acme", Spec("web"), "req-1");
   REQUIRE(mine.ok());
@@ -112,7 +222,8 @@ TEST_CASE("tenants see only their own VMs and names, ids and retries behave", "[
   // Exactly what a VM that does not exist gets: nothing reveals it is someone else's.
   CHECK(std::string(theirs.status().message()) == "vm " + mine->vm.vm_id() + " not found");
   CHECK(std::string(f.core->GetVm(Scope{"globex"}, "vm-nope").status().message()) == "vm vm-nope not found");
-  CHECK(f.core->DestroyVm(Scope{"globex"}, mine->vm.vm_id()).status().code() == absl::StatusCode::kNotFound);
+  CHECK(f.core->DestroyVm(Scope{"globex"}, mine->vm.vm_id(), Actor::Tenant()).status().code() ==
+        absl::StatusCode::kNotFound);
   CHECK(f.core->ListVms(Scope{"globex"}, {})->vms_size() == 0);
   CHECK(f.core->ListVms(Scope{}, {})->vms_size() == 1);
   CHECK(f.core->CreateVm("acme", Spec("web"), "").status().code() == absl::StatusCode::kAlreadyExists);
@@ -123,48 +234,78 @@ TEST_CASE("tenants see only their own VMs and names, ids and retries behave", "[
   CHECK(f.core->CreateVm("acme", Spec("Bad Name"), "").status().code() == absl::StatusCode::kInvalidArgument);
 }
 
-TEST_CASE("the registry survives a restart and reconciles with heartbeats", "[fleet][restart]") {
-  Fixture f;
+TEST_CASE("a tenant can always destroy a VM that is not running and the node drops it later", "[fleet][destroy]") {
+  CoreFixture f;
   f.Nodes({Beat("a", 8000)});
-  auto web = f.core->CreateVm("acme", Spec("web"), "");
-  auto db = f.core->CreateVm("globex", Spec("db"), "");
-  REQUIRE(web.ok());
-  REQUIRE(db.ok());
-  f.Open();
-  f.core->AddNode("a", "a:1");
-  CHECK(f.core->ListVms(Scope{"acme"}, {})->vms(0).vm_id() == web->vm.vm_id());
-  CHECK(f.core->ListVms(Scope{"globex"}, {})->vms(0).vm_id() == db->vm.vm_id());
 
-  // The node reports web, plus a VM the store never heard of; db is gone.
-  ppn::host::v1::Heartbeat hb = Beat("a", 7000);
-  auto* w = hb.add_vms();
-  w->set_vm_id(web->vm.vm_id());
-  w->set_tenant_id("acme");
-  w->set_state(ppn::types::v1::VM_STATE_RUNNING);
-  auto* stray = hb.add_vms();
-  stray->set_vm_id("vm-stray");
-  stray->set_tenant_id("initech");
-  stray->set_state(ppn::types::v1::VM_STATE_RUNNING);
-  f.core->OnHeartbeat(hb);
-  CHECK(f.core->GetVm(Scope{"initech"}, "vm-stray")->state() == ppn::types::v1::VM_STATE_RUNNING);
-  CHECK(f.core->GetVm(Scope{"acme"}, "vm-stray").status().code() == absl::StatusCode::kNotFound);
-  CHECK(f.core->GetVm(Scope{"globex"}, db->vm.vm_id())->state() == ppn::types::v1::VM_STATE_LOST);
-
-  SECTION("a silent node's VMs become UNKNOWN, never dropped") {
+  SECTION("PENDING while its create is in flight") {
+    std::string id;
+    f.agents.OnSpawn([&] {
+      auto list = f.core->ListVms(Scope{"acme"}, {});
+      id = list->vms(0).vm_id();
+      auto d = f.core->DestroyVm(Scope{"acme"}, id, Actor::Tenant());
+      CHECK(d->state() == ppn::types::v1::VM_STATE_STOPPED);
+    });
+    auto r = f.core->CreateVm("acme", Spec("web"), "");
+    CHECK(r.status().code() == absl::StatusCode::kAborted);
+    f.agents.OnSpawn(nullptr);
+    CHECK(f.Get(id).state() == ppn::types::v1::VM_STATE_STOPPED);
+    CHECK(f.Reserved("a") == 0);
+    // The node started it anyway: its next heartbeat gets it destroyed there.
+    f.core->OnHeartbeat(With(Beat("a", 7744), f.agents.Instances("a")));
+    f.core->RunOnce();
+    CHECK(f.agents.vms()["a"].empty());
+    CHECK(f.Ledger({"who"}) ==
+          std::vector<std::string>{"vm.destroy " + id + " who=tenant", "vm.destroy " + id + " who=fleet"});
+  }
+  SECTION("UNKNOWN on an unreachable node, LOST and FAILED") {
+    std::vector<std::string> ids;
+    for (const char* name : {"web", "db", "cache"}) ids.push_back(f.core->CreateVm("acme", Spec(name), "")->vm.vm_id());
+    // db is gone from the node (LOST); cache failed there.
+    f.core->OnHeartbeat(
+        With(Beat("a", 7000), {Running(ids[0], "acme"), Running(ids[2], "acme", ppn::types::v1::VM_STATE_FAILED)}));
+    CHECK(f.Get(ids[1]).state() == ppn::types::v1::VM_STATE_LOST);
+    CHECK(f.Get(ids[2]).state() == ppn::types::v1::VM_STATE_FAILED);
     f.clock.Advance(absl::Seconds(4));
     f.core->RunOnce();
-    CHECK(f.core->ListNodes()[0].state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE);
-    auto v = f.core->GetVm(Scope{"acme"}, web->vm.vm_id());
-    CHECK(v->state() == ppn::types::v1::VM_STATE_UNKNOWN);
-    CHECK(v->state_message() == "node a is unreachable");
-    CHECK(f.core->DestroyVm(Scope{"acme"}, web->vm.vm_id()).status().code() == absl::StatusCode::kUnavailable);
-    f.core->OnHeartbeat(hb);
-    CHECK(f.core->GetVm(Scope{"acme"}, web->vm.vm_id())->state() == ppn::types::v1::VM_STATE_RUNNING);
+    CHECK(f.Get(ids[0]).state() == ppn::types::v1::VM_STATE_UNKNOWN);
+    for (const std::string& id : ids) {
+      auto d = f.core->DestroyVm(Scope{"acme"}, id, Actor::Tenant());
+      REQUIRE(d.ok());
+      CHECK(d->state() == ppn::types::v1::VM_STATE_STOPPED);
+    }
+    CHECK(f.core->ListVms(Scope{"acme"}, {})->vms_size() == 0);  // none counts any more
+    CHECK(f.agents.calls().size() == 3);                         // the three spawns: nobody waited on the node
+    // The node comes back still running web: it is destroyed there.
+    f.core->OnHeartbeat(With(Beat("a", 7000), {Running(ids[0], "acme")}));
+    f.core->RunOnce();
+    CHECK(f.agents.calls().back() == "DestroyVm a " + ids[0]);
   }
 }
 
+TEST_CASE("the fleet's ledger entries say who created and destroyed each VM", "[fleet][ledger]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000)});
+  auto web = f.core->CreateVm("acme", Spec("web"), "req-1");
+  auto db = f.core->CreateVm("acme", Spec("db"), "");
+  REQUIRE(web.ok());
+  REQUIRE(db.ok());
+  REQUIRE(f.core->DestroyVm(Scope{"acme"}, web->vm.vm_id(), Actor::Tenant()).ok());
+  REQUIRE(f.core->DestroyVm(Scope{}, db->vm.vm_id(), Actor::Operator()).ok());
+  REQUIRE(f.core->DestroyVm(Scope{}, db->vm.vm_id(), Actor::Operator()).ok());  // idempotent, not logged twice
+  CHECK(f.Ledger({"who", "role", "request_id"}) ==
+        std::vector<std::string>{"vm.create " + web->vm.vm_id() + " request_id=req-1",
+                                 "vm.create " + db->vm.vm_id() + " request_id=",
+                                 "vm.destroy " + web->vm.vm_id() + " who=tenant role=tenant-proxy",
+                                 "vm.destroy " + db->vm.vm_id() + " who=operator role=operator"});
+  absl::MutexLock l(&f.mu);
+  CHECK(f.delivered[0].tenant_id() == "acme");
+  CHECK(f.delivered[0].attributes().at("node") == "a");
+  CHECK(f.delivered[0].attributes().count("user_data") == 0);
+}
+
 TEST_CASE("ephemeral VMs are destroyed when their TTL expires", "[fleet][ttl]") {
-  Fixture f;
+  CoreFixture f;
   f.Nodes({Beat("a", 8000)});
   ppn::types::v1::VmSpec spec = Spec("short");
   spec.mutable_ttl()->set_seconds(60);
@@ -172,19 +313,16 @@ TEST_CASE("ephemeral VMs are destroyed when their TTL expires", "[fleet][ttl]") 
   REQUIRE(vm.ok());
   CHECK(vm->vm.has_expire_time());
   f.clock.Advance(absl::Seconds(30));
-  f.core->OnHeartbeat(Beat("a", 8000));  // keep the node alive
+  f.core->OnHeartbeat(With(Beat("a", 8000), {Running(vm->vm.vm_id(), "acme")}));  // keep the node alive
   f.core->RunOnce();
   CHECK(f.core->GetVm(Scope{"acme"}, vm->vm.vm_id())->state() != ppn::types::v1::VM_STATE_STOPPED);
   f.clock.Advance(absl::Seconds(31));
-  ppn::host::v1::Heartbeat hb = Beat("a", 8000);
-  auto* v = hb.add_vms();
-  v->set_vm_id(vm->vm.vm_id());
-  v->set_tenant_id("acme");
-  v->set_state(ppn::types::v1::VM_STATE_RUNNING);
-  f.core->OnHeartbeat(hb);
+  f.core->OnHeartbeat(With(Beat("a", 8000), {Running(vm->vm.vm_id(), "acme")}));
   f.core->RunOnce();
   CHECK(f.core->GetVm(Scope{"acme"}, vm->vm.vm_id())->state() == ppn::types::v1::VM_STATE_STOPPED);
   CHECK(f.agents.vms()["a"].empty());
+  CHECK(f.Ledger({"who"}) == std::vector<std::string>{"vm.create " + vm->vm.vm_id(), "vm.expire " + vm->vm.vm_id(),
+                                                      "vm.destroy " + vm->vm.vm_id() + " who=ttl"});
 }
 
 }  // namespace

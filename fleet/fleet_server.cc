@@ -9,7 +9,8 @@ RolePolicy FleetRolePolicy(const std::string& mesh) {
   const std::string svc = "/ppn.fleet.v1.FleetService/";
   RolePolicy policy(mesh);
   policy.Allow(svc + "CreateVm", {r::kTenantProxy});
-  policy.Allow(svc + "DestroyVm", {r::kTenantProxy});
+  // The operator may destroy any VM (the ledger records who: vm.destroy who=operator).
+  policy.Allow(svc + "DestroyVm", {r::kTenantProxy, r::kOperator});
   for (const char* read : {"GetVm", "ListVms", "WatchVm", "ListNodes", "ExplainPlacement"}) {
     policy.Allow(svc + read, {r::kTenantProxy, r::kScheduler, r::kOperator});
   }

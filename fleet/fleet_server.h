@@ -10,7 +10,8 @@
 
 namespace ppn::fleet {
 
-// Create and Destroy: tenant-proxy. Reads: tenant-proxy, scheduler, operator.
+// Create: tenant-proxy. Destroy: tenant-proxy (its tenant's VMs), operator (any VM).
+// Reads: tenant-proxy, scheduler, operator.
 // RecordMigration and SetPin: scheduler.
 RolePolicy FleetRolePolicy(const std::string& mesh);
 

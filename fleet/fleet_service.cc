@@ -4,29 +4,42 @@
 #include "common/peer_identity.h"
 #include "common/roles.h"
 #include "common/rpc_log.h"
-#include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
 
 namespace ppn::fleet {
 namespace {
 
+struct Caller {
+  Scope scope;
+  std::string role;
+};
+
 // A tenant-proxy peer acts for the tenant its metadata names; every other (already
 // role-checked) service peer sees the whole fleet. Nothing in a request body counts.
-absl::StatusOr<Scope> CallerScope(const grpc::ServerContext& context) {
-  absl::StatusOr<SpiffeId> peer = PeerSpiffeId(context);
+absl::StatusOr<Caller> CallerOf(const grpc::ServerContextBase& context) {
+  if (context.auth_context() == nullptr) return absl::UnauthenticatedError("no peer identity");
+  absl::StatusOr<SpiffeId> peer = PeerSpiffeId(*context.auth_context());
   if (!peer.ok()) return peer.status();
-  if (peer->role != ppn::roles::kTenantProxy) return Scope{};
+  if (peer->role != ppn::roles::kTenantProxy) return Caller{Scope{}, peer->role};
   auto it = context.client_metadata().find(kTenantMetadata);
   if (it == context.client_metadata().end() || it->second.empty() || it->second.size() > 128) {
     return absl::UnauthenticatedError("the tenant proxy sent no tenant id");
   }
-  return Scope{std::string(it->second.data(), it->second.size())};
+  return Caller{Scope{std::string(it->second.data(), it->second.size())}, peer->role};
 }
 
-void Fill(const ppn::fleet::v1::VmRecord& vm, v1::WatchVmResponse* msg) {
-  *msg->mutable_vm() = vm;
-  *msg->mutable_observe_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+absl::StatusOr<Scope> CallerScope(const grpc::ServerContextBase& context) {
+  absl::StatusOr<Caller> caller = CallerOf(context);
+  if (!caller.ok()) return caller.status();
+  return caller->scope;
 }
+
+// A stream that fails before it starts.
+class FailedWatch final : public grpc::ServerWriteReactor<v1::WatchVmResponse> {
+ public:
+  explicit FailedWatch(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
 
 }  // namespace
 
@@ -38,8 +51,15 @@ grpc::Status FleetService::CreateVm(grpc::ServerContext* context, const v1::Crea
     return RpcFailed("CreateVm", absl::PermissionDeniedError("only the tenant proxy creates VMs"));
   }
   absl::StatusOr<CreateResult> r = core_->CreateVm(*scope->tenant_id, request->spec(), request->request_id());
-  if (!r.ok()) return RpcFailed("CreateVm", r.status());
+  if (!r.ok()) {
+    // Which resource ran out, as a word the proxy may pass on: never a node's name.
+    if (Shortage shortage = ShortageOf(r.status()); shortage != Shortage::kNone) {
+      context->AddTrailingMetadata("ppn-shortage", ShortageName(shortage));
+    }
+    return RpcFailed("CreateVm", r.status(), {{"tenant", *scope->tenant_id}});
+  }
   *response->mutable_vm() = r->vm;
+  response->set_replayed(r->replayed);
   response->mutable_decision()->set_chosen_node_id(r->decision.chosen_node_id);
   for (const auto& v : r->decision.verdicts) {
     auto* out = response->mutable_decision()->add_verdicts();
@@ -74,34 +94,20 @@ grpc::Status FleetService::ListVms(grpc::ServerContext* context, const v1::ListV
 
 grpc::Status FleetService::DestroyVm(grpc::ServerContext* context, const v1::DestroyVmRequest* request,
                                      v1::DestroyVmResponse* response) {
-  absl::StatusOr<Scope> scope = CallerScope(*context);
-  if (!scope.ok()) return RpcFailed("DestroyVm", scope.status());
-  absl::StatusOr<v1::VmRecord> vm = core_->DestroyVm(*scope, request->vm_id());
+  absl::StatusOr<Caller> caller = CallerOf(*context);
+  if (!caller.ok()) return RpcFailed("DestroyVm", caller.status());
+  Actor actor = caller->scope.tenant_id.has_value() ? Actor::Tenant() : Actor{"operator", caller->role};
+  absl::StatusOr<v1::VmRecord> vm = core_->DestroyVm(caller->scope, request->vm_id(), actor);
   if (!vm.ok()) return RpcFailed("DestroyVm", vm.status());
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
 }
 
-grpc::Status FleetService::WatchVm(grpc::ServerContext* context, const v1::WatchVmRequest* request,
-                                   grpc::ServerWriter<v1::WatchVmResponse>* writer) {
+grpc::ServerWriteReactor<v1::WatchVmResponse>* FleetService::WatchVm(grpc::CallbackServerContext* context,
+                                                                     const v1::WatchVmRequest* request) {
   absl::StatusOr<Scope> scope = CallerScope(*context);
-  if (!scope.ok()) return RpcFailed("WatchVm", scope.status());
-  std::string last;
-  uint64_t version = core_->version();
-  while (!context->IsCancelled()) {
-    absl::StatusOr<v1::VmRecord> vm = core_->GetVm(*scope, request->vm_id());
-    if (!vm.ok()) return RpcFailed("WatchVm", vm.status());
-    std::string now = vm->SerializeAsString();
-    if (now != last) {
-      v1::WatchVmResponse msg;
-      Fill(*vm, &msg);
-      if (!writer->Write(msg)) return grpc::Status::OK;
-      last = now;
-    }
-    if (vm->state() == ppn::types::v1::VM_STATE_STOPPED) return grpc::Status::OK;
-    version = core_->WaitForChange(version, absl::Milliseconds(200));
-  }
-  return grpc::Status::OK;
+  if (!scope.ok()) return new FailedWatch(RpcFailed("WatchVm", scope.status()));
+  return watches_.Watch(*std::move(scope), request->vm_id());
 }
 
 grpc::Status FleetService::ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*,

@@ -2,23 +2,31 @@
 
 // gRPC adapter of the fleet: caller identity → Scope, protos → FleetCore, statuses out.
 // The tenant comes only from the `x-ppn-tenant-id` metadata of a `tenant-proxy` peer.
+//
+// WatchVm is served with gRPC's callback API (a reactor per stream, one thread for all, see
+// vm_watch.h) and every other method with the synchronous API: the generated
+// WithCallbackMethod_WatchVm<Service> marks only that method as callback, so the unary methods
+// keep their plain handlers and the server runs both kinds side by side.
 
 #include "common/call_metadata.h"
 #include "fleet/fleet_core.h"
+#include "fleet/vm_watch.h"
 #include "ppn/fleet/v1/fleet_service.grpc.pb.h"
 
 namespace ppn::fleet {
 
-class FleetService final : public ppn::fleet::v1::FleetService::Service {
+class FleetService final
+    : public ppn::fleet::v1::FleetService::WithCallbackMethod_WatchVm<ppn::fleet::v1::FleetService::Service> {
  public:
-  explicit FleetService(FleetCore* core) : core_(core) {}
+  // `*core` must outlive this object; destroy this object only after the server has shut down.
+  explicit FleetService(FleetCore* core) : core_(core), watches_(core) {}
 
   grpc::Status CreateVm(grpc::ServerContext*, const v1::CreateVmRequest*, v1::CreateVmResponse*) override;
   grpc::Status GetVm(grpc::ServerContext*, const v1::GetVmRequest*, v1::GetVmResponse*) override;
   grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest*, v1::ListVmsResponse*) override;
   grpc::Status DestroyVm(grpc::ServerContext*, const v1::DestroyVmRequest*, v1::DestroyVmResponse*) override;
-  grpc::Status WatchVm(grpc::ServerContext*, const v1::WatchVmRequest*,
-                       grpc::ServerWriter<v1::WatchVmResponse>*) override;
+  grpc::ServerWriteReactor<v1::WatchVmResponse>* WatchVm(grpc::CallbackServerContext*,
+                                                         const v1::WatchVmRequest*) override;
   grpc::Status ListNodes(grpc::ServerContext*, const v1::ListNodesRequest*, v1::ListNodesResponse*) override;
   grpc::Status ExplainPlacement(grpc::ServerContext*, const v1::ExplainPlacementRequest*,
                                 v1::ExplainPlacementResponse*) override;
@@ -26,8 +34,12 @@ class FleetService final : public ppn::fleet::v1::FleetService::Service {
                                v1::RecordMigrationResponse*) override;
   grpc::Status SetPin(grpc::ServerContext*, const v1::SetPinRequest*, v1::SetPinResponse*) override;
 
+  // WatchVm streams open now.
+  size_t WatchesForTest() { return watches_.size(); }
+
  private:
   FleetCore* const core_;
+  WatchHub watches_;
 };
 
 }  // namespace ppn::fleet

@@ -12,11 +12,11 @@ class GrpcAgentClient final : public AgentClient {
   GrpcAgentClient(std::string node_id, std::shared_ptr<grpc::Channel> channel)
       : node_id_(std::move(node_id)), stub_(ppn::host::v1::HostAgent::NewStub(channel)) {}
 
-  absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const std::string& vm_id, const std::string& tenant_id,
+  absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const VmId& vm, const TenantId& tenant,
                                                     const ppn::types::v1::VmSpec& spec) override {
     ppn::host::v1::SpawnVmRequest req;
-    req.set_vm_id(vm_id);
-    req.set_tenant_id(tenant_id);
+    req.set_vm_id(vm.value());
+    req.set_tenant_id(tenant.value());
     *req.mutable_spec() = spec;
     ppn::host::v1::SpawnVmResponse resp;
     grpc::ClientContext ctx;
@@ -26,13 +26,24 @@ class GrpcAgentClient final : public AgentClient {
     return resp.vm();
   }
 
-  absl::Status DestroyVm(const std::string& vm_id) override {
+  absl::Status DestroyVm(const VmId& vm) override {
     ppn::host::v1::DestroyVmRequest req;
-    req.set_vm_id(vm_id);
+    req.set_vm_id(vm.value());
     ppn::host::v1::DestroyVmResponse resp;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
     return Named(stub_->DestroyVm(&ctx, req, &resp));
+  }
+
+  absl::StatusOr<ppn::host::v1::VmInstance> ResumeVm(const VmId& vm) override {
+    ppn::host::v1::ResumeVmRequest req;
+    req.set_vm_id(vm.value());
+    ppn::host::v1::ResumeVmResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    absl::Status s = Named(stub_->ResumeVm(&ctx, req, &resp));
+    if (!s.ok()) return s;
+    return resp.vm();
   }
 
  private:

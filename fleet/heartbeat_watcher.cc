@@ -1,6 +1,6 @@
 #include "fleet/heartbeat_watcher.h"
 
-#include "google/protobuf/util/time_util.h"
+#include "common/vm_spec.h"
 #include "spdlog/spdlog.h"
 
 namespace ppn::fleet {
@@ -54,8 +54,7 @@ void HeartbeatWatcher::WatchNode(const std::string& node_id, const std::string& 
       contexts_[node_id] = &ctx;
     }
     ppn::host::v1::WatchHeartbeatsRequest req;
-    *req.mutable_interval() =
-        google::protobuf::util::TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(interval_));
+    *req.mutable_interval() = ToProtoDuration(interval_);
     auto reader = stub->WatchHeartbeats(&ctx, req);
     ppn::host::v1::Heartbeat hb;
     bool any = false;

@@ -6,6 +6,8 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
 #include "common/clock.h"
+#include "common/grpc_ledger_appender.h"
+#include "common/ledger_outbox.h"
 #include "common/random.h"
 #include "common/service_flags.h"
 #include "fleet/fleet_server.h"
@@ -16,7 +18,9 @@
 
 ABSL_FLAG(std::string, db, "fleet.db", "SQLite file of the VM registry");
 ABSL_FLAG(std::vector<std::string>, nodes, {}, "Nodes from configuration: node_id=host:port,...");
-ABSL_FLAG(std::string, ledger, "", "The ledger's address: node.join entries add nodes (empty: --nodes only)");
+ABSL_FLAG(std::string, ledger, "",
+          "The ledger's address: node.join entries add nodes, and the fleet appends its vm.* lifecycle entries "
+          "(spooled in <db>.ledger-spool until delivered). Empty: --nodes only, no lifecycle entries");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Heartbeat interval asked of every agent");
 
 int main(int argc, char** argv) {
@@ -24,9 +28,19 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<ppn::fleet::VmStore>> store = ppn::fleet::VmStore::Open(absl::GetFlag(FLAGS_db));
   if (!store.ok()) ppn::ExitWithError(store.status().message());
   ppn::fleet::GrpcAgentClientFactory agents(flags.tls);
+  std::unique_ptr<ppn::LedgerOutbox> outbox;
+  if (!absl::GetFlag(FLAGS_ledger).empty()) {
+    absl::StatusOr<std::unique_ptr<ppn::LedgerOutbox>> opened =
+        ppn::LedgerOutbox::Open(absl::GetFlag(FLAGS_db) + ".ledger-spool", "fleet",
+                                ppn::GrpcLedgerAppender(absl::GetFlag(FLAGS_ledger), flags.tls));
+    if (!opened.ok()) ppn::ExitWithError(opened.status().message());
+    outbox = *std::move(opened);
+    outbox->StartDelivery(absl::Seconds(2));
+  }
   ppn::fleet::FleetCore::Options options;
   options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
-  ppn::fleet::FleetCore core({store->get(), &agents, ppn::RealClock::Get(), ppn::OpenSslRandom::Get()}, options);
+  ppn::fleet::FleetCore core({store->get(), &agents, ppn::RealClock::Get(), ppn::OpenSslRandom::Get(), outbox.get()},
+                             options);
   absl::Status loaded = core.Load();
   if (!loaded.ok()) ppn::ExitWithError(loaded.message());
   for (const std::string& node : absl::GetFlag(FLAGS_nodes)) {

@@ -5,8 +5,11 @@
 // for migration and rebalance targets. Every decision explains itself.
 //
 // The rule (the seeds' June 2026 scenario): only nodes that are alive, trusted (not revoked),
-// not excluded, allowed by a pin, KVM-capable when KVM is required, and with room
-// (available memory − memory reserved for creates in flight ≥ the request). Among those,
+// not excluded, allowed by a pin, KVM-capable when KVM is required, offering the image, and
+// with room: available memory − memory reserved for creates in flight ≥ the request, and the
+// same for disk (each overlay can grow to its whole virtual size, so a VM needs its disk_gib,
+// or kDefaultDiskMib when it asks for the image's own size). A node that does not report its
+// disk or its images (an older agent) is not refused for them. Among the nodes that fit,
 // prefer KVM, then the most free memory, then the node id (so equal nodes rank the same way
 // every time).
 
@@ -19,6 +22,12 @@
 
 namespace ppn::fleet {
 
+// What a VM whose disk_gib is 0 (the image's own size) is counted as on a node's disk.
+inline constexpr uint64_t kDefaultDiskMib = 2048;
+
+// The disk a VM of `spec` needs on its node, in MiB.
+uint64_t DiskNeedMib(const ppn::types::v1::VmSpec& spec);
+
 struct NodeView {
   std::string node_id;
   bool alive = false;
@@ -26,6 +35,11 @@ struct NodeView {
   uint64_t available_mib = 0;  // after the node's safety margin and its running VMs
   uint64_t reserved_mib = 0;   // held by creates in flight
   ppn::types::v1::KvmSupport kvm = ppn::types::v1::KVM_SUPPORT_NONE;
+  bool disk_known = false;          // the node reports its disk
+  uint64_t disk_available_mib = 0;  // after what its VMs' overlays may still grow into
+  uint64_t disk_reserved_mib = 0;   // held by creates in flight
+  bool catalog_known = false;       // the node reports its images
+  std::vector<std::string> images;  // sorted
 };
 
 struct PlacementRequest {
@@ -33,7 +47,18 @@ struct PlacementRequest {
   bool require_kvm = false;
   std::string pinned_node_id;  // non-empty: only this node
   std::set<std::string> excluded_node_ids;
+  uint64_t disk_mib = 0;
+  std::string image;  // empty: any node
 };
+
+// Why nothing was chosen, as the tenant may be told (trailing metadata `ppn-shortage`).
+enum class Shortage {
+  kNone,
+  kMemory,  // some node could take the VM but none has the memory
+  kDisk,    // a node has the memory but none with it has the disk
+  kNodes,   // no node could take the VM whatever its room (none alive, none offers the image, ...)
+};
+const char* ShortageName(Shortage shortage);  // "memory", "disk", "nodes" ("" for kNone)
 
 struct Verdict {
   std::string node_id;
@@ -42,14 +67,18 @@ struct Verdict {
 };
 
 struct Decision {
-  std::string chosen_node_id;     // empty when no node can take the VM
-  std::vector<Verdict> verdicts;  // one per node, the winner first, then by rank
+  std::string chosen_node_id;           // empty when no node can take the VM
+  std::vector<Verdict> verdicts;        // one per node, the winner first, then by rank
+  Shortage shortage = Shortage::kNone;  // set when nothing was chosen
   // "no node can take a VM of N MiB: a: ..., b: ..." when nothing was chosen.
   std::string Explain() const;
 };
 
 // Simulated KVM counts as KVM for placement: that is what simulation is for.
 bool HasKvm(ppn::types::v1::KvmSupport kvm);
+
+// True if `node` can take `request` now (every rule above but the ranking).
+bool Fits(const NodeView& node, const PlacementRequest& request);
 
 // With `explain` false only the winner's verdict is filled (the hot path: no per-node
 // strings); when nothing fits, every node's reason is filled anyway.

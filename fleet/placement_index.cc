@@ -48,7 +48,7 @@ std::string PlacementIndex::Best(const PlacementRequest& r) const {
       continue;
     }
     const NodeView& n = nodes_.at(std::get<2>(*it));
-    if (n.alive && !n.revoked && r.excluded_node_ids.count(n.node_id) == 0) return n.node_id;
+    if (Fits(n, r)) return n.node_id;  // also disk, image, liveness and exclusions
   }
   return "";
 }

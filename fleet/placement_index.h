@@ -2,8 +2,8 @@
 
 // PlacementIndex keeps nodes ordered by placement rank (KVM first, then most free memory,
 // then id), so choosing a node costs a short walk from the best end instead of a scan of the
-// whole fleet. It answers exactly what Place(..., explain=false) would. Not thread-safe: the
-// fleet guards it with its registry lock.
+// whole fleet (longer only past nodes short of disk or without the image). It answers exactly what Place(...,
+// explain=false) would. Not thread-safe: the fleet guards it with its registry lock.
 
 #include <map>
 #include <set>

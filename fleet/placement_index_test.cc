@@ -23,6 +23,12 @@ TEST_CASE("the placement index chooses exactly what a full scan chooses", "[flee
       v.kvm = rng() % 3 == 0
                   ? ppn::types::v1::KVM_SUPPORT_NONE
                   : (rng() % 2 ? ppn::types::v1::KVM_SUPPORT_AVAILABLE : ppn::types::v1::KVM_SUPPORT_SIMULATED);
+      v.disk_known = rng() % 4 != 0;
+      v.disk_available_mib = rng() % 20000;
+      v.disk_reserved_mib = rng() % 4 == 0 ? rng() % 4096 : 0;
+      v.catalog_known = rng() % 4 != 0;
+      if (rng() % 2) v.images.push_back("alpine");
+      if (rng() % 2) v.images.push_back("debian-12");
       nodes.push_back(v);
       index.Upsert(v);
     }
@@ -37,6 +43,8 @@ TEST_CASE("the placement index chooses exactly what a full scan chooses", "[flee
       PlacementRequest r;
       r.memory_mib = rng() % 9000;
       r.require_kvm = rng() % 4 == 0;
+      r.disk_mib = rng() % 3 == 0 ? rng() % 20000 : 2048;
+      r.image = rng() % 3 == 0 ? "debian-12" : (rng() % 2 ? "alpine" : "");
       if (rng() % 5 == 0) r.excluded_node_ids.insert(nodes[rng() % nodes.size()].node_id);
       if (rng() % 10 == 0) r.pinned_node_id = nodes[rng() % nodes.size()].node_id;
       INFO("round " << round << " query " << q);

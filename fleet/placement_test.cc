@@ -105,5 +105,70 @@ TEST_CASE("equal nodes rank by id so decisions are repeatable", "[fleet][placeme
   CHECK(Place({}, {100}).Explain() == "no nodes are known");
 }
 
+NodeView WithDisk(NodeView n, uint64_t disk_available, uint64_t disk_reserved = 0) {
+  n.disk_known = true;
+  n.disk_available_mib = disk_available;
+  n.disk_reserved_mib = disk_reserved;
+  return n;
+}
+
+NodeView Offering(NodeView n, std::vector<std::string> images) {
+  n.catalog_known = true;
+  n.images = std::move(images);
+  return n;
+}
+
+TEST_CASE("placement counts disk and says so when no node has room for the disk", "[fleet][placement]") {
+  PlacementRequest r{512};
+  r.disk_mib = 10240;
+  std::vector<NodeView> nodes = {WithDisk(Node("full", 9000, KVM_SUPPORT_AVAILABLE), 4096),
+                                 WithDisk(Node("busy", 9000, KVM_SUPPORT_NONE), 12000, 4000),
+                                 WithDisk(Node("roomy", 1000, KVM_SUPPORT_NONE), 50000)};
+  Decision d = Place(nodes, r);
+  CHECK(d.chosen_node_id == "roomy");
+  CHECK(Place(nodes, r, /*explain=*/false).chosen_node_id == "roomy");
+  REQUIRE(d.verdicts.size() == 3);
+  CHECK(d.verdicts[1].reason == "only 4096 MiB of disk free (4096 available, 0 reserved), needs 10240");
+  CHECK(d.verdicts[2].reason == "only 8000 MiB of disk free (12000 available, 4000 reserved), needs 10240");
+
+  SECTION("memory on a node without the disk is a disk shortage") {
+    nodes.pop_back();
+    Decision none = Place(nodes, r, /*explain=*/false);
+    CHECK(none.chosen_node_id.empty());
+    CHECK(none.shortage == Shortage::kDisk);
+    CHECK(std::string(ShortageName(none.shortage)) == "disk");
+  }
+  SECTION("no node with the memory is a memory shortage") {
+    r.memory_mib = 20000;
+    CHECK(Place(nodes, r).shortage == Shortage::kMemory);
+  }
+  SECTION("a node that does not report its disk is not refused for it") {
+    CHECK(Place({Node("old-agent", 9000, KVM_SUPPORT_NONE)}, r).chosen_node_id == "old-agent");
+  }
+  SECTION("a VM of the image's own size counts as the default disk") {
+    ppn::types::v1::VmSpec spec;
+    CHECK(DiskNeedMib(spec) == kDefaultDiskMib);
+    spec.set_disk_gib(4096);
+    CHECK(DiskNeedMib(spec) == 4096ull * 1024);
+  }
+}
+
+TEST_CASE("placement only chooses nodes that offer the image", "[fleet][placement]") {
+  PlacementRequest r{512};
+  r.image = "debian-12";
+  std::vector<NodeView> nodes = {Offering(Node("big", 9000, KVM_SUPPORT_AVAILABLE), {"alpine"}),
+                                 Offering(Node("small", 600, KVM_SUPPORT_NONE), {"alpine", "debian-12"})};
+  Decision d = Place(nodes, r);
+  CHECK(d.chosen_node_id == "small");
+  CHECK(Place(nodes, r, /*explain=*/false).chosen_node_id == "small");
+  CHECK(d.verdicts[1].reason == "does not offer image debian-12");
+  nodes.pop_back();
+  Decision none = Place(nodes, r);
+  CHECK(none.chosen_node_id.empty());
+  CHECK(none.shortage == Shortage::kNodes);
+  CHECK(Place({}, r).shortage == Shortage::kNodes);
+  CHECK(Place({Node("dead", 9000, KVM_SUPPORT_NONE, false)}, r).shortage == Shortage::kNodes);
+}
+
 }  // namespace
 }  // namespace ppn::fleet

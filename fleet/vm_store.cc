@@ -10,18 +10,21 @@ absl::StatusOr<std::unique_ptr<VmStore>> VmStore::Open(const std::string& path) 
   PPN_RETURN_IF_ERROR(db->Migrate({
       "CREATE TABLE vms (vm_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, request_id TEXT NOT NULL, "
       "record BLOB NOT NULL); CREATE INDEX vms_tenant ON vms (tenant_id, vm_id);",
+      "ALTER TABLE vms ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
   }));
   return std::unique_ptr<VmStore>(new VmStore(std::move(db)));
 }
 
 absl::Status VmStore::Put(const StoredVm& vm) {
   absl::MutexLock l(&mu_);
-  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("INSERT OR REPLACE INTO vms (vm_id, tenant_id, request_id, record) "
-                                                    "VALUES (?, ?, ?, ?)"));
+  PPN_ASSIGN_OR_RETURN(Statement stmt,
+                       db_->Prepare("INSERT OR REPLACE INTO vms (vm_id, tenant_id, request_id, record, fingerprint) "
+                                    "VALUES (?, ?, ?, ?, ?)"));
   return stmt.Bind(1, vm.record.vm_id())
       .Bind(2, vm.record.tenant_id())
-      .Bind(3, vm.request_id)
+      .Bind(3, vm.record.request_id())
       .BindBlob(4, vm.record.SerializeAsString())
+      .Bind(5, vm.fingerprint)
       .Run();
 }
 
@@ -33,16 +36,18 @@ absl::Status VmStore::Delete(const std::string& vm_id) {
 
 absl::StatusOr<std::vector<StoredVm>> VmStore::LoadAll() {
   absl::MutexLock l(&mu_);
-  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT vm_id, request_id, record FROM vms"));
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT vm_id, request_id, record, fingerprint FROM vms"));
   std::vector<StoredVm> out;
   while (true) {
     PPN_ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (!row) break;
     StoredVm vm;
-    vm.request_id = stmt.ColumnText(1);
     if (!vm.record.ParseFromString(stmt.ColumnBlob(2))) {
       return absl::DataLossError(absl::StrCat("VM record ", stmt.ColumnText(0), " is corrupt"));
     }
+    // Records written before VmRecord carried it keep the key only in its column.
+    if (vm.record.request_id().empty()) vm.record.set_request_id(stmt.ColumnText(1));
+    vm.fingerprint = stmt.ColumnText(3);
     out.push_back(std::move(vm));
   }
   return out;

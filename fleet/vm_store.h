@@ -16,12 +16,15 @@
 namespace ppn::fleet {
 
 struct StoredVm {
-  ppn::fleet::v1::VmRecord record;
-  std::string request_id;  // the creating call's idempotency key, if any
+  ppn::fleet::v1::VmRecord record;  // record.request_id is the creating call's idempotency key
+  // SpecFingerprint of the creating request (user_data included, which the record does not
+  // keep); empty for records written before fingerprints were kept.
+  std::string fingerprint;
 };
 
 class VmStore {
  public:
+  // Opens (creating or migrating) the registry at `path`.
   static absl::StatusOr<std::unique_ptr<VmStore>> Open(const std::string& path);
   absl::Status Put(const StoredVm& vm);
   absl::Status Delete(const std::string& vm_id);

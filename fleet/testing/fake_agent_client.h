@@ -1,13 +1,17 @@
 #pragma once
 
-// FakeAgentClientFactory: host agents that "spawn" instantly, for fleet unit tests. Each
-// node can be told to fail. Thread-safe.
+// FakeAgentClientFactory: host agents that "spawn" instantly, for fleet unit tests. Each node
+// can be told to fail a call, to lose the answer of a spawn that did happen, or to run a hook
+// while a spawn is in flight; every call is recorded. Thread-safe.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "fleet/agent_client.h"
 
@@ -21,46 +25,112 @@ class FakeAgentClientFactory final : public AgentClientFactory {
     if (c == nullptr) c = std::make_unique<Client>(this, node_id);
     return c.get();
   }
+  // SpawnVm on `node_id` answers `status` and starts nothing (OK clears it).
   void FailNode(const std::string& node_id, absl::Status status) {
     absl::MutexLock l(&mu_);
     failures_[node_id] = status;
   }
+  // SpawnVm on `node_id` starts the VM but the caller gets `status` (a lost answer).
+  void LoseSpawnAnswers(const std::string& node_id, absl::Status status) {
+    absl::MutexLock l(&mu_);
+    lost_answers_[node_id] = status;
+  }
+  // DestroyVm on `node_id` answers `status` and destroys nothing (OK clears it).
+  void FailDestroy(const std::string& node_id, absl::Status status) {
+    absl::MutexLock l(&mu_);
+    destroy_failures_[node_id] = status;
+  }
+  // Runs `hook` (outside the fake's lock) inside every SpawnVm, before it answers.
+  void OnSpawn(std::function<void()> hook) {
+    absl::MutexLock l(&mu_);
+    on_spawn_ = std::move(hook);
+  }
+  // Puts a VM on a node as if it had been spawned there (e.g. a migration target).
+  void Place(const std::string& node_id, ppn::host::v1::VmInstance vm) {
+    absl::MutexLock l(&mu_);
+    instances_[node_id][vm.vm_id()] = vm;
+  }
   // VMs each node holds now.
   std::map<std::string, std::set<std::string>> vms() {
     absl::MutexLock l(&mu_);
-    return vms_;
+    std::map<std::string, std::set<std::string>> out;
+    for (const auto& [node, vms] : instances_) {
+      for (const auto& [id, _] : vms) out[node].insert(id);
+    }
+    return out;
+  }
+  // What the node would report in a heartbeat.
+  std::vector<ppn::host::v1::VmInstance> Instances(const std::string& node_id) {
+    absl::MutexLock l(&mu_);
+    std::vector<ppn::host::v1::VmInstance> out;
+    for (const auto& [_, vm] : instances_[node_id]) out.push_back(vm);
+    return out;
   }
   std::map<std::string, uint64_t> memory() {
     absl::MutexLock l(&mu_);
     return memory_;
+  }
+  // Every call so far, as "Op node vm" ("SpawnVm a vm-1", "DestroyVm b vm-1", "ResumeVm a vm-1").
+  std::vector<std::string> calls() {
+    absl::MutexLock l(&mu_);
+    return calls_;
   }
 
  private:
   class Client final : public AgentClient {
    public:
     Client(FakeAgentClientFactory* f, std::string node) : f_(f), node_(std::move(node)) {}
-    absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const std::string& vm_id, const std::string& tenant_id,
+    absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const VmId& vm_id, const TenantId& tenant_id,
                                                       const ppn::types::v1::VmSpec& spec) override {
+      std::function<void()> hook;
+      {
+        absl::MutexLock l(&f_->mu_);
+        hook = f_->on_spawn_;
+      }
+      if (hook) hook();
       absl::MutexLock l(&f_->mu_);
-      if (auto it = f_->failures_.find(node_); it != f_->failures_.end()) return it->second;
-      f_->vms_[node_].insert(vm_id);
+      f_->calls_.push_back(absl::StrCat("SpawnVm ", node_, " ", vm_id.value()));
+      if (auto it = f_->failures_.find(node_); it != f_->failures_.end() && !it->second.ok()) return it->second;
+      auto& vms = f_->instances_[node_];
+      if (auto existing = vms.find(vm_id.value()); existing != vms.end()) return existing->second;  // idempotent
       f_->memory_[node_] += spec.memory_mib();
       ppn::host::v1::VmInstance vm;
-      vm.set_vm_id(vm_id);
-      vm.set_tenant_id(tenant_id);
+      vm.set_vm_id(vm_id.value());
+      vm.set_tenant_id(tenant_id.value());
       vm.set_state(ppn::types::v1::VM_STATE_RUNNING);
       *vm.mutable_spec() = spec;
+      vm.mutable_spec()->clear_user_data();
       vm.set_accelerator(ppn::types::v1::ACCELERATOR_TCG);
       auto* p = vm.add_forwarded_ports();
       p->set_guest_port(80);
       p->set_host_address("127.0.0.1");
-      p->set_host_port(20000 + static_cast<uint32_t>(f_->vms_[node_].size()));
+      p->set_host_port(20000 + static_cast<uint32_t>(vms.size()));
+      vms[vm_id.value()] = vm;
+      if (auto it = f_->lost_answers_.find(node_); it != f_->lost_answers_.end() && !it->second.ok()) {
+        return it->second;
+      }
       return vm;
     }
-    absl::Status DestroyVm(const std::string& vm_id) override {
+    absl::Status DestroyVm(const VmId& vm_id) override {
       absl::MutexLock l(&f_->mu_);
-      if (f_->vms_[node_].erase(vm_id) == 0) return absl::NotFoundError("no such vm");
+      f_->calls_.push_back(absl::StrCat("DestroyVm ", node_, " ", vm_id.value()));
+      if (auto it = f_->destroy_failures_.find(node_); it != f_->destroy_failures_.end() && !it->second.ok()) {
+        return it->second;
+      }
+      if (f_->instances_[node_].erase(vm_id.value()) == 0) return absl::NotFoundError("no such vm");
       return absl::OkStatus();
+    }
+    absl::StatusOr<ppn::host::v1::VmInstance> ResumeVm(const VmId& vm_id) override {
+      absl::MutexLock l(&f_->mu_);
+      f_->calls_.push_back(absl::StrCat("ResumeVm ", node_, " ", vm_id.value()));
+      auto& vms = f_->instances_[node_];
+      auto it = vms.find(vm_id.value());
+      if (it == vms.end()) return absl::NotFoundError("no such vm");
+      if (!it->second.migrated_out()) return absl::FailedPreconditionError("not paused");
+      it->second.set_migrated_out(false);
+      it->second.set_state(ppn::types::v1::VM_STATE_RUNNING);
+      it->second.clear_state_message();
+      return it->second;
     }
 
    private:
@@ -71,8 +141,12 @@ class FakeAgentClientFactory final : public AgentClientFactory {
   absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Client>> clients_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::set<std::string>> vms_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Status> lost_answers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Status> destroy_failures_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> on_spawn_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, ppn::host::v1::VmInstance>> instances_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> memory_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ppn::fleet::testing

@@ -1,0 +1,271 @@
+// The fleet's gRPC adapter over real sockets (mTLS on 127.0.0.1:0) with fake host agents:
+// what a caller of the fleet sees on the wire.
+
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
+#include "catch2/catch.hpp"
+#include "common/clock.h"
+#include "common/random.h"
+#include "fleet/fleet_server.h"
+#include "fleet/testing/fake_agent_client.h"
+#include "grpcpp/create_channel.h"
+#include "tests/harness/temp_dir.h"
+#include "tests/harness/test_pki.h"
+
+namespace ppn::fleet {
+namespace {
+
+using v1::CreateVmRequest;
+using v1::CreateVmResponse;
+using v1::DestroyVmRequest;
+using v1::DestroyVmResponse;
+using v1::WatchVmRequest;
+using v1::WatchVmResponse;
+
+// Threads of this process now (what `ps -o nlwp` shows).
+int Threads() {
+  std::ifstream status("/proc/self/status");
+  std::string text;
+  while (std::getline(status, text)) {
+    absl::string_view line = text;
+    int n = 0;
+    if (absl::ConsumePrefix(&line, "Threads:") && absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &n)) return n;
+  }
+  return -1;
+}
+
+struct Stack {
+  ppn::testing::TempDir dir;
+  ppn::testing::TestPki pki{"ppn.test"};
+  testing::FakeAgentClientFactory agents;
+  std::unique_ptr<VmStore> store = *VmStore::Open(dir.File("fleet.db"));
+  FleetCore core{{store.get(), &agents, RealClock::Get(), OpenSslRandom::Get()}, {absl::Seconds(10)}};
+  FleetService service{&core};
+  StartedServer server;
+
+  Stack() {
+    server = *StartFleetServer("ppn.test", "127.0.0.1:0", pki.Issue("fleet", "fleet"), &service);
+    ppn::host::v1::Heartbeat hb;
+    hb.set_node_id("laptop-a");
+    hb.set_available_memory_mib(64 * 1024);
+    hb.set_disk_total_mib(100 * 1024);
+    hb.set_disk_available_mib(50 * 1024);
+    hb.add_images("ppn-test-guest");
+    core.AddNode("laptop-a", "unused:1");
+    core.OnHeartbeat(hb);
+  }
+  ~Stack() { server.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1)); }
+
+  std::unique_ptr<v1::FleetService::Stub> Stub(const std::string& role) {
+    return v1::FleetService::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(server.port), MtlsChannelCredentials(pki.Issue(role, role))));
+  }
+};
+
+void AsTenant(grpc::ClientContext* ctx, const std::string& tenant) {
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  ctx->AddMetadata("x-ppn-tenant-id", tenant);
+}
+
+CreateVmRequest Create(const std::string& name) {
+  CreateVmRequest req;
+  req.mutable_spec()->set_display_name(name);
+  req.mutable_spec()->set_vcpus(1);
+  req.mutable_spec()->set_memory_mib(128);
+  req.mutable_spec()->set_image("ppn-test-guest");
+  return req;
+}
+
+TEST_CASE("300 WatchVm streams do not hold a fleet thread each", "[fleet][watch]") {
+  Stack s;
+  auto proxy = s.Stub("tenant-proxy");
+  CreateVmResponse created;
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    REQUIRE(proxy->CreateVm(&ctx, Create("web"), &created).ok());
+  }
+  int before = Threads();
+  constexpr int kStreams = 300;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<WatchVmResponse>>> streams;
+  WatchVmRequest req;
+  req.set_vm_id(created.vm().vm_id());
+  for (int i = 0; i < kStreams; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    AsTenant(contexts.back().get(), "acme");
+    streams.push_back(proxy->WatchVm(contexts.back().get(), req));
+    WatchVmResponse first;
+    REQUIRE(streams.back()->Read(&first));  // the stream is established and served
+    CHECK(first.vm().vm_id() == created.vm().vm_id());
+  }
+  int during = Threads();
+  WARN("threads: " << before << " before, " << during << " with " << kStreams << " WatchVm streams open");
+  CHECK(during - before < 40);
+
+  // Every stream still hears a change, and ends when the VM is destroyed.
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    DestroyVmRequest destroy;
+    destroy.set_vm_id(created.vm().vm_id());
+    DestroyVmResponse resp;
+    REQUIRE(proxy->DestroyVm(&ctx, destroy, &resp).ok());
+  }
+  int stopped = 0;
+  for (auto& stream : streams) {
+    WatchVmResponse msg;
+    while (stream->Read(&msg)) {
+      if (msg.vm().state() == ppn::types::v1::VM_STATE_STOPPED) ++stopped;
+    }
+    CHECK(stream->Finish().ok());
+  }
+  CHECK(stopped == kStreams);
+}
+
+TEST_CASE("WatchVm of another tenant's VM is NOT_FOUND and a cancelled watch ends", "[fleet][watch]") {
+  Stack s;
+  auto proxy = s.Stub("tenant-proxy");
+  CreateVmResponse created;
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    REQUIRE(proxy->CreateVm(&ctx, Create("web"), &created).ok());
+  }
+  WatchVmRequest req;
+  req.set_vm_id(created.vm().vm_id());
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "globex");
+    auto stream = proxy->WatchVm(&ctx, req);
+    WatchVmResponse msg;
+    CHECK_FALSE(stream->Read(&msg));
+    grpc::Status st = stream->Finish();
+    CHECK(st.error_code() == grpc::StatusCode::NOT_FOUND);
+    CHECK(st.error_message() == "vm " + created.vm().vm_id() + " not found");
+  }
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    auto stream = proxy->WatchVm(&ctx, req);
+    WatchVmResponse msg;
+    REQUIRE(stream->Read(&msg));
+    ctx.TryCancel();
+    while (stream->Read(&msg)) {
+    }
+    CHECK(stream->Finish().error_code() == grpc::StatusCode::CANCELLED);
+  }
+}
+
+TEST_CASE("a fleet shutting down with WatchVm streams open ends them and stops", "[fleet][watch]") {
+  auto s = std::make_unique<Stack>();
+  auto proxy = s->Stub("tenant-proxy");
+  CreateVmResponse created;
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    REQUIRE(proxy->CreateVm(&ctx, Create("web"), &created).ok());
+  }
+  WatchVmRequest req;
+  req.set_vm_id(created.vm().vm_id());
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<WatchVmResponse>>> streams;
+  for (int i = 0; i < 5; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    AsTenant(contexts.back().get(), "acme");
+    streams.push_back(proxy->WatchVm(contexts.back().get(), req));
+    WatchVmResponse first;
+    REQUIRE(streams.back()->Read(&first));
+  }
+  CHECK(s->service.WatchesForTest() == 5);
+  s.reset();  // Shutdown, then the service and its hub go
+  for (auto& stream : streams) {
+    WatchVmResponse msg;
+    while (stream->Read(&msg)) {
+    }
+    CHECK_FALSE(stream->Finish().ok());
+  }
+}
+
+TEST_CASE("a create the nodes cannot hold says which resource ran out in ppn-shortage", "[fleet][disk]") {
+  Stack s;
+  auto proxy = s.Stub("tenant-proxy");
+  struct Row {
+    uint32_t memory_mib;
+    uint32_t disk_gib;
+    std::string shortage;
+  };
+  for (const Row& row : {Row{128, 4096, "disk"}, Row{1048576, 0, "memory"}}) {
+    CreateVmRequest req = Create("big");
+    req.mutable_spec()->set_memory_mib(row.memory_mib);
+    req.mutable_spec()->set_disk_gib(row.disk_gib);
+    CreateVmResponse resp;
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    grpc::Status st = proxy->CreateVm(&ctx, req, &resp);
+    CHECK(st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    auto it = ctx.GetServerTrailingMetadata().find("ppn-shortage");
+    REQUIRE(it != ctx.GetServerTrailingMetadata().end());
+    CHECK(std::string(it->second.data(), it->second.size()) == row.shortage);
+  }
+  // Another refusal carries none.
+  CreateVmRequest bad = Create("bad");
+  bad.mutable_spec()->set_image("debian-12");
+  CreateVmResponse resp;
+  grpc::ClientContext ctx;
+  AsTenant(&ctx, "acme");
+  grpc::Status st = proxy->CreateVm(&ctx, bad, &resp);
+  CHECK(st.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(st.error_message() == "image debian-12 is not offered");
+  CHECK(ctx.GetServerTrailingMetadata().count("ppn-shortage") == 0);
+}
+
+TEST_CASE("a retried create is replayed over the wire and a reused request_id is refused", "[fleet][idempotency]") {
+  Stack s;
+  auto proxy = s.Stub("tenant-proxy");
+  auto create = [&](const CreateVmRequest& req, CreateVmResponse* resp) {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    return proxy->CreateVm(&ctx, req, resp);
+  };
+  CreateVmRequest req = Create("web");
+  req.set_request_id("req-1");
+  CreateVmResponse first, again, other;
+  REQUIRE(create(req, &first).ok());
+  CHECK_FALSE(first.replayed());
+  CHECK(first.vm().request_id() == "req-1");
+  REQUIRE(create(req, &again).ok());
+  CHECK(again.replayed());
+  CHECK(again.vm().vm_id() == first.vm().vm_id());
+  req.mutable_spec()->set_user_data("different");
+  grpc::Status st = create(req, &other);
+  CHECK(st.error_code() == grpc::StatusCode::ALREADY_EXISTS);
+  CHECK(st.error_message() == "request_id req-1 was used for a different VM");
+}
+
+TEST_CASE("the role table lets the operator destroy any VM and keeps the scheduler out", "[fleet][authz]") {
+  Stack s;
+  auto proxy = s.Stub("tenant-proxy");
+  CreateVmResponse created;
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    REQUIRE(proxy->CreateVm(&ctx, Create("web"), &created).ok());
+  }
+  DestroyVmRequest destroy;
+  destroy.set_vm_id(created.vm().vm_id());
+  DestroyVmResponse resp;
+  {
+    grpc::ClientContext ctx;
+    CHECK(s.Stub("scheduler")->DestroyVm(&ctx, destroy, &resp).error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  }
+  grpc::ClientContext ctx;
+  REQUIRE(s.Stub("operator")->DestroyVm(&ctx, destroy, &resp).ok());
+  CHECK(resp.vm().state() == ppn::types::v1::VM_STATE_STOPPED);
+}
+
+}  // namespace
+}  // namespace ppn::fleet

@@ -1,0 +1,61 @@
+#pragma once
+
+// LifecycleLog is how the fleet records what happens to VMs in the ledger, whoever asked:
+// each event becomes one entry spooled through a LedgerOutbox (durable before the call that
+// caused it returns, delivered in order, once). Kinds (the ledger lets only the fleet's role
+// write them):
+//   vm.create   a VM came to exist (its spawn answered, or a create whose answer was lost was
+//               settled by its node's heartbeat); a replayed request is not a create
+//   vm.destroy  a VM was stopped: `who` = tenant | operator | ttl | fleet (a VM the record
+//               says is stopped, found running on a node and destroyed there), `role` = the
+//               caller's certificate role
+//   vm.expire   a VM's TTL ran out (followed by its vm.destroy who=ttl)
+//   vm.state    a VM became UNKNOWN, LOST or FAILED, or came back from one of them, or a
+//               paused copy was resumed: `from`, `to`, `reason`
+//   vm.adopt    a record was made for a VM a node reports, or moved to the node that runs it:
+//               `from_node` (empty when the fleet had no record), `node`, `reason`
+// Every entry has the VM as subject and its tenant; attributes never hold user_data. Without an
+// outbox (no ledger configured) nothing is recorded. Thread-safe; `*outbox` and `*clock` must
+// outlive it.
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "common/clock.h"
+#include "common/ledger_outbox.h"
+#include "ppn/fleet/v1/fleet_service.pb.h"
+
+namespace ppn::fleet {
+
+// Who destroyed a VM, for the ledger.
+struct Actor {
+  std::string who;   // "tenant", "operator", "ttl", "fleet"
+  std::string role;  // the caller's certificate role ("tenant-proxy", "operator"); "fleet" for its own
+  static Actor Tenant() { return {"tenant", "tenant-proxy"}; }
+  static Actor Operator() { return {"operator", "operator"}; }
+  static Actor Ttl() { return {"ttl", "fleet"}; }
+  static Actor Fleet() { return {"fleet", "fleet"}; }
+};
+
+class LifecycleLog {
+ public:
+  LifecycleLog(LedgerOutbox* outbox, Clock* clock) : outbox_(outbox), clock_(clock) {}
+
+  // `settled_by`: "spawn" or "heartbeat".
+  void Created(const ppn::fleet::v1::VmRecord& vm, absl::string_view settled_by);
+  void Destroyed(const ppn::fleet::v1::VmRecord& vm, const Actor& actor, ppn::types::v1::VmState prior,
+                 absl::string_view node_id);
+  void Expired(const ppn::fleet::v1::VmRecord& vm);
+  void StateChanged(const ppn::fleet::v1::VmRecord& vm, ppn::types::v1::VmState from, ppn::types::v1::VmState to,
+                    absl::string_view reason);
+  void Adopted(const ppn::fleet::v1::VmRecord& vm, absl::string_view from_node, absl::string_view reason);
+
+ private:
+  ppn::ledger::v1::AppendRequest Entry(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm);
+  void Append(const ppn::ledger::v1::AppendRequest& entry);
+
+  LedgerOutbox* const outbox_;
+  Clock* const clock_;
+};
+
+}  // namespace ppn::fleet

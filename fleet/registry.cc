@@ -1,0 +1,253 @@
+#include "fleet/registry.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "spdlog/spdlog.h"
+
+namespace ppn::fleet {
+namespace {
+
+using ppn::fleet::v1::VmRecord;
+using ppn::types::v1::VmState;
+
+}  // namespace
+
+absl::Status Registry::Load(absl::Time now) {
+  PPN_ASSIGN_OR_RETURN(std::vector<StoredVm> stored, store_->LoadAll());
+  for (StoredVm& vm : stored) {
+    std::string id = vm.record.vm_id();
+    VmEntry& e = Insert(std::move(vm));
+    Index(id);
+    if (e.record().state() == ppn::types::v1::VM_STATE_PENDING && !e.record().node_id().empty()) {
+      // Its create was cut short by a restart: the node may be starting it, so keep its room
+      // until the node's next heartbeat says.
+      e.settle_after = now;
+      Reserve(id, e.record().node_id(), e.record().spec().memory_mib(), DiskNeedMib(e.record().spec()));
+    }
+  }
+  Changed();
+  return absl::OkStatus();
+}
+
+NodeEntry* Registry::Node(const std::string& node_id) {
+  auto it = nodes_.find(node_id);
+  return it == nodes_.end() ? nullptr : &it->second;
+}
+
+NodeEntry& Registry::UpsertNode(const std::string& node_id) { return nodes_[node_id]; }
+
+void Registry::SetImages(const std::string& node_id, std::vector<std::string> images) {
+  std::sort(images.begin(), images.end());
+  images.erase(std::unique(images.begin(), images.end()), images.end());
+  NodeEntry& n = nodes_[node_id];
+  std::vector<std::string>& old = images_[node_id];
+  if (old == images) return;
+  catalog_nodes_ += static_cast<int>(!images.empty()) - static_cast<int>(!old.empty());
+  if (!n.revoked) {
+    for (const std::string& i : old) {
+      if (--offered_[i] == 0) offered_.erase(i);
+    }
+    for (const std::string& i : images) ++offered_[i];
+  }
+  old = images;
+  n.node.mutable_images()->Clear();
+  for (const std::string& i : images) n.node.add_images(i);
+}
+
+void Registry::Revoke(const std::string& node_id) {
+  NodeEntry& n = nodes_[node_id];
+  if (n.revoked) return;
+  n.revoked = true;
+  n.node.set_state(ppn::fleet::v1::NODE_STATE_REVOKED);
+  for (const std::string& i : images_[node_id]) {
+    if (--offered_[i] == 0) offered_.erase(i);
+  }
+  Reindex(node_id);
+}
+
+bool Registry::Offered(const std::string& image) const {
+  // No node has told its catalog (older agents): the node's spawn decides.
+  return catalog_nodes_ == 0 || offered_.count(image) != 0;
+}
+
+void Registry::SetReports(const std::string& node_id, std::map<std::string, Reported> reports) {
+  NodeEntry& n = nodes_[node_id];
+  for (const auto& [vm_id, _] : n.reported) {
+    if (reports.count(vm_id) != 0) continue;
+    auto it = reporters_.find(vm_id);
+    if (it == reporters_.end()) continue;
+    it->second.erase(node_id);
+    if (it->second.empty()) reporters_.erase(it);
+  }
+  for (const auto& [vm_id, _] : reports) reporters_[vm_id].insert(node_id);
+  n.reported = std::move(reports);
+}
+
+std::vector<std::pair<std::string, Reported>> Registry::ReportsOf(const std::string& vm_id) const {
+  std::vector<std::pair<std::string, Reported>> out;
+  auto it = reporters_.find(vm_id);
+  if (it == reporters_.end()) return out;
+  for (const std::string& node_id : it->second) {
+    const NodeEntry& n = nodes_.at(node_id);
+    if (n.reporting()) out.emplace_back(node_id, n.reported.at(vm_id));
+  }
+  return out;
+}
+
+VmEntry* Registry::Vm(const std::string& vm_id) {
+  auto it = vms_.find(vm_id);
+  return it == vms_.end() ? nullptr : &it->second;
+}
+
+VmEntry* Registry::ByRequest(const std::string& tenant_id, const std::string& request_id) {
+  if (request_id.empty()) return nullptr;
+  auto it = by_request_.find({tenant_id, request_id});
+  return it == by_request_.end() ? nullptr : Vm(it->second);
+}
+
+VmEntry& Registry::Insert(StoredVm vm) {
+  std::string id = vm.record.vm_id();
+  VmEntry& e = vms_[id];
+  e.stored = std::move(vm);
+  return e;
+}
+
+void Registry::Index(const std::string& vm_id) {
+  auto it = vms_.find(vm_id);
+  std::string node = it == vms_.end() ? "" : it->second.record().node_id();
+  auto indexed = indexed_node_.find(vm_id);
+  if (indexed != indexed_node_.end() && indexed->second != node) {
+    nodes_[indexed->second].vm_ids.erase(vm_id);
+    indexed_node_.erase(indexed);
+  }
+  if (!node.empty() && indexed_node_.emplace(vm_id, node).second) nodes_[node].vm_ids.insert(vm_id);
+  if (it != vms_.end() && !it->second.record().request_id().empty()) {
+    by_request_[{it->second.record().tenant_id(), it->second.record().request_id()}] = vm_id;
+  }
+}
+
+absl::Status Registry::Put(const std::string& vm_id) {
+  Index(vm_id);
+  auto it = vms_.find(vm_id);
+  if (it == vms_.end()) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " not found"));
+  absl::Status s = store_->Put(it->second.stored);
+  if (!s.ok()) spdlog::error("vm.store_failed vm={} error={}", vm_id, LogValue(s.message()));
+  return s;
+}
+
+absl::Status Registry::Erase(const std::string& vm_id) {
+  auto it = vms_.find(vm_id);
+  if (it != vms_.end()) {
+    const VmRecord& r = it->second.record();
+    if (!r.request_id().empty()) by_request_.erase({r.tenant_id(), r.request_id()});
+    vms_.erase(it);
+  }
+  Release(vm_id);
+  Index(vm_id);
+  return store_->Delete(vm_id);
+}
+
+void Registry::Reserve(const std::string& vm_id, const std::string& node_id, uint64_t memory_mib, uint64_t disk_mib) {
+  Release(vm_id);
+  reservations_[vm_id] = {node_id, memory_mib, disk_mib};
+  NodeEntry& n = nodes_[node_id];
+  n.reserved_memory_mib += memory_mib;
+  n.reserved_disk_mib += disk_mib;
+  Reindex(node_id);
+}
+
+void Registry::Release(const std::string& vm_id) {
+  auto it = reservations_.find(vm_id);
+  if (it == reservations_.end()) return;
+  NodeEntry& n = nodes_[it->second.node_id];
+  n.reserved_memory_mib -= std::min(n.reserved_memory_mib, it->second.memory_mib);
+  n.reserved_disk_mib -= std::min(n.reserved_disk_mib, it->second.disk_mib);
+  std::string node_id = it->second.node_id;
+  reservations_.erase(it);
+  Reindex(node_id);
+}
+
+NodeView Registry::ViewOf(const std::string& node_id, const NodeEntry& n) const {
+  NodeView v;
+  v.node_id = node_id;
+  v.alive = n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
+  v.revoked = n.revoked;
+  v.available_mib = n.node.available_memory_mib();
+  v.reserved_mib = n.reserved_memory_mib;
+  v.kvm = n.node.kvm();
+  v.disk_known = n.node.disk_total_mib() > 0;
+  v.disk_available_mib = n.node.disk_available_mib();
+  v.disk_reserved_mib = n.reserved_disk_mib;
+  auto images = images_.find(node_id);
+  if (images != images_.end() && !images->second.empty()) {
+    v.catalog_known = true;
+    v.images = images->second;
+  }
+  return v;
+}
+
+void Registry::Reindex(const std::string& node_id) {
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end() || !it->second.registered()) {
+    placement_.Remove(node_id);
+    return;
+  }
+  placement_.Upsert(ViewOf(node_id, it->second));
+}
+
+Decision Registry::Place(const PlacementRequest& request, bool explain) const {
+  if (!explain) {
+    // The hot path: the index walks from the best node instead of scanning the fleet.
+    std::string best = placement_.Best(request);
+    if (!best.empty()) return fleet::Place({ViewOf(best, nodes_.at(best))}, request, /*explain=*/false);
+  }
+  std::vector<NodeView> views;
+  for (const auto& [id, n] : nodes_) {
+    if (n.registered()) views.push_back(ViewOf(id, n));
+  }
+  return fleet::Place(views, request, /*explain=*/true);
+}
+
+std::vector<ppn::fleet::v1::Node> Registry::ListNodes() const {
+  std::vector<ppn::fleet::v1::Node> out;
+  for (const auto& [id, n] : nodes_) {
+    if (!n.registered()) continue;
+    out.push_back(n.node);
+    out.back().set_reserved_memory_mib(n.reserved_memory_mib);
+  }
+  return out;
+}
+
+VmState Registry::VisibleState(const VmRecord& record) const {
+  auto n = nodes_.find(record.node_id());
+  if (n != nodes_.end() && n->second.node.state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE &&
+      record.state() != ppn::types::v1::VM_STATE_STOPPED) {
+    return ppn::types::v1::VM_STATE_UNKNOWN;
+  }
+  return record.state();
+}
+
+VmRecord Registry::View(const VmRecord& record) const {
+  VmRecord view = record;
+  if (VisibleState(record) == ppn::types::v1::VM_STATE_UNKNOWN) {
+    view.set_state(ppn::types::v1::VM_STATE_UNKNOWN);
+    view.set_state_message(absl::StrCat("node ", record.node_id(), " is unreachable"));
+  }
+  return view;
+}
+
+void Registry::Changed() {
+  ++version_;
+  changed_cv_.SignalAll();
+}
+
+void Registry::WaitForChange(absl::Mutex* mu, uint64_t version, absl::Time deadline) {
+  while (version_ == version) {
+    if (changed_cv_.WaitWithDeadline(mu, deadline)) return;
+  }
+}
+
+}  // namespace ppn::fleet

@@ -1,0 +1,39 @@
+#include "fleet/vm_store.h"
+
+#include "catch2/catch.hpp"
+#include "common/sqlite.h"
+#include "tests/harness/temp_dir.h"
+
+namespace ppn::fleet {
+namespace {
+
+TEST_CASE("a registry written before fingerprints were kept migrates and keeps its request ids", "[fleet][store]") {
+  ppn::testing::TempDir dir;
+  {
+    // Schema version 1, as the first fleet wrote it.
+    auto db = *Database::Open(dir.File("fleet.db"));
+    REQUIRE(db->Migrate({"CREATE TABLE vms (vm_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, request_id TEXT NOT NULL, "
+                         "record BLOB NOT NULL); CREATE INDEX vms_tenant ON vms (tenant_id, vm_id);"})
+                .ok());
+    ppn::fleet::v1::VmRecord old;
+    old.set_vm_id("vm-1");
+    old.set_tenant_id("acme");
+    auto insert = *db->Prepare("INSERT INTO vms (vm_id, tenant_id, request_id, record) VALUES (?, ?, ?, ?)");
+    REQUIRE(insert.Bind(1, "vm-1").Bind(2, "acme").Bind(3, "req-1").BindBlob(4, old.SerializeAsString()).Run().ok());
+  }
+  auto store = *VmStore::Open(dir.File("fleet.db"));
+  auto loaded = *store->LoadAll();
+  REQUIRE(loaded.size() == 1);
+  CHECK(loaded[0].record.request_id() == "req-1");
+  CHECK(loaded[0].fingerprint.empty());
+
+  loaded[0].fingerprint = "ab12";
+  REQUIRE(store->Put(loaded[0]).ok());
+  store.reset();
+  auto again = *(*VmStore::Open(dir.File("fleet.db")))->LoadAll();
+  CHECK(again[0].fingerprint == "ab12");
+  CHECK(again[0].record.request_id() == "req-1");
+}
+
+}  // namespace
+}  // namespace ppn::fleet
