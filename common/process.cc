@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -33,7 +34,7 @@ namespace {
 constexpr size_t kMaxCapturedOutput = 64 * 1024;
 
 // What the child reports through the exec-status pipe when it cannot become the program.
-enum ChildStage : int { kStageCgroup = 1, kStageUser = 2, kStageExec = 3 };
+enum ChildStage : int { kStageCgroup = 1, kStageUser = 2, kStageExec = 3, kStageNetns = 4 };
 struct ChildFailure {
   int stage;
   int error;
@@ -120,7 +121,10 @@ absl::StatusOr<std::string> ResolveProgram(const std::string& name) {
   if (name.empty()) return absl::InvalidArgumentError("empty command");
   if (name.find('/') != std::string::npos) return name;
   const char* path = std::getenv("PATH");
-  for (absl::string_view dir : absl::StrSplit(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin", ':')) {
+  // The node's tools (ip, nft, wg) live in the sbin directories, which a service manager or
+  // Bazel's test environment may leave off PATH.
+  std::string dirs = absl::StrCat(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin", ":/usr/sbin:/sbin");
+  for (absl::string_view dir : absl::StrSplit(dirs, ':')) {
     std::string candidate = absl::StrCat(dir.empty() ? "." : dir, "/", name);
     struct stat st;
     if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(candidate.c_str(), X_OK) == 0) {
@@ -147,7 +151,7 @@ absl::StatusOr<Started> ForkExec(const SpawnSpec& spec, bool capture) {
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
-  int fds_to_close[4] = {-1, -1, -1, -1};
+  int fds_to_close[5] = {-1, -1, -1, -1, -1};
   auto close_all = [&fds_to_close] {
     for (int& fd : fds_to_close) {
       if (fd >= 0) close(fd);
@@ -189,6 +193,19 @@ absl::StatusOr<Started> ForkExec(const SpawnSpec& spec, bool capture) {
     }
   }
   fds_to_close[2] = cgroup_fd;
+  int netns_fd = -1;
+  if (!spec.netns.empty()) {
+    std::string ns = spec.netns.find('/') == std::string::npos ? "/run/netns/" + spec.netns : spec.netns;
+    netns_fd = HighFd(open(ns.c_str(), O_RDONLY | O_CLOEXEC));
+    if (netns_fd < 0) {
+      int err = errno;
+      close_all();
+      if (read_fd >= 0) close(read_fd);
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot open network namespace ", spec.netns, ": ", std::strerror(err)));
+    }
+  }
+  fds_to_close[4] = netns_fd;
   int status_pipe[2];
   if (null_fd < 0 || out_fd < 0 || pipe2(status_pipe, O_CLOEXEC) != 0) {
     close_all();
@@ -223,6 +240,7 @@ absl::StatusOr<Started> ForkExec(const SpawnSpec& spec, bool capture) {
     };
     if (spec.new_session) setsid();
     if (cgroup_fd >= 0 && write(cgroup_fd, "0", 1) != 1) fail(kStageCgroup);
+    if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) != 0) fail(kStageNetns);
     dup2(null_fd, 0);
     dup2(out_fd, 1);
     dup2(out_fd, 2);
@@ -266,6 +284,9 @@ absl::StatusOr<Started> ForkExec(const SpawnSpec& spec, bool capture) {
     case kStageCgroup:
       return absl::FailedPreconditionError(
           absl::StrCat("cannot join cgroup ", spec.cgroup_dir, ": ", std::strerror(failure.error)));
+    case kStageNetns:
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot enter network namespace ", spec.netns, ": ", std::strerror(failure.error)));
     case kStageUser:
       return absl::FailedPreconditionError(
           absl::StrCat("cannot drop to user ", spec.run_as->name, ": ", std::strerror(failure.error)));
@@ -382,6 +403,21 @@ absl::Status RunTool(ProcessSpawner* spawner, const std::vector<std::string>& ar
     return absl::InternalError(absl::StrCat(argv[0], " did not finish within ", absl::FormatDuration(timeout)));
   }
   return absl::InternalError(absl::StrCat(argv[0], " failed: ", r.output.substr(0, 400)));
+}
+
+CommandRunner SpawnerCommandRunner(ProcessSpawner* spawner, absl::Duration timeout) {
+  return [spawner, timeout](const std::vector<std::string>& argv,
+                            const std::string& netns) -> absl::StatusOr<std::string> {
+    SpawnSpec spec;
+    spec.argv = argv;
+    spec.netns = netns;
+    PPN_ASSIGN_OR_RETURN(RunResult r, spawner->Run(spec, timeout));
+    if (r.exit_code == 0) return r.output;
+    if (r.timed_out) {
+      return absl::InternalError(absl::StrCat(argv[0], " did not finish within ", absl::FormatDuration(timeout)));
+    }
+    return absl::InternalError(absl::StrCat(argv[0], " failed: ", r.output.substr(0, 600)));
+  };
 }
 
 }  // namespace ppn

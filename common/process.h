@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/command_runner.h"
 
 namespace ppn {
 
@@ -44,6 +45,9 @@ struct SpawnSpec {
   std::string cgroup_dir;
   // Drop to this user (groups, gid, uid) before exec; unset to keep ours.
   std::optional<RunAs> run_as;
+  // Enter this network namespace before exec: a name under /run/netns (`ip netns add`) or a
+  // path to a namespace file; empty to stay in ours.
+  std::string netns;
 };
 
 // One process, ours or adopted. Thread-safe. Destroying the handle neither kills nor waits
@@ -96,6 +100,10 @@ class ProcessSpawner {
 // it is missing; INTERNAL "<tool> failed: <its output>" otherwise (also after `timeout`).
 absl::Status RunTool(ProcessSpawner* spawner, const std::vector<std::string>& argv,
                      absl::Duration timeout = absl::Minutes(2));
+
+// A CommandRunner (common/command_runner.h) over `spawner`: each command run to completion
+// within `timeout`, its output returned; INTERNAL "<tool> failed: <output>" on a non-zero exit.
+CommandRunner SpawnerCommandRunner(ProcessSpawner* spawner, absl::Duration timeout = absl::Seconds(30));
 
 // The real spawner: fork and exec, with only async-signal-safe calls in the child. Reads
 // /proc for ListProcesses and Attach.

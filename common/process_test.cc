@@ -139,5 +139,21 @@ TEST_CASE("a cgroup or output file the child cannot take on fails the spawn", "[
   CHECK(absl::StartsWith(p.status().message(), "cannot open /nonexistent/dir/out.log: "));
 }
 
+TEST_CASE("a command runs inside a named network namespace and finds the sbin tools", "[common][process][netns]") {
+  REQUIRE(geteuid() == 0);  // namespaces need root; CI runs as root
+  CommandRunner run = SpawnerCommandRunner(PosixProcessSpawner::Get());
+  run({"ip", "netns", "del", "ppntest-proc"}, "").IgnoreError();
+  REQUIRE(run({"ip", "netns", "add", "ppntest-proc"}, "").ok());
+  absl::StatusOr<std::string> inside = run({"ip", "-o", "link"}, "ppntest-proc");
+  REQUIRE(inside.ok());
+  CHECK(absl::StrContains(*inside, ": lo:"));
+  CHECK(!absl::StrContains(*inside, "eth0"));  // not the node's interfaces
+  absl::StatusOr<std::string> failed = run({"ip", "link", "show", "nonexistent0"}, "ppntest-proc");
+  CHECK(absl::StartsWith(failed.status().message(), "ip failed: "));
+  REQUIRE(run({"ip", "netns", "del", "ppntest-proc"}, "").ok());
+  absl::StatusOr<std::string> gone = run({"ip", "-o", "link"}, "ppntest-proc");
+  CHECK(gone.status().message() == "cannot open network namespace ppntest-proc: No such file or directory");
+}
+
 }  // namespace
 }  // namespace ppn

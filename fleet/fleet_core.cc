@@ -449,6 +449,7 @@ absl::StatusOr<VmRecord> FleetCore::RecordMigration(const ppn::fleet::v1::Record
   r.set_state(ppn::types::v1::VM_STATE_RUNNING);
   r.clear_state_message();
   e->migrated_out_beats = 0;
+  e->elsewhere_beats = 0;
   PPN_RETURN_IF_ERROR(registry_.Put(req.vm_id()));
   registry_.Changed();
   spdlog::info("vm.moved vm={} from={} to={}", req.vm_id(), req.source_node_id(), req.target_node_id());

@@ -249,6 +249,11 @@ void Reconciler::OnOtherNode(VmEntry& e, const std::string& node_id, const Repor
                     node_id);
       return;
     }
+    // While its recorded node is alive and holds no paused copy, this is a live migration the
+    // scheduler records in a moment (vm.migrate): give it two heartbeats before adopting.
+    bool recorded_alive = recorded != nullptr && recorded->reporting();
+    bool paused_there = there != nullptr && there->vm.migrated_out();
+    if (recorded_alive && !paused_there && ++e.elsewhere_beats < 2) return;
     MoveTo(e, node_id, report, actions);
     return;
   }
@@ -266,6 +271,7 @@ void Reconciler::MoveTo(VmEntry& e, const std::string& node_id, const Reported& 
   TakeReport(r, report.vm);
   if (!r.pinned_node_id().empty()) r.set_pinned_node_id(node_id);
   e.migrated_out_beats = 0;
+  e.elsewhere_beats = 0;
   e.settle_after = absl::InfinitePast();
   registry_->Release(r.vm_id());
   registry_->Put(r.vm_id()).IgnoreError();
@@ -299,6 +305,9 @@ void Reconciler::Unreported(VmEntry& e, const std::string& node_id, absl::Time n
   if (now < e.settle_after) return;
   std::string runs = LiveElsewhere(e, node_id);
   if (!runs.empty()) {
+    // A running VM that left its node for another is a live migration the scheduler records in
+    // a moment (R6's grace).
+    if (s != ppn::types::v1::VM_STATE_PENDING && ++e.elsewhere_beats < 2) return;
     MoveTo(e, runs, registry_->Node(runs)->reported.at(r.vm_id()), actions);
     return;
   }

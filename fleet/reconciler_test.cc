@@ -143,6 +143,9 @@ TEST_CASE("a VM that another node runs is adopted there and its paused copy is d
   f.agents.Place("b", Running(id, "acme"));
 
   SECTION("the target reports first") {
+    // One heartbeat could be a live migration the scheduler is about to record; two are not.
+    f.core->OnHeartbeat(With(Beat("b", 7744), {Running(id, "acme")}));
+    CHECK(f.Get(id).node_id() == "a");
     f.core->OnHeartbeat(With(Beat("b", 7744), {Running(id, "acme")}));
     CHECK(f.Get(id).node_id() == "b");
     CHECK(f.Get(id).state() == VM_STATE_RUNNING);
@@ -170,6 +173,30 @@ TEST_CASE("a VM that another node runs is adopted there and its paused copy is d
   CHECK(f.agents.vms()["b"].empty());
 }
 
+TEST_CASE("a live migration the scheduler records is not also an adoption", "[fleet][migration]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000), Beat("b", 8000)});
+  auto web = f.core->CreateVm("acme", Spec("web"), "");
+  REQUIRE(web.ok());
+  std::string id = web->vm.vm_id();
+  f.clock.Advance(absl::Seconds(1));
+  f.core->OnHeartbeat(With(Beat("a", 7744), {Running(id, "acme")}));
+  // The copy finished: b runs the guest, a has already removed its copy, and one heartbeat of
+  // each arrives before the scheduler's RecordMigration.
+  f.core->OnHeartbeat(With(Beat("b", 7744), {Running(id, "acme")}));
+  CHECK(f.Get(id).node_id() == "a");
+  ppn::fleet::v1::RecordMigrationRequest rec;
+  rec.set_vm_id(id);
+  rec.set_source_node_id("a");
+  rec.set_target_node_id("b");
+  REQUIRE(f.core->RecordMigration(rec).ok());
+  f.core->OnHeartbeat(Beat("a", 8000));
+  f.core->OnHeartbeat(With(Beat("b", 7744), {Running(id, "acme")}));
+  CHECK(f.Get(id).node_id() == "b");
+  std::vector<std::string> kinds = f.Kinds();
+  CHECK(std::count(kinds.begin(), kinds.end(), "vm.adopt") == 0);
+}
+
 TEST_CASE("nothing is marked LOST while any node reports it", "[fleet][migration]") {
   CoreFixture f;
   f.Nodes({Beat("a", 8000), Beat("b", 8000)});
@@ -189,6 +216,7 @@ TEST_CASE("nothing is marked LOST while any node reports it", "[fleet][migration
     f.core->AddNode("b", "b:1");
     f.core->OnHeartbeat(Beat("a", 8000));  // a no longer has it; b has not spoken yet
     CHECK(f.Get(id).state() == VM_STATE_RUNNING);
+    f.core->OnHeartbeat(With(Beat("b", 7744), {Running(id, "acme")}));
     f.core->OnHeartbeat(With(Beat("b", 7744), {Running(id, "acme")}));
     CHECK(f.Get(id).node_id() == "b");
     CHECK(f.Get(id).state() == VM_STATE_RUNNING);

@@ -59,6 +59,9 @@ struct VmEntry {
   // node's heartbeats received from then on may settle it (Reconciler R9).
   absl::Time settle_after = absl::InfinitePast();
   int migrated_out_beats = 0;  // consecutive heartbeats showing only a paused copy of it
+  // Consecutive heartbeats of another node running it while its recorded node is alive and has
+  // no paused copy: a live migration the scheduler is about to record (Reconciler R6).
+  int elsewhere_beats = 0;
   const ppn::fleet::v1::VmRecord& record() const { return stored.record; }
   ppn::fleet::v1::VmRecord& record() { return stored.record; }
 };
