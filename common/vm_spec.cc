@@ -1,7 +1,10 @@
 #include "common/vm_spec.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
 
 namespace ppn {
 namespace {
@@ -76,6 +79,102 @@ google::protobuf::Duration ToProtoDuration(absl::Duration d) {
   return out;
 }
 
+namespace {
+
+bool ParseIpv4Cidr(absl::string_view text, uint32_t* addr, int* prefix) {
+  std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits('/', 1));
+  if (parts.empty() || parts[0].empty()) return false;
+  std::vector<std::string> octets = absl::StrSplit(parts[0], '.');
+  if (octets.size() != 4) return false;
+  uint32_t a = 0;
+  for (const std::string& o : octets) {
+    uint32_t v;
+    if (o.empty() || o.size() > 3 || !absl::SimpleAtoi(o, &v) || v > 255) return false;
+    a = (a << 8) | v;
+  }
+  *prefix = 32;
+  if (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], prefix) || *prefix < 0 || *prefix > 32)) return false;
+  *addr = a;
+  return true;
+}
+
+absl::Status ValidateRules(const google::protobuf::RepeatedPtrField<ppn::types::v1::EgressRule>& rules,
+                           absl::string_view field) {
+  if (rules.size() > 64) return Invalid(field, "may hold at most 64 rules");
+  for (const auto& r : rules) {
+    uint32_t addr;
+    int prefix;
+    if (!ParseIpv4Cidr(r.cidr(), &addr, &prefix)) {
+      return Invalid(field, absl::StrCat("rule \"", r.cidr().substr(0, 64), "\" is not an IPv4 address or CIDR"));
+    }
+    if (r.port_first() == 0 && r.port_last() != 0) return Invalid(field, "rules with port_last need port_first");
+    if (r.port_first() > 65535 || r.port_last() > 65535 || (r.port_last() != 0 && r.port_last() < r.port_first())) {
+      return Invalid(field, "rule ports must be 1-65535 with port_first <= port_last");
+    }
+    if (!ppn::types::v1::Protocol_IsValid(r.protocol())) {
+      return Invalid(field, absl::StrCat("rule protocol ", static_cast<int>(r.protocol()), " is not TCP or UDP"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// True if every destination `inner` names is also one of `outer`'s.
+bool Within(const ppn::types::v1::EgressRule& inner, const ppn::types::v1::EgressRule& outer) {
+  uint32_t ia, oa;
+  int ip, op;
+  if (!ParseIpv4Cidr(inner.cidr(), &ia, &ip) || !ParseIpv4Cidr(outer.cidr(), &oa, &op) || ip < op) return false;
+  uint32_t mask = op == 0 ? 0 : ~uint32_t{0} << (32 - op);
+  if ((ia & mask) != (oa & mask)) return false;
+  if (outer.port_first() == 0) return true;  // every port
+  if (inner.port_first() == 0) return false;
+  bool udp = inner.protocol() == ppn::types::v1::PROTOCOL_UDP;
+  bool outer_udp = outer.protocol() == ppn::types::v1::PROTOCOL_UDP;
+  uint32_t il = inner.port_last() == 0 ? inner.port_first() : inner.port_last();
+  uint32_t ol = outer.port_last() == 0 ? outer.port_first() : outer.port_last();
+  return udp == outer_udp && inner.port_first() >= outer.port_first() && il <= ol;
+}
+
+}  // namespace
+
+absl::Status ValidateEgressPolicy(const ppn::types::v1::EgressPolicy& policy) {
+  if (!ppn::types::v1::InternetAccess_IsValid(policy.internet())) {
+    return Invalid("egress.internet", absl::StrCat(static_cast<int>(policy.internet()), " is not ALLOWED or DENIED"));
+  }
+  PPN_RETURN_IF_ERROR(ValidateRules(policy.allow(), "egress.allow"));
+  PPN_RETURN_IF_ERROR(ValidateRules(policy.deny(), "egress.deny"));
+  if (policy.rate_limit_kbit() >= 10000000) return Invalid("egress.rate_limit_kbit", "must be below 10000000");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ppn::types::v1::EgressPolicy> NarrowEgress(const ppn::types::v1::EgressPolicy& tenant_default,
+                                                          const ppn::types::v1::EgressPolicy& vm) {
+  using ppn::types::v1::INTERNET_ACCESS_ALLOWED;
+  using ppn::types::v1::INTERNET_ACCESS_DENIED;
+  ppn::types::v1::EgressPolicy out;
+  bool tenant_denies = tenant_default.internet() == INTERNET_ACCESS_DENIED;
+  out.set_internet(tenant_denies || vm.internet() == INTERNET_ACCESS_DENIED ? INTERNET_ACCESS_DENIED
+                                                                            : INTERNET_ACCESS_ALLOWED);
+  if (vm.allow_size() == 0) {
+    *out.mutable_allow() = tenant_default.allow();
+  } else {
+    for (const auto& rule : vm.allow()) {
+      bool ok = !tenant_denies;
+      for (const auto& t : tenant_default.allow()) ok = ok || Within(rule, t);
+      if (!ok) {
+        return absl::PermissionDeniedError(
+            absl::StrCat("egress.allow rule ", rule.cidr(), " is outside what this tenant may reach"));
+      }
+      *out.add_allow() = rule;
+    }
+  }
+  *out.mutable_deny() = tenant_default.deny();
+  for (const auto& rule : vm.deny()) *out.add_deny() = rule;
+  if (out.deny_size() > 64) return Invalid("egress.deny", "with the tenant's own holds more than 64 rules");
+  uint64_t t = tenant_default.rate_limit_kbit(), v = vm.rate_limit_kbit();
+  out.set_rate_limit_kbit(t == 0 ? v : (v == 0 ? t : std::min(t, v)));
+  return out;
+}
+
 absl::Status ValidateVmId(absl::string_view vm_id) {
   if (vm_id.empty() || vm_id.size() > 64 || !AllOf(vm_id, LowerDigitDash)) {
     return Invalid("vm_id", "must be 1-64 characters of [a-z0-9-]");
@@ -138,6 +237,7 @@ absl::Status ValidateVmSpec(const VmSpec& spec) {
   }
   if (spec.user_data().size() > kMaxSeedBytes) return Invalid("user_data", "exceeds 64 KiB");
   if (seed > kMaxSeedBytes) return Invalid("user_data and ssh_authorized_keys", "together exceed 64 KiB");
+  if (spec.has_egress()) PPN_RETURN_IF_ERROR(ValidateEgressPolicy(spec.egress()));
   if (spec.has_ttl()) {
     absl::Duration ttl;
     if (!ToAbslDuration(spec.ttl(), "ttl", &ttl).ok() || ttl <= absl::ZeroDuration() || ttl > kMaxTtl) {

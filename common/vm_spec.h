@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "google/protobuf/duration.pb.h"
@@ -35,6 +36,19 @@ inline constexpr absl::Duration kMaxTtl = absl::Hours(24 * 3650);
 // user_data within their limits (the seed as a whole at most 64 KiB), a TTL within 10 years.
 // Never reaches a protobuf CHECK, whatever the input.
 absl::Status ValidateVmSpec(const ppn::types::v1::VmSpec& spec);
+
+// INVALID_ARGUMENT naming the field unless `policy` is well-formed: IPv4 CIDRs, ports 1-65535
+// with first <= last (port_last without port_first refused), defined protocols, at most 64
+// rules per list, a rate limit below 10 Gbit/s.
+absl::Status ValidateEgressPolicy(const ppn::types::v1::EgressPolicy& policy);
+
+// The policy a VM gets: `vm`'s request narrowed to its tenant's `tenant_default`. Internet
+// access is denied if either denies it; deny lists add up; the rate limit is the lower one
+// that is set; with internet denied by the tenant, every rule of `vm`'s allow list must lie
+// within a rule of the tenant's (else PERMISSION_DENIED naming the rule), and without a VM
+// allow list the tenant's applies. Both inputs must be valid.
+absl::StatusOr<ppn::types::v1::EgressPolicy> NarrowEgress(const ppn::types::v1::EgressPolicy& tenant_default,
+                                                          const ppn::types::v1::EgressPolicy& vm);
 
 // A VM id: 1-64 characters of [a-z0-9-].
 absl::Status ValidateVmId(absl::string_view vm_id);

@@ -100,5 +100,73 @@ TEST_CASE("ids and time conversions stay in range", "[common][vm_spec]") {
   CHECK(ToProtoTimestamp(absl::FromUnixMicros(-1)).nanos() == 999999000);
 }
 
+ppn::types::v1::EgressRule Rule(const std::string& cidr, uint32_t first = 0, uint32_t last = 0) {
+  ppn::types::v1::EgressRule r;
+  r.set_cidr(cidr);
+  r.set_port_first(first);
+  r.set_port_last(last);
+  return r;
+}
+
+TEST_CASE("egress policies are validated with the spec", "[common][vm_spec][egress]") {
+  VmSpec s = Good();
+  *s.mutable_egress()->add_allow() = Rule("10.0.0.0/33");
+  CHECK(Message(s) == "egress.allow rule \"10.0.0.0/33\" is not an IPv4 address or CIDR");
+  s = Good();
+  *s.mutable_egress()->add_deny() = Rule("203.0.113.0/24", 90, 80);
+  CHECK(Message(s) == "egress.deny rule ports must be 1-65535 with port_first <= port_last");
+  s = Good();
+  *s.mutable_egress()->add_deny() = Rule("203.0.113.0/24", 0, 80);
+  CHECK(Message(s) == "egress.deny rules with port_last need port_first");
+  s = Good();
+  s.mutable_egress()->set_internet(static_cast<ppn::types::v1::InternetAccess>(7));
+  CHECK(Message(s) == "egress.internet 7 is not ALLOWED or DENIED");
+  s = Good();
+  for (int i = 0; i < 65; ++i) *s.mutable_egress()->add_allow() = Rule("203.0.113.1");
+  CHECK(Message(s) == "egress.allow may hold at most 64 rules");
+  s = Good();
+  *s.mutable_egress()->add_allow() = Rule("203.0.113.7", 443, 443);
+  s.mutable_egress()->set_rate_limit_kbit(1000);
+  CHECK(ValidateVmSpec(s).ok());
+}
+
+TEST_CASE("a VM's egress can only narrow its tenant's", "[common][vm_spec][egress]") {
+  using ppn::types::v1::EgressPolicy;
+  EgressPolicy tenant;
+  tenant.set_internet(ppn::types::v1::INTERNET_ACCESS_DENIED);
+  *tenant.add_allow() = Rule("203.0.113.0/24", 443, 443);
+  *tenant.add_deny() = Rule("203.0.113.66");
+  tenant.set_rate_limit_kbit(5000);
+  EgressPolicy vm;
+  vm.set_internet(ppn::types::v1::INTERNET_ACCESS_ALLOWED);  // asks for more than allowed
+  absl::StatusOr<EgressPolicy> p = NarrowEgress(tenant, vm);
+  REQUIRE(p.ok());
+  CHECK(p->internet() == ppn::types::v1::INTERNET_ACCESS_DENIED);
+  CHECK(p->allow_size() == 1);  // the tenant's
+  CHECK(p->deny_size() == 1);
+  CHECK(p->rate_limit_kbit() == 5000);
+  *vm.add_allow() = Rule("203.0.113.7", 443, 443);
+  *vm.add_deny() = Rule("203.0.113.8");
+  vm.set_rate_limit_kbit(9000);
+  p = NarrowEgress(tenant, vm);
+  REQUIRE(p.ok());
+  CHECK(p->allow(0).cidr() == "203.0.113.7");
+  CHECK(p->deny_size() == 2);
+  CHECK(p->rate_limit_kbit() == 5000);
+  *vm.add_allow() = Rule("198.51.100.0/24");
+  CHECK(NarrowEgress(tenant, vm).status().message() ==
+        "egress.allow rule 198.51.100.0/24 is outside what this "
+        "tenant may reach");
+  EgressPolicy open;  // no tenant default: the VM's request stands
+  EgressPolicy closed;
+  closed.set_internet(ppn::types::v1::INTERNET_ACCESS_DENIED);
+  p = NarrowEgress(open, closed);
+  REQUIRE(p.ok());
+  CHECK(p->internet() == ppn::types::v1::INTERNET_ACCESS_DENIED);
+  p = NarrowEgress(open, EgressPolicy());
+  REQUIRE(p.ok());
+  CHECK(p->internet() == ppn::types::v1::INTERNET_ACCESS_ALLOWED);
+}
+
 }  // namespace
 }  // namespace ppn
