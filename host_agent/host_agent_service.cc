@@ -105,4 +105,12 @@ grpc::Status HostAgentService::ResumeVm(grpc::ServerContext*, const v1::ResumeVm
   return grpc::Status::OK;
 }
 
+grpc::Status HostAgentService::UpdateVmNetwork(grpc::ServerContext*, const v1::UpdateVmNetworkRequest* request,
+                                               v1::UpdateVmNetworkResponse* response) {
+  absl::StatusOr<v1::VmInstance> vm = manager_->UpdateVmNetwork(request->vm_id(), request->egress());
+  if (!vm.ok()) return RpcFailed("UpdateVmNetwork", vm.status(), {{"vm", request->vm_id()}});
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
 }  // namespace ppn::host

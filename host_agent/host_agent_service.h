@@ -25,6 +25,8 @@ class HostAgentService final : public ppn::host::v1::HostAgent::Service {
   grpc::Status SetBalloon(grpc::ServerContext*, const v1::SetBalloonRequest*, v1::SetBalloonResponse*) override;
   grpc::Status GetBalloon(grpc::ServerContext*, const v1::GetBalloonRequest*, v1::GetBalloonResponse*) override;
   grpc::Status ResumeVm(grpc::ServerContext*, const v1::ResumeVmRequest*, v1::ResumeVmResponse*) override;
+  grpc::Status UpdateVmNetwork(grpc::ServerContext*, const v1::UpdateVmNetworkRequest*,
+                               v1::UpdateVmNetworkResponse*) override;
 
  private:
   VmManager* const manager_;

@@ -1,6 +1,8 @@
 // host_agent: the QEMU processes of one node. Flags → VmManager → server → SIGTERM → shutdown.
 // VMs keep running when the agent stops; the next start re-adopts them.
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 
@@ -29,6 +31,12 @@ ABSL_FLAG(absl::Duration, kvm_probe_timeout, absl::Seconds(10), "How long the KV
 ABSL_FLAG(std::string, qemu_binary, "qemu-system-x86_64", "QEMU to run");
 ABSL_FLAG(std::string, qemu_user, "nobody", "User QEMU drops to when the agent runs as root");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Default heartbeat interval");
+ABSL_FLAG(std::string, network, "namespace",
+          "namespace: each VM in a network namespace of its own, reaching only what its egress policy allows "
+          "(needs root); user: QEMU's user-mode networking in the node's own namespace, where guests can reach "
+          "the node (every heartbeat then warns)");
+ABSL_FLAG(std::vector<std::string>, lan_ranges, {},
+          "Extra CIDRs guests must never reach (the node's connected subnets are always included)");
 ABSL_FLAG(absl::Duration, test_hold_after_exec, absl::ZeroDuration(),
           "Testing only: pause each spawn this long after QEMU's exec (crash tests)");
 
@@ -70,8 +78,29 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<ppn::host::VmStore>> store = ppn::host::VmStore::Open(options.state_dir + "/agent.db");
   if (!store.ok()) ppn::ExitWithError(store.status().message());
 
+  // QEMU authenticates and encrypts migration streams with the node's own identity.
+  options.migration_tls = {flags.tls.ca_cert, flags.tls.cert, flags.tls.key};
+  std::unique_ptr<ppn::host::VmNetwork> network;
+  std::string mode = absl::GetFlag(FLAGS_network);
+  if (mode == "namespace") {
+    if (geteuid() != 0) {
+      ppn::ExitWithError(
+          "per-VM network namespaces need root: run the agent as root, or pass --network=user to let guests share "
+          "the node's own network (they can then reach its services; every heartbeat will say so)");
+    }
+    ppn::CommandRunner run = ppn::SpawnerCommandRunner(ppn::PosixProcessSpawner::Get());
+    absl::StatusOr<ppn::host::NetworkOptions> net =
+        ppn::host::DiscoverNetworkOptions(options.node_id, options.host_address, absl::GetFlag(FLAGS_lan_ranges), run);
+    if (!net.ok()) ppn::ExitWithError(net.status().message());
+    net->scope = ppn::host::NetworkScope(options.node_id, options.state_dir);
+    network = std::make_unique<ppn::host::VmNetwork>(*std::move(net), run);
+  } else if (mode == "user") {
+    spdlog::warn("node.no_network_isolation: --network=user, guests share the node's network namespace");
+  } else {
+    ppn::ExitWithError("--network must be namespace or user");
+  }
   ppn::host::VmManager manager(options, *std::move(catalog),
-                               {store->get(), ppn::RealClock::Get(), ppn::PosixProcessSpawner::Get()});
+                               {store->get(), ppn::RealClock::Get(), ppn::PosixProcessSpawner::Get(), network.get()});
   absl::Status started = manager.Start();
   if (!started.ok()) ppn::ExitWithError(started.message());
   ppn::host::HostAgentService service(&manager, absl::GetFlag(FLAGS_heartbeat_interval));

@@ -56,7 +56,10 @@ std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
        "virtio-blk-pci,drive=drive0,id=disk0"});
   add({"-drive", absl::StrCat("file=", SeedPath(spec.vm_dir), ",if=none,id=seed0,format=raw,readonly=on"), "-device",
        "virtio-blk-pci,drive=seed0,id=seed"});
-  std::string netdev = "user,id=net0";
+  // User-mode networking, in the VM's own namespace when it has one: DHCP and DNS for any image,
+  // and the guest reaches only what that namespace's rules let through. No IPv6: the namespace
+  // has none.
+  std::string netdev = "user,id=net0,ipv6=off";
   for (const HostForward& f : spec.forwards) {
     absl::StrAppend(&netdev, ",hostfwd=", f.udp ? "udp" : "tcp", ":", f.host_address, ":", f.host_port,
                     "-:", f.guest_port);
@@ -71,8 +74,13 @@ std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
     add({"-sandbox", absl::StrCat("on,obsolete=deny,spawn=deny,resourcecontrol=deny,elevateprivileges=",
                                   spec.run_as_user.empty() ? "deny" : "allow")});
   }
+  if (!spec.tls_dir.empty()) {
+    // Loaded as root before -runas takes effect: the keys stay readable by root only.
+    add({"-object", absl::StrCat("tls-creds-x509,id=tls-server,endpoint=server,verify-peer=on,dir=", spec.tls_dir),
+         "-object", absl::StrCat("tls-creds-x509,id=tls-client,endpoint=client,dir=", spec.tls_dir)});
+  }
   if (!spec.run_as_user.empty()) add({"-runas", spec.run_as_user});
-  if (!spec.incoming_uri.empty()) add({"-incoming", spec.incoming_uri});
+  if (spec.incoming) add({"-incoming", "defer"});
   return a;
 }
 
@@ -97,6 +105,7 @@ absl::StatusOr<std::unique_ptr<Process>> LaunchQemu(ProcessSpawner* spawner, con
   process.output_path = QemuLogPath(spec.vm_dir);
   process.new_session = true;
   process.cgroup_dir = spec.cgroup_dir;
+  process.netns = spec.netns;
   return spawner->Spawn(process);
 }
 

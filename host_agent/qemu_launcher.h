@@ -31,8 +31,13 @@ struct LaunchSpec {
   uint32_t memory_mib = 128;
   bool kvm = false;
   Image image;
-  std::vector<HostForward> forwards;
-  std::string incoming_uri;  // "tcp:HOST:PORT" for a migration target; empty otherwise
+  std::vector<HostForward> forwards;  // host_address: where QEMU listens (its namespace's address)
+  bool incoming = false;              // a migration target: -incoming defer, the stream comes as a descriptor
+  // A directory with ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem and
+  // client-key.pem (the node's identity), for TLS-protected migration streams: QEMU gets the
+  // credentials "tls-server" (verifying its peer) and "tls-client". Empty: none.
+  std::string tls_dir;
+  std::string netns;  // the VM's network namespace; empty for the node's own
   bool seccomp = true;
   std::string run_as_user;  // drop to this user after setup; empty to stay
   std::string cgroup_dir;   // a cgroup v2 directory to run in; empty for none

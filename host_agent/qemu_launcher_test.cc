@@ -16,7 +16,9 @@ LaunchSpec Spec() {
   spec.image.kernel = "/images/vmlinuz";
   spec.forwards.push_back({"127.0.0.1", 20001, 80, false});
   spec.run_as_user = "nobody";
-  spec.incoming_uri = "tcp:127.0.0.1:20002";
+  spec.incoming = true;
+  spec.tls_dir = "/state/qemu-tls";
+  spec.netns = "ppn.laptop-a.vm-1";
   return spec;
 }
 
@@ -27,18 +29,22 @@ bool Has(const std::vector<std::string>& argv, const std::string& flag, const st
   return false;
 }
 
-TEST_CASE("the QEMU command line names the VM and carries its files, forwards and migration", "[host_agent][qemu]") {
+TEST_CASE("the QEMU command line names the VM and carries its files, forwards and migration",
+          "[host_agent][qemu_launcher]") {
   std::vector<std::string> argv = BuildQemuArgs(Spec());
   CHECK(argv[0] == "qemu-system-x86_64");
   CHECK(Has(argv, "-name", "ppn-vm-1"));
   CHECK(Has(argv, "-qmp", "unix:/state/vms/vm-1/qmp.sock,server=on,wait=off"));
-  CHECK(Has(argv, "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:20001-:80"));
+  CHECK(Has(argv, "-netdev", "user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:20001-:80"));
   CHECK(Has(argv, "-runas", "nobody"));
-  CHECK(Has(argv, "-incoming", "tcp:127.0.0.1:20002"));
+  // A migration target waits for the stream its agent hands it, over TLS with the node's identity.
+  CHECK(Has(argv, "-incoming", "defer"));
+  CHECK(Has(argv, "-object", "tls-creds-x509,id=tls-server,endpoint=server,verify-peer=on,dir=/state/qemu-tls"));
+  CHECK(Has(argv, "-object", "tls-creds-x509,id=tls-client,endpoint=client,dir=/state/qemu-tls"));
   CHECK(Has(argv, "-machine", "q35,accel=tcg"));
 }
 
-TEST_CASE("a QEMU process is recognised as a VM of this state directory only", "[host_agent][qemu]") {
+TEST_CASE("a QEMU process is recognised as a VM of this state directory only", "[host_agent][qemu_launcher]") {
   std::vector<std::string> argv = BuildQemuArgs(Spec());
   CHECK(QemuVmId(argv, "/state/vms") == std::optional<std::string>("vm-1"));
   CHECK(QemuVmId(argv, "/other/vms") == std::nullopt);
@@ -46,7 +52,7 @@ TEST_CASE("a QEMU process is recognised as a VM of this state directory only", "
   CHECK(QemuVmId({"sleep", "100"}, "/state/vms") == std::nullopt);
 }
 
-TEST_CASE("QEMU is started in its own session with its log beside its files", "[host_agent][qemu]") {
+TEST_CASE("QEMU is started in its own session with its log beside its files", "[host_agent][qemu_launcher]") {
   testing::FakeProcessSpawner spawner;
   LaunchSpec spec = Spec();
   spec.cgroup_dir = "/sys/fs/cgroup/ppn-node/vm-1";
@@ -57,7 +63,8 @@ TEST_CASE("QEMU is started in its own session with its log beside its files", "[
   CHECK(started.new_session);
   CHECK(started.output_path == "/state/vms/vm-1/qemu.log");
   CHECK(started.cgroup_dir == "/sys/fs/cgroup/ppn-node/vm-1");
-  CHECK_FALSE(started.run_as.has_value());  // QEMU drops privileges itself, after opening its files
+  CHECK(started.netns == "ppn.laptop-a.vm-1");  // QEMU lives in the VM's network namespace
+  CHECK_FALSE(started.run_as.has_value());      // QEMU drops privileges itself, after opening its files
 }
 
 }  // namespace

@@ -71,12 +71,39 @@ absl::StatusOr<nlohmann::json> QmpClient::ReadMessage(absl::Time deadline) {
 
 absl::StatusOr<nlohmann::json> QmpClient::Execute(const std::string& command, const nlohmann::json& arguments,
                                                   absl::Duration timeout) {
+  return ExecuteWithFd(command, arguments, -1, timeout);
+}
+
+absl::StatusOr<nlohmann::json> QmpClient::ExecuteWithFd(const std::string& command, const nlohmann::json& arguments,
+                                                        int fd, absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   int id = next_id_++;
   nlohmann::json request = {{"execute", command}, {"id", id}};
   if (!arguments.is_null()) request["arguments"] = arguments;
   std::string line = request.dump() + "\n";
-  for (size_t sent = 0; sent < line.size();) {
+  size_t first = 0;
+  if (fd >= 0) {
+    // The descriptor rides with the command's first byte (SCM_RIGHTS), as QMP's getfd expects.
+    char control[CMSG_SPACE(sizeof(int))] = {};
+    iovec iov{line.data(), 1};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    ssize_t n;
+    do {
+      n = sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) return absl::UnavailableError("QMP connection closed (QEMU exited?)");
+    first = 1;
+  }
+  for (size_t sent = first; sent < line.size();) {
     ssize_t n = send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;

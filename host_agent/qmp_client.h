@@ -29,6 +29,11 @@ class QmpClient {
   absl::StatusOr<nlohmann::json> Execute(const std::string& command, const nlohmann::json& arguments = nullptr,
                                          absl::Duration timeout = absl::Seconds(10));
 
+  // Execute, passing the descriptor `fd` with the command (SCM_RIGHTS), as `getfd` takes it.
+  // The caller keeps its own copy of `fd` and closes it.
+  absl::StatusOr<nlohmann::json> ExecuteWithFd(const std::string& command, const nlohmann::json& arguments, int fd,
+                                               absl::Duration timeout = absl::Seconds(10));
+
   // Events received so far (and clears them).
   std::vector<nlohmann::json> TakeEvents();
 

@@ -62,11 +62,23 @@ MigrationProgress MigrateOverQmp(QmpClient* qmp, const OutgoingMigration& migrat
                                  Clock* clock, const ProgressFn& progress) {
   uint64_t bandwidth =
       migration.max_bandwidth_mib_per_second != 0 ? migration.max_bandwidth_mib_per_second << 20 : uint64_t{1} << 40;
+  nlohmann::json parameters = {{"block-incremental", true}, {"max-bandwidth", bandwidth}, {"downtime-limit", 100}};
+  std::string uri = migration.uri;
+  if (migration.fd >= 0) {
+    // The agent made the connection; QEMU takes it over and speaks TLS on it as the client,
+    // checking that the target presents the certificate of `tls_hostname`.
+    absl::StatusOr<nlohmann::json> r = qmp->ExecuteWithFd("getfd", {{"fdname", "ppn-migration"}}, migration.fd);
+    if (!r.ok()) return Failed(std::string(r.status().message()), base, clock->Now());
+    uri = "fd:ppn-migration";
+  }
+  if (!migration.tls_creds.empty()) {
+    parameters["tls-creds"] = migration.tls_creds;
+    parameters["tls-hostname"] = migration.tls_hostname;
+  }
   for (auto [cmd, args] : std::vector<std::pair<std::string, nlohmann::json>>{
            {"migrate-set-capabilities", {{"capabilities", {{{"capability", "block"}, {"state", true}}}}}},
-           {"migrate-set-parameters",
-            {{"block-incremental", true}, {"max-bandwidth", bandwidth}, {"downtime-limit", 100}}},
-           {"migrate", {{"uri", migration.uri}}}}) {
+           {"migrate-set-parameters", parameters},
+           {"migrate", {{"uri", uri}}}}) {
     absl::StatusOr<nlohmann::json> r = qmp->Execute(cmd, args);
     if (!r.ok()) return Failed(std::string(r.status().message()), base, clock->Now());
   }
@@ -102,6 +114,22 @@ MigrationProgress MigrateOverQmp(QmpClient* qmp, const OutgoingMigration& migrat
     absl::SleepFor(std::min(migration.poll_interval, absl::Milliseconds(50)));
   }
   return Failed(why, base, clock->Now());
+}
+
+absl::Status StartIncomingOnFd(QmpClient* qmp, int fd, const std::string& tls_creds,
+                               const std::string& source_identity) {
+  nlohmann::json parameters = nlohmann::json::object();
+  if (!tls_creds.empty()) {
+    // Only the source node's certificate may send this VM (its subject, as GnuTLS writes it).
+    PPN_RETURN_IF_ERROR(
+        qmp->Execute("object-add",
+                     {{"qom-type", "authz-simple"}, {"id", "ppn-migration-source"}, {"identity", source_identity}})
+            .status());
+    parameters = {{"tls-creds", tls_creds}, {"tls-authz", "ppn-migration-source"}};
+  }
+  PPN_RETURN_IF_ERROR(qmp->Execute("migrate-set-parameters", parameters).status());
+  PPN_RETURN_IF_ERROR(qmp->ExecuteWithFd("getfd", {{"fdname", "ppn-migration"}}, fd).status());
+  return qmp->Execute("migrate-incoming", {{"uri", "fd:ppn-migration"}}).status();
 }
 
 absl::StatusOr<std::string> QueryRunState(QmpClient* qmp) {

@@ -21,7 +21,10 @@ namespace ppn::host {
 using ProgressFn = std::function<bool(const ppn::types::v1::MigrationProgress&)>;
 
 struct OutgoingMigration {
-  std::string uri;                            // "tcp:HOST:PORT" from the target's PrepareIncoming
+  std::string uri;           // "tcp:HOST:PORT" for QEMU to connect to itself; unused with `fd`
+  int fd = -1;               // a connection to the target the agent made (ConnectMigration); QEMU takes it over
+  std::string tls_creds;     // QEMU's TLS credentials object for the stream ("tls-client"); empty: none
+  std::string tls_hostname;  // the target's name, checked against its certificate
   uint64_t max_bandwidth_mib_per_second = 0;  // 0: unlimited
   absl::Duration time_limit = absl::Minutes(10);
   absl::Duration poll_interval = absl::Milliseconds(100);
@@ -41,6 +44,12 @@ ppn::types::v1::MigrationProgress MigrateOverQmp(QmpClient* qmp, const OutgoingM
 ppn::types::v1::MigrationProgress ProgressFromQueryMigrate(const nlohmann::json& info,
                                                            const ppn::types::v1::MigrationProgress& base,
                                                            absl::Time now);
+
+// Starts the incoming migration of a QEMU started with `-incoming defer` on connection `fd`
+// (the caller keeps and closes its copy). With `tls_creds` ("tls-server") the stream is TLS and
+// only a peer certificate whose subject is `source_identity` ("CN=laptop-a") is accepted.
+absl::Status StartIncomingOnFd(QmpClient* qmp, int fd, const std::string& tls_creds,
+                               const std::string& source_identity);
 
 // QEMU's run state: "running", "paused", "postmigrate", "inmigrate", ...
 absl::StatusOr<std::string> QueryRunState(QmpClient* qmp);

@@ -1,5 +1,6 @@
 #include "host_agent/vm_manager.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -50,6 +51,30 @@ VmManager::Options Normalized(VmManager::Options o) {
   return o;
 }
 
+EgressPolicy PolicyOf(const ppn::types::v1::EgressPolicy& p) {
+  auto rules = [](const google::protobuf::RepeatedPtrField<ppn::types::v1::EgressRule>& in) {
+    std::vector<EgressRule> out;
+    for (const auto& r : in) {
+      out.push_back({r.cidr(), r.port_first(), r.port_last() == 0 ? r.port_first() : r.port_last(),
+                     r.protocol() == ppn::types::v1::PROTOCOL_UDP});
+    }
+    return out;
+  };
+  EgressPolicy out;
+  out.internet = p.internet() != ppn::types::v1::INTERNET_ACCESS_DENIED;
+  out.allow = rules(p.allow());
+  out.deny = rules(p.deny());
+  out.rate_limit_kbit = p.rate_limit_kbit();
+  return out;
+}
+
+std::vector<PortForwardRule> ForwardRules(const VmInstance& vm) {
+  std::vector<PortForwardRule> rules;
+  for (const auto& p : vm.forwarded_ports())
+    rules.push_back({p.host_port(), p.protocol() == ppn::types::v1::PROTOCOL_UDP});
+  return rules;
+}
+
 std::optional<RunAs> OwnerOf(const std::string& user) {
   if (user.empty()) return std::nullopt;
   absl::StatusOr<RunAs> r = LookupUser(user);
@@ -66,11 +91,14 @@ VmManager::VmManager(Options options, ImageCatalog catalog, Deps deps)
       spawner_(deps.spawner),
       qemu_user_(ResolveQemuUser(options_.qemu_user)),
       qemu_owner_(OwnerOf(qemu_user_)),
+      network_(deps.network),
       runtime_(spawner_, {options_.state_dir + "/vms", options_.qemu_binary, qemu_user_, qemu_owner_,
-                          options_.hold_after_exec_for_test}),
+                          options_.hold_after_exec_for_test,
+                          options_.migration_tls.cert.empty() ? "" : options_.state_dir + "/qemu-tls"}),
       ports_(options_.host_address, options_.port_first, options_.port_last) {}
 
 VmManager::~VmManager() {
+  gate_.reset();  // no hand-off may run into a manager being destroyed
   {
     absl::MutexLock l(&mu_);
     stopping_ = true;
@@ -96,9 +124,32 @@ absl::Status VmManager::Start() {
         absl::StrCat("cannot create ", runtime_.files().vms_dir(), ": ", ec.message()));
   }
   if (qemu_owner_) PPN_RETURN_IF_ERROR(CheckQemuUserAccess(spawner_, *qemu_owner_, runtime_.files().vms_dir()));
+  PPN_RETURN_IF_ERROR(WriteMigrationCredentials());
   ProbeNode();
+  gate_ = std::make_unique<IncomingGate>([this](const std::string& vm_id, int fd) { StartIncoming(vm_id, fd); });
   PPN_RETURN_IF_ERROR(Adopt());
   monitor_ = std::thread([this] { MonitorLoop(); });
+  return absl::OkStatus();
+}
+
+absl::Status VmManager::WriteMigrationCredentials() {
+  const Options::MigrationTls& tls = options_.migration_tls;
+  if (tls.cert.empty()) return absl::OkStatus();
+  std::string dir = options_.state_dir + "/qemu-tls";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  chmod(dir.c_str(), 0700);  // root's alone: QEMU reads it before it drops to its user
+  PPN_ASSIGN_OR_RETURN(std::string ca, ReadFile(tls.ca));
+  PPN_ASSIGN_OR_RETURN(std::string cert, ReadFile(tls.cert));
+  PPN_ASSIGN_OR_RETURN(std::string key, ReadFile(tls.key));
+  for (const auto& [name, data, mode] :
+       std::vector<std::tuple<const char*, const std::string*, mode_t>>{{"ca-cert.pem", &ca, 0644},
+                                                                        {"server-cert.pem", &cert, 0644},
+                                                                        {"client-cert.pem", &cert, 0644},
+                                                                        {"server-key.pem", &key, 0600},
+                                                                        {"client-key.pem", &key, 0600}}) {
+    PPN_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(dir, "/", name), *data, mode));
+  }
   return absl::OkStatus();
 }
 
@@ -135,6 +186,54 @@ absl::Status VmManager::Adopt() {
     }
     PPN_RETURN_IF_ERROR(PersistLocked(e.get()));
     vms_[e->rec.instance.vm_id()] = e;
+  }
+  // A target still waiting for its stream waited on a listener that died with the last agent:
+  // nothing can reach it now; the scheduler's retry prepares a new one.
+  std::vector<std::shared_ptr<Entry>> waiting;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [_, e] : vms_) {
+      if (e->rec.migration_port != 0) waiting.push_back(e);
+    }
+  }
+  for (const auto& e : waiting) {
+    absl::MutexLock op(&e->op);
+    std::shared_ptr<Process> process;
+    std::string vm_id;
+    {
+      absl::MutexLock l(&mu_);
+      process = e->process;
+      vm_id = e->rec.instance.vm_id();
+    }
+    absl::StatusOr<std::unique_ptr<QmpClient>> qmp = runtime_.Connect(vm_id, process.get(), absl::Seconds(2));
+    absl::StatusOr<IncomingState> state = qmp.ok() ? QueryIncoming(qmp->get()) : qmp.status();
+    if (state.ok() && *state == IncomingState::kWaiting) {
+      Remove(e.get(), "its agent restarted before the migration stream arrived").IgnoreError();
+    }
+  }
+  if (network_ == nullptr) return absl::OkStatus();
+  // The networks of the VMs that run on; everything else of this node's goes (a crash left it).
+  std::map<std::string, std::vector<PortForwardRule>> live;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, e] : vms_) {
+      if (e->process == nullptr) continue;
+      std::vector<PortForwardRule>& rules = live[id];
+      for (const auto& p : e->rec.instance.forwarded_ports()) {
+        rules.push_back({p.host_port(), p.protocol() == ppn::types::v1::PROTOCOL_UDP});
+      }
+    }
+  }
+  std::vector<std::string> removed;
+  PPN_ASSIGN_OR_RETURN(auto links, network_->StartNode(live, &removed));
+  for (const std::string& name : removed) spdlog::info("vm.network_removed name={} reason=\"no such VM\"", name);
+  absl::MutexLock l(&mu_);
+  for (const auto& [id, e] : vms_) {
+    auto it = links.find(id);
+    if (it != links.end()) e->link = it->second;
+    if (it == links.end() && e->process != nullptr) {
+      spdlog::error("vm.network_missing vm={}: its QEMU runs but its namespace is gone", LogValue(id));
+    }
   }
   return absl::OkStatus();
 }
@@ -176,9 +275,13 @@ std::shared_ptr<VmManager::Entry> VmManager::Find(const std::string& vm_id) {
 }
 
 absl::StatusOr<VmInstance> VmManager::Spawn(const VmId& vm_id, const TenantId& tenant, const VmSpec& spec) {
-  CreateRequest r{
-      vm_id.value(),       tenant.value(), spec, /*incoming=*/false, kvm_usable_ && options_.kvm_mode == KvmMode::kAuto,
-      absl::ZeroDuration()};
+  CreateRequest r{vm_id.value(),
+                  tenant.value(),
+                  spec,
+                  /*incoming=*/false,
+                  kvm_usable_ && options_.kvm_mode == KvmMode::kAuto,
+                  absl::ZeroDuration(),
+                  ""};
   PPN_ASSIGN_OR_RETURN(Created created, Create(r));
   return created.vm;
 }
@@ -232,6 +335,18 @@ absl::StatusOr<VmManager::Created> VmManager::Create(const CreateRequest& r) {
     last_spawn_overhead_ = absl::Now() - t0;
   }
   Created created;
+  std::string ticket;
+  if (s.ok() && r.incoming) {
+    // The agent, not QEMU, listens: only the source that was told the ticket gets through.
+    ticket = NewMigrationTicket();
+    uint32_t port;
+    {
+      absl::MutexLock l(&mu_);
+      port = e->rec.migration_port;
+    }
+    s = ticket.empty() ? absl::InternalError("no randomness for a migration ticket")
+                       : gate_->Open(r.vm_id, options_.host_address, port, ticket);
+  }
   if (s.ok()) {
     absl::MutexLock l(&mu_);
     VmInstance& vm = e->rec.instance;
@@ -243,7 +358,7 @@ absl::StatusOr<VmManager::Created> VmManager::Create(const CreateRequest& r) {
     *vm.mutable_start_time() = ToProtoTimestamp(clock_->Now());
     vm.set_console_log_path(ConsoleLogPath(runtime_.files().Dir(r.vm_id)));
     s = PersistLocked(e.get());
-    created = Created{vm, e->rec.migration_port};
+    created = Created{vm, e->rec.migration_port, ticket};
   }
   if (!s.ok()) {
     Remove(e.get(), "the create failed").IgnoreError();
@@ -300,25 +415,95 @@ absl::Status VmManager::ReserveLocked(const CreateRequest& r, uint64_t disk_byte
     p->set_host_port(ports[i]);
   }
   if (r.incoming) e->rec.migration_port = ports.back();
+  e->migration_source = r.migration_source;
   e->disk_virtual_bytes = disk_bytes;
   return absl::OkStatus();
 }
 
 absl::Status VmManager::StartQemu(const CreateRequest& r, const Image& image, Entry* e) {
-  VmRuntime::Launch launch{r.vm_id, r.spec, image, {}, r.kvm, ""};
+  if (network_ != nullptr) PPN_RETURN_IF_ERROR(MakeNetwork(e));
+  // Rotated certificates reach the next QEMU started.
+  PPN_RETURN_IF_ERROR(WriteMigrationCredentials());
+  VmRuntime::Launch launch{r.vm_id, r.spec, image, {}, r.kvm, r.incoming, ""};
   {
     absl::MutexLock l(&mu_);
     for (const auto& f : e->rec.instance.forwarded_ports()) {
-      launch.forwards.push_back(
-          {f.host_address(), f.host_port(), f.guest_port(), f.protocol() == ppn::types::v1::PROTOCOL_UDP});
+      // In its namespace QEMU listens on the namespace's address; the node forwards its mesh
+      // address's port there.
+      launch.forwards.push_back({e->link ? e->link->netns_ip : f.host_address(), f.host_port(), f.guest_port(),
+                                 f.protocol() == ppn::types::v1::PROTOCOL_UDP});
     }
-    if (r.incoming) launch.incoming_uri = absl::StrCat("tcp:", options_.host_address, ":", e->rec.migration_port);
+    if (e->link) launch.netns = e->link->netns;
   }
   std::shared_ptr<Process> process;
   absl::Status s = runtime_.Start(launch, &process);
   absl::MutexLock l(&mu_);
   e->process = process;  // even on error: Remove() ends it
   return s;
+}
+
+absl::Status VmManager::MakeNetwork(Entry* e) {
+  std::string vm_id;
+  EgressPolicy policy;
+  std::vector<PortForwardRule> forwards;
+  {
+    absl::MutexLock l(&mu_);
+    vm_id = e->rec.instance.vm_id();
+    policy = PolicyOf(e->rec.instance.spec().egress());
+    forwards = ForwardRules(e->rec.instance);
+  }
+  PPN_ASSIGN_OR_RETURN(VmLink link, network_->Acquire(vm_id));
+  {
+    absl::MutexLock l(&mu_);
+    e->link = link;  // from here on Remove() undoes it, whatever fails next
+  }
+  PPN_RETURN_IF_ERROR(network_->Create(link, policy));
+  return network_->AddForwards(link, forwards);
+}
+
+void VmManager::DropNetwork(Entry* e) {
+  std::optional<VmLink> link;
+  std::vector<PortForwardRule> forwards;
+  {
+    absl::MutexLock l(&mu_);
+    link.swap(e->link);
+    forwards = ForwardRules(e->rec.instance);
+  }
+  if (!link || network_ == nullptr) return;
+  absl::Status s = network_->Remove(*link, forwards);
+  if (!s.ok()) spdlog::error("vm.network_left vm={} error={}", LogValue(link->netns), LogValue(s.message()));
+  network_->Release(*link);
+}
+
+absl::StatusOr<VmInstance> VmManager::UpdateVmNetwork(const std::string& vm_id,
+                                                      const ppn::types::v1::EgressPolicy& egress) {
+  PPN_RETURN_IF_ERROR(ppn::ValidateEgressPolicy(egress));
+  std::shared_ptr<Entry> e = Find(vm_id);
+  if (e == nullptr) return NotHere(vm_id);
+  absl::MutexLock op(&e->op);
+  std::optional<VmLink> link;
+  {
+    absl::MutexLock l(&mu_);
+    if (vms_.count(vm_id) == 0) return NotHere(vm_id);
+    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING || e->process == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is not running"));
+    }
+    link = e->link;
+  }
+  if (!link) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node ", options_.node_id, " runs its VMs without network isolation: no policy to change"));
+  }
+  PPN_RETURN_IF_ERROR(network_->ApplyPolicy(*link, PolicyOf(egress)));
+  absl::MutexLock l(&mu_);
+  *e->rec.instance.mutable_spec()->mutable_egress() = egress;
+  absl::Status s = PersistLocked(e.get());
+  // The rules are in force now; a restart keeps them (the namespace outlives the agent).
+  if (!s.ok()) spdlog::error("vm.store_failed vm={} error={}", LogValue(vm_id), LogValue(s.message()));
+  spdlog::info("vm.network_updated vm={} internet={} allow={} deny={} rate_kbit={}", LogValue(vm_id),
+               egress.internet() != ppn::types::v1::INTERNET_ACCESS_DENIED, egress.allow_size(), egress.deny_size(),
+               egress.rate_limit_kbit());
+  return e->rec.instance;
 }
 
 absl::Status VmManager::Remove(Entry* e, const std::string& why) {
@@ -331,6 +516,8 @@ absl::Status VmManager::Remove(Entry* e, const std::string& why) {
     tenant = e->rec.instance.tenant_id();
   }
   PPN_RETURN_IF_ERROR(runtime_.Discard(vm_id, process.get()));
+  gate_->Close(vm_id);
+  DropNetwork(e);
   absl::Status deleted = store_->Delete(vm_id);
   absl::MutexLock l(&mu_);
   ReleasePortsLocked(e);
@@ -392,6 +579,12 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
   hb.set_load_average(LoadAverage());
   hb.set_kvm(kvm_support());
   *hb.mutable_capabilities() = capabilities_;
+  hb.mutable_capabilities()->set_network_isolation(network_ != nullptr);
+  if (network_ == nullptr) {
+    hb.add_warnings(
+        "no network isolation (--network=user): guests share the node's network namespace and can reach its "
+        "services, its loopback and other guests' forwarded ports");
+  }
   hb.set_mesh_address(options_.host_address);
   hb.set_disk_total_mib(DiskTotalMib(ReadDiskSpace(options_.state_dir), options_.advertised_disk_mib));
   for (const std::string& name : catalog_.Names()) hb.add_images(name);
@@ -399,7 +592,17 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
   uint64_t reserved = options_.safety_margin_mib + CommittedMibLocked();
   hb.set_available_memory_mib(total > reserved ? total - reserved : 0);
   hb.set_disk_available_mib(DiskAvailableMibLocked());
-  for (const auto& [_, e] : vms_) *hb.add_vms() = e->rec.instance;
+  for (const auto& [_, e] : vms_) {
+    VmInstance* vm = hb.add_vms();
+    *vm = e->rec.instance;
+    if (e->link) {
+      LinkCounters c = network_->Counters(*e->link);
+      vm->mutable_network()->set_tx_bytes(c.tx_bytes);
+      vm->mutable_network()->set_rx_bytes(c.rx_bytes);
+      vm->mutable_network()->set_tx_packets(c.tx_packets);
+      vm->mutable_network()->set_rx_packets(c.rx_packets);
+    }
+  }
   return hb;
 }
 
@@ -451,6 +654,7 @@ void VmManager::RunOnce() {
     } else if ((state == ppn::types::v1::VM_STATE_RUNNING || state == ppn::types::v1::VM_STATE_MIGRATING) &&
                (process == nullptr || !process->Alive())) {
       std::string why = ReadFileTail(QemuLogPath(runtime_.files().Dir(vm_id)), 300);
+      DropNetwork(e.get());  // a dead guest keeps its record (FAILED), not its network
       absl::MutexLock l(&mu_);
       ReleasePortsLocked(e.get());
       e->process.reset();

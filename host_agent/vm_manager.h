@@ -24,10 +24,12 @@
 #include "common/ids.h"
 #include "common/process.h"
 #include "host_agent/image_catalog.h"
+#include "host_agent/migration_channel.h"
 #include "host_agent/node_probe.h"
 #include "host_agent/port_allocator.h"
 #include "host_agent/qmp_client.h"
 #include "host_agent/qmp_migration.h"
+#include "host_agent/vm_network.h"
 #include "host_agent/vm_runtime.h"
 #include "host_agent/vm_store.h"
 #include "ppn/host/v1/host_agent.pb.h"
@@ -58,11 +60,20 @@ class VmManager {
     // Testing only: how long a spawn waits after QEMU's exec before it goes on, so a test
     // can kill the agent in between.
     absl::Duration hold_after_exec_for_test = absl::ZeroDuration();
+    // The node's identity (PEM paths of the mesh CA, its certificate and key): QEMU
+    // authenticates and encrypts every migration stream with it. Empty only in unit tests
+    // (streams in clear).
+    struct MigrationTls {
+      std::string ca, cert, key;
+    } migration_tls;
   };
   struct Deps {
     VmStore* store = nullptr;
     Clock* clock = nullptr;
     ProcessSpawner* spawner = nullptr;
+    // Each VM's own network namespace and rules. Null: QEMU's user-mode networking in the
+    // node's namespace (an operator's explicit choice; every heartbeat then says so).
+    VmNetwork* network = nullptr;
   };
 
   VmManager(Options options, ImageCatalog catalog, Deps deps);
@@ -110,6 +121,11 @@ class VmManager {
   // runs here again (continued if QEMU had paused it). Returns the final report.
   absl::StatusOr<ppn::types::v1::MigrationProgress> MigrateOut(const ppn::host::v1::MigrateOutRequest& request,
                                                                const ProgressFn& progress);
+  // Replaces the VM's egress policy, live. INVALID_ARGUMENT for a bad policy, NOT_FOUND if
+  // absent, FAILED_PRECONDITION unless it runs with a network of its own.
+  absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const std::string& vm_id,
+                                                            const ppn::types::v1::EgressPolicy& egress);
+
   // Continues a VM whose QEMU is paused here (a copy left by a completed outgoing migration
   // the target never took over) → RUNNING. NOT_FOUND if absent; FAILED_PRECONDITION if it is
   // not paused or is a migration target.
@@ -138,6 +154,8 @@ class VmManager {
     bool ports_held = false;  // its ports are taken from the allocator
     uint64_t disk_virtual_bytes = 0;
     absl::Time ready_deadline = absl::InfiniteFuture();  // incoming only
+    std::optional<VmLink> link;                          // its network, when isolated
+    std::string migration_source;                        // incoming only: the node that may send it
   };
   // What Spawn and PrepareIncoming share.
   struct CreateRequest {
@@ -146,11 +164,13 @@ class VmManager {
     bool incoming = false;
     bool kvm = false;
     absl::Duration ready_timeout;
+    std::string migration_source;  // incoming only
   };
 
   struct Created {
     ppn::host::v1::VmInstance vm;
     uint32_t migration_port = 0;
+    std::string migration_ticket;
   };
 
   absl::StatusOr<Created> Create(const CreateRequest& r);
@@ -170,6 +190,15 @@ class VmManager {
 
   void ProbeNode();
   absl::Status Adopt();
+  // QEMU's copy of the node's identity for TLS migration streams (VmRuntime tls_dir).
+  absl::Status WriteMigrationCredentials();
+  // The VM's namespace, veth and rules (and its forwards into them); NOT for incoming copies'
+  // migration connection, which the agent holds.
+  absl::Status MakeNetwork(Entry* e);
+  // Removes what MakeNetwork made (idempotent); with `e->op` held, not `mu_`.
+  void DropNetwork(Entry* e);
+  // The gate's hand-off: the target's connection becomes QEMU's incoming stream.
+  void StartIncoming(const std::string& vm_id, int fd);
   std::shared_ptr<Entry> Find(const std::string& vm_id);
   absl::Status NotHere(const std::string& vm_id) const;
   // With `e->op` held: an incoming VM whose migration finished becomes RUNNING; one that
@@ -190,8 +219,10 @@ class VmManager {
   ProcessSpawner* const spawner_;
   const std::string qemu_user_;
   const std::optional<RunAs> qemu_owner_;
+  VmNetwork* const network_;
   VmRuntime runtime_;
   PortAllocator ports_;
+  std::unique_ptr<IncomingGate> gate_;
 
   bool kvm_usable_ = false;
   ppn::types::v1::NodeCapabilities capabilities_;

@@ -1,6 +1,8 @@
 // The migration half of VmManager's state machine: incoming targets (prepared, replaced,
 // settled, expired), outgoing migrations and resuming a paused copy.
 
+#include <unistd.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -59,10 +61,15 @@ absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> VmManager::PrepareIncomin
     return absl::FailedPreconditionError(
         absl::StrCat("vm ", request.vm_id(), " runs under KVM but node ", options_.node_id, " has no usable KVM"));
   }
-  PPN_ASSIGN_OR_RETURN(Created created,
-                       Create({request.vm_id(), request.tenant_id(), request.spec(), true, kvm, ready_timeout}));
+  if (!options_.migration_tls.cert.empty())
+    PPN_RETURN_IF_ERROR(ValidateVmId(request.source_node_id()).ok()
+                            ? absl::OkStatus()
+                            : absl::InvalidArgumentError("source_node_id must name the source node"));
+  PPN_ASSIGN_OR_RETURN(Created created, Create({request.vm_id(), request.tenant_id(), request.spec(), true, kvm,
+                                                ready_timeout, request.source_node_id()}));
   ppn::host::v1::PrepareIncomingResponse response;
   response.set_migration_uri(absl::StrCat("tcp:", options_.host_address, ":", created.migration_port));
+  response.set_migration_ticket(created.migration_ticket);
   *response.mutable_forwarded_ports() = created.vm.forwarded_ports();
   return response;
 }
@@ -72,6 +79,12 @@ absl::StatusOr<MigrationProgress> VmManager::MigrateOut(const ppn::host::v1::Mig
   const std::string& vm_id = request.vm_id();
   if (!absl::StartsWith(request.migration_uri(), "tcp:")) {
     return absl::InvalidArgumentError("migration_uri must be tcp:HOST:PORT from PrepareIncoming");
+  }
+  if (request.migration_ticket().size() != kMigrationTicketBytes) {
+    return absl::InvalidArgumentError("migration_ticket from PrepareIncoming is required");
+  }
+  if (!options_.migration_tls.cert.empty() && !ValidateVmId(request.target_node_id()).ok()) {
+    return absl::InvalidArgumentError("target_node_id must name the target node");
   }
   std::shared_ptr<Entry> e = Find(vm_id);
   if (e == nullptr) return NotHere(vm_id);
@@ -94,12 +107,23 @@ absl::StatusOr<MigrationProgress> VmManager::MigrateOut(const ppn::host::v1::Mig
   migration.uri = request.migration_uri();
   migration.max_bandwidth_mib_per_second = request.max_bandwidth_mib_per_second();
   migration.poll_interval = options_.migration_poll_interval;
+  if (!options_.migration_tls.cert.empty()) {
+    migration.tls_creds = "tls-client";
+    migration.tls_hostname = request.target_node_id();
+  }
   absl::StatusOr<std::unique_ptr<QmpClient>> qmp = runtime_.Connect(vm_id, process.get(), kQmpTimeout);
-  if (qmp.ok()) {
+  // The agent connects from the node's own network (QEMU may sit in the VM's namespace) and
+  // proves with the ticket that the target asked for this stream.
+  absl::StatusOr<int> connection =
+      qmp.ok() ? ConnectMigration(request.migration_uri(), request.migration_ticket(), absl::Seconds(10))
+               : absl::StatusOr<int>(qmp.status());
+  if (connection.ok()) {
+    migration.fd = *connection;
     report = MigrateOverQmp(qmp->get(), migration, report, clock_, progress);
+    close(*connection);  // QEMU holds its own copy
   } else {
     report.set_phase(ppn::types::v1::MIGRATION_PHASE_FAILED);
-    report.set_message(std::string(qmp.status().message()));
+    report.set_message(std::string(connection.status().message()));
     *report.mutable_report_time() = ToProtoTimestamp(clock_->Now());
   }
   if (report.phase() == ppn::types::v1::MIGRATION_PHASE_COMPLETED) {
@@ -171,6 +195,34 @@ absl::StatusOr<VmInstance> VmManager::ResumeVm(const std::string& vm_id) {
   spdlog::info("vm.resumed vm={} tenant={} was={}", LogValue(vm_id), LogValue(e->rec.instance.tenant_id()),
                LogValue(run_state));
   return e->rec.instance;
+}
+
+void VmManager::StartIncoming(const std::string& vm_id, int fd) {
+  struct Close {
+    int fd;
+    ~Close() { close(fd); }
+  } owned{fd};
+  std::shared_ptr<Entry> e = Find(vm_id);
+  if (e == nullptr) return;
+  absl::MutexLock op(&e->op);  // after PrepareIncoming has answered
+  std::shared_ptr<Process> process;
+  std::string source;
+  {
+    absl::MutexLock l(&mu_);
+    if (e->rec.migration_port == 0) return;
+    process = e->process;
+    source = e->migration_source;
+  }
+  absl::StatusOr<std::unique_ptr<QmpClient>> qmp = runtime_.Connect(vm_id, process.get(), kQmpTimeout);
+  absl::Status s = qmp.ok() ? StartIncomingOnFd(qmp->get(), fd, options_.migration_tls.cert.empty() ? "" : "tls-server",
+                                                absl::StrCat("CN=", source))
+                            : qmp.status();
+  if (!s.ok()) {
+    spdlog::warn("vm.incoming_failed vm={} error={}", LogValue(vm_id), LogValue(s.message()));
+    Remove(e.get(), "its incoming migration could not start").IgnoreError();
+    return;
+  }
+  spdlog::info("vm.incoming_started vm={} source={}", LogValue(vm_id), LogValue(source));
 }
 
 void VmManager::SettleIncoming(Entry* e) {

@@ -7,7 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -123,6 +126,62 @@ void ParseNodeAddresses(const std::string& ip_json, std::vector<std::string>* ad
   }
 }
 
+std::string NetworkScope(const std::string& node_id, const std::string& state_dir) {
+  std::string abs = std::filesystem::absolute(state_dir).lexically_normal().string();
+  return absl::StrCat(node_id, "-", ShortHash(abs).substr(0, 4));
+}
+
+void RemoveNetworkScope(const std::string& scope, const CommandRunner& run, const std::string& claims_dir) {
+  NetworkOptions o;
+  o.node_id = scope;
+  o.scope = scope;
+  o.claims_dir = claims_dir;
+  VmNetwork net(o, run);
+  for (const std::string& ns : net.ListNamespaces()) run({"ip", "netns", "del", ns}, "").IgnoreError();
+  DIR* dir = opendir(claims_dir.c_str());
+  if (dir != nullptr) {
+    while (dirent* d = readdir(dir)) {
+      std::string path = absl::StrCat(claims_dir, "/", d->d_name);
+      absl::StatusOr<std::string> owner = ReadFile(path);
+      if (owner.ok() && absl::StartsWith(*owner, scope + " ")) unlink(path.c_str());
+    }
+    closedir(dir);
+  }
+  run({"nft", "delete", "table", "ip", net.NodeTableName()}, "").IgnoreError();
+}
+
+absl::StatusOr<NetworkOptions> DiscoverNetworkOptions(const std::string& node_id, const std::string& mesh_address,
+                                                      const std::vector<std::string>& extra_lan_ranges,
+                                                      const CommandRunner& run) {
+  NetworkOptions o;
+  o.node_id = node_id;
+  o.mesh_address = mesh_address;
+  for (const std::string& r : extra_lan_ranges) {
+    uint32_t addr;
+    int prefix;
+    if (!ParseCidr(r, &addr, &prefix)) {
+      return absl::InvalidArgumentError(absl::StrCat("--lan_ranges: \"", r, "\" is not an IPv4 CIDR"));
+    }
+    o.lan_ranges.push_back(r);
+  }
+  absl::StatusOr<std::string> ip = run({"ip", "-j", "addr"}, "");
+  if (!ip.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot list the node's addresses: ", ip.status().message()));
+  }
+  ParseNodeAddresses(*ip, &o.node_addresses, &o.lan_ranges);
+  // The link pool's own addresses are not the node's LAN: its rules name the pool already.
+  uint32_t pool, host;
+  int pool_prefix, p;
+  ParseCidr(o.link_range, &pool, &pool_prefix);
+  uint32_t mask = ~uint32_t{0} << (32 - pool_prefix);
+  auto in_pool = [&](const std::string& a) { return ParseCidr(a, &host, &p) && (host & mask) == (pool & mask); };
+  o.node_addresses.erase(std::remove_if(o.node_addresses.begin(), o.node_addresses.end(), in_pool),
+                         o.node_addresses.end());
+  o.lan_ranges.erase(std::remove_if(o.lan_ranges.begin(), o.lan_ranges.end(), in_pool), o.lan_ranges.end());
+  o.dns_servers = ParseNameservers(ReadFile("/etc/resolv.conf").value_or(""));
+  return o;
+}
+
 std::vector<std::string> ParseNameservers(const std::string& resolv_conf) {
   std::vector<std::string> out;
   for (absl::string_view line : absl::StrSplit(resolv_conf, '\n')) {
@@ -147,9 +206,13 @@ VmNetwork::VmNetwork(NetworkOptions options, CommandRunner run) : options_(std::
 
 uint32_t VmNetwork::Capacity() const { return prefix_ >= 30 ? 0 : uint32_t{1} << (30 - prefix_); }
 
-std::string VmNetwork::NamespacePrefix() const { return absl::StrCat("ppn.", options_.node_id, "."); }
+std::string VmNetwork::VmIdOf(const VmLink& link) const { return link.netns.substr(NamespacePrefix().size()); }
 
-std::string VmNetwork::NodeTableName() const { return "ppn_" + NftName(options_.node_id); }
+std::string VmNetwork::NamespacePrefix() const { return absl::StrCat("ppn.", Scope(), "."); }
+
+std::string VmNetwork::NodeTableName() const { return "ppn_" + NftName(Scope()); }
+
+std::string VmNetwork::Scope() const { return options_.scope.empty() ? options_.node_id : options_.scope; }
 
 absl::StatusOr<VmLink> VmNetwork::LinkFor(const std::string& vm_id, uint32_t index) const {
   if (index >= Capacity()) {
@@ -159,7 +222,7 @@ absl::StatusOr<VmLink> VmNetwork::LinkFor(const std::string& vm_id, uint32_t ind
   link.index = index;
   link.netns = absl::StrCat(NamespacePrefix(), vm_id);
   // Interface names hold 15 characters: a hash keeps VMs of every agent on the host apart.
-  link.host_if = "pv" + ShortHash(absl::StrCat(options_.node_id, "/", vm_id));
+  link.host_if = "pv" + ShortHash(absl::StrCat(Scope(), "/", vm_id));
   uint32_t net = base_ + index * 4;
   link.host_ip = Dotted(net + 1);
   link.netns_ip = Dotted(net + 2);
@@ -234,7 +297,7 @@ std::string VmNetwork::RenderVmRules(const EgressPolicy& policy) const {
 absl::Status VmNetwork::RunBatch(const std::vector<std::string>& argv_prefix, const std::string& name,
                                  const std::string& content, const std::string& netns) {
   // The file, not a pipe, keeps the runner simple and leaves what was applied to read.
-  std::string path = absl::StrCat("/run/ppn-net-", NftName(options_.node_id), "-", name);
+  std::string path = absl::StrCat("/run/ppn-net-", NftName(Scope()), "-", name);
   PPN_RETURN_IF_ERROR(WriteFileAtomically(path, content, 0600));
   std::vector<std::string> argv = argv_prefix;
   argv.push_back(path);
@@ -243,8 +306,62 @@ absl::Status VmNetwork::RunBatch(const std::vector<std::string>& argv_prefix, co
   return out.status();
 }
 
-absl::StatusOr<std::vector<std::string>> VmNetwork::StartNode(
-    const std::vector<std::pair<VmLink, std::vector<PortForwardRule>>>& live) {
+std::map<std::string, uint32_t> VmNetwork::Claims() const {
+  std::map<std::string, uint32_t> out;
+  DIR* dir = opendir(options_.claims_dir.c_str());
+  if (dir == nullptr) return out;
+  while (dirent* d = readdir(dir)) {
+    uint32_t index;
+    if (!absl::SimpleAtoi(d->d_name, &index)) continue;
+    absl::StatusOr<std::string> owner = ReadFile(absl::StrCat(options_.claims_dir, "/", d->d_name));
+    if (!owner.ok()) continue;
+    std::vector<std::string> f = absl::StrSplit(absl::StripAsciiWhitespace(*owner), ' ');
+    if (f.size() == 2 && f[0] == Scope()) out[f[1]] = index;
+  }
+  closedir(dir);
+  return out;
+}
+
+absl::StatusOr<VmLink> VmNetwork::Acquire(const std::string& vm_id) {
+  std::map<std::string, uint32_t> mine = Claims();
+  auto it = mine.find(vm_id);
+  if (it != mine.end()) return LinkFor(vm_id, it->second);
+  std::error_code ec;
+  std::filesystem::create_directories(options_.claims_dir, ec);
+  std::string owner = absl::StrCat(Scope(), " ", vm_id, "\n");
+  for (uint32_t index = 0; index < Capacity(); ++index) {
+    // O_EXCL: of two agents that try the same index, one gets it.
+    std::string path = absl::StrCat(options_.claims_dir, "/", index);
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      if (errno == EEXIST) continue;
+      return absl::FailedPreconditionError(absl::StrCat("cannot claim a VM link in ", options_.claims_dir, ": ",
+                                                        std::strerror(errno), " (the agent must run as root)"));
+    }
+    bool ok = write(fd, owner.data(), owner.size()) == static_cast<ssize_t>(owner.size());
+    close(fd);
+    if (!ok) {
+      unlink(path.c_str());
+      return absl::InternalError(absl::StrCat("cannot write ", path));
+    }
+    return LinkFor(vm_id, index);
+  }
+  return absl::ResourceExhaustedError(
+      absl::StrCat("node ", options_.node_id, " has no free VM network link (", Capacity(), " in use)"));
+}
+
+void VmNetwork::Release(const VmLink& link) {
+  std::string path = absl::StrCat(options_.claims_dir, "/", link.index);
+  absl::StatusOr<std::string> owner = ReadFile(path);
+  // Only our own claim: the index may have been taken again by another agent meanwhile.
+  if (owner.ok() && absl::StripAsciiWhitespace(*owner) == absl::StrCat(Scope(), " ", VmIdOf(link))) {
+    unlink(path.c_str());
+  }
+}
+
+absl::StatusOr<std::map<std::string, VmLink>> VmNetwork::StartNode(
+    const std::map<std::string, std::vector<PortForwardRule>>& live, std::vector<std::string>* removed) {
+  std::vector<std::string> dropped;
   // Forwarding carries the namespaces' traffic; route_localnet lets a forward on 127.0.0.1
   // (the one-machine mesh) be DNATed into a namespace.
   for (const char* sysctl : {"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/all/route_localnet"}) {
@@ -253,9 +370,23 @@ absl::StatusOr<std::vector<std::string>> VmNetwork::StartNode(
     if (fd >= 0) close(fd);
     if (!ok) return absl::PermissionDeniedError(absl::StrCat("cannot set ", sysctl, " (the agent must run as root)"));
   }
+  std::map<std::string, VmLink> links;
+  std::vector<std::pair<VmLink, std::vector<PortForwardRule>>> table;
+  for (const auto& [vm_id, index] : Claims()) {
+    PPN_ASSIGN_OR_RETURN(VmLink link, LinkFor(vm_id, index));
+    auto it = live.find(vm_id);
+    if (it == live.end()) {
+      Remove(link, {}).IgnoreError();  // a VM that no longer exists (left by a crash)
+      Release(link);
+      dropped.push_back(link.netns);
+      continue;
+    }
+    links[vm_id] = link;
+    table.emplace_back(link, it->second);
+  }
   {
     absl::MutexLock l(&table_mu_);
-    PPN_RETURN_IF_ERROR(RunBatch({"nft", "-f"}, "node.nft", RenderNodeTable(live), ""));
+    PPN_RETURN_IF_ERROR(RunBatch({"nft", "-f"}, "node.nft", RenderNodeTable(table), ""));
   }
   // Docker sets the iptables FORWARD policy to DROP, which would drop the namespaces' forwarded
   // traffic after our own table accepted it; its DOCKER-USER chain is where a host says
@@ -269,38 +400,16 @@ absl::StatusOr<std::vector<std::string>> VmNetwork::StartNode(
       if (!run_(check, "").ok()) PPN_RETURN_IF_ERROR(run_(insert, "").status());
     }
   }
-  std::set<std::string> keep_ns, keep_if;
-  for (const auto& [l, _] : live) {
-    keep_ns.insert(l.netns);
-    keep_if.insert(l.host_if);
-  }
-  std::vector<std::string> removed;
+  // Namespaces of this node without a claim: made by a crash between the two.
+  std::set<std::string> keep;
+  for (const auto& [_, link] : links) keep.insert(link.netns);
   for (const std::string& ns : ListNamespaces()) {
-    if (keep_ns.count(ns) != 0) continue;
+    if (keep.count(ns) != 0) continue;
     run_({"ip", "netns", "del", ns}, "").IgnoreError();
-    removed.push_back(ns);
+    dropped.push_back(ns);
   }
-  // A veth whose namespace is gone dies with it; one left by a crash between its creation and
-  // the move of its peer is found by its name (pv + hash) and a link address in our range.
-  absl::StatusOr<std::string> links = run_({"ip", "-j", "addr", "show", "type", "veth"}, "");
-  if (links.ok()) {
-    nlohmann::json j = nlohmann::json::parse(*links, nullptr, false);
-    uint32_t mask = prefix_ == 0 ? 0 : ~uint32_t{0} << (32 - prefix_);
-    for (const auto& iface : j.is_array() ? j : nlohmann::json::array()) {
-      std::string name = iface.value("ifname", "");
-      if (!absl::StartsWith(name, "pv") || keep_if.count(name) != 0) continue;
-      for (const auto& a : iface.value("addr_info", nlohmann::json::array())) {
-        uint32_t addr;
-        int p;
-        if (ParseCidr(a.value("local", ""), &addr, &p) && (addr & mask) == base_) {
-          run_({"ip", "link", "del", name}, "").IgnoreError();
-          removed.push_back(name);
-          break;
-        }
-      }
-    }
-  }
-  return removed;
+  if (removed != nullptr) *removed = std::move(dropped);
+  return links;
 }
 
 absl::Status VmNetwork::Create(const VmLink& link, const EgressPolicy& policy) {

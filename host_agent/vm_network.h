@@ -17,6 +17,7 @@
 // table); per-VM calls for different VMs may run concurrently.
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -49,11 +50,18 @@ struct EgressPolicy {
 // The node-side facts every VM's rules depend on.
 struct NetworkOptions {
   std::string node_id;
-  std::string mesh_address;                  // where forwarded ports listen
-  std::string link_range = "10.213.0.0/16";  // one /30 per VM; distinct per agent on one host
-  std::vector<std::string> node_addresses;   // every address of the node (found at start)
-  std::vector<std::string> lan_ranges;       // the node's LAN subnets and the operator's extra ranges
-  std::vector<std::string> dns_servers;      // resolvers the guests' DNS goes to (slirp forwards)
+  // What this agent's names (namespaces ppn.<scope>.<vm>, its nftables table, its link claims)
+  // are made of; two agents on one host must differ in it. NetworkScope() makes one from the
+  // node id and state directory; empty means the node id.
+  std::string scope;
+  std::string mesh_address;  // where forwarded ports listen
+  // One /30 per VM out of this pool, shared by every agent on the host: an index is claimed by
+  // creating claims_dir/<index> (holding "<node> <vm>"), so agents never collide.
+  std::string link_range = "10.213.0.0/16";
+  std::string claims_dir = "/run/ppn/links";
+  std::vector<std::string> node_addresses;  // every address of the node (found at start)
+  std::vector<std::string> lan_ranges;      // the node's LAN subnets and the operator's extra ranges
+  std::vector<std::string> dns_servers;     // resolvers the guests' DNS goes to (slirp forwards)
   std::string mesh_range = "10.8.0.0/24";
 };
 
@@ -91,11 +99,18 @@ class VmNetwork {
   // How many /30 links link_range holds.
   uint32_t Capacity() const;
 
+  // The link of `vm_id`: its claimed index if it has one, else the lowest free index, claimed
+  // now. RESOURCE_EXHAUSTED when the pool is full.
+  absl::StatusOr<VmLink> Acquire(const std::string& vm_id);
+  // Gives the link's index back to the pool.
+  void Release(const VmLink& link);
+
   // Node setup at agent start: forwarding and route_localnet, this agent's nftables table with
-  // the forwards of `live` VMs, and removal of every namespace and veth of this node that
-  // belongs to no VM in `live` (left by a crash). Returns the names it removed.
-  absl::StatusOr<std::vector<std::string>> StartNode(
-      const std::vector<std::pair<VmLink, std::vector<PortForwardRule>>>& live);
+  // the forwards of `live` VMs (by VM id), and removal of every namespace, veth and claim of
+  // this node that belongs to no VM in `live` (left by a crash). Returns the live VMs' links;
+  // `removed` gets the names it removed.
+  absl::StatusOr<std::map<std::string, VmLink>> StartNode(
+      const std::map<std::string, std::vector<PortForwardRule>>& live, std::vector<std::string>* removed = nullptr);
 
   // Makes the namespace, the veth pair and the namespace's rules for `policy`. Undoes itself
   // on error. ALREADY_EXISTS never: a leftover namespace of the same name is replaced.
@@ -120,10 +135,14 @@ class VmNetwork {
   std::string RenderVmRules(const EgressPolicy& policy) const;
   std::string NodeTableName() const;
   std::string NamespacePrefix() const;
+  std::string Scope() const;
+  std::string VmIdOf(const VmLink& link) const;
 
  private:
   absl::Status RunBatch(const std::vector<std::string>& argv_prefix, const std::string& name,
                         const std::string& content, const std::string& netns);
+  // This node's claims: VM id → index.
+  std::map<std::string, uint32_t> Claims() const;
 
   const NetworkOptions options_;
   const CommandRunner run_;
@@ -135,6 +154,22 @@ class VmNetwork {
 // Validates `policy` (CIDRs parse, ports 1-65535 and first <= last, at most 64 rules per list,
 // a rate limit below 10 Gbit/s); INVALID_ARGUMENT naming the field.
 absl::Status ValidateEgressPolicy(const EgressPolicy& policy);
+
+// "<node>-<4 hex digits of the state directory's hash>": the scope of the agent of `node_id`
+// that keeps its state in `state_dir` (a test's agent and a local mesh's laptop-a never meet).
+std::string NetworkScope(const std::string& node_id, const std::string& state_dir);
+
+// Removes whatever the agent of `scope` made on this host (namespaces, veths, link claims, its
+// nftables table), for tests that kill their agents. Errors are ignored.
+void RemoveNetworkScope(const std::string& scope, const CommandRunner& run,
+                        const std::string& claims_dir = "/run/ppn/links");
+
+// The options of this node as it is now: its addresses and connected subnets (`ip -j addr`)
+// plus `extra_lan_ranges`, the reachable resolvers of /etc/resolv.conf, and the given ids.
+// INVALID_ARGUMENT naming a bad extra range; FAILED_PRECONDITION if `ip` does not run.
+absl::StatusOr<NetworkOptions> DiscoverNetworkOptions(const std::string& node_id, const std::string& mesh_address,
+                                                      const std::vector<std::string>& extra_lan_ranges,
+                                                      const CommandRunner& run);
 
 // The node's addresses and connected subnets, from `ip -j addr` output (pure, for tests).
 void ParseNodeAddresses(const std::string& ip_json, std::vector<std::string>* addresses,

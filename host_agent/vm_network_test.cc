@@ -127,6 +127,7 @@ NetworkOptions Options() {
   o.node_id = "nettest";
   o.mesh_address = "127.0.0.1";
   o.link_range = "10.213.240.0/22";
+  o.claims_dir = "/run/ppntest-links";
   std::string ip_json = RunForTest({"ip", "-j", "addr"}, "").value_or("[]");
   ParseNodeAddresses(ip_json, &o.node_addresses, &o.lan_ranges);
   return o;
@@ -215,10 +216,13 @@ TEST_CASE("a VM's namespace reaches the internet and its forwarded port, and not
   NetworkOptions o = Options();
   VmNetwork net(o, RunForTest);
   InternetHost inet;
-  absl::StatusOr<std::vector<std::string>> started = net.StartNode({});
+  auto started = net.StartNode({});
   INFO(started.status().message());
   REQUIRE(started.ok());
-  VmLink link = *net.LinkFor("vm-a", 1);
+  absl::StatusOr<VmLink> acquired = net.Acquire("vm-a");
+  REQUIRE(acquired.ok());
+  VmLink link = *acquired;
+  CHECK(net.Acquire("vm-a")->index == link.index);  // its claim, not a second one
   EgressPolicy policy;
   absl::Status created = net.Create(link, policy);
   INFO(created.message());
@@ -245,7 +249,8 @@ TEST_CASE("a VM's namespace reaches the internet and its forwarded port, and not
   CHECK(InNamespace(link.netns, [] { return Fetch("127.0.0.1", 7199); }).empty());
 
   SECTION("a second VM on the node is unreachable from the first") {
-    VmLink other = *net.LinkFor("vm-b", 2);
+    VmLink other = *net.Acquire("vm-b");
+    CHECK(other.index != link.index);
     REQUIRE(net.Create(other, policy).ok());
     int other_fd = InNamespace(other.netns, [&] { return Listen(other.netns_ip, 24181); });
     Server other_guest(other_fd, "other\n");
@@ -254,6 +259,7 @@ TEST_CASE("a VM's namespace reaches the internet and its forwarded port, and not
     CHECK(InNamespace(link.netns, [&] { return Fetch(other.netns_ip, 24181); }).empty());
     CHECK(InNamespace(link.netns, [&] { return Fetch(o.mesh_address, 24181); }).empty());
     REQUIRE(net.Remove(other, {{24181, false}}).ok());
+    net.Release(other);
   }
 
   SECTION("a live policy change takes effect for new connections") {
@@ -273,7 +279,9 @@ TEST_CASE("a VM's namespace reaches the internet and its forwarded port, and not
   }
 
   REQUIRE(net.Remove(link, {{24180, false}}).ok());
+  net.Release(link);
   CHECK(net.ListNamespaces().empty());
+  CHECK(std::filesystem::is_empty("/run/ppntest-links"));
   CHECK(!RunForTest({"ip", "link", "show", link.host_if}, "").ok());
   CHECK(Fetch("127.0.0.1", 24180).empty());
   RunForTest({"nft", "delete", "table", "ip", net.NodeTableName()}, "").IgnoreError();
@@ -282,19 +290,27 @@ TEST_CASE("a VM's namespace reaches the internet and its forwarded port, and not
 TEST_CASE("the node's start removes namespaces and veths that belong to no VM", "[host_agent][vm_network][netns]") {
   REQUIRE(geteuid() == 0);
   VmNetwork net(Options(), RunForTest);
-  absl::StatusOr<std::vector<std::string>> started = net.StartNode({});
+  auto started = net.StartNode({});
   INFO(started.status().message());
   REQUIRE(started.ok());
-  VmLink keep = *net.LinkFor("vm-keep", 4), gone = *net.LinkFor("vm-gone", 5);
+  VmLink keep = *net.Acquire("vm-keep"), gone = *net.Acquire("vm-gone");
   REQUIRE(net.Create(keep, {}).ok());
   REQUIRE(net.Create(gone, {}).ok());
-  absl::StatusOr<std::vector<std::string>> removed = net.StartNode({{keep, {}}});  // as after a crash
-  REQUIRE(removed.ok());
-  CHECK(std::find(removed->begin(), removed->end(), gone.netns) != removed->end());
+  // The agent crashed and vm-gone no longer exists; a namespace without a claim is left too.
+  REQUIRE(RunForTest({"ip", "netns", "add", net.NamespacePrefix() + "orphan"}, "").ok());
+  std::vector<std::string> removed;
+  auto links = net.StartNode({{"vm-keep", {}}}, &removed);
+  REQUIRE(links.ok());
+  CHECK(links->size() == 1);
+  CHECK(links->at("vm-keep").index == keep.index);
+  CHECK(std::find(removed.begin(), removed.end(), gone.netns) != removed.end());
+  CHECK(std::find(removed.begin(), removed.end(), net.NamespacePrefix() + "orphan") != removed.end());
   CHECK(net.ListNamespaces() == std::vector<std::string>{keep.netns});
   CHECK(!RunForTest({"ip", "link", "show", gone.host_if}, "").ok());
   REQUIRE(net.Remove(keep, {}).ok());
+  net.Release(keep);
   CHECK(net.ListNamespaces().empty());
+  CHECK(std::filesystem::is_empty("/run/ppntest-links"));
   RunForTest({"nft", "delete", "table", "ip", net.NodeTableName()}, "").IgnoreError();
 }
 

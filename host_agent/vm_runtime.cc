@@ -28,7 +28,9 @@ absl::Status VmRuntime::Start(const Launch& l, std::shared_ptr<Process>* process
   launch.kvm = l.kvm;
   launch.image = l.image;
   launch.forwards = l.forwards;
-  launch.incoming_uri = l.incoming_uri;
+  launch.incoming = l.incoming;
+  launch.netns = l.netns;
+  launch.tls_dir = options_.tls_dir;
   launch.seccomp = seccomp_;
   launch.run_as_user = options_.qemu_user;
   if (!cgroup_root_.empty()) {

@@ -31,6 +31,7 @@ class VmRuntime {
     std::string qemu_user;                    // QEMU drops to it (-runas); empty to stay
     std::optional<RunAs> qemu_owner;          // its ids, to hand VM files over
     absl::Duration hold_after_exec_for_test;  // see VmManager::Options
+    std::string tls_dir;                      // QEMU's migration credentials (LaunchSpec::tls_dir)
   };
   VmRuntime(ProcessSpawner* spawner, Options options);
 
@@ -41,15 +42,16 @@ class VmRuntime {
   const VmFiles& files() const { return files_; }
   ProcessSpawner* spawner() const { return spawner_; }
 
-  // One QEMU to start: the VM's id, spec and image, host ports, accelerator and, for a
-  // migration target, the URI to listen on.
+  // One QEMU to start: the VM's id, spec and image, its forwards (host_address: where QEMU
+  // listens), accelerator, network namespace, and whether it is a migration target.
   struct Launch {
     std::string vm_id;
     ppn::types::v1::VmSpec spec;
     Image image;
     std::vector<HostForward> forwards;
     bool kvm = false;
-    std::string incoming_uri;
+    bool incoming = false;
+    std::string netns;
   };
   // Files, cgroup and QEMU, up to its first QMP answer. `*process` is set as soon as QEMU is
   // exec'd, so a caller can Discard it on error. FAILED_PRECONDITION with QEMU's words if it

@@ -33,6 +33,7 @@ class GrpcAgentPeer final : public AgentPeer {
     *req.mutable_spec() = vm.spec;
     req.set_accelerator(vm.accelerator);
     *req.mutable_ready_timeout() = ToProtoDuration(vm.ready_timeout);
+    req.set_source_node_id(vm.source.value());
     ppn::host::v1::PrepareIncomingResponse resp;
     // Preparing starts a QEMU: slow on a loaded TCG host.
     PPN_RETURN_IF_ERROR(Call([&](grpc::ClientContext* c) { return stub_->PrepareIncoming(c, req, &resp); }, 90));
@@ -46,6 +47,7 @@ class GrpcAgentPeer final : public AgentPeer {
     req.set_disk_nbd_uri(m.disk_nbd_uri);
     req.set_max_bandwidth_mib_per_second(m.max_bandwidth_mib_per_second);
     req.set_target_node_id(m.target.value());
+    req.set_migration_ticket(m.migration_ticket);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(15));
     auto reader = stub_->MigrateOut(&ctx, req);

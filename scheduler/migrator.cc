@@ -153,8 +153,12 @@ absl::StatusOr<MigrationProgress> Migrator::Run(Attempt& a, const MigrationReque
   }
 
   int reports = 0;
-  OutgoingMigration out{a.id, a.target, prepared->migration_uri(), prepared->disk_nbd_uri(),
-                        request.max_bandwidth_mib_per_second};
+  OutgoingMigration out{a.id,
+                        a.target,
+                        prepared->migration_uri(),
+                        prepared->disk_nbd_uri(),
+                        request.max_bandwidth_mib_per_second,
+                        prepared->migration_ticket()};
   absl::StatusOr<MigrationProgress> last = a.source_agent->MigrateOut(out, [&](const MigrationProgress& p) {
     ++reports;
     return progress(p);
@@ -202,7 +206,8 @@ absl::StatusOr<MigrationProgress> Migrator::Run(Attempt& a, const MigrationReque
 }
 
 absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> Migrator::Prepare(Attempt& a) {
-  IncomingVm incoming{a.id, TenantId(a.vm.tenant_id()), a.vm.spec(), a.vm.accelerator(), options_.ready_timeout};
+  IncomingVm incoming{a.id,    TenantId(a.vm.tenant_id()), a.vm.spec(), a.vm.accelerator(), options_.ready_timeout,
+                      a.source};
   absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> prepared = a.target_agent->PrepareIncoming(incoming);
   if (prepared.status().code() != absl::StatusCode::kAlreadyExists) return prepared;
   // A copy from an earlier attempt (its scheduler crashed, its stream broke) is still there. No

@@ -61,6 +61,8 @@ struct IncomingVm {
   ppn::types::v1::Accelerator accelerator = ppn::types::v1::ACCELERATOR_UNSPECIFIED;
   // The target removes itself if no migration stream starts within this time.
   absl::Duration ready_timeout = absl::Seconds(60);
+  // The node the stream will come from: only its certificate may send it.
+  NodeId source;
 };
 
 // What a source sends, and where.
@@ -70,6 +72,7 @@ struct OutgoingMigration {
   std::string migration_uri;  // from the target's PrepareIncoming
   std::string disk_nbd_uri;   // from the target's PrepareIncoming
   uint64_t max_bandwidth_mib_per_second = 0;
+  std::string migration_ticket;  // SECRET: from the target's PrepareIncoming; never logged
 };
 
 // One host agent.

@@ -6,6 +6,7 @@
 // live on in the spawner, as real ones live on under setsid.
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <memory>
@@ -14,6 +15,7 @@
 
 #include "catch2/catch.hpp"
 #include "common/files.h"
+#include "host_agent/migration_channel.h"
 #include "host_agent/testing/fake_qemu.h"
 #include "host_agent/vm_manager.h"
 #include "tests/fakes/fake_clock.h"
@@ -111,11 +113,21 @@ inline absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> Prepare(VmManager*
   return m->PrepareIncoming(req);
 }
 
+// A target agent's migration listener for MigrateOut to connect to (the fake QEMU sends
+// nothing on it); it takes the ticket `kTicket`.
+inline const std::string kTicket(kMigrationTicketBytes, 't');
+struct TargetListener {
+  IncomingGate gate{[](const std::string&, int fd) { close(fd); }};
+  TargetListener() { REQUIRE(gate.Open(kVm, "127.0.0.1", 23999, kTicket).ok()); }
+};
+
 inline absl::StatusOr<ppn::types::v1::MigrationProgress> MigrateOut(
     VmManager* m, const ProgressFn& progress = [](const auto&) { return true; }) {
+  TargetListener target;
   ppn::host::v1::MigrateOutRequest req;
   req.set_vm_id(kVm);
   req.set_migration_uri("tcp:127.0.0.1:23999");
+  req.set_migration_ticket(kTicket);
   req.set_target_node_id("laptop-b");
   return m->MigrateOut(req, progress);
 }

@@ -36,13 +36,16 @@ TlsFiles TestPki::Write(const std::string& stem, const x509::Identity& id) {
 }
 
 TlsFiles TestPki::Issue(const std::string& role, const std::string& name) {
-  return IssueWithUris(role + "-" + name, {"spiffe://" + mesh_ + "/" + role + "/" + name});
+  // Named as the mesh names its nodes (CN and DNS name), which QEMU's TLS migration checks.
+  return IssueWithUris(role + "-" + name, {"spiffe://" + mesh_ + "/" + role + "/" + name}, name);
 }
 
-TlsFiles TestPki::IssueWithUris(const std::string& file_stem, const std::vector<std::string>& uris) {
+TlsFiles TestPki::IssueWithUris(const std::string& file_stem, const std::vector<std::string>& uris,
+                                const std::string& name) {
   x509::CertRequest request;
-  request.common_name = file_stem;
+  request.common_name = name.empty() ? file_stem : name;
   request.dns_names = {"localhost"};
+  if (!name.empty()) request.dns_names.push_back(name);
   request.ips = {"127.0.0.1", "::1"};
   request.validity = absl::Hours(1);
   // x509::CertRequest carries one URI; extra ones go through the SAN list as DNS-free URIs.

@@ -19,7 +19,8 @@ class TestPki {
   // A certificate with SPIFFE id spiffe://<mesh>/<role>/<name> (plus localhost SANs).
   TlsFiles Issue(const std::string& role, const std::string& name);
   // A certificate with exactly these URI SANs (none, several, foreign) for negative tests.
-  TlsFiles IssueWithUris(const std::string& file_stem, const std::vector<std::string>& uris);
+  TlsFiles IssueWithUris(const std::string& file_stem, const std::vector<std::string>& uris,
+                         const std::string& name = "");
 
   const std::string& mesh() const { return mesh_; }
   const std::string& ca_cert_path() const { return ca_path_; }

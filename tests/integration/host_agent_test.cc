@@ -20,6 +20,7 @@
 #include "host_agent/qmp_client.h"
 #include "host_agent/qmp_migration.h"
 #include "ppn/host/v1/host_agent.grpc.pb.h"
+#include "host_agent/migration_channel.h"
 #include "tests/harness/qemu_harness.h"
 
 namespace ppn {
@@ -317,6 +318,7 @@ TEST_CASE("a running guest live-migrates between two agents with its disk", "[ho
   prep.set_tenant_id("acme");
   *prep.mutable_spec() = vm.spec();
   prep.set_accelerator(vm.accelerator());
+  prep.set_source_node_id("laptop-a");
   PrepareIncomingResponse prepared;
   {
     grpc::ClientContext ctx;
@@ -328,6 +330,7 @@ TEST_CASE("a running guest live-migrates between two agents with its disk", "[ho
   MigrateOutRequest out;
   out.set_vm_id("vm-mover");
   out.set_migration_uri(prepared.migration_uri());
+  out.set_migration_ticket(prepared.migration_ticket());
   out.set_target_node_id("laptop-b");
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(120));
@@ -374,6 +377,7 @@ grpc::Status Prepare(HostAgent::Stub* stub, const std::string& vm_id, const ppn:
   *req.mutable_spec() = spec;
   req.set_accelerator(ppn::types::v1::ACCELERATOR_TCG);
   req.mutable_ready_timeout()->set_seconds(ready_timeout_seconds);
+  req.set_source_node_id("laptop-a");
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline());
   return stub->PrepareIncoming(&ctx, req, out);
@@ -482,6 +486,7 @@ TEST_CASE("an outgoing migration whose target dies leaves the source guest runni
   MigrateOutRequest out;
   out.set_vm_id("vm-stays");
   out.set_migration_uri(prepared.migration_uri());
+  out.set_migration_ticket(prepared.migration_ticket());
   out.set_target_node_id("laptop-b");
   out.set_max_bandwidth_mib_per_second(1);  // slow enough to be caught mid-stream
   grpc::ClientContext ctx;
@@ -534,8 +539,14 @@ TEST_CASE("a source left paused by a completed migration is re-adopted as migrat
     absl::StatusOr<std::unique_ptr<ppn::host::QmpClient>> qmp =
         ppn::host::QmpClient::Connect(a.state_dir + "/vms/vm-paused/qmp.sock", absl::Seconds(10));
     REQUIRE(qmp.ok());
+    // As the agent would: its own connection with the target's ticket, TLS by QEMU.
+    absl::StatusOr<int> connection =
+        ppn::host::ConnectMigration(prepared.migration_uri(), prepared.migration_ticket(), absl::Seconds(10));
+    REQUIRE(connection.ok());
     ppn::host::OutgoingMigration m;
-    m.uri = prepared.migration_uri();
+    m.fd = *connection;
+    m.tls_creds = "tls-client";
+    m.tls_hostname = "laptop-b";
     ppn::types::v1::MigrationProgress done = ppn::host::MigrateOverQmp(
         qmp->get(), m, ppn::types::v1::MigrationProgress(), ppn::RealClock::Get(), [](const auto&) { return true; });
     INFO(done.message());

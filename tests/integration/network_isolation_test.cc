@@ -1,0 +1,351 @@
+// Per-VM network isolation, proved by a hostile guest: the test guest's probe mode
+// (tools/test-guest/init, "#ppn-probe" lines in its user-data) tries targets from inside the VM
+// every 2 s and prints what answered. Real QEMU under a real host agent, real namespaces and
+// nftables; the "internet" is a namespace of the test's own.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "catch2/catch.hpp"
+#include "common/process.h"
+#include "common/tls_credentials.h"
+#include "grpcpp/create_channel.h"
+#include "ppn/host/v1/host_agent.grpc.pb.h"
+#include "tests/harness/qemu_harness.h"
+
+namespace ppn {
+namespace {
+
+using namespace ppn::host::v1;  // NOLINT: test brevity
+using ppn::testing::AgentProcess;
+using ppn::testing::HttpGet;
+using ppn::testing::ReadAll;
+using ppn::testing::StartAgent;
+
+CommandRunner Run() { return SpawnerCommandRunner(PosixProcessSpawner::Get()); }
+
+std::chrono::system_clock::time_point Deadline(int seconds = 90) {
+  return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
+}
+
+// An HTTP server on one thread: answers every request with `body` until destroyed.
+class TinyHttp {
+ public:
+  // Listens on addr:port, inside network namespace `netns` when given.
+  TinyHttp(const std::string& addr, uint16_t port, std::string body, const std::string& netns = "")
+      : body_(std::move(body)) {
+    std::thread make([&] {
+      if (!netns.empty()) {
+        int ns = open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+        REQUIRE(ns >= 0);
+        REQUIRE(setns(ns, CLONE_NEWNET) == 0);
+        close(ns);
+      }
+      fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      int one = 1;
+      setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(port);
+      inet_pton(AF_INET, addr.c_str(), &a.sin_addr);
+      REQUIRE(bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+      REQUIRE(listen(fd_, 16) == 0);
+    });
+    make.join();
+    thread_ = std::thread([this] {
+      while (true) {
+        int c = accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        char buf[1024];
+        (void)!read(c, buf, sizeof buf);
+        std::string resp = absl::StrCat("HTTP/1.0 200 OK\r\nContent-Length: ", body_.size(), "\r\n\r\n", body_);
+        (void)!write(c, resp.data(), resp.size());
+        close(c);
+      }
+    });
+  }
+  ~TinyHttp() {
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+    thread_.join();
+  }
+
+ private:
+  std::string body_;
+  int fd_ = -1;
+  std::thread thread_;
+};
+
+// The test's "internet": a namespace at 198.51.100.1, routed from the node.
+struct Internet {
+  Internet() {
+    CommandRunner run = Run();
+    run({"ip", "netns", "del", "ppntest-inet"}, "").IgnoreError();
+    for (std::vector<std::string> cmd : std::vector<std::vector<std::string>>{
+             {"ip", "netns", "add", "ppntest-inet"},
+             {"ip", "link", "add", "ppntest-i0", "type", "veth", "peer", "name", "eth0", "netns", "ppntest-inet"},
+             {"ip", "addr", "add", "198.51.100.254/24", "dev", "ppntest-i0"},
+             {"ip", "link", "set", "ppntest-i0", "up"},
+             {"ip", "-n", "ppntest-inet", "addr", "add", "198.51.100.1/24", "dev", "eth0"},
+             {"ip", "-n", "ppntest-inet", "link", "set", "eth0", "up"},
+             {"ip", "-n", "ppntest-inet", "route", "add", "default", "via", "198.51.100.254"}}) {
+      absl::StatusOr<std::string> r = run(cmd, "");
+      INFO(r.status().message());
+      REQUIRE(r.ok());
+    }
+  }
+  ~Internet() {
+    Run()({"ip", "link", "del", "ppntest-i0"}, "").IgnoreError();
+    Run()({"ip", "netns", "del", "ppntest-inet"}, "").IgnoreError();
+  }
+};
+
+ppn::types::v1::VmSpec ProbeSpec(const std::string& name, const std::vector<std::string>& probes) {
+  ppn::types::v1::VmSpec spec;
+  spec.set_display_name(name);
+  spec.set_vcpus(1);
+  spec.set_memory_mib(128);
+  spec.set_image("ppn-test-guest");
+  spec.add_port_forwards()->set_guest_port(80);
+  std::string user_data = "#cloud-config\n";
+  for (const std::string& p : probes) absl::StrAppend(&user_data, "#ppn-probe ", p, "\n");
+  spec.set_user_data(user_data);
+  return spec;
+}
+
+// Each target's answer in the first complete probe round numbered above `after`.
+std::map<std::string, std::string> ProbeRound(const std::string& console, int after, int* round,
+                                              absl::Duration timeout = absl::Seconds(90)) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    std::string text = ReadAll(console);
+    std::smatch m;
+    std::regex done("PPN-PROBE-ROUND-DONE ([0-9]+)");
+    int last = 0;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), done); it != std::sregex_iterator(); ++it) {
+      last = std::stoi((*it)[1]);
+    }
+    if (last > after) {
+      std::map<std::string, std::string> out;
+      std::string prefix = absl::StrCat("PPN-PROBE round=", last, " ");
+      for (absl::string_view line : absl::StrSplit(text, '\n')) {
+        if (!absl::StartsWith(line, prefix)) continue;
+        std::vector<std::string> f = absl::StrSplit(line.substr(prefix.size()), absl::MaxSplits(' ', 2));
+        if (f.size() == 3) out[f[0] + " " + f[1]] = std::string(absl::StripAsciiWhitespace(f[2]));
+      }
+      *round = last;
+      return out;
+    }
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+  FAIL("no probe round after " << after << " in " << console);
+  return {};
+}
+
+struct Node {
+  ppn::testing::GuestDir guest;
+  ppn::testing::TestPki pki{"ppn.test"};
+  TlsFiles fleet_tls = pki.Issue("fleet", "fleet");
+  AgentProcess agent = StartAgent(pki, guest.path(), guest.catalog(), "laptop-a", {"--kvm=off"});
+  std::unique_ptr<HostAgent::Stub> stub = HostAgent::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(agent.port), MtlsChannelCredentials(fleet_tls)));
+
+  VmInstance Spawn(const std::string& id, const std::string& tenant, const ppn::types::v1::VmSpec& spec) {
+    SpawnVmRequest req;
+    req.set_vm_id(id);
+    req.set_tenant_id(tenant);
+    *req.mutable_spec() = spec;
+    SpawnVmResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    grpc::Status s = stub->SpawnVm(&ctx, req, &resp);
+    INFO(s.error_message() << "\n" << ReadAll(agent.state_dir + "/agent.log"));
+    REQUIRE(s.ok());
+    return resp.vm();
+  }
+  grpc::Status UpdateNetwork(const std::string& id, const ppn::types::v1::EgressPolicy& egress) {
+    UpdateVmNetworkRequest req;
+    req.set_vm_id(id);
+    *req.mutable_egress() = egress;
+    UpdateVmNetworkResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    return stub->UpdateVmNetwork(&ctx, req, &resp);
+  }
+  void Destroy(const std::string& id) {
+    DestroyVmRequest req;
+    req.set_vm_id(id);
+    req.mutable_grace_period()->set_seconds(2);
+    DestroyVmResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    REQUIRE(stub->DestroyVm(&ctx, req, &resp).ok());
+  }
+};
+
+std::vector<std::string> Namespaces() {
+  std::vector<std::string> out;
+  if (!std::filesystem::exists("/run/netns")) return out;
+  for (const auto& e : std::filesystem::directory_iterator("/run/netns")) {
+    std::string n = e.path().filename();
+    if (absl::StartsWith(n, "ppn.laptop-a-")) out.push_back(n);
+  }
+  return out;
+}
+
+// The node's own non-loopback IPv4 addresses.
+std::vector<std::string> NodeAddresses() {
+  std::vector<std::string> out;
+  std::string json = Run()({"ip", "-4", "-o", "addr"}, "").value_or("");
+  std::regex inet("inet ([0-9.]+)/");
+  for (auto it = std::sregex_iterator(json.begin(), json.end(), inet); it != std::sregex_iterator(); ++it) {
+    std::string a = (*it)[1];
+    if (!absl::StartsWith(a, "127.") && !absl::StartsWith(a, "10.213.")) out.push_back(a);
+  }
+  return out;
+}
+
+TEST_CASE("a hostile guest reaches the internet and nothing of the node, the pool or another tenant",
+          "[network][qemu][netns]") {
+  REQUIRE(geteuid() == 0);  // namespaces and nftables; CI runs as root
+  Node n;
+  // A service on every address of the node (what a control-plane port is), and on loopback.
+  TinyHttp node_service("0.0.0.0", 7199, "node service\n");
+  Internet internet;  // made after the agent started: not one of the node's own networks
+  TinyHttp web("198.51.100.1", 80, "internet\n", "ppntest-inet");
+
+  VmInstance other = n.Spawn("vm-other", "globex", ProbeSpec("other", {}));
+  int other_port = static_cast<int>(other.forwarded_ports(0).host_port());
+  REQUIRE(HttpGet(other_port, "/", absl::Seconds(90)) == "hello from other\n");  // its port works from outside
+
+  std::vector<std::string> probes = {"http 198.51.100.1 80",
+                                     "tcp 10.0.2.2 7199",
+                                     absl::StrCat("tcp 10.0.2.2 ", n.agent.port),
+                                     "tcp 169.254.169.254 80",
+                                     "tcp 10.8.0.1 7101",
+                                     absl::StrCat("http 10.0.2.2 ", other_port)};
+  for (const std::string& a : NodeAddresses()) {
+    probes.push_back(absl::StrCat("tcp ", a, " 7199"));
+    probes.push_back(absl::StrCat("http ", a, " ", other_port));
+  }
+  VmInstance vm = n.Spawn("vm-probe", "acme", ProbeSpec("probe", probes));
+  int port = static_cast<int>(vm.forwarded_ports(0).host_port());
+  CHECK(HttpGet(port, "/", absl::Seconds(90)) == "hello from probe\n");
+  std::vector<std::string> ns = Namespaces();
+  CHECK(ns.size() == 2);  // one namespace per VM
+
+  int round = 0;
+  std::map<std::string, std::string> seen = ProbeRound(vm.console_log_path(), 0, &round);
+  INFO(ReadAll(vm.console_log_path()));
+  CHECK(seen["http 198.51.100.1:80"] == "internet");
+  for (const auto& [target, answer] : seen) {
+    if (target == "http 198.51.100.1:80") continue;
+    INFO(target);
+    CHECK(answer == "closed");
+  }
+  CHECK(seen.size() == probes.size());
+
+  SECTION("a live policy change takes effect, and allow and deny lists are honoured") {
+    ppn::types::v1::EgressPolicy closed;
+    closed.set_internet(ppn::types::v1::INTERNET_ACCESS_DENIED);
+    grpc::Status s = n.UpdateNetwork("vm-probe", closed);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    seen = ProbeRound(vm.console_log_path(), round, &round);
+    CHECK(seen["http 198.51.100.1:80"] == "closed");
+    CHECK(HttpGet(port, "/", absl::Seconds(30)) == "hello from probe\n");  // its own port still reaches it
+
+    ppn::types::v1::EgressPolicy allow_one = closed;
+    auto* rule = allow_one.add_allow();
+    rule->set_cidr("198.51.100.1");
+    rule->set_port_first(80);
+    REQUIRE(n.UpdateNetwork("vm-probe", allow_one).ok());
+    seen = ProbeRound(vm.console_log_path(), round, &round);
+    CHECK(seen["http 198.51.100.1:80"] == "internet");
+    CHECK(seen[absl::StrCat("http 10.0.2.2:", other_port)] == "closed");  // never past the denials
+
+    ppn::types::v1::EgressPolicy deny_web;
+    deny_web.add_deny()->set_cidr("198.51.100.0/24");
+    REQUIRE(n.UpdateNetwork("vm-probe", deny_web).ok());
+    seen = ProbeRound(vm.console_log_path(), round, &round);
+    CHECK(seen["http 198.51.100.1:80"] == "closed");
+
+    ppn::types::v1::EgressPolicy bad;
+    bad.add_allow()->set_cidr("198.51.100.0/40");
+    CHECK(n.UpdateNetwork("vm-probe", bad).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(n.UpdateNetwork("vm-nope", deny_web).error_code() == grpc::StatusCode::NOT_FOUND);
+  }
+
+  SECTION("traffic is counted per VM in the heartbeat") {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(20));
+    auto reader = n.stub->WatchHeartbeats(&ctx, WatchHeartbeatsRequest());
+    Heartbeat hb;
+    REQUIRE(reader->Read(&hb));
+    ctx.TryCancel();
+    CHECK(hb.capabilities().network_isolation());
+    CHECK(hb.warnings_size() == 0);
+    for (const auto& v : hb.vms()) {
+      INFO(v.vm_id());
+      CHECK(v.network().tx_bytes() > 0);
+      CHECK(v.network().rx_packets() > 0);
+    }
+  }
+
+  SECTION("destroy, a crashed QEMU and a killed agent leave no namespace, link or claim") {
+    n.Destroy("vm-other");
+    CHECK(Namespaces().size() == 1);
+    CHECK(HttpGet(other_port, "/", absl::Seconds(3)).empty());
+    // The probe's QEMU dies: its record stays (FAILED), its network goes.
+    REQUIRE(ppn::testing::KillProcessesMentioning(n.agent.state_dir + "/vms/vm-probe/") == 1);
+    absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (!Namespaces().empty() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(200));
+    CHECK(Namespaces().empty());
+    // A VM made again, then the agent SIGKILLed and its VM killed meanwhile: the next start sweeps.
+    n.Destroy("vm-probe");
+    n.Spawn("vm-again", "acme", ProbeSpec("again", {}));
+    CHECK(Namespaces().size() == 1);
+    n.agent.process->Signal(SIGKILL);
+    n.agent.process->Wait(absl::Seconds(10));
+    REQUIRE(ppn::testing::KillProcessesMentioning(n.agent.state_dir + "/vms/vm-again/") == 1);
+    absl::SleepFor(absl::Milliseconds(300));
+    CHECK(Namespaces().size() == 1);  // nobody has cleaned up yet
+    AgentProcess restarted = StartAgent(n.pki, n.guest.path(), n.guest.catalog(), "laptop-a", {"--kvm=off"});
+    CHECK(Namespaces().empty());
+    CHECK(!absl::StrContains(Run()({"ip", "-o", "link"}, "").value_or(""), " pv"));
+  }
+}
+
+TEST_CASE("an agent that cannot isolate guests says so in every heartbeat when told to run without",
+          "[network][qemu]") {
+  ppn::testing::GuestDir guest;
+  ppn::testing::TestPki pki{"ppn.test"};
+  AgentProcess agent = StartAgent(pki, guest.path(), guest.catalog(), "laptop-u", {"--kvm=off", "--network=user"});
+  auto stub = HostAgent::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(agent.port),
+                                                     MtlsChannelCredentials(pki.Issue("fleet", "fleet"))));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(20));
+  auto reader = stub->WatchHeartbeats(&ctx, WatchHeartbeatsRequest());
+  Heartbeat hb;
+  REQUIRE(reader->Read(&hb));
+  ctx.TryCancel();
+  CHECK_FALSE(hb.capabilities().network_isolation());
+  REQUIRE(hb.warnings_size() == 1);
+  CHECK(absl::StrContains(hb.warnings(0), "no network isolation"));
+}
+
+}  // namespace
+}  // namespace ppn
