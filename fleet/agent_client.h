@@ -25,6 +25,11 @@ class AgentClient {
   // Continues a copy paused on the node (after an outgoing migration no node took over).
   // FAILED_PRECONDITION if it is not paused, NOT_FOUND if the node does not have it.
   virtual absl::StatusOr<ppn::host::v1::VmInstance> ResumeVm(const VmId& vm) = 0;
+  // Replaces the VM's egress policy on the node, live. INVALID_ARGUMENT for a policy the node
+  // refuses, NOT_FOUND if the node does not have it, FAILED_PRECONDITION if it cannot change
+  // it (no network isolation there); UNAVAILABLE when the answer was lost (it may have applied).
+  virtual absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const VmId& vm,
+                                                                    const ppn::types::v1::EgressPolicy& egress) = 0;
 };
 
 // Makes (and caches) the client of each node.

@@ -423,6 +423,64 @@ absl::StatusOr<VmRecord> FleetCore::DestroyVm(const Scope& scope, const std::str
   return e->record();
 }
 
+absl::StatusOr<VmRecord> FleetCore::UpdateVmNetwork(const Scope& scope, const std::string& vm_id,
+                                                    const ppn::types::v1::EgressPolicy& egress, const Actor& actor) {
+  PPN_RETURN_IF_ERROR(ValidateEgressPolicy(egress));
+  std::string node_id, address;
+  {
+    absl::MutexLock l(&mu_);
+    VmEntry* e = registry_.Vm(vm_id);
+    if (e == nullptr || !scope.Sees(e->record().tenant_id())) {
+      return absl::NotFoundError(absl::StrCat("vm ", vm_id.substr(0, 64), " not found"));
+    }
+    const VmRecord& r = e->record();
+    if (r.state() != ppn::types::v1::VM_STATE_RUNNING) {
+      return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is ", ppn::types::v1::VmState_Name(r.state()),
+                                                        "; only a running VM's network can be changed"));
+    }
+    NodeEntry* n = registry_.Node(r.node_id());
+    if (registry_.VisibleState(r) == ppn::types::v1::VM_STATE_UNKNOWN || n == nullptr || !n->registered()) {
+      return absl::UnavailableError(
+          absl::StrCat("node ", r.node_id(), " of vm ", vm_id, " is unreachable; its network cannot be changed now"));
+    }
+    if (!network_changes_.insert(vm_id).second) {
+      return absl::AbortedError(absl::StrCat("another change of vm ", vm_id, "'s network is in progress; retry"));
+    }
+    node_id = r.node_id();
+    address = n->node.agent_address();
+  }
+  absl::StatusOr<ppn::host::v1::VmInstance> applied =
+      deps_.agents->ForNode(node_id, address)->UpdateVmNetwork(VmId(vm_id), egress);
+  absl::MutexLock l(&mu_);
+  network_changes_.erase(vm_id);
+  if (!applied.ok()) {
+    if (applied.status().code() == absl::StatusCode::kNotFound) {
+      return absl::FailedPreconditionError(absl::StrCat("node ", node_id, " does not run vm ", vm_id));
+    }
+    return applied.status();
+  }
+  VmEntry* e = registry_.Vm(vm_id);
+  if (e == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " not found"));
+  VmRecord& r = e->record();
+  if (r.state() == ppn::types::v1::VM_STATE_STOPPED) {
+    return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " was destroyed while its network was changed"));
+  }
+  if (r.node_id() != node_id) {
+    return absl::AbortedError(absl::StrCat("vm ", vm_id, " moved from node ", node_id, " to ", r.node_id(),
+                                           " while its network was changed; retry"));
+  }
+  // Kept in the record, so a later start or migration of the VM uses the policy it runs with.
+  *r.mutable_spec()->mutable_egress() = egress;
+  PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
+  log_.NetworkChanged(r, actor);
+  registry_.Changed();
+  spdlog::info("vm.network_changed vm={} tenant={} node={} who={} internet={} allow_rules={} deny_rules={}", vm_id,
+               LogValue(r.tenant_id()), node_id, actor.who,
+               egress.internet() == ppn::types::v1::INTERNET_ACCESS_DENIED ? "denied" : "allowed", egress.allow_size(),
+               egress.deny_size());
+  return registry_.View(r);
+}
+
 std::vector<ppn::fleet::v1::Node> FleetCore::ListNodes() {
   absl::MutexLock l(&mu_);
   return registry_.ListNodes();

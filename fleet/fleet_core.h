@@ -1,7 +1,7 @@
 #pragma once
 
 // FleetCore is the fleet's typed core: what callers ask of the fleet (create, destroy, get,
-// list, explain, record a migration, pin) and what drives it (heartbeats, the periodic pass:
+// list, explain, record a migration, pin, change a VM's network) and what drives it (heartbeats, the periodic pass:
 // liveness, TTL expiry and the calls reconciliation asks of nodes). Its state lives in a
 // Registry; heartbeats are applied by a Reconciler (reconciler.h has the rules); lifecycle
 // events go to the ledger through a LifecycleLog. Pure C++ (protos as data). Thread-safe: one
@@ -96,6 +96,17 @@ class FleetCore {
   // destroy it if it ever reports it. A running VM is destroyed on its node first: the node's
   // error (UNAVAILABLE: retry) if that fails.
   absl::StatusOr<ppn::fleet::v1::VmRecord> DestroyVm(const Scope& scope, const std::string& vm_id, const Actor& actor);
+  // Replaces a running VM's egress policy on its node, then records it (spec.egress, durable)
+  // and appends vm.network for `actor`. `egress` is taken as given (the tenant proxy narrowed
+  // it to the tenant's default); only its form is checked (INVALID_ARGUMENT). NOT_FOUND as
+  // GetVm; UNAVAILABLE if its node is unreachable (or did not answer: the node may have
+  // applied it, so retry); FAILED_PRECONDITION unless the record is RUNNING (a VM starting,
+  // migrating or stopped has no network to change now, and a migration copies the recorded
+  // spec) or if its node cannot change it; ABORTED if another change of the same VM is in
+  // flight or it moved meanwhile. The node's INVALID_ARGUMENT comes back as is.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> UpdateVmNetwork(const Scope& scope, const std::string& vm_id,
+                                                           const ppn::types::v1::EgressPolicy& egress,
+                                                           const Actor& actor);
   std::vector<ppn::fleet::v1::Node> ListNodes();
   Decision Explain(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded);
   // Moves the record to the target. OK if it is there already (the fleet may have adopted it
@@ -126,6 +137,9 @@ class FleetCore {
   Reconciler reconciler_ ABSL_GUARDED_BY(mu_);
   std::vector<NodeAction> actions_ ABSL_GUARDED_BY(mu_);    // queued by heartbeats, run by RunOnce
   std::set<std::string> action_keys_ ABSL_GUARDED_BY(mu_);  // queued or running
+  // VMs whose network a call is changing now: one at a time, so the node and the record
+  // agree on which change came last.
+  std::set<std::string> network_changes_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ppn::fleet

@@ -1,5 +1,6 @@
 // FleetCore's request side: creates (validation, catalog, placement by memory and disk,
-// fencing a lost answer, idempotent retries), destroys, TTL and the ledger entries they make.
+// fencing a lost answer, idempotent retries), destroys, network changes, TTL and the ledger
+// entries they make.
 // Reconciliation with heartbeats is in reconciler_test.cc.
 
 #include "fleet/fleet_core.h"
@@ -302,6 +303,162 @@ TEST_CASE("the fleet's ledger entries say who created and destroyed each VM", "[
   CHECK(f.delivered[0].tenant_id() == "acme");
   CHECK(f.delivered[0].attributes().at("node") == "a");
   CHECK(f.delivered[0].attributes().count("user_data") == 0);
+}
+
+ppn::types::v1::EgressPolicy Locked(uint64_t rate_limit_kbit = 0) {
+  ppn::types::v1::EgressPolicy p;
+  p.set_internet(ppn::types::v1::INTERNET_ACCESS_DENIED);
+  auto* allow = p.add_allow();
+  allow->set_cidr("203.0.113.0/24");
+  allow->set_port_first(443);
+  p.set_rate_limit_kbit(rate_limit_kbit);
+  return p;
+}
+
+TEST_CASE("a running VM's network change reaches its node and is recorded durably with a vm.network entry",
+          "[fleet][network]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000)});
+  auto vm = f.core->CreateVm("acme", Spec("web"), "");
+  REQUIRE(vm.ok());
+  const std::string id = vm->vm.vm_id();
+  auto changed = f.core->UpdateVmNetwork(Scope{"acme"}, id, Locked(800), Actor::Tenant());
+  INFO(changed.status().ToString());
+  REQUIRE(changed.ok());
+  CHECK(changed->spec().egress().SerializeAsString() == Locked(800).SerializeAsString());
+  CHECK(f.agents.calls().back() == "UpdateVmNetwork a " + id);
+  REQUIRE(f.agents.Egress("a", id).has_value());
+  CHECK(f.agents.Egress("a", id)->SerializeAsString() == Locked(800).SerializeAsString());
+
+  SECTION("the operator may change any VM's and the ledger says who") {
+    REQUIRE(f.core->UpdateVmNetwork(Scope{}, id, ppn::types::v1::EgressPolicy(), Actor::Operator()).ok());
+    CHECK(f.Ledger({"who", "role", "internet"}) ==
+          std::vector<std::string>{"vm.create " + id,
+                                   "vm.network " + id + " who=tenant role=tenant-proxy internet=denied",
+                                   "vm.network " + id + " who=operator role=operator internet=allowed"});
+  }
+  SECTION("the record keeps it across a restart") {
+    CHECK(f.Ledger({"who", "internet", "allow_rules", "deny_rules", "rate_limit_kbit"}).back() ==
+          "vm.network " + id + " who=tenant internet=denied allow_rules=1 deny_rules=0 rate_limit_kbit=800");
+    {
+      absl::MutexLock l(&f.mu);
+      CHECK(f.delivered.back().tenant_id() == "acme");
+      CHECK(f.delivered.back().attributes().at("node") == "a");
+      // The shape only: the destinations stay out of the permanent ledger.
+      CHECK(f.delivered.back().SerializeAsString().find("203.0.113") == std::string::npos);
+    }
+    f.Open();
+    CHECK(f.Get(id).spec().egress().rate_limit_kbit() == 800);
+    CHECK(f.Get(id).spec().egress().allow(0).cidr() == "203.0.113.0/24");
+  }
+}
+
+TEST_CASE("another tenant's VM is not found for a network change and its node is not asked",
+          "[fleet][network][isolation]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000)});
+  auto vm = f.core->CreateVm("acme", Spec("web"), "");
+  REQUIRE(vm.ok());
+  auto theirs = f.core->UpdateVmNetwork(Scope{"globex"}, vm->vm.vm_id(), Locked(), Actor::Tenant());
+  CHECK(theirs.status().code() == absl::StatusCode::kNotFound);
+  CHECK(theirs.status().message() == "vm " + vm->vm.vm_id() + " not found");
+  CHECK(f.core->UpdateVmNetwork(Scope{"globex"}, "vm-nope", Locked(), Actor::Tenant()).status().message() ==
+        "vm vm-nope not found");
+  CHECK(f.agents.calls().back() == "SpawnVm a " + vm->vm.vm_id());
+  CHECK(f.Get(vm->vm.vm_id()).spec().has_egress() == false);
+}
+
+TEST_CASE("a network change of a VM on an unreachable node is UNAVAILABLE and changes nothing", "[fleet][network]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000)});
+  auto vm = f.core->CreateVm("acme", Spec("web"), "");
+  REQUIRE(vm.ok());
+  f.clock.Advance(absl::Seconds(4));  // three missed heartbeats
+  f.core->RunOnce();
+  REQUIRE(f.core->GetVm(Scope{"acme"}, vm->vm.vm_id())->state() == ppn::types::v1::VM_STATE_UNKNOWN);
+  auto s = f.core->UpdateVmNetwork(Scope{"acme"}, vm->vm.vm_id(), Locked(), Actor::Tenant());
+  CHECK(s.status().code() == absl::StatusCode::kUnavailable);
+  CHECK(f.agents.calls().back() == "SpawnVm a " + vm->vm.vm_id());  // the node was not asked
+  CHECK_FALSE(f.Get(vm->vm.vm_id()).spec().has_egress());
+
+  SECTION("a node that does not answer leaves the record as it was") {
+    f.core->OnHeartbeat(With(Beat("a", 8000), {Running(vm->vm.vm_id(), "acme")}));  // back
+    f.agents.FailNetwork("a", absl::UnavailableError("node a is unreachable: deadline exceeded"));
+    auto lost = f.core->UpdateVmNetwork(Scope{"acme"}, vm->vm.vm_id(), Locked(), Actor::Tenant());
+    CHECK(lost.status().code() == absl::StatusCode::kUnavailable);
+    CHECK(f.agents.calls().back() == "UpdateVmNetwork a " + vm->vm.vm_id());
+    CHECK_FALSE(f.Get(vm->vm.vm_id()).spec().has_egress());
+    for (const std::string& kind : f.Kinds()) CHECK(kind != "vm.network");
+  }
+}
+
+TEST_CASE("only a running VM's network can be changed and a bad policy is refused first", "[fleet][network]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000)});
+  auto vm = f.core->CreateVm("acme", Spec("web"), "");
+  REQUIRE(vm.ok());
+  const std::string id = vm->vm.vm_id();
+  ppn::types::v1::EgressPolicy bad = Locked();
+  bad.mutable_allow(0)->set_cidr("10.0.0.0/33");
+  auto invalid = f.core->UpdateVmNetwork(Scope{"acme"}, id, bad, Actor::Tenant());
+  CHECK(invalid.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(invalid.status().message() == "egress.allow rule \"10.0.0.0/33\" is not an IPv4 address or CIDR");
+
+  SECTION("its node no longer has it") {
+    REQUIRE(f.agents.Instances("a").size() == 1);
+    f.agents.FailNetwork("a", absl::NotFoundError("vm not on this node"));
+    auto gone = f.core->UpdateVmNetwork(Scope{"acme"}, id, Locked(), Actor::Tenant());
+    CHECK(gone.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK(gone.status().message() == "node a does not run vm " + id);
+  }
+  SECTION("its node cannot change it") {
+    f.agents.FailNetwork("a", absl::FailedPreconditionError("this node runs guests without network isolation"));
+    CHECK(f.core->UpdateVmNetwork(Scope{"acme"}, id, Locked(), Actor::Tenant()).status().code() ==
+          absl::StatusCode::kFailedPrecondition);
+  }
+  SECTION("it was destroyed") {
+    REQUIRE(f.core->DestroyVm(Scope{"acme"}, id, Actor::Tenant()).ok());
+    auto stopped = f.core->UpdateVmNetwork(Scope{"acme"}, id, Locked(), Actor::Tenant());
+    CHECK(stopped.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK(stopped.status().message() ==
+          "vm " + id + " is VM_STATE_STOPPED; only a running VM's network can be changed");
+  }
+  for (const std::string& kind : f.Kinds()) CHECK(kind != "vm.network");
+  CHECK_FALSE(f.Get(id).spec().has_egress());
+}
+
+TEST_CASE("two changes of one VM's network at once: the second is ABORTED", "[fleet][network]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000)});
+  auto vm = f.core->CreateVm("acme", Spec("web"), "");
+  REQUIRE(vm.ok());
+  absl::Status inner;
+  f.agents.OnNetwork([&] {
+    f.agents.OnNetwork(nullptr);
+    inner = f.core->UpdateVmNetwork(Scope{"acme"}, vm->vm.vm_id(), Locked(1), Actor::Tenant()).status();
+  });
+  REQUIRE(f.core->UpdateVmNetwork(Scope{"acme"}, vm->vm.vm_id(), Locked(2), Actor::Tenant()).ok());
+  CHECK(inner.code() == absl::StatusCode::kAborted);
+  CHECK(inner.message() == "another change of vm " + vm->vm.vm_id() + "'s network is in progress; retry");
+  CHECK(f.Get(vm->vm.vm_id()).spec().egress().rate_limit_kbit() == 2);
+  CHECK(f.core->UpdateVmNetwork(Scope{"acme"}, vm->vm.vm_id(), Locked(3), Actor::Tenant()).ok());  // free again
+}
+
+TEST_CASE("a VM's traffic counters come from its node's heartbeat", "[fleet][network]") {
+  CoreFixture f;
+  f.Nodes({Beat("a", 8000)});
+  auto vm = f.core->CreateVm("acme", Spec("web"), "");
+  REQUIRE(vm.ok());
+  CHECK_FALSE(f.Get(vm->vm.vm_id()).has_network());
+  ppn::host::v1::VmInstance reported = Running(vm->vm.vm_id(), "acme");
+  reported.mutable_network()->set_tx_bytes(1234);
+  reported.mutable_network()->set_rx_packets(9);
+  f.core->OnHeartbeat(With(Beat("a", 8000), {reported}));
+  CHECK(f.Get(vm->vm.vm_id()).network().tx_bytes() == 1234);
+  CHECK(f.Get(vm->vm.vm_id()).network().rx_packets() == 9);
+  CHECK(f.core->ListVms(Scope{"acme"}, {})->vms(0).network().tx_bytes() == 1234);
+  f.Open();  // shown, never stored
+  CHECK_FALSE(f.Get(vm->vm.vm_id()).has_network());
 }
 
 TEST_CASE("ephemeral VMs are destroyed when their TTL expires", "[fleet][ttl]") {

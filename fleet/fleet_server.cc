@@ -11,6 +11,9 @@ RolePolicy FleetRolePolicy(const std::string& mesh) {
   policy.Allow(svc + "CreateVm", {r::kTenantProxy});
   // The operator may destroy any VM (the ledger records who: vm.destroy who=operator).
   policy.Allow(svc + "DestroyVm", {r::kTenantProxy, r::kOperator});
+  // The operator may change any running VM's egress policy (vm.network who=operator); the
+  // tenant proxy only its tenant's, already narrowed to the tenant's default.
+  policy.Allow(svc + "UpdateVmNetwork", {r::kTenantProxy, r::kOperator});
   for (const char* read : {"GetVm", "ListVms", "WatchVm", "ListNodes", "ExplainPlacement"}) {
     policy.Allow(svc + read, {r::kTenantProxy, r::kScheduler, r::kOperator});
   }

@@ -149,4 +149,15 @@ grpc::Status FleetService::SetPin(grpc::ServerContext*, const v1::SetPinRequest*
   return grpc::Status::OK;
 }
 
+grpc::Status FleetService::UpdateVmNetwork(grpc::ServerContext* context, const v1::UpdateVmNetworkRequest* request,
+                                           v1::UpdateVmNetworkResponse* response) {
+  absl::StatusOr<Caller> caller = CallerOf(*context);
+  if (!caller.ok()) return RpcFailed("UpdateVmNetwork", caller.status());
+  Actor actor = caller->scope.tenant_id.has_value() ? Actor::Tenant() : Actor{"operator", caller->role};
+  absl::StatusOr<v1::VmRecord> vm = core_->UpdateVmNetwork(caller->scope, request->vm_id(), request->egress(), actor);
+  if (!vm.ok()) return RpcFailed("UpdateVmNetwork", vm.status(), {{"vm", request->vm_id().substr(0, 64)}});
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
 }  // namespace ppn::fleet

@@ -33,6 +33,8 @@ class FleetService final
   grpc::Status RecordMigration(grpc::ServerContext*, const v1::RecordMigrationRequest*,
                                v1::RecordMigrationResponse*) override;
   grpc::Status SetPin(grpc::ServerContext*, const v1::SetPinRequest*, v1::SetPinResponse*) override;
+  grpc::Status UpdateVmNetwork(grpc::ServerContext*, const v1::UpdateVmNetworkRequest*,
+                               v1::UpdateVmNetworkResponse*) override;
 
   // WatchVm streams open now.
   size_t WatchesForTest() { return watches_.size(); }

@@ -267,5 +267,93 @@ TEST_CASE("the role table lets the operator destroy any VM and keeps the schedul
   CHECK(resp.vm().state() == ppn::types::v1::VM_STATE_STOPPED);
 }
 
+TEST_CASE("UpdateVmNetwork is for the tenant proxy within its tenant and for the operator", "[fleet][authz][network]") {
+  Stack s;
+  auto proxy = s.Stub("tenant-proxy");
+  CreateVmResponse created;
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    REQUIRE(proxy->CreateVm(&ctx, Create("web"), &created).ok());
+  }
+  v1::UpdateVmNetworkRequest req;
+  req.set_vm_id(created.vm().vm_id());
+  req.mutable_egress()->set_internet(ppn::types::v1::INTERNET_ACCESS_DENIED);
+  req.mutable_egress()->set_rate_limit_kbit(64);
+  v1::UpdateVmNetworkResponse resp;
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "globex");
+    grpc::Status st = proxy->UpdateVmNetwork(&ctx, req, &resp);
+    CHECK(st.error_code() == grpc::StatusCode::NOT_FOUND);
+    CHECK(st.error_message() == "vm " + created.vm().vm_id() + " not found");
+  }
+  {
+    grpc::ClientContext ctx;
+    CHECK(s.Stub("scheduler")->UpdateVmNetwork(&ctx, req, &resp).error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    REQUIRE(proxy->UpdateVmNetwork(&ctx, req, &resp).ok());
+    CHECK(resp.vm().spec().egress().rate_limit_kbit() == 64);
+  }
+  req.mutable_egress()->set_rate_limit_kbit(32);
+  grpc::ClientContext ctx;
+  REQUIRE(s.Stub("operator")->UpdateVmNetwork(&ctx, req, &resp).ok());
+  CHECK(resp.vm().spec().egress().rate_limit_kbit() == 32);
+  CHECK(s.agents.Egress("laptop-a", created.vm().vm_id())->rate_limit_kbit() == 32);
+}
+
+TEST_CASE("a watch is not woken by traffic counters alone but carries them with a change", "[fleet][watch][network]") {
+  Stack s;
+  auto proxy = s.Stub("tenant-proxy");
+  CreateVmResponse created;
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    REQUIRE(proxy->CreateVm(&ctx, Create("web"), &created).ok());
+  }
+  const std::string id = created.vm().vm_id();
+  auto beat = [&](uint64_t tx_bytes) {
+    ppn::host::v1::Heartbeat hb;
+    hb.set_node_id("laptop-a");
+    hb.set_available_memory_mib(64 * 1024);
+    hb.set_disk_total_mib(100 * 1024);
+    hb.set_disk_available_mib(50 * 1024);
+    hb.add_images("ppn-test-guest");
+    auto* vm = hb.add_vms();
+    *vm = s.agents.Instances("laptop-a")[0];
+    vm->mutable_network()->set_tx_bytes(tx_bytes);
+    s.core.OnHeartbeat(hb);
+  };
+  beat(100);
+  grpc::ClientContext watch_ctx;
+  AsTenant(&watch_ctx, "acme");
+  WatchVmRequest req;
+  req.set_vm_id(id);
+  auto stream = proxy->WatchVm(&watch_ctx, req);
+  WatchVmResponse msg;
+  REQUIRE(stream->Read(&msg));
+  CHECK(msg.vm().network().tx_bytes() == 100);
+  for (uint64_t tx : {200, 300, 400}) beat(tx);
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    v1::UpdateVmNetworkRequest update;
+    update.set_vm_id(id);
+    update.mutable_egress()->set_rate_limit_kbit(10);
+    v1::UpdateVmNetworkResponse resp;
+    REQUIRE(proxy->UpdateVmNetwork(&ctx, update, &resp).ok());
+  }
+  REQUIRE(stream->Read(&msg));  // the next message is the policy change, not a counter tick
+  CHECK(msg.vm().spec().egress().rate_limit_kbit() == 10);
+  CHECK(msg.vm().network().tx_bytes() == 400);
+  watch_ctx.TryCancel();
+  while (stream->Read(&msg)) {
+  }
+  stream->Finish();
+}
+
 }  // namespace
 }  // namespace ppn::fleet

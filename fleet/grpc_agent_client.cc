@@ -46,6 +46,19 @@ class GrpcAgentClient final : public AgentClient {
     return resp.vm();
   }
 
+  absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const VmId& vm,
+                                                            const ppn::types::v1::EgressPolicy& egress) override {
+    ppn::host::v1::UpdateVmNetworkRequest req;
+    req.set_vm_id(vm.value());
+    *req.mutable_egress() = egress;
+    ppn::host::v1::UpdateVmNetworkResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    absl::Status s = Named(stub_->UpdateVmNetwork(&ctx, req, &resp));
+    if (!s.ok()) return s;
+    return resp.vm();
+  }
+
  private:
   // Says which node answered, so the fleet's caller can tell.
   absl::Status Named(const grpc::Status& s) {

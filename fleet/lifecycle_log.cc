@@ -91,4 +91,17 @@ void LifecycleLog::Adopted(const ppn::fleet::v1::VmRecord& vm, absl::string_view
   Append(e);
 }
 
+void LifecycleLog::NetworkChanged(const ppn::fleet::v1::VmRecord& vm, const Actor& actor) {
+  ppn::ledger::v1::AppendRequest e = Entry("vm.network", vm);
+  auto& a = *e.mutable_attributes();
+  const ppn::types::v1::EgressPolicy& egress = vm.spec().egress();
+  a["who"] = actor.who;
+  a["role"] = actor.role;
+  a["internet"] = egress.internet() == ppn::types::v1::INTERNET_ACCESS_DENIED ? "denied" : "allowed";
+  a["allow_rules"] = absl::StrCat(egress.allow_size());
+  a["deny_rules"] = absl::StrCat(egress.deny_size());
+  a["rate_limit_kbit"] = absl::StrCat(egress.rate_limit_kbit());
+  Append(e);
+}
+
 }  // namespace ppn::fleet

@@ -14,6 +14,9 @@
 //               paused copy was resumed: `from`, `to`, `reason`
 //   vm.adopt    a record was made for a VM a node reports, or moved to the node that runs it:
 //               `from_node` (empty when the fleet had no record), `node`, `reason`
+//   vm.network  a running VM's egress policy was replaced on its node: `who`, `role`, and the
+//               new policy's shape (`internet`, `allow_rules`, `deny_rules`, `rate_limit_kbit`),
+//               never its destinations
 // Every entry has the VM as subject and its tenant; attributes never hold user_data. Without an
 // outbox (no ledger configured) nothing is recorded. Thread-safe; `*outbox` and `*clock` must
 // outlive it.
@@ -27,7 +30,7 @@
 
 namespace ppn::fleet {
 
-// Who destroyed a VM, for the ledger.
+// Who destroyed a VM (or changed its network), for the ledger.
 struct Actor {
   std::string who;   // "tenant", "operator", "ttl", "fleet"
   std::string role;  // the caller's certificate role ("tenant-proxy", "operator"); "fleet" for its own
@@ -49,6 +52,8 @@ class LifecycleLog {
   void StateChanged(const ppn::fleet::v1::VmRecord& vm, ppn::types::v1::VmState from, ppn::types::v1::VmState to,
                     absl::string_view reason);
   void Adopted(const ppn::fleet::v1::VmRecord& vm, absl::string_view from_node, absl::string_view reason);
+  // `vm.spec().egress()` is the policy now in effect.
+  void NetworkChanged(const ppn::fleet::v1::VmRecord& vm, const Actor& actor);
 
  private:
   ppn::ledger::v1::AppendRequest Entry(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm);

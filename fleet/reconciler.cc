@@ -42,7 +42,8 @@ bool TakeReport(VmRecord& r, const VmInstance& vm) {
   return true;
 }
 
-// What is kept of a reported VM (no spec: it can be large, and only the record needs it),
+// What is kept of a reported VM (no spec: it can be large, and only the record needs it), its
+// traffic counters included (shown with the record, never stored: they change every beat),
 // with every enum from the wire checked: unknown values become UNSPECIFIED.
 Reported Summary(const VmInstance& vm) {
   Reported r;
@@ -54,6 +55,7 @@ Reported Summary(const VmInstance& vm) {
   r.vm.set_accelerator(ppn::types::v1::Accelerator_IsValid(vm.accelerator()) ? vm.accelerator()
                                                                              : ppn::types::v1::ACCELERATOR_UNSPECIFIED);
   *r.vm.mutable_forwarded_ports() = vm.forwarded_ports();
+  *r.vm.mutable_network() = vm.network();
   for (auto& port : *r.vm.mutable_forwarded_ports()) {
     if (!ppn::types::v1::Protocol_IsValid(port.protocol())) port.set_protocol(ppn::types::v1::PROTOCOL_UNSPECIFIED);
   }

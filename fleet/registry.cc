@@ -232,6 +232,13 @@ VmState Registry::VisibleState(const VmRecord& record) const {
 
 VmRecord Registry::View(const VmRecord& record) const {
   VmRecord view = record;
+  // Its traffic as its own node last reported it (a copy elsewhere, paused or incoming, has
+  // its own counters).
+  auto n = nodes_.find(record.node_id());
+  if (n != nodes_.end() && record.state() != ppn::types::v1::VM_STATE_STOPPED) {
+    auto reported = n->second.reported.find(record.vm_id());
+    if (reported != n->second.reported.end()) *view.mutable_network() = reported->second.vm.network();
+  }
   if (VisibleState(record) == ppn::types::v1::VM_STATE_UNKNOWN) {
     view.set_state(ppn::types::v1::VM_STATE_UNKNOWN);
     view.set_state_message(absl::StrCat("node ", record.node_id(), " is unreachable"));

@@ -109,7 +109,8 @@ class Registry {
   // Every registered node as listed, with its reservations.
   std::vector<ppn::fleet::v1::Node> ListNodes() const;
 
-  // The record as callers see it: UNKNOWN while its node is unreachable.
+  // The record as callers see it: UNKNOWN while its node is unreachable; `network` from its
+  // node's last report of it.
   ppn::fleet::v1::VmRecord View(const ppn::fleet::v1::VmRecord& record) const;
   ppn::types::v1::VmState VisibleState(const ppn::fleet::v1::VmRecord& record) const;
 

@@ -29,7 +29,11 @@ class WatchHub::VmWatch final : public grpc::ServerWriteReactor<v1::WatchVmRespo
         op = Op::kFinish;
         status = RpcFailed("WatchVm", vm.status(), {{"vm", vm_id_.substr(0, 64)}});
       } else {
-        std::string now = vm->SerializeAsString();
+        // Traffic counters move with every heartbeat: they ride along with a change, but are
+        // not one.
+        v1::VmRecord compared = *vm;
+        compared.clear_network();
+        std::string now = compared.SerializeAsString();
         if (now == last_) return;
         last_ = std::move(now);
         *msg_.mutable_vm() = *std::move(vm);

@@ -3,10 +3,11 @@
 // WatchHub serves the fleet's WatchVm streams without a thread per stream: each stream is a
 // gRPC callback reactor, and the hub's one thread waits for the registry's change
 // notification (FleetCore::WaitForChange) and wakes every open stream, which sends the VM's
-// record if it changed (at most one write in flight; a change during a write is sent after it).
-// A stream ends OK after sending STOPPED, with NOT_FOUND when the VM is not (or no longer)
-// visible to the caller, CANCELLED when the caller goes. Thread-safe. `*core` must outlive it;
-// destroy it only after the server has shut down (every stream has ended).
+// record if it changed, traffic counters aside (at most one write in flight; a change during a
+// write is sent after it). A stream ends OK after sending STOPPED, with NOT_FOUND when the VM
+// is not (or no longer) visible to the caller, CANCELLED when the caller goes. Thread-safe.
+// `*core` must outlive it; destroy it only after the server has shut down (every stream has
+// ended).
 
 #include <set>
 #include <string>

@@ -87,6 +87,10 @@ absl::Status AuditTrail::Record(const AuditRecord& r) {
     line["count"] = r.count;
     attributes["count"] = absl::StrCat(r.count);
   }
+  for (const auto& [key, value] : r.attributes) {
+    line[key] = value;
+    attributes[key] = value;
+  }
   std::string text = line.dump() + "\n";
   absl::MutexLock l(&mu_);
   if (write(fd_, text.data(), text.size()) != static_cast<ssize_t>(text.size()) || fdatasync(fd_) != 0) {

@@ -1,7 +1,7 @@
 #pragma once
 
-// AuditTrail records every tenant create and destroy (its intent before it is forwarded, and
-// its outcome after) and every refusal of one, twice: as one JSON line in a local append-only
+// AuditTrail records every tenant create, destroy and network change (its intent before it is
+// forwarded, and its outcome after) and every refusal of one, twice: as one JSON line in a local append-only
 // file, fsync'd before the caller gets an answer, and as a ledger entry through a LedgerOutbox
 // (common/ledger_outbox.h: a durable spool delivered in order, once each), so an unreachable
 // ledger delays records but loses and duplicates none. Rate-limit refusals are only counted,
@@ -32,7 +32,7 @@ inline constexpr char kRateLimitKind[] = "tenant.rate_limit";
 
 struct AuditRecord {
   std::string tenant_id;
-  std::string operation;  // "tenant.vm.create", "tenant.vm.destroy", kRateLimitKind
+  std::string operation;  // "tenant.vm.create", "tenant.vm.destroy", "tenant.vm.network", kRateLimitKind
   std::string vm_id;      // empty when refused before one existed
   ppn::ledger::v1::Outcome outcome = ppn::ledger::v1::OUTCOME_SUCCESS;  // PENDING for an intent
   std::string detail;        // status code name or a short reason; never a secret
@@ -40,10 +40,13 @@ struct AuditRecord {
   std::string request_id;    // the create's idempotency key, if it had one
   std::string display_name;  // the VM's display name, for a create
   int64_t count = 0;         // calls an aggregated record stands for (0: one call)
+  // More of the call's shape (e.g. an egress policy's rule counts), as JSON keys and ledger
+  // attributes of the same names; never a secret. Must not reuse the names above.
+  std::map<std::string, std::string> attributes;
 };
 
-// The one table from a call's final status to its ledger outcome, for creates and destroys
-// alike:
+// The one table from a call's final status to its ledger outcome, for creates, destroys and
+// network changes alike:
 //   OK                                                     -> SUCCESS
 //   the caller's request was refused: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT,
 //   OUT_OF_RANGE, NOT_FOUND, ALREADY_EXISTS, RESOURCE_EXHAUSTED (a quota, the rate limit, no

@@ -25,6 +25,7 @@ absl::Status TenantSafeError(const absl::Status& status, absl::string_view short
       if (status.code() == absl::StatusCode::kNotFound && !about.vm_id.empty()) {
         return absl::NotFoundError(absl::StrCat("vm ", about.vm_id, " not found"));
       }
+      if (about.network) return absl::InvalidArgumentError("the VM's host refused this egress policy");
       return absl::Status(status.code(), "the control plane refused this request as invalid");
     case absl::StatusCode::kAlreadyExists:
       if (create && absl::StrContains(status.message(), "request_id")) {
@@ -45,9 +46,18 @@ absl::Status TenantSafeError(const absl::Status& status, absl::string_view short
     case absl::StatusCode::kUnavailable:
       return absl::UnavailableError("the VM's host is unreachable right now; retry later");
     case absl::StatusCode::kFailedPrecondition:
+      if (about.network) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "vm ", about.vm_id, " must be running on a host with network isolation to change its network"));
+      }
       return absl::FailedPreconditionError(
           "the VM could not be started (check its image and spec) or is still being created; retry");
     case absl::StatusCode::kCancelled: return absl::CancelledError("the call was cancelled");
+    case absl::StatusCode::kAborted:
+      if (about.network) {
+        return absl::AbortedError(absl::StrCat("vm ", about.vm_id, " moved to another host during the change; retry"));
+      }
+      [[fallthrough]];
     default:
       return absl::InternalError(absl::StrCat("the control plane failed (", static_cast<int>(status.code()), ")"));
   }

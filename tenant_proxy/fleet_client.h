@@ -58,6 +58,10 @@ class FleetClient {
   virtual absl::StatusOr<ppn::fleet::v1::ListVmsResponse> ListVms(const TenantId& tenant,
                                                                   const ppn::fleet::v1::ListVmsRequest& request) = 0;
   virtual absl::StatusOr<ppn::fleet::v1::VmRecord> DestroyVm(const TenantId& tenant, const VmId& vm_id) = 0;
+  // The fleet's UpdateVmNetwork: `egress` (already narrowed to the tenant's default) replaces
+  // the running VM's policy on its node; the record answered holds it in spec.egress.
+  virtual absl::StatusOr<ppn::fleet::v1::VmRecord> UpdateVmNetwork(const TenantId& tenant, const VmId& vm_id,
+                                                                   const ppn::types::v1::EgressPolicy& egress) = 0;
   // A stream of `vm_id`'s states, not yet started. `*observer` must outlive OnWatchDone.
   virtual std::unique_ptr<FleetWatch> WatchVm(const TenantId& tenant, const VmId& vm_id,
                                               FleetWatchObserver* observer) = 0;
@@ -65,9 +69,10 @@ class FleetClient {
 
 // What a tenant's call was about, so a fleet error can be told in the tenant's own terms.
 struct CallAbout {
-  std::string vm_id;                             // GetVm, DestroyVm, WatchVm
+  std::string vm_id;                             // GetVm, DestroyVm, WatchVm, UpdateVmNetwork
   const ppn::types::v1::VmSpec* spec = nullptr;  // CreateVm
   std::string request_id;                        // CreateVm
+  bool network = false;                          // UpdateVmNetwork
 };
 
 // The fleet's `status` as a tenant may see it. Nothing of the fleet's own message reaches
@@ -77,13 +82,19 @@ struct CallAbout {
 //   NOT_FOUND (a VM)             "vm X not found"
 //   INVALID_ARGUMENT or NOT_FOUND about the image of a create
 //                                INVALID_ARGUMENT "image X is not offered"
+//   INVALID_ARGUMENT about a network change
+//                                "the VM's host refused this egress policy"
 //   ALREADY_EXISTS               "request_id X was used for a different VM; ..." or
 //                                "a VM named X already exists"
 //   RESOURCE_EXHAUSTED           "no host has disk space for this VM right now; ..." when the
 //                                shortage is disk, else "no host has room for this VM ..."
 //   UNAVAILABLE                  "the VM's host is unreachable right now; retry later"
 //   FAILED_PRECONDITION          "the VM could not be started (check its image and spec) or
-//                                is still being created; retry"
+//                                is still being created; retry"; about a network change:
+//                                "vm X must be running on a host with network isolation to
+//                                change its network"
+//   ABORTED about a network change
+//                                "vm X moved to another host during the change; retry"
 //   CANCELLED                    "the call was cancelled"
 //   anything else                INTERNAL "the control plane failed (code)"
 absl::Status TenantSafeError(const absl::Status& status, absl::string_view shortage, const CallAbout& about);

@@ -99,6 +99,24 @@ TEST_CASE("a missing VM is not found with the same words whoever owns it", "[pro
   }
 }
 
+TEST_CASE("a refused network change is told in the terms of a network change", "[proxy][fleet_client][egress]") {
+  CallAbout about{"vm-1"};
+  about.network = true;
+  absl::Status stopped =
+      TenantSafeError(absl::FailedPreconditionError("vm vm-1 is STOPPED on node laptop-a"), "", about);
+  CHECK(stopped.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(stopped.message() == "vm vm-1 must be running on a host with network isolation to change its network");
+  absl::Status moved = TenantSafeError(absl::AbortedError("vm vm-1 moved from laptop-a to laptop-b"), "", about);
+  CHECK(moved.code() == absl::StatusCode::kAborted);
+  CHECK(moved.message() == "vm vm-1 moved to another host during the change; retry");
+  absl::Status refused = TenantSafeError(absl::InvalidArgumentError("nft on laptop-a: syntax error"), "", about);
+  CHECK(refused.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(refused.message() == "the VM's host refused this egress policy");
+  CHECK(TenantSafeError(absl::NotFoundError("vm vm-1 is not on node laptop-a"), "", about).message() ==
+        "vm vm-1 not found");
+  for (const absl::Status& s : {stopped, moved, refused}) CheckSafe(s);
+}
+
 TEST_CASE("codes keep their meaning across the mapping", "[proxy][fleet_client]") {
   auto spec = GoodSpec();
   CHECK(TenantSafeError(absl::OkStatus(), "", Create(spec)).ok());

@@ -159,6 +159,23 @@ absl::StatusOr<ppn::fleet::v1::VmRecord> GrpcFleetClient::DestroyVm(const Tenant
   return response.vm();
 }
 
+absl::StatusOr<ppn::fleet::v1::VmRecord> GrpcFleetClient::UpdateVmNetwork(const TenantId& tenant, const VmId& vm_id,
+                                                                          const ppn::types::v1::EgressPolicy& egress) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, tenant);
+  ppn::fleet::v1::UpdateVmNetworkRequest request;
+  request.set_vm_id(vm_id.value());
+  *request.mutable_egress() = egress;
+  ppn::fleet::v1::UpdateVmNetworkResponse response;
+  grpc::Status s = stub_->UpdateVmNetwork(&ctx, request, &response);
+  if (!s.ok()) {
+    CallAbout about{vm_id.value()};
+    about.network = true;
+    return Refused("UpdateVmNetwork", tenant, ctx, s, about);
+  }
+  return response.vm();
+}
+
 std::unique_ptr<FleetWatch> GrpcFleetClient::WatchVm(const TenantId& tenant, const VmId& vm_id,
                                                      FleetWatchObserver* observer) {
   // No deadline: a watch lasts as long as the tenant keeps it open.

@@ -28,6 +28,8 @@ class GrpcFleetClient final : public FleetClient {
   absl::StatusOr<ppn::fleet::v1::ListVmsResponse> ListVms(const TenantId& tenant,
                                                           const ppn::fleet::v1::ListVmsRequest& request) override;
   absl::StatusOr<ppn::fleet::v1::VmRecord> DestroyVm(const TenantId& tenant, const VmId& vm_id) override;
+  absl::StatusOr<ppn::fleet::v1::VmRecord> UpdateVmNetwork(const TenantId& tenant, const VmId& vm_id,
+                                                           const ppn::types::v1::EgressPolicy& egress) override;
   std::unique_ptr<FleetWatch> WatchVm(const TenantId& tenant, const VmId& vm_id, FleetWatchObserver* observer) override;
 
  private:

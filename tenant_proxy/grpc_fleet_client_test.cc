@@ -113,6 +113,29 @@ TEST_CASE("fleet errors reach the caller tenant-safe", "[proxy][fleet_client]") 
   CHECK(failed.status().message().find("laptop") == absl::string_view::npos);
 }
 
+TEST_CASE("a network change carries the tenant and the policy and is not found for another tenant",
+          "[proxy][fleet_client][egress]") {
+  Fixture f;
+  auto vm = *f.client.CreateVm(TenantId("acme"), CreateRequest());
+  ppn::types::v1::EgressPolicy egress;
+  egress.set_internet(ppn::types::v1::INTERNET_ACCESS_DENIED);
+  egress.set_rate_limit_kbit(700);
+  auto updated = f.client.UpdateVmNetwork(TenantId("acme"), VmId(vm.vm().vm_id()), egress);
+  REQUIRE(updated.ok());
+  CHECK(updated->spec().egress().rate_limit_kbit() == 700);
+  CHECK(f.fake.seen().back().rpc == "UpdateVmNetwork");
+  CHECK(f.fake.seen().back().tenant == "acme");
+  CHECK(f.fake.seen().back().deadline_left <= absl::Seconds(31));
+  auto theirs = f.client.UpdateVmNetwork(TenantId("globex"), VmId(vm.vm().vm_id()), egress);
+  CHECK(theirs.status().code() == absl::StatusCode::kNotFound);
+  CHECK(theirs.status().message() == "vm " + vm.vm().vm_id() + " not found");  // not "... on node x"
+  f.fake.FailNext(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "laptop-a runs guests without isolation"));
+  auto stopped = f.client.UpdateVmNetwork(TenantId("acme"), VmId(vm.vm().vm_id()), egress);
+  CHECK(stopped.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(stopped.status().message() ==
+        "vm " + vm.vm().vm_id() + " must be running on a host with network isolation to change its network");
+}
+
 TEST_CASE("a watch relays each state when asked and ends when the VM is destroyed", "[proxy][fleet_client]") {
   Fixture f;
   auto vm = *f.client.CreateVm(TenantId("acme"), CreateRequest());

@@ -17,6 +17,14 @@ using ppn::tenancy::v1::Vm;
 constexpr size_t kMaxRequestIdBytes = 64;
 constexpr char kForwarding[] = "forwarding to the fleet";
 
+// What an audit record keeps of an egress policy: its shape, not its destinations.
+std::map<std::string, std::string> EgressShape(const ppn::types::v1::EgressPolicy& p) {
+  return {{"egress_internet", p.internet() == ppn::types::v1::INTERNET_ACCESS_DENIED ? "denied" : "allowed"},
+          {"egress_allow_rules", absl::StrCat(p.allow_size())},
+          {"egress_deny_rules", absl::StrCat(p.deny_size())},
+          {"egress_rate_limit_kbit", absl::StrCat(p.rate_limit_kbit())}};
+}
+
 }  // namespace
 
 // A FleetWatch that gives its tenant's stream slot back when destroyed.
@@ -51,6 +59,7 @@ Vm TenantView(const VmRecord& r) {
   vm.set_accelerator(r.accelerator());
   *vm.mutable_create_time() = r.create_time();
   if (r.has_expire_time()) *vm.mutable_expire_time() = r.expire_time();
+  *vm.mutable_network() = r.network();
   return vm;
 }
 
@@ -65,7 +74,10 @@ absl::StatusOr<std::string> ParseVmName(const std::string& name) {
 
 ProxyCore::ProxyCore(const ppn::tenancy::v1::ProxyConfig& config, Deps deps, ProxyOptions options)
     : deps_(deps), options_(options) {
-  for (const auto& t : config.tenants()) limits_[t.tenant_id()] = t.limits();
+  for (const auto& t : config.tenants()) {
+    limits_[t.tenant_id()] = t.limits();
+    egress_[t.tenant_id()] = t.egress();
+  }
 }
 
 absl::StatusOr<Tenant> ProxyCore::Admit(const Authenticated& who, absl::Duration* retry_after) {
@@ -83,7 +95,7 @@ absl::StatusOr<Tenant> ProxyCore::Admit(const Authenticated& who, absl::Duration
                                                      " requests/s (burst ", limits.burst(), ") reached; retry in ",
                                                      absl::ToInt64Milliseconds(rate.retry_after), " ms"));
   }
-  return Tenant{TenantId(who.tenant_id), who.token_id, &limits};
+  return Tenant{TenantId(who.tenant_id), who.token_id, &limits, &egress_.at(who.tenant_id)};
 }
 
 absl::Status ProxyCore::Finish(AuditRecord audit, const absl::Status& status) {
@@ -96,6 +108,19 @@ absl::Status ProxyCore::Finish(AuditRecord audit, const absl::Status& status) {
     return absl::InternalError("the request could not be audited, so it was not answered");
   }
   return status;
+}
+
+absl::Status ProxyCore::RecordIntent(const AuditRecord& audit) {
+  AuditRecord intent = audit;
+  intent.outcome = ppn::ledger::v1::OUTCOME_PENDING;
+  intent.detail = kForwarding;
+  absl::Status recorded = deps_.audit->Record(intent);
+  if (!recorded.ok()) {
+    spdlog::error("audit.failed tenant={} operation={} error={}", LogValue(intent.tenant_id), intent.operation,
+                  LogValue(recorded.message()));
+    return absl::InternalError("the request could not be audited, so it was not forwarded");
+  }
+  return absl::OkStatus();
 }
 
 absl::Mutex* ProxyCore::GateOf(const std::string& tenant_id) {
@@ -130,6 +155,13 @@ absl::StatusOr<Vm> ProxyCore::CreateVm(const Tenant& tenant, const ppn::tenancy:
   if (!valid.ok()) return Finish(audit, valid);
   audit.request_id = request.request_id();
   audit.display_name = request.spec().display_name();
+  // The fleet gets the policy in effect, so what the VM's spec shows is what its node enforces.
+  ppn::fleet::v1::CreateVmRequest forward;
+  *forward.mutable_spec() = request.spec();
+  forward.set_request_id(request.request_id());
+  absl::StatusOr<ppn::types::v1::EgressPolicy> egress = NarrowEgress(*tenant.egress, request.spec().egress());
+  if (!egress.ok()) return Finish(audit, egress.status());
+  *forward.mutable_spec()->mutable_egress() = *std::move(egress);
 
   // One create at a time per tenant: the quota check and the create are one step.
   absl::MutexLock gate(GateOf(tid));
@@ -142,20 +174,9 @@ absl::StatusOr<Vm> ProxyCore::CreateVm(const Tenant& tenant, const ppn::tenancy:
   if (earlier == nullptr) {
     absl::Status quota = CheckQuota(*tenant.limits, UsageOf(*vms), request.spec());
     if (!quota.ok()) return Finish(audit, quota);
-    AuditRecord intent = audit;
-    intent.outcome = ppn::ledger::v1::OUTCOME_PENDING;
-    intent.detail = kForwarding;
-    absl::Status recorded = deps_.audit->Record(intent);
-    if (!recorded.ok()) {
-      spdlog::error("audit.failed tenant={} operation={} error={}", LogValue(tid), intent.operation,
-                    LogValue(recorded.message()));
-      return absl::InternalError("the request could not be audited, so it was not forwarded");
-    }
+    PPN_RETURN_IF_ERROR(RecordIntent(audit));
   }
 
-  ppn::fleet::v1::CreateVmRequest forward;
-  *forward.mutable_spec() = request.spec();
-  forward.set_request_id(request.request_id());
   absl::StatusOr<ppn::fleet::v1::CreateVmResponse> created = deps_.fleet->CreateVm(tenant.tenant_id, forward);
   if (!created.ok()) return Finish(audit, created.status());
   // `replayed` is the fleet's word; a fleet that predates it still returns the same VM.
@@ -200,19 +221,34 @@ absl::StatusOr<Vm> ProxyCore::DestroyVm(const Tenant& tenant, const std::string&
   absl::StatusOr<std::string> id = ParseVmName(name);
   if (!id.ok()) return Finish(audit, id.status());
   audit.vm_id = *id;
-  AuditRecord intent = audit;
-  intent.outcome = ppn::ledger::v1::OUTCOME_PENDING;
-  intent.detail = kForwarding;
-  absl::Status recorded = deps_.audit->Record(intent);
-  if (!recorded.ok()) {
-    spdlog::error("audit.failed tenant={} operation={} error={}", LogValue(tid), intent.operation,
-                  LogValue(recorded.message()));
-    return absl::InternalError("the request could not be audited, so it was not forwarded");
-  }
+  PPN_RETURN_IF_ERROR(RecordIntent(audit));
   absl::StatusOr<VmRecord> destroyed = deps_.fleet->DestroyVm(tenant.tenant_id, VmId(*id));
   PPN_RETURN_IF_ERROR(Finish(audit, destroyed.status()));
   spdlog::info("tenant.vm.destroyed tenant={} vm={} token_id={}", LogValue(tid), audit.vm_id, audit.token_id);
   return TenantView(*destroyed);
+}
+
+absl::StatusOr<Vm> ProxyCore::UpdateVmNetwork(const Tenant& tenant,
+                                              const ppn::tenancy::v1::UpdateVmNetworkRequest& request) {
+  const std::string& tid = tenant.tenant_id.value();
+  AuditRecord audit{tid, "tenant.vm.network", "", ppn::ledger::v1::OUTCOME_DENIED, "", tenant.token_id};
+  absl::StatusOr<std::string> id = ParseVmName(request.name());
+  if (!id.ok()) return Finish(audit, id.status());
+  audit.vm_id = *id;
+  absl::Status valid = ValidateEgressPolicy(request.egress());
+  if (!valid.ok()) return Finish(audit, valid);
+  // A refusal keeps the shape of what was asked; the intent and outcome that of what applies.
+  audit.attributes = EgressShape(request.egress());
+  absl::StatusOr<ppn::types::v1::EgressPolicy> egress = NarrowEgress(*tenant.egress, request.egress());
+  if (!egress.ok()) return Finish(audit, egress.status());
+  audit.attributes = EgressShape(*egress);
+  PPN_RETURN_IF_ERROR(RecordIntent(audit));
+  absl::StatusOr<VmRecord> updated = deps_.fleet->UpdateVmNetwork(tenant.tenant_id, VmId(*id), *egress);
+  PPN_RETURN_IF_ERROR(Finish(audit, updated.status()));
+  spdlog::info("tenant.vm.network_changed tenant={} vm={} internet={} allow_rules={} deny_rules={} token_id={}",
+               LogValue(tid), audit.vm_id, audit.attributes["egress_internet"], egress->allow_size(),
+               egress->deny_size(), audit.token_id);
+  return TenantView(*updated);
 }
 
 absl::StatusOr<ppn::tenancy::v1::GetQuotaResponse> ProxyCore::GetQuota(const Tenant& tenant) {

@@ -2,9 +2,10 @@
 
 // ProxyCore makes every decision of the tenant API, behind the thin gRPC adapter
 // (tenant_service.h): the rate limit, validation before quota, the quota (tenant_proxy/quota.h),
-// the audit trail (the intent of a create or destroy recorded before it is forwarded, the
-// outcome after), a cap on concurrent WatchVm streams, and the tenant's view of the fleet's
-// records (never a node). The fleet is reached through FleetClient, whose errors are already
+// each VM's egress policy narrowed to its tenant's default (common/vm_spec.h NarrowEgress), the
+// audit trail (the intent of a create, destroy or network change recorded before it is
+// forwarded, the outcome after), a cap on concurrent WatchVm streams, and the tenant's view of
+// the fleet's records (never a node). The fleet is reached through FleetClient, whose errors are already
 // tenant-safe. Pure C++. Thread-safe. Everything in Deps must outlive the core.
 
 #include <cstdint>
@@ -30,7 +31,8 @@ namespace ppn::proxy {
 struct Tenant {
   TenantId tenant_id;
   std::string token_id;
-  const ppn::tenancy::v1::Limits* limits = nullptr;  // owned by the core
+  const ppn::tenancy::v1::Limits* limits = nullptr;      // owned by the core
+  const ppn::types::v1::EgressPolicy* egress = nullptr;  // the tenant's default; owned by the core
 };
 
 struct ProxyOptions {
@@ -45,6 +47,7 @@ class ProxyCore {
     RateLimiter* limiter;
     AuditTrail* audit;
   };
+  // `config` must be valid (LoadProxyConfig checks it): every tenant's egress default too.
   ProxyCore(const ppn::tenancy::v1::ProxyConfig& config, Deps deps, ProxyOptions options = {});
 
   // `who` (authenticated by its token) as a tenant the proxy serves, after taking one token
@@ -53,9 +56,10 @@ class ProxyCore {
   // with `*retry_after` set (zero otherwise); such refusals are audited aggregated.
   absl::StatusOr<Tenant> Admit(const Authenticated& who, absl::Duration* retry_after);
 
-  // Validates the request (INVALID_ARGUMENT), then the quota (RESOURCE_EXHAUSTED) unless the
-  // request_id names one of the tenant's VMs (a retry: the fleet returns that VM); records
-  // the intent, forwards, records the outcome. A retry the fleet replays is recorded once,
+  // Validates the request (INVALID_ARGUMENT), narrows its spec.egress to the tenant's default
+  // (PERMISSION_DENIED naming an allow rule beyond it), then the quota (RESOURCE_EXHAUSTED)
+  // unless the request_id names one of the tenant's VMs (a retry: the fleet returns that VM);
+  // records the intent, forwards the narrowed spec, records the outcome. A retry the fleet replays is recorded once,
   // by the original call. One create at a time per tenant, so quota races cannot overshoot.
   // INTERNAL if the trail cannot record (then nothing is forwarded, or nothing answered).
   absl::StatusOr<ppn::tenancy::v1::Vm> CreateVm(const Tenant& tenant, const ppn::tenancy::v1::CreateVmRequest& request);
@@ -65,6 +69,14 @@ class ProxyCore {
                                                             const ppn::tenancy::v1::ListVmsRequest& request);
   // Records the intent, forwards, records the outcome.
   absl::StatusOr<ppn::tenancy::v1::Vm> DestroyVm(const Tenant& tenant, const std::string& name);
+  // Replaces the egress policy of one of the tenant's running VMs: validated (INVALID_ARGUMENT),
+  // narrowed to the tenant's default as at create (PERMISSION_DENIED), then, like a destroy,
+  // the intent recorded (kind tenant.vm.network, the policy's shape in its attributes), the
+  // change forwarded, the outcome recorded. NOT_FOUND for a VM that is absent or another
+  // tenant's, with the same words; FAILED_PRECONDITION unless it runs; UNAVAILABLE if its host
+  // is unreachable. Answers the VM with the policy in effect in spec.egress.
+  absl::StatusOr<ppn::tenancy::v1::Vm> UpdateVmNetwork(const Tenant& tenant,
+                                                       const ppn::tenancy::v1::UpdateVmNetworkRequest& request);
   absl::StatusOr<ppn::tenancy::v1::GetQuotaResponse> GetQuota(const Tenant& tenant);
   // A stream of `name`'s states for `observer`, not yet started; it holds one of the
   // tenant's stream slots until destroyed. RESOURCE_EXHAUSTED "at most N WatchVm streams per
@@ -80,19 +92,24 @@ class ProxyCore {
   // Records `audit` with the outcome of `status` and returns `status`, or INTERNAL if the
   // record could not be written.
   absl::Status Finish(AuditRecord audit, const absl::Status& status);
+  // Records `audit` as an intent (outcome pending); INTERNAL if it could not be written, and
+  // then the call must not be forwarded.
+  absl::Status RecordIntent(const AuditRecord& audit);
   absl::Mutex* GateOf(const std::string& tenant_id);
   void ReleaseWatch(const std::string& tenant_id);
 
   const Deps deps_;
   const ProxyOptions options_;
-  std::map<std::string, ppn::tenancy::v1::Limits> limits_;  // immutable after construction
+  std::map<std::string, ppn::tenancy::v1::Limits> limits_;      // immutable after construction
+  std::map<std::string, ppn::types::v1::EgressPolicy> egress_;  // immutable after construction
   absl::Mutex gates_mu_;
   std::map<std::string, std::unique_ptr<absl::Mutex>> gates_ ABSL_GUARDED_BY(gates_mu_);
   absl::Mutex watches_mu_;
   std::map<std::string, int> watches_ ABSL_GUARDED_BY(watches_mu_);
 };
 
-// The tenant's view of a fleet record: no node, no user_data, no request_id.
+// The tenant's view of a fleet record: no node, no user_data, no request_id; its traffic
+// counters (zero when its node reports none).
 ppn::tenancy::v1::Vm TenantView(const ppn::fleet::v1::VmRecord& record);
 
 // "vms/<id>" or "<id>" -> id; INVALID_ARGUMENT if malformed.

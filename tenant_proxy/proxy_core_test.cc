@@ -18,6 +18,14 @@ namespace {
 using ppn::tenancy::v1::CreateVmRequest;
 using testing::FakeFleetClient;
 
+ppn::types::v1::EgressRule Rule(const std::string& cidr, uint32_t first = 0, uint32_t last = 0) {
+  ppn::types::v1::EgressRule r;
+  r.set_cidr(cidr);
+  r.set_port_first(first);
+  r.set_port_last(last);
+  return r;
+}
+
 ppn::tenancy::v1::ProxyConfig Config() {
   ppn::tenancy::v1::ProxyConfig config;
   auto* acme = config.add_tenants();
@@ -33,6 +41,16 @@ ppn::tenancy::v1::ProxyConfig Config() {
   slow->mutable_limits()->set_max_memory_mib(10000);
   slow->mutable_limits()->set_requests_per_second(1);
   slow->mutable_limits()->set_burst(2);
+  // A tenant whose guests reach only 203.0.113.0/24 on port 443 (not .66), at most 5 Mbit/s.
+  auto* locked = config.add_tenants();
+  locked->set_tenant_id("locked");
+  locked->mutable_limits()->set_max_vms(4);
+  locked->mutable_limits()->set_max_vcpus(4);
+  locked->mutable_limits()->set_max_memory_mib(4096);
+  locked->mutable_egress()->set_internet(ppn::types::v1::INTERNET_ACCESS_DENIED);
+  *locked->mutable_egress()->add_allow() = Rule("203.0.113.0/24", 443, 443);
+  *locked->mutable_egress()->add_deny() = Rule("203.0.113.66");
+  locked->mutable_egress()->set_rate_limit_kbit(5000);
   return config;
 }
 
@@ -57,7 +75,10 @@ std::vector<nlohmann::json> Lines(const std::string& path) {
 struct Fixture {
   explicit Fixture(std::string audit_file = "", ProxyOptions options = {}) : options(options) {
     audit = *AuditTrail::Open(audit_file.empty() ? dir.File("audit.jsonl") : audit_file, dir.File("spool.db"), &clock,
-                              [](const ppn::ledger::v1::AppendRequest&) { return absl::OkStatus(); });
+                              [this](const ppn::ledger::v1::AppendRequest& r) {
+                                delivered.push_back(r);
+                                return absl::OkStatus();
+                              });
     core = std::make_unique<ProxyCore>(config, ProxyCore::Deps{&fleet, &limiter, audit.get()}, options);
   }
   Tenant Admit(const std::string& tenant) {
@@ -65,6 +86,12 @@ struct Fixture {
     return *core->Admit({tenant, "tok" + tenant}, &retry);
   }
   std::vector<nlohmann::json> AuditLines() { return Lines(dir.File("audit.jsonl")); }
+  // The ledger entries the trail has delivered so far.
+  std::vector<ppn::ledger::v1::AppendRequest> Ledger() {
+    while (audit->DeliverOnce() > 0) {
+    }
+    return delivered;
+  }
 
   ppn::testing::TempDir dir;
   ppn::testing::FakeClock clock;
@@ -72,6 +99,7 @@ struct Fixture {
   FakeFleetClient fleet;
   RateLimiter limiter{&clock};
   ProxyOptions options;
+  std::vector<ppn::ledger::v1::AppendRequest> delivered;
   std::unique_ptr<AuditTrail> audit;
   std::unique_ptr<ProxyCore> core;
 };
@@ -316,6 +344,194 @@ TEST_CASE("usage counts every page of a long listing", "[proxy][core][quota]") {
   ppn::tenancy::v1::ListVmsRequest list;
   list.set_page_size(1001);
   CHECK(f.core->ListVms(f.Admit("slow"), list).status().message() == "page_size must be 0-1000");
+}
+
+TEST_CASE("a create forwards the VM's egress narrowed to its tenant's default", "[proxy][core][egress]") {
+  Fixture f;
+  Tenant locked = f.Admit("locked");
+  SECTION("without a policy of its own the VM gets the tenant's") {
+    auto vm = f.core->CreateVm(locked, Request("web"));
+    REQUIRE(vm.ok());
+    auto specs = f.fleet.created_specs();
+    REQUIRE(specs.size() == 1);
+    const auto& sent = specs[0].egress();
+    CHECK(sent.internet() == ppn::types::v1::INTERNET_ACCESS_DENIED);
+    REQUIRE(sent.allow_size() == 1);
+    CHECK(sent.allow(0).cidr() == "203.0.113.0/24");
+    CHECK(sent.deny_size() == 1);
+    CHECK(sent.rate_limit_kbit() == 5000);
+    // What the tenant sees is what its node enforces.
+    CHECK(vm->spec().egress().SerializeAsString() == sent.SerializeAsString());
+    CHECK(f.core->GetVm(locked, vm->name())->spec().egress().rate_limit_kbit() == 5000);
+  }
+  SECTION("a VM may narrow it further") {
+    CreateVmRequest req = Request("web");
+    *req.mutable_spec()->mutable_egress()->add_allow() = Rule("203.0.113.7", 443, 443);
+    *req.mutable_spec()->mutable_egress()->add_deny() = Rule("203.0.113.8");
+    req.mutable_spec()->mutable_egress()->set_rate_limit_kbit(9000);  // above the tenant's: the lower one applies
+    REQUIRE(f.core->CreateVm(locked, req).ok());
+    auto specs = f.fleet.created_specs();
+    REQUIRE(specs.size() == 1);
+    const auto& sent = specs[0].egress();
+    REQUIRE(sent.allow_size() == 1);
+    CHECK(sent.allow(0).cidr() == "203.0.113.7");
+    CHECK(sent.deny_size() == 2);
+    CHECK(sent.rate_limit_kbit() == 5000);
+  }
+  SECTION("a tenant without a default keeps what the VM asks, internet allowed when unset") {
+    auto vm = f.core->CreateVm(f.Admit("acme"), Request("web"));
+    REQUIRE(vm.ok());
+    CHECK(f.fleet.created_specs()[0].egress().internet() == ppn::types::v1::INTERNET_ACCESS_ALLOWED);
+    CHECK(vm->spec().egress().internet() == ppn::types::v1::INTERNET_ACCESS_ALLOWED);
+  }
+}
+
+TEST_CASE("a create that asks to reach more than its tenant may is PERMISSION_DENIED and audited",
+          "[proxy][core][egress]") {
+  Fixture f;
+  Tenant locked = f.Admit("locked");
+  CreateVmRequest req = Request("web", "r-1");
+  *req.mutable_spec()->mutable_egress()->add_allow() = Rule("198.51.100.0/24");
+  auto vm = f.core->CreateVm(locked, req);
+  CHECK(vm.status().code() == absl::StatusCode::kPermissionDenied);
+  CHECK(vm.status().message() == "egress.allow rule 198.51.100.0/24 is outside what this tenant may reach");
+  CHECK(f.fleet.creates() == 0);
+  auto lines = f.AuditLines();
+  REQUIRE(lines.size() == 1);  // the refusal, and no intent: nothing was forwarded
+  CHECK(lines[0]["operation"] == "tenant.vm.create");
+  CHECK(lines[0]["outcome"] == "OUTCOME_DENIED");
+  CHECK(lines[0]["detail"] == "PERMISSION_DENIED");
+  CHECK(lines[0]["request_id"] == "r-1");
+}
+
+ppn::tenancy::v1::UpdateVmNetworkRequest Network(const std::string& name) {
+  ppn::tenancy::v1::UpdateVmNetworkRequest req;
+  req.set_name(name);
+  return req;
+}
+
+TEST_CASE("a network change is narrowed forwarded and audited with the policy's shape", "[proxy][core][egress]") {
+  Fixture f;
+  Tenant locked = f.Admit("locked");
+  auto vm = *f.core->CreateVm(locked, Request("web"));
+  ppn::tenancy::v1::UpdateVmNetworkRequest req = Network(vm.name());
+  *req.mutable_egress()->add_allow() = Rule("203.0.113.9", 443, 443);
+  *req.mutable_egress()->add_deny() = Rule("203.0.113.10");
+  *req.mutable_egress()->add_deny() = Rule("203.0.113.11");
+  req.mutable_egress()->set_internet(ppn::types::v1::INTERNET_ACCESS_ALLOWED);  // the tenant's denial stands
+
+  auto updated = f.core->UpdateVmNetwork(locked, req);
+  INFO(updated.status().ToString());
+  REQUIRE(updated.ok());
+  auto sent = f.fleet.network_updates();
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].first == vm.vm_id());
+  CHECK(sent[0].second.internet() == ppn::types::v1::INTERNET_ACCESS_DENIED);
+  REQUIRE(sent[0].second.allow_size() == 1);
+  CHECK(sent[0].second.allow(0).cidr() == "203.0.113.9");
+  CHECK(sent[0].second.deny_size() == 3);  // the tenant's and the VM's two
+  CHECK(sent[0].second.rate_limit_kbit() == 5000);
+  CHECK(updated->spec().egress().SerializeAsString() == sent[0].second.SerializeAsString());
+  CHECK(f.core->GetVm(locked, vm.name())->spec().egress().deny_size() == 3);
+
+  auto lines = f.AuditLines();
+  REQUIRE(lines.size() == 4);  // the create's two, then the change's intent and outcome
+  for (int i : {2, 3}) {
+    INFO(lines[i].dump());
+    CHECK(lines[i]["operation"] == "tenant.vm.network");
+    CHECK(lines[i]["vm_id"] == vm.vm_id());
+    CHECK(lines[i]["egress_internet"] == "denied");
+    CHECK(lines[i]["egress_allow_rules"] == "1");
+    CHECK(lines[i]["egress_deny_rules"] == "3");
+    CHECK(lines[i]["egress_rate_limit_kbit"] == "5000");
+    CHECK(lines[i].dump().find("203.0.113") == std::string::npos);  // the shape, not the destinations
+  }
+  CHECK(lines[2]["outcome"] == "OUTCOME_PENDING");
+  CHECK(lines[3]["outcome"] == "OUTCOME_SUCCESS");
+  auto ledger = f.Ledger();
+  REQUIRE(ledger.size() == 4);
+  CHECK(ledger[3].kind() == "tenant.vm.network");
+  CHECK(ledger[3].subject() == vm.vm_id());
+  CHECK(ledger[3].outcome() == ppn::ledger::v1::OUTCOME_SUCCESS);
+  CHECK(ledger[3].attributes().at("egress_deny_rules") == "3");
+  CHECK(ledger[3].attributes().at("token_id") == "toklocked");
+}
+
+TEST_CASE("a network change beyond the tenant's default is PERMISSION_DENIED and forwards nothing",
+          "[proxy][core][egress]") {
+  Fixture f;
+  Tenant locked = f.Admit("locked");
+  auto vm = *f.core->CreateVm(locked, Request("web"));
+  ppn::tenancy::v1::UpdateVmNetworkRequest req = Network(vm.vm_id());  // the bare id works too
+  *req.mutable_egress()->add_allow() = Rule("203.0.113.0/24", 22, 22);
+  auto refused = f.core->UpdateVmNetwork(locked, req);
+  CHECK(refused.status().code() == absl::StatusCode::kPermissionDenied);
+  CHECK(refused.status().message() == "egress.allow rule 203.0.113.0/24 is outside what this tenant may reach");
+  CHECK(f.fleet.network_updates().empty());
+  auto lines = f.AuditLines();
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[2]["operation"] == "tenant.vm.network");
+  CHECK(lines[2]["outcome"] == "OUTCOME_DENIED");
+  CHECK(lines[2]["detail"] == "PERMISSION_DENIED");
+  CHECK(lines[2]["egress_allow_rules"] == "1");  // what was asked
+
+  SECTION("a malformed policy is INVALID_ARGUMENT") {
+    ppn::tenancy::v1::UpdateVmNetworkRequest bad = Network(vm.name());
+    *bad.mutable_egress()->add_deny() = Rule("203.0.113.0/24", 90, 80);
+    auto s = f.core->UpdateVmNetwork(locked, bad);
+    CHECK(s.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(s.status().message() == "egress.deny rule ports must be 1-65535 with port_first <= port_last");
+    CHECK(f.AuditLines().back()["detail"] == "INVALID_ARGUMENT");
+    CHECK(f.fleet.network_updates().empty());
+  }
+}
+
+TEST_CASE("another tenant's VM is not found for a network change with the same words as a missing one",
+          "[proxy][core][egress][isolation]") {
+  Fixture f;
+  auto vm = *f.core->CreateVm(f.Admit("acme"), Request("web"));
+  Tenant locked = f.Admit("locked");
+  auto theirs = f.core->UpdateVmNetwork(locked, Network(vm.name()));
+  auto missing = f.core->UpdateVmNetwork(locked, Network("vms/vm-404"));
+  CHECK(theirs.status().code() == absl::StatusCode::kNotFound);
+  CHECK(theirs.status().message() == "vm " + vm.vm_id() + " not found");
+  CHECK(missing.status().message() == "vm vm-404 not found");
+  CHECK(f.fleet.network_updates().empty());
+  auto lines = f.AuditLines();
+  CHECK(lines.back()["outcome"] == "OUTCOME_DENIED");
+  CHECK(lines.back()["detail"] == "NOT_FOUND");
+  CHECK(f.core->UpdateVmNetwork(locked, Network("vms/Not Valid")).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("a network change of a VM that does not run is FAILED_PRECONDITION", "[proxy][core][egress]") {
+  Fixture f;
+  Tenant locked = f.Admit("locked");
+  ppn::fleet::v1::VmRecord r;
+  r.set_vm_id("vm-x");
+  r.set_tenant_id("locked");
+  r.set_state(ppn::types::v1::VM_STATE_PENDING);
+  f.fleet.Put(r);
+  auto s = f.core->UpdateVmNetwork(locked, Network("vms/vm-x"));
+  CHECK(s.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(s.status().message() == "vm vm-x must be running on a host with network isolation to change its network");
+  CHECK(f.AuditLines().back()["outcome"] == "OUTCOME_FAILURE");
+}
+
+TEST_CASE("a tenant's malformed egress default refuses the whole config naming the tenant", "[proxy][config]") {
+  ppn::testing::TempDir dir;
+  std::ofstream(dir.File("good.textproto"))
+      << "tenants { tenant_id: \"acme\" egress { internet: INTERNET_ACCESS_DENIED allow { cidr: \"203.0.113.0/24\" "
+         "port_first: 443 } } }\n";
+  CHECK(LoadProxyConfig(dir.File("good.textproto")).ok());
+  std::ofstream(dir.File("bad.textproto")) << "tenants { tenant_id: \"acme\" }\n"
+                                              "tenants { tenant_id: \"globex\" egress { allow { cidr: \"10.0.0.0/33\" "
+                                              "} } }\n";
+  auto bad = LoadProxyConfig(dir.File("bad.textproto"));
+  CHECK(bad.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(bad.status().message() == dir.File("bad.textproto") +
+                                      ": tenant globex's default egress.allow rule \"10.0.0.0/33\" is not an IPv4 "
+                                      "address or CIDR");
 }
 
 class NullObserver final : public FleetWatchObserver {

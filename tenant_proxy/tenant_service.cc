@@ -173,4 +173,15 @@ grpc::Status TenantServiceImpl::GetQuota(grpc::ServerContext* context, const ten
   return grpc::Status::OK;
 }
 
+grpc::Status TenantServiceImpl::UpdateVmNetwork(grpc::ServerContext* context,
+                                                const tenancy::v1::UpdateVmNetworkRequest* request,
+                                                tenancy::v1::UpdateVmNetworkResponse* response) {
+  absl::StatusOr<Tenant> tenant = Admit(context);
+  if (!tenant.ok()) return RpcFailed("UpdateVmNetwork", tenant.status());
+  absl::StatusOr<tenancy::v1::Vm> vm = core_->UpdateVmNetwork(*tenant, *request);
+  if (!vm.ok()) return RpcFailed("UpdateVmNetwork", vm.status(), {{"tenant", tenant->tenant_id.value()}});
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
 }  // namespace ppn::proxy

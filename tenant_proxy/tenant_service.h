@@ -36,6 +36,8 @@ class TenantServiceImpl final
                                                                   const tenancy::v1::WatchVmRequest*) override;
   grpc::Status GetQuota(grpc::ServerContext*, const tenancy::v1::GetQuotaRequest*,
                         tenancy::v1::GetQuotaResponse*) override;
+  grpc::Status UpdateVmNetwork(grpc::ServerContext*, const tenancy::v1::UpdateVmNetworkRequest*,
+                               tenancy::v1::UpdateVmNetworkResponse*) override;
 
  private:
   // The caller as ProxyCore admits it; sets retry-after-ms when rate-limited.

@@ -254,5 +254,49 @@ TEST_CASE("core refusals reach the tenant with their code and words", "[proxy][s
   CHECK(quota.tenant_id() == "acme");
 }
 
+TEST_CASE("UpdateVmNetwork is authenticated rate-limited and answers the policy in effect",
+          "[proxy][service][egress]") {
+  Server s;
+  Vm vm = s.Create("web");
+  UpdateVmNetworkRequest req;
+  req.set_name(vm.name());
+  req.mutable_egress()->set_internet(ppn::types::v1::INTERNET_ACCESS_DENIED);
+  auto* rule = req.mutable_egress()->add_allow();
+  rule->set_cidr("203.0.113.0/24");
+  rule->set_port_first(443);
+  UpdateVmNetworkResponse resp;
+  {
+    grpc::ClientContext ctx;  // no token
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    CHECK(s.stub->UpdateVmNetwork(&ctx, req, &resp).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  }
+  CHECK(s.fleet.network_updates().empty());
+  {
+    grpc::ClientContext ctx;
+    Server::Auth(&ctx, kAcme);
+    grpc::Status st = s.stub->UpdateVmNetwork(&ctx, req, &resp);
+    INFO(st.error_message());
+    REQUIRE(st.ok());
+  }
+  CHECK(resp.vm().spec().egress().internet() == ppn::types::v1::INTERNET_ACCESS_DENIED);
+  CHECK(resp.vm().spec().egress().allow_size() == 1);
+  CHECK(resp.vm().has_network());  // the counters are always shown, zero until its node reports
+  CHECK(s.fleet.network_updates().size() == 1);
+  {
+    grpc::ClientContext ctx;  // another tenant: the same words as a VM that does not exist
+    Server::Auth(&ctx, kSlow);
+    grpc::Status st = s.stub->UpdateVmNetwork(&ctx, req, &resp);
+    CHECK(st.error_code() == grpc::StatusCode::NOT_FOUND);
+    CHECK(st.error_message() == "vm " + vm.vm_id() + " not found");
+  }
+  {
+    grpc::ClientContext ctx;  // slow's burst of 1 is spent
+    Server::Auth(&ctx, kSlow);
+    grpc::Status st = s.stub->UpdateVmNetwork(&ctx, req, &resp);
+    CHECK(st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    CHECK(ctx.GetServerTrailingMetadata().count("retry-after-ms") == 1);
+  }
+}
+
 }  // namespace
 }  // namespace ppn::proxy

@@ -13,6 +13,7 @@
 #include "common/files.h"
 #include "common/spiffe_id.h"
 #include "common/tls_credentials.h"
+#include "common/vm_spec.h"
 #include "google/protobuf/text_format.h"
 
 namespace ppn::proxy {
@@ -42,6 +43,14 @@ absl::StatusOr<ppn::tenancy::v1::ProxyConfig> LoadProxyConfig(const std::string&
   ppn::tenancy::v1::ProxyConfig config;
   if (!google::protobuf::TextFormat::ParseFromString(*text, &config)) {
     return absl::InvalidArgumentError(absl::StrCat(path, " is not a valid ProxyConfig in protobuf text format"));
+  }
+  // A VM's policy is narrowed to its tenant's (NarrowEgress), which needs the default valid.
+  for (const auto& t : config.tenants()) {
+    absl::Status egress = ValidateEgressPolicy(t.egress());
+    if (!egress.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tenant ", t.tenant_id(), "'s default ", egress.message()));
+    }
   }
   return config;
 }

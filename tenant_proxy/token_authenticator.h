@@ -41,6 +41,8 @@ class TokenAuthenticator {
 // Lowercase hex SHA-256 of `token` (what the config holds).
 std::string TokenHash(absl::string_view token);
 
+// Reads a ProxyConfig in protobuf text format. INVALID_ARGUMENT naming the file if it does not
+// parse, or naming the tenant whose egress default is malformed (ValidateEgressPolicy's words).
 absl::StatusOr<ppn::tenancy::v1::ProxyConfig> LoadProxyConfig(const std::string& path);
 
 }  // namespace ppn::proxy

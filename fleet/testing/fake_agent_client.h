@@ -2,11 +2,13 @@
 
 // FakeAgentClientFactory: host agents that "spawn" instantly, for fleet unit tests. Each node
 // can be told to fail a call, to lose the answer of a spawn that did happen, or to run a hook
-// while a spawn is in flight; every call is recorded. Thread-safe.
+// while a spawn is in flight; every call is recorded, and the egress policy each VM was last
+// given. Thread-safe.
 
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -40,6 +42,26 @@ class FakeAgentClientFactory final : public AgentClientFactory {
     absl::MutexLock l(&mu_);
     destroy_failures_[node_id] = status;
   }
+  // UpdateVmNetwork on `node_id` answers `status` and changes nothing (OK clears it).
+  void FailNetwork(const std::string& node_id, absl::Status status) {
+    absl::MutexLock l(&mu_);
+    network_failures_[node_id] = status;
+  }
+  // Runs `hook` (outside the fake's lock) inside every UpdateVmNetwork, before it answers.
+  void OnNetwork(std::function<void()> hook) {
+    absl::MutexLock l(&mu_);
+    on_network_ = std::move(hook);
+  }
+  // The policy the VM on `node_id` enforces now (from its spawn or its last UpdateVmNetwork),
+  // or nullopt if the node does not have it.
+  std::optional<ppn::types::v1::EgressPolicy> Egress(const std::string& node_id, const std::string& vm_id) {
+    absl::MutexLock l(&mu_);
+    auto node = instances_.find(node_id);
+    if (node == instances_.end()) return std::nullopt;
+    auto vm = node->second.find(vm_id);
+    if (vm == node->second.end()) return std::nullopt;
+    return vm->second.spec().egress();
+  }
   // Runs `hook` (outside the fake's lock) inside every SpawnVm, before it answers.
   void OnSpawn(std::function<void()> hook) {
     absl::MutexLock l(&mu_);
@@ -70,7 +92,8 @@ class FakeAgentClientFactory final : public AgentClientFactory {
     absl::MutexLock l(&mu_);
     return memory_;
   }
-  // Every call so far, as "Op node vm" ("SpawnVm a vm-1", "DestroyVm b vm-1", "ResumeVm a vm-1").
+  // Every call so far, as "Op node vm" ("SpawnVm a vm-1", "DestroyVm b vm-1", "ResumeVm a vm-1",
+  // "UpdateVmNetwork a vm-1").
   std::vector<std::string> calls() {
     absl::MutexLock l(&mu_);
     return calls_;
@@ -132,6 +155,25 @@ class FakeAgentClientFactory final : public AgentClientFactory {
       it->second.clear_state_message();
       return it->second;
     }
+    absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const VmId& vm_id,
+                                                              const ppn::types::v1::EgressPolicy& egress) override {
+      std::function<void()> hook;
+      {
+        absl::MutexLock l(&f_->mu_);
+        hook = f_->on_network_;
+      }
+      if (hook) hook();
+      absl::MutexLock l(&f_->mu_);
+      f_->calls_.push_back(absl::StrCat("UpdateVmNetwork ", node_, " ", vm_id.value()));
+      if (auto it = f_->network_failures_.find(node_); it != f_->network_failures_.end() && !it->second.ok()) {
+        return it->second;
+      }
+      auto& vms = f_->instances_[node_];
+      auto it = vms.find(vm_id.value());
+      if (it == vms.end()) return absl::NotFoundError("no such vm");
+      *it->second.mutable_spec()->mutable_egress() = egress;
+      return it->second;
+    }
 
    private:
     FakeAgentClientFactory* f_;
@@ -143,7 +185,9 @@ class FakeAgentClientFactory final : public AgentClientFactory {
   std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> lost_answers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> destroy_failures_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Status> network_failures_ ABSL_GUARDED_BY(mu_);
   std::function<void()> on_spawn_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> on_network_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, ppn::host::v1::VmInstance>> instances_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> memory_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);

@@ -3,7 +3,8 @@
 // FakeFleetClient: an in-memory fleet for the proxy's unit tests. It creates VMs at once
 // (RUNNING), replays a create whose request_id the tenant used before (`replayed`), refuses
 // the same request_id with another spec and a taken display name (ALREADY_EXISTS), pages its
-// listing by vm_id, and streams WatchVm from the test's thread without holding a thread.
+// listing by vm_id, changes a running VM's egress policy (and records each change), and
+// streams WatchVm from the test's thread without holding a thread.
 // Errors are already tenant-safe, as FleetClient's are. Thread-safe.
 
 #include <deque>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -64,6 +66,16 @@ class FakeFleetClient final : public FleetClient {
     absl::MutexLock l(&mu_);
     return cancelled_;
   }
+  // Every policy UpdateVmNetwork forwarded, by VM, in order.
+  std::vector<std::pair<std::string, ppn::types::v1::EgressPolicy>> network_updates() {
+    absl::MutexLock l(&mu_);
+    return network_updates_;
+  }
+  // The spec of every CreateVm that created a VM, in order.
+  std::vector<ppn::types::v1::VmSpec> created_specs() {
+    absl::MutexLock l(&mu_);
+    return created_specs_;
+  }
   // Adds a record as if another call had made it.
   void Put(ppn::fleet::v1::VmRecord record) {
     absl::MutexLock l(&mu_);
@@ -106,6 +118,7 @@ class FakeFleetClient final : public FleetClient {
         r.set_state(ppn::types::v1::VM_STATE_RUNNING);
         r.set_request_id(request.request_id());
         *response.mutable_vm() = r;
+        created_specs_.push_back(request.spec());
       }
       hook = on_create_;
     }
@@ -161,6 +174,21 @@ class FakeFleetClient final : public FleetClient {
     // Its last state, then the end of each of its streams.
     for (auto& stream : watching) stream->End(stopped, absl::OkStatus());
     return stopped;
+  }
+
+  // As the fleet: NOT_FOUND for another tenant's VM, FAILED_PRECONDITION unless it runs.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> UpdateVmNetwork(const TenantId& tenant, const VmId& vm_id,
+                                                           const ppn::types::v1::EgressPolicy& egress) override {
+    absl::MutexLock l(&mu_);
+    auto it = vms_.find(vm_id.value());
+    if (it == vms_.end() || it->second.tenant_id() != tenant.value()) return NotFound(vm_id);
+    if (it->second.state() != ppn::types::v1::VM_STATE_RUNNING) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "vm ", vm_id.value(), " must be running on a host with network isolation to change its network"));
+    }
+    network_updates_.emplace_back(vm_id.value(), egress);
+    *it->second.mutable_spec()->mutable_egress() = egress;
+    return it->second;
   }
 
   std::unique_ptr<FleetWatch> WatchVm(const TenantId& tenant, const VmId& vm_id,
@@ -301,6 +329,8 @@ class FakeFleetClient final : public FleetClient {
   std::optional<absl::Status> fail_next_create_ ABSL_GUARDED_BY(mu_);
   std::function<void(const ppn::fleet::v1::VmRecord&)> on_create_ ABSL_GUARDED_BY(mu_);
   bool reports_replayed_ ABSL_GUARDED_BY(mu_) = true;
+  std::vector<std::pair<std::string, ppn::types::v1::EgressPolicy>> network_updates_ ABSL_GUARDED_BY(mu_);
+  std::vector<ppn::types::v1::VmSpec> created_specs_ ABSL_GUARDED_BY(mu_);
   int next_id_ ABSL_GUARDED_BY(mu_) = 0;
   int creates_ ABSL_GUARDED_BY(mu_) = 0;
   int destroys_ ABSL_GUARDED_BY(mu_) = 0;

@@ -137,6 +137,23 @@ grpc::Status FakeFleetService::DestroyVm(grpc::ServerContext* context, const ppn
   return grpc::Status::OK;
 }
 
+grpc::Status FakeFleetService::UpdateVmNetwork(grpc::ServerContext* context,
+                                               const ppn::fleet::v1::UpdateVmNetworkRequest* request,
+                                               ppn::fleet::v1::UpdateVmNetworkResponse* response) {
+  if (auto fail = Begin(context, "UpdateVmNetwork")) return *fail;
+  std::string tenant = seen().back().tenant;
+  absl::MutexLock l(&mu_);
+  auto it = vms_.find(request->vm_id());
+  if (it == vms_.end() || it->second.tenant_id() != tenant) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("vm ", request->vm_id(), " not found on node x"));
+  }
+  *it->second.mutable_spec()->mutable_egress() = request->egress();
+  *response->mutable_vm() = it->second;
+  ++version_;
+  changed_.SignalAll();
+  return grpc::Status::OK;
+}
+
 grpc::Status FakeFleetService::WatchVm(grpc::ServerContext* context, const ppn::fleet::v1::WatchVmRequest* request,
                                        grpc::ServerWriter<ppn::fleet::v1::WatchVmResponse>* writer) {
   if (auto fail = Begin(context, "WatchVm")) return *fail;

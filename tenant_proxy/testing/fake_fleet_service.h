@@ -51,6 +51,8 @@ class FakeFleetService final : public ppn::fleet::v1::FleetService::Service {
                          ppn::fleet::v1::DestroyVmResponse*) override;
   grpc::Status WatchVm(grpc::ServerContext*, const ppn::fleet::v1::WatchVmRequest*,
                        grpc::ServerWriter<ppn::fleet::v1::WatchVmResponse>*) override;
+  grpc::Status UpdateVmNetwork(grpc::ServerContext*, const ppn::fleet::v1::UpdateVmNetworkRequest*,
+                               ppn::fleet::v1::UpdateVmNetworkResponse*) override;
 
  private:
   // Records the call; returns the scripted failure, if one is due.

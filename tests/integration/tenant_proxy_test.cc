@@ -1,11 +1,13 @@
 // The tenant proxy over real sockets, in front of a real fleet (with fake host agents, so no
-// QEMU is needed) and a real ledger: tokens, isolation, quotas, rate limits, the audit trail
-// and its spool, and no token in any log. Some cases run the real proxy binary: killed in the
+// QEMU is needed) and a real ledger: tokens, isolation, quotas, rate limits, egress policies
+// narrowed to the tenant's and changed live, the audit trail and its spool, and no token in
+// any log. Some cases run the real proxy binary: killed in the
 // middle of a create, and holding 300 WatchVm streams.
 
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -44,6 +46,7 @@ const char kAcmeOldToken[] = "acme-revoked-token-77aa";
 const char kGlobexToken[] = "globex-secret-token-b81e";
 const char kSlowToken[] = "slow-tenant-token-0c0c";
 const char kInitechToken[] = "initech-tenant-token-9e9e";
+const char kUmbrellaToken[] = "umbrella-tenant-token-5d5d";
 
 std::string ConfigText() {
   std::ostringstream c;
@@ -54,7 +57,12 @@ std::string ConfigText() {
     << "tenants { tenant_id: \"slow\" token_sha256: \"" << proxy::TokenHash(kSlowToken)
     << "\" limits { max_vms: 10 max_vcpus: 32 max_memory_mib: 16384 requests_per_second: 1 burst: 2 } }\n"
     << "tenants { tenant_id: \"initech\" token_sha256: \"" << proxy::TokenHash(kInitechToken)
-    << "\" limits { max_vms: 2 max_vcpus: 4 max_memory_mib: 4096 max_disk_gib: 20 } }\n";
+    << "\" limits { max_vms: 2 max_vcpus: 4 max_memory_mib: 4096 max_disk_gib: 20 } }\n"
+    // Guests of umbrella reach only 203.0.113.0/24 on port 443, never .66, at most 5 Mbit/s.
+    << "tenants { tenant_id: \"umbrella\" token_sha256: \"" << proxy::TokenHash(kUmbrellaToken)
+    << "\" limits { max_vms: 2 max_vcpus: 4 max_memory_mib: 4096 } egress { internet: INTERNET_ACCESS_DENIED "
+       "allow { cidr: \"203.0.113.0/24\" port_first: 443 } deny { cidr: \"203.0.113.66\" } rate_limit_kbit: 5000 } "
+       "}\n";
   return c.str();
 }
 
@@ -676,6 +684,137 @@ TEST_CASE("a fleet with no disk for a VM tells the tenant so", "[proxy][disk][ne
   grpc::Status st = Create(stub.get(), kAcmeToken, CreateRequest("wide-disk", "", 50));
   CHECK(st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
   CHECK(st.error_message() == "no host has disk space for this VM right now; try a smaller disk or later");
+}
+
+grpc::Status UpdateNetwork(TenantService::Stub* stub, const std::string& token, const UpdateVmNetworkRequest& req,
+                           Vm* out = nullptr) {
+  UpdateVmNetworkResponse resp;
+  grpc::ClientContext ctx;
+  Auth(&ctx, "Bearer " + token);
+  grpc::Status s = stub->UpdateVmNetwork(&ctx, req, &resp);
+  if (out != nullptr) *out = resp.vm();
+  return s;
+}
+
+ppn::types::v1::EgressRule Rule(const std::string& cidr, uint32_t port = 0) {
+  ppn::types::v1::EgressRule r;
+  r.set_cidr(cidr);
+  r.set_port_first(port);
+  return r;
+}
+
+TEST_CASE("a tenant's network change reaches its VM's agent narrowed to the tenant's policy and GetVm shows it",
+          "[proxy][egress]") {
+  Stack s;
+  auto stub = s.Tenant();
+  Vm vm;
+  REQUIRE(Create(stub.get(), kUmbrellaToken, "web", &vm).ok());
+  // At create: the VM asked for nothing, so its agent was given the tenant's default.
+  auto spawned = s.agents.Egress("laptop-a", vm.vm_id());
+  REQUIRE(spawned.has_value());
+  CHECK(spawned->internet() == ppn::types::v1::INTERNET_ACCESS_DENIED);
+  CHECK(spawned->allow_size() == 1);
+  CHECK(spawned->rate_limit_kbit() == 5000);
+  CHECK(vm.spec().egress().SerializeAsString() == spawned->SerializeAsString());
+
+  UpdateVmNetworkRequest req;
+  req.set_name(vm.name());
+  req.mutable_egress()->set_internet(ppn::types::v1::INTERNET_ACCESS_ALLOWED);  // more than allowed: stays denied
+  *req.mutable_egress()->add_allow() = Rule("203.0.113.7", 443);
+  *req.mutable_egress()->add_deny() = Rule("203.0.113.8");
+  req.mutable_egress()->set_rate_limit_kbit(20000);  // above the tenant's: the tenant's applies
+  Vm updated;
+  grpc::Status st = UpdateNetwork(stub.get(), kUmbrellaToken, req, &updated);
+  INFO(st.error_message());
+  REQUIRE(st.ok());
+  auto applied = s.agents.Egress("laptop-a", vm.vm_id());
+  REQUIRE(applied.has_value());
+  CHECK(applied->internet() == ppn::types::v1::INTERNET_ACCESS_DENIED);
+  REQUIRE(applied->allow_size() == 1);
+  CHECK(applied->allow(0).cidr() == "203.0.113.7");
+  CHECK(applied->allow(0).port_first() == 443);
+  REQUIRE(applied->deny_size() == 2);  // the tenant's and the VM's
+  CHECK(applied->deny(0).cidr() == "203.0.113.66");
+  CHECK(applied->deny(1).cidr() == "203.0.113.8");
+  CHECK(applied->rate_limit_kbit() == 5000);
+  CHECK(updated.spec().egress().SerializeAsString() == applied->SerializeAsString());
+
+  // Its node reports traffic: GetVm shows the policy in effect and the counters.
+  ppn::host::v1::Heartbeat hb;
+  hb.set_node_id("laptop-a");
+  hb.set_available_memory_mib(64 * 1024);
+  hb.set_disk_total_mib(1 << 20);
+  hb.set_disk_available_mib(1 << 20);
+  for (const char* image : {"debian-12", "ppn-test-guest"}) hb.add_images(image);
+  for (auto instance : s.agents.Instances("laptop-a")) {
+    instance.mutable_network()->set_tx_bytes(4096);
+    instance.mutable_network()->set_tx_packets(3);
+    *hb.add_vms() = instance;
+  }
+  s.fleet_core.OnHeartbeat(hb);
+  GetVmRequest get;
+  get.set_name(vm.name());
+  GetVmResponse got;
+  grpc::ClientContext gctx;
+  Auth(&gctx, std::string("Bearer ") + kUmbrellaToken);
+  REQUIRE(stub->GetVm(&gctx, get, &got).ok());
+  CHECK(got.vm().spec().egress().SerializeAsString() == applied->SerializeAsString());
+  CHECK(got.vm().network().tx_bytes() == 4096);
+  CHECK(got.vm().network().tx_packets() == 3);
+  CHECK(got.SerializeAsString().find("laptop-a") == std::string::npos);
+
+  // Another tenant cannot change it, and learns nothing from trying.
+  grpc::Status theirs = UpdateNetwork(stub.get(), kAcmeToken, req);
+  CHECK(theirs.error_code() == grpc::StatusCode::NOT_FOUND);
+  CHECK(theirs.error_message() == "vm " + vm.vm_id() + " not found");
+  // More than the tenant may reach is refused, and nothing reaches the agent.
+  UpdateVmNetworkRequest wide;
+  wide.set_name(vm.name());
+  *wide.mutable_egress()->add_allow() = Rule("198.51.100.0/24");
+  grpc::Status denied = UpdateNetwork(stub.get(), kUmbrellaToken, wide);
+  CHECK(denied.error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  CHECK(denied.error_message() == "egress.allow rule 198.51.100.0/24 is outside what this tenant may reach");
+  CHECK(s.agents.Egress("laptop-a", vm.vm_id())->SerializeAsString() == applied->SerializeAsString());
+
+  // Audited like a create: the intent, the outcome, the refusals; the shape, not the destinations.
+  std::vector<ppn::ledger::v1::Entry> network;
+  for (auto& e : DeliveredEntries(s)) {
+    if (e.kind() == "tenant.vm.network") network.push_back(e);
+  }
+  // The change's intent and success; acme's attempt (forwarded, NOT_FOUND: only the fleet knows
+  // whose a VM is); the PERMISSION_DENIED, refused before anything was forwarded.
+  REQUIRE(network.size() == 5);
+  CHECK(network[0].outcome() == ppn::ledger::v1::OUTCOME_PENDING);
+  CHECK(network[1].outcome() == ppn::ledger::v1::OUTCOME_SUCCESS);
+  CHECK(network[1].subject() == vm.vm_id());
+  CHECK(network[1].attributes().at("egress_deny_rules") == "2");
+  CHECK(network[1].attributes().at("egress_rate_limit_kbit") == "5000");
+  CHECK(network[2].tenant_id() == "acme");
+  CHECK(network[3].tenant_id() == "acme");
+  CHECK(network[3].attributes().at("detail") == "NOT_FOUND");
+  CHECK(network[4].tenant_id() == "umbrella");
+  CHECK(network[4].outcome() == ppn::ledger::v1::OUTCOME_DENIED);
+  CHECK(network[4].attributes().at("detail") == "PERMISSION_DENIED");
+  for (const auto& e : network) CHECK(e.SerializeAsString().find("203.0.113") == std::string::npos);
+}
+
+TEST_CASE("the proxy binary refuses a config whose tenant egress default is malformed with one line",
+          "[proxy][egress][config]") {
+  ppn::testing::TempDir dir;
+  ppn::testing::TestPki pki("ppn.test");
+  TlsFiles tls = pki.Issue("tenant-proxy", "proxy-process");
+  std::ofstream(dir.File("bad.textproto")) << "tenants { tenant_id: \"acme\" egress { deny { cidr: \"10.0.0.0/8\" "
+                                              "port_first: 90 port_last: 80 } } }\n";
+  ppn::testing::RunResult r = ppn::testing::Run(
+      {ppn::testing::RunfilePath("tenant_proxy/tenant_proxy"), "--mesh=ppn.test", "--listen=127.0.0.1:0",
+       "--tls_ca=" + tls.ca_cert, "--tls_cert=" + tls.cert, "--tls_key=" + tls.key,
+       "--config=" + dir.File("bad.textproto"), "--state_dir=" + dir.File("proxy")},
+      dir.File("proxy.out"), absl::Seconds(30));
+  INFO(r.output);
+  CHECK(r.exit_code != 0);
+  CHECK(r.output.find("tenant acme's default egress.deny rule ports must be 1-65535 with port_first <= port_last") !=
+        std::string::npos);
+  CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
 }
 
 TEST_CASE("the example C++ and Python clients create list and destroy a VM", "[proxy][examples]") {

@@ -14,7 +14,7 @@
 #include "ledger/ledger_server.h"
 #include "nlohmann/json.hpp"
 #include "ppn/fleet/v1/fleet_service.pb.h"
-#include "ppn/tenancy/v1/tenant_service.pb.h"
+#include "ppn/tenancy/v1/tenant_service.grpc.pb.h"
 #include "tests/harness/subprocess.h"
 #include "tests/harness/temp_dir.h"
 #include "tests/harness/test_pki.h"
@@ -292,6 +292,120 @@ TEST_CASE("help anywhere and unknown words or flags call nothing", "[ppnctl][e2e
     }
     CHECK(server.Calls().empty());
   }
+}
+
+// The tenant API reduced to one running VM: GetVm shows it, UpdateVmNetwork gives it the
+// policy asked and records the request. Every call must carry ppnctl's token.
+class OneVmTenantApi final : public ppn::tenancy::v1::TenantService::Service {
+ public:
+  OneVmTenantApi() {
+    vm_.set_name("vms/vm-1");
+    vm_.set_vm_id("vm-1");
+    vm_.mutable_spec()->set_display_name("web");
+    vm_.set_state(ppn::types::v1::VM_STATE_RUNNING);
+    vm_.mutable_network()->set_tx_bytes(4096);
+    vm_.mutable_network()->set_tx_packets(3);
+    vm_.mutable_network()->set_rx_bytes(1);
+    vm_.mutable_network()->set_rx_packets(1);
+  }
+  grpc::Status GetVm(grpc::ServerContext* ctx, const ppn::tenancy::v1::GetVmRequest* req,
+                     ppn::tenancy::v1::GetVmResponse* resp) override {
+    if (!Authorized(*ctx)) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no token");
+    absl::MutexLock l(&mu_);
+    if (req->name() != vm_.name()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "vm not found");
+    *resp->mutable_vm() = vm_;
+    return grpc::Status::OK;
+  }
+  grpc::Status UpdateVmNetwork(grpc::ServerContext* ctx, const ppn::tenancy::v1::UpdateVmNetworkRequest* req,
+                               ppn::tenancy::v1::UpdateVmNetworkResponse* resp) override {
+    if (!Authorized(*ctx)) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no token");
+    absl::MutexLock l(&mu_);
+    updates_.push_back(*req);
+    *vm_.mutable_spec()->mutable_egress() = req->egress();
+    *resp->mutable_vm() = vm_;
+    return grpc::Status::OK;
+  }
+  std::vector<ppn::tenancy::v1::UpdateVmNetworkRequest> updates() {
+    absl::MutexLock l(&mu_);
+    return updates_;
+  }
+
+ private:
+  static bool Authorized(const grpc::ServerContext& ctx) {
+    auto it = ctx.client_metadata().find("authorization");
+    return it != ctx.client_metadata().end() &&
+           std::string(it->second.data(), it->second.size()) == "Bearer test-token";
+  }
+  absl::Mutex mu_;
+  ppn::tenancy::v1::Vm vm_ ABSL_GUARDED_BY(mu_);
+  std::vector<ppn::tenancy::v1::UpdateVmNetworkRequest> updates_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_CASE("vm egress replaces a VM's policy from short flags and vm get shows it and the traffic",
+          "[ppnctl][e2e][golden][egress]") {
+  ppn::testing::TempDir dir;
+  ppn::testing::TestPki pki("ppn.test");
+  OneVmTenantApi api;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", TlsServerCredentials(pki.Issue("tenant-proxy", "proxy")), &port);
+  builder.RegisterService(&api);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(server != nullptr);
+  std::vector<std::string> conn = {"--endpoint=127.0.0.1:" + std::to_string(port), "--ca=" + pki.ca_cert_path()};
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.end(), conn.begin(), conn.end());
+    return Ppnctl(args, dir.path());
+  };
+  const std::string summary =
+      "egress: internet denied; allow 203.0.113.0/24:443, 198.51.100.7:5000-5100/udp; deny 203.0.113.66; rate "
+      "limit 5000 kbit/s\n"
+      "traffic: sent 4096 bytes (3 packets), received 1 byte (1 packet)\n";
+
+  auto [code, out] = run({"vm", "egress", "vms/vm-1", "--internet=deny", "--allow=203.0.113.0/24:443",
+                          "--allow=198.51.100.7:5000-5100/udp", "--deny", "203.0.113.66", "--rate-limit-kbit=5000"});
+  INFO(out);
+  REQUIRE(code == 0);
+  CHECK(out.rfind("vm:\n", 0) == 0);
+  CHECK(out.find("    egress:\n      allow:\n        - cidr: \"203.0.113.0/24\"\n          port_first: 443\n") !=
+        std::string::npos);
+  CHECK(out.find("      internet: \"INTERNET_ACCESS_DENIED\"\n      rate_limit_kbit: \"5000\"\n") != std::string::npos);
+  REQUIRE(out.size() > summary.size());
+  CHECK(out.substr(out.size() - summary.size()) == summary);
+  auto updates = api.updates();
+  REQUIRE(updates.size() == 1);
+  CHECK(updates[0].name() == "vms/vm-1");
+  CHECK(updates[0].egress().allow_size() == 2);
+  CHECK(updates[0].egress().allow(1).protocol() == ppn::types::v1::PROTOCOL_UDP);
+  CHECK(updates[0].egress().deny(0).cidr() == "203.0.113.66");
+  CHECK(updates[0].egress().rate_limit_kbit() == 5000);
+
+  auto [code2, got] = run({"vm", "get", "vms/vm-1"});
+  INFO(got);
+  CHECK(code2 == 0);
+  REQUIRE(got.size() > summary.size());
+  CHECK(got.substr(got.size() - summary.size()) == summary);
+  auto [code3, json] = run({"vm", "get", "vms/vm-1", "-o", "json"});
+  CHECK(code3 == 0);
+  nlohmann::json doc = nlohmann::json::parse(json);  // a format asked for: no summary lines
+  CHECK(doc["vm"]["spec"]["egress"]["rate_limit_kbit"] == "5000");
+  CHECK(doc["vm"]["network"]["tx_bytes"] == "4096");
+
+  auto [code4, bad] = run({"vm", "egress", "vms/vm-1", "--deny=10.0.0.0/33"});
+  CHECK(code4 == 2);
+  CHECK(bad ==
+        "--deny: egress.deny rule \"10.0.0.0/33\" is not an IPv4 address or CIDR; want CIDR[:PORT[-PORT]][/udp], "
+        "e.g. 203.0.113.0/24:443\n");
+  CHECK(api.updates().size() == 1);  // nothing was called
+
+  auto [code5, help] = run({"vm", "egress", "--help"});
+  CHECK(code5 == 0);
+  CHECK(help.rfind("ppnctl vm egress NAME [--internet=allow|deny] [--allow=CIDR[:PORT[-PORT]][/udp]]... "
+                   "[--deny=CIDR[:PORT[-PORT]][/udp]]... [--rate-limit-kbit=N]\n\nreplaces what one of your running "
+                   "VMs may reach, live",
+                   0) == 0);
+  CHECK(help.find("  --allow sets --egress.allow\n") != std::string::npos);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
 }
 
 // A real ledger on 127.0.0.1:0 signing with a key from `seed`, holding `subjects` as entries.

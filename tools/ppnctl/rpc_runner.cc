@@ -22,6 +22,14 @@ std::string Alias(const Verb* verb, const std::string& flag) {
   return flag;
 }
 
+ValueConverter Converter(const Verb* verb, const std::string& flag) {
+  if (verb == nullptr) return nullptr;
+  for (const auto& [alias, convert] : verb->converters) {
+    if (alias == flag) return convert;
+  }
+  return nullptr;
+}
+
 std::string CommandName(const Invocation& inv) {
   return inv.verb != nullptr ? Usage(*inv.verb)
                              : absl::StrCat(inv.command->service_command, " ", inv.command->rpc_command);
@@ -40,7 +48,16 @@ absl::StatusOr<std::unique_ptr<google::protobuf::Message>> BuildRequest(const In
                                                      DidYouMean(name, AcceptedFlags(inv.verb, *inv.command), "--"),
                                                      "; --help lists its flags"));
     }
-    flags.emplace_back(field, value);
+    ValueConverter convert = Converter(inv.verb, name);
+    if (convert == nullptr) {
+      flags.emplace_back(field, value);
+      continue;
+    }
+    absl::StatusOr<std::string> converted = convert(value);
+    if (!converted.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", converted.status().message()));
+    }
+    flags.emplace_back(field, *std::move(converted));
   }
   if (inv.verb != nullptr) {
     for (const auto& [field, value] : inv.verb->defaults) {

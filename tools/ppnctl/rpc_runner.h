@@ -16,7 +16,8 @@
 namespace ppn::ppnctl {
 
 // The request of `invocation.command`: the verb's defaults that no flag overrides, its
-// positional arguments, then the flags in order (a verb's aliases renamed, --json merged).
+// positional arguments, then the flags in order (a verb's aliases renamed and their values
+// converted, --json merged).
 // INVALID_ARGUMENT naming an unknown flag and the nearest known one, or a bad value.
 absl::StatusOr<std::unique_ptr<google::protobuf::Message>> BuildRequest(const Invocation& invocation, const Api& api);
 

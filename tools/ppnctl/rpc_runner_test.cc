@@ -3,6 +3,7 @@
 #include "catch2/catch.hpp"
 #include "ppn/scheduler/v1/scheduler_service.pb.h"
 #include "ppn/tenancy/v1/tenant_service.pb.h"
+#include "tools/ppnctl/egress.h"
 
 namespace ppn::ppnctl {
 namespace {
@@ -21,6 +22,18 @@ const Verb& Create() {
 const Verb& Migrate() {
   static const auto* v = new Verb(
       Verb({"migrate"}).Args({"VM"}).Calls("scheduler", "migrate").ArgFields({"vm_id"}).Alias("to", "target_node_id"));
+  return *v;
+}
+
+const Verb& Egress() {
+  static const auto* v = new Verb(Verb({"vm", "egress"})
+                                      .Args({"NAME"})
+                                      .Calls("tenant", "update-vm-network")
+                                      .ArgFields({"name"})
+                                      .Alias("internet", "egress.internet", InternetFlagValue)
+                                      .Alias("allow", "egress.allow", AllowFlagValue)
+                                      .Alias("deny", "egress.deny", DenyFlagValue)
+                                      .Alias("rate-limit-kbit", "egress.rate_limit_kbit"));
   return *v;
 }
 
@@ -61,6 +74,42 @@ TEST_CASE("a verb's request is its defaults its arguments then its flags", "[ppn
     CHECK(m.vm_id() == "vm-1");
     CHECK(m.target_node_id() == "laptop-b");
   }
+}
+
+TEST_CASE("an alias with a converter writes its field the short way", "[ppnctl][rpc_runner][egress]") {
+  auto request = BuildRequest(Of(Egress(), {"vms/vm-1"},
+                                 {{"internet", "deny"},
+                                  {"allow", "203.0.113.0/24:443"},
+                                  {"allow", "198.51.100.7:5000-5100/udp"},
+                                  {"deny", "203.0.113.66"},
+                                  {"rate-limit-kbit", "5000"}}),
+                              Api::Get());
+  REQUIRE(request.ok());
+  auto r = As<ppn::tenancy::v1::UpdateVmNetworkRequest>(**request);
+  CHECK(r.name() == "vms/vm-1");
+  CHECK(r.egress().internet() == ppn::types::v1::INTERNET_ACCESS_DENIED);
+  REQUIRE(r.egress().allow_size() == 2);
+  CHECK(r.egress().allow(0).cidr() == "203.0.113.0/24");
+  CHECK(r.egress().allow(0).port_first() == 443);
+  CHECK(r.egress().allow(1).port_last() == 5100);
+  CHECK(r.egress().allow(1).protocol() == ppn::types::v1::PROTOCOL_UDP);
+  REQUIRE(r.egress().deny_size() == 1);
+  CHECK(r.egress().deny(0).port_first() == 0);
+  CHECK(r.egress().rate_limit_kbit() == 5000);
+  // The long way still works beside it.
+  auto json = BuildRequest(Of(Egress(), {"vm-1"}, {{"egress.allow", "{\"cidr\":\"10.0.0.1\"}"}}), Api::Get());
+  REQUIRE(json.ok());
+  CHECK(As<ppn::tenancy::v1::UpdateVmNetworkRequest>(**json).egress().allow(0).cidr() == "10.0.0.1");
+
+  auto bad = BuildRequest(Of(Egress(), {"vm-1"}, {{"allow", "10.0.0.1:99999"}}), Api::Get());
+  CHECK(bad.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(bad.status().message() ==
+        "--allow: \"10.0.0.1:99999\" has a port that is not 1-65535; want CIDR[:PORT[-PORT]][/udp], e.g. "
+        "203.0.113.0/24:443");
+  CHECK(BuildRequest(Of(Egress(), {"vm-1"}, {{"internet", "off"}}), Api::Get()).status().message() ==
+        "--internet: \"off\": want allow or deny");
+  Settings settings = Unconfigured();
+  CHECK(RunRpc(Of(Egress(), {"vm-1"}, {{"deny", "10.0.0.0/33"}}, &settings)) == kExitUsage);
 }
 
 TEST_CASE("an unknown flag is refused with the nearest known one", "[ppnctl][rpc_runner]") {

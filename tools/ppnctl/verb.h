@@ -32,6 +32,9 @@ struct Invocation {
 using VerbAction = int (*)(const Invocation&);
 // Prints a response its own way; false to leave it to the default rendering.
 using ResponsePrinter = bool (*)(const google::protobuf::Message&, const Settings&);
+// Turns an alias's value into its field's, as SetField takes it (JSON for a message);
+// INVALID_ARGUMENT saying what was wrong.
+using ValueConverter = absl::StatusOr<std::string> (*)(const std::string& value);
 
 // One verb. The table builds each with the chained setters below, which read as the entry:
 //   Verb({"migrate"}).Args({"VM"}).Help("...").Calls("scheduler", "migrate").ArgFields({"vm_id"})
@@ -53,6 +56,9 @@ struct Verb {
   std::vector<std::pair<std::string, std::string>> defaults;
   // Short flags of this verb and the request field each sets: {"to", "target_node_id"}.
   std::vector<std::pair<std::string, std::string>> aliases;
+  // The aliases whose values are written otherwise than their fields' ("--allow=CIDR:PORT" for
+  // an EgressRule), and what converts them.
+  std::vector<std::pair<std::string, ValueConverter>> converters;
   ResponsePrinter print = nullptr;
   // ... or a local action (then service and rpc are empty).
   VerbAction run = nullptr;
@@ -68,7 +74,8 @@ struct Verb {
   }
   Verb& ArgFields(std::vector<std::string> v) { return arg_fields = std::move(v), *this; }
   Verb& Defaults(std::vector<std::pair<std::string, std::string>> v) { return defaults = std::move(v), *this; }
-  Verb& Alias(std::string flag, std::string field) {
+  Verb& Alias(std::string flag, std::string field, ValueConverter convert = nullptr) {
+    if (convert != nullptr) converters.emplace_back(flag, convert);
     aliases.emplace_back(std::move(flag), std::move(field));
     return *this;
   }

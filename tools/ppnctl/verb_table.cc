@@ -7,12 +7,15 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "ppn/ledger/v1/ledger_service.pb.h"
+#include "ppn/tenancy/v1/tenant_service.pb.h"
 #include "tools/ppnctl/completion.h"
 #include "tools/ppnctl/connect.h"
+#include "tools/ppnctl/egress.h"
 #include "tools/ppnctl/grpc_ledger_reader.h"
 #include "tools/ppnctl/help.h"
 #include "tools/ppnctl/known_ledgers.h"
 #include "tools/ppnctl/ledger_verify.h"
+#include "tools/ppnctl/output.h"
 #include "tools/ppnctl/rpc_runner.h"
 
 namespace ppn::ppnctl {
@@ -43,6 +46,23 @@ bool PrintSignedNote(const google::protobuf::Message& m, const Settings& setting
   ppn::ledger::v1::GetCheckpointResponse checkpoint;
   if (!checkpoint.ParseFromString(m.SerializeAsString())) return false;
   std::fputs(checkpoint.signed_note().c_str(), stdout);
+  return true;
+}
+
+// A tenant's VM (vm create, get, egress) prints as usual, then its egress policy and its
+// traffic in words, unless an output format was asked for.
+bool PrintVm(const google::protobuf::Message& m, const Settings& settings) {
+  if (settings.IsSet("output")) return false;
+  const auto* field = m.GetDescriptor()->FindFieldByName("vm");
+  if (field == nullptr || field->message_type() == nullptr ||
+      field->message_type()->full_name() != ppn::tenancy::v1::Vm::descriptor()->full_name()) {
+    return false;
+  }
+  ppn::tenancy::v1::Vm vm;
+  if (!vm.ParseFromString(m.GetReflection()->GetMessage(m, field).SerializeAsString())) return false;
+  std::fputs(Render(m, Format::kTable).c_str(), stdout);
+  std::fputs(DescribeNetwork(vm).c_str(), stdout);
+  std::fflush(stdout);
   return true;
 }
 
@@ -117,13 +137,38 @@ const std::vector<Verb>& Verbs() {
           .Defaults({{"spec.vcpus", "1"},
                      {"spec.memory_mib", "128"},
                      {"spec.image", "ppn-test-guest"},
-                     {"spec.port_forwards", "{\"guest_port\":80}"}}),
+                     {"spec.port_forwards", "{\"guest_port\":80}"}})
+          .Alias("internet", "spec.egress.internet", InternetFlagValue)
+          .Alias("allow", "spec.egress.allow", AllowFlagValue)
+          .Alias("deny", "spec.egress.deny", DenyFlagValue)
+          .Alias("rate-limit-kbit", "spec.egress.rate_limit_kbit")
+          .Prints(PrintVm),
       Verb({"vm", "list"}).Help("lists your tenant's VMs").Calls("tenant", "list-vms"),
       Verb({"vm", "get"})
           .Args({"NAME"})
-          .Help("shows one of your VMs (NAME is vms/<id>)")
+          .Help("shows one of your VMs, what it may reach and its traffic (NAME is vms/<id>)")
           .Calls("tenant", "get-vm")
-          .ArgFields({"name"}),
+          .ArgFields({"name"})
+          .Prints(PrintVm),
+      Verb({"vm", "egress"})
+          .Args({"NAME"})
+          .Flags("[--internet=allow|deny] [--allow=CIDR[:PORT[-PORT]][/udp]]... [--deny=CIDR[:PORT[-PORT]][/udp]]... "
+                 "[--rate-limit-kbit=N]")
+          .Help("replaces what one of your running VMs may reach, live (NAME is vms/<id>)")
+          .Details("Replaces the VM's whole egress policy while it runs; new connections follow it at once.\n"
+                   "Each --allow and --deny adds one rule, CIDR[:PORT[-PORT]][/udp] (TCP unless /udp), e.g.\n"
+                   "203.0.113.0/24, 198.51.100.7:443 or 10.1.0.0/16:5000-5100/udp. --internet=deny blocks all but\n"
+                   "the allow list; deny rules win over allow rules. Your tenant's policy still holds: the VM\n"
+                   "gets the narrower of the two, and an allow rule beyond your tenant's is refused. With no\n"
+                   "flags the VM goes back to your tenant's policy. Whatever it says, a VM never reaches its\n"
+                   "host, the mesh, link-local addresses or any other VM.")
+          .Calls("tenant", "update-vm-network")
+          .ArgFields({"name"})
+          .Alias("internet", "egress.internet", InternetFlagValue)
+          .Alias("allow", "egress.allow", AllowFlagValue)
+          .Alias("deny", "egress.deny", DenyFlagValue)
+          .Alias("rate-limit-kbit", "egress.rate_limit_kbit")
+          .Prints(PrintVm),
       Verb({"vm", "destroy"})
           .Args({"NAME"})
           .Help("destroys one of your VMs (NAME is vms/<id>)")

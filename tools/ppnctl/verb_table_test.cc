@@ -45,8 +45,8 @@ TEST_CASE("each verb is in the table once and hides no rpc", "[ppnctl][verb_tabl
     if (v.words.size() >= 2) CHECK_FALSE(Api::Get().Find(v.words[0], v.words[1]).ok());
   }
   for (const char* daily :
-       {"vm create", "vm list", "vm get", "vm destroy", "node list", "node drain", "node approve", "migrate", "pin",
-        "unpin", "ledger checkpoint", "ledger tail", "ledger verify", "completion bash", "help"}) {
+       {"vm create", "vm list", "vm get", "vm egress", "vm destroy", "node list", "node drain", "node approve",
+        "migrate", "pin", "unpin", "ledger checkpoint", "ledger tail", "ledger verify", "completion bash", "help"}) {
     CHECK(seen.count(daily) == 1);
   }
 }
