@@ -415,7 +415,7 @@ absl::StatusOr<std::map<std::string, VmLink>> VmNetwork::StartNode(
 absl::Status VmNetwork::Create(const VmLink& link, const EgressPolicy& policy) {
   PPN_RETURN_IF_ERROR(ValidateEgressPolicy(policy));
   // A namespace of the same name can only be a leftover of this VM: start from nothing.
-  Remove(link, {}).IgnoreError();
+  if (access(absl::StrCat("/run/netns/", link.netns).c_str(), F_OK) == 0) Remove(link, {}).IgnoreError();
   std::string host = absl::StrCat("netns add ", link.netns, "\nlink add ", link.host_if,
                                   " type veth peer name eth0 netns ", link.netns, "\naddr add ", link.host_ip,
                                   "/30 dev ", link.host_if, "\nlink set ", link.host_if, " up\n");

@@ -1,6 +1,9 @@
 // The host agent binary running real QEMU guests (KVM where the probe passes, TCG otherwise).
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,10 +20,10 @@
 #include "common/clock.h"
 #include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
+#include "host_agent/migration_channel.h"
 #include "host_agent/qmp_client.h"
 #include "host_agent/qmp_migration.h"
 #include "ppn/host/v1/host_agent.grpc.pb.h"
-#include "host_agent/migration_channel.h"
 #include "tests/harness/qemu_harness.h"
 
 namespace ppn {
@@ -327,6 +330,33 @@ TEST_CASE("a running guest live-migrates between two agents with its disk", "[ho
     INFO(s.error_message());
     REQUIRE(s.ok());
   }
+  // Everything on the migration port is captured: the stream must be TLS, no guest byte in clear.
+  std::string migration_port = prepared.migration_uri().substr(prepared.migration_uri().rfind(':') + 1);
+  std::string pcap = b.state_dir + "/migration.pcap";
+  ppn::testing::Subprocess capture(
+      {"/usr/bin/tcpdump", "-i", "lo", "-U", "-s", "0", "-w", pcap, "tcp", "port", migration_port},
+      b.state_dir + "/tcpdump.log");
+  REQUIRE(WaitForFileContaining(b.state_dir + "/tcpdump.log", "listening on", absl::Seconds(10)));
+  // A stranger reaches the incoming port first: it is shut out and the waiting VM not disturbed.
+  {
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(migration_port)));
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    REQUIRE(connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    std::string junk(64, 'Z');
+    (void)!write(s, junk.data(), junk.size());
+    timeval tv{10, 0};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char c;
+    ssize_t n = read(s, &c, 1);
+    CHECK((n == 0 || (n < 0 && errno == ECONNRESET)));  // closed by the target agent, not left waiting
+    close(s);
+    Heartbeat waiting = FirstHeartbeat(sb.get());
+    REQUIRE(waiting.vms_size() == 1);
+    CHECK(waiting.vms(0).state() == ppn::types::v1::VM_STATE_MIGRATING);
+  }
   MigrateOutRequest out;
   out.set_vm_id("vm-mover");
   out.set_migration_uri(prepared.migration_uri());
@@ -347,6 +377,13 @@ TEST_CASE("a running guest live-migrates between two agents with its disk", "[ho
   REQUIRE(last.phase() == ppn::types::v1::MIGRATION_PHASE_COMPLETED);
   CHECK(last.transferred_bytes() > 0);
   CHECK(last.has_downtime());
+  capture.Signal(SIGTERM);
+  capture.Wait(absl::Seconds(10));
+  std::string captured = ReadAll(pcap);
+  CHECK(captured.size() > 100 * 1024);                                    // the stream went through the port
+  CHECK(captured.find("PPNMARK:before-move") == std::string::npos);       // the disk, not in clear
+  CHECK(captured.find("hello from mover") == std::string::npos);          // the guest's memory, not in clear
+  CHECK(captured.find(std::string("\x16\x03", 2)) != std::string::npos);  // a TLS handshake record
 
   // The source is gone; the target runs the same guest, its disk and its counter intact.
   CHECK(FirstHeartbeat(sa.get()).vms_size() == 0);

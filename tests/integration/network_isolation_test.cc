@@ -231,12 +231,9 @@ TEST_CASE("a hostile guest reaches the internet and nothing of the node, the poo
   int other_port = static_cast<int>(other.forwarded_ports(0).host_port());
   REQUIRE(HttpGet(other_port, "/", absl::Seconds(90)) == "hello from other\n");  // its port works from outside
 
-  std::vector<std::string> probes = {"http 198.51.100.1 80",
-                                     "tcp 10.0.2.2 7199",
-                                     absl::StrCat("tcp 10.0.2.2 ", n.agent.port),
-                                     "tcp 169.254.169.254 80",
-                                     "tcp 10.8.0.1 7101",
-                                     absl::StrCat("http 10.0.2.2 ", other_port)};
+  std::vector<std::string> probes = {
+      "http 198.51.100.1 80",   "tcp 10.0.2.2 7199", absl::StrCat("tcp 10.0.2.2 ", n.agent.port),
+      "tcp 169.254.169.254 80", "tcp 10.8.0.1 7101", absl::StrCat("http 10.0.2.2 ", other_port)};
   for (const std::string& a : NodeAddresses()) {
     probes.push_back(absl::StrCat("tcp ", a, " 7199"));
     probes.push_back(absl::StrCat("http ", a, " ", other_port));
