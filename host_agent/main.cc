@@ -37,6 +37,9 @@ ABSL_FLAG(std::string, network, "namespace",
           "the node (every heartbeat then warns)");
 ABSL_FLAG(std::vector<std::string>, lan_ranges, {},
           "Extra CIDRs guests must never reach (the node's connected subnets are always included)");
+ABSL_FLAG(bool, remove_network, false,
+          "Remove every VM network namespace, link and nftables rule this agent made on the node, then exit "
+          "(tools that stop a whole node, after its guests; a running VM would lose its network)");
 ABSL_FLAG(absl::Duration, test_hold_after_exec, absl::ZeroDuration(),
           "Testing only: pause each spawn this long after QEMU's exec (crash tests)");
 
@@ -78,6 +81,12 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<ppn::host::VmStore>> store = ppn::host::VmStore::Open(options.state_dir + "/agent.db");
   if (!store.ok()) ppn::ExitWithError(store.status().message());
 
+  if (absl::GetFlag(FLAGS_remove_network)) {
+    ppn::host::RemoveNetworkScope(ppn::host::NetworkScope(options.node_id, options.state_dir),
+                                  ppn::SpawnerCommandRunner(ppn::PosixProcessSpawner::Get()));
+    spdlog::info("host_agent.network_removed node={}", options.node_id);
+    return 0;
+  }
   // QEMU authenticates and encrypts migration streams with the node's own identity.
   options.migration_tls = {flags.tls.ca_cert, flags.tls.cert, flags.tls.key};
   std::unique_ptr<ppn::host::VmNetwork> network;

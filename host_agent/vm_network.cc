@@ -364,11 +364,17 @@ absl::StatusOr<std::map<std::string, VmLink>> VmNetwork::StartNode(
   std::vector<std::string> dropped;
   // Forwarding carries the namespaces' traffic; route_localnet lets a forward on 127.0.0.1
   // (the one-machine mesh) be DNATed into a namespace.
-  for (const char* sysctl : {"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/all/route_localnet"}) {
+  std::vector<const char*> sysctls = {"/proc/sys/net/ipv4/ip_forward"};
+  if (absl::StartsWith(options_.mesh_address, "127.")) sysctls.push_back("/proc/sys/net/ipv4/conf/all/route_localnet");
+  for (const char* sysctl : sysctls) {
+    if (absl::StripAsciiWhitespace(ReadFile(sysctl).value_or("")) == "1") continue;  // set already (a container's)
     int fd = open(sysctl, O_WRONLY | O_CLOEXEC);
     bool ok = fd >= 0 && write(fd, "1", 1) == 1;
     if (fd >= 0) close(fd);
-    if (!ok) return absl::PermissionDeniedError(absl::StrCat("cannot set ", sysctl, " (the agent must run as root)"));
+    if (!ok) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "cannot set ", sysctl, " to 1: run the agent as root, or set it for the node (a container: sysctls)"));
+    }
   }
   std::map<std::string, VmLink> links;
   std::vector<std::pair<VmLink, std::vector<PortForwardRule>>> table;

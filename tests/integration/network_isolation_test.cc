@@ -23,6 +23,7 @@
 #include "common/process.h"
 #include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
+#include "host_agent/vm_network.h"
 #include "ppn/host/v1/host_agent.grpc.pb.h"
 #include "tests/harness/qemu_harness.h"
 
@@ -196,12 +197,14 @@ struct Node {
   }
 };
 
-std::vector<std::string> Namespaces() {
+// The VM namespaces of the agent keeping its state in `state_dir` (other agents' are not ours).
+std::vector<std::string> Namespaces(const std::string& state_dir) {
   std::vector<std::string> out;
   if (!std::filesystem::exists("/run/netns")) return out;
+  std::string prefix = "ppn." + ppn::host::NetworkScope("laptop-a", state_dir) + ".";
   for (const auto& e : std::filesystem::directory_iterator("/run/netns")) {
     std::string n = e.path().filename();
-    if (absl::StartsWith(n, "ppn.laptop-a-")) out.push_back(n);
+    if (absl::StartsWith(n, prefix)) out.push_back(n);
   }
   return out;
 }
@@ -241,7 +244,7 @@ TEST_CASE("a hostile guest reaches the internet and nothing of the node, the poo
   VmInstance vm = n.Spawn("vm-probe", "acme", ProbeSpec("probe", probes));
   int port = static_cast<int>(vm.forwarded_ports(0).host_port());
   CHECK(HttpGet(port, "/", absl::Seconds(90)) == "hello from probe\n");
-  std::vector<std::string> ns = Namespaces();
+  std::vector<std::string> ns = Namespaces(n.agent.state_dir);
   CHECK(ns.size() == 2);  // one namespace per VM
 
   int round = 0;
@@ -304,25 +307,28 @@ TEST_CASE("a hostile guest reaches the internet and nothing of the node, the poo
 
   SECTION("destroy, a crashed QEMU and a killed agent leave no namespace, link or claim") {
     n.Destroy("vm-other");
-    CHECK(Namespaces().size() == 1);
+    CHECK(Namespaces(n.agent.state_dir).size() == 1);
     CHECK(HttpGet(other_port, "/", absl::Seconds(3)).empty());
     // The probe's QEMU dies: its record stays (FAILED), its network goes.
     REQUIRE(ppn::testing::KillProcessesMentioning(n.agent.state_dir + "/vms/vm-probe/") == 1);
     absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (!Namespaces().empty() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(200));
-    CHECK(Namespaces().empty());
+    while (!Namespaces(n.agent.state_dir).empty() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(200));
+    CHECK(Namespaces(n.agent.state_dir).empty());
     // A VM made again, then the agent SIGKILLed and its VM killed meanwhile: the next start sweeps.
     n.Destroy("vm-probe");
     n.Spawn("vm-again", "acme", ProbeSpec("again", {}));
-    CHECK(Namespaces().size() == 1);
+    CHECK(Namespaces(n.agent.state_dir).size() == 1);
     n.agent.process->Signal(SIGKILL);
     n.agent.process->Wait(absl::Seconds(10));
     REQUIRE(ppn::testing::KillProcessesMentioning(n.agent.state_dir + "/vms/vm-again/") == 1);
     absl::SleepFor(absl::Milliseconds(300));
-    CHECK(Namespaces().size() == 1);  // nobody has cleaned up yet
+    CHECK(Namespaces(n.agent.state_dir).size() == 1);  // nobody has cleaned up yet
     AgentProcess restarted = StartAgent(n.pki, n.guest.path(), n.guest.catalog(), "laptop-a", {"--kvm=off"});
-    CHECK(Namespaces().empty());
-    CHECK(!absl::StrContains(Run()({"ip", "-o", "link"}, "").value_or(""), " pv"));
+    CHECK(Namespaces(n.agent.state_dir).empty());
+    std::string scope = ppn::host::NetworkScope("laptop-a", n.agent.state_dir);
+    for (const auto& claim : std::filesystem::directory_iterator("/run/ppn/links")) {
+      CHECK(!absl::StartsWith(ReadAll(claim.path()), scope + " "));  // no link left claimed for it
+    }
   }
 }
 

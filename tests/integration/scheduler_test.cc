@@ -416,6 +416,7 @@ TEST_CASE("a migration survives the crash of the scheduler, of the source's agen
     prep.set_tenant_id("acme");
     *prep.mutable_spec() = m.created.vm().spec();
     prep.set_accelerator(m.created.vm().accelerator());
+    prep.set_source_node_id(m.first);
     ppn::host::v1::PrepareIncomingResponse prepared;
     {
       grpc::ClientContext ctx;
@@ -452,6 +453,10 @@ TEST_CASE("a migration survives the crash of the scheduler, of the source's agen
     CHECK(r.state() == ppn::types::v1::VM_STATE_RUNNING);
     REQUIRE(out.last.forwarded_ports_size() == 1);
     int port_b = static_cast<int>(out.last.forwarded_ports(0).host_port());
+    INFO("source agent:\n"
+         << ReadAll(src.state_dir + "/agent.log") << "\ntarget agent:\n"
+         << ReadAll(dst.state_dir + "/agent.log") << "\ntarget console:\n"
+         << ReadAll(dst.state_dir + "/vms/" + m.vm + "/console.log"));
     CHECK(HttpGet(port_b, "/cgi-bin/read", absl::Seconds(30)) == "kept-across\n");
     std::optional<ppn::host::v1::VmInstance> there = m.OnAgent(dst);
     REQUIRE(there.has_value());
