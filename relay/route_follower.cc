@@ -20,7 +20,10 @@ absl::Status RouteFollower::RunOnce(int* tables) {
     current_ = stream.get();
   }
   ppn::fleet::v1::WatchRelayRoutesResponse table;
+  bool first = true;
   while (stream->Read(&table)) {
+    if (first) spdlog::info("relay.following routes={}", table.routes_size());
+    first = false;
     RouteTable checked = RoutesFrom(table, options_.first_port, options_.last_port);
     {
       absl::MutexLock l(&mu_);

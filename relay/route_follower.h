@@ -30,7 +30,7 @@ class RouteFollower {
     uint16_t first_port = 1;
     uint16_t last_port = 65535;
     absl::Duration min_backoff = absl::Milliseconds(100);
-    absl::Duration max_backoff = absl::Seconds(2);
+    absl::Duration max_backoff = absl::Seconds(1);
   };
 
   RouteFollower(RouteSource* source, Sink sink, Options options);
