@@ -6,7 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
 
 #include "absl/strings/match.h"
@@ -131,6 +134,17 @@ UdpServer::~UdpServer() {
   close(fd_);
 }
 
+KeepLogs::~KeepLogs() {
+  const char* out = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
+  if (out == nullptr) return;
+  for (const std::string& f : files_) {
+    std::ifstream in(dir_ + "/" + f);
+    std::string name = f;
+    std::replace(name.begin(), name.end(), '/', '-');
+    std::ofstream(std::string(out) + "/" + name) << in.rdbuf();
+  }
+}
+
 int FreePort() {
   int port = 0;
   int fd = BoundSocket(SOCK_STREAM, &port);
@@ -187,19 +201,73 @@ void SendAll(int fd, const std::string& bytes) {
   }
 }
 
-absl::StatusOr<std::string> HttpGet(int port, absl::Duration timeout) {
+absl::StatusOr<std::string> HttpGet(int port, absl::Duration timeout, const std::string& path) {
   int fd = Connect(port, timeout);
   if (fd < 0) return absl::UnavailableError(absl::StrCat("connect: ", std::strerror(errno)));
-  SendAll(fd, "GET / HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
+  SendAll(fd, absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: relay\r\nConnection: close\r\n\r\n"));
   std::string response;
   bool closed = ReadsEof(fd, &response);
   close(fd);
   if (!closed && response.empty()) return absl::DeadlineExceededError("no answer");
-  if (!absl::StartsWith(response, "HTTP/1.1 200 OK")) {
+  size_t body = response.find("\r\n\r\n");
+  if (!absl::StartsWith(response, "HTTP/1.") || !absl::StrContains(response.substr(0, 16), " 200") ||
+      body == std::string::npos) {
     return absl::UnavailableError(response.empty() ? "closed without an answer" : "not a 200");
   }
-  size_t body = response.find("\r\n\r\n");
   return response.substr(body + 4);
+}
+
+HttpPoller::HttpPoller(int port, const std::string& path, absl::Duration every)
+    : port_(port), path_(path), every_(every) {
+  thread_ = std::thread([this] {
+    while (!stop_) {
+      absl::Time start = absl::Now();
+      absl::StatusOr<std::string> body = HttpGet(port_, absl::Seconds(1), path_);
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        polls_.push_back({absl::Now(), body.ok(), body.ok() ? *body : ""});
+      }
+      absl::SleepFor(start + every_ - absl::Now());
+    }
+  });
+}
+
+HttpPoller::~HttpPoller() {
+  stop_ = true;
+  thread_.join();
+}
+
+std::vector<HttpPoller::Poll> HttpPoller::polls() {
+  std::lock_guard<std::mutex> l(mu_);
+  return polls_;
+}
+
+bool HttpPoller::WaitForAnswers(int n, absl::Duration timeout, const std::string& body) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      int streak = 0;
+      for (auto it = polls_.rbegin(); it != polls_.rend() && it->ok && (body.empty() || it->body == body); ++it) {
+        ++streak;
+      }
+      if (streak >= n) return true;
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return false;
+}
+
+absl::Duration HttpPoller::LongestSilence(absl::Time from) {
+  std::lock_guard<std::mutex> l(mu_);
+  absl::Duration longest = absl::ZeroDuration();
+  absl::Time last = absl::InfinitePast();
+  for (const Poll& p : polls_) {
+    if (!p.ok) continue;
+    if (p.at > from && last != absl::InfinitePast()) longest = std::max(longest, p.at - last);
+    last = p.at;
+  }
+  return longest;
 }
 
 int UdpSocket() {

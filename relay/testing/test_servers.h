@@ -61,6 +61,18 @@ class UdpServer {
   std::thread thread_;
 };
 
+// Copies files of `dir` (the services' logs) to the test's outputs
+// (bazel-testlogs/<test>/test.outputs) when destroyed, passed or not.
+class KeepLogs {
+ public:
+  KeepLogs(std::string dir, std::vector<std::string> files) : dir_(std::move(dir)), files_(std::move(files)) {}
+  ~KeepLogs();
+
+ private:
+  const std::string dir_;
+  const std::vector<std::string> files_;
+};
+
 // A port of 127.0.0.1 that nothing listens on now (it was free a moment ago).
 int FreePort();
 // A socket listening on 127.0.0.1:`*port` (chosen) with `backlog`, which nobody accepts on.
@@ -74,9 +86,37 @@ std::string ReadLine(int fd);
 bool ReadsEof(int fd, std::string* rest = nullptr);
 void SendAll(int fd, const std::string& bytes);
 
-// GET / over a new connection to 127.0.0.1:`port`; the body, or an error (refused, reset,
-// timeout, not a 200).
-absl::StatusOr<std::string> HttpGet(int port, absl::Duration timeout);
+// GET `path` over a new connection to 127.0.0.1:`port`; the body, or an error (refused,
+// reset, timeout, not a 200).
+absl::StatusOr<std::string> HttpGet(int port, absl::Duration timeout, const std::string& path = "/");
+
+// An HTTP client that GETs 127.0.0.1:`port``path` every `every` (each poll a new connection,
+// at most 1 s), as a tenant's monitoring would, from a thread of its own.
+class HttpPoller {
+ public:
+  struct Poll {
+    absl::Time at;     // when it ended
+    bool ok = false;   // answered 200
+    std::string body;  // "" unless ok
+  };
+  HttpPoller(int port, const std::string& path = "/", absl::Duration every = absl::Milliseconds(10));
+  ~HttpPoller();
+  std::vector<Poll> polls();
+  // Waits until the last `n` polls were answered (with `body`, if not empty).
+  bool WaitForAnswers(int n, absl::Duration timeout, const std::string& body = "");
+  // The longest time between consecutive answered polls among those that ended after `from`
+  // (counting from the last one answered before it): what a tenant saw of an interruption.
+  absl::Duration LongestSilence(absl::Time from);
+
+ private:
+  const int port_;
+  const std::string path_;
+  const absl::Duration every_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<Poll> polls_;  // guarded by mu_
+  std::thread thread_;
+};
 
 // One datagram to 127.0.0.1:`port` from `fd` (a UDP socket of 127.0.0.1), and its answer, or ""
 // after `timeout`.
