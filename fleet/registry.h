@@ -1,10 +1,12 @@
 #pragma once
 
 // Registry is the fleet's state: its nodes (capacity, liveness and what each last reported),
-// its VM records (durable in VmStore), the reservations of creates in flight and the
-// placement index over all of it. It keeps its indexes consistent with each other and decides
-// nothing: FleetCore (requests) and Reconciler (heartbeats) do. Pure C++. Not thread-safe:
-// FleetCore holds its one lock around every use. `*store` must outlive it.
+// its VM records (durable in VmStore), the reservations of creates in flight, the relay ports
+// each VM holds and the placement index over all of it. It keeps its indexes consistent with
+// each other and decides nothing: FleetCore (requests) and Reconciler (heartbeats) do. (That
+// every forwarded port of a VM that exists holds a relay port is such an invariant: Put keeps
+// it, whoever wrote the record.) Pure C++. Not thread-safe: FleetCore holds its one lock around
+// every use. `*store` must outlive it.
 
 #include <cstdint>
 #include <map>
