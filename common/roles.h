@@ -11,5 +11,7 @@ inline constexpr char kLedger[] = "ledger";
 inline constexpr char kPairingAdmin[] = "pairing-admin";
 inline constexpr char kScheduler[] = "scheduler";
 inline constexpr char kOperator[] = "operator";
+// The founding node's relay: follows the fleet's routes and forwards tenant endpoints.
+inline constexpr char kRelay[] = "relay";
 
 }  // namespace ppn::roles

@@ -57,7 +57,11 @@ FleetCore::FleetCore(Deps deps, Options options)
       options_(options),
       log_(deps.ledger, deps.clock),
       registry_(deps.store),
-      reconciler_(&registry_, &log_, options.heartbeat_interval) {}
+      reconciler_(&registry_, &log_, options.heartbeat_interval) {
+  if (!options.relay_address.empty()) {
+    registry_.ConfigureRelay(options.relay_address, options.relay_first_port, options.relay_last_port);
+  }
+}
 
 absl::Status FleetCore::Load() {
   absl::MutexLock l(&mu_);
@@ -238,6 +242,11 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
     if (!registry_.Offered(spec.image())) {
       return absl::InvalidArgumentError(absl::StrCat("image ", spec.image(), " is not offered"));
     }
+    if (size_t short_by = registry_.RelayShortfall(spec); short_by > 0) {
+      return absl::ResourceExhaustedError(absl::StrCat("the relay has no port left for ", short_by,
+                                                       " of the VM's port forwards; destroy a VM or ask the operator "
+                                                       "for a larger --relay_ports range"));
+    }
     vm_id = NewVmId();
   }
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -256,6 +265,8 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       address = registry_.Node(node_id)->node.agent_address();
       StoredVm stored;
       stored.fingerprint = fingerprint;
+      // A second attempt keeps the relay ports the first took (the pool may have no others).
+      if (VmEntry* earlier = registry_.Vm(vm_id)) stored.relay_ports = earlier->stored.relay_ports;
       VmRecord& r = stored.record;
       r.set_vm_id(vm_id);
       r.set_tenant_id(tenant_id);
@@ -527,6 +538,15 @@ absl::StatusOr<VmRecord> FleetCore::SetPin(const std::string& vm_id, const std::
   PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
   registry_.Changed();
   return registry_.View(r);
+}
+
+absl::StatusOr<ppn::fleet::v1::WatchRelayRoutesResponse> FleetCore::RelayRoutes() {
+  absl::MutexLock l(&mu_);
+  if (!registry_.relay_enabled())
+    return absl::FailedPreconditionError("the fleet has no relay (--relay_address unset)");
+  ppn::fleet::v1::WatchRelayRoutesResponse table = registry_.RelayTable();
+  *table.mutable_observe_time() = ToProtoTimestamp(deps_.clock->Now());
+  return table;
 }
 
 uint64_t FleetCore::WaitForChange(uint64_t version, absl::Duration timeout) {

@@ -60,6 +60,11 @@ class FleetCore {
   struct Options {
     // Heartbeat interval asked of agents; a node silent for three is unreachable.
     absl::Duration heartbeat_interval = absl::Seconds(10);
+    // The relay's address as tenants reach it (--relay_address) and its ports
+    // (--relay_ports=FIRST-LAST). Empty address: no relay, and records carry no relay ports.
+    std::string relay_address;
+    uint32_t relay_first_port = 0;
+    uint32_t relay_last_port = 0;
   };
 
   FleetCore(Deps deps, Options options);
@@ -82,7 +87,8 @@ class FleetCore {
   // Places and spawns a VM for `tenant_id`. INVALID_ARGUMENT (the spec; an image no node
   // offers: "image X is not offered"), ALREADY_EXISTS (display name; a request_id used for a
   // different spec), RESOURCE_EXHAUSTED (no node has room: ShortageOf says which; the message
-  // explains every node). A request_id this tenant used before returns that VM, replayed.
+  // explains every node; also when the relay has no port left for the VM's port forwards). A
+  // request_id this tenant used before returns that VM, replayed.
   // When a node's answer is lost (UNAVAILABLE) the attempt is fenced (DestroyVm there) before
   // one retry on the next candidate; if the fence fails too the VM stays PENDING on that node
   // for reconciliation and the answer is UNAVAILABLE.
@@ -114,6 +120,9 @@ class FleetCore {
   // if it was destroyed.
   absl::StatusOr<ppn::fleet::v1::VmRecord> RecordMigration(const ppn::fleet::v1::RecordMigrationRequest& r);
   absl::StatusOr<ppn::fleet::v1::VmRecord> SetPin(const std::string& vm_id, const std::string& node_id);
+  // The relay's route table now (Registry::RelayTable), stamped. FAILED_PRECONDITION without
+  // a relay.
+  absl::StatusOr<ppn::fleet::v1::WatchRelayRoutesResponse> RelayRoutes();
 
   // Blocks until the registry changes after `version` or `timeout` passes; returns the version.
   uint64_t WaitForChange(uint64_t version, absl::Duration timeout);

@@ -19,6 +19,8 @@ RolePolicy FleetRolePolicy(const std::string& mesh) {
   }
   policy.Allow(svc + "RecordMigration", {r::kScheduler});
   policy.Allow(svc + "SetPin", {r::kScheduler});
+  // Every VM's node address and port: for the relay that forwards to them, never a tenant.
+  policy.Allow(svc + "WatchRelayRoutes", {r::kRelay, r::kOperator});
   return policy;
 }
 

@@ -12,7 +12,7 @@ namespace ppn::fleet {
 
 // Create: tenant-proxy. Destroy: tenant-proxy (its tenant's VMs), operator (any VM).
 // Reads: tenant-proxy, scheduler, operator.
-// RecordMigration and SetPin: scheduler.
+// RecordMigration and SetPin: scheduler. WatchRelayRoutes: relay, operator.
 RolePolicy FleetRolePolicy(const std::string& mesh);
 
 absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,

@@ -160,4 +160,10 @@ grpc::Status FleetService::UpdateVmNetwork(grpc::ServerContext* context, const v
   return grpc::Status::OK;
 }
 
+grpc::ServerWriteReactor<v1::WatchRelayRoutesResponse>* FleetService::WatchRelayRoutes(
+    grpc::CallbackServerContext*, const v1::WatchRelayRoutesRequest*) {
+  // The role table let only the relay and the operator in: there is no tenant to scope.
+  return watches_.WatchRelayRoutes();
+}
+
 }  // namespace ppn::fleet

@@ -3,10 +3,10 @@
 // gRPC adapter of the fleet: caller identity → Scope, protos → FleetCore, statuses out.
 // The tenant comes only from the `x-ppn-tenant-id` metadata of a `tenant-proxy` peer.
 //
-// WatchVm is served with gRPC's callback API (a reactor per stream, one thread for all, see
-// vm_watch.h) and every other method with the synchronous API: the generated
-// WithCallbackMethod_WatchVm<Service> marks only that method as callback, so the unary methods
-// keep their plain handlers and the server runs both kinds side by side.
+// WatchVm and WatchRelayRoutes are served with gRPC's callback API (a reactor per stream, one
+// thread for all, see vm_watch.h) and every other method with the synchronous API: the
+// generated WithCallbackMethod_<Method><Service> marks only that method as callback, so the
+// unary methods keep their plain handlers and the server runs both kinds side by side.
 
 #include "common/call_metadata.h"
 #include "fleet/fleet_core.h"
@@ -16,7 +16,8 @@
 namespace ppn::fleet {
 
 class FleetService final
-    : public ppn::fleet::v1::FleetService::WithCallbackMethod_WatchVm<ppn::fleet::v1::FleetService::Service> {
+    : public ppn::fleet::v1::FleetService::WithCallbackMethod_WatchVm<
+          ppn::fleet::v1::FleetService::WithCallbackMethod_WatchRelayRoutes<ppn::fleet::v1::FleetService::Service>> {
  public:
   // `*core` must outlive this object; destroy this object only after the server has shut down.
   explicit FleetService(FleetCore* core) : core_(core), watches_(core) {}
@@ -35,8 +36,10 @@ class FleetService final
   grpc::Status SetPin(grpc::ServerContext*, const v1::SetPinRequest*, v1::SetPinResponse*) override;
   grpc::Status UpdateVmNetwork(grpc::ServerContext*, const v1::UpdateVmNetworkRequest*,
                                v1::UpdateVmNetworkResponse*) override;
+  grpc::ServerWriteReactor<v1::WatchRelayRoutesResponse>* WatchRelayRoutes(grpc::CallbackServerContext*,
+                                                                           const v1::WatchRelayRoutesRequest*) override;
 
-  // WatchVm streams open now.
+  // WatchVm and WatchRelayRoutes streams open now.
   size_t WatchesForTest() { return watches_.size(); }
 
  private:

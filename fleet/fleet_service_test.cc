@@ -42,11 +42,12 @@ struct Stack {
   ppn::testing::TestPki pki{"ppn.test"};
   testing::FakeAgentClientFactory agents;
   std::unique_ptr<VmStore> store = *VmStore::Open(dir.File("fleet.db"));
-  FleetCore core{{store.get(), &agents, RealClock::Get(), OpenSslRandom::Get()}, {absl::Seconds(10)}};
+  FleetCore core;
   FleetService service{&core};
   StartedServer server;
 
-  Stack() {
+  explicit Stack(FleetCore::Options options = {absl::Seconds(10)})
+      : core({store.get(), &agents, RealClock::Get(), OpenSslRandom::Get()}, options) {
     server = *StartFleetServer("ppn.test", "127.0.0.1:0", pki.Issue("fleet", "fleet"), &service);
     ppn::host::v1::Heartbeat hb;
     hb.set_node_id("laptop-a");
@@ -353,6 +354,88 @@ TEST_CASE("a watch is not woken by traffic counters alone but carries them with 
   while (stream->Read(&msg)) {
   }
   stream->Finish();
+}
+
+TEST_CASE("the relay follows the route table over the wire and nobody else may read it", "[fleet][relay][watch]") {
+  FleetCore::Options options{absl::Seconds(10)};
+  options.relay_address = "127.0.0.1";
+  options.relay_first_port = 30000;
+  options.relay_last_port = 30009;
+  Stack s(options);
+  s.core.AddNode("laptop-b", "unused:2");
+  ppn::host::v1::Heartbeat hb;
+  hb.set_node_id("laptop-b");
+  hb.set_available_memory_mib(1024);
+  s.core.OnHeartbeat(hb);
+  auto relay = s.Stub("relay");
+  grpc::ClientContext ctx;
+  auto stream = relay->WatchRelayRoutes(&ctx, v1::WatchRelayRoutesRequest());
+  v1::WatchRelayRoutesResponse table;
+  REQUIRE(stream->Read(&table));  // the table now: empty
+  CHECK(table.routes_size() == 0);
+  CHECK(table.public_address() == "127.0.0.1");
+
+  CreateVmRequest req = Create("web");
+  req.mutable_spec()->add_port_forwards()->set_guest_port(80);
+  CreateVmResponse created;
+  {
+    grpc::ClientContext c;
+    AsTenant(&c, "acme");
+    REQUIRE(s.Stub("tenant-proxy")->CreateVm(&c, req, &created).ok());
+  }
+  CHECK(created.vm().forwarded_ports(0).public_port() == 30000);
+  // Creating writes the record twice (PENDING, then RUNNING): read until the backend shows.
+  do {
+    REQUIRE(stream->Read(&table));
+  } while (table.routes_size() == 0 || table.routes(0).backend_port() == 0);
+  CHECK(table.routes(0).public_port() == 30000);
+  CHECK(table.routes(0).vm_id() == created.vm().vm_id());
+  CHECK(table.routes(0).backend_port() == created.vm().forwarded_ports(0).host_port());
+
+  // A migration's record reaches the relay at once.
+  v1::RecordMigrationRequest moved;
+  moved.set_vm_id(created.vm().vm_id());
+  moved.set_source_node_id("laptop-a");
+  moved.set_target_node_id("laptop-b");
+  auto* port = moved.add_forwarded_ports();
+  port->set_guest_port(80);
+  port->set_host_address("127.0.0.2");
+  port->set_host_port(21000);
+  {
+    grpc::ClientContext c;
+    v1::RecordMigrationResponse r;
+    REQUIRE(s.Stub("scheduler")->RecordMigration(&c, moved, &r).ok());
+  }
+  absl::Time recorded = absl::Now();
+  REQUIRE(stream->Read(&table));
+  CHECK(absl::Now() - recorded < absl::Milliseconds(100));
+  REQUIRE(table.routes_size() == 1);
+  CHECK(table.routes(0).backend_address() == "127.0.0.2");
+  CHECK(table.routes(0).backend_port() == 21000);
+  CHECK(table.routes(0).public_port() == 30000);
+
+  for (const char* role : {"tenant-proxy", "scheduler", "host"}) {
+    grpc::ClientContext c;
+    AsTenant(&c, "acme");
+    auto denied = s.Stub(role)->WatchRelayRoutes(&c, v1::WatchRelayRoutesRequest());
+    v1::WatchRelayRoutesResponse none;
+    CHECK_FALSE(denied->Read(&none));
+    CHECK(denied->Finish().error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  }
+  ctx.TryCancel();
+  while (stream->Read(&table)) {
+  }
+}
+
+TEST_CASE("a fleet without a relay ends WatchRelayRoutes with FAILED_PRECONDITION", "[fleet][relay][watch]") {
+  Stack s;
+  grpc::ClientContext ctx;
+  auto stream = s.Stub("relay")->WatchRelayRoutes(&ctx, v1::WatchRelayRoutesRequest());
+  v1::WatchRelayRoutesResponse table;
+  CHECK_FALSE(stream->Read(&table));
+  grpc::Status status = stream->Finish();
+  CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(status.error_message() == "the fleet has no relay (--relay_address unset)");
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/clock.h"
 #include "common/grpc_ledger_appender.h"
@@ -14,6 +16,7 @@
 #include "fleet/grpc_agent_client.h"
 #include "fleet/heartbeat_watcher.h"
 #include "fleet/ledger_node_watcher.h"
+#include "fleet/relay_ports.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, db, "fleet.db", "SQLite file of the VM registry");
@@ -22,6 +25,23 @@ ABSL_FLAG(std::string, ledger, "",
           "The ledger's address: node.join entries add nodes, and the fleet appends its vm.* lifecycle entries "
           "(spooled in <db>.ledger-spool until delivered). Empty: --nodes only, no lifecycle entries");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Heartbeat interval asked of every agent");
+ABSL_FLAG(std::string, relay_address, "",
+          "The relay's address as tenants reach it (the founding node's public address or name). Every forwarded "
+          "port of every VM gets a stable port of --relay_ports there, and tenants see only those. Empty: no relay");
+ABSL_FLAG(std::string, relay_ports, "", "The relay's ports for tenant endpoints, FIRST-LAST (with --relay_address)");
+
+namespace {
+
+// A host name or an IP address (v4 or v6), as tenants are told it.
+bool IsAddress(const std::string& a) {
+  if (a.empty() || a.size() > 253) return false;
+  for (char c : a) {
+    if (!absl::ascii_isalnum(c) && c != '.' && c != '-' && c != ':') return false;
+  }
+  return true;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   ppn::ServiceFlags flags = ppn::InitService("fleet", argc, argv);
@@ -39,6 +59,16 @@ int main(int argc, char** argv) {
   }
   ppn::fleet::FleetCore::Options options;
   options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  options.relay_address = absl::GetFlag(FLAGS_relay_address);
+  if (!options.relay_address.empty() || !absl::GetFlag(FLAGS_relay_ports).empty()) {
+    if (!IsAddress(options.relay_address)) {
+      ppn::ExitWithError("--relay_address must be a host name or IP address, given with --relay_ports");
+    }
+    absl::StatusOr<std::pair<uint32_t, uint32_t>> range = ppn::fleet::ParsePortRange(absl::GetFlag(FLAGS_relay_ports));
+    if (!range.ok()) ppn::ExitWithError(absl::StrCat("--relay_ports: ", range.status().message()));
+    options.relay_first_port = range->first;
+    options.relay_last_port = range->second;
+  }
   ppn::fleet::FleetCore core({store->get(), &agents, ppn::RealClock::Get(), ppn::OpenSslRandom::Get(), outbox.get()},
                              options);
   absl::Status loaded = core.Load();
@@ -62,7 +92,10 @@ int main(int argc, char** argv) {
   if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);
   if (!port.ok()) ppn::ExitWithError(port.message());
-  spdlog::info("fleet.started port={} nodes={}", server->port, core.NodeAddresses().size());
+  spdlog::info("fleet.started port={} nodes={} relay={}", server->port, core.NodeAddresses().size(),
+               options.relay_address.empty()
+                   ? "none"
+                   : absl::StrCat(options.relay_address, ":", absl::GetFlag(FLAGS_relay_ports)));
   std::string sig = ppn::WaitForShutdownSignal();
   spdlog::info("fleet.stopping signal={}", sig);
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

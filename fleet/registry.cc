@@ -13,7 +13,43 @@ namespace {
 using ppn::fleet::v1::VmRecord;
 using ppn::types::v1::VmState;
 
+using PortKey = std::pair<ppn::types::v1::Protocol, uint32_t>;  // effective protocol, guest port
+
+// The forwarded ports a VM has or asked for, in the order it asked.
+std::vector<PortKey> ForwardKeys(const VmRecord& r) {
+  std::vector<PortKey> keys;
+  auto add = [&](ppn::types::v1::Protocol protocol, uint32_t guest_port) {
+    PortKey key{EffectiveProtocol(protocol), guest_port};
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+  };
+  for (const auto& f : r.spec().port_forwards()) add(f.protocol(), f.guest_port());
+  for (const auto& f : r.forwarded_ports()) add(f.protocol(), f.guest_port());
+  return keys;
+}
+
+// A VM in these states may be serving on its node's forwarded ports (an UNKNOWN one probably
+// is: only the fleet lost sight of its node). In the others its node holds no port for it, or
+// may have given the port to another VM.
+bool MayServe(VmState s) {
+  return s == ppn::types::v1::VM_STATE_RUNNING || s == ppn::types::v1::VM_STATE_STARTING ||
+         s == ppn::types::v1::VM_STATE_MIGRATING || s == ppn::types::v1::VM_STATE_STOPPING ||
+         s == ppn::types::v1::VM_STATE_UNKNOWN;
+}
+
 }  // namespace
+
+void Registry::ConfigureRelay(std::string address, uint32_t first, uint32_t last) {
+  relay_address_ = std::move(address);
+  relay_pool_.Configure(first, last);
+}
+
+size_t Registry::RelayShortfall(const ppn::types::v1::VmSpec& spec) const {
+  if (!relay_pool_.enabled()) return 0;
+  VmRecord r;
+  *r.mutable_spec() = spec;
+  size_t needed = ForwardKeys(r).size();
+  return needed > relay_pool_.available() ? needed - relay_pool_.available() : 0;
+}
 
 absl::Status Registry::Load(absl::Time now) {
   PPN_ASSIGN_OR_RETURN(std::vector<StoredVm> stored, store_->LoadAll());
@@ -26,6 +62,21 @@ absl::Status Registry::Load(absl::Time now) {
       // until the node's next heartbeat says.
       e.settle_after = now;
       Reserve(id, e.record().node_id(), e.record().spec().memory_mib(), DiskNeedMib(e.record().spec()));
+    }
+  }
+  if (relay_pool_.enabled()) {
+    // Every port already given keeps its VM (oldest first, should two claim one) before any
+    // VM gets a new one; new ones continue after the newest VM's.
+    uint32_t newest = 0;
+    for (auto& [id, e] : vms_) {
+      if (e.record().state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      for (const RelayPort& p : e.stored.relay_ports) {
+        if (relay_pool_.Claim(p.public_port, id)) newest = p.public_port;
+      }
+    }
+    if (newest != 0) relay_pool_.ContinueAfter(newest);
+    for (auto& [id, e] : vms_) {
+      if (SyncRelay(e)) PPN_RETURN_IF_ERROR(store_->Put(e.stored));
     }
   }
   Changed();
@@ -129,10 +180,51 @@ void Registry::Index(const std::string& vm_id) {
   }
 }
 
+bool Registry::SyncRelay(VmEntry& e) {
+  VmRecord& r = e.record();
+  for (auto& f : *r.mutable_forwarded_ports()) {
+    f.clear_public_address();
+    f.clear_public_port();
+  }
+  std::vector<RelayPort>& ports = e.stored.relay_ports;
+  const std::vector<RelayPort> before = ports;
+  if (r.state() == ppn::types::v1::VM_STATE_STOPPED) {
+    ports.clear();
+  } else if (relay_pool_.enabled()) {
+    std::vector<RelayPort> kept;
+    for (const RelayPort& p : ports) {
+      if (relay_pool_.Claim(p.public_port, r.vm_id())) {
+        kept.push_back(p);
+      } else {
+        spdlog::warn("relay.port_replaced vm={} port={} range={}-{}", r.vm_id(), p.public_port, relay_pool_.first(),
+                     relay_pool_.last());
+      }
+    }
+    ports = std::move(kept);
+    for (const PortKey& key : ForwardKeys(r)) {
+      bool has = std::any_of(ports.begin(), ports.end(),
+                             [&](const RelayPort& p) { return p.protocol == key.first && p.guest_port == key.second; });
+      if (has) continue;
+      std::optional<uint32_t> port = relay_pool_.Allocate(r.vm_id());
+      if (!port.has_value()) {
+        spdlog::error("relay.ports_exhausted vm={} guest_port={} range={}-{}", r.vm_id(), key.second,
+                      relay_pool_.first(), relay_pool_.last());
+        continue;
+      }
+      ports.push_back({key.first, key.second, *port});
+    }
+  }
+  std::set<uint32_t> held;
+  for (const RelayPort& p : ports) held.insert(p.public_port);
+  relay_pool_.ReleaseExcept(r.vm_id(), held);
+  return ports != before;
+}
+
 absl::Status Registry::Put(const std::string& vm_id) {
   Index(vm_id);
   auto it = vms_.find(vm_id);
   if (it == vms_.end()) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " not found"));
+  SyncRelay(it->second);
   absl::Status s = store_->Put(it->second.stored);
   if (!s.ok()) spdlog::error("vm.store_failed vm={} error={}", vm_id, LogValue(s.message()));
   return s;
@@ -147,6 +239,7 @@ absl::Status Registry::Erase(const std::string& vm_id) {
   }
   Release(vm_id);
   Index(vm_id);
+  relay_pool_.ReleaseExcept(vm_id, {});
   return store_->Delete(vm_id);
 }
 
@@ -243,7 +336,48 @@ VmRecord Registry::View(const VmRecord& record) const {
     view.set_state(ppn::types::v1::VM_STATE_UNKNOWN);
     view.set_state_message(absl::StrCat("node ", record.node_id(), " is unreachable"));
   }
+  auto e = vms_.find(record.vm_id());
+  if (!relay_address_.empty() && e != vms_.end()) {
+    for (auto& f : *view.mutable_forwarded_ports()) {
+      for (const RelayPort& p : e->second.stored.relay_ports) {
+        if (p.protocol == EffectiveProtocol(f.protocol()) && p.guest_port == f.guest_port()) {
+          f.set_public_address(relay_address_);
+          f.set_public_port(p.public_port);
+        }
+      }
+    }
+  }
   return view;
+}
+
+ppn::fleet::v1::WatchRelayRoutesResponse Registry::RelayTable() const {
+  ppn::fleet::v1::WatchRelayRoutesResponse table;
+  table.set_public_address(relay_address_);
+  std::vector<ppn::fleet::v1::RelayRoute> routes;
+  for (const auto& [id, e] : vms_) {
+    const VmRecord& r = e.record();
+    if (r.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+    bool serving = MayServe(VisibleState(r));
+    for (const RelayPort& p : e.stored.relay_ports) {
+      ppn::fleet::v1::RelayRoute route;
+      route.set_public_port(p.public_port);
+      route.set_protocol(p.protocol);
+      route.set_vm_id(id);
+      for (const auto& f : r.forwarded_ports()) {
+        if (serving && EffectiveProtocol(f.protocol()) == p.protocol && f.guest_port() == p.guest_port &&
+            !f.host_address().empty() && f.host_port() != 0) {
+          route.set_backend_address(f.host_address());
+          route.set_backend_port(f.host_port());
+        }
+      }
+      routes.push_back(std::move(route));
+    }
+  }
+  std::sort(routes.begin(), routes.end(), [](const auto& a, const auto& b) {
+    return std::make_pair(a.protocol(), a.public_port()) < std::make_pair(b.protocol(), b.public_port());
+  });
+  for (auto& route : routes) *table.add_routes() = std::move(route);
+  return table;
 }
 
 void Registry::Changed() {

@@ -1,10 +1,12 @@
 #pragma once
 
 // Registry is the fleet's state: its nodes (capacity, liveness and what each last reported),
-// its VM records (durable in VmStore), the reservations of creates in flight and the
-// placement index over all of it. It keeps its indexes consistent with each other and decides
-// nothing: FleetCore (requests) and Reconciler (heartbeats) do. Pure C++. Not thread-safe:
-// FleetCore holds its one lock around every use. `*store` must outlive it.
+// its VM records (durable in VmStore), the reservations of creates in flight, the relay ports
+// each VM holds and the placement index over all of it. It keeps its indexes consistent with
+// each other and decides nothing: FleetCore (requests) and Reconciler (heartbeats) do. (That
+// every forwarded port of a VM that exists holds a relay port is such an invariant: Put keeps
+// it, whoever wrote the record.) Pure C++. Not thread-safe: FleetCore holds its one lock around
+// every use. `*store` must outlive it.
 
 #include <cstdint>
 #include <map>
@@ -18,6 +20,7 @@
 #include "absl/time/time.h"
 #include "fleet/placement.h"
 #include "fleet/placement_index.h"
+#include "fleet/relay_ports.h"
 #include "fleet/vm_store.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/host/v1/host_agent.pb.h"
@@ -70,7 +73,18 @@ class Registry {
  public:
   explicit Registry(VmStore* store) : store_(store) {}
 
-  // Loads every record; PENDING ones hold a reservation on their node until settled.
+  // Gives every forwarded port of every VM that exists a relay port of FIRST-LAST, shown with
+  // `address` (ForwardedPort.public_address/public_port). Call before Load; without it records
+  // carry no relay ports.
+  void ConfigureRelay(std::string address, uint32_t first, uint32_t last);
+  bool relay_enabled() const { return relay_pool_.enabled(); }
+  // Relay ports a VM of `spec` needs that are not free now (0 without a relay).
+  size_t RelayShortfall(const ppn::types::v1::VmSpec& spec) const;
+  const RelayPortPool& relay_pool() const { return relay_pool_; }
+
+  // Loads every record; PENDING ones hold a reservation on their node until settled. With a
+  // relay, every record of a VM that exists keeps its relay ports (one outside the range, or
+  // held twice, is replaced) and gets one for each forwarded port that has none.
   absl::Status Load(absl::Time now);
 
   // Nodes. Node() is nullptr for an unknown id; UpsertNode() makes an unregistered entry.
@@ -94,7 +108,9 @@ class Registry {
   VmEntry* ByRequest(const std::string& tenant_id, const std::string& request_id);
   // Inserts or replaces a record (not yet durable: call Put).
   VmEntry& Insert(StoredVm vm);
-  // Makes the record of `vm_id` durable and keeps the per-node and request indexes.
+  // Makes the record of `vm_id` durable and keeps the per-node and request indexes. A record
+  // of a VM that exists gets a relay port for each of its port forwards that has none (logged
+  // when the range is full); a STOPPED one gives its relay ports back.
   absl::Status Put(const std::string& vm_id);
   // Removes a record (a create that never happened) and its reservation.
   absl::Status Erase(const std::string& vm_id);
@@ -113,6 +129,9 @@ class Registry {
   // node's last report of it.
   ppn::fleet::v1::VmRecord View(const ppn::fleet::v1::VmRecord& record) const;
   ppn::types::v1::VmState VisibleState(const ppn::fleet::v1::VmRecord& record) const;
+  // The relay's route table (observe_time unset): every relay port of every VM that exists,
+  // leading to the port its node forwards while the VM may be serving there.
+  ppn::fleet::v1::WatchRelayRoutesResponse RelayTable() const;
 
   // Change notification (WatchVm): every change bumps the version. `mu` is the lock the
   // caller holds around this registry.
@@ -128,6 +147,9 @@ class Registry {
   };
   NodeView ViewOf(const std::string& node_id, const NodeEntry& n) const;
   void Index(const std::string& vm_id);
+  // Brings `e`'s relay ports in line with the pool and its forwarded ports (see Put); true if
+  // they changed. Forwarded ports are stored without relay addresses (View adds them).
+  bool SyncRelay(VmEntry& e);
 
   VmStore* const store_;
   std::map<std::string, NodeEntry> nodes_;
@@ -140,6 +162,8 @@ class Registry {
   std::map<std::string, int> offered_;                                     // image -> non-revoked nodes
   int catalog_nodes_ = 0;                                                  // nodes that report a catalog
   PlacementIndex placement_;
+  RelayPortPool relay_pool_;
+  std::string relay_address_;
   uint64_t version_ = 0;
   absl::CondVar changed_cv_;
 };

@@ -11,6 +11,7 @@ absl::StatusOr<std::unique_ptr<VmStore>> VmStore::Open(const std::string& path) 
       "CREATE TABLE vms (vm_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, request_id TEXT NOT NULL, "
       "record BLOB NOT NULL); CREATE INDEX vms_tenant ON vms (tenant_id, vm_id);",
       "ALTER TABLE vms ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
+      "ALTER TABLE vms ADD COLUMN relay_ports TEXT NOT NULL DEFAULT ''",
   }));
   return std::unique_ptr<VmStore>(new VmStore(std::move(db)));
 }
@@ -18,13 +19,14 @@ absl::StatusOr<std::unique_ptr<VmStore>> VmStore::Open(const std::string& path) 
 absl::Status VmStore::Put(const StoredVm& vm) {
   absl::MutexLock l(&mu_);
   PPN_ASSIGN_OR_RETURN(Statement stmt,
-                       db_->Prepare("INSERT OR REPLACE INTO vms (vm_id, tenant_id, request_id, record, fingerprint) "
-                                    "VALUES (?, ?, ?, ?, ?)"));
+                       db_->Prepare("INSERT OR REPLACE INTO vms (vm_id, tenant_id, request_id, record, fingerprint, "
+                                    "relay_ports) VALUES (?, ?, ?, ?, ?, ?)"));
   return stmt.Bind(1, vm.record.vm_id())
       .Bind(2, vm.record.tenant_id())
       .Bind(3, vm.record.request_id())
       .BindBlob(4, vm.record.SerializeAsString())
       .Bind(5, vm.fingerprint)
+      .Bind(6, FormatRelayPorts(vm.relay_ports))
       .Run();
 }
 
@@ -36,7 +38,8 @@ absl::Status VmStore::Delete(const std::string& vm_id) {
 
 absl::StatusOr<std::vector<StoredVm>> VmStore::LoadAll() {
   absl::MutexLock l(&mu_);
-  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT vm_id, request_id, record, fingerprint FROM vms"));
+  PPN_ASSIGN_OR_RETURN(Statement stmt,
+                       db_->Prepare("SELECT vm_id, request_id, record, fingerprint, relay_ports FROM vms"));
   std::vector<StoredVm> out;
   while (true) {
     PPN_ASSIGN_OR_RETURN(bool row, stmt.Step());
@@ -48,6 +51,11 @@ absl::StatusOr<std::vector<StoredVm>> VmStore::LoadAll() {
     // Records written before VmRecord carried it keep the key only in its column.
     if (vm.record.request_id().empty()) vm.record.set_request_id(stmt.ColumnText(1));
     vm.fingerprint = stmt.ColumnText(3);
+    absl::StatusOr<std::vector<RelayPort>> relay = ParseRelayPorts(stmt.ColumnText(4));
+    if (!relay.ok()) {
+      return absl::DataLossError(absl::StrCat("VM record ", stmt.ColumnText(0), ": ", relay.status().message()));
+    }
+    vm.relay_ports = *std::move(relay);
     out.push_back(std::move(vm));
   }
   return out;

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/sqlite.h"
+#include "fleet/relay_ports.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
 
 namespace ppn::fleet {
@@ -20,6 +21,10 @@ struct StoredVm {
   // SpecFingerprint of the creating request (user_data included, which the record does not
   // keep); empty for records written before fingerprints were kept.
   std::string fingerprint;
+  // The relay's port for each of its forwarded ports (the record's forwarded ports are the
+  // node's, replaced at every move; these stay for the VM's life). Empty when the fleet has no
+  // relay, and once the VM is STOPPED.
+  std::vector<RelayPort> relay_ports;
 };
 
 class VmStore {

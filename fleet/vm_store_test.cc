@@ -35,5 +35,28 @@ TEST_CASE("a registry written before fingerprints were kept migrates and keeps i
   CHECK(again[0].record.request_id() == "req-1");
 }
 
+TEST_CASE("a VM's relay ports are stored with its record and a corrupt entry is DATA_LOSS", "[fleet][store][relay]") {
+  ppn::testing::TempDir dir;
+  {
+    auto store = *VmStore::Open(dir.File("fleet.db"));
+    StoredVm vm;
+    vm.record.set_vm_id("vm-1");
+    vm.record.set_tenant_id("acme");
+    vm.relay_ports = {{ppn::types::v1::PROTOCOL_TCP, 80, 30000}, {ppn::types::v1::PROTOCOL_UDP, 53, 30001}};
+    REQUIRE(store->Put(vm).ok());
+  }
+  auto loaded = *(*VmStore::Open(dir.File("fleet.db")))->LoadAll();
+  REQUIRE(loaded.size() == 1);
+  CHECK(loaded[0].relay_ports ==
+        std::vector<RelayPort>{{ppn::types::v1::PROTOCOL_TCP, 80, 30000}, {ppn::types::v1::PROTOCOL_UDP, 53, 30001}});
+  {
+    auto db = *Database::Open(dir.File("fleet.db"));
+    REQUIRE((*db->Prepare("UPDATE vms SET relay_ports = 'tcp/80=x'")).Run().ok());
+  }
+  auto corrupt = (*VmStore::Open(dir.File("fleet.db")))->LoadAll();
+  CHECK(corrupt.status().code() == absl::StatusCode::kDataLoss);
+  CHECK(corrupt.status().message() == "VM record vm-1: bad relay port \"tcp/80=x\" (want tcp|udp/GUEST=PUBLIC)");
+}
+
 }  // namespace
 }  // namespace ppn::fleet

@@ -5,16 +5,24 @@
 
 namespace ppn::fleet {
 
-// One WatchVm stream. Its gRPC operations are started outside its lock: gRPC runs the
-// reactions (OnWriteDone, OnCancel, OnDone) on its own threads, never inside the call.
-class WatchHub::VmWatch final : public grpc::ServerWriteReactor<v1::WatchVmResponse> {
+// What the hub wakes.
+class WatchHub::Stream {
  public:
-  VmWatch(WatchHub* hub, Scope scope, std::string vm_id)
-      : hub_(hub), scope_(std::move(scope)), vm_id_(std::move(vm_id)) {}
+  virtual ~Stream() = default;
+  virtual void Wake() = 0;
+};
 
-  // Sends the record if it changed since the last write and no write is in flight.
-  void Wake() {
-    enum class Op { kNone, kWrite, kWriteAndFinish, kFinish } op = Op::kNone;
+// A stream of `Msg`s that sends its next one when woken. Its gRPC operations are started
+// outside its lock: gRPC runs the reactions (OnWriteDone, OnCancel, OnDone) on its own
+// threads, never inside the call.
+template <typename Msg>
+class WatchHub::StreamOf : public grpc::ServerWriteReactor<Msg>, public WatchHub::Stream {
+ public:
+  explicit StreamOf(WatchHub* hub) : hub_(hub) {}
+
+  // Sends the next message, if there is one and no write is in flight.
+  void Wake() override {
+    Step step;
     grpc::Status status;
     {
       absl::MutexLock l(&mu_);
@@ -23,35 +31,15 @@ class WatchHub::VmWatch final : public grpc::ServerWriteReactor<v1::WatchVmRespo
         dirty_ = true;
         return;
       }
-      absl::StatusOr<v1::VmRecord> vm = hub_->core_->GetVm(scope_, vm_id_);
-      if (!vm.ok()) {
-        finished_ = true;
-        op = Op::kFinish;
-        status = RpcFailed("WatchVm", vm.status(), {{"vm", vm_id_.substr(0, 64)}});
-      } else {
-        // Traffic counters move with every heartbeat: they ride along with a change, but are
-        // not one.
-        v1::VmRecord compared = *vm;
-        compared.clear_network();
-        std::string now = compared.SerializeAsString();
-        if (now == last_) return;
-        last_ = std::move(now);
-        *msg_.mutable_vm() = *std::move(vm);
-        *msg_.mutable_observe_time() = ToProtoTimestamp(absl::Now());
-        if (msg_.vm().state() == ppn::types::v1::VM_STATE_STOPPED) {
-          finished_ = true;
-          op = Op::kWriteAndFinish;
-        } else {
-          writing_ = true;
-          op = Op::kWrite;
-        }
-      }
+      step = Next(&msg_, &status);
+      if (step == Step::kSend) writing_ = true;
+      if (step == Step::kSendLast || step == Step::kFail) finished_ = true;
     }
-    switch (op) {
-      case Op::kWrite: StartWrite(&msg_); break;
-      case Op::kWriteAndFinish: StartWriteAndFinish(&msg_, grpc::WriteOptions(), grpc::Status::OK); break;
-      case Op::kFinish: Finish(status); break;
-      case Op::kNone: break;
+    switch (step) {
+      case Step::kSend: this->StartWrite(&msg_); break;
+      case Step::kSendLast: this->StartWriteAndFinish(&msg_, grpc::WriteOptions(), grpc::Status::OK); break;
+      case Step::kFail: this->Finish(status); break;
+      case Step::kNothing: break;
     }
   }
 
@@ -67,7 +55,7 @@ class WatchHub::VmWatch final : public grpc::ServerWriteReactor<v1::WatchVmRespo
       again = ok && dirty_;
       dirty_ = false;
     }
-    if (finish) Finish(grpc::Status::OK);
+    if (finish) this->Finish(grpc::Status::OK);
     if (again) Wake();
   }
 
@@ -77,7 +65,7 @@ class WatchHub::VmWatch final : public grpc::ServerWriteReactor<v1::WatchVmRespo
       if (finished_) return;
       finished_ = true;
     }
-    Finish(grpc::Status::CANCELLED);
+    this->Finish(grpc::Status::CANCELLED);
   }
 
   void OnDone() override {
@@ -85,16 +73,75 @@ class WatchHub::VmWatch final : public grpc::ServerWriteReactor<v1::WatchVmRespo
     delete this;
   }
 
- private:
+ protected:
+  enum class Step { kNothing, kSend, kSendLast, kFail };
+  // Called under the stream's lock, never during a write: what to do now. Fills `msg` to send
+  // (kSend, kSendLast: then OK), `status` to end with (kFail).
+  virtual Step Next(Msg* msg, grpc::Status* status) = 0;
+
   WatchHub* const hub_;
-  const Scope scope_;
-  const std::string vm_id_;
+
+ private:
   absl::Mutex mu_;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish (or WriteAndFinish) was started
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;  // woken during a write
-  std::string last_ ABSL_GUARDED_BY(mu_);    // the record last sent, serialized
-  v1::WatchVmResponse msg_;                  // the message in flight; untouched while writing_
+  Msg msg_;                                  // the message in flight; untouched while writing_
+};
+
+// One WatchVm stream.
+class WatchHub::VmWatch final : public WatchHub::StreamOf<v1::WatchVmResponse> {
+ public:
+  VmWatch(WatchHub* hub, Scope scope, std::string vm_id)
+      : StreamOf(hub), scope_(std::move(scope)), vm_id_(std::move(vm_id)) {}
+
+ private:
+  Step Next(v1::WatchVmResponse* msg, grpc::Status* status) override {
+    absl::StatusOr<v1::VmRecord> vm = hub_->core_->GetVm(scope_, vm_id_);
+    if (!vm.ok()) {
+      *status = RpcFailed("WatchVm", vm.status(), {{"vm", vm_id_.substr(0, 64)}});
+      return Step::kFail;
+    }
+    // Traffic counters move with every heartbeat: they ride along with a change, but are not
+    // one.
+    v1::VmRecord compared = *vm;
+    compared.clear_network();
+    std::string now = compared.SerializeAsString();
+    if (now == last_) return Step::kNothing;
+    last_ = std::move(now);
+    *msg->mutable_vm() = *std::move(vm);
+    *msg->mutable_observe_time() = ToProtoTimestamp(absl::Now());
+    return msg->vm().state() == ppn::types::v1::VM_STATE_STOPPED ? Step::kSendLast : Step::kSend;
+  }
+
+  const Scope scope_;
+  const std::string vm_id_;
+  std::string last_;  // the record last sent, serialized; only Next touches it
+};
+
+// One WatchRelayRoutes stream.
+class WatchHub::RelayWatch final : public WatchHub::StreamOf<v1::WatchRelayRoutesResponse> {
+ public:
+  explicit RelayWatch(WatchHub* hub) : StreamOf(hub) {}
+
+ private:
+  Step Next(v1::WatchRelayRoutesResponse* msg, grpc::Status* status) override {
+    absl::StatusOr<v1::WatchRelayRoutesResponse> table = hub_->core_->RelayRoutes();
+    if (!table.ok()) {
+      *status = RpcFailed("WatchRelayRoutes", table.status());
+      return Step::kFail;
+    }
+    // Most registry changes (a heartbeat, a node's capacity) move no route.
+    v1::WatchRelayRoutesResponse compared = *table;
+    compared.clear_observe_time();
+    std::string now = compared.SerializeAsString();
+    if (now == last_) return Step::kNothing;
+    last_ = std::move(now);
+    *msg = *std::move(table);
+    return Step::kSend;
+  }
+
+  std::string last_;  // the table last sent, serialized without its time; only Next touches it
 };
 
 WatchHub::WatchHub(FleetCore* core) : core_(core) {
@@ -111,12 +158,21 @@ WatchHub::~WatchHub() {
 
 grpc::ServerWriteReactor<v1::WatchVmResponse>* WatchHub::Watch(Scope scope, std::string vm_id) {
   auto* watch = new VmWatch(this, std::move(scope), std::move(vm_id));
-  {
-    absl::MutexLock l(&mu_);
-    watches_.insert(watch);
-  }
+  Add(watch);
   watch->Wake();  // the record now (or NOT_FOUND)
   return watch;
+}
+
+grpc::ServerWriteReactor<v1::WatchRelayRoutesResponse>* WatchHub::WatchRelayRoutes() {
+  auto* watch = new RelayWatch(this);
+  Add(watch);
+  watch->Wake();  // the table now (or FAILED_PRECONDITION)
+  return watch;
+}
+
+void WatchHub::Add(Stream* watch) {
+  absl::MutexLock l(&mu_);
+  watches_.insert(watch);
 }
 
 size_t WatchHub::size() {
@@ -124,7 +180,7 @@ size_t WatchHub::size() {
   return watches_.size();
 }
 
-void WatchHub::Remove(VmWatch* watch) {
+void WatchHub::Remove(Stream* watch) {
   absl::MutexLock l(&mu_);
   watches_.erase(watch);
 }
@@ -138,7 +194,7 @@ void WatchHub::Loop() {
     if (stopping_) return;
     if (now == version) continue;
     version = now;
-    for (VmWatch* watch : watches_) watch->Wake();
+    for (Stream* watch : watches_) watch->Wake();
   }
 }
 

@@ -56,6 +56,14 @@ Vm TenantView(const VmRecord& r) {
   vm.set_state_message(r.state() == ppn::types::v1::VM_STATE_UNKNOWN ? "the VM's host is unreachable"
                                                                      : r.state_message());
   *vm.mutable_forwarded_ports() = r.forwarded_ports();
+  for (auto& port : *vm.mutable_forwarded_ports()) {
+    // With a relay a tenant reaches its VM only through the relay's stable address, which
+    // outlives every move; the node's own address must not leak.
+    if (!port.public_address().empty()) {
+      port.set_host_address(port.public_address());
+      port.set_host_port(port.public_port());
+    }
+  }
   vm.set_accelerator(r.accelerator());
   *vm.mutable_create_time() = r.create_time();
   if (r.has_expire_time()) *vm.mutable_expire_time() = r.expire_time();

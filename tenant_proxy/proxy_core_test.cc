@@ -330,6 +330,62 @@ TEST_CASE("the tenant's view names no node and echoes no user_data", "[proxy][co
   CHECK(f.core->GetVm(f.Admit("slow"), vm.name()).status().message() == "vm " + vm.vm_id() + " not found");
 }
 
+TEST_CASE("a tenant sees only the relay's address for its forwarded ports never its node's", "[proxy][core][relay]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  ppn::fleet::v1::VmRecord r;
+  r.set_vm_id("vm-7");
+  r.set_tenant_id("acme");
+  r.set_node_id("laptop-b");
+  r.set_state(ppn::types::v1::VM_STATE_RUNNING);
+  auto* web = r.add_forwarded_ports();
+  web->set_guest_port(80);
+  web->set_host_address("10.8.0.3");
+  web->set_host_port(20417);
+  web->set_public_address("relay.example.org");
+  web->set_public_port(30000);
+  auto* dns = r.add_forwarded_ports();
+  dns->set_guest_port(53);
+  dns->set_protocol(ppn::types::v1::PROTOCOL_UDP);
+  dns->set_host_address("10.8.0.3");
+  dns->set_host_port(20418);
+  dns->set_public_address("relay.example.org");
+  dns->set_public_port(30001);
+  f.fleet.Put(r);
+
+  auto got = f.core->GetVm(acme, "vms/vm-7");
+  REQUIRE(got.ok());
+  auto listed = f.core->ListVms(acme, {});
+  REQUIRE(listed.ok());
+  REQUIRE(listed->vms_size() == 1);
+  for (const auto& vm : {*got, listed->vms(0)}) {
+    REQUIRE(vm.forwarded_ports_size() == 2);
+    CHECK(vm.forwarded_ports(0).host_address() == "relay.example.org");
+    CHECK(vm.forwarded_ports(0).host_port() == 30000);
+    CHECK(vm.forwarded_ports(0).public_port() == 30000);
+    CHECK(vm.forwarded_ports(1).host_address() == "relay.example.org");
+    CHECK(vm.forwarded_ports(1).host_port() == 30001);
+    CHECK(vm.forwarded_ports(1).protocol() == ppn::types::v1::PROTOCOL_UDP);
+    std::string bytes = vm.SerializeAsString();
+    CHECK(bytes.find("10.8.0.3") == std::string::npos);
+    CHECK(bytes.find("laptop-b") == std::string::npos);
+    CHECK(vm.DebugString().find("2041") == std::string::npos);  // neither node port
+  }
+
+  // Without a relay (the one-machine mesh) the node's forward is the only way in.
+  r.set_vm_id("vm-8");
+  r.mutable_forwarded_ports()->Clear();
+  auto* direct = r.add_forwarded_ports();
+  direct->set_guest_port(80);
+  direct->set_host_address("127.0.0.1");
+  direct->set_host_port(20001);
+  f.fleet.Put(r);
+  auto plain = f.core->GetVm(acme, "vm-8");
+  REQUIRE(plain.ok());
+  CHECK(plain->forwarded_ports(0).host_address() == "127.0.0.1");
+  CHECK(plain->forwarded_ports(0).host_port() == 20001);
+}
+
 TEST_CASE("usage counts every page of a long listing", "[proxy][core][quota]") {
   Fixture f;
   for (int i = 0; i < 1500; ++i) {

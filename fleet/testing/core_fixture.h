@@ -70,8 +70,11 @@ struct CoreFixture {
   std::unique_ptr<LedgerOutbox> outbox;
   std::unique_ptr<VmStore> store;
   std::unique_ptr<FleetCore> core;
+  // What Open() starts the fleet with; a test may change it and Open() again.
+  FleetCore::Options options{absl::Seconds(1)};
 
   CoreFixture() { Open(); }
+  explicit CoreFixture(FleetCore::Options o) : options(std::move(o)) { Open(); }
   // (Re)starts the fleet on the same store and spool, as after a crash.
   void Open() {
     core.reset();
@@ -84,9 +87,8 @@ struct CoreFixture {
                                    return absl::OkStatus();
                                  });
     store = *VmStore::Open(dir.File("fleet.db"));
-    core =
-        std::make_unique<FleetCore>(FleetCore::Deps{store.get(), &agents, &clock, OpenSslRandom::Get(), outbox.get()},
-                                    FleetCore::Options{absl::Seconds(1)});
+    core = std::make_unique<FleetCore>(
+        FleetCore::Deps{store.get(), &agents, &clock, OpenSslRandom::Get(), outbox.get()}, options);
     if (!core->Load().ok()) std::abort();
   }
   void Nodes(std::vector<ppn::host::v1::Heartbeat> beats) {

@@ -124,10 +124,17 @@ class FakeAgentClientFactory final : public AgentClientFactory {
       *vm.mutable_spec() = spec;
       vm.mutable_spec()->clear_user_data();
       vm.set_accelerator(ppn::types::v1::ACCELERATOR_TCG);
-      auto* p = vm.add_forwarded_ports();
-      p->set_guest_port(80);
-      p->set_host_address("127.0.0.1");
-      p->set_host_port(20000 + static_cast<uint32_t>(vms.size()));
+      // One host port per port forward the spec asks for (guest port 80 when it asks none),
+      // from a per-node counter so that no two VMs of a node share one.
+      std::vector<ppn::types::v1::PortForward> forwards(spec.port_forwards().begin(), spec.port_forwards().end());
+      if (forwards.empty()) forwards.emplace_back().set_guest_port(80);
+      for (const auto& f : forwards) {
+        auto* p = vm.add_forwarded_ports();
+        p->set_guest_port(f.guest_port());
+        p->set_protocol(f.protocol());
+        p->set_host_address("127.0.0.1");
+        p->set_host_port(20000 + f_->next_port_[node_]++);
+      }
       vms[vm_id.value()] = vm;
       if (auto it = f_->lost_answers_.find(node_); it != f_->lost_answers_.end() && !it->second.ok()) {
         return it->second;
@@ -190,6 +197,7 @@ class FakeAgentClientFactory final : public AgentClientFactory {
   std::function<void()> on_network_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, ppn::host::v1::VmInstance>> instances_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> memory_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint32_t> next_port_ ABSL_GUARDED_BY(mu_);  // by node
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -97,6 +97,15 @@ void RunMeshScenario(Mesh& mesh) {
   CHECK(demo.find("hello from demo-") != std::string::npos);
   CHECK(demo.find("now on laptop-b") != std::string::npos);
   CHECK(demo.find("its disk still holds: written-before-the-move") != std::string::npos);
+  // The tenant is given the relay's address (the founding node's, port 30000 of tools/ports'
+  // relay-public range), never a laptop's, and the same address answers after the move.
+  const std::string given = "The tenant is given the relay's address ";
+  size_t relay_at = demo.find(given);
+  REQUIRE(relay_at != std::string::npos);
+  std::string relay_address =
+      demo.substr(relay_at + given.size(), demo.find(' ', relay_at + given.size()) - relay_at - given.size());
+  CHECK(relay_address.substr(relay_address.rfind(':') + 1) == "30000");
+  CHECK(demo.find("the tenant's address is still " + relay_address + " and answers") != std::string::npos);
   CHECK(demo.find("globex's list: 0 VMs") != std::string::npos);
   CHECK(demo.find("NOT_FOUND") != std::string::npos);
   CHECK(demo.find("tenant.vm.destroy") != std::string::npos);

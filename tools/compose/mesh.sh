@@ -39,7 +39,7 @@ node_image() {
   rm -rf "$ctx"
   mkdir -p "$ctx/bin" "$ctx/guest"
   for b in ledger/ledger ledger/ledger_verify ledger/ledger_tool pairing/pairing pairing/pairing_admin \
-           fleet/fleet scheduler/scheduler tenant_proxy/tenant_proxy host_agent/host_agent tools/ppnctl/ppnctl; do
+           fleet/fleet relay/relay scheduler/scheduler tenant_proxy/tenant_proxy host_agent/host_agent tools/ppnctl/ppnctl; do
     cp -L "$BIN/$b" "$ctx/bin/"
   done
   cp -L "$STATE/guest/vmlinuz" "$STATE/guest/initramfs.cpio.gz" "$STATE/guest/base.qcow2" "$ctx/guest/"
@@ -93,13 +93,15 @@ compose_up() {
   node_image
   if [ ! -f "$CSTATE/cloud/pki/ca.pem" ]; then
     "$BIN/tools/pki/pki" dev --dir="$CSTATE/cloud/pki" --mesh="$MESH" --ip="$SUBNET.10" >/dev/null
+  elif [ ! -f "$CSTATE/cloud/pki/relay.pem" ]; then  # a state directory from before the relay
+    "$BIN/tools/pki/pki" issue --dir="$CSTATE/cloud/pki" --mesh="$MESH" --role=relay --name=relay --ip="$SUBNET.10" >/dev/null
   fi
   make_tenants "$CSTATE/cloud"
   echo "starting the containers (project $PROJECT, network $SUBNET.0/24, state $CSTATE):"
   rm -f "$CSTATE"/*/run/*.port
   dc up -d 2>&1 | sed 's/^/  /'
   wait_for_file "$CSTATE/cloud/run/tenant-proxy.port" "the control plane on cloud" cloud
-  echo "  cloud: ledger, pairing admin, fleet, scheduler, tenant proxy and its host agent are up"
+  echo "  cloud: ledger, pairing admin, fleet, relay, scheduler, tenant proxy and its host agent are up"
   local l name ip
   for l in "${LAPTOPS[@]}"; do
     read -r name ip <<<"$l"
@@ -117,7 +119,7 @@ plane, laptop-a ($SUBNET.11, 2 GiB) and laptop-b ($SUBNET.12, 1.5 GiB) advertise
 Operate it from the founding node:
   docker-compose -p $PROJECT exec cloud ppnctl node list
   docker-compose -p $PROJECT exec cloud ppnctl vm create web --token_file=/state/tokens/acme.token
-  docker-compose -p $PROJECT exec cloud curl http://<host_address>:<host_port>/
+  docker-compose -p $PROJECT exec cloud curl http://$SUBNET.10:<port shown>/   # through the relay
   docker-compose -p $PROJECT exec cloud ppnctl ledger verify
 and:
   tools/ppn compose demo

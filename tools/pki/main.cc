@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
         {r::kTenantProxy, "tenant-proxy"},
         {r::kPairingAdmin, "pairing-admin"},
         {r::kOperator, "operator"},
+        {r::kRelay, "relay"},
         {r::kHost, "cloud"},
         {r::kHost, "laptop-a"},
         {r::kHost, "laptop-b"},
