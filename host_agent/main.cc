@@ -16,9 +16,11 @@
 #include "common/service_flags.h"
 #include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "host_agent/host_agent_server.h"
 #include "host_agent/mesh_runner.h"
 #include "host_agent/vm_manager.h"
+#include "mesh/addresses.h"
 #include "mesh/grpc_membership_source.h"
 #include "mesh/wireguard_device.h"
 #include "mesh/wireguard_key.h"
@@ -63,6 +65,16 @@ ABSL_FLAG(absl::Duration, test_hold_after_exec, absl::ZeroDuration(),
 
 namespace {
 
+// Below the kernel's route for the interface (metric 0), so it only counts while that is gone.
+constexpr char kGuardRouteMetric[] = "4242";
+
+// "10.8.0.0/24" for 10.8.0.2 and 24.
+std::string MeshPrefix(const std::string& address, int prefix_length) {
+  std::optional<uint32_t> a = ppn::mesh::ParseIpv4(address);
+  uint32_t mask = prefix_length == 0 ? 0 : ~uint32_t{0} << (32 - prefix_length);
+  return absl::StrCat(ppn::mesh::FormatIpv4(a.value_or(0) & mask), "/", prefix_length);
+}
+
 struct Mesh {
   std::unique_ptr<ppn::mesh::WireGuardDevice> device;
   std::unique_ptr<ppn::mesh::GrpcMembershipSource> members;
@@ -73,6 +85,9 @@ struct Mesh {
 // it cannot come up.
 Mesh StartMesh(const ppn::ServiceFlags& flags, const std::string& node_id, const std::string& mesh_address) {
   Mesh m;
+  if (!ppn::mesh::ParseIpv4(mesh_address).has_value()) {
+    ppn::ExitWithError("--wireguard needs --mesh_address to be this node's IPv4 mesh address, e.g. 10.8.0.2");
+  }
   std::optional<ppn::host::MeshGrant> grant;
   if (!absl::GetFlag(FLAGS_mesh_grant).empty()) {
     absl::StatusOr<ppn::host::MeshGrant> loaded = ppn::host::LoadMeshGrant(absl::GetFlag(FLAGS_mesh_grant));
@@ -113,12 +128,28 @@ Mesh StartMesh(const ppn::ServiceFlags& flags, const std::string& node_id, const
   } else {
     ppn::ExitWithError("--wireguard_backend must be auto, kernel or wireguard-go");
   }
-  absl::StatusOr<std::unique_ptr<ppn::mesh::WireGuardDevice>> created =
-      ppn::mesh::WireGuardDevice::Create(device, ppn::SpawnerCommandRunner(ppn::PosixProcessSpawner::Get()));
+  ppn::CommandRunner run = ppn::SpawnerCommandRunner(ppn::PosixProcessSpawner::Get());
+  // While the interface is missing (before it comes up, after it vanished) the mesh has no
+  // route, and a connection to a mesh address would leave through the default route in clear,
+  // from the node's LAN address. An unreachable route under the interface's makes it fail
+  // instead.
+  const std::string prefix = MeshPrefix(mesh_address, device.prefix_length);
+  absl::StatusOr<std::string> guard =
+      run({"ip", "route", "replace", "unreachable", prefix, "metric", kGuardRouteMetric}, "");
+  if (!guard.ok()) {
+    ppn::ExitWithError(
+        absl::StrCat("cannot add the guard route for the mesh (", prefix, "): ", guard.status().message()));
+  }
+  absl::StatusOr<std::unique_ptr<ppn::mesh::WireGuardDevice>> created = ppn::mesh::WireGuardDevice::Create(device, run);
   if (!created.ok()) ppn::ExitWithError(created.status().message());
   m.device = *std::move(created);
+  // The ledger is unreachable while the founding node restarts: reconnect within seconds when
+  // it is back, not after gRPC's default backoff of up to two minutes.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   m.members = std::make_unique<ppn::mesh::GrpcMembershipSource>(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls)));
+      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls), args));
   ppn::host::MeshRunnerOptions options;
   options.node_id = node_id;
   options.mesh_address = mesh_address;
@@ -129,9 +160,10 @@ Mesh StartMesh(const ppn::ServiceFlags& flags, const std::string& node_id, const
       ppn::host::MeshRunner::Create(std::move(options), m.device.get(), m.members.get(), ppn::RealClock::Get());
   if (!runner.ok()) ppn::ExitWithError(runner.status().message());
   m.runner = *std::move(runner);
-  m.members->Start();
   absl::Status started = m.runner->Start();
   if (!started.ok()) ppn::ExitWithError(started.message());
+  // Only now: the first connection to the ledger goes through the tunnel, from the mesh address.
+  m.members->Start();
   spdlog::info("mesh.started interface={} address={} ledger={} hub={}", device.interface_name, mesh_address,
                absl::GetFlag(FLAGS_ledger), absl::GetFlag(FLAGS_mesh_hub));
   return m;
