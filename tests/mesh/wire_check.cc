@@ -21,10 +21,13 @@ std::string Ip(const unsigned char* p) { return absl::StrCat(p[0], ".", p[1], ".
 bool IsWireGuardMessage(const unsigned char* p, size_t n) {
   if (n < 4 || p[1] != 0 || p[2] != 0 || p[3] != 0) return false;
   switch (p[0]) {
-    case 1: return n == 148;                       // handshake initiation
-    case 2: return n == 92;                        // handshake response
-    case 3: return n == 64;                        // cookie reply
-    case 4: return n >= 32 && (n - 32) % 16 == 0;  // transport data: header, padded payload, tag
+    case 1: return n == 148;  // handshake initiation
+    case 2: return n == 92;   // handshake response
+    case 3:
+      return n == 64;  // cookie reply
+    // Transport data: a 16-byte header, the payload padded to 16 bytes (or to the MTU when
+    // that is less) and a 16-byte tag.
+    case 4: return n >= 32;
     default: return false;
   }
 }

@@ -83,16 +83,17 @@ TEST_CASE("WireGuard messages between the nodes' WireGuard ports pass, cut short
   p.Ip4(11, 10, 17, 51820, 51820, Message(1, 148));
   p.Ip4(10, 11, 17, 51820, 51820, Message(2, 92));
   p.Ip4(10, 12, 17, 51820, 51820, Message(4, 32 + 1408), 14 + 20 + 8 + 16);  // tcpdump -s 58
+  p.Ip4(12, 11, 17, 51820, 51820, Message(4, 32 + 1420));                    // padded to an MTU of 1420
   p.Ip4(12, 10, 17, 51820, 51820, Message(3, 64));
   p.Arp();
   p.Ip4(11, 99, 6, 40000, 7100, "to a tenant, not a node");  // not between nodes: not judged here
   absl::StatusOr<WireReport> r = CheckWire(p.Write(dir), kNodes, 51820);
   REQUIRE(r.ok());
-  CHECK(r->frames == 6);
-  CHECK(r->between_nodes == 4);
-  CHECK(r->wireguard == 4);
+  CHECK(r->frames == 7);
+  CHECK(r->between_nodes == 5);
+  CHECK(r->wireguard == 5);
   CHECK(r->violations == 0);
-  CHECK(r->wireguard_bytes == (148 + 92 + 1440 + 64) + 4 * 28);
+  CHECK(r->wireguard_bytes == (148 + 92 + 1440 + 1452 + 64) + 5 * 28);
 }
 
 TEST_CASE("TCP, other UDP, fake WireGuard, fragments and IPv6 unicast between nodes are violations", "[wire]") {
@@ -101,7 +102,7 @@ TEST_CASE("TCP, other UDP, fake WireGuard, fragments and IPv6 unicast between no
   p.Ip4(10, 11, 6, 41000, 7110, "POST /ppn.host.v1.HostAgent/WatchHeartbeats");
   p.Ip4(11, 12, 17, 51820, 20001, "a migration stream");
   p.Ip4(11, 12, 17, 51820, 51820, "cleartext on the WireGuard port");
-  p.Ip4(11, 12, 17, 51820, 51820, Message(4, 33));                  // not a whole number of blocks
+  p.Ip4(11, 12, 17, 51820, 51820, Message(4, 31));                  // shorter than a header and a tag
   p.Ip4(11, 12, 17, 51820, 51820, Message(1, 148), 65535, 0x2000);  // more fragments follow
   p.Ip4(11, 12, 1, 0, 0, "ping");
   p.Ip6Unicast();
