@@ -30,9 +30,13 @@ absl::StatusOr<StartedServer> StartServer(const ServerOptions& options) {
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   for (grpc::Service* service : options.services) builder.RegisterService(service);
   started.server = builder.BuildAndStart();
+  // gRPC starts nothing when one address cannot be bound.
+  if (started.server == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
+  }
   for (size_t i = 0; i < addresses.size(); ++i) {
-    if (started.server == nullptr || ports[i] == 0) {
-      if (started.server != nullptr) started.server->Shutdown();
+    if (ports[i] == 0) {
+      started.server->Shutdown();
       return absl::UnavailableError(absl::StrCat("cannot listen on ", addresses[i]));
     }
   }

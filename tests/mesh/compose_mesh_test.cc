@@ -163,9 +163,11 @@ class ComposeMesh : public Mesh {
       victim = lost_ == "laptop-a" ? "laptop-b" : "laptop-a";
     }
     std::string key;
-    for (const auto& e : Json({"ledger", "get-entries"})["entries"]) {
+    nlohmann::json joins = Json({"ledger", "get-entries", "--kind=node.join"});  // kept: the loop reads into it
+    for (const auto& e : joins["entries"]) {
       if (e["kind"] == "node.join" && e["subject"] == victim) key = e["attributes"]["wireguard_public_key"];
     }
+    INFO(joins.dump());
     REQUIRE(!key.empty());
     const std::string ledger_call =
         "ppnctl ledger get-checkpoint --endpoint=10.8.0.1:7101 --ca=/state/node/ca.pem --cert=/state/node/node.pem "
@@ -212,7 +214,8 @@ class ComposeMesh : public Mesh {
     CHECK(after_code != 0);
     CHECK(WaitFor(
         [&] {
-          for (const auto& n : Json({"node", "list"})["nodes"]) {
+          nlohmann::json nodes = Json({"node", "list"});
+          for (const auto& n : nodes["nodes"]) {
             if (n["node_id"] == victim) return n["state"] == "NODE_STATE_REVOKED";
           }
           return false;
