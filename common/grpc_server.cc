@@ -1,6 +1,7 @@
 #include "common/grpc_server.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/role_auth_processor.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -19,13 +20,27 @@ absl::StatusOr<StartedServer> StartServer(const ServerOptions& options) {
   options.credentials->SetAuthMetadataProcessor(options.auth_processor);
   grpc::ServerBuilder builder;
   StartedServer started;
-  builder.AddListeningPort(options.listen_address, options.credentials, &started.port);
+  // A node serves on its mesh address and on loopback, never on every address: "a,b" binds each.
+  std::vector<std::string> addresses = absl::StrSplit(options.listen_address, ',', absl::SkipWhitespace());
+  if (addresses.empty()) return absl::InvalidArgumentError("server needs a listen address");
+  std::vector<int> ports(addresses.size(), 0);
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    builder.AddListeningPort(addresses[i], options.credentials, &ports[i]);
+  }
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   for (grpc::Service* service : options.services) builder.RegisterService(service);
   started.server = builder.BuildAndStart();
-  if (started.server == nullptr || started.port == 0) {
+  // gRPC starts nothing when one address cannot be bound.
+  if (started.server == nullptr) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
   }
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    if (ports[i] == 0) {
+      started.server->Shutdown();
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", addresses[i]));
+    }
+  }
+  started.port = ports[0];
   grpc::HealthCheckServiceInterface* health = started.server->GetHealthCheckService();
   if (health != nullptr) health->SetServingStatus(true);
   return started;

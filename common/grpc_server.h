@@ -17,7 +17,8 @@
 namespace ppn {
 
 struct ServerOptions {
-  // "host:port"; port 0 picks a free one (tests).
+  // "host:port", or several separated by commas (a node's mesh address and loopback); port 0
+  // picks a free one (tests); StartedServer.port is the first address's.
   std::string listen_address;
   // From MtlsServerCredentials / TlsServerCredentials.
   std::shared_ptr<grpc::ServerCredentials> credentials;

@@ -14,7 +14,7 @@
 #include "common/spiffe_id.h"
 
 ABSL_FLAG(std::string, mesh, "ppn.local", "Mesh name: the SPIFFE trust domain of every peer");
-ABSL_FLAG(std::string, listen, "127.0.0.1:0", "host:port to serve on (port 0 picks one)");
+ABSL_FLAG(std::string, listen, "127.0.0.1:0", "host:port to serve on (port 0 picks one); several, comma-separated, serve on each");
 ABSL_FLAG(std::string, tls_ca, "", "PEM file of the mesh CA certificate");
 ABSL_FLAG(std::string, tls_cert, "", "PEM file of this service's certificate");
 ABSL_FLAG(std::string, tls_key, "", "PEM file of this service's private key");

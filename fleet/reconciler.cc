@@ -107,6 +107,13 @@ void Reconciler::ApplyCapacity(NodeEntry& n, const ppn::host::v1::Heartbeat& hb,
   n.node.set_disk_total_mib(hb.disk_total_mib());
   n.node.set_disk_available_mib(hb.disk_available_mib());
   *n.node.mutable_last_heartbeat_time() = ToProtoTimestamp(now);
+  // What the node says of its tunnel and containment, shown as it is (the fleet acts on neither).
+  if (hb.has_mesh()) {
+    *n.node.mutable_mesh() = hb.mesh();
+  } else {
+    n.node.clear_mesh();
+  }
+  *n.node.mutable_warnings() = hb.warnings();
   registry_->SetImages(hb.node_id(), {hb.images().begin(), hb.images().end()});
 }
 

@@ -325,5 +325,25 @@ TEST_CASE("heartbeat fields from the wire never reach a protobuf CHECK", "[fleet
   CHECK(f.core->ListNodes()[0].state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE);
 }
 
+TEST_CASE("a node's tunnel and warnings are shown as its latest heartbeat says", "[fleet][mesh]") {
+  CoreFixture f;
+  ppn::host::v1::Heartbeat hb = Beat("a", 8000);
+  hb.mutable_mesh()->set_mesh_address("10.8.0.2");
+  hb.mutable_mesh()->set_tunnel_up(true);
+  hb.mutable_mesh()->add_peers()->set_node_id("cloud");
+  hb.add_warnings("no network isolation");
+  f.Nodes({hb});
+  auto node = [&] { return f.core->ListNodes().at(0); };
+  CHECK(node().mesh().mesh_address() == "10.8.0.2");
+  CHECK(node().mesh().tunnel_up());
+  CHECK(node().mesh().peers(0).node_id() == "cloud");
+  CHECK(node().warnings(0) == "no network isolation");
+
+  ppn::host::v1::Heartbeat later = Beat("a", 8000);  // a node that runs without a tunnel now
+  f.core->OnHeartbeat(later);
+  CHECK(!node().has_mesh());
+  CHECK(node().warnings().empty());
+}
+
 }  // namespace
 }  // namespace ppn::fleet

@@ -1,5 +1,6 @@
-// host_agent: the QEMU processes of one node. Flags → VmManager → server → SIGTERM → shutdown.
-// VMs keep running when the agent stops; the next start re-adopts them.
+// host_agent: the QEMU processes of one node. Flags → (WireGuard) → VmManager → server → SIGTERM
+// → shutdown. VMs and the WireGuard interface keep running when the agent stops; the next start
+// re-adopts them.
 
 #include <unistd.h>
 
@@ -13,8 +14,16 @@
 #include "common/clock.h"
 #include "common/process.h"
 #include "common/service_flags.h"
+#include "common/tls_credentials.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "host_agent/host_agent_server.h"
+#include "host_agent/mesh_runner.h"
 #include "host_agent/vm_manager.h"
+#include "mesh/addresses.h"
+#include "mesh/grpc_membership_source.h"
+#include "mesh/wireguard_device.h"
+#include "mesh/wireguard_key.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, node_id, "node", "This node's id (e.g. laptop-a)");
@@ -40,8 +49,132 @@ ABSL_FLAG(std::vector<std::string>, lan_ranges, {},
 ABSL_FLAG(bool, remove_network, false,
           "Remove every VM network namespace, link and nftables rule this agent made on the node, then exit "
           "(tools that stop a whole node, after its guests; a running VM would lose its network)");
+ABSL_FLAG(bool, wireguard, false,
+          "Run the node's WireGuard interface (mesh address from --mesh_address, peers from the ledger): every "
+          "node of a mesh of several machines does; the one-machine mesh on loopback does not");
+ABSL_FLAG(std::string, mesh_grant, "",
+          "The node's grant: node.json in the pairing out dir (its key file, the keys the ceremony vouched for, "
+          "the founding node). Empty on the founding node");
+ABSL_FLAG(std::string, wireguard_key_file, "",
+          "WireGuard private key (0600); default: the grant's. The founding node's is shared with pairing_admin "
+          "(made here if missing)");
+ABSL_FLAG(std::string, ledger, "", "The ledger's address (inside the mesh), where node.join and node.revoke are read");
+ABSL_FLAG(std::string, mesh_hub, "", "The node that routes between nodes that cannot reach each other directly");
+ABSL_FLAG(std::string, wireguard_interface, "ppn-wg", "Name of the WireGuard interface");
+ABSL_FLAG(uint32_t, wireguard_port, 51820, "UDP port WireGuard listens on");
+ABSL_FLAG(std::string, wireguard_backend, "auto", "auto (the kernel's when it works), kernel, or wireguard-go");
 ABSL_FLAG(absl::Duration, test_hold_after_exec, absl::ZeroDuration(),
           "Testing only: pause each spawn this long after QEMU's exec (crash tests)");
+
+namespace {
+
+// Below the kernel's route for the interface (metric 0), so it only counts while that is gone.
+constexpr char kGuardRouteMetric[] = "4242";
+
+// "10.8.0.0/24" for 10.8.0.2 and 24.
+std::string MeshPrefix(const std::string& address, int prefix_length) {
+  std::optional<uint32_t> a = ppn::mesh::ParseIpv4(address);
+  uint32_t mask = prefix_length == 0 ? 0 : ~uint32_t{0} << (32 - prefix_length);
+  return absl::StrCat(ppn::mesh::FormatIpv4(a.value_or(0) & mask), "/", prefix_length);
+}
+
+struct Mesh {
+  std::unique_ptr<ppn::mesh::WireGuardDevice> device;
+  std::unique_ptr<ppn::mesh::GrpcMembershipSource> members;
+  std::unique_ptr<ppn::host::MeshRunner> runner;
+};
+
+// The node's tunnel, up before anything serves on the mesh address; exits with the reason when
+// it cannot come up.
+Mesh StartMesh(const ppn::ServiceFlags& flags, const std::string& node_id, const std::string& mesh_address) {
+  Mesh m;
+  if (!ppn::mesh::ParseIpv4(mesh_address).has_value()) {
+    ppn::ExitWithError("--wireguard needs --mesh_address to be this node's IPv4 mesh address, e.g. 10.8.0.2");
+  }
+  std::optional<ppn::host::MeshGrant> grant;
+  if (!absl::GetFlag(FLAGS_mesh_grant).empty()) {
+    absl::StatusOr<ppn::host::MeshGrant> loaded = ppn::host::LoadMeshGrant(absl::GetFlag(FLAGS_mesh_grant));
+    if (!loaded.ok()) ppn::ExitWithError(loaded.status().message());
+    grant = *std::move(loaded);
+  }
+  std::string key_file = absl::GetFlag(FLAGS_wireguard_key_file);
+  if (key_file.empty() && grant.has_value()) key_file = grant->key_file;
+  if (key_file.empty()) {
+    ppn::ExitWithError(
+        "--wireguard needs --mesh_grant (a node that joined) or --wireguard_key_file (the founding node's, "
+        "shared with pairing_admin)");
+  }
+  if (absl::GetFlag(FLAGS_ledger).empty()) {
+    ppn::ExitWithError("--wireguard needs --ledger: the node's peers are the ledger's node.join entries");
+  }
+  // A node that joined has the key the ceremony vouched for; only the founding node makes its own.
+  absl::StatusOr<ppn::mesh::WireGuardKeyPair> key =
+      grant.has_value() ? ppn::mesh::ReadPrivateKeyFile(key_file) : ppn::mesh::LoadOrCreatePrivateKeyFile(key_file);
+  if (!key.ok()) ppn::ExitWithError(key.status().message());
+  std::fill(key->private_key.begin(), key->private_key.end(), '\0');
+  ppn::mesh::WireGuardDeviceOptions device;
+  device.interface_name = absl::GetFlag(FLAGS_wireguard_interface);
+  device.private_key_file = key_file;
+  if (absl::GetFlag(FLAGS_wireguard_port) == 0 || absl::GetFlag(FLAGS_wireguard_port) > 65535) {
+    ppn::ExitWithError("--wireguard_port must be 1-65535");
+  }
+  device.listen_port = static_cast<uint16_t>(absl::GetFlag(FLAGS_wireguard_port));
+  device.address = mesh_address;
+  if (grant.has_value()) device.prefix_length = grant->prefix_length;
+  std::string backend = absl::GetFlag(FLAGS_wireguard_backend);
+  if (backend == "auto") {
+    device.backend = ppn::mesh::Backend::kAuto;
+  } else if (backend == "kernel") {
+    device.backend = ppn::mesh::Backend::kKernel;
+  } else if (backend == "wireguard-go") {
+    device.backend = ppn::mesh::Backend::kUserspace;
+  } else {
+    ppn::ExitWithError("--wireguard_backend must be auto, kernel or wireguard-go");
+  }
+  ppn::CommandRunner run = ppn::SpawnerCommandRunner(ppn::PosixProcessSpawner::Get());
+  // While the interface is missing (before it comes up, after it vanished) the mesh has no
+  // route, and a connection to a mesh address would leave through the default route in clear,
+  // from the node's LAN address. An unreachable route under the interface's makes it fail
+  // instead.
+  const std::string prefix = MeshPrefix(mesh_address, device.prefix_length);
+  absl::StatusOr<std::string> guard =
+      run({"ip", "route", "replace", "unreachable", prefix, "metric", kGuardRouteMetric}, "");
+  if (!guard.ok()) {
+    ppn::ExitWithError(
+        absl::StrCat("cannot add the guard route for the mesh (", prefix, "): ", guard.status().message()));
+  }
+  absl::StatusOr<std::unique_ptr<ppn::mesh::WireGuardDevice>> created = ppn::mesh::WireGuardDevice::Create(device, run);
+  if (!created.ok()) ppn::ExitWithError(created.status().message());
+  m.device = *std::move(created);
+  // The ledger is unreachable while the founding node restarts: reconnect within seconds when
+  // it is back, not after gRPC's default backoff of up to two minutes.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  m.members = std::make_unique<ppn::mesh::GrpcMembershipSource>(
+      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls), args));
+  ppn::host::MeshRunnerOptions options;
+  options.node_id = node_id;
+  options.mesh_address = mesh_address;
+  options.public_key = key->public_key;
+  options.grant = std::move(grant);
+  options.hub = absl::GetFlag(FLAGS_mesh_hub);
+  absl::StatusOr<std::unique_ptr<ppn::host::MeshRunner>> runner =
+      ppn::host::MeshRunner::Create(std::move(options), m.device.get(), m.members.get(), ppn::RealClock::Get());
+  if (!runner.ok()) ppn::ExitWithError(runner.status().message());
+  m.runner = *std::move(runner);
+  absl::Status started = m.runner->Start();
+  if (!started.ok()) ppn::ExitWithError(started.message());
+  // Only now: the first connection to the ledger goes through the tunnel, from the mesh address.
+  m.members->Start();
+  spdlog::info("mesh.started interface={} address={} ledger={} hub={}", device.interface_name, mesh_address,
+               absl::GetFlag(FLAGS_ledger), absl::GetFlag(FLAGS_mesh_hub));
+  return m;
+}
+
+bool IsLoopback(const std::string& address) { return address.rfind("127.", 0) == 0 || address == "::1"; }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   ppn::ServiceFlags flags = ppn::InitService("host_agent", argc, argv);
@@ -87,6 +220,16 @@ int main(int argc, char** argv) {
     spdlog::info("host_agent.network_removed node={}", options.node_id);
     return 0;
   }
+  // The tunnel first: the agent's listeners, forwards and migrations are on its mesh address.
+  Mesh mesh;
+  if (absl::GetFlag(FLAGS_wireguard)) {
+    mesh = StartMesh(flags, options.node_id, options.host_address);
+  } else if (!IsLoopback(options.host_address)) {
+    spdlog::warn(
+        "mesh.no_tunnel mesh_address={}: without --wireguard, traffic to and from other nodes is not "
+        "tunnelled",
+        options.host_address);
+  }
   // QEMU authenticates and encrypts migration streams with the node's own identity.
   options.migration_tls = {flags.tls.ca_cert, flags.tls.cert, flags.tls.key};
   std::unique_ptr<ppn::host::VmNetwork> network;
@@ -108,8 +251,18 @@ int main(int argc, char** argv) {
   } else {
     ppn::ExitWithError("--network must be namespace or user");
   }
-  ppn::host::VmManager manager(options, *std::move(catalog),
-                               {store->get(), ppn::RealClock::Get(), ppn::PosixProcessSpawner::Get(), network.get()});
+  ppn::host::VmManager::Deps deps{store->get(), ppn::RealClock::Get(), ppn::PosixProcessSpawner::Get(), network.get()};
+  const bool tunnelled = mesh.runner != nullptr, off_loopback = !IsLoopback(options.host_address);
+  deps.node_status = [&mesh, tunnelled, off_loopback](ppn::host::v1::Heartbeat* hb) {
+    if (tunnelled) {
+      *hb->mutable_mesh() = mesh.runner->Status();
+    } else if (off_loopback) {
+      hb->add_warnings(
+          "no WireGuard (--wireguard off) on a non-loopback mesh address: traffic between this node and others "
+          "is not tunnelled");
+    }
+  };
+  ppn::host::VmManager manager(options, *std::move(catalog), std::move(deps));
   absl::Status started = manager.Start();
   if (!started.ok()) ppn::ExitWithError(started.message());
   ppn::host::HostAgentService service(&manager, absl::GetFlag(FLAGS_heartbeat_interval));
@@ -123,5 +276,8 @@ int main(int argc, char** argv) {
   std::string sig = ppn::WaitForShutdownSignal();
   spdlog::info("host_agent.stopping signal={} (VMs keep running)", sig);
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // The interface stays up, as the VMs do: the next start adopts it.
+  if (mesh.runner != nullptr) mesh.runner->Stop();
+  if (mesh.members != nullptr) mesh.members->Stop();
   return 0;
 }

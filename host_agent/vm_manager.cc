@@ -92,6 +92,7 @@ VmManager::VmManager(Options options, ImageCatalog catalog, Deps deps)
       qemu_user_(ResolveQemuUser(options_.qemu_user)),
       qemu_owner_(OwnerOf(qemu_user_)),
       network_(deps.network),
+      node_status_(std::move(deps.node_status)),
       runtime_(spawner_, {options_.state_dir + "/vms", options_.qemu_binary, qemu_user_, qemu_owner_,
                           options_.hold_after_exec_for_test,
                           options_.migration_tls.cert.empty() ? "" : options_.state_dir + "/qemu-tls"}),
@@ -588,6 +589,7 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
   hb.set_mesh_address(options_.host_address);
   hb.set_disk_total_mib(DiskTotalMib(ReadDiskSpace(options_.state_dir), options_.advertised_disk_mib));
   for (const std::string& name : catalog_.Names()) hb.add_images(name);
+  if (node_status_) node_status_(&hb);
   absl::MutexLock l(&mu_);
   uint64_t reserved = options_.safety_margin_mib + CommittedMibLocked();
   hb.set_available_memory_mib(total > reserved ? total - reserved : 0);

@@ -9,6 +9,7 @@
 // at start every QEMU running for this state directory is adopted (it has a record) or killed
 // (it has none), and no second QEMU is ever exec'd for a VM id that has one.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -74,6 +75,9 @@ class VmManager {
     // Each VM's own network namespace and rules. Null: QEMU's user-mode networking in the
     // node's namespace (an operator's explicit choice; every heartbeat then says so).
     VmNetwork* network = nullptr;
+    // Adds what the rest of the agent knows about the node (its WireGuard tunnel) to each
+    // heartbeat; called without any lock held. Null: nothing.
+    std::function<void(ppn::host::v1::Heartbeat*)> node_status;
   };
 
   VmManager(Options options, ImageCatalog catalog, Deps deps);
@@ -220,6 +224,7 @@ class VmManager {
   const std::string qemu_user_;
   const std::optional<RunAs> qemu_owner_;
   VmNetwork* const network_;
+  const std::function<void(ppn::host::v1::Heartbeat*)> node_status_;
   VmRuntime runtime_;
   PortAllocator ports_;
   std::unique_ptr<IncomingGate> gate_;

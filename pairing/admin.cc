@@ -191,7 +191,10 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   cert_req.ips = {address};
   // The certificate also names the address its host agent serves on, when that is an IP
   // literal (single-machine meshes serve on 127.0.0.1, real ones on the mesh address).
-  std::string agent_host = req.agent_address().substr(0, req.agent_address().rfind(':'));
+  // ":PORT" means the joiner's agent serves on the mesh address it is being given here.
+  std::string agent_address = req.agent_address();
+  if (absl::StartsWith(agent_address, ":")) agent_address = address + agent_address;
+  std::string agent_host = agent_address.substr(0, agent_address.rfind(':'));
   in6_addr scratch;
   if (!agent_host.empty() && agent_host != address &&
       (inet_pton(AF_INET, agent_host.c_str(), &scratch) == 1 ||
@@ -239,7 +242,7 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   entry.set_kind("node.join");
   entry.set_subject(req.node_name());
   entry.set_outcome(ppn::ledger::v1::OUTCOME_SUCCESS);
-  (*entry.mutable_attributes())[mesh::kAgentAddressAttribute] = req.agent_address();
+  (*entry.mutable_attributes())[mesh::kAgentAddressAttribute] = agent_address;
   (*entry.mutable_attributes())[mesh::kMeshAddressAttribute] = address;
   (*entry.mutable_attributes())[mesh::kPublicKeyAttribute] = req.wireguard_public_key();
   (*entry.mutable_attributes())[mesh::kEndpointAttribute] = req.wireguard_endpoint();

@@ -35,7 +35,7 @@ struct Joiner {
   StartedServer server;
 
   explicit Joiner(absl::Duration window = absl::Seconds(600), const std::string& name = "laptop-c",
-                  const std::string& endpoint = "192.0.2.3:51820") {
+                  const std::string& endpoint = "192.0.2.3:51820", const std::string& agent_address = "10.8.0.2:7112") {
     EnrollmentRequest req;
     req.set_node_name(name);
     req.set_wireguard_public_key(wg.public_key);
@@ -43,7 +43,7 @@ struct Joiner {
     x509::CertRequest csr;
     csr.common_name = name;
     req.set_csr_pem(*x509::MakeCsr(node_key, csr));
-    req.set_agent_address("10.8.0.2:7112");
+    req.set_agent_address(agent_address);
     JoinerCore::Options o;
     o.code = *ParseShortCode(code);
     o.tls_fingerprint = *x509::Fingerprint(tls.cert_pem);
@@ -331,6 +331,15 @@ TEST_CASE("a joiner behind NAT joins without an endpoint", "[pairing][ceremony]"
   REQUIRE(admin.core->Approve(joiner.address(), joiner.code).ok());
   REQUIRE(admin.ledger.size() == 1);
   CHECK(admin.ledger[0].attributes().at("wireguard_endpoint").empty());
+}
+
+TEST_CASE("a joiner whose agent serves on its mesh address gives only the port", "[pairing][ceremony]") {
+  Joiner joiner(absl::Seconds(600), "laptop-e", "192.0.2.5:51820", ":7110");
+  Admin admin;
+  REQUIRE(admin.core->Approve(joiner.address(), joiner.code).ok());
+  REQUIRE(admin.ledger.size() == 1);
+  CHECK(admin.ledger[0].attributes().at("agent_address") == "10.8.0.2:7110");
+  CHECK(admin.ledger[0].attributes().at("mesh_address") == "10.8.0.2");
 }
 
 }  // namespace

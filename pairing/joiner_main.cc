@@ -2,7 +2,8 @@
 // WireGuard keys locally, shows the short code, and waits (600 s at most) for the operator to
 // approve it on the founding node. Writes node.pem, node.key, ca.pem, wireguard.key (the
 // WireGuard private key, 0600, for the host agent's mesh interface), wg-ppn.conf and
-// node.json into --out_dir and exits 0; exits 1 when the ceremony fails or expires.
+// node.json (the grant, as the host agent's --mesh_grant reads it) into --out_dir and exits 0;
+// exits 1 when the ceremony fails or expires.
 // --wireguard_endpoint (host:port where peers reach this node's WireGuard; empty behind NAT)
 // goes into the node's node.join in the ledger.
 
@@ -28,7 +29,9 @@
 ABSL_FLAG(std::string, name, "", "This node's name, e.g. laptop-c");
 ABSL_FLAG(std::string, listen, "0.0.0.0:7105", "Where the admin reaches this joiner");
 ABSL_FLAG(std::string, out_dir, "ppn-node", "Directory for the node's keys and configuration");
-ABSL_FLAG(std::string, agent_address, "", "host:port of this node's host agent, recorded in the ledger");
+ABSL_FLAG(std::string, agent_address, "",
+          "host:port of this node's host agent, recorded in the ledger; :PORT when it serves on the mesh address "
+          "this node is granted");
 ABSL_FLAG(std::string, wireguard_endpoint, "", "host:port of this node's WireGuard, if reachable");
 ABSL_FLAG(absl::Duration, window, absl::Seconds(600), "How long the code stays valid");
 
@@ -98,7 +101,14 @@ int main(int argc, char** argv) {
                          {"wireguard_public_key", wg->public_key},
                          {"wireguard_key_file", "wireguard.key"},
                          {"wireguard_endpoint", endpoint},
-                         {"granted_wireguard_keys", granted}};
+                         {"granted_wireguard_keys", granted},
+                         // The first peer the host agent configures, before it can read the
+                         // ledger (which the founding node serves inside the mesh).
+                         {"founding_node",
+                          {{"name", grant->admin_peer().node_name()},
+                           {"mesh_address", grant->admin_peer().mesh_address()},
+                           {"wireguard_public_key", grant->admin_peer().public_key()},
+                           {"wireguard_endpoint", grant->admin_peer().endpoint()}}}};
   // The certificate goes last: its presence is what says the node has joined.
   for (const auto& [file, data, mode] : std::vector<std::tuple<std::string, std::string, mode_t>>{
            {"node.key", *node_key, 0600},

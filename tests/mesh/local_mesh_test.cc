@@ -32,6 +32,7 @@ class LocalMesh : public Mesh {
   std::map<std::string, int> NodeMemoryMib() override {  // tools/ppn's --advertised_memory_mib
     return {{"cloud", 2048}, {"laptop-a", 4096}, {"laptop-b", 3072}};
   }
+  std::vector<std::string> JoinedNodes() override { return {"laptop-a", "laptop-b"}; }  // the cloud runs no tunnel
 
  protected:
   std::vector<std::string> ToolPrefix() override { return {}; }

@@ -45,6 +45,15 @@ class Mesh {
   // The memory each node offers: set by flag on the local mesh, by the container's memory
   // limit on the compose mesh.
   virtual std::map<std::string, int> NodeMemoryMib() = 0;
+  // The nodes the pairing admin appends a node.join for, in ledger order (the founding node
+  // joins its own mesh where it runs WireGuard).
+  virtual std::vector<std::string> JoinedNodes() = 0;
+
+  // Steps of a mesh's own around the shared scenario: once every node is alive, right after
+  // the demo, and before `down`.
+  virtual void BeforeDemo() {}
+  virtual void AfterDemo() {}
+  virtual void BeforeDown() {}
 
  protected:
   // Arguments of tools/ppn before the command ("compose" for the container mesh).

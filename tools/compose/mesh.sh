@@ -67,6 +67,11 @@ compose_join() {
   wait_for_file "$CSTATE/$name/run/host-agent.port" "$name's host agent" "$name"
 }
 
+# The mesh address the founding node granted `$1` (its node.json).
+mesh_address_of() {
+  sed -n 's/^  "mesh_address": "\([^"]*\)",\{0,1\}$/\1/p' "$CSTATE/$1/node/node.json" 2>/dev/null | head -1
+}
+
 container_running() {
   local id
   id=$(dc ps -q "$1")
@@ -92,16 +97,20 @@ compose_up() {
   base_image
   node_image
   if [ ! -f "$CSTATE/cloud/pki/ca.pem" ]; then
-    "$BIN/tools/pki/pki" dev --dir="$CSTATE/cloud/pki" --mesh="$MESH" --ip="$SUBNET.10" >/dev/null
+    # The founding node's services are reached at its mesh address (10.8.0.1) from the other
+    # nodes, at its network address by tenants (the tenant proxy and the relay).
+    "$BIN/tools/pki/pki" dev --dir="$CSTATE/cloud/pki" --mesh="$MESH" --ip="$SUBNET.10,10.8.0.1" >/dev/null
   elif [ ! -f "$CSTATE/cloud/pki/relay.pem" ]; then  # a state directory from before the relay
-    "$BIN/tools/pki/pki" issue --dir="$CSTATE/cloud/pki" --mesh="$MESH" --role=relay --name=relay --ip="$SUBNET.10" >/dev/null
+    "$BIN/tools/pki/pki" issue --dir="$CSTATE/cloud/pki" --mesh="$MESH" --role=relay --name=relay \
+      --ip="$SUBNET.10,10.8.0.1" >/dev/null
   fi
   make_tenants "$CSTATE/cloud"
   echo "starting the containers (project $PROJECT, network $SUBNET.0/24, state $CSTATE):"
   rm -f "$CSTATE"/*/run/*.port
   dc up -d 2>&1 | sed 's/^/  /'
   wait_for_file "$CSTATE/cloud/run/tenant-proxy.port" "the control plane on cloud" cloud
-  echo "  cloud: ledger, pairing admin, fleet, relay, scheduler, tenant proxy and its host agent are up"
+  echo "  cloud: its WireGuard interface (10.8.0.1), ledger, pairing admin, fleet, relay, scheduler, tenant"
+  echo "  proxy and its host agent are up"
   local l name ip
   for l in "${LAPTOPS[@]}"; do
     read -r name ip <<<"$l"
@@ -110,12 +119,14 @@ compose_up() {
     else
       compose_join "$name" "$ip"
     fi
-    echo "  $name: host agent up on $ip:$(port host-agent)"
+    echo "  $name: host agent up on $(mesh_address_of "$name"):$(port host-agent), inside the mesh"
   done
   cat <<NEXT
 
 Up: three containers on an internal network; cloud ($SUBNET.10, no KVM, 3 GiB) runs the control
-plane, laptop-a ($SUBNET.11, 2 GiB) and laptop-b ($SUBNET.12, 1.5 GiB) advertise KVM.
+plane, laptop-a ($SUBNET.11, 2 GiB) and laptop-b ($SUBNET.12, 1.5 GiB) advertise KVM. Every node
+reaches every other through WireGuard (mesh 10.8.0.0/24, UDP 51820 on the network); only
+the tenant proxy ($SUBNET.10:$(port tenant-proxy)) is outside it.
 Operate it from the founding node:
   docker-compose -p $PROJECT exec cloud ppnctl node list
   docker-compose -p $PROJECT exec cloud ppnctl vm create web --token_file=/state/tokens/acme.token

@@ -31,7 +31,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     if (IsHelp(a)) continue;
     if (a == "-o") {
       if (i + 1 == args.size() || IsHelp(args[i + 1])) {
-        return absl::InvalidArgumentError("-o needs a format: table, json or yaml");
+        return absl::InvalidArgumentError("-o needs a format: table, wide, json or yaml");
       }
       cl.settings["output"] = args[++i];
       continue;

@@ -35,7 +35,8 @@ TEST_CASE("help anywhere is help and is never taken as a value", "[ppnctl][comma
   SECTION("even when the rest of the line is wrong") {
     auto cl = ParseCommandLine({"-x", "-h"}, kSettings);
     CHECK_FALSE(cl.ok());
-    CHECK(ParseCommandLine({"-o", "-h"}, kSettings).status().message() == "-o needs a format: table, json or yaml");
+    CHECK(ParseCommandLine({"-o", "-h"}, kSettings).status().message() ==
+          "-o needs a format: table, wide, json or yaml");
   }
 }
 

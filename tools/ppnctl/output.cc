@@ -61,16 +61,17 @@ void Yaml(const nlohmann::json& v, int indent, std::string* out) {
 
 absl::StatusOr<Format> ParseFormat(const std::string& name) {
   if (name == "table" || name.empty()) return Format::kTable;
+  if (name == "wide") return Format::kWide;
   if (name == "json") return Format::kJson;
   if (name == "yaml") return Format::kYaml;
-  return absl::InvalidArgumentError("-o must be table, json or yaml");
+  return absl::InvalidArgumentError("-o must be table, wide, json or yaml");
 }
 
 std::string Render(const google::protobuf::Message& message, Format format) {
   nlohmann::json doc = nlohmann::json::parse(Json(message), nullptr, false);
   if (format == Format::kJson) return doc.dump() + "\n";
   std::string out;
-  if (format == Format::kTable && doc.is_object() && doc.size() <= 2) {
+  if ((format == Format::kTable || format == Format::kWide) && doc.is_object() && doc.size() <= 2) {
     // A list response (one repeated message field, maybe a page token): a table.
     for (const auto& [key, value] : doc.items()) {
       if (!value.is_array() || value.empty() || !value[0].is_object()) continue;

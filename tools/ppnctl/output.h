@@ -1,7 +1,8 @@
 #pragma once
 
 // How ppnctl prints responses: a readable table (lists) or key: value lines by default,
-// JSON (one object per line, for scripts) or YAML.
+// JSON (one object per line, for scripts) or YAML. "wide" is the table with more detail where a
+// verb has it (node list: each node's peers), the table elsewhere.
 
 #include <string>
 
@@ -10,7 +11,7 @@
 
 namespace ppn::ppnctl {
 
-enum class Format { kTable, kJson, kYaml };
+enum class Format { kTable, kWide, kJson, kYaml };
 
 absl::StatusOr<Format> ParseFormat(const std::string& name);
 std::string Render(const google::protobuf::Message& message, Format format);

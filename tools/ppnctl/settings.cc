@@ -34,7 +34,7 @@ const std::vector<SettingSpec>& SettingSpecs() {
       {"cert", "PEM", "your operator certificate", "state/pki/operator.pem"},
       {"key", "PEM", "its private key", "state/pki/operator.key"},
       {"token_file", "FILE", "the tenant API's bearer token (or PPN_TOKEN)", ""},
-      {"output", "FORMAT", "table, json or yaml (also -o)", "table"},
+      {"output", "FORMAT", "table, wide, json or yaml (also -o)", "table"},
       {"timeout", "DURATION", "deadline of each call, e.g. 30s (default 120s; streams: none)", ""},
       {"ledger_key", "KEY", "the verifier key `ledger verify` trusts (default: the one it pinned)", ""},
       {"known_ledgers", "FILE", "the ledger keys and checkpoints `ledger verify` remembers",

@@ -6,6 +6,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/ledger/v1/ledger_service.pb.h"
 #include "ppn/tenancy/v1/tenant_service.pb.h"
 #include "tools/ppnctl/completion.h"
@@ -15,6 +17,7 @@
 #include "tools/ppnctl/help.h"
 #include "tools/ppnctl/known_ledgers.h"
 #include "tools/ppnctl/ledger_verify.h"
+#include "tools/ppnctl/node_table.h"
 #include "tools/ppnctl/output.h"
 #include "tools/ppnctl/rpc_runner.h"
 
@@ -62,6 +65,21 @@ bool PrintVm(const google::protobuf::Message& m, const Settings& settings) {
   if (!vm.ParseFromString(m.GetReflection()->GetMessage(m, field).SerializeAsString())) return false;
   std::fputs(Render(m, Format::kTable).c_str(), stdout);
   std::fputs(DescribeNetwork(vm).c_str(), stdout);
+  std::fflush(stdout);
+  return true;
+}
+
+// `node list` shows each node's tunnel (and with -o wide its peers), unless JSON or YAML was
+// asked for.
+bool PrintNodes(const google::protobuf::Message& m, const Settings& settings) {
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
+  ppn::fleet::v1::ListNodesResponse nodes;
+  if (m.GetDescriptor()->full_name() != nodes.GetDescriptor()->full_name() ||
+      !nodes.ParseFromString(m.SerializeAsString())) {
+    return false;
+  }
+  std::fputs(RenderNodes(nodes, absl::Now(), *format == Format::kWide).c_str(), stdout);
   std::fflush(stdout);
   return true;
 }
@@ -174,7 +192,14 @@ const std::vector<Verb>& Verbs() {
           .Help("destroys one of your VMs (NAME is vms/<id>)")
           .Calls("tenant", "destroy-vm")
           .ArgFields({"name"}),
-      Verb({"node", "list"}).Help("lists the nodes of the pool").Calls("fleet", "list-nodes"),
+      Verb({"node", "list"})
+          .Flags("[-o wide]")
+          .Help("lists the nodes of the pool and their WireGuard tunnels (-o wide: each node's peers)")
+          .Details("TUNNEL is up (configured from the whole ledger), down (the node says why, below the\n"
+                   "table) or none (the node runs without WireGuard: the one-machine mesh). HANDSHAKE is the\n"
+                   "age of the latest WireGuard handshake with any of its peers.")
+          .Calls("fleet", "list-nodes")
+          .Prints(PrintNodes),
       Verb({"node", "drain"})
           .Args({"NODE"})
           .Flags("[--dry_run]")
