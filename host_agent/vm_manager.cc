@@ -96,7 +96,7 @@ VmManager::VmManager(Options options, ImageCatalog catalog, Deps deps)
       runtime_(spawner_, {options_.state_dir + "/vms", options_.qemu_binary, qemu_user_, qemu_owner_,
                           options_.hold_after_exec_for_test,
                           options_.migration_tls.cert.empty() ? "" : options_.state_dir + "/qemu-tls"}),
-      ports_(options_.host_address, options_.port_first, options_.port_last) {}
+      ports_(options_.host_address, options_.port_first, options_.port_last, /*hold_sockets=*/network_ != nullptr) {}
 
 VmManager::~VmManager() {
   gate_.reset();  // no hand-off may run into a manager being destroyed
@@ -345,6 +345,7 @@ absl::StatusOr<VmManager::Created> VmManager::Create(const CreateRequest& r) {
       absl::MutexLock l(&mu_);
       port = e->rec.migration_port;
     }
+    ports_.HandOver(port);
     s = ticket.empty() ? absl::InternalError("no randomness for a migration ticket")
                        : gate_->Open(r.vm_id, options_.host_address, port, ticket);
   }
