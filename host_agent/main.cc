@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "common/clock.h"
 #include "common/process.h"
+#include "common/rpc_interceptors.h"
 #include "common/service_flags.h"
 #include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
@@ -152,7 +153,7 @@ Mesh StartMesh(const ppn::ServiceFlags& flags, const std::string& node_id, const
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   m.members = std::make_unique<ppn::mesh::GrpcMembershipSource>(
-      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls), args));
+      ppn::MeshChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls), args));
   ppn::host::MeshRunnerOptions options;
   options.node_id = node_id;
   options.mesh_address = mesh_address;

@@ -7,6 +7,7 @@
 #include "absl/flags/flag.h"
 #include "common/clock.h"
 #include "common/grpc_ledger_appender.h"
+#include "common/rpc_interceptors.h"
 #include "common/service_flags.h"
 #include "grpcpp/create_channel.h"
 #include "spdlog/spdlog.h"
@@ -36,7 +37,7 @@ int main(int argc, char** argv) {
   (*audit)->StartDelivery(absl::Milliseconds(500));
 
   auto stub = ppn::fleet::v1::FleetService::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_fleet), ppn::MtlsChannelCredentials(flags.tls)));
+      ppn::MeshChannel(absl::GetFlag(FLAGS_fleet), ppn::MtlsChannelCredentials(flags.tls)));
   ppn::proxy::GrpcFleetClient fleet(stub.get());
   ppn::proxy::RateLimiter limiter(ppn::RealClock::Get());
   ppn::proxy::ProxyOptions options;

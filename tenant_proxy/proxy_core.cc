@@ -46,6 +46,25 @@ class ProxyCore::SlottedWatch final : public FleetWatch {
   std::unique_ptr<FleetWatch> inner_;
 };
 
+namespace {
+
+// The fleet's and agents' messages name nodes, paths and QEMU's output; a tenant gets the same
+// few words for a state whatever caused it.
+std::string TenantStateMessage(ppn::types::v1::VmState state) {
+  switch (state) {
+    case ppn::types::v1::VM_STATE_PENDING:
+    case ppn::types::v1::VM_STATE_STARTING: return "starting";
+    case ppn::types::v1::VM_STATE_MIGRATING: return "moving to another host; it keeps running";
+    case ppn::types::v1::VM_STATE_STOPPING: return "stopping";
+    case ppn::types::v1::VM_STATE_FAILED: return "the VM failed: it could not start or stopped unexpectedly";
+    case ppn::types::v1::VM_STATE_UNKNOWN: return "the VM's host is unreachable";
+    case ppn::types::v1::VM_STATE_LOST: return "the VM was lost: its host no longer runs it";
+    default: return "";
+  }
+}
+
+}  // namespace
+
 Vm TenantView(const VmRecord& r) {
   Vm vm;
   vm.set_name("vms/" + r.vm_id());
@@ -53,8 +72,7 @@ Vm TenantView(const VmRecord& r) {
   *vm.mutable_spec() = r.spec();
   vm.mutable_spec()->clear_user_data();
   vm.set_state(r.state());
-  vm.set_state_message(r.state() == ppn::types::v1::VM_STATE_UNKNOWN ? "the VM's host is unreachable"
-                                                                     : r.state_message());
+  vm.set_state_message(TenantStateMessage(r.state()));
   *vm.mutable_forwarded_ports() = r.forwarded_ports();
   for (auto& port : *vm.mutable_forwarded_ports()) {
     // With a relay a tenant reaches its VM only through the relay's stable address, which
