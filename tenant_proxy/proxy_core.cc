@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/status_macros.h"
 #include "common/vm_spec.h"
 #include "spdlog/spdlog.h"
@@ -113,6 +114,7 @@ absl::StatusOr<Tenant> ProxyCore::Admit(const Authenticated& who, absl::Duration
   const ppn::tenancy::v1::Limits& limits = it->second;
   RateDecision rate = deps_.limiter->Admit(who.tenant_id, limits.requests_per_second(), limits.burst());
   if (!rate.admitted) {
+    metrics::Default().CounterAdd("ppn_proxy_rate_limited_total", "Tenant requests refused by the rate limit.", {});
     *retry_after = rate.retry_after;
     // One record per tenant per window, not one per refusal: refused calls must not grow the
     // permanent ledger.
