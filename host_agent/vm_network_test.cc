@@ -15,9 +15,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "catch2/catch.hpp"
+#include "tests/harness/host_network_lock.h"
 
 namespace ppn::host {
 namespace {
+
+// Fixed names and subnets on the host: one copy of this test at a time, across checkouts.
+ppn::testing::HostNetworkLock host_network_lock;
 
 // Runs argv, in `netns` when set (through `ip netns exec`, which the agent's spawner does with
 // setns itself), capturing its output.

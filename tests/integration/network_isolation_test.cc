@@ -25,10 +25,14 @@
 #include "grpcpp/create_channel.h"
 #include "host_agent/vm_network.h"
 #include "ppn/host/v1/host_agent.grpc.pb.h"
+#include "tests/harness/host_network_lock.h"
 #include "tests/harness/qemu_harness.h"
 
 namespace ppn {
 namespace {
+
+// Fixed names and subnets on the host: one copy of this test at a time, across checkouts.
+ppn::testing::HostNetworkLock host_network_lock;
 
 using namespace ppn::host::v1;  // NOLINT: test brevity
 using ppn::testing::AgentProcess;
@@ -235,7 +239,7 @@ TEST_CASE("a hostile guest reaches the internet and nothing of the node, the poo
   REQUIRE(HttpGet(other_port, "/", absl::Seconds(90)) == "hello from other\n");  // its port works from outside
 
   std::vector<std::string> probes = {
-      "http 203.0.113.1 80",   "tcp 10.0.2.2 7198", absl::StrCat("tcp 10.0.2.2 ", n.agent.port),
+      "http 203.0.113.1 80",    "tcp 10.0.2.2 7198", absl::StrCat("tcp 10.0.2.2 ", n.agent.port),
       "tcp 169.254.169.254 80", "tcp 10.8.0.1 7101", absl::StrCat("http 10.0.2.2 ", other_port)};
   for (const std::string& a : NodeAddresses()) {
     probes.push_back(absl::StrCat("tcp ", a, " 7198"));
