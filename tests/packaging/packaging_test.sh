@@ -38,7 +38,8 @@ cleanup() {
       docker exec "$c" journalctl --no-pager -n 40 -u 'ppn-*' 2>/dev/null | tail -40 >&2 || true
     done
   fi
-  docker rm -f "$FOUNDING" "$NODE" >/dev/null 2>&1 || true
+  if [ -n "${PPN_PKG_KEEP:-}" ]; then echo "PPN_PKG_KEEP: the containers stay" >&2; exit "$rc"; fi
+  docker rm -f "$FOUNDING" "$NODE" "$P-spare" >/dev/null 2>&1 || true
   docker network rm "$P" >/dev/null 2>&1 || true
   exit "$rc"
 }
@@ -46,7 +47,7 @@ trap cleanup EXIT
 START=$(date +%s)
 
 why=$("$ROOT/tools/compose/engine") || fail "no Docker engine: $why"
-docker rm -f "$FOUNDING" "$NODE" >/dev/null 2>&1 || true
+docker rm -f "$FOUNDING" "$NODE" "$P-spare" >/dev/null 2>&1 || true
 docker network rm "$P" >/dev/null 2>&1 || true
 
 step "tools/package"
@@ -121,7 +122,7 @@ sed 's/^/  /' "$WORK/init.log"
 token=$(grep -A1 'its token' "$WORK/init.log" | tail -1 | tr -d ' ')
 [ -n "$token" ] || fail "ppn init printed no token"
 grep -q "ppn join $FOUNDING_IP" "$WORK/init.log" || fail "ppn init did not print the command for the next machine"
-echo "$token" | on "$FOUNDING" sh -c 'umask 077; cat > /root/first.token'
+echo "$token" | docker exec -i "$FOUNDING" sh -c 'umask 077; cat > /root/first.token'
 
 step "laptop: dpkg -i ppn-node ppn-test-guest, ppn join $FOUNDING_IP"
 T_NODE0=$(date +%s.%N)
@@ -136,7 +137,8 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 [ -n "$code" ] || fail "ppn join showed no code: $(cat "$WORK/join.log")"
-approve=$(grep -o 'ppnctl node approve [^ ]* --code [^ ]*' "$WORK/join.log" | sed "s/<this host>/$NODE_IP/")
+approve=$(grep -o 'ppnctl node approve [^ ]* --code [^ ]*' "$WORK/join.log" || true)
+[ "$approve" = "ppnctl node approve $NODE_IP:7105 --code $code" ] || fail "ppn join asked for \"$approve\""
 echo "  the laptop shows: $(grep 'Pairing code' "$WORK/join.log" | sed 's/^ *//')"
 echo "  the operator types on the founding node: $approve"
 # shellcheck disable=SC2086  # the command line the joiner printed
@@ -198,7 +200,6 @@ step "ppn join against wrong addresses says so and leaves nothing"
 docker run -d --name "$P-spare" --hostname spare --network "$P" --ip "$SUBNET.12" \
   --cap-add NET_ADMIN --cap-add SYS_ADMIN --security-opt apparmor:unconfined --device /dev/net/tun \
   --tmpfs /run --tmpfs /run/lock --cgroupns=private --entrypoint /lib/systemd/systemd "$image" >/dev/null
-trap 'docker rm -f "$P-spare" >/dev/null 2>&1; cleanup' EXIT
 docker cp "$WORK/debs" "$P-spare:/debs"
 on "$P-spare" sh -c 'sleep 3; dpkg -i /debs/ppn-node_*.deb /debs/ppn-test-guest_*.deb' >/dev/null 2>&1 || fail "dpkg -i on spare"
 empty=$(on "$P-spare" sh -c 'find /etc/ppn /var/lib/ppn | sort')
