@@ -169,7 +169,7 @@ T_VM=$(date +%s.%N)
 addr=$(ctl vm get "vms/$vm" --token_file=/root/first.token -o json |
   json "f\"{d['vm']['forwarded_ports'][0]['host_address']}:{d['vm']['forwarded_ports'][0]['host_port']}\"")
 for _ in $(seq 1 150); do
-  on "$FOUNDING" sh -c "exec 3<>/dev/tcp/${addr%:*}/${addr##*:} && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3" \
+  on "$FOUNDING" bash -c "exec 3<>/dev/tcp/${addr%:*}/${addr##*:} && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3" \
     >"$WORK/guest.out" 2>/dev/null && grep -q 200 "$WORK/guest.out" && break
   sleep 0.3
 done
@@ -212,6 +212,13 @@ on "$FOUNDING" sh -c "ppnctl node list >/dev/null" # (the founding node is fine;
 on "$P-spare" ppn join "$NODE_IP" >"$WORK/join-wrong.log" 2>&1 && fail "ppn join to a laptop succeeded"
 grep -q 'nothing answers\|not a PPN founding node' "$WORK/join-wrong.log" || fail "$(cat "$WORK/join-wrong.log")"
 echo "  $(cat "$WORK/join-wrong.log")"
+# Something that answers TLS on 7100 with a certificate of the mesh, but not the tenant proxy's.
+docker exec -d "$NODE" openssl s_server -quiet -accept 7100 -cert /var/lib/ppn/node/node.pem -key /var/lib/ppn/node/node.key
+sleep 1
+on "$P-spare" ppn join "$NODE_IP" >"$WORK/join-impostor.log" 2>&1 && fail "ppn join to a non-founding TLS server succeeded"
+grep -q 'not a PPN founding node' "$WORK/join-impostor.log" || fail "$(cat "$WORK/join-impostor.log")"
+echo "  $(cat "$WORK/join-impostor.log")"
+on "$NODE" pkill -x openssl || true
 [ "$(on "$P-spare" sh -c 'find /etc/ppn /var/lib/ppn | sort')" = "$empty" ] || fail "ppn join left files behind"
 on "$P-spare" systemctl is-active ppn-host-agent >/dev/null 2>&1 && fail "a host agent runs after a failed join"
 docker rm -f "$P-spare" >/dev/null
@@ -231,7 +238,7 @@ for _ in $(seq 1 150); do
   state=$(ctl vm get "vms/$vm" --token_file=/root/first.token -o json | json "d['vm']['state']")
   alive=$(ctl node list -o json | json "sum(x['state']=='NODE_STATE_ALIVE' for x in d.get('nodes', []))")
   [ "$state" = VM_STATE_RUNNING ] && [ "$alive" = 2 ] &&
-    on "$FOUNDING" sh -c "exec 3<>/dev/tcp/${addr%:*}/${addr##*:} && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null | grep -q 200 &&
+    on "$FOUNDING" bash -c "exec 3<>/dev/tcp/${addr%:*}/${addr##*:} && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3" 2>/dev/null | grep -q 200 &&
     break
   sleep 0.2
 done
