@@ -89,8 +89,10 @@ fi
 
 step "two fresh containers on $SUBNET.0/24 (systemd as PID 1)"
 docker network create --internal --subnet "$SUBNET.0/24" --label "org.ppn.test=$P" "$P" >/dev/null
-for c in "$FOUNDING $FOUNDING_IP 3g" "$NODE $NODE_IP 2g"; do
-  read -r name ip mem <<<"$c"
+# A fresh machine: container $1 at address $2 with memory $3, systemd as PID 1, the packages in
+# /debs (and the newer ones in /debs-new).
+machine() {
+  local name=$1 ip=$2 mem=$3 s
   # Docker mounts /proc/sys read-only; the host agent sets forwarding in its network namespace.
   docker run -d --name "$name" --hostname "${name#"$P"-}" --network "$P" --ip "$ip" --memory "$mem" \
     --cap-add NET_ADMIN --cap-add SYS_ADMIN --security-opt apparmor:unconfined --device /dev/net/tun \
@@ -100,16 +102,15 @@ for c in "$FOUNDING $FOUNDING_IP 3g" "$NODE $NODE_IP 2g"; do
     >/dev/null
   docker cp "$WORK/debs" "$name:/debs"
   docker cp "$WORK/debs-new" "$name:/debs-new"
-done
-for c in "$FOUNDING" "$NODE"; do
   for _ in $(seq 1 100); do
-    s=$(on "$c" systemctl is-system-running 2>/dev/null || true)
-    case "$s" in running|degraded) break ;; esac
+    s=$(on "$name" systemctl is-system-running 2>/dev/null || true)
+    case "$s" in running|degraded) return 0 ;; esac
     sleep 0.2
   done
-  [[ $s == running || $s == degraded ]] || fail "$c: systemd is $s"
-done
-
+  fail "$name: systemd is $s"
+}
+machine "$FOUNDING" "$FOUNDING_IP" 3g
+machine "$NODE" "$NODE_IP" 2g
 # ---- the operator's part, timed ----
 step "founding node: dpkg -i, ppn init"
 T0=$(date +%s.%N)
@@ -197,11 +198,8 @@ grep -q 'already part of a mesh' "$WORK/join2.log" || fail "second ppn join: $(c
 echo "  $(cat "$WORK/join2.log")"
 
 step "ppn join against wrong addresses says so and leaves nothing"
-docker run -d --name "$P-spare" --hostname spare --network "$P" --ip "$SUBNET.12" \
-  --cap-add NET_ADMIN --cap-add SYS_ADMIN --security-opt apparmor:unconfined --device /dev/net/tun \
-  --tmpfs /run --tmpfs /run/lock --cgroupns=private --entrypoint /lib/systemd/systemd "$image" >/dev/null
-docker cp "$WORK/debs" "$P-spare:/debs"
-on "$P-spare" sh -c 'sleep 3; dpkg -i /debs/ppn-node_*.deb /debs/ppn-test-guest_*.deb' >/dev/null 2>&1 || fail "dpkg -i on spare"
+machine "$P-spare" "$SUBNET.12" 1g
+on "$P-spare" sh -c 'dpkg -i /debs/ppn-node_*.deb /debs/ppn-test-guest_*.deb' >/dev/null 2>&1 || fail "dpkg -i on spare"
 empty=$(on "$P-spare" sh -c 'find /etc/ppn /var/lib/ppn | sort')
 on "$P-spare" ppn join "$SUBNET.99" >"$WORK/join-unreachable.log" 2>&1 && fail "ppn join to nothing succeeded"
 grep -q 'nothing answers' "$WORK/join-unreachable.log" || fail "$(cat "$WORK/join-unreachable.log")"
@@ -246,4 +244,47 @@ done
 T_UP=$(date +%s.%N)
 echo "  agent pid $agent_before -> $agent_after, guest QEMU pid $qemu_before unchanged, VM RUNNING and answering"
 echo "timing: upgrade, dpkg -i to the VM answering again through the re-adopting agent: $(ms "$T_UP0" "$T_UP") s"
+
+# ---- backup, the founding node lost, restore onto a new machine at its address ----
+step "ppn backup on the founding node; the founding node is lost; ppn restore onto a new machine"
+on "$FOUNDING" env PPN_BACKUP_PASSPHRASE=correct-horse-battery ppn backup /root/mesh.backup | sed 's/^/  /'
+docker cp "$FOUNDING:/root/mesh.backup" "$WORK/mesh.backup"
+docker rm -f "$FOUNDING" >/dev/null
+machine "$FOUNDING" "$FOUNDING_IP" 3g
+on "$FOUNDING" sh -c 'dpkg -i /debs-new/*.deb' >"$WORK/dpkg-restored.log" 2>&1 || fail "dpkg -i: $(tail -5 "$WORK/dpkg-restored.log")"
+python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[len(b)//2]^=0x40; open(sys.argv[2],'wb').write(b)" \
+  "$WORK/mesh.backup" "$WORK/mesh.corrupt"
+docker cp "$WORK/mesh.backup" "$FOUNDING:/root/mesh.backup"
+docker cp "$WORK/mesh.corrupt" "$FOUNDING:/root/mesh.corrupt"
+empty=$(on "$FOUNDING" sh -c 'find /etc/ppn /var/lib/ppn | sort')
+on "$FOUNDING" env PPN_BACKUP_PASSPHRASE=wrong-passphrase ppn restore /root/mesh.backup >"$WORK/restore-wrong.log" 2>&1 &&
+  fail "a restore with the wrong passphrase succeeded"
+grep -q 'wrong passphrase' "$WORK/restore-wrong.log" || fail "$(cat "$WORK/restore-wrong.log")"
+echo "  $(head -1 "$WORK/restore-wrong.log")"
+on "$FOUNDING" env PPN_BACKUP_PASSPHRASE=correct-horse-battery ppn restore /root/mesh.corrupt >"$WORK/restore-corrupt.log" 2>&1 &&
+  fail "a restore of a damaged backup succeeded"
+grep -q 'damaged' "$WORK/restore-corrupt.log" || fail "$(cat "$WORK/restore-corrupt.log")"
+echo "  $(head -1 "$WORK/restore-corrupt.log")"
+[ "$(on "$FOUNDING" sh -c 'find /etc/ppn /var/lib/ppn | sort')" = "$empty" ] || fail "a refused restore left files behind"
+T_R0=$(date +%s.%N)
+on "$FOUNDING" env PPN_BACKUP_PASSPHRASE=correct-horse-battery ppn restore /root/mesh.backup | sed 's/^/  /'
+for _ in $(seq 1 300); do
+  alive=$(ctl node list -o json 2>/dev/null | json "sum(x['state']=='NODE_STATE_ALIVE' and x['node_id']=='laptop' for x in d.get('nodes', []))" 2>/dev/null || true)
+  [ "$alive" = 1 ] && break
+  sleep 0.2
+done
+ctl node list | sed 's/^/  /'
+[ "$alive" = 1 ] || fail "the laptop did not reconnect to the restored founding node"
+echo "$token" | docker exec -i "$FOUNDING" sh -c 'umask 077; cat > /root/first.token'
+state=$(ctl vm get "vms/$vm" --token_file=/root/first.token -o json | json "d['vm']['state']")
+[ "$state" = VM_STATE_RUNNING ] || fail "after the restore the tenant's VM is $state"
+for _ in $(seq 1 150); do
+  on "$FOUNDING" bash -c "exec 3<>/dev/tcp/${addr%:*}/${addr##*:} && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3" \
+    2>/dev/null | grep -q 200 && break
+  sleep 0.3
+done
+T_R=$(date +%s.%N)
+ctl ledger verify | head -2 | sed 's/^/  /'
+echo "  the tenant's token still works, its VM still RUNNING on the laptop and answering through the restored relay"
+echo "timing: ppn restore to the laptop ALIVE and the VM answering through the new founding node: $(ms "$T_R0" "$T_R") s"
 step "done"
