@@ -247,6 +247,8 @@ echo "timing: upgrade, dpkg -i to the VM answering again through the re-adopting
 
 # ---- backup, the founding node lost, restore onto a new machine at its address ----
 step "ppn backup on the founding node; the founding node is lost; ppn restore onto a new machine"
+# The operator's ppnctl pins the ledger's key and checkpoint; the restored ledger must match them.
+ctl ledger verify | head -1 | sed 's/^/  /'
 on "$FOUNDING" env PPN_BACKUP_PASSPHRASE=correct-horse-battery ppn backup /root/mesh.backup | sed 's/^/  /'
 docker cp "$FOUNDING:/root/mesh.backup" "$WORK/mesh.backup"
 docker rm -f "$FOUNDING" >/dev/null
@@ -284,7 +286,9 @@ for _ in $(seq 1 150); do
   sleep 0.3
 done
 T_R=$(date +%s.%N)
-ctl ledger verify | head -2 | sed 's/^/  /'
+verify=$(ctl ledger verify)
+echo "$verify" | head -1 | sed 's/^/  /'
+grep -q 'first use' <<<"$verify" && fail "the restored ppnctl did not know the ledger's pinned key"
 echo "  the tenant's token still works, its VM still RUNNING on the laptop and answering through the restored relay"
 echo "timing: ppn restore to the laptop ALIVE and the VM answering through the new founding node: $(ms "$T_R0" "$T_R") s"
 step "done"
