@@ -6,7 +6,9 @@
 # founding node, a VM created through the tenant API on the new node. Also: a second
 # `ppn init` refuses and changes nothing; `ppn join` against an unreachable address or against
 # something that is not a founding node says so and leaves nothing behind; with the VM
-# running, a newer ppn-node is installed over the old one and the agent re-adopts its guest.
+# running, a newer ppn-node is installed over the old one and the agent re-adopts its guest; a
+# third machine joins; the founding node is backed up, lost and restored onto a new machine,
+# after which the laptop reconnects and the tenant's VM answers.
 #
 #   packaging_test.sh BIN_DIR WORK_DIR      (BIN_DIR: bazel-bin's layout, e.g. a test's runfiles)
 #
@@ -116,13 +118,16 @@ step "founding node: dpkg -i, ppn init"
 T0=$(date +%s.%N)
 on "$FOUNDING" sh -c 'dpkg -i /debs/*.deb' >"$WORK/dpkg-founding.log" 2>&1 || fail "dpkg -i: $(tail -5 "$WORK/dpkg-founding.log")"
 T_INSTALLED=$(date +%s.%N)
-on "$FOUNDING" ppn init --mesh="$MESH" --address="$FOUNDING_IP" --kvm=off >"$WORK/init.log" 2>&1 ||
+# The two questions, answered as the operator types them.
+printf '%s\n%s\n' "$MESH" "$FOUNDING_IP" | docker exec -i "$FOUNDING" ppn init --kvm=off >"$WORK/init.log" 2>&1 ||
   fail "ppn init: $(cat "$WORK/init.log")"
 T_INIT=$(date +%s.%N)
 sed 's/^/  /' "$WORK/init.log"
 token=$(grep -A1 'its token' "$WORK/init.log" | tail -1 | tr -d ' ')
 [ -n "$token" ] || fail "ppn init printed no token"
 grep -q "ppn join $FOUNDING_IP" "$WORK/init.log" || fail "ppn init did not print the command for the next machine"
+grep -q "The mesh's name" "$WORK/init.log" && grep -q "The address other machines" "$WORK/init.log" ||
+  fail "ppn init did not ask its two questions"
 echo "$token" | docker exec -i "$FOUNDING" sh -c 'umask 077; cat > /root/first.token'
 
 step "laptop: dpkg -i ppn-node ppn-test-guest, ppn join $FOUNDING_IP"
@@ -219,6 +224,25 @@ echo "  $(cat "$WORK/join-impostor.log")"
 on "$NODE" pkill -x openssl || true
 [ "$(on "$P-spare" sh -c 'find /etc/ppn /var/lib/ppn | sort')" = "$empty" ] || fail "ppn join left files behind"
 on "$P-spare" systemctl is-active ppn-host-agent >/dev/null 2>&1 && fail "a host agent runs after a failed join"
+# ... and then it joins for real: the mesh's third machine.
+docker exec "$P-spare" ppn join "$FOUNDING_IP" --kvm=simulate >"$WORK/join-spare.log" 2>&1 &
+joiner=$!
+code=""
+for _ in $(seq 1 100); do
+  code=$(grep -o 'Pairing code for [a-z0-9-]*: *[^ ]*' "$WORK/join-spare.log" | awk '{print $NF}' || true)
+  [ -n "$code" ] && break
+  sleep 0.2
+done
+[ -n "$code" ] || fail "ppn join showed no code: $(cat "$WORK/join-spare.log")"
+ctl node approve "$SUBNET.12:7105" --code "$code" >/dev/null
+wait "$joiner" || fail "ppn join (spare): $(cat "$WORK/join-spare.log")"
+for _ in $(seq 1 150); do
+  n=$(ctl node list -o json | json "sum(x['state']=='NODE_STATE_ALIVE' for x in d.get('nodes', []))")
+  [ "$n" = 3 ] && break
+  sleep 0.2
+done
+[ "$n" = 3 ] || fail "the spare is not ALIVE in node list"
+echo "  then it joins for real: $(tail -2 "$WORK/join-spare.log" | head -1)"
 docker rm -f "$P-spare" >/dev/null
 
 # ---- an upgrade with the VM running ----
@@ -234,13 +258,13 @@ agent_after=$(on "$NODE" systemctl show -p MainPID --value ppn-host-agent)
 [ "$(on "$NODE" pgrep -f qemu-system | head -1)" = "$qemu_before" ] || fail "the guest's QEMU did not survive the upgrade"
 for _ in $(seq 1 150); do
   state=$(ctl vm get "vms/$vm" --token_file=/root/first.token -o json | json "d['vm']['state']")
-  alive=$(ctl node list -o json | json "sum(x['state']=='NODE_STATE_ALIVE' for x in d.get('nodes', []))")
-  [ "$state" = VM_STATE_RUNNING ] && [ "$alive" = 2 ] &&
+  alive=$(ctl node list -o json | json "sum(x['state']=='NODE_STATE_ALIVE' and x['node_id']=='laptop' for x in d.get('nodes', []))")
+  [ "$state" = VM_STATE_RUNNING ] && [ "$alive" = 1 ] &&
     on "$FOUNDING" bash -c "exec 3<>/dev/tcp/${addr%:*}/${addr##*:} && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3" 2>/dev/null | grep -q 200 &&
     break
   sleep 0.2
 done
-[ "$state" = VM_STATE_RUNNING ] && [ "$alive" = 2 ] || fail "after the upgrade: VM $state, $alive nodes alive"
+[ "$state" = VM_STATE_RUNNING ] && [ "$alive" = 1 ] || fail "after the upgrade: VM $state, the laptop ALIVE: $alive"
 T_UP=$(date +%s.%N)
 echo "  agent pid $agent_before -> $agent_after, guest QEMU pid $qemu_before unchanged, VM RUNNING and answering"
 echo "timing: upgrade, dpkg -i to the VM answering again through the re-adopting agent: $(ms "$T_UP0" "$T_UP") s"
