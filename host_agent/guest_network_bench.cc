@@ -31,6 +31,7 @@
 #include "common/clock.h"
 #include "common/files.h"
 #include "common/process.h"
+#include "host_agent/testing/bench_guest.h"
 #include "host_agent/vm_manager.h"
 #include "host_agent/vm_network.h"
 
@@ -149,22 +150,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string dir = "/tmp/ppn-guest-network-bench";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  std::filesystem::permissions(dir, std::filesystem::perms(0755));
-  std::string g = std::filesystem::absolute(absl::GetFlag(FLAGS_guest));
-  for (const char* f : {"vmlinuz", "initramfs.cpio.gz", "base.qcow2"}) {
-    std::filesystem::copy_file(g + "/" + f, dir + "/" + f);
-    std::filesystem::permissions(dir + "/" + f, std::filesystem::perms(0644));
-  }
-  if (!ppn::WriteFileAtomically(dir + "/catalog.json",
-                                "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir +
-                                    "/base.qcow2\", \"kernel\": \"" + dir + "/vmlinuz\", \"initrd\": \"" + dir +
-                                    "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}")
-           .ok()) {
+  absl::StatusOr<ppn::host::ImageCatalog> staged = ppn::host::testing::StageTestGuest(absl::GetFlag(FLAGS_guest), dir);
+  if (!staged.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(staged.status().message()).c_str());
     return 1;
   }
-  auto catalog = *ppn::host::ImageCatalog::Load(dir + "/catalog.json");
+  ppn::host::ImageCatalog catalog = *std::move(staged);
   ppn::CommandRunner run = ppn::SpawnerCommandRunner(ppn::PosixProcessSpawner::Get());
   absl::StatusOr<ppn::host::NetworkOptions> net_options =
       ppn::host::DiscoverNetworkOptions("bench", "127.0.0.1", {}, run);

@@ -21,6 +21,7 @@
 #include "common/process.h"
 #include "common/x509.h"
 #include "google/protobuf/util/time_util.h"
+#include "host_agent/testing/bench_guest.h"
 #include "host_agent/vm_manager.h"
 
 ABSL_FLAG(std::string, guest, "bazel-bin/tools/test_guest", "Directory of the built test guest");
@@ -39,22 +40,12 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   using google::protobuf::util::TimeUtil;
   std::string dir = "/tmp/ppn-migration-bench";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  std::filesystem::permissions(dir, std::filesystem::perms(0755));
-  std::string g = std::filesystem::absolute(absl::GetFlag(FLAGS_guest));
-  for (const char* f : {"vmlinuz", "initramfs.cpio.gz", "base.qcow2"}) {
-    std::filesystem::copy_file(g + "/" + f, dir + "/" + f);
-    std::filesystem::permissions(dir + "/" + f, std::filesystem::perms(0644));
-  }
-  if (!ppn::WriteFileAtomically(dir + "/catalog.json",
-                                "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir +
-                                    "/base.qcow2\", \"kernel\": \"" + dir + "/vmlinuz\", \"initrd\": \"" + dir +
-                                    "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}")
-           .ok()) {
+  absl::StatusOr<ppn::host::ImageCatalog> staged = ppn::host::testing::StageTestGuest(absl::GetFlag(FLAGS_guest), dir);
+  if (!staged.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(staged.status().message()).c_str());
     return 1;
   }
-  auto catalog = *ppn::host::ImageCatalog::Load(dir + "/catalog.json");
+  ppn::host::ImageCatalog catalog = *std::move(staged);
   // The nodes' identities, as pairing would grant them: CN and DNS name are the node id.
   auto ca = *ppn::x509::MakeCa("ppn.bench", absl::Hours(1));
   if (!ppn::WriteFileAtomically(dir + "/ca.pem", ca.cert_pem).ok()) return 1;
