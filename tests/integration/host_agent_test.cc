@@ -646,5 +646,76 @@ TEST_CASE("an agent whose QEMU user cannot reach the state directory refuses to 
   CHECK(std::count(text.begin(), text.end(), '\n') == 1);
 }
 
+TEST_CASE("two clones of one template have their own hostname, randomness and port, and outlive an agent restart",
+          "[host_agent][qemu][templates]") {
+  Fixture f;
+  std::vector<std::string> flags = {"--kvm=auto"};
+  AgentProcess agent = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", flags);
+  auto stub = f.Stub(agent);
+  VmInstance a, b;
+  grpc::Status s = Spawn(stub.get(), "vm-clone-a", Spec("clone-a"), &a);
+  INFO(s.error_message() << "\n" << ReadAll(agent.state_dir + "/agent.log"));
+  REQUIRE(s.ok());
+  CHECK(a.state_message().rfind("restored from template ", 0) == 0);
+  REQUIRE(Spawn(stub.get(), "vm-clone-b", Spec("clone-b"), &b).ok());
+  CHECK(b.state_message().rfind("restored from template ", 0) == 0);
+  int port_a = static_cast<int>(a.forwarded_ports(0).host_port());
+  int port_b = static_cast<int>(b.forwarded_ports(0).host_port());
+  CHECK(port_a != port_b);
+  CHECK(HttpGet(port_a, "/", absl::Seconds(30)) == "hello from clone-a\n");
+  CHECK(HttpGet(port_b, "/", absl::Seconds(30)) == "hello from clone-b\n");
+  std::string id_a = HttpGet(port_a, "/cgi-bin/identity", absl::Seconds(30));
+  std::string id_b = HttpGet(port_b, "/cgi-bin/identity", absl::Seconds(30));
+  INFO("clone a: " << id_a << "clone b: " << id_b);
+  REQUIRE(id_a.rfind("clone-a ", 0) == 0);
+  REQUIRE(id_b.rfind("clone-b ", 0) == 0);
+  CHECK(id_a.size() == std::string("clone-a ").size() + 64 + 1);
+  CHECK(id_a.substr(8) != id_b.substr(8));  // 32 bytes of /dev/urandom each
+  CHECK(ReadAll(a.console_log_path()).find("PPN-HOSTNAME=clone-a") != std::string::npos);
+  CHECK(ReadAll(a.console_log_path()).find("PPN-GUEST-BOOTED") == std::string::npos);  // restored, not booted
+  std::vector<std::string> templates;
+  for (const auto& e : std::filesystem::directory_iterator(agent.state_dir + "/templates")) {
+    if (e.path().filename().string()[0] != '.') templates.push_back(e.path().string());
+  }
+  REQUIRE(templates.size() == 1);
+
+  // Destroy takes the clone's files, never the template.
+  REQUIRE(Destroy(stub.get(), "vm-clone-a").ok());
+  CHECK_FALSE(std::filesystem::exists(agent.state_dir + "/vms/vm-clone-a"));
+  CHECK(std::filesystem::exists(templates[0] + "/memory"));
+  CHECK(HttpGet(port_b, "/", absl::Seconds(10)) == "hello from clone-b\n");
+
+  // A restart keeps the template and adopts the restored VM.
+  agent.process->Signal(SIGKILL);
+  agent.process->Wait(absl::Seconds(10));
+  AgentProcess again = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", flags);
+  auto stub2 = f.Stub(again);
+  Heartbeat hb = FirstHeartbeat(stub2.get());
+  REQUIRE(hb.vms_size() == 1);
+  CHECK(hb.vms(0).vm_id() == "vm-clone-b");
+  CHECK(hb.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING);
+  CHECK(hb.vms(0).pid() == b.pid());
+  CHECK(HttpGet(port_b, "/", absl::Seconds(10)) == "hello from clone-b\n");
+  VmInstance c;
+  REQUIRE(Spawn(stub2.get(), "vm-clone-c", Spec("clone-c"), &c).ok());
+  CHECK(c.state_message().rfind(
+            "restored from template " + std::filesystem::path(templates[0]).filename().string().substr(0, 12), 0) == 0);
+  CHECK(HttpGet(static_cast<int>(c.forwarded_ports(0).host_port()), "/", absl::Seconds(30)) == "hello from clone-c\n");
+
+  SECTION("a corrupted template is made again, never restored") {
+    std::ofstream(templates[0] + "/state", std::ios::trunc) << "garbage";
+    VmInstance d;
+    REQUIRE(Spawn(stub2.get(), "vm-clone-d", Spec("clone-d"), &d).ok());
+    CHECK(d.state_message().rfind("restored from template ", 0) == 0);
+    CHECK(HttpGet(static_cast<int>(d.forwarded_ports(0).host_port()), "/", absl::Seconds(30)) ==
+          "hello from clone-d\n");
+    REQUIRE(Destroy(stub2.get(), "vm-clone-d").ok());
+  }
+  REQUIRE(Destroy(stub2.get(), "vm-clone-c").ok());
+  REQUIRE(Destroy(stub2.get(), "vm-clone-b").ok());
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-clone") == 0);
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-template-") == 0);
+}
+
 }  // namespace
 }  // namespace ppn
