@@ -128,6 +128,12 @@ VmManager::~VmManager() {
   }
   if (monitor_.joinable()) monitor_.join();
   if (template_maker_.joinable()) template_maker_.join();
+  std::vector<std::thread> builds;
+  {
+    absl::MutexLock l(&mu_);
+    builds.swap(template_threads_);
+  }
+  for (std::thread& t : builds) t.join();
 }
 
 ppn::types::v1::KvmSupport VmManager::kvm_support() const {
@@ -199,7 +205,7 @@ absl::StatusOr<Template> VmManager::EnsureTemplate(const std::string& image_name
   spec.set_image(image_name);
   spec.set_vcpus(vcpus);
   spec.set_memory_mib(memory_mib);
-  return TemplateFor(image, spec, kvm_usable_ && options_.kvm_mode == KvmMode::kAuto);
+  return TemplateFor(image, spec, kvm_usable_ && options_.kvm_mode == KvmMode::kAuto, /*wait=*/true);
 }
 
 TemplateParams VmManager::TemplateParamsFor(const Image& image, const VmSpec& spec, bool kvm) const {
@@ -225,7 +231,7 @@ TemplateParams VmManager::TemplateParamsFor(const Image& image, const VmSpec& sp
   return p;
 }
 
-absl::StatusOr<Template> VmManager::TemplateFor(const Image& image, const VmSpec& spec, bool kvm) {
+absl::StatusOr<Template> VmManager::TemplateFor(const Image& image, const VmSpec& spec, bool kvm, bool wait) {
   TemplateParams params = TemplateParamsFor(image, spec, kvm);
   absl::StatusOr<std::string> key = TemplateKey(params, templates_.digests());
   if (!key.ok()) return absl::FailedPreconditionError(absl::StrCat("no template key: ", key.status().message()));
@@ -235,22 +241,35 @@ absl::StatusOr<Template> VmManager::TemplateFor(const Image& image, const VmSpec
     spdlog::warn("template.damaged key={} image={} error={}", *key, LogValue(image.name),
                  LogValue(found.status().message()));
   }
+  auto make = [this, params, key = *key]() -> absl::StatusOr<Template> {
+    absl::StatusOr<Template> made = MakeTemplate(params, key);
+    absl::MutexLock l(&mu_);
+    templates_making_.erase(key);
+    if (made.ok()) {
+      template_failures_.erase(key);
+    } else {
+      template_failures_[key] = {params.image.name, std::string(made.status().message()),
+                                 clock_->Now() + options_.template_retry_interval};
+    }
+    return made;
+  };
   {
     absl::MutexLock l(&mu_);
     auto it = template_failures_.find(*key);
     if (it != template_failures_.end() && clock_->Now() < it->second.retry_after) {
       return absl::FailedPreconditionError(it->second.why);
     }
+    if (!wait) {
+      if (templates_making_.insert(*key).second && !stopping_) {
+        template_threads_.emplace_back([make] { make().IgnoreError(); });
+      }
+      return absl::UnavailableError(found.status().code() == absl::StatusCode::kDataLoss
+                                        ? absl::StrCat(found.status().message(), "; it is being made again")
+                                        : std::string("it is being made"));
+    }
+    templates_making_.insert(*key);
   }
-  absl::StatusOr<Template> made = MakeTemplate(params, *key);
-  absl::MutexLock l(&mu_);
-  if (made.ok()) {
-    template_failures_.erase(*key);
-  } else {
-    template_failures_[*key] = {image.name, std::string(made.status().message()),
-                                clock_->Now() + options_.template_retry_interval};
-  }
-  return made;
+  return make();
 }
 
 absl::StatusOr<Template> VmManager::MakeTemplate(const TemplateParams& params, const std::string& key) {
@@ -276,7 +295,18 @@ absl::StatusOr<Template> VmManager::MakeTemplate(const TemplateParams& params, c
     std::string dir = runtime_.files().Dir(id);
     Fd channel;
     PPN_ASSIGN_OR_RETURN(channel.fd, ConnectIdentityChannel(IdentitySocketPath(dir), absl::Seconds(10)));
-    absl::Status ready = WaitForChannelLine(channel.fd, "PPN-IDENTITY-READY", options_.template_ready_timeout);
+    // In slices, so that an agent shutting down does not wait for a slow guest.
+    absl::Time deadline = absl::Now() + options_.template_ready_timeout;
+    absl::Status ready;
+    do {
+      {
+        absl::MutexLock l(&mu_);
+        if (stopping_) return absl::CancelledError("the agent is stopping");
+      }
+      ready = WaitForChannelLine(
+          channel.fd, "PPN-IDENTITY-READY",
+          std::min(absl::Milliseconds(500), std::max(deadline - absl::Now(), absl::Milliseconds(1))));
+    } while (ready.code() == absl::StatusCode::kDeadlineExceeded && absl::Now() < deadline);
     if (!ready.ok()) {
       return absl::FailedPreconditionError(
           absl::StrCat("the guest of image ", params.image.name, " never said it was ready: ", ready.message()));
@@ -647,7 +677,7 @@ absl::Status VmManager::StartQemu(const CreateRequest& r, const Image& image, En
   std::string how;
   if (!r.incoming && options_.templates) {
     absl::Time t0 = absl::Now();
-    absl::StatusOr<Template> t = TemplateFor(image, r.spec, r.kvm);
+    absl::StatusOr<Template> t = TemplateFor(image, r.spec, r.kvm, /*wait=*/false);
     if (t.ok()) {
       std::shared_ptr<Process> process;
       absl::Status restored = Restore(r, launch, *t, &process);

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -209,7 +210,9 @@ class VmManager {
 
   // Templates: the parameters of a create, and the template for them (found or made).
   TemplateParams TemplateParamsFor(const Image& image, const ppn::types::v1::VmSpec& spec, bool kvm) const;
-  absl::StatusOr<Template> TemplateFor(const Image& image, const ppn::types::v1::VmSpec& spec, bool kvm);
+  // `wait`: make a missing template now; otherwise start making it in the background and
+  // return UNAVAILABLE (the create boots meanwhile).
+  absl::StatusOr<Template> TemplateFor(const Image& image, const ppn::types::v1::VmSpec& spec, bool kvm, bool wait);
   absl::StatusOr<Template> MakeTemplate(const TemplateParams& params, const std::string& key);
   // Starts `launch` as a clone of `t` and gives it its identity; `*process` as VmRuntime::Start.
   absl::Status Restore(const CreateRequest& r, VmRuntime::Launch launch, const Template& t,
@@ -256,6 +259,7 @@ class VmManager {
   std::string qemu_version_;  // part of every template key
   absl::Mutex template_mu_;   // one template made at a time
   std::thread template_maker_;
+  std::vector<std::thread> template_threads_ ABSL_GUARDED_BY(mu_);  // background builds, joined at the end
 
   bool kvm_usable_ = false;
   ppn::types::v1::NodeCapabilities capabilities_;
@@ -270,6 +274,7 @@ class VmManager {
     absl::Time retry_after;
   };
   std::map<std::string, TemplateFailure> template_failures_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> templates_making_ ABSL_GUARDED_BY(mu_);  // keys being made in the background
   absl::CondVar stop_cv_;
   std::thread monitor_;
 };
