@@ -353,6 +353,7 @@ absl::Status VmManager::Restore(const CreateRequest& r, VmRuntime::Launch launch
   launch.incoming = true;
   if (launch.vmgenid.empty()) return absl::InternalError("no randomness for a VM generation id");
   PPN_ASSIGN_OR_RETURN(GuestIdentity identity, NewIdentity(HostnameOf(r.spec, r.vm_id), r.spec.user_data()));
+  absl::Time t0 = absl::Now();
   PPN_RETURN_IF_ERROR(runtime_.Start(launch, process));
   Fd channel;
   PPN_ASSIGN_OR_RETURN(channel.fd,
@@ -361,13 +362,18 @@ absl::Status VmManager::Restore(const CreateRequest& r, VmRuntime::Launch launch
   Fd state;
   state.fd = open(t.state_path().c_str(), O_RDONLY | O_CLOEXEC);
   if (state.fd < 0) return absl::DataLossError(absl::StrCat("template ", t.key, " has no state file"));
+  absl::Time started = absl::Now();
   PPN_RETURN_IF_ERROR(LoadTemplateState(qmp.get(), state.fd, absl::Seconds(30)));
+  absl::Time loaded = absl::Now();
   // Written before the guest runs: its first read after the restore finds it.
   PPN_RETURN_IF_ERROR(WriteChannel(channel.fd, EncodeIdentity(identity)));
   PPN_RETURN_IF_ERROR(qmp->Execute("cont").status());
   absl::Status taken = WaitForChannelLine(channel.fd, "PPN-IDENTITY-OK", options_.identity_timeout);
   if (!taken.ok())
     return absl::FailedPreconditionError(absl::StrCat("the clone did not take its identity: ", taken.message()));
+  spdlog::info("vm.restored vm={} template={} start_ms={} load_ms={} identity_ms={}", LogValue(r.vm_id), t.key,
+               absl::ToInt64Milliseconds(started - t0), absl::ToInt64Milliseconds(loaded - started),
+               absl::ToInt64Milliseconds(absl::Now() - loaded));
   return absl::OkStatus();
 }
 
