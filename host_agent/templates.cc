@@ -237,7 +237,7 @@ absl::StatusOr<int> ConnectIdentityChannel(const std::string& socket_path, absl:
   }
 }
 
-absl::Status WaitForChannelLine(int fd, const std::string& prefix, absl::Duration timeout) {
+absl::Status WaitForChannelLine(int fd, const std::string& prefix, absl::Duration timeout, std::string* found) {
   absl::Time deadline = absl::Now() + timeout;
   std::string buffer;
   while (true) {
@@ -245,7 +245,10 @@ absl::Status WaitForChannelLine(int fd, const std::string& prefix, absl::Duratio
     while ((nl = buffer.find('\n')) != std::string::npos) {
       std::string line = buffer.substr(0, nl);
       buffer.erase(0, nl + 1);
-      if (absl::StartsWith(line, prefix)) return absl::OkStatus();
+      if (absl::StartsWith(line, prefix)) {
+        if (found != nullptr) *found = line;
+        return absl::OkStatus();
+      }
     }
     absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) {

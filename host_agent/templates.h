@@ -114,9 +114,9 @@ std::string NewVmGenerationId();
 // A connection to a VM's identity channel (its QEMU's socket), retried until `timeout`.
 // UNAVAILABLE if it never answers. The caller closes the descriptor.
 absl::StatusOr<int> ConnectIdentityChannel(const std::string& socket_path, absl::Duration timeout);
-// Reads lines from `fd` until one starts with `prefix`; DEADLINE_EXCEEDED after `timeout`,
-// UNAVAILABLE if the channel closes.
-absl::Status WaitForChannelLine(int fd, const std::string& prefix, absl::Duration timeout);
+// Reads lines from `fd` until one starts with `prefix` (kept in `*line` when given);
+// DEADLINE_EXCEEDED after `timeout`, UNAVAILABLE if the channel closes.
+absl::Status WaitForChannelLine(int fd, const std::string& prefix, absl::Duration timeout, std::string* line = nullptr);
 absl::Status WriteChannel(int fd, const std::string& data);
 
 // With a template's QEMU running and ready: pauses it and saves its device state (not its

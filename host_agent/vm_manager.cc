@@ -368,9 +368,20 @@ absl::Status VmManager::Restore(const CreateRequest& r, VmRuntime::Launch launch
   // Written before the guest runs: its first read after the restore finds it.
   PPN_RETURN_IF_ERROR(WriteChannel(channel.fd, EncodeIdentity(identity)));
   PPN_RETURN_IF_ERROR(qmp->Execute("cont").status());
-  absl::Status taken = WaitForChannelLine(channel.fd, "PPN-IDENTITY-OK", options_.identity_timeout);
-  if (!taken.ok())
-    return absl::FailedPreconditionError(absl::StrCat("the clone did not take its identity: ", taken.message()));
+  // The guest answers with the hostname it applied: one that differs was garbled on the way,
+  // and the identity goes again.
+  const std::string taken_line = "PPN-IDENTITY-OK " + identity.hostname;
+  for (int attempt = 1;; ++attempt) {
+    std::string line;
+    absl::Status taken = WaitForChannelLine(channel.fd, "PPN-IDENTITY-OK", options_.identity_timeout, &line);
+    if (!taken.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("the clone did not take its identity: ", taken.message()));
+    }
+    if (line == taken_line) break;
+    if (attempt == 3) return absl::FailedPreconditionError("the clone took a garbled identity three times");
+    spdlog::warn("vm.identity_garbled vm={} attempt={}", LogValue(r.vm_id), attempt);
+    PPN_RETURN_IF_ERROR(WriteChannel(channel.fd, EncodeIdentity(identity)));
+  }
   spdlog::info("vm.restored vm={} template={} start_ms={} load_ms={} identity_ms={}", LogValue(r.vm_id), t.key,
                absl::ToInt64Milliseconds(started - t0), absl::ToInt64Milliseconds(loaded - started),
                absl::ToInt64Milliseconds(absl::Now() - loaded));

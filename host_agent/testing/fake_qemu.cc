@@ -80,7 +80,9 @@ class FakeQemu::GuestChannel {
         got.append(buf, static_cast<size_t>(n));
         if (absl::StrContains(got, "end\n")) {
           on_identity_(got);
-          if (speak_) send(c, "PPN-IDENTITY-OK\n", 16, MSG_NOSIGNAL);
+          std::string host = got.substr(9, got.find('\n') - 9);  // "hostname NAME\n..."
+          std::string ok = "PPN-IDENTITY-OK " + host + "\n";
+          if (speak_) send(c, ok.data(), ok.size(), MSG_NOSIGNAL);
           got.clear();
         }
       }

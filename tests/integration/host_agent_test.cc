@@ -720,12 +720,79 @@ TEST_CASE("two clones of one template have their own hostname, randomness and po
     CHECK(d.state_message().rfind("cold boot: no template of image ppn-test-guest: template ", 0) == 0);
     CHECK(HttpGet(static_cast<int>(d.forwarded_ports(0).host_port()), "/", absl::Seconds(30)) ==
           "hello from clone-d\n");
+    // Made again in the background, whole.
+    absl::Time remade = absl::Now() + absl::Seconds(180);
+    while (!std::filesystem::exists(templates[0] + "/manifest.json") && absl::Now() < remade) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    CHECK(std::filesystem::exists(templates[0] + "/manifest.json"));
+    CHECK(ReadAll(templates[0] + "/state") != "garbage");
     REQUIRE(Destroy(stub2.get(), "vm-clone-d").ok());
   }
   REQUIRE(Destroy(stub2.get(), "vm-clone-c").ok());
   REQUIRE(Destroy(stub2.get(), "vm-clone-b").ok());
   CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-clone") == 0);
   CHECK(ppn::testing::CountProcessesMentioning("ppn-template-") == 0);
+}
+
+TEST_CASE("a VM restored from a template live-migrates to a node that boots its VMs",
+          "[host_agent][qemu][templates][migration]") {
+  Fixture f;
+  AgentProcess a =
+      StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off", "--templates=ppn-test-guest"});
+  AgentProcess b = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-b",
+                              {"--kvm=off", "--port_range=21000-21999", "--templates=off"});
+  auto sa = f.Stub(a);
+  auto sb = f.Stub(b);
+  absl::Time deadline = absl::Now() + absl::Seconds(180);
+  auto made = [&] {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(a.state_dir + "/templates", ec)) {
+      if (e.path().filename().string()[0] != '.') return true;
+    }
+    return false;
+  };
+  while (!made() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  REQUIRE(made());
+  VmInstance vm;
+  REQUIRE(Spawn(sa.get(), "vm-mover", Spec("mover"), &vm).ok());
+  REQUIRE(vm.state_message().rfind("restored from template ", 0) == 0);
+  int port_a = static_cast<int>(vm.forwarded_ports(0).host_port());
+  REQUIRE(HttpGet(port_a, "/cgi-bin/write?before-move", absl::Seconds(60)) == "wrote before-move\n");
+  REQUIRE(WaitForFileContaining(vm.console_log_path(), "PPN-TICK", absl::Seconds(30)));
+
+  PrepareIncomingResponse prepared;
+  {
+    PrepareIncomingRequest prep;
+    prep.set_vm_id("vm-mover");
+    prep.set_tenant_id("acme");
+    *prep.mutable_spec() = vm.spec();
+    prep.set_accelerator(vm.accelerator());
+    prep.set_source_node_id("laptop-a");
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    grpc::Status s = sb->PrepareIncoming(&ctx, prep, &prepared);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+  }
+  MigrateOutRequest out;
+  out.set_vm_id("vm-mover");
+  out.set_migration_uri(prepared.migration_uri());
+  out.set_migration_ticket(prepared.migration_ticket());
+  out.set_target_node_id("laptop-b");
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(120));
+  auto reader = sa->MigrateOut(&ctx, out);
+  MigrateOutResponse msg;
+  ppn::types::v1::MigrationProgress last;
+  while (reader->Read(&msg)) last = msg.progress();
+  REQUIRE(reader->Finish().ok());
+  INFO(last.message() << "\n" << ReadAll(b.state_dir + "/vms/vm-mover/qemu.log"));
+  REQUIRE(last.phase() == ppn::types::v1::MIGRATION_PHASE_COMPLETED);
+  int port_b = static_cast<int>(prepared.forwarded_ports(0).host_port());
+  CHECK(HttpGet(port_b, "/cgi-bin/read", absl::Seconds(30)) == "before-move\n");
+  CHECK(HttpGet(port_b, "/", absl::Seconds(30)) == "hello from mover\n");  // its own identity moved with it
+  REQUIRE(Destroy(sb.get(), "vm-mover").ok());
 }
 
 }  // namespace
