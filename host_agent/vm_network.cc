@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "common/files.h"
 #include "common/status_macros.h"
+#include "host_agent/private_network.h"
 #include "nlohmann/json.hpp"
 
 namespace ppn::host {
@@ -148,6 +149,7 @@ void RemoveNetworkScope(const std::string& scope, const CommandRunner& run, cons
     closedir(dir);
   }
   run({"nft", "delete", "table", "ip", net.NodeTableName()}, "").IgnoreError();
+  RemovePrivateNetworkScope(scope, run);
 }
 
 absl::StatusOr<NetworkOptions> DiscoverNetworkOptions(const std::string& node_id, const std::string& mesh_address,
@@ -271,6 +273,8 @@ std::string VmNetwork::RenderNodeTable(const std::vector<std::pair<VmLink, std::
 std::string VmNetwork::RenderVmRules(const EgressPolicy& policy) const {
   std::vector<std::string> denied = {"0.0.0.0/8",   "127.0.0.0/8",       "169.254.0.0/16", "224.0.0.0/4",
                                      "240.0.0.0/4", options_.mesh_range, kLinkPool,        options_.link_range};
+  // Private networks are reached over a VM's own NIC on them, never through its egress.
+  if (!options_.private_range.empty()) denied.push_back(options_.private_range);
   for (const std::string& a : options_.node_addresses) denied.push_back(a);
   for (const std::string& r : options_.lan_ranges) denied.push_back(r);
   std::string out = "table ip ppn {}\ndelete table ip ppn\ntable ip ppn {\n";
@@ -488,7 +492,10 @@ std::vector<std::string> VmNetwork::ListNamespaces() const {
   DIR* dir = opendir("/run/netns");
   if (dir == nullptr) return out;
   while (dirent* e = readdir(dir)) {
-    if (absl::StartsWith(e->d_name, prefix)) out.push_back(e->d_name);
+    // VM ids hold no dots: ppn.<scope>.net.<id> is a private network's router (PrivateNetworks).
+    if (absl::StartsWith(e->d_name, prefix) && std::strchr(e->d_name + prefix.size(), '.') == nullptr) {
+      out.push_back(e->d_name);
+    }
   }
   closedir(dir);
   std::sort(out.begin(), out.end());

@@ -63,6 +63,9 @@ struct NetworkOptions {
   std::vector<std::string> lan_ranges;      // the node's LAN subnets and the operator's extra ranges
   std::vector<std::string> dns_servers;     // resolvers the guests' DNS goes to (slirp forwards)
   std::string mesh_range = "10.8.0.0/24";
+  // The fleet's pool of private tenant networks (--private_network_pool): never reached
+  // through a VM's egress, only over its NIC on a network (PrivateNetworks).
+  std::string private_range = "10.214.0.0/16";
 };
 
 // Where one VM's network is.
