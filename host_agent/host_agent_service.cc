@@ -11,7 +11,7 @@ namespace ppn::host {
 grpc::Status HostAgentService::SpawnVm(grpc::ServerContext*, const v1::SpawnVmRequest* request,
                                        v1::SpawnVmResponse* response) {
   absl::StatusOr<v1::VmInstance> vm =
-      manager_->Spawn(VmId(request->vm_id()), TenantId(request->tenant_id()), request->spec());
+      manager_->Spawn(VmId(request->vm_id()), TenantId(request->tenant_id()), request->spec(), request->private_nics());
   if (!vm.ok()) return RpcFailed("SpawnVm", vm.status(), {{"vm", request->vm_id()}});
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;

@@ -106,8 +106,8 @@ void RemovePrivateNetworkScope(const std::string& scope, const CommandRunner& ru
   }
 }
 
-PrivateNetworks::PrivateNetworks(std::string scope, CommandRunner run, std::string tap_user)
-    : scope_(std::move(scope)), run_(std::move(run)), tap_user_(std::move(tap_user)) {}
+PrivateNetworks::PrivateNetworks(std::string scope, CommandRunner run)
+    : scope_(std::move(scope)), run_(std::move(run)) {}
 
 std::string PrivateNetworks::RouterNamespace(const std::string& network_id) const {
   return RouterPrefix(scope_) + network_id;
@@ -145,7 +145,7 @@ absl::Status PrivateNetworks::MakeRouterLocked(const std::string& network_id) {
 }
 
 absl::Status PrivateNetworks::Attach(const std::string& vm_id, const std::string& vm_netns,
-                                     const std::vector<PrivateNic>& nics) {
+                                     const std::vector<PrivateNic>& nics, const std::string& tap_user) {
   PPN_RETURN_IF_ERROR(ValidatePrivateNics(nics));
   absl::MutexLock l(&mu_);
   absl::Status s;
@@ -159,7 +159,7 @@ absl::Status PrivateNetworks::Attach(const std::string& vm_id, const std::string
     // A leftover of this VM (an agent killed mid-attach) is replaced.
     run_({"ip", "-n", router, "link", "del", port}, "").IgnoreError();
     std::string vm =
-        absl::StrCat("tuntap add dev ", tap, " mode tap", tap_user_.empty() ? "" : " user ", tap_user_, "\nlink add ",
+        absl::StrCat("tuntap add dev ", tap, " mode tap", tap_user.empty() ? "" : " user ", tap_user, "\nlink add ",
                      bridge, " type bridge\nlink add ", veth, " type veth peer name ", port, " netns ", router,
                      "\nlink set ", tap, " master ", bridge, "\nlink set ", veth, " master ", bridge, "\nlink set ",
                      tap, " up\nlink set ", veth, " up\nlink set ", bridge, " up\n");

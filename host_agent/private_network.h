@@ -40,13 +40,14 @@ constexpr size_t kMaxPrivateNics = 4;
 
 class PrivateNetworks {
  public:
-  // `scope`: as VmNetwork's (names of two agents on one host never meet). `tap_user`: the user
-  // QEMU runs as, who may open the taps; empty for root.
-  PrivateNetworks(std::string scope, CommandRunner run, std::string tap_user);
+  // `scope`: as VmNetwork's (names of two agents on one host never meet).
+  PrivateNetworks(std::string scope, CommandRunner run);
 
   // Makes the router of each NIC's network (if this node has none yet) and the VM's tap,
-  // bridge and veth for it inside `vm_netns` (which must exist). Undoes itself on error.
-  absl::Status Attach(const std::string& vm_id, const std::string& vm_netns, const std::vector<PrivateNic>& nics);
+  // bridge and veth for it inside `vm_netns` (which must exist); the taps belong to
+  // `tap_user` (QEMU's user; empty: root). Undoes itself on error.
+  absl::Status Attach(const std::string& vm_id, const std::string& vm_netns, const std::vector<PrivateNic>& nics,
+                      const std::string& tap_user);
   // Takes the VM's ports off the routers of `nics` and removes each router left without a VM;
   // what is already gone is not an error. (The VM's tap and bridge go with its namespace.)
   void Detach(const std::string& vm_id, const std::vector<PrivateNic>& nics);
@@ -75,7 +76,6 @@ class PrivateNetworks {
 
   const std::string scope_;
   const CommandRunner run_;
-  const std::string tap_user_;
   absl::Mutex mu_;
 };
 

@@ -152,11 +152,11 @@ PrivateNic Nic(const std::string& net, const std::string& address) { return {net
 
 TEST_CASE("VMs on one private network reach each other and a VM on another does not", "[host_agent][private_network]") {
   Fixture f({"vm-a1", "vm-a2", "vm-b1"});
-  PrivateNetworks nets(kScope, RunForTest, "nobody");
-  REQUIRE(nets.Attach("vm-a1", Fixture::Ns("vm-a1"), {Nic("net-a", "10.214.0.2")}).ok());
-  REQUIRE(nets.Attach("vm-a2", Fixture::Ns("vm-a2"), {Nic("net-a", "10.214.0.3")}).ok());
+  PrivateNetworks nets(kScope, RunForTest);
+  REQUIRE(nets.Attach("vm-a1", Fixture::Ns("vm-a1"), {Nic("net-a", "10.214.0.2")}, "nobody").ok());
+  REQUIRE(nets.Attach("vm-a2", Fixture::Ns("vm-a2"), {Nic("net-a", "10.214.0.3")}, "nobody").ok());
   // Tenant B's network lies in the same numbers on purpose: only a shared bridge connects.
-  REQUIRE(nets.Attach("vm-b1", Fixture::Ns("vm-b1"), {Nic("net-b", "10.214.0.4")}).ok());
+  REQUIRE(nets.Attach("vm-b1", Fixture::Ns("vm-b1"), {Nic("net-b", "10.214.0.4")}, "nobody").ok());
   Fixture::Guest("vm-a1", "10.214.0.2");
   Fixture::Guest("vm-a2", "10.214.0.3");
   Fixture::Guest("vm-b1", "10.214.0.4");
@@ -186,10 +186,10 @@ TEST_CASE("VMs on one private network reach each other and a VM on another does 
 TEST_CASE("the start sweep removes routers no live VM uses and ports of VMs that are gone",
           "[host_agent][private_network]") {
   Fixture f({"vm-c1", "vm-c2", "vm-d1"});
-  PrivateNetworks nets(kScope, RunForTest, "");
-  REQUIRE(nets.Attach("vm-c1", Fixture::Ns("vm-c1"), {Nic("net-c", "10.214.1.2")}).ok());
-  REQUIRE(nets.Attach("vm-c2", Fixture::Ns("vm-c2"), {Nic("net-c", "10.214.1.3")}).ok());
-  REQUIRE(nets.Attach("vm-d1", Fixture::Ns("vm-d1"), {Nic("net-d", "10.214.2.2")}).ok());
+  PrivateNetworks nets(kScope, RunForTest);
+  REQUIRE(nets.Attach("vm-c1", Fixture::Ns("vm-c1"), {Nic("net-c", "10.214.1.2")}, "nobody").ok());
+  REQUIRE(nets.Attach("vm-c2", Fixture::Ns("vm-c2"), {Nic("net-c", "10.214.1.3")}, "nobody").ok());
+  REQUIRE(nets.Attach("vm-d1", Fixture::Ns("vm-d1"), {Nic("net-d", "10.214.2.2")}, "nobody").ok());
   std::vector<std::string> removed = nets.Sweep({{"net-c", {"vm-c2"}}});
   CHECK(removed.size() == 2);
   CHECK(nets.ListRouters() == std::vector<std::string>{nets.RouterNamespace("net-c")});
@@ -200,8 +200,8 @@ TEST_CASE("the start sweep removes routers no live VM uses and ports of VMs that
 
 TEST_CASE("a failed attach leaves no router behind", "[host_agent][private_network]") {
   Fixture f({});
-  PrivateNetworks nets(kScope, RunForTest, "");
-  absl::Status s = nets.Attach("vm-x", Fixture::Ns("vm-x"), {Nic("net-x", "10.214.3.2")});  // no such namespace
+  PrivateNetworks nets(kScope, RunForTest);
+  absl::Status s = nets.Attach("vm-x", Fixture::Ns("vm-x"), {Nic("net-x", "10.214.3.2")}, "");  // no such namespace
   CHECK(!s.ok());
   CHECK(absl::StrContains(s.message(), "cannot attach vm vm-x to private network net-x"));
   CHECK(nets.ListRouters().empty());

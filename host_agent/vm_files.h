@@ -49,7 +49,9 @@ class VmFiles {
   // image's when 0) and the seed ISO, handed to the owner. FAILED_PRECONDITION when qemu-img
   // or genisoimage refuse (with their words), PERMISSION_DENIED when the files cannot be
   // handed over, INTERNAL otherwise. On error nothing is left.
-  absl::Status Create(const std::string& vm_id, const Image& image, const ppn::types::v1::VmSpec& spec);
+  // `network_config`: the seed's network-config file (private networks); empty for none.
+  absl::Status Create(const std::string& vm_id, const Image& image, const ppn::types::v1::VmSpec& spec,
+                      const std::string& network_config = "");
   // Removes the VM's directory and everything in it; a missing one is fine.
   void Remove(const std::string& vm_id);
   // Ids that have a directory.
@@ -62,7 +64,8 @@ class VmFiles {
   uint64_t DiskAllocatedBytes(const std::string& vm_id) const;
 
  private:
-  absl::Status WriteSeed(const std::string& vm_id, const ppn::types::v1::VmSpec& spec);
+  absl::Status WriteSeed(const std::string& vm_id, const ppn::types::v1::VmSpec& spec,
+                         const std::string& network_config);
 
   ProcessSpawner* const spawner_;
   const std::string vms_dir_;

@@ -44,6 +44,23 @@ bool SameSpec(VmSpec a, VmSpec b) {
   return google::protobuf::util::MessageDifferencer::Equals(a, b);
 }
 
+std::vector<PrivateNic> PrivateNicsOf(const VmInstance& vm) {
+  std::vector<PrivateNic> out;
+  for (const auto& n : vm.private_nics()) out.push_back({n.network_id(), n.address(), n.prefix_length(), n.mac()});
+  return out;
+}
+
+// A spawn's NICs: one per network the spec names, in its order, well-formed.
+absl::Status CheckPrivateNics(const VmSpec& spec,
+                              const google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>& nics) {
+  bool match = nics.size() == spec.networks_size();
+  for (int i = 0; match && i < nics.size(); ++i) match = nics[i].network_id() == spec.networks(i);
+  if (!match) return absl::InvalidArgumentError("private_nics must hold one NIC per spec.networks entry, in order");
+  std::vector<PrivateNic> out;
+  for (const auto& n : nics) out.push_back({n.network_id(), n.address(), n.prefix_length(), n.mac()});
+  return ValidatePrivateNics(out);
+}
+
 VmManager::Options Normalized(VmManager::Options o) {
   // QEMU command lines name the state directory: one spelling, so a restart recognises them.
   o.state_dir = std::filesystem::absolute(o.state_dir).lexically_normal().string();
@@ -227,6 +244,15 @@ absl::Status VmManager::Adopt() {
   }
   std::vector<std::string> removed;
   PPN_ASSIGN_OR_RETURN(auto links, network_->StartNode(live, &removed));
+  std::map<std::string, std::set<std::string>> private_live;  // network → its VMs here
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, e] : vms_) {
+      if (e->process == nullptr || links.count(id) == 0) continue;
+      for (const auto& n : e->rec.instance.private_nics()) private_live[n.network_id()].insert(id);
+    }
+  }
+  for (const std::string& name : network_->private_networks().Sweep(private_live)) removed.push_back(name);
   for (const std::string& name : removed) spdlog::info("vm.network_removed name={} reason=\"no such VM\"", name);
   absl::MutexLock l(&mu_);
   for (const auto& [id, e] : vms_) {
@@ -275,14 +301,17 @@ std::shared_ptr<VmManager::Entry> VmManager::Find(const std::string& vm_id) {
   return it == vms_.end() ? nullptr : it->second;
 }
 
-absl::StatusOr<VmInstance> VmManager::Spawn(const VmId& vm_id, const TenantId& tenant, const VmSpec& spec) {
+absl::StatusOr<VmInstance> VmManager::Spawn(
+    const VmId& vm_id, const TenantId& tenant, const VmSpec& spec,
+    const google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>& private_nics) {
   CreateRequest r{vm_id.value(),
                   tenant.value(),
                   spec,
                   /*incoming=*/false,
                   kvm_usable_ && options_.kvm_mode == KvmMode::kAuto,
                   absl::ZeroDuration(),
-                  ""};
+                  "",
+                  private_nics};
   PPN_ASSIGN_OR_RETURN(Created created, Create(r));
   return created.vm;
 }
@@ -292,6 +321,11 @@ absl::StatusOr<VmManager::Created> VmManager::Create(const CreateRequest& r) {
   PPN_RETURN_IF_ERROR(ValidateVmId(r.vm_id));
   PPN_RETURN_IF_ERROR(ValidateTenantId(r.tenant_id));
   PPN_RETURN_IF_ERROR(ValidateVmSpec(r.spec));
+  PPN_RETURN_IF_ERROR(CheckPrivateNics(r.spec, r.private_nics));
+  if (!r.private_nics.empty() && network_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", options_.node_id, " runs its VMs without network isolation (--network=user): no private networks"));
+  }
   PPN_ASSIGN_OR_RETURN(Image image, catalog_.Find(r.spec.image()));
   PPN_ASSIGN_OR_RETURN(uint64_t disk_bytes, runtime_.files().DiskVirtualBytes(image, r.spec));
   std::shared_ptr<Entry> e;
@@ -415,6 +449,11 @@ absl::Status VmManager::ReserveLocked(const CreateRequest& r, uint64_t disk_byte
     p->set_host_address(options_.host_address);
     p->set_host_port(ports[i]);
   }
+  for (const auto& n : r.private_nics) {
+    auto* nic = vm.add_private_nics();
+    *nic = n;
+    if (nic->mac().empty()) nic->set_mac(PrivateNetworks::MacFor(r.vm_id, n.network_id()));
+  }
   if (r.incoming) e->rec.migration_port = ports.back();
   e->migration_source = r.migration_source;
   e->disk_virtual_bytes = disk_bytes;
@@ -428,6 +467,9 @@ absl::Status VmManager::StartQemu(const CreateRequest& r, const Image& image, En
   VmRuntime::Launch launch{r.vm_id, r.spec, image, {}, r.kvm, r.incoming, ""};
   {
     absl::MutexLock l(&mu_);
+    std::vector<PrivateNic> nics = PrivateNicsOf(e->rec.instance);
+    for (size_t i = 0; i < nics.size(); ++i) launch.taps.push_back({PrivateNetworks::TapName(i), nics[i].mac});
+    launch.network_config = RenderNetworkConfig(nics);
     for (const auto& f : e->rec.instance.forwarded_ports()) {
       // In its namespace QEMU listens on the namespace's address; the node forwards its mesh
       // address's port there.
@@ -447,11 +489,13 @@ absl::Status VmManager::MakeNetwork(Entry* e) {
   std::string vm_id;
   EgressPolicy policy;
   std::vector<PortForwardRule> forwards;
+  std::vector<PrivateNic> nics;
   {
     absl::MutexLock l(&mu_);
     vm_id = e->rec.instance.vm_id();
     policy = PolicyOf(e->rec.instance.spec().egress());
     forwards = ForwardRules(e->rec.instance);
+    nics = PrivateNicsOf(e->rec.instance);
   }
   PPN_ASSIGN_OR_RETURN(VmLink link, network_->Acquire(vm_id));
   {
@@ -459,18 +503,24 @@ absl::Status VmManager::MakeNetwork(Entry* e) {
     e->link = link;  // from here on Remove() undoes it, whatever fails next
   }
   PPN_RETURN_IF_ERROR(network_->Create(link, policy));
+  PPN_RETURN_IF_ERROR(network_->private_networks().Attach(vm_id, link.netns, nics, qemu_user_));
   return network_->AddForwards(link, forwards);
 }
 
 void VmManager::DropNetwork(Entry* e) {
   std::optional<VmLink> link;
   std::vector<PortForwardRule> forwards;
+  std::vector<PrivateNic> nics;
+  std::string vm_id;
   {
     absl::MutexLock l(&mu_);
     link.swap(e->link);
     forwards = ForwardRules(e->rec.instance);
+    nics = PrivateNicsOf(e->rec.instance);
+    vm_id = e->rec.instance.vm_id();
   }
   if (!link || network_ == nullptr) return;
+  network_->private_networks().Detach(vm_id, nics);
   absl::Status s = network_->Remove(*link, forwards);
   if (!s.ok()) spdlog::error("vm.network_left vm={} error={}", LogValue(link->netns), LogValue(s.message()));
   network_->Release(*link);

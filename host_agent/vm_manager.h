@@ -96,8 +96,11 @@ class VmManager {
   // with the same spec gets the running instance (after waiting for a spawn under way);
   // ALREADY_EXISTS if the id is another tenant's, or this tenant's with another spec or as a
   // migration target; FAILED_PRECONDITION if it exists here but is not running.
-  absl::StatusOr<ppn::host::v1::VmInstance> Spawn(const VmId& vm_id, const TenantId& tenant,
-                                                  const ppn::types::v1::VmSpec& spec);
+  // `private_nics`: its NICs on private networks (one per spec.networks entry), which need
+  // the node's network isolation (FAILED_PRECONDITION without it).
+  absl::StatusOr<ppn::host::v1::VmInstance> Spawn(
+      const VmId& vm_id, const TenantId& tenant, const ppn::types::v1::VmSpec& spec,
+      const google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>& private_nics = {});
   // QMP powerdown, `grace` to stop (0: the default), then SIGTERM, then SIGKILL; removes the
   // VM's files, cgroup, ports and record. NOT_FOUND if the VM is not on this node.
   absl::StatusOr<ppn::host::v1::VmInstance> Destroy(const std::string& vm_id, absl::Duration grace);
@@ -169,6 +172,7 @@ class VmManager {
     bool kvm = false;
     absl::Duration ready_timeout;
     std::string migration_source;  // incoming only
+    google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic> private_nics;
   };
 
   struct Created {

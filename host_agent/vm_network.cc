@@ -197,7 +197,8 @@ std::vector<std::string> ParseNameservers(const std::string& resolv_conf) {
   return out;
 }
 
-VmNetwork::VmNetwork(NetworkOptions options, CommandRunner run) : options_(std::move(options)), run_(std::move(run)) {
+VmNetwork::VmNetwork(NetworkOptions options, CommandRunner run)
+    : options_(std::move(options)), run_(std::move(run)), private_(Scope(), run_) {
   if (!ParseCidr(options_.link_range, &base_, &prefix_)) {
     base_ = 0;
     prefix_ = 32;

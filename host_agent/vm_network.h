@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/command_runner.h"
+#include "host_agent/private_network.h"
 
 namespace ppn::host {
 
@@ -132,6 +133,8 @@ class VmNetwork {
   std::vector<std::string> ListNamespaces() const;
 
   const NetworkOptions& options() const { return options_; }
+  // The node's private tenant networks (same scope): VMs' second NICs live in their namespaces.
+  PrivateNetworks& private_networks() { return private_; }
 
   // Pure renderings, public for tests.
   std::string RenderNodeTable(const std::vector<std::pair<VmLink, std::vector<PortForwardRule>>>& live) const;
@@ -152,6 +155,7 @@ class VmNetwork {
   uint32_t base_ = 0;  // link_range's network address, host order
   int prefix_ = 16;
   mutable absl::Mutex table_mu_;  // the node table's maps
+  PrivateNetworks private_;
 };
 
 // Validates `policy` (CIDRs parse, ports 1-65535 and first <= last, at most 64 rules per list,

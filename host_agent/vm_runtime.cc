@@ -18,7 +18,7 @@ void VmRuntime::SetNodeFeatures(std::string cgroup_root, bool seccomp) {
 }
 
 absl::Status VmRuntime::Start(const Launch& l, std::shared_ptr<Process>* process) {
-  PPN_RETURN_IF_ERROR(files_.Create(l.vm_id, l.image, l.spec));
+  PPN_RETURN_IF_ERROR(files_.Create(l.vm_id, l.image, l.spec, l.network_config));
   LaunchSpec launch;
   launch.qemu_binary = options_.qemu_binary;
   launch.vm_id = l.vm_id;
@@ -30,6 +30,7 @@ absl::Status VmRuntime::Start(const Launch& l, std::shared_ptr<Process>* process
   launch.forwards = l.forwards;
   launch.incoming = l.incoming;
   launch.netns = l.netns;
+  launch.taps = l.taps;
   launch.tls_dir = options_.tls_dir;
   launch.seccomp = seccomp_;
   launch.run_as_user = options_.qemu_user;

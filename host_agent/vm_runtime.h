@@ -52,6 +52,8 @@ class VmRuntime {
     bool kvm = false;
     bool incoming = false;
     std::string netns;
+    std::vector<TapNic> taps;    // private networks' NICs
+    std::string network_config;  // the seed's network-config; empty: none
   };
   // Files, cgroup and QEMU, up to its first QMP answer. `*process` is set as soon as QEMU is
   // exec'd, so a caller can Discard it on error. FAILED_PRECONDITION with QEMU's words if it

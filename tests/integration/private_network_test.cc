@@ -1,0 +1,205 @@
+// Private tenant networks, proved by hostile guests: two VMs of one tenant on a private
+// network reach each other over it; a VM of another tenant on the same node reaches neither
+// private address; nothing of a network outlives its last VM, a crashed QEMU or a killed agent.
+// Real QEMU under a real host agent, real namespaces, bridges and taps.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <regex>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "catch2/catch.hpp"
+#include "common/process.h"
+#include "common/tls_credentials.h"
+#include "grpcpp/create_channel.h"
+#include "host_agent/vm_network.h"
+#include "ppn/host/v1/host_agent.grpc.pb.h"
+#include "tests/harness/qemu_harness.h"
+
+namespace ppn {
+namespace {
+
+using namespace ppn::host::v1;  // NOLINT: test brevity
+using ppn::testing::AgentProcess;
+using ppn::testing::HttpGet;
+using ppn::testing::ReadAll;
+using ppn::testing::StartAgent;
+
+CommandRunner Run() { return SpawnerCommandRunner(PosixProcessSpawner::Get()); }
+
+std::chrono::system_clock::time_point Deadline(int seconds = 90) {
+  return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
+}
+
+ppn::types::v1::VmSpec ProbeSpec(const std::string& name, const std::vector<std::string>& probes) {
+  ppn::types::v1::VmSpec spec;
+  spec.set_display_name(name);
+  spec.set_vcpus(1);
+  spec.set_memory_mib(128);
+  spec.set_image("ppn-test-guest");
+  spec.add_port_forwards()->set_guest_port(80);
+  std::string user_data = "#cloud-config\n";
+  for (const std::string& p : probes) absl::StrAppend(&user_data, "#ppn-probe ", p, "\n");
+  spec.set_user_data(user_data);
+  return spec;
+}
+
+// Each target's answer in the first complete probe round numbered above `after`.
+std::map<std::string, std::string> ProbeRound(const std::string& console, int after, int* round,
+                                              absl::Duration timeout = absl::Seconds(90)) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    std::string text = ReadAll(console);
+    std::smatch m;
+    std::regex done("PPN-PROBE-ROUND-DONE ([0-9]+)");
+    int last = 0;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), done); it != std::sregex_iterator(); ++it) {
+      last = std::stoi((*it)[1]);
+    }
+    if (last > after) {
+      std::map<std::string, std::string> out;
+      std::string prefix = absl::StrCat("PPN-PROBE round=", last, " ");
+      for (absl::string_view line : absl::StrSplit(text, '\n')) {
+        if (!absl::StartsWith(line, prefix)) continue;
+        std::vector<std::string> f = absl::StrSplit(line.substr(prefix.size()), absl::MaxSplits(' ', 2));
+        if (f.size() == 3) out[f[0] + " " + f[1]] = std::string(absl::StripAsciiWhitespace(f[2]));
+      }
+      *round = last;
+      return out;
+    }
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+  FAIL("no probe round after " << after << " in " << console);
+  return {};
+}
+
+struct Node {
+  ppn::testing::GuestDir guest;
+  ppn::testing::TestPki pki{"ppn.test"};
+  TlsFiles fleet_tls = pki.Issue("fleet", "fleet");
+  AgentProcess agent = StartAgent(pki, guest.path(), guest.catalog(), "laptop-a", {"--kvm=off"});
+  std::unique_ptr<HostAgent::Stub> stub = HostAgent::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(agent.port), MtlsChannelCredentials(fleet_tls)));
+
+  VmInstance Spawn(const std::string& id, const std::string& tenant, ppn::types::v1::VmSpec spec,
+                   const std::vector<std::pair<std::string, std::string>>& nics = {}) {
+    SpawnVmRequest req;
+    req.set_vm_id(id);
+    req.set_tenant_id(tenant);
+    for (const auto& [network, address] : nics) {
+      spec.add_networks(network);
+      auto* nic = req.add_private_nics();
+      nic->set_network_id(network);
+      nic->set_address(address);
+      nic->set_prefix_length(24);
+    }
+    *req.mutable_spec() = spec;
+    SpawnVmResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    grpc::Status s = stub->SpawnVm(&ctx, req, &resp);
+    INFO(s.error_message() << "\n" << ReadAll(agent.state_dir + "/agent.log"));
+    REQUIRE(s.ok());
+    return resp.vm();
+  }
+  grpc::Status UpdateNetwork(const std::string& id, const ppn::types::v1::EgressPolicy& egress) {
+    UpdateVmNetworkRequest req;
+    req.set_vm_id(id);
+    *req.mutable_egress() = egress;
+    UpdateVmNetworkResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    return stub->UpdateVmNetwork(&ctx, req, &resp);
+  }
+  void Destroy(const std::string& id) {
+    DestroyVmRequest req;
+    req.set_vm_id(id);
+    req.mutable_grace_period()->set_seconds(2);
+    DestroyVmResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    REQUIRE(stub->DestroyVm(&ctx, req, &resp).ok());
+  }
+};
+
+// The private-network routers of the agent keeping its state in `state_dir`.
+std::vector<std::string> Routers(const std::string& state_dir) {
+  std::vector<std::string> out;
+  if (!std::filesystem::exists("/run/netns")) return out;
+  std::string prefix = "ppn." + ppn::host::NetworkScope("laptop-a", state_dir) + ".net.";
+  for (const auto& e : std::filesystem::directory_iterator("/run/netns")) {
+    std::string n = e.path().filename();
+    if (absl::StartsWith(n, prefix)) out.push_back(n);
+  }
+  return out;
+}
+
+TEST_CASE("a tenant's VMs reach each other on its private network and another tenant's VM reaches neither",
+          "[network][private_network][qemu][netns]") {
+  REQUIRE(geteuid() == 0);  // namespaces, bridges and taps; CI runs as root
+  Node n;
+  VmInstance a1 = n.Spawn("vm-a1", "acme", ProbeSpec("aone", {}), {{"net-acme1", "10.214.0.2"}});
+  REQUIRE(a1.private_nics_size() == 1);
+  CHECK(a1.private_nics(0).address() == "10.214.0.2");
+  CHECK(absl::StartsWith(a1.private_nics(0).mac(), "02:"));
+  VmInstance a2 = n.Spawn("vm-a2", "acme", ProbeSpec("atwo", {"http 10.214.0.2 80", "tcp 10.214.0.3 80"}),
+                          {{"net-acme1", "10.214.0.3"}});
+  // Tenant B probes both private addresses, and A's VM's forwarded port as a control.
+  VmInstance b = n.Spawn("vm-b", "globex", ProbeSpec("bee", {"http 10.214.0.2 80", "http 10.214.0.3 80"}));
+  CHECK(Routers(n.agent.state_dir).size() == 1);  // one router for the network, shared by its two VMs
+
+  int round = 0;
+  std::map<std::string, std::string> seen = ProbeRound(a2.console_log_path(), 0, &round);
+  {
+    INFO(ReadAll(a2.console_log_path()));
+    CHECK(absl::StrContains(ReadAll(a2.console_log_path()), "PPN-PRIVATE-NIC eth1 10.214.0.3/24"));
+    CHECK(seen["http 10.214.0.2:80"] == "hello from aone");
+    CHECK(seen["tcp 10.214.0.3:80"] == "open");  // itself, over its own private address
+  }
+  seen = ProbeRound(b.console_log_path(), 0, &round);
+  {
+    INFO(ReadAll(b.console_log_path()));
+    CHECK(seen["http 10.214.0.2:80"] == "closed");
+    CHECK(seen["http 10.214.0.3:80"] == "closed");
+    CHECK(seen.size() == 2);
+  }
+
+  SECTION("the network's router goes with its last VM on the node") {
+    n.Destroy("vm-a1");
+    CHECK(Routers(n.agent.state_dir).size() == 1);
+    n.Destroy("vm-a2");
+    CHECK(Routers(n.agent.state_dir).empty());
+    n.Destroy("vm-b");
+  }
+
+  SECTION("a crashed QEMU and a killed agent leave no router behind") {
+    n.Destroy("vm-b");
+    // A QEMU dies: its record stays (FAILED), its private NIC goes; the network stays for a2.
+    REQUIRE(ppn::testing::KillProcessesMentioning(n.agent.state_dir + "/vms/vm-a1/") == 1);
+    absl::Time deadline = absl::Now() + absl::Seconds(20);
+    std::string router = Routers(n.agent.state_dir).at(0);
+    // lo, br0 and a2's port remain.
+    auto links = [&] {
+      std::string text = Run()({"ip", "-n", router, "-o", "link", "show"}, "").value_or("");
+      return std::vector<std::string>(absl::StrSplit(text, '\n', absl::SkipEmpty())).size();
+    };
+    while (links() > 3 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(200));
+    CHECK(links() == 3);
+    // The agent SIGKILLed and the last VM's QEMU killed meanwhile: the next start sweeps.
+    n.agent.process->Signal(SIGKILL);
+    n.agent.process->Wait(absl::Seconds(10));
+    REQUIRE(ppn::testing::KillProcessesMentioning(n.agent.state_dir + "/vms/vm-a2/") == 1);
+    absl::SleepFor(absl::Milliseconds(300));
+    CHECK(Routers(n.agent.state_dir).size() == 1);  // nobody has cleaned up yet
+    AgentProcess restarted = StartAgent(n.pki, n.guest.path(), n.guest.catalog(), "laptop-a", {"--kvm=off"});
+    CHECK(Routers(n.agent.state_dir).empty());
+  }
+}
+
+}  // namespace
+}  // namespace ppn
