@@ -3,6 +3,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/vm_spec.h"
@@ -61,13 +62,87 @@ FleetCore::FleetCore(Deps deps, Options options)
   if (!options.relay_address.empty()) {
     registry_.ConfigureRelay(options.relay_address, options.relay_first_port, options.relay_last_port);
   }
+  absl::StatusOr<NetworkPool> pool = NetworkPool::Make(options.private_network_pool);
+  absl::MutexLock l(&mu_);
+  if (pool.ok()) networks_ = *std::move(pool);
 }
 
 absl::Status FleetCore::Load() {
   absl::MutexLock l(&mu_);
   absl::Time now = deps_.clock->Now();
   reconciler_.Started(now);
+  PPN_ASSIGN_OR_RETURN(std::vector<StoredNetwork> networks, deps_.store->LoadNetworks());
+  networks_.Load(std::move(networks));
   return registry_.Load(now);
+}
+
+absl::StatusOr<ppn::types::v1::Network> FleetCore::CreateNetwork(const Scope& scope, const std::string& name) {
+  if (!scope.tenant_id.has_value()) return absl::PermissionDeniedError("only the tenant proxy creates networks");
+  uint8_t rnd[6];
+  PPN_RETURN_IF_ERROR(deps_.random->Fill(rnd, sizeof rnd));
+  std::string id = "net-";
+  for (uint8_t b : rnd) absl::StrAppend(&id, absl::Hex(b, absl::kZeroPad2));
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(StoredNetwork n,
+                       networks_.Make(*scope.tenant_id, name, id, absl::ToUnixSeconds(deps_.clock->Now())));
+  PPN_RETURN_IF_ERROR(deps_.store->PutNetwork(n));
+  networks_.Add(n);
+  spdlog::info("network.created network={} tenant={} cidr={}", id, LogValue(*scope.tenant_id), networks_.Cidr(n));
+  return networks_.View(n);
+}
+
+absl::StatusOr<ppn::types::v1::Network> FleetCore::GetNetwork(const Scope& scope, const std::string& network_id) {
+  absl::MutexLock l(&mu_);
+  const StoredNetwork* n = networks_.Find(scope.tenant_id.value_or(""), network_id);
+  if (n == nullptr) return NetworkNotFound(network_id);
+  return networks_.View(*n);
+}
+
+std::vector<ppn::types::v1::Network> FleetCore::ListNetworks(const Scope& scope) {
+  absl::MutexLock l(&mu_);
+  std::vector<ppn::types::v1::Network> out;
+  for (const StoredNetwork& n : networks_.List(scope.tenant_id.value_or(""))) out.push_back(networks_.View(n));
+  return out;
+}
+
+absl::Status FleetCore::DeleteNetwork(const Scope& scope, const std::string& network_id) {
+  absl::MutexLock l(&mu_);
+  const StoredNetwork* n = networks_.Find(scope.tenant_id.value_or(""), network_id);
+  if (n == nullptr) return NetworkNotFound(network_id);
+  std::vector<std::string> attached;
+  for (const auto& [id, e] : registry_.vms()) {
+    const VmRecord& r = e.record();
+    if (r.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+    for (const std::string& net : r.spec().networks()) {
+      if (net == network_id) attached.push_back(id);
+    }
+  }
+  if (!attached.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("network ", network_id, " has VMs attached: ", absl::StrJoin(attached, ", ")));
+  }
+  PPN_RETURN_IF_ERROR(deps_.store->DeleteNetwork(network_id));
+  networks_.Remove(network_id);
+  spdlog::info("network.deleted network={}", network_id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>> FleetCore::AssignNicsLocked(
+    const std::string& tenant_id, const std::string& vm_id, const ppn::types::v1::VmSpec& spec) {
+  google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic> out;
+  for (const std::string& network_id : spec.networks()) {
+    const StoredNetwork* n = networks_.Find(tenant_id, network_id);
+    if (n == nullptr) return NetworkNotFound(network_id);
+    std::set<std::string> used;
+    for (const auto& [id, e] : registry_.vms()) {
+      if (id == vm_id || e.record().state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      for (const auto& nic : e.record().private_nics()) {
+        if (nic.network_id() == network_id) used.insert(nic.address());
+      }
+    }
+    PPN_ASSIGN_OR_RETURN(*out.Add(), networks_.Assign(*n, used));
+  }
+  return out;
 }
 
 void FleetCore::AddNode(const std::string& node_id, const std::string& agent_address) {
@@ -248,7 +323,9 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
                                                        "for a larger --relay_ports range"));
     }
     vm_id = NewVmId();
+    PPN_RETURN_IF_ERROR(AssignNicsLocked(tenant_id, vm_id, spec).status());
   }
+  google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic> nics;
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::string node_id, address;
     Decision decision;
@@ -275,6 +352,14 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       *r.mutable_spec() = spec;
       r.mutable_spec()->clear_user_data();
       r.set_state(ppn::types::v1::VM_STATE_PENDING);
+      // Assigned under the same lock as the record's insertion: two creates never share one.
+      if (attempt == 0) {
+        absl::StatusOr<google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>> assigned =
+            AssignNicsLocked(tenant_id, vm_id, spec);
+        if (!assigned.ok()) return assigned.status();
+        nics = *std::move(assigned);
+      }
+      *r.mutable_private_nics() = nics;
       absl::Time now = deps_.clock->Now();
       *r.mutable_create_time() = ToProtoTimestamp(now);
       absl::Duration ttl;
@@ -293,7 +378,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       registry_.Changed();
     }
     AgentClient* agent = deps_.agents->ForNode(node_id, address);
-    absl::StatusOr<ppn::host::v1::VmInstance> spawned = agent->SpawnVm(VmId(vm_id), TenantId(tenant_id), spec);
+    absl::StatusOr<ppn::host::v1::VmInstance> spawned = agent->SpawnVm(VmId(vm_id), TenantId(tenant_id), spec, nics);
     bool fenced = false;
     if (!spawned.ok() && OutcomeUnknown(spawned.status())) {
       // The node may have started it: another node may try only once this one surely has not.
@@ -316,6 +401,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       r.set_state_message(spawned->state_message());
       r.set_accelerator(spawned->accelerator());
       *r.mutable_forwarded_ports() = spawned->forwarded_ports();
+      if (spawned->private_nics_size() == nics.size()) *r.mutable_private_nics() = spawned->private_nics();  // MACs
       e->settle_after = deps_.clock->Now();  // a heartbeat already on its way may predate the spawn
       PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
       log_.Created(r, "spawn");

@@ -103,8 +103,9 @@ class FakeAgentClientFactory final : public AgentClientFactory {
   class Client final : public AgentClient {
    public:
     Client(FakeAgentClientFactory* f, std::string node) : f_(f), node_(std::move(node)) {}
-    absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const VmId& vm_id, const TenantId& tenant_id,
-                                                      const ppn::types::v1::VmSpec& spec) override {
+    absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(
+        const VmId& vm_id, const TenantId& tenant_id, const ppn::types::v1::VmSpec& spec,
+        const google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>& nics) override {
       std::function<void()> hook;
       {
         absl::MutexLock l(&f_->mu_);
@@ -123,6 +124,7 @@ class FakeAgentClientFactory final : public AgentClientFactory {
       vm.set_state(ppn::types::v1::VM_STATE_RUNNING);
       *vm.mutable_spec() = spec;
       vm.mutable_spec()->clear_user_data();
+      *vm.mutable_private_nics() = nics;
       vm.set_accelerator(ppn::types::v1::ACCELERATOR_TCG);
       // One host port per port forward the spec asks for (guest port 80 when it asks none),
       // from a per-node counter so that no two VMs of a node share one.
