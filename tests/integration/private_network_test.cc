@@ -1,7 +1,8 @@
 // Private tenant networks, proved by hostile guests: two VMs of one tenant on a private
 // network reach each other over it; a VM of another tenant on the same node reaches neither
 // private address; nothing of a network outlives its last VM, a crashed QEMU or a killed agent.
-// Real QEMU under a real host agent, real namespaces, bridges and taps.
+// Real QEMU under a real host agent (and, in the last test, the fleet binary handing out the
+// network and its addresses), real namespaces, bridges and taps.
 
 #include <signal.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
 #include "host_agent/vm_network.h"
+#include "ppn/fleet/v1/fleet_service.grpc.pb.h"
 #include "ppn/host/v1/host_agent.grpc.pb.h"
 #include "tests/harness/qemu_harness.h"
 
@@ -199,6 +201,154 @@ TEST_CASE("a tenant's VMs reach each other on its private network and another te
     AgentProcess restarted = StartAgent(n.pki, n.guest.path(), n.guest.catalog(), "laptop-a", {"--kvm=off"});
     CHECK(Routers(n.agent.state_dir).empty());
   }
+}
+
+// The fleet binary in front of the agent, called as the tenant proxy would (its certificate,
+// the tenant in metadata).
+struct Fleet {
+  std::unique_ptr<ppn::testing::Subprocess> process;
+  int port = 0;
+  Fleet(ppn::testing::TestPki& pki, const std::string& dir, int agent_port) {
+    TlsFiles tls = pki.Issue("fleet", "fleet");
+    std::string port_file = dir + "/fleet.port";
+    std::remove(port_file.c_str());
+    process = std::make_unique<ppn::testing::Subprocess>(
+        std::vector<std::string>{ppn::testing::RunfilePath("fleet/fleet"), "--mesh=" + pki.mesh(),
+                                 "--listen=127.0.0.1:0", "--tls_ca=" + tls.ca_cert, "--tls_cert=" + tls.cert,
+                                 "--tls_key=" + tls.key, "--db=" + dir + "/fleet.db",
+                                 "--nodes=laptop-a=127.0.0.1:" + std::to_string(agent_port), "--heartbeat_interval=1s",
+                                 "--port_file=" + port_file, "--private_network_pool=10.214.8.0/22"},
+        dir + "/fleet.log");
+    port = ppn::testing::WaitForPortFile(port_file, absl::Seconds(30));
+  }
+};
+
+struct TenantCaller {
+  std::unique_ptr<ppn::fleet::v1::FleetService::Stub> stub;
+  std::string tenant;
+  void Prepare(grpc::ClientContext* ctx) const {
+    ctx->set_deadline(Deadline());
+    if (!tenant.empty()) ctx->AddMetadata("x-ppn-tenant-id", tenant);
+  }
+  grpc::Status CreateNetwork(const std::string& name, ppn::types::v1::Network* out) const {
+    ppn::fleet::v1::CreateNetworkRequest req;
+    req.set_name(name);
+    ppn::fleet::v1::CreateNetworkResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    grpc::Status s = stub->CreateNetwork(&ctx, req, &resp);
+    *out = resp.network();
+    return s;
+  }
+  grpc::Status DeleteNetwork(const std::string& id) const {
+    ppn::fleet::v1::DeleteNetworkRequest req;
+    req.set_network_id(id);
+    ppn::fleet::v1::DeleteNetworkResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    return stub->DeleteNetwork(&ctx, req, &resp);
+  }
+  ppn::fleet::v1::VmRecord Create(const ppn::types::v1::VmSpec& spec) const {
+    ppn::fleet::v1::CreateVmRequest req;
+    *req.mutable_spec() = spec;
+    ppn::fleet::v1::CreateVmResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    grpc::Status s = stub->CreateVm(&ctx, req, &resp);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    return resp.vm();
+  }
+  grpc::Status TryCreate(const ppn::types::v1::VmSpec& spec) const {
+    ppn::fleet::v1::CreateVmRequest req;
+    *req.mutable_spec() = spec;
+    ppn::fleet::v1::CreateVmResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    return stub->CreateVm(&ctx, req, &resp);
+  }
+  void Destroy(const std::string& id) const {
+    ppn::fleet::v1::DestroyVmRequest req;
+    req.set_vm_id(id);
+    ppn::fleet::v1::DestroyVmResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    REQUIRE(stub->DestroyVm(&ctx, req, &resp).ok());
+  }
+};
+
+TenantCaller As(ppn::testing::TestPki& pki, int port, const std::string& role, const std::string& tenant) {
+  return {ppn::fleet::v1::FleetService::NewStub(
+              grpc::CreateChannel("127.0.0.1:" + std::to_string(port), MtlsChannelCredentials(pki.Issue(role, role)))),
+          tenant};
+}
+
+TEST_CASE("the fleet hands a tenant a network and its VMs their addresses on it, which only they reach",
+          "[network][private_network][fleet][qemu][netns]") {
+  REQUIRE(geteuid() == 0);
+  Node n;
+  Fleet fleet(n.pki, n.guest.path(), n.agent.port);
+  TenantCaller op = As(n.pki, fleet.port, "operator", "");
+  TenantCaller acme = As(n.pki, fleet.port, "tenant-proxy", "acme");
+  TenantCaller globex = As(n.pki, fleet.port, "tenant-proxy", "globex");
+  absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline) {
+    ppn::fleet::v1::ListNodesResponse resp;
+    grpc::ClientContext ctx;
+    op.Prepare(&ctx);
+    if (op.stub->ListNodes(&ctx, {}, &resp).ok() && resp.nodes_size() == 1 &&
+        resp.nodes(0).state() == ppn::fleet::v1::NODE_STATE_ALIVE)
+      break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+
+  ppn::types::v1::Network net;
+  grpc::Status made = acme.CreateNetwork("backend", &net);
+  INFO(made.error_message());
+  REQUIRE(made.ok());
+  CHECK(net.cidr() == "10.214.8.0/24");
+  // globex cannot attach a VM to acme's network: not found, as one that never existed.
+  ppn::types::v1::VmSpec sneaky = ProbeSpec("sneaky", {});
+  sneaky.add_networks(net.network_id());
+  grpc::Status refused = globex.TryCreate(sneaky);
+  CHECK(refused.error_code() == grpc::StatusCode::NOT_FOUND);
+  CHECK(refused.error_message() == absl::StrCat("network ", net.network_id(), " not found"));
+
+  ppn::types::v1::VmSpec one = ProbeSpec("aone", {});
+  one.add_networks(net.network_id());
+  ppn::fleet::v1::VmRecord a1 = acme.Create(one);
+  REQUIRE(a1.private_nics_size() == 1);
+  CHECK(a1.private_nics(0).address() == "10.214.8.2");
+  ppn::types::v1::VmSpec two = ProbeSpec("atwo", {"http 10.214.8.2 80"});
+  two.add_networks(net.network_id());
+  ppn::fleet::v1::VmRecord a2 = acme.Create(two);
+  CHECK(a2.private_nics(0).address() == "10.214.8.3");
+  ppn::fleet::v1::VmRecord b = globex.Create(ProbeSpec("bee", {"http 10.214.8.2 80", "http 10.214.8.3 80"}));
+
+  std::string a2_console = absl::StrCat(n.agent.state_dir, "/vms/", a2.vm_id(), "/console.log");
+  std::string b_console = absl::StrCat(n.agent.state_dir, "/vms/", b.vm_id(), "/console.log");
+  int round = 0;
+  std::map<std::string, std::string> seen = ProbeRound(a2_console, 0, &round);
+  {
+    INFO(ReadAll(a2_console));
+    CHECK(seen["http 10.214.8.2:80"] == "hello from aone");
+  }
+  seen = ProbeRound(b_console, 0, &round);
+  {
+    INFO(ReadAll(b_console));
+    CHECK(seen["http 10.214.8.2:80"] == "closed");
+    CHECK(seen["http 10.214.8.3:80"] == "closed");
+  }
+
+  grpc::Status busy = acme.DeleteNetwork(net.network_id());
+  CHECK(busy.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(absl::StartsWith(busy.error_message(), absl::StrCat("network ", net.network_id(), " has VMs attached: ")));
+  CHECK(globex.DeleteNetwork(net.network_id()).error_code() == grpc::StatusCode::NOT_FOUND);
+  acme.Destroy(a1.vm_id());
+  acme.Destroy(a2.vm_id());
+  globex.Destroy(b.vm_id());
+  CHECK(acme.DeleteNetwork(net.network_id()).ok());
+  CHECK(Routers(n.agent.state_dir).empty());
 }
 
 }  // namespace
