@@ -2,25 +2,35 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <openssl/sha.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "common/files.h"
 #include "common/status_macros.h"
+#include "mesh/wireguard_key.h"
 #include "nlohmann/json.hpp"
 
 namespace ppn::host {
 namespace {
 
 constexpr char kBridge[] = "br0";
+constexpr char kUplink[] = "up0";  // the router's end of its tunnel's uplink
 
 std::string Hash(absl::string_view s, size_t bytes) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -40,6 +50,90 @@ std::vector<std::string> NamespacesWithPrefix(const std::string& prefix) {
   closedir(dir);
   std::sort(out.begin(), out.end());
   return out;
+}
+
+constexpr char kUplinkClaims[] = "/run/ppn/uplinks";
+constexpr uint32_t kUplinkBase = (10u << 24) | (215u << 16);  // 10.215.0.0/16
+constexpr uint32_t kUplinks = 1u << 14;                       // /30s in it
+
+std::string Dotted(uint32_t host_order) {
+  in_addr a;
+  a.s_addr = htonl(host_order);
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &a, buf, sizeof buf);
+  return buf;
+}
+
+std::string TunnelName(const std::string& scope, const std::string& network_id) {
+  return "pw" + Hash(absl::StrCat(scope, "/", network_id), 6);
+}
+
+std::string UplinkName(const std::string& scope, const std::string& network_id) {
+  return "pu" + Hash(absl::StrCat(scope, "/", network_id), 6);
+}
+
+// The uplink index `owner` ("<scope> <network>") holds, claiming the lowest free one if none.
+absl::StatusOr<uint32_t> ClaimUplink(const std::string& owner) {
+  std::error_code ec;
+  std::filesystem::create_directories(kUplinkClaims, ec);
+  DIR* dir = opendir(kUplinkClaims);
+  if (dir != nullptr) {
+    while (dirent* d = readdir(dir)) {
+      uint32_t index;
+      if (!absl::SimpleAtoi(d->d_name, &index)) continue;
+      if (absl::StripAsciiWhitespace(ReadFile(absl::StrCat(kUplinkClaims, "/", d->d_name)).value_or("")) == owner) {
+        closedir(dir);
+        return index;
+      }
+    }
+    closedir(dir);
+  }
+  std::string content = owner + "\n";
+  for (uint32_t index = 0; index < kUplinks; ++index) {
+    std::string path = absl::StrCat(kUplinkClaims, "/", index);
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      if (errno == EEXIST) continue;
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot claim a tunnel uplink in ", kUplinkClaims, ": ", std::strerror(errno)));
+    }
+    bool ok = write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+    close(fd);
+    if (!ok) {
+      unlink(path.c_str());
+      return absl::InternalError(absl::StrCat("cannot write ", path));
+    }
+    return index;
+  }
+  return absl::ResourceExhaustedError("no tunnel uplink is left on this host");
+}
+
+void ReleaseUplink(const std::string& owner) {
+  DIR* dir = opendir(kUplinkClaims);
+  if (dir == nullptr) return;
+  while (dirent* d = readdir(dir)) {
+    std::string path = absl::StrCat(kUplinkClaims, "/", d->d_name);
+    if (absl::StripAsciiWhitespace(ReadFile(path).value_or("")) == owner) unlink(path.c_str());
+  }
+  closedir(dir);
+}
+
+// Deleting its interface ends wireguard-go, which otherwise keeps the namespace (and the
+// uplink in it) alive after `ip netns del`.
+void StopTunnel(const CommandRunner& run, const std::string& ns, const std::string& wg) {
+  if (!run({"ip", "-n", ns, "link", "del", wg}, "").ok()) return;
+  std::string sock = absl::StrCat("/var/run/wireguard/", wg, ".sock");
+  absl::Time deadline = absl::Now() + absl::Seconds(3);
+  while (access(sock.c_str(), F_OK) == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
+}
+
+void RemoveRouter(const CommandRunner& run, const std::string& scope, const std::string& ns,
+                  const std::string& network_id) {
+  StopTunnel(run, ns, TunnelName(scope, network_id));
+  // Not left to the namespace's removal, which the kernel finishes later.
+  run({"ip", "link", "del", UplinkName(scope, network_id)}, "").IgnoreError();
+  run({"ip", "netns", "del", ns}, "").IgnoreError();
+  ReleaseUplink(absl::StrCat(scope, " ", network_id));
 }
 
 bool ValidNetworkId(const std::string& id) {
@@ -101,9 +195,8 @@ std::string RenderNetworkConfig(const std::vector<PrivateNic>& nics) {
 }
 
 void RemovePrivateNetworkScope(const std::string& scope, const CommandRunner& run) {
-  for (const std::string& ns : NamespacesWithPrefix(RouterPrefix(scope))) {
-    run({"ip", "netns", "del", ns}, "").IgnoreError();
-  }
+  const std::string prefix = RouterPrefix(scope);
+  for (const std::string& ns : NamespacesWithPrefix(prefix)) RemoveRouter(run, scope, ns, ns.substr(prefix.size()));
 }
 
 PrivateNetworks::PrivateNetworks(std::string scope, CommandRunner run)
@@ -200,7 +293,16 @@ void PrivateNetworks::RemoveRouterIfIdleLocked(const std::string& network_id) {
   std::string router = RouterNamespace(network_id);
   if (access(absl::StrCat("/run/netns/", router).c_str(), F_OK) != 0) return;
   if (!RouterPorts(network_id).empty()) return;
-  run_({"ip", "netns", "del", router}, "").IgnoreError();
+  RemoveRouterLocked(network_id);
+}
+
+void PrivateNetworks::RemoveRouterLocked(const std::string& network_id) {
+  RemoveRouter(run_, scope_, RouterNamespace(network_id), network_id);
+  auto it = tunnels_.find(network_id);
+  if (it != tunnels_.end()) {
+    std::remove(absl::StrCat(it->second.keys_dir, "/", network_id, ".key").c_str());
+    tunnels_.erase(it);
+  }
 }
 
 std::vector<std::string> PrivateNetworks::RouterPorts(const std::string& network_id) const {
@@ -211,11 +313,163 @@ std::vector<std::string> PrivateNetworks::RouterPorts(const std::string& network
   if (!j.is_array()) return out;
   for (const auto& link : j) {
     std::string name = link.value("ifname", "");
-    if (name == "lo" || name == kBridge || name.empty()) continue;
+    if (name == "lo" || name == kBridge || name.empty() || name == kUplink || name == TunnelInterface(network_id)) {
+      continue;
+    }
     out.push_back(name);
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+std::string PrivateNetworks::TunnelInterface(const std::string& network_id) const {
+  return TunnelName(scope_, network_id);
+}
+
+absl::StatusOr<NetworkTunnel> PrivateNetworks::Tunnel(const std::string& network_id, const std::string& cidr,
+                                                      const TunnelOptions& options) {
+  absl::MutexLock l(&mu_);
+  const std::string ns = RouterNamespace(network_id);
+  if (access(absl::StrCat("/run/netns/", ns).c_str(), F_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("private network ", network_id, " has no VM on this node"));
+  }
+  if (!absl::StartsWith(options.mesh_address, "127.")) {
+    return absl::UnimplementedError(
+        "tunnels of private networks between machines need the node to forward their ports; only a loopback mesh "
+        "(every agent on one machine) is supported yet");
+  }
+  PPN_ASSIGN_OR_RETURN(uint32_t index, ClaimUplink(absl::StrCat(scope_, " ", network_id)));
+  const uint32_t port = uint32_t{options.first_port} + index;
+  if (port > 65535) return absl::ResourceExhaustedError("no tunnel port is left on this host");
+  const std::string host_ip = Dotted(kUplinkBase + index * 4 + 1), up_ip = Dotted(kUplinkBase + index * 4 + 2);
+  const std::string wg = TunnelInterface(network_id), uplink = UplinkName(scope_, network_id);
+  std::error_code ec;
+  std::filesystem::create_directories(options.keys_dir, ec);
+  const std::string key_file = absl::StrCat(options.keys_dir, "/", network_id, ".key");
+  PPN_ASSIGN_OR_RETURN(mesh::WireGuardKeyPair key, mesh::LoadOrCreatePrivateKeyFile(key_file));
+  auto made = [&]() -> absl::Status {
+    // Each step is idempotent: a restarted agent takes over a tunnel its predecessor made.
+    if (!run_({"ip", "link", "show", uplink}, "").ok()) {
+      PPN_RETURN_IF_ERROR(
+          run_({"ip", "link", "add", uplink, "type", "veth", "peer", "name", kUplink, "netns", ns}, "").status());
+    }
+    PPN_RETURN_IF_ERROR(run_({"ip", "addr", "replace", host_ip + "/30", "dev", uplink}, "").status());
+    PPN_RETURN_IF_ERROR(run_({"ip", "link", "set", uplink, "up"}, "").status());
+    PPN_RETURN_IF_ERROR(RunBatch(ns, absl::StrCat(uplink, ".up"),
+                                 absl::StrCat("addr replace ", up_ip, "/30 dev ", kUplink, "\nlink set ", kUplink,
+                                              " up\nlink set lo up\nroute replace default via ", host_ip,
+                                              "\nroute replace ", cidr, " dev ", kBridge, "\n")));
+    // Routing between the bridge and the tunnel, and ARP answers for the other nodes' VMs.
+    PPN_RETURN_IF_ERROR(
+        run_({"sysctl", "-qw", "net.ipv4.ip_forward=1", absl::StrCat("net.ipv4.conf.", kBridge, ".proxy_arp=1")}, ns)
+            .status());
+    if (!run_({"ip", "link", "show", wg}, ns).ok()) PPN_RETURN_IF_ERROR(run_({options.wireguard_go, wg}, ns).status());
+    PPN_RETURN_IF_ERROR(
+        run_({"wg", "set", wg, "listen-port", absl::StrCat(port), "private-key", key_file}, ns).status());
+    PPN_RETURN_IF_ERROR(run_({"ip", "link", "set", wg, "up"}, ns).status());
+    // The router forwards only between its bridge and its tunnel, and its uplink carries
+    // nothing but the tunnel's own UDP.
+    std::string nft =
+        absl::StrCat("table inet ppnr {}\ndelete table inet ppnr\ntable inet ppnr {\n",
+                     "  chain input {\n    type filter hook input priority filter; policy drop;\n    iif lo accept\n",
+                     "    iifname \"", kUplink, "\" udp dport ", port, " accept\n  }\n",
+                     "  chain output {\n    type filter hook output priority filter; policy drop;\n    oif lo accept\n",
+                     "    oifname \"", kUplink, "\" udp sport ", port, " accept\n  }\n",
+                     "  chain forward {\n    type filter hook forward priority filter; policy drop;\n",
+                     "    iifname \"", kBridge, "\" oifname { \"", kBridge, "\", \"", wg, "\" } accept\n",
+                     "    iifname \"", wg, "\" oifname \"", kBridge, "\" accept\n  }\n}\n");
+    std::string path = absl::StrCat("/run/ppn-priv-", Hash(scope_, 4), "-", uplink, ".nft");
+    PPN_RETURN_IF_ERROR(WriteFileAtomically(path, nft, 0600));
+    absl::Status applied = run_({"nft", "-f", path}, ns).status();
+    std::remove(path.c_str());
+    PPN_RETURN_IF_ERROR(applied);
+    // Docker's FORWARD policy drops what crosses the node between two routers' uplinks.
+    if (run_({"iptables", "-S", "DOCKER-USER"}, "").ok()) {
+      for (const char* dir : {"-s", "-d"}) {
+        std::vector<std::string> rule = {"DOCKER-USER", dir, "10.215.0.0/16", "-j", "ACCEPT"};
+        std::vector<std::string> check = {"iptables", "-C"}, insert = {"iptables", "-I"};
+        check.insert(check.end(), rule.begin(), rule.end());
+        insert.insert(insert.end(), rule.begin(), rule.end());
+        if (!run_(check, "").ok()) PPN_RETURN_IF_ERROR(run_(insert, "").status());
+      }
+    }
+    return absl::OkStatus();
+  };
+  absl::Status s = made();
+  if (!s.ok()) {
+    StopTunnel(run_, ns, wg);
+    run_({"ip", "link", "del", uplink}, "").IgnoreError();
+    ReleaseUplink(absl::StrCat(scope_, " ", network_id));
+    return absl::Status(s.code(),
+                        absl::StrCat("cannot make the tunnel of private network ", network_id, ": ", s.message()));
+  }
+  tunnels_[network_id] = options;
+  return NetworkTunnel{network_id, wg, key.public_key, absl::StrCat(up_ip, ":", port)};
+}
+
+absl::Status PrivateNetworks::SetPeers(const std::string& network_id, const std::vector<NetworkPeer>& peers) {
+  std::set<std::string> keys, addresses;
+  std::vector<std::vector<std::string>> sets;
+  for (const NetworkPeer& p : peers) {
+    if (!mesh::IsWireGuardKey(p.public_key) || !keys.insert(p.public_key).second) {
+      return absl::InvalidArgumentError("a peer's public key is not a WireGuard key, or is named twice");
+    }
+    std::vector<std::string> hostport = absl::StrSplit(p.endpoint, absl::MaxSplits(':', 1));
+    in_addr a;
+    uint32_t port = 0;
+    if (hostport.size() != 2 || inet_pton(AF_INET, hostport[0].c_str(), &a) != 1 ||
+        !absl::SimpleAtoi(hostport[1], &port) || port == 0 || port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("peer endpoint \"", p.endpoint.substr(0, 64), "\" must be IPV4:PORT"));
+    }
+    std::vector<std::string> allowed;
+    for (const std::string& addr : p.addresses) {
+      if (inet_pton(AF_INET, addr.c_str(), &a) != 1 || !addresses.insert(addr).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("peer address \"", addr.substr(0, 64), "\" is not IPv4 or is named twice"));
+      }
+      allowed.push_back(addr + "/32");
+    }
+    std::vector<std::string> set = {"wg",
+                                    "set",
+                                    "",
+                                    "peer",
+                                    p.public_key,
+                                    "endpoint",
+                                    p.endpoint,
+                                    "persistent-keepalive",
+                                    "25",
+                                    "allowed-ips",
+                                    absl::StrJoin(allowed, ",")};
+    sets.push_back(std::move(set));
+  }
+  absl::MutexLock l(&mu_);
+  const std::string ns = RouterNamespace(network_id), wg = TunnelInterface(network_id);
+  if (!run_({"ip", "link", "show", wg}, ns).ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("private network ", network_id, " has no tunnel on this node"));
+  }
+  PPN_ASSIGN_OR_RETURN(std::string current, run_({"wg", "show", wg, "peers"}, ns));
+  for (absl::string_view k : absl::StrSplit(current, '\n', absl::SkipWhitespace())) {
+    std::string key(absl::StripAsciiWhitespace(k));
+    if (keys.count(key) == 0) PPN_RETURN_IF_ERROR(run_({"wg", "set", wg, "peer", key, "remove"}, ns).status());
+  }
+  for (std::vector<std::string>& set : sets) {
+    set[2] = wg;
+    PPN_RETURN_IF_ERROR(run_(set, ns).status());
+  }
+  // Each remote VM's /32 through the tunnel; routes of VMs that left go.
+  PPN_ASSIGN_OR_RETURN(std::string routes, run_({"ip", "-j", "route", "show", "dev", wg}, ns));
+  nlohmann::json j = nlohmann::json::parse(routes, nullptr, /*allow_exceptions=*/false);
+  if (j.is_array()) {
+    for (const auto& r : j) {
+      std::string dst = r.value("dst", "");
+      if (!dst.empty() && addresses.count(dst) == 0) run_({"ip", "route", "del", dst, "dev", wg}, ns).IgnoreError();
+    }
+  }
+  for (const std::string& addr : addresses) {
+    PPN_RETURN_IF_ERROR(run_({"ip", "route", "replace", addr + "/32", "dev", wg}, ns).status());
+  }
+  return absl::OkStatus();
 }
 
 std::vector<std::string> PrivateNetworks::ListRouters() const { return NamespacesWithPrefix(RouterPrefix(scope_)); }
@@ -228,7 +482,7 @@ std::vector<std::string> PrivateNetworks::Sweep(const std::map<std::string, std:
     std::string net = ns.substr(prefix.size());
     auto it = live.find(net);
     if (it == live.end()) {
-      run_({"ip", "netns", "del", ns}, "").IgnoreError();
+      RemoveRouterLocked(net);
       removed.push_back(ns);
       continue;
     }

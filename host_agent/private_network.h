@@ -38,6 +38,37 @@ struct PrivateNic {
 // At most this many private NICs per VM.
 constexpr size_t kMaxPrivateNics = 4;
 
+// How a router reaches the routers of its network on other nodes: a WireGuard interface of
+// its own (wireguard-go, run inside the router namespace so its UDP socket is there; moving a
+// wireguard-go interface between namespaces makes it exit) and an uplink veth to the node
+// whose rules pass only that interface's UDP port.
+struct TunnelOptions {
+  std::string keys_dir;  // one private key per network (0600); made here, never leaves the node
+  // A /30 per router with a tunnel out of 10.215.0.0/16, claimed in /run/ppn/uplinks/<index>
+  // ("<scope> <network>") so every agent on the host gets its own; the tunnel of index i
+  // listens on first_port + i.
+  uint16_t first_port = 52000;
+  std::string wireguard_go = "wireguard-go";
+  // Where other nodes' tunnels send to. Only a loopback mesh (every agent on this machine) is
+  // supported for now: the endpoint is then the uplink's own address.
+  std::string mesh_address = "127.0.0.1";
+};
+
+// This node's end of a network's tunnel, for the control plane to hand to the other nodes.
+struct NetworkTunnel {
+  std::string network_id;
+  std::string interface_name;
+  std::string public_key;
+  std::string endpoint;  // "ADDRESS:PORT"
+};
+
+// Another node's end, and the addresses of the network's VMs there.
+struct NetworkPeer {
+  std::string public_key;
+  std::string endpoint;
+  std::vector<std::string> addresses;  // "10.214.3.7" each
+};
+
 class PrivateNetworks {
  public:
   // `scope`: as VmNetwork's (names of two agents on one host never meet).
@@ -56,6 +87,19 @@ class PrivateNetworks {
   // names removed.
   std::vector<std::string> Sweep(const std::map<std::string, std::set<std::string>>& live);
 
+  // Gives the router of `network_id` (which must exist: a VM of it runs here) its tunnel, or
+  // returns the one it has. `cidr` is the network's /24. FAILED_PRECONDITION when the router
+  // does not exist or wireguard-go cannot run; UNIMPLEMENTED for a mesh address that is not
+  // loopback (the node-side forward of the tunnel's port is not built yet).
+  absl::StatusOr<NetworkTunnel> Tunnel(const std::string& network_id, const std::string& cidr,
+                                       const TunnelOptions& options);
+  // Replaces the tunnel's peers with `peers` and routes each of their addresses through it.
+  // INVALID_ARGUMENT for a bad key, endpoint or address; FAILED_PRECONDITION without a tunnel.
+  absl::Status SetPeers(const std::string& network_id, const std::vector<NetworkPeer>& peers);
+  // The tunnel interface of `network_id` on this host (15 characters at most, unique per
+  // host: wireguard-go's control sockets are shared by every namespace).
+  std::string TunnelInterface(const std::string& network_id) const;
+
   // The routers of this scope that exist now.
   std::vector<std::string> ListRouters() const;
   // The VM ports of a router now (veth ends on its bridge).
@@ -73,9 +117,14 @@ class PrivateNetworks {
   absl::Status RunBatch(const std::string& netns, const std::string& name, const std::string& content);
   absl::Status MakeRouterLocked(const std::string& network_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveRouterIfIdleLocked(const std::string& network_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops the router's tunnel (wireguard-go holds the namespace alive otherwise), deletes the
+  // namespace and releases its uplink claim.
+  void RemoveRouterLocked(const std::string& network_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string scope_;
   const CommandRunner run_;
+  std::map<std::string, TunnelOptions> tunnels_ ABSL_GUARDED_BY(mu_);  // network → how its tunnel was made
+
   absl::Mutex mu_;
 };
 
@@ -88,7 +137,8 @@ absl::Status ValidatePrivateNics(const std::vector<PrivateNic>& nics);
 // with its static address. Empty when there are no private NICs (cloud-init's fallback then).
 std::string RenderNetworkConfig(const std::vector<PrivateNic>& nics);
 
-// Removes every router of `scope` on this host (RemoveNetworkScope's part). Errors are ignored.
+// Removes every router of `scope` on this host, with its tunnel and uplink claim
+// (RemoveNetworkScope's part). Errors are ignored.
 void RemovePrivateNetworkScope(const std::string& scope, const CommandRunner& run);
 
 }  // namespace ppn::host

@@ -8,12 +8,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "catch2/catch.hpp"
+#include "common/files.h"
+#include "tests/harness/temp_dir.h"
 
 namespace ppn::host {
 namespace {
@@ -59,10 +62,12 @@ template <typename Fn>
 auto InNamespace(const std::string& netns, Fn fn) {
   decltype(fn()) result{};
   std::thread t([&] {
-    int fd = open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
-    REQUIRE(fd >= 0);
-    REQUIRE(setns(fd, CLONE_NEWNET) == 0);
-    close(fd);
+    if (!netns.empty()) {  // empty: the node's own
+      int fd = open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+      REQUIRE(fd >= 0);
+      REQUIRE(setns(fd, CLONE_NEWNET) == 0);
+      close(fd);
+    }
     result = fn();
   });
   t.join();
@@ -205,6 +210,90 @@ TEST_CASE("a failed attach leaves no router behind", "[host_agent][private_netwo
   CHECK(!s.ok());
   CHECK(absl::StrContains(s.message(), "cannot attach vm vm-x to private network net-x"));
   CHECK(nets.ListRouters().empty());
+}
+
+// Whether any process runs wireguard-go for `interface_name`.
+bool TunnelProcessRuns(const std::string& interface_name) {
+  return RunForTest({"pgrep", "-f", "wireguard-go " + interface_name}, "").ok();
+}
+
+TEST_CASE("routers of one network on two agents reach each other over their tunnel and nothing else does",
+          "[host_agent][private_network][wireguard]") {
+  constexpr char kOther[] = "privtest-1111";
+  Fixture f({"vm-e1", "vm-x1"});
+  // The second agent's VM namespace.
+  std::string e2 = absl::StrCat("ppn.", kOther, ".vm-e2");
+  RemovePrivateNetworkScope(kOther, RunForTest);
+  RunForTest({"ip", "netns", "del", e2}, "").IgnoreError();
+  Must({"ip", "netns", "add", e2});
+  Must({"ip", "-n", e2, "link", "set", "lo", "up"});
+  ppn::testing::TempDir keys;
+  PrivateNetworks here(kScope, RunForTest), there(kOther, RunForTest);
+  REQUIRE(here.Attach("vm-e1", Fixture::Ns("vm-e1"), {Nic("net-e", "10.214.6.2")}, "").ok());
+  REQUIRE(there.Attach("vm-e2", e2, {Nic("net-e", "10.214.6.3")}, "").ok());
+  // Another tenant's VM on the first node, in the same numbers on a network of its own.
+  REQUIRE(here.Attach("vm-x1", Fixture::Ns("vm-x1"), {Nic("net-x", "10.214.6.4")}, "").ok());
+  Fixture::Guest("vm-e1", "10.214.6.2");
+  Must({"ip", "-n", e2, "addr", "add", "10.214.6.3/24", "dev", "pb0"});
+  Fixture::Guest("vm-x1", "10.214.6.4");
+
+  TunnelOptions o1{keys.File("a"), 52100};
+  TunnelOptions o2{keys.File("b"), 52100};
+  absl::StatusOr<NetworkTunnel> t1 = here.Tunnel("net-e", "10.214.6.0/24", o1);
+  INFO(t1.status().message());
+  REQUIRE(t1.ok());
+  absl::StatusOr<NetworkTunnel> t2 = there.Tunnel("net-e", "10.214.6.0/24", o2);
+  INFO(t2.status().message());
+  REQUIRE(t2.ok());
+  CHECK(t1->public_key != t2->public_key);  // each node's own key
+  CHECK(t1->endpoint != t2->endpoint);
+  CHECK(here.Tunnel("net-e", "10.214.6.0/24", o1)->endpoint == t1->endpoint);  // idempotent
+  CHECK(here.Tunnel("net-nope", "10.214.9.0/24", o1).status().code() == absl::StatusCode::kFailedPrecondition);
+  TunnelOptions remote = o1;
+  remote.mesh_address = "10.8.0.2";
+  CHECK(here.Tunnel("net-e", "10.214.6.0/24", remote).status().code() == absl::StatusCode::kUnimplemented);
+
+  Server server(e2, "0.0.0.0", 7000, "across nodes\n");
+  CHECK(Fetch(Fixture::Ns("vm-e1"), "10.214.6.3", 7000).empty());  // no peers yet
+  REQUIRE(here.SetPeers("net-e", {{t2->public_key, t2->endpoint, {"10.214.6.3"}}}).ok());
+  REQUIRE(there.SetPeers("net-e", {{t1->public_key, t1->endpoint, {"10.214.6.2"}}}).ok());
+  std::string got;
+  for (int i = 0; i < 10 && got.empty(); ++i) got = Fetch(Fixture::Ns("vm-e1"), "10.214.6.3", 7000);
+  CHECK(got == "across nodes\n");
+  CHECK(Fetch(Fixture::Ns("vm-x1"), "10.214.6.3", 7000).empty());  // another network: no way there
+  // The router forwards nothing to its uplink: the node behind it is out of a guest's reach.
+  Must({"ip", "-n", Fixture::Ns("vm-e1"), "route", "add", "default", "dev", "pb0"});
+  Server node_service(std::string(), "0.0.0.0", 7002, "node\n");
+  in_addr up;
+  REQUIRE(inet_pton(AF_INET, t1->endpoint.substr(0, t1->endpoint.find(':')).c_str(), &up) == 1);
+  up.s_addr = htonl(ntohl(up.s_addr) - 1);  // the node's end of the uplink's /30
+  char host_ip[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &up, host_ip, sizeof host_ip);
+  CHECK(Fetch(Fixture::Ns("vm-e1"), host_ip, 7002).empty());
+  CHECK(Fetch(Fixture::Ns("vm-e1"), "10.215.255.254", 7002).empty());
+  CHECK(here.SetPeers("net-e", {{"not-a-key", t2->endpoint, {"10.214.6.3"}}}).code() ==
+        absl::StatusCode::kInvalidArgument);
+  // A peer that leaves takes its routes along.
+  REQUIRE(here.SetPeers("net-e", {}).ok());
+  CHECK(Fetch(Fixture::Ns("vm-e1"), "10.214.6.3", 7000).empty());
+
+  std::string wg1 = here.TunnelInterface("net-e"), wg2 = there.TunnelInterface("net-e");
+  CHECK(TunnelProcessRuns(wg1));
+  here.Detach("vm-e1", {Nic("net-e", "10.214.6.2")});
+  CHECK(!TunnelProcessRuns(wg1));  // its router went, and its wireguard-go with it
+  CHECK(here.ListRouters() == std::vector<std::string>{here.RouterNamespace("net-x")});
+  RemovePrivateNetworkScope(kOther, RunForTest);
+  CHECK(!TunnelProcessRuns(wg2));
+  CHECK(there.ListRouters().empty());
+  for (const std::string& scope : {std::string(kScope), std::string(kOther)}) {
+    for (const auto& claim : std::filesystem::directory_iterator("/run/ppn/uplinks")) {
+      CHECK(ReadFile(claim.path()).value_or("").rfind(scope + " ", 0) != 0);  // no uplink left claimed
+    }
+  }
+  std::string links = RunForTest({"ip", "-o", "link", "show"}, "").value_or("");
+  CHECK(links.find(absl::StrCat("pu", wg1.substr(2))) == std::string::npos);  // no uplink left on the node
+  CHECK(links.find(absl::StrCat("pu", wg2.substr(2))) == std::string::npos);
+  RunForTest({"ip", "netns", "del", e2}, "").IgnoreError();
 }
 
 TEST_CASE("private NICs are validated", "[host_agent][private_network]") {
