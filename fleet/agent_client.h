@@ -32,6 +32,8 @@ class AgentClient {
   // it (no network isolation there); UNAVAILABLE when the answer was lost (it may have applied).
   virtual absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const VmId& vm,
                                                                     const ppn::types::v1::EgressPolicy& egress) = 0;
+  // Replaces the peers of a private network's tunnel on the node.
+  virtual absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) = 0;
 };
 
 // Makes (and caches) the client of each node.

@@ -187,6 +187,80 @@ void FleetCore::QueueLocked(std::vector<NodeAction> actions) {
 void FleetCore::OnHeartbeat(const ppn::host::v1::Heartbeat& hb) {
   absl::MutexLock l(&mu_);
   QueueLocked(reconciler_.ApplyHeartbeat(hb, deps_.clock->Now()));
+  if (registry_.Node(hb.node_id()) == nullptr) return;
+  auto& mine = tunnels_[hb.node_id()];
+  mine.clear();
+  for (const auto& t : hb.network_tunnels()) mine[t.network_id()] = t;
+  QueuePeersLocked(hb.node_id());
+}
+
+namespace {
+// FNV-1a: a stable fingerprint of a peer list (the node echoes it; nothing secret in it).
+std::string Fingerprint(const ppn::host::v1::SetNetworkPeersRequest& r) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](absl::string_view s) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+  };
+  for (const auto& p : r.peers()) {
+    mix(p.public_key());
+    mix(p.endpoint());
+    for (const auto& a : p.addresses()) mix(a);
+  }
+  return absl::StrFormat("%016x", h);
+}
+}  // namespace
+
+ppn::host::v1::SetNetworkPeersRequest FleetCore::PeersFor(const std::string& node_id, const std::string& network_id) {
+  ppn::host::v1::SetNetworkPeersRequest req;
+  req.set_network_id(network_id);
+  for (const auto& [other, networks] : tunnels_) {  // ordered: a stable fingerprint
+    if (other == node_id) continue;
+    auto it = networks.find(network_id);
+    if (it == networks.end()) continue;
+    auto* peer = req.add_peers();
+    peer->set_public_key(it->second.public_key());
+    peer->set_endpoint(it->second.endpoint());
+    std::vector<std::string> addresses;
+    for (const auto& [id, e] : registry_.vms()) {
+      const VmRecord& r = e.record();
+      if (r.node_id() != other || r.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      for (const auto& nic : r.private_nics()) {
+        if (nic.network_id() == network_id) addresses.push_back(nic.address());
+      }
+    }
+    std::sort(addresses.begin(), addresses.end());
+    for (auto& a : addresses) peer->add_addresses(a);
+  }
+  req.set_fingerprint(Fingerprint(req));
+  return req;
+}
+
+void FleetCore::QueuePeersLocked(const std::string& node_id) {
+  for (const auto& [network_id, t] : tunnels_[node_id]) {
+    ppn::host::v1::SetNetworkPeersRequest want = PeersFor(node_id, network_id);
+    if (want.fingerprint() == t.peers_fingerprint()) continue;
+    peer_actions_[absl::StrCat(node_id, "/", network_id)] = std::move(want);
+  }
+}
+
+void FleetCore::RunPeerActions() {
+  std::vector<std::tuple<std::string, std::string, ppn::host::v1::SetNetworkPeersRequest>> todo;
+  {
+    absl::MutexLock l(&mu_);
+    for (auto& [key, req] : peer_actions_) {
+      std::string node_id = key.substr(0, key.find('/'));
+      NodeEntry* n = registry_.Node(node_id);
+      if (n == nullptr) continue;
+      todo.emplace_back(node_id, n->node.agent_address(), std::move(req));
+    }
+    peer_actions_.clear();
+  }
+  for (const auto& [node_id, address, req] : todo) {
+    absl::Status s = deps_.agents->ForNode(node_id, address)->SetNetworkPeers(req);
+    spdlog::info("network.peers_set node={} network={} peers={} code={}", node_id, req.network_id(), req.peers_size(),
+                 absl::StatusCodeToString(s.code()));
+  }
 }
 
 void FleetCore::RunOnce() {
@@ -227,6 +301,7 @@ void FleetCore::RunOnce() {
     }
   }
   RunNodeActions();
+  RunPeerActions();
 }
 
 void FleetCore::RunNodeActions() {

@@ -8,6 +8,7 @@
 // lock, never held across a call to a node. Every pointer in Deps must outlive it.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -151,6 +152,14 @@ class FleetCore {
   PlacementRequest RequestFor(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) const;
   void QueueLocked(std::vector<NodeAction> actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunNodeActions();
+  // Private networks' tunnels: what each node's heartbeat said its ends are, and the peers
+  // each (node, network) should have (the network's other nodes' ends, with the addresses of
+  // the network's VMs there). A node whose applied peers differ gets SetNetworkPeers, so a
+  // change (a create, a destroy, a move, a restarted node) is caught up within a heartbeat.
+  void QueuePeersLocked(const std::string& node_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ppn::host::v1::SetNetworkPeersRequest PeersFor(const std::string& node_id, const std::string& network_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunPeerActions();
   std::string NewVmId();
   // The VM's NICs on the networks `spec` names: each network the tenant's (NOT_FOUND as
   // GetNetwork otherwise), each address the lowest one no other VM of it holds.
@@ -164,6 +173,9 @@ class FleetCore {
   absl::Mutex mu_;
   Registry registry_ ABSL_GUARDED_BY(mu_);
   NetworkPool networks_ ABSL_GUARDED_BY(mu_);
+  // node → network → that node's end of the network's tunnel (from its last heartbeat).
+  std::map<std::string, std::map<std::string, ppn::host::v1::NetworkTunnel>> tunnels_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ppn::host::v1::SetNetworkPeersRequest> peer_actions_ ABSL_GUARDED_BY(mu_);  // "node/network"
   Reconciler reconciler_ ABSL_GUARDED_BY(mu_);
   std::vector<NodeAction> actions_ ABSL_GUARDED_BY(mu_);    // queued by heartbeats, run by RunOnce
   std::set<std::string> action_keys_ ABSL_GUARDED_BY(mu_);  // queued or running

@@ -48,6 +48,13 @@ class GrpcAgentClient final : public AgentClient {
     return resp.vm();
   }
 
+  absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) override {
+    ppn::host::v1::SetNetworkPeersResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return Named(stub_->SetNetworkPeers(&ctx, request, &resp));
+  }
+
   absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const VmId& vm,
                                                             const ppn::types::v1::EgressPolicy& egress) override {
     ppn::host::v1::UpdateVmNetworkRequest req;

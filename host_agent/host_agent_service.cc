@@ -113,4 +113,11 @@ grpc::Status HostAgentService::UpdateVmNetwork(grpc::ServerContext*, const v1::U
   return grpc::Status::OK;
 }
 
+grpc::Status HostAgentService::SetNetworkPeers(grpc::ServerContext*, const v1::SetNetworkPeersRequest* request,
+                                               v1::SetNetworkPeersResponse*) {
+  absl::Status s = manager_->SetNetworkPeers(*request);
+  if (!s.ok()) return RpcFailed("SetNetworkPeers", s, {{"network", request->network_id().substr(0, 64)}});
+  return grpc::Status::OK;
+}
+
 }  // namespace ppn::host

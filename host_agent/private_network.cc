@@ -182,6 +182,13 @@ absl::Status ValidatePrivateNics(const std::vector<PrivateNic>& nics) {
   return absl::OkStatus();
 }
 
+std::string NetworkCidr(const std::string& address, uint32_t prefix_length) {
+  in_addr a;
+  if (inet_pton(AF_INET, address.c_str(), &a) != 1 || prefix_length > 32) return "";
+  uint32_t mask = prefix_length == 0 ? 0 : ~uint32_t{0} << (32 - prefix_length);
+  return absl::StrCat(Dotted(ntohl(a.s_addr) & mask), "/", prefix_length);
+}
+
 std::string RenderNetworkConfig(const std::vector<PrivateNic>& nics) {
   if (nics.empty()) return "";
   std::string out =
@@ -300,7 +307,7 @@ void PrivateNetworks::RemoveRouterLocked(const std::string& network_id) {
   RemoveRouter(run_, scope_, RouterNamespace(network_id), network_id);
   auto it = tunnels_.find(network_id);
   if (it != tunnels_.end()) {
-    std::remove(absl::StrCat(it->second.keys_dir, "/", network_id, ".key").c_str());
+    std::remove(absl::StrCat(it->second.options.keys_dir, "/", network_id, ".key").c_str());
     tunnels_.erase(it);
   }
 }
@@ -403,11 +410,22 @@ absl::StatusOr<NetworkTunnel> PrivateNetworks::Tunnel(const std::string& network
     return absl::Status(s.code(),
                         absl::StrCat("cannot make the tunnel of private network ", network_id, ": ", s.message()));
   }
-  tunnels_[network_id] = options;
-  return NetworkTunnel{network_id, wg, key.public_key, absl::StrCat(up_ip, ":", port)};
+  NetworkTunnel tunnel{network_id, wg, key.public_key, absl::StrCat(up_ip, ":", port)};
+  TunnelState& state = tunnels_[network_id];
+  state.options = options;
+  state.tunnel = tunnel;
+  return tunnel;
 }
 
-absl::Status PrivateNetworks::SetPeers(const std::string& network_id, const std::vector<NetworkPeer>& peers) {
+std::vector<std::pair<NetworkTunnel, std::string>> PrivateNetworks::Tunnels() {
+  absl::MutexLock l(&mu_);
+  std::vector<std::pair<NetworkTunnel, std::string>> out;
+  for (const auto& [id, t] : tunnels_) out.emplace_back(t.tunnel, t.fingerprint);
+  return out;
+}
+
+absl::Status PrivateNetworks::SetPeers(const std::string& network_id, const std::vector<NetworkPeer>& peers,
+                                       const std::string& fingerprint) {
   std::set<std::string> keys, addresses;
   std::vector<std::vector<std::string>> sets;
   for (const NetworkPeer& p : peers) {
@@ -469,6 +487,7 @@ absl::Status PrivateNetworks::SetPeers(const std::string& network_id, const std:
   for (const std::string& addr : addresses) {
     PPN_RETURN_IF_ERROR(run_({"ip", "route", "replace", addr + "/32", "dev", wg}, ns).status());
   }
+  if (auto it = tunnels_.find(network_id); it != tunnels_.end()) it->second.fingerprint = fingerprint;
   return absl::OkStatus();
 }
 

@@ -95,7 +95,12 @@ class PrivateNetworks {
                                        const TunnelOptions& options);
   // Replaces the tunnel's peers with `peers` and routes each of their addresses through it.
   // INVALID_ARGUMENT for a bad key, endpoint or address; FAILED_PRECONDITION without a tunnel.
-  absl::Status SetPeers(const std::string& network_id, const std::vector<NetworkPeer>& peers);
+  // `fingerprint` is remembered once applied (Tunnels()).
+  absl::Status SetPeers(const std::string& network_id, const std::vector<NetworkPeer>& peers,
+                        const std::string& fingerprint = "");
+  // The tunnels made by this object (or taken over by Tunnel() after a restart), each with the
+  // fingerprint of the peers last applied ("" before any).
+  std::vector<std::pair<NetworkTunnel, std::string>> Tunnels();
   // The tunnel interface of `network_id` on this host (15 characters at most, unique per
   // host: wireguard-go's control sockets are shared by every namespace).
   std::string TunnelInterface(const std::string& network_id) const;
@@ -123,7 +128,12 @@ class PrivateNetworks {
 
   const std::string scope_;
   const CommandRunner run_;
-  std::map<std::string, TunnelOptions> tunnels_ ABSL_GUARDED_BY(mu_);  // network → how its tunnel was made
+  struct TunnelState {
+    TunnelOptions options;
+    NetworkTunnel tunnel;
+    std::string fingerprint;
+  };
+  std::map<std::string, TunnelState> tunnels_ ABSL_GUARDED_BY(mu_);  // by network
 
   absl::Mutex mu_;
 };
@@ -136,6 +146,9 @@ absl::Status ValidatePrivateNics(const std::vector<PrivateNic>& nics);
 // default MAC 52:54:00:12:34:56, user-mode networking) on DHCP, each private NIC matched by MAC
 // with its static address. Empty when there are no private NICs (cloud-init's fallback then).
 std::string RenderNetworkConfig(const std::vector<PrivateNic>& nics);
+
+// "10.214.3.0/24" for ("10.214.3.7", 24); "" for a bad address.
+std::string NetworkCidr(const std::string& address, uint32_t prefix_length);
 
 // Removes every router of `scope` on this host, with its tunnel and uplink claim
 // (RemoveNetworkScope's part). Errors are ignored.

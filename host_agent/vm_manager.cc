@@ -253,6 +253,18 @@ absl::Status VmManager::Adopt() {
     }
   }
   for (const std::string& name : network_->private_networks().Sweep(private_live)) removed.push_back(name);
+  std::vector<PrivateNic> tunnelled;  // one per network still used here: its tunnel is taken over
+  {
+    std::set<std::string> seen;
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, e] : vms_) {
+      if (e->process == nullptr || links.count(id) == 0) continue;
+      for (const PrivateNic& n : PrivateNicsOf(e->rec.instance)) {
+        if (seen.insert(n.network_id).second) tunnelled.push_back(n);
+      }
+    }
+  }
+  MakeTunnels(tunnelled);
   for (const std::string& name : removed) spdlog::info("vm.network_removed name={} reason=\"no such VM\"", name);
   absl::MutexLock l(&mu_);
   for (const auto& [id, e] : vms_) {
@@ -504,7 +516,35 @@ absl::Status VmManager::MakeNetwork(Entry* e) {
   }
   PPN_RETURN_IF_ERROR(network_->Create(link, policy));
   PPN_RETURN_IF_ERROR(network_->private_networks().Attach(vm_id, link.netns, nics, qemu_user_));
+  MakeTunnels(nics);
   return network_->AddForwards(link, forwards);
+}
+
+void VmManager::MakeTunnels(const std::vector<PrivateNic>& nics) {
+  TunnelOptions o;
+  o.keys_dir = options_.state_dir + "/private-networks";
+  o.mesh_address = options_.host_address;
+  for (const PrivateNic& n : nics) {
+    absl::StatusOr<NetworkTunnel> t =
+        network_->private_networks().Tunnel(n.network_id, NetworkCidr(n.address, n.prefix_length), o);
+    if (!t.ok()) {
+      spdlog::warn("vm.private_network_tunnel_failed network={} error={}", n.network_id,
+                   LogValue(t.status().message()));
+    }
+  }
+}
+
+absl::Status VmManager::SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) {
+  if (network_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("node ", options_.node_id, " has no private networks"));
+  }
+  std::vector<NetworkPeer> peers;
+  for (const auto& p : request.peers()) {
+    peers.push_back({p.public_key(), p.endpoint(), {p.addresses().begin(), p.addresses().end()}});
+  }
+  PPN_RETURN_IF_ERROR(network_->private_networks().SetPeers(request.network_id(), peers, request.fingerprint()));
+  spdlog::info("vm.private_network_peers network={} peers={}", LogValue(request.network_id()), peers.size());
+  return absl::OkStatus();
 }
 
 void VmManager::DropNetwork(Entry* e) {
@@ -631,6 +671,15 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
   hb.set_kvm(kvm_support());
   *hb.mutable_capabilities() = capabilities_;
   hb.mutable_capabilities()->set_network_isolation(network_ != nullptr);
+  if (network_ != nullptr) {
+    for (const auto& [t, fingerprint] : network_->private_networks().Tunnels()) {
+      auto* out = hb.add_network_tunnels();
+      out->set_network_id(t.network_id);
+      out->set_public_key(t.public_key);
+      out->set_endpoint(t.endpoint);
+      out->set_peers_fingerprint(fingerprint);
+    }
+  }
   if (network_ == nullptr) {
     hb.add_warnings(
         "no network isolation (--network=user): guests share the node's network namespace and can reach its "

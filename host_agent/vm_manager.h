@@ -130,6 +130,8 @@ class VmManager {
                                                                const ProgressFn& progress);
   // Replaces the VM's egress policy, live. INVALID_ARGUMENT for a bad policy, NOT_FOUND if
   // absent, FAILED_PRECONDITION unless it runs with a network of its own.
+  // Replaces the peers of a private network's tunnel here (PrivateNetworks::SetPeers).
+  absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request);
   absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const std::string& vm_id,
                                                             const ppn::types::v1::EgressPolicy& egress);
 
@@ -203,6 +205,9 @@ class VmManager {
   // The VM's namespace, veth and rules (and its forwards into them); NOT for incoming copies'
   // migration connection, which the agent holds.
   absl::Status MakeNetwork(Entry* e);
+  // Gives each network of `nics` its tunnel to the network's other nodes (or takes over the
+  // one a previous run made); a failure is logged: the VM still reaches this node's VMs.
+  void MakeTunnels(const std::vector<PrivateNic>& nics);
   // Removes what MakeNetwork made (idempotent); with `e->op` held, not `mu_`.
   void DropNetwork(Entry* e);
   // The gate's hand-off: the target's connection becomes QEMU's incoming stream.

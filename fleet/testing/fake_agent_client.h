@@ -164,6 +164,12 @@ class FakeAgentClientFactory final : public AgentClientFactory {
       it->second.clear_state_message();
       return it->second;
     }
+    absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) override {
+      absl::MutexLock l(&f_->mu_);
+      f_->calls_.push_back(absl::StrCat("SetNetworkPeers ", node_, " ", request.network_id()));
+      return absl::OkStatus();
+    }
+
     absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const VmId& vm_id,
                                                               const ppn::types::v1::EgressPolicy& egress) override {
       std::function<void()> hook;

@@ -311,16 +311,18 @@ TEST_CASE("a migrated VM keeps its private address and MAC and its network follo
 struct Fleet {
   std::unique_ptr<ppn::testing::Subprocess> process;
   int port = 0;
-  Fleet(ppn::testing::TestPki& pki, const std::string& dir, int agent_port) {
+  Fleet(ppn::testing::TestPki& pki, const std::string& dir, int agent_port)
+      : Fleet(pki, dir, "laptop-a=127.0.0.1:" + std::to_string(agent_port)) {}
+  Fleet(ppn::testing::TestPki& pki, const std::string& dir, const std::string& nodes) {
     TlsFiles tls = pki.Issue("fleet", "fleet");
     std::string port_file = dir + "/fleet.port";
     std::remove(port_file.c_str());
     process = std::make_unique<ppn::testing::Subprocess>(
         std::vector<std::string>{ppn::testing::RunfilePath("fleet/fleet"), "--mesh=" + pki.mesh(),
                                  "--listen=127.0.0.1:0", "--tls_ca=" + tls.ca_cert, "--tls_cert=" + tls.cert,
-                                 "--tls_key=" + tls.key, "--db=" + dir + "/fleet.db",
-                                 "--nodes=laptop-a=127.0.0.1:" + std::to_string(agent_port), "--heartbeat_interval=1s",
-                                 "--port_file=" + port_file, "--private_network_pool=10.214.8.0/22"},
+                                 "--tls_key=" + tls.key, "--db=" + dir + "/fleet.db", "--nodes=" + nodes,
+                                 "--heartbeat_interval=1s", "--port_file=" + port_file,
+                                 "--private_network_pool=10.214.8.0/22"},
         dir + "/fleet.log");
     port = ppn::testing::WaitForPortFile(port_file, absl::Seconds(30));
   }
@@ -452,6 +454,85 @@ TEST_CASE("the fleet hands a tenant a network and its VMs their addresses on it,
   globex.Destroy(b.vm_id());
   CHECK(acme.DeleteNetwork(net.network_id()).ok());
   CHECK(Routers(n.agent.state_dir).empty());
+}
+
+void WaitForAlive(const TenantCaller& op, int nodes) {
+  absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline) {
+    ppn::fleet::v1::ListNodesResponse resp;
+    grpc::ClientContext ctx;
+    op.Prepare(&ctx);
+    int alive = 0;
+    if (op.stub->ListNodes(&ctx, {}, &resp).ok()) {
+      for (const auto& node : resp.nodes()) alive += node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
+    }
+    if (alive == nodes) return;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  FAIL("nodes never became alive");
+}
+
+TEST_CASE("a tenant's VMs on two nodes reach each other over their network's tunnel and another tenant's do not",
+          "[network][private_network][fleet][qemu][netns][wireguard]") {
+  REQUIRE(geteuid() == 0);
+  ppn::testing::GuestDir guest;
+  ppn::testing::TestPki pki{"ppn.test"};
+  // pn-a (simulated KVM, preferred) has room for one VM: the second goes to pn-b.
+  AgentProcess a = StartAgent(pki, guest.path(), guest.catalog(), "pn-a",
+                              {"--kvm=simulate", "--advertised_memory_mib=456", "--safety_margin_mib=256"});
+  AgentProcess b =
+      StartAgent(pki, guest.path(), guest.catalog(), "pn-b",
+                 {"--kvm=off", "--advertised_memory_mib=4096", "--safety_margin_mib=256", "--port_range=21000-21999"});
+  Fleet fleet(pki, guest.path(), absl::StrCat("pn-a=127.0.0.1:", a.port, ",pn-b=127.0.0.1:", b.port));
+  TenantCaller op = As(pki, fleet.port, "operator", "");
+  TenantCaller acme = As(pki, fleet.port, "tenant-proxy", "acme");
+  TenantCaller globex = As(pki, fleet.port, "tenant-proxy", "globex");
+  WaitForAlive(op, 2);
+
+  ppn::types::v1::Network net;
+  REQUIRE(acme.CreateNetwork("backend", &net).ok());
+  ppn::types::v1::VmSpec one = ProbeSpec("aone", {});
+  one.add_networks(net.network_id());
+  ppn::fleet::v1::VmRecord a1 = acme.Create(one);
+  CHECK(a1.node_id() == "pn-a");
+  ppn::types::v1::VmSpec two = ProbeSpec("atwo", {absl::StrCat("http ", a1.private_nics(0).address(), " 80")});
+  two.add_networks(net.network_id());
+  ppn::fleet::v1::VmRecord a2 = acme.Create(two);
+  CHECK(a2.node_id() == "pn-b");
+  ppn::fleet::v1::VmRecord bee =
+      globex.Create(ProbeSpec("bee", {absl::StrCat("http ", a1.private_nics(0).address(), " 80"),
+                                      absl::StrCat("http ", a2.private_nics(0).address(), " 80")}));
+  CHECK(bee.node_id() == "pn-b");
+
+  std::string a2_console = absl::StrCat(b.state_dir, "/vms/", a2.vm_id(), "/console.log");
+  std::string bee_console = absl::StrCat(b.state_dir, "/vms/", bee.vm_id(), "/console.log");
+  const std::string target = absl::StrCat("http ", a1.private_nics(0).address(), ":80");
+  int round = 0;
+  std::map<std::string, std::string> seen;
+  absl::Time deadline = absl::Now() + absl::Seconds(90);
+  while (absl::Now() < deadline) {  // the fleet hands each node the other's end within a heartbeat or two
+    seen = ProbeRound(a2_console, round, &round);
+    if (seen[target] == "hello from aone") break;
+  }
+  {
+    INFO(ReadAll(a2_console) << "\n" << ReadAll(guest.path() + "/fleet.log"));
+    CHECK(seen[target] == "hello from aone");
+  }
+  seen = ProbeRound(bee_console, 0, &round);
+  {
+    INFO(ReadAll(bee_console));
+    CHECK(seen[target] == "closed");
+    CHECK(seen[absl::StrCat("http ", a2.private_nics(0).address(), ":80")] == "closed");
+  }
+  CHECK(Routers(a.state_dir, "pn-a").size() == 1);
+  CHECK(Routers(b.state_dir, "pn-b").size() == 1);
+
+  acme.Destroy(a1.vm_id());
+  acme.Destroy(a2.vm_id());
+  globex.Destroy(bee.vm_id());
+  CHECK(Routers(a.state_dir, "pn-a").empty());
+  CHECK(Routers(b.state_dir, "pn-b").empty());
+  CHECK(ppn::testing::CountProcessesMentioning("wireguard-go pw") == 0);  // every tunnel went with its router
 }
 
 }  // namespace
