@@ -68,6 +68,15 @@ std::string TunnelName(const std::string& scope, const std::string& network_id) 
   return "pw" + Hash(absl::StrCat(scope, "/", network_id), 6);
 }
 
+// The node's table of `scope`'s tunnel forwards (nft names hold no '-').
+std::string TunnelTable(const std::string& scope) {
+  std::string out = "ppnt_" + scope;
+  for (char& c : out) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return out;
+}
+
 std::string UplinkName(const std::string& scope, const std::string& network_id) {
   return "pu" + Hash(absl::StrCat(scope, "/", network_id), 6);
 }
@@ -204,6 +213,7 @@ std::string RenderNetworkConfig(const std::vector<PrivateNic>& nics) {
 void RemovePrivateNetworkScope(const std::string& scope, const CommandRunner& run) {
   const std::string prefix = RouterPrefix(scope);
   for (const std::string& ns : NamespacesWithPrefix(prefix)) RemoveRouter(run, scope, ns, ns.substr(prefix.size()));
+  run({"nft", "delete", "table", "ip", TunnelTable(scope)}, "").IgnoreError();
 }
 
 PrivateNetworks::PrivateNetworks(std::string scope, CommandRunner run)
@@ -307,9 +317,40 @@ void PrivateNetworks::RemoveRouterLocked(const std::string& network_id) {
   RemoveRouter(run_, scope_, RouterNamespace(network_id), network_id);
   auto it = tunnels_.find(network_id);
   if (it != tunnels_.end()) {
-    std::remove(absl::StrCat(it->second.options.keys_dir, "/", network_id, ".key").c_str());
+    TunnelOptions options = it->second.options;
+    std::remove(absl::StrCat(options.keys_dir, "/", network_id, ".key").c_str());
     tunnels_.erase(it);
+    if (!absl::StartsWith(options.mesh_address, "127.")) ApplyForwardsLocked(options).IgnoreError();
   }
+}
+
+absl::Status PrivateNetworks::ApplyForwardsLocked(const TunnelOptions& options) {
+  std::vector<std::string> elements;
+  DIR* dir = opendir(kUplinkClaims);
+  if (dir != nullptr) {
+    while (dirent* d = readdir(dir)) {
+      uint32_t index;
+      if (!absl::SimpleAtoi(d->d_name, &index) || index >= kUplinks) continue;
+      std::string owner(absl::StripAsciiWhitespace(ReadFile(absl::StrCat(kUplinkClaims, "/", d->d_name)).value_or("")));
+      if (!absl::StartsWith(owner, scope_ + " ")) continue;
+      elements.push_back(
+          absl::StrCat(uint32_t{options.first_port} + index, " : ", Dotted(kUplinkBase + index * 4 + 2)));
+    }
+    closedir(dir);
+  }
+  const std::string t = TunnelTable(scope_);
+  std::string nft = absl::StrCat("table ip ", t, " {}\ndelete table ip ", t, "\ntable ip ", t, " {\n",
+                                 "  map tunnels { type inet_service : ipv4_addr;");
+  if (!elements.empty()) absl::StrAppend(&nft, " elements = { ", absl::StrJoin(elements, ", "), " };");
+  absl::StrAppend(&nft, " }\n", "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n",
+                  "    ip daddr ", options.mesh_address, " dnat to udp dport map @tunnels\n  }\n",
+                  "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
+                  "    ip saddr 10.215.0.0/16 oifname != \"pu*\" masquerade\n  }\n}\n");
+  std::string path = absl::StrCat("/run/ppn-priv-", Hash(scope_, 4), "-tunnels.nft");
+  PPN_RETURN_IF_ERROR(WriteFileAtomically(path, nft, 0600));
+  absl::Status s = run_({"nft", "-f", path}, "").status();
+  std::remove(path.c_str());
+  return s;
 }
 
 std::vector<std::string> PrivateNetworks::RouterPorts(const std::string& network_id) const {
@@ -340,11 +381,11 @@ absl::StatusOr<NetworkTunnel> PrivateNetworks::Tunnel(const std::string& network
   if (access(absl::StrCat("/run/netns/", ns).c_str(), F_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat("private network ", network_id, " has no VM on this node"));
   }
-  if (!absl::StartsWith(options.mesh_address, "127.")) {
-    return absl::UnimplementedError(
-        "tunnels of private networks between machines need the node to forward their ports; only a loopback mesh "
-        "(every agent on one machine) is supported yet");
+  in_addr mesh;
+  if (inet_pton(AF_INET, options.mesh_address.c_str(), &mesh) != 1) {
+    return absl::InvalidArgumentError("the tunnel's mesh address must be IPv4");
   }
+  const bool loopback = absl::StartsWith(options.mesh_address, "127.");
   PPN_ASSIGN_OR_RETURN(uint32_t index, ClaimUplink(absl::StrCat(scope_, " ", network_id)));
   const uint32_t port = uint32_t{options.first_port} + index;
   if (port > 65535) return absl::ResourceExhaustedError("no tunnel port is left on this host");
@@ -400,6 +441,7 @@ absl::StatusOr<NetworkTunnel> PrivateNetworks::Tunnel(const std::string& network
         if (!run_(check, "").ok()) PPN_RETURN_IF_ERROR(run_(insert, "").status());
       }
     }
+    if (!loopback) PPN_RETURN_IF_ERROR(ApplyForwardsLocked(options));
     return absl::OkStatus();
   };
   absl::Status s = made();
@@ -410,7 +452,8 @@ absl::StatusOr<NetworkTunnel> PrivateNetworks::Tunnel(const std::string& network
     return absl::Status(s.code(),
                         absl::StrCat("cannot make the tunnel of private network ", network_id, ": ", s.message()));
   }
-  NetworkTunnel tunnel{network_id, wg, key.public_key, absl::StrCat(up_ip, ":", port)};
+  NetworkTunnel tunnel{network_id, wg, key.public_key,
+                       absl::StrCat(loopback ? up_ip : options.mesh_address, ":", port)};
   TunnelState& state = tunnels_[network_id];
   state.options = options;
   state.tunnel = tunnel;

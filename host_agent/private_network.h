@@ -49,8 +49,9 @@ struct TunnelOptions {
   // listens on first_port + i.
   uint16_t first_port = 52000;
   std::string wireguard_go = "wireguard-go";
-  // Where other nodes' tunnels send to. Only a loopback mesh (every agent on this machine) is
-  // supported for now: the endpoint is then the uplink's own address.
+  // Where other nodes' tunnels send to: on a loopback mesh (every agent on this machine) the
+  // uplink's own address; otherwise this address, whose tunnel ports the node forwards to the
+  // routers (a table `ip ppnt_<scope>` of its own) while it masquerades their uplinks.
   std::string mesh_address = "127.0.0.1";
 };
 
@@ -89,8 +90,7 @@ class PrivateNetworks {
 
   // Gives the router of `network_id` (which must exist: a VM of it runs here) its tunnel, or
   // returns the one it has. `cidr` is the network's /24. FAILED_PRECONDITION when the router
-  // does not exist or wireguard-go cannot run; UNIMPLEMENTED for a mesh address that is not
-  // loopback (the node-side forward of the tunnel's port is not built yet).
+  // does not exist or wireguard-go cannot run.
   absl::StatusOr<NetworkTunnel> Tunnel(const std::string& network_id, const std::string& cidr,
                                        const TunnelOptions& options);
   // Replaces the tunnel's peers with `peers` and routes each of their addresses through it.
@@ -125,6 +125,8 @@ class PrivateNetworks {
   // Stops the router's tunnel (wireguard-go holds the namespace alive otherwise), deletes the
   // namespace and releases its uplink claim.
   void RemoveRouterLocked(const std::string& network_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Replaces the node's forwards of this scope's tunnel ports (from its uplink claims).
+  absl::Status ApplyForwardsLocked(const TunnelOptions& options) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string scope_;
   const CommandRunner run_;

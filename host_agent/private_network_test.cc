@@ -217,8 +217,8 @@ bool TunnelProcessRuns(const std::string& interface_name) {
   return RunForTest({"pgrep", "-f", "wireguard-go " + interface_name}, "").ok();
 }
 
-TEST_CASE("routers of one network on two agents reach each other over their tunnel and nothing else does",
-          "[host_agent][private_network][wireguard]") {
+// Two agents' routers of one network, joined by their tunnels with endpoints on `mesh`.
+void CheckTunnelBetweenScopes(const std::string& mesh) {
   constexpr char kOther[] = "privtest-1111";
   Fixture f({"vm-e1", "vm-x1"});
   // The second agent's VM namespace.
@@ -237,8 +237,8 @@ TEST_CASE("routers of one network on two agents reach each other over their tunn
   Must({"ip", "-n", e2, "addr", "add", "10.214.6.3/24", "dev", "pb0"});
   Fixture::Guest("vm-x1", "10.214.6.4");
 
-  TunnelOptions o1{keys.File("a"), 52100};
-  TunnelOptions o2{keys.File("b"), 52100};
+  TunnelOptions o1{keys.File("a"), 52100, "wireguard-go", mesh};
+  TunnelOptions o2{keys.File("b"), 52100, "wireguard-go", mesh};
   absl::StatusOr<NetworkTunnel> t1 = here.Tunnel("net-e", "10.214.6.0/24", o1);
   INFO(t1.status().message());
   REQUIRE(t1.ok());
@@ -249,9 +249,12 @@ TEST_CASE("routers of one network on two agents reach each other over their tunn
   CHECK(t1->endpoint != t2->endpoint);
   CHECK(here.Tunnel("net-e", "10.214.6.0/24", o1)->endpoint == t1->endpoint);  // idempotent
   CHECK(here.Tunnel("net-nope", "10.214.9.0/24", o1).status().code() == absl::StatusCode::kFailedPrecondition);
-  TunnelOptions remote = o1;
-  remote.mesh_address = "10.8.0.2";
-  CHECK(here.Tunnel("net-e", "10.214.6.0/24", remote).status().code() == absl::StatusCode::kUnimplemented);
+  if (!absl::StartsWith(mesh, "127.")) {
+    // Between machines the endpoint is the node's mesh address; the node forwards its port.
+    CHECK(absl::StartsWith(t1->endpoint, mesh + ":"));
+    CHECK(absl::StrContains(RunForTest({"nft", "list", "table", "ip", "ppnt_privtest_0000"}, "").value_or(""),
+                            t1->endpoint.substr(t1->endpoint.find(':') + 1)));
+  }
 
   Server server(e2, "0.0.0.0", 7000, "across nodes\n");
   CHECK(Fetch(Fixture::Ns("vm-e1"), "10.214.6.3", 7000).empty());  // no peers yet
@@ -285,6 +288,7 @@ TEST_CASE("routers of one network on two agents reach each other over their tunn
   RemovePrivateNetworkScope(kOther, RunForTest);
   CHECK(!TunnelProcessRuns(wg2));
   CHECK(there.ListRouters().empty());
+  CHECK(!RunForTest({"nft", "list", "table", "ip", "ppnt_privtest_1111"}, "").ok());  // its forwards went too
   for (const std::string& scope : {std::string(kScope), std::string(kOther)}) {
     for (const auto& claim : std::filesystem::directory_iterator("/run/ppn/uplinks")) {
       CHECK(ReadFile(claim.path()).value_or("").rfind(scope + " ", 0) != 0);  // no uplink left claimed
@@ -294,6 +298,22 @@ TEST_CASE("routers of one network on two agents reach each other over their tunn
   CHECK(links.find(absl::StrCat("pu", wg1.substr(2))) == std::string::npos);  // no uplink left on the node
   CHECK(links.find(absl::StrCat("pu", wg2.substr(2))) == std::string::npos);
   RunForTest({"ip", "netns", "del", e2}, "").IgnoreError();
+}
+
+TEST_CASE("routers of one network on two agents reach each other over their tunnel and nothing else does",
+          "[host_agent][private_network][wireguard]") {
+  CheckTunnelBetweenScopes("127.0.0.1");
+}
+
+TEST_CASE("with a mesh address of the node, tunnels reach each other through the node's forward of their ports",
+          "[host_agent][private_network][wireguard]") {
+  // The node's first non-loopback address stands for its mesh address (as between machines).
+  std::string text = RunForTest({"ip", "-4", "-o", "addr", "show", "scope", "global"}, "").value_or("");
+  size_t at = text.find("inet ");
+  REQUIRE(at != std::string::npos);
+  std::string address = text.substr(at + 5, text.find('/', at) - at - 5);
+  INFO(address);
+  CheckTunnelBetweenScopes(address);
 }
 
 TEST_CASE("private NICs are validated", "[host_agent][private_network]") {
