@@ -189,9 +189,21 @@ void FleetCore::OnHeartbeat(const ppn::host::v1::Heartbeat& hb) {
   QueueLocked(reconciler_.ApplyHeartbeat(hb, deps_.clock->Now()));
   if (registry_.Node(hb.node_id()) == nullptr) return;
   auto& mine = tunnels_[hb.node_id()];
-  mine.clear();
-  for (const auto& t : hb.network_tunnels()) mine[t.network_id()] = t;
-  QueuePeersLocked(hb.node_id());
+  bool moved = static_cast<int>(mine.size()) != hb.network_tunnels_size();  // an end came, went or changed
+  std::map<std::string, ppn::host::v1::NetworkTunnel> now;
+  for (const auto& t : hb.network_tunnels()) {
+    auto it = mine.find(t.network_id());
+    moved =
+        moved || it == mine.end() || it->second.public_key() != t.public_key() || it->second.endpoint() != t.endpoint();
+    now[t.network_id()] = t;
+  }
+  mine = std::move(now);
+  if (!moved) {
+    QueuePeersLocked(hb.node_id());
+    return;
+  }
+  // The other nodes need this one's new end now, not at their next heartbeat.
+  for (const auto& [node_id, _] : tunnels_) QueuePeersLocked(node_id);
 }
 
 namespace {

@@ -69,5 +69,70 @@ TEST_CASE("a tenant's VMs on its network get addresses of its /24, and the node 
   CHECK(f.core->GetNetwork(Scope{"acme"}, net->network_id()).status().code() == absl::StatusCode::kNotFound);
 }
 
+ppn::host::v1::Heartbeat WithTunnel(ppn::host::v1::Heartbeat hb, const std::string& network, const std::string& key,
+                                    const std::string& endpoint, const std::string& applied = "") {
+  auto* t = hb.add_network_tunnels();
+  t->set_network_id(network);
+  t->set_public_key(key);
+  t->set_endpoint(endpoint);
+  t->set_peers_fingerprint(applied);
+  return hb;
+}
+
+TEST_CASE("each node of a network gets the other nodes' tunnel ends with their VMs' addresses, until it has them",
+          "[fleet][private_networks]") {
+  CoreFixture f;
+  // a (KVM, preferred) has room for one VM: the second goes to b.
+  f.Nodes({Beat("a", 300, ppn::types::v1::KVM_SUPPORT_AVAILABLE), Beat("b", 4000)});
+  ppn::types::v1::Network net = *f.core->CreateNetwork(Scope{"acme"}, "backend");
+  ppn::types::v1::VmSpec one = Spec("one");
+  one.add_networks(net.network_id());
+  auto a1 = f.core->CreateVm("acme", one, "");
+  REQUIRE(a1.ok());
+  ppn::types::v1::VmSpec two = Spec("two");
+  two.add_networks(net.network_id());
+  auto b1 = f.core->CreateVm("acme", two, "");
+  REQUIRE(b1.ok());
+  REQUIRE(a1->vm.node_id() != b1->vm.node_id());
+  const std::string na = a1->vm.node_id(), nb = b1->vm.node_id();
+
+  const std::string ka(43, 'A'), kb(43, 'B');
+  f.core->OnHeartbeat(
+      WithTunnel(Beat(na, 100, ppn::types::v1::KVM_SUPPORT_AVAILABLE), net.network_id(), ka + "=", "10.215.0.2:52000"));
+  f.core->OnHeartbeat(WithTunnel(Beat(nb, 3000), net.network_id(), kb + "=", "10.215.0.6:52001"));
+  f.core->RunOnce();
+  auto to_a = f.agents.peers(na, net.network_id());
+  REQUIRE(to_a.has_value());
+  REQUIRE(to_a->peers_size() == 1);
+  CHECK(to_a->peers(0).public_key() == kb + "=");
+  CHECK(to_a->peers(0).endpoint() == "10.215.0.6:52001");
+  REQUIRE(to_a->peers(0).addresses_size() == 1);
+  CHECK(to_a->peers(0).addresses(0) == b1->vm.private_nics(0).address());
+  auto to_b = f.agents.peers(nb, net.network_id());
+  REQUIRE(to_b.has_value());
+  CHECK(to_b->peers(0).addresses(0) == a1->vm.private_nics(0).address());
+
+  // A node that echoes the fingerprint is left alone; one that forgot (restarted) is told again.
+  size_t calls = f.agents.calls().size();
+  f.core->OnHeartbeat(WithTunnel(Beat(na, 100, ppn::types::v1::KVM_SUPPORT_AVAILABLE), net.network_id(), ka + "=",
+                                 "10.215.0.2:52000", to_a->fingerprint()));
+  f.core->RunOnce();
+  CHECK(f.agents.calls().size() == calls);
+  f.core->OnHeartbeat(WithTunnel(Beat(na, 100, ppn::types::v1::KVM_SUPPORT_AVAILABLE), net.network_id(), ka + "=",
+                                 "10.215.0.2:52000", ""));
+  f.core->RunOnce();
+  CHECK(f.agents.calls().size() == calls + 1);
+
+  // The VM on b goes: a's peer b keeps its end but no address.
+  REQUIRE(f.core->DestroyVm(Scope{"acme"}, b1->vm.vm_id(), Actor::Tenant()).ok());
+  f.core->OnHeartbeat(WithTunnel(Beat(na, 100, ppn::types::v1::KVM_SUPPORT_AVAILABLE), net.network_id(), ka + "=",
+                                 "10.215.0.2:52000", to_a->fingerprint()));
+  f.core->RunOnce();
+  auto after = f.agents.peers(na, net.network_id());
+  REQUIRE(after.has_value());
+  CHECK(after->fingerprint() != to_a->fingerprint());
+  CHECK(after->peers(0).addresses_size() == 0);
+}
+
 }  // namespace
 }  // namespace ppn::fleet

@@ -94,6 +94,13 @@ class FakeAgentClientFactory final : public AgentClientFactory {
   }
   // Every call so far, as "Op node vm" ("SpawnVm a vm-1", "DestroyVm b vm-1", "ResumeVm a vm-1",
   // "UpdateVmNetwork a vm-1").
+  // The last SetNetworkPeers a node got for a network.
+  std::optional<ppn::host::v1::SetNetworkPeersRequest> peers(const std::string& node, const std::string& network) {
+    absl::MutexLock l(&mu_);
+    auto it = peers_.find(absl::StrCat(node, " ", network));
+    if (it == peers_.end()) return std::nullopt;
+    return it->second;
+  }
   std::vector<std::string> calls() {
     absl::MutexLock l(&mu_);
     return calls_;
@@ -167,6 +174,7 @@ class FakeAgentClientFactory final : public AgentClientFactory {
     absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) override {
       absl::MutexLock l(&f_->mu_);
       f_->calls_.push_back(absl::StrCat("SetNetworkPeers ", node_, " ", request.network_id()));
+      f_->peers_[absl::StrCat(node_, " ", request.network_id())] = request;
       return absl::OkStatus();
     }
 
@@ -207,6 +215,7 @@ class FakeAgentClientFactory final : public AgentClientFactory {
   std::map<std::string, uint64_t> memory_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint32_t> next_port_ ABSL_GUARDED_BY(mu_);  // by node
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ppn::host::v1::SetNetworkPeersRequest> peers_ ABSL_GUARDED_BY(mu_);  // "node network"
 };
 
 }  // namespace ppn::fleet::testing
