@@ -18,6 +18,7 @@
 #include "common/process.h"
 #include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
+#include "host_agent/private_network.h"
 #include "host_agent/vm_network.h"
 #include "ppn/fleet/v1/fleet_service.grpc.pb.h"
 #include "ppn/host/v1/host_agent.grpc.pb.h"
@@ -141,6 +142,12 @@ std::vector<std::string> Routers(const std::string& state_dir, const std::string
   return out;
 }
 
+// wireguard-go processes running the tunnel of `network` for the agent of `node` in `state_dir`.
+int Tunnels(const std::string& node, const std::string& state_dir, const std::string& network) {
+  ppn::host::PrivateNetworks names(ppn::host::NetworkScope(node, state_dir), nullptr);
+  return ppn::testing::CountProcessesMentioning(names.TunnelInterface(network));
+}
+
 TEST_CASE("a tenant's VMs reach each other on its private network and another tenant's VM reaches neither",
           "[network][private_network][qemu][netns]") {
   REQUIRE(geteuid() == 0);  // namespaces, bridges and taps; CI runs as root
@@ -197,9 +204,11 @@ TEST_CASE("a tenant's VMs reach each other on its private network and another te
     n.agent.process->Wait(absl::Seconds(10));
     REQUIRE(ppn::testing::KillProcessesMentioning(n.agent.state_dir + "/vms/vm-a2/") == 1);
     absl::SleepFor(absl::Milliseconds(300));
-    CHECK(Routers(n.agent.state_dir).size() == 1);  // nobody has cleaned up yet
+    CHECK(Routers(n.agent.state_dir).size() == 1);                    // nobody has cleaned up yet
+    CHECK(Tunnels("laptop-a", n.agent.state_dir, "net-acme1") == 1);  // the router's tunnel outlived it
     AgentProcess restarted = StartAgent(n.pki, n.guest.path(), n.guest.catalog(), "laptop-a", {"--kvm=off"});
     CHECK(Routers(n.agent.state_dir).empty());
+    CHECK(Tunnels("laptop-a", n.agent.state_dir, "net-acme1") == 0);  // and went with it
   }
 }
 
@@ -527,12 +536,26 @@ TEST_CASE("a tenant's VMs on two nodes reach each other over their network's tun
   CHECK(Routers(a.state_dir, "pn-a").size() == 1);
   CHECK(Routers(b.state_dir, "pn-b").size() == 1);
 
+  // pn-b SIGKILLed and restarted: it takes over its router and tunnel, the fleet hands it its
+  // peers again, and the guests never notice.
+  b.process->Signal(SIGKILL);
+  b.process->Wait(absl::Seconds(10));
+  AgentProcess b2 = StartAgent(pki, guest.path(), guest.catalog(), "pn-b",
+                               {"--kvm=off", "--advertised_memory_mib=4096", "--safety_margin_mib=256",
+                                "--port_range=21000-21999", absl::StrCat("--listen=127.0.0.1:", b.port)});
+  CHECK(Routers(b.state_dir, "pn-b").size() == 1);
+  CHECK(Tunnels("pn-a", a.state_dir, net.network_id()) == 1);  // one tunnel per node, none twice
+  CHECK(Tunnels("pn-b", b.state_dir, net.network_id()) == 1);
+  seen = ProbeRound(a2_console, round, &round);
+  CHECK(seen[target] == "hello from aone");
+
   acme.Destroy(a1.vm_id());
   acme.Destroy(a2.vm_id());
   globex.Destroy(bee.vm_id());
   CHECK(Routers(a.state_dir, "pn-a").empty());
   CHECK(Routers(b.state_dir, "pn-b").empty());
-  CHECK(ppn::testing::CountProcessesMentioning("wireguard-go pw") == 0);  // every tunnel went with its router
+  CHECK(Tunnels("pn-a", a.state_dir, net.network_id()) == 0);  // every tunnel went with its router
+  CHECK(Tunnels("pn-b", b.state_dir, net.network_id()) == 0);
 }
 
 }  // namespace
