@@ -1,5 +1,8 @@
 #include "common/grpc_server.h"
 
+#include "common/metrics_server.h"
+#include "common/rpc_interceptors.h"
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/role_auth_processor.h"
@@ -13,6 +16,7 @@ absl::StatusOr<StartedServer> StartServer(const ServerOptions& options) {
   if (options.credentials == nullptr || options.auth_processor == nullptr) {
     return absl::InvalidArgumentError("server needs credentials and an auth processor");
   }
+  if (absl::Status metrics = metrics::StartDefaultMetricsServer(); !metrics.ok()) return metrics;
   // Both are process-wide switches read when a builder is created.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -28,6 +32,7 @@ absl::StatusOr<StartedServer> StartServer(const ServerOptions& options) {
     builder.AddListeningPort(addresses[i], options.credentials, &ports[i]);
   }
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  builder.experimental().SetInterceptorCreators(ServerInterceptors());
   for (grpc::Service* service : options.services) builder.RegisterService(service);
   started.server = builder.BuildAndStart();
   // gRPC starts nothing when one address cannot be bound.

@@ -1,5 +1,7 @@
 #include "common/ledger_outbox.h"
 
+#include "common/request_id.h"
+
 #include <openssl/rand.h>
 
 #include "absl/strings/escaping.h"
@@ -53,10 +55,13 @@ LedgerOutbox::~LedgerOutbox() {
 }
 
 absl::Status LedgerOutbox::Enqueue(const ppn::ledger::v1::AppendRequest& entry) {
+  ppn::ledger::v1::AppendRequest traced = entry;
+  // The entry names the request that caused it, so the ledger, the logs and the caller agree.
+  if (!CurrentRequestId().empty()) traced.mutable_attributes()->try_emplace("request_trace", CurrentRequestId());
   {
     absl::MutexLock l(&mu_);
     PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("INSERT INTO spool (request) VALUES (?)"));
-    PPN_RETURN_IF_ERROR(stmt.BindBlob(1, entry.SerializeAsString()).Run());
+    PPN_RETURN_IF_ERROR(stmt.BindBlob(1, traced.SerializeAsString()).Run());
   }
   absl::MutexLock l(&wake_mu_);
   pending_ = true;

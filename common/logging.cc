@@ -1,5 +1,7 @@
 #include "common/logging.h"
 
+#include "common/request_id.h"
+
 #include <memory>
 #include <vector>
 
@@ -30,6 +32,8 @@ class EscapedMessage final : public spdlog::custom_flag_formatter {
   void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
     absl::string_view payload(msg.payload.data(), msg.payload.size());
     std::string escaped = EscapeControlCharacters(payload);
+    // Every line about a request names it (the id was checked to be plain when it was set).
+    if (!CurrentRequestId().empty()) absl::StrAppend(&escaped, " request_id=", CurrentRequestId());
     dest.append(escaped.data(), escaped.data() + escaped.size());
   }
   std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<EscapedMessage>(); }

@@ -83,6 +83,15 @@ google::protobuf::Duration ToProtoDuration(absl::Duration d) {
 
 namespace {
 
+// 1 to `max` ASCII digits, nothing else.
+bool Digits(absl::string_view text, size_t max) {
+  if (text.empty() || text.size() > max) return false;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
 bool ParseIpv4Cidr(absl::string_view text, uint32_t* addr, int* prefix) {
   std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits('/', 1));
   if (parts.empty() || parts[0].empty()) return false;
@@ -91,11 +100,12 @@ bool ParseIpv4Cidr(absl::string_view text, uint32_t* addr, int* prefix) {
   uint32_t a = 0;
   for (const std::string& o : octets) {
     uint32_t v;
-    if (o.empty() || o.size() > 3 || !absl::SimpleAtoi(o, &v) || v > 255) return false;
+    // Digits only: SimpleAtoi alone takes " 1" or "1\n", and these texts end up in nftables rules.
+    if (!Digits(o, 3) || !absl::SimpleAtoi(o, &v) || v > 255) return false;
     a = (a << 8) | v;
   }
   *prefix = 32;
-  if (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], prefix) || *prefix < 0 || *prefix > 32)) return false;
+  if (parts.size() == 2 && (!Digits(parts[1], 2) || !absl::SimpleAtoi(parts[1], prefix) || *prefix > 32)) return false;
   *addr = a;
   return true;
 }

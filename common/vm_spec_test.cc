@@ -1,5 +1,6 @@
 #include "common/vm_spec.h"
 
+#include "absl/strings/str_cat.h"
 #include "catch2/catch.hpp"
 
 namespace ppn {
@@ -112,6 +113,14 @@ TEST_CASE("egress policies are validated with the spec", "[common][vm_spec][egre
   VmSpec s = Good();
   *s.mutable_egress()->add_allow() = Rule("10.0.0.0/33");
   CHECK(Message(s) == "egress.allow rule \"10.0.0.0/33\" is not an IPv4 address or CIDR");
+  // Whitespace a number parser would skip could end an nftables rule early (an injected accept).
+  for (const char* sneaky : {"203.0.113.5/32\n", "203.0.113.5/ 32", "203.0.113.5/+8", "203.0.113.5\n", " 203.0.113.5",
+                             "203.0.113. 5", "203.0.113.5/32\naccept"}) {
+    s = Good();
+    *s.mutable_egress()->add_allow() = Rule(sneaky);
+    INFO(sneaky);
+    CHECK(Message(s) == absl::StrCat("egress.allow rule \"", sneaky, "\" is not an IPv4 address or CIDR"));
+  }
   s = Good();
   *s.mutable_egress()->add_deny() = Rule("203.0.113.0/24", 90, 80);
   CHECK(Message(s) == "egress.deny rule ports must be 1-65535 with port_first <= port_last");

@@ -218,3 +218,32 @@ TEST_CASE("a route leads to its node only while the VM may be serving there", "[
 
 }  // namespace
 }  // namespace ppn::fleet
+
+namespace ppn::fleet {
+namespace {
+
+TEST_CASE("the relay forwards only to the VM's own node, whatever a record names", "[fleet][relay][security]") {
+  CoreFixture f(Relay(30000, 30009));
+  f.core->AddNode("c", "10.8.0.4:7110");
+  f.core->OnHeartbeat(Beat("c", 4000));
+  auto web = f.core->CreateVm("acme", Web("web"), "");
+  REQUIRE(web.ok());
+  REQUIRE(web->vm.node_id() == "c");
+  std::string id = web->vm.vm_id();
+  // The agent's own report: its mesh address.
+  ppn::host::v1::VmInstance on_c = testing::Running(id, "acme");
+  auto* port = on_c.add_forwarded_ports();
+  port->set_guest_port(80);
+  port->set_host_address("10.8.0.4");
+  port->set_host_port(21001);
+  f.core->OnHeartbeat(With(Beat("c", 4000), {on_c}));
+  CHECK(Routes(*f.core) == std::vector<std::string>{absl::StrCat("tcp/30000 ", id, " 10.8.0.4:21001")});
+  // A stolen certificate's heartbeat (or RecordMigration) naming the founding node's loopback.
+  port->set_host_address("127.0.0.1");
+  port->set_host_port(7101);
+  f.core->OnHeartbeat(With(Beat("c", 4000), {on_c}));
+  CHECK(Routes(*f.core) == std::vector<std::string>{absl::StrCat("tcp/30000 ", id, " :0")});
+}
+
+}  // namespace
+}  // namespace ppn::fleet

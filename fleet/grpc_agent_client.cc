@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/rpc_interceptors.h"
 #include "grpcpp/create_channel.h"
 
 namespace ppn::fleet {
@@ -95,7 +96,7 @@ std::shared_ptr<grpc::Channel> GrpcAgentClientFactory::Channel(const std::string
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-  return grpc::CreateCustomChannel(address, MtlsChannelCredentials(tls_), args);
+  return ppn::MeshChannel(address, MtlsChannelCredentials(tls_), args);
 }
 
 AgentClient* GrpcAgentClientFactory::ForNode(const std::string& node_id, const std::string& address) {

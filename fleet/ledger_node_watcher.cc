@@ -1,5 +1,6 @@
 #include "fleet/ledger_node_watcher.h"
 
+#include "common/rpc_interceptors.h"
 #include "grpcpp/create_channel.h"
 #include "ppn/ledger/v1/ledger_service.grpc.pb.h"
 #include "spdlog/spdlog.h"
@@ -21,7 +22,7 @@ void LedgerNodeWatcher::Stop() {
 }
 
 void LedgerNodeWatcher::Loop() {
-  auto stub = ppn::ledger::v1::Ledger::NewStub(grpc::CreateChannel(address_, MtlsChannelCredentials(tls_)));
+  auto stub = ppn::ledger::v1::Ledger::NewStub(ppn::MeshChannel(address_, MtlsChannelCredentials(tls_)));
   uint64_t next = 0;
   absl::Duration backoff = absl::Milliseconds(200);
   while (true) {

@@ -10,8 +10,10 @@
 #include "common/clock.h"
 #include "common/grpc_ledger_appender.h"
 #include "common/ledger_outbox.h"
+#include "common/metrics.h"
 #include "common/random.h"
 #include "common/service_flags.h"
+#include "fleet/fleet_metrics.h"
 #include "fleet/fleet_server.h"
 #include "fleet/grpc_agent_client.h"
 #include "fleet/heartbeat_watcher.h"
@@ -94,6 +96,7 @@ int main(int argc, char** argv) {
   }
   ppn::fleet::HeartbeatWatcher watcher(&core, &agents, options.heartbeat_interval);
   watcher.Start();
+  ppn::fleet::RegisterFleetMetrics(&core, &ppn::metrics::Default());
   ppn::fleet::FleetService service(&core);
   absl::StatusOr<ppn::StartedServer> server =
       ppn::fleet::StartFleetServer(flags.mesh, flags.listen, flags.tls, &service);

@@ -1,5 +1,7 @@
 #include "fleet/registry.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -350,6 +352,23 @@ VmRecord Registry::View(const VmRecord& record) const {
   return view;
 }
 
+namespace {
+
+// "10.8.0.2:7110" → "10.8.0.2"; "[::1]:7110" → "::1".
+std::string HostOfAddress(const std::string& address) {
+  size_t colon = address.rfind(':');
+  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host;
+}
+
+bool IsIpLiteral(const std::string& host) {
+  unsigned char buf[sizeof(in6_addr)];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+}  // namespace
+
 ppn::fleet::v1::WatchRelayRoutesResponse Registry::RelayTable() const {
   ppn::fleet::v1::WatchRelayRoutesResponse table;
   table.set_public_address(relay_address_);
@@ -358,6 +377,14 @@ ppn::fleet::v1::WatchRelayRoutesResponse Registry::RelayTable() const {
     const VmRecord& r = e.record();
     if (r.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
     bool serving = MayServe(VisibleState(r));
+    // A forward is served only at its node's own address: a record written by anyone who
+    // could name another address (a heartbeat, a RecordMigration) must not turn the relay
+    // into a tunnel from the internet to the founding node's loopback or the LAN.
+    // (A node named by a host name rather than an address cannot be compared; it is trusted.)
+    std::string node_host;
+    auto node = nodes_.find(r.node_id());
+    if (node != nodes_.end()) node_host = HostOfAddress(node->second.node.agent_address());
+    const bool comparable = IsIpLiteral(node_host);
     for (const RelayPort& p : e.stored.relay_ports) {
       ppn::fleet::v1::RelayRoute route;
       route.set_public_port(p.public_port);
@@ -365,7 +392,7 @@ ppn::fleet::v1::WatchRelayRoutesResponse Registry::RelayTable() const {
       route.set_vm_id(id);
       for (const auto& f : r.forwarded_ports()) {
         if (serving && EffectiveProtocol(f.protocol()) == p.protocol && f.guest_port() == p.guest_port &&
-            !f.host_address().empty() && f.host_port() != 0) {
+            !f.host_address().empty() && f.host_port() != 0 && (!comparable || f.host_address() == node_host)) {
           route.set_backend_address(f.host_address());
           route.set_backend_port(f.host_port());
         }

@@ -97,6 +97,12 @@ Adoption DecideAdoption(const StoredVm& rec, const FoundQemu& found) {
   }
   a.migrated_out = false;
   a.state_message.clear();
+  if (stored == ppn::types::v1::VM_STATE_PENDING && (rs == "inmigrate" || rs == "paused")) {
+    // A create restoring a template that did not finish: its guest may still hold the
+    // template's identity. The fleet's retry creates it again.
+    a.remove = true;
+    return a;
+  }
   if (rs == "running") {
     a.state = ppn::types::v1::VM_STATE_RUNNING;
   } else if (rs == "postmigrate" || (rs == "paused" && found.migration_status == "completed")) {

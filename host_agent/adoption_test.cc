@@ -76,5 +76,15 @@ TEST_CASE("a QEMU that does not answer QMP is kept as FAILED so a destroy can en
   CHECK(odd.state_message == "QEMU reports guest-panicked");
 }
 
+TEST_CASE("a create caught restoring its template is removed, never run with the template's identity",
+          "[host_agent][adoption]") {
+  CHECK(DecideAdoption(Record(ppn::types::v1::VM_STATE_PENDING), Qemu("inmigrate")).remove);
+  CHECK(DecideAdoption(Record(ppn::types::v1::VM_STATE_PENDING), Qemu("paused")).remove);
+  // A restored VM that was RUNNING is adopted like any other.
+  Adoption a = DecideAdoption(Record(ppn::types::v1::VM_STATE_RUNNING), Qemu("running"));
+  CHECK_FALSE(a.remove);
+  CHECK(a.state == ppn::types::v1::VM_STATE_RUNNING);
+}
+
 }  // namespace
 }  // namespace ppn::host

@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "common/clock.h"
 #include "common/process.h"
+#include "common/rpc_interceptors.h"
 #include "common/service_flags.h"
 #include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
@@ -39,6 +40,9 @@ ABSL_FLAG(std::string, kvm_probe_image, "ppn-test-guest", "Catalog image the KVM
 ABSL_FLAG(absl::Duration, kvm_probe_timeout, absl::Seconds(10), "How long the KVM probe guest may take");
 ABSL_FLAG(std::string, qemu_binary, "qemu-system-x86_64", "QEMU to run");
 ABSL_FLAG(std::string, qemu_user, "nobody", "User QEMU drops to when the agent runs as root");
+ABSL_FLAG(std::string, templates, "auto",
+          "Creates restore per-image templates (docs/templates.md): auto (each made on first use), off (every "
+          "create boots), or a comma list made at start as well: all, IMAGE, IMAGE@VCPUSxMIB");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Default heartbeat interval");
 ABSL_FLAG(std::string, network, "namespace",
           "namespace: each VM in a network namespace of its own, reaching only what its egress policy allows "
@@ -152,7 +156,7 @@ Mesh StartMesh(const ppn::ServiceFlags& flags, const std::string& node_id, const
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   m.members = std::make_unique<ppn::mesh::GrpcMembershipSource>(
-      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls), args));
+      ppn::MeshChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls), args));
   ppn::host::MeshRunnerOptions options;
   options.node_id = node_id;
   options.mesh_address = mesh_address;
@@ -206,6 +210,11 @@ int main(int argc, char** argv) {
   options.kvm_probe_timeout = absl::GetFlag(FLAGS_kvm_probe_timeout);
   options.qemu_binary = absl::GetFlag(FLAGS_qemu_binary);
   options.qemu_user = absl::GetFlag(FLAGS_qemu_user);
+  if (std::string t = absl::GetFlag(FLAGS_templates); t == "off") {
+    options.templates = false;
+  } else if (t != "auto") {
+    options.template_images = absl::StrSplit(t, ',', absl::SkipEmpty());
+  }
   if (absl::GetFlag(FLAGS_catalog).empty())
     ppn::ExitWithError("--catalog is required (tools/build-test-guest makes one)");
   absl::StatusOr<ppn::host::ImageCatalog> catalog = ppn::host::ImageCatalog::Load(absl::GetFlag(FLAGS_catalog));

@@ -1,5 +1,6 @@
 // migration_bench: total migration time, guest downtime and stream throughput for idle test
-// guests of 128 and 512 MiB between two host agents (in-process VmManagers) on loopback, with the
+// guests of 128 and 512 MiB and a busy one (rewriting 32 MiB of its memory in a loop while it is
+// copied) between two host agents (in-process VmManagers) on loopback, with the
 // stream in clear and over QEMU's TLS (the node identities), side by side in one run. The VMs
 // use QEMU's user-mode networking in the node's namespace (no --network isolation needed here).
 // Not a test.
@@ -18,8 +19,9 @@
 #include "common/clock.h"
 #include "common/files.h"
 #include "common/process.h"
-#include "google/protobuf/util/time_util.h"
 #include "common/x509.h"
+#include "google/protobuf/util/time_util.h"
+#include "host_agent/testing/bench_guest.h"
 #include "host_agent/vm_manager.h"
 
 ABSL_FLAG(std::string, guest, "bazel-bin/tools/test_guest", "Directory of the built test guest");
@@ -38,22 +40,12 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   using google::protobuf::util::TimeUtil;
   std::string dir = "/tmp/ppn-migration-bench";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  std::filesystem::permissions(dir, std::filesystem::perms(0755));
-  std::string g = std::filesystem::absolute(absl::GetFlag(FLAGS_guest));
-  for (const char* f : {"vmlinuz", "initramfs.cpio.gz", "base.qcow2"}) {
-    std::filesystem::copy_file(g + "/" + f, dir + "/" + f);
-    std::filesystem::permissions(dir + "/" + f, std::filesystem::perms(0644));
-  }
-  if (!ppn::WriteFileAtomically(dir + "/catalog.json",
-                                "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir +
-                                    "/base.qcow2\", \"kernel\": \"" + dir + "/vmlinuz\", \"initrd\": \"" + dir +
-                                    "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}")
-           .ok()) {
+  absl::StatusOr<ppn::host::ImageCatalog> staged = ppn::host::testing::StageTestGuest(absl::GetFlag(FLAGS_guest), dir);
+  if (!staged.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(staged.status().message()).c_str());
     return 1;
   }
-  auto catalog = *ppn::host::ImageCatalog::Load(dir + "/catalog.json");
+  ppn::host::ImageCatalog catalog = *std::move(staged);
   // The nodes' identities, as pairing would grant them: CN and DNS name are the node id.
   auto ca = *ppn::x509::MakeCa("ppn.bench", absl::Hours(1));
   if (!ppn::WriteFileAtomically(dir + "/ca.pem", ca.cert_pem).ok()) return 1;
@@ -95,20 +87,26 @@ int main(int argc, char** argv) {
     stores.push_back(*ppn::host::VmStore::Open(dir + "/b-" + tag + ".db"));
     ppn::host::VmManager b(ob, catalog, {stores.back().get(), ppn::RealClock::Get(), spawner});
     if (!a.Start().ok() || !b.Start().ok()) return 1;
-    for (uint32_t mib : {128u, 512u}) {
+    struct Guest {
+      uint32_t mib, busy_mib;
+    };
+    for (Guest guest : {Guest{128, 0}, Guest{512, 0}, Guest{128, 32}}) {
+      const uint32_t mib = guest.mib;
       std::vector<double> total, down, mbps;
       ppn::types::v1::VmSpec spec;
       spec.set_display_name("bench");
       spec.set_vcpus(1);
       spec.set_memory_mib(mib);
       spec.set_image("ppn-test-guest");
-      std::string id = "mig-" + std::to_string(mib);
+      if (guest.busy_mib > 0) spec.set_user_data("#ppn-busy " + std::to_string(guest.busy_mib) + "\n");
+      std::string id = "mig-" + std::to_string(mib) + "-" + std::to_string(guest.busy_mib);
       auto vm = a.Spawn(ppn::VmId(id), ppn::TenantId("bench"), spec);
       if (!vm.ok()) {
         std::fprintf(stderr, "spawn failed: %s\n", std::string(vm.status().message()).c_str());
         return 1;
       }
-      while (!absl::StrContains(ppn::ReadFile(vm->console_log_path()).value_or(""), "PPN-GUEST-READY"))
+      const std::string ready = guest.busy_mib > 0 ? "PPN-BUSY" : "PPN-GUEST-READY";
+      while (!absl::StrContains(ppn::ReadFile(vm->console_log_path()).value_or(""), ready))
         absl::SleepFor(absl::Milliseconds(50));
       ppn::host::VmManager* from = &a;
       ppn::host::VmManager* to = &b;
@@ -148,10 +146,10 @@ int main(int argc, char** argv) {
       }
       from->Destroy(id, absl::Seconds(5)).IgnoreError();
       std::printf(
-          "%-5s idle %u MiB guest, %d migrations: total p50 %.0f ms (max %.0f), downtime p50 %.0f ms (max %.0f), "
+          "%-5s %s %u MiB guest, %d migrations: total p50 %.0f ms (max %.0f), downtime p50 %.0f ms (max %.0f), "
           "throughput p50 %.0f Mbit/s\n",
-          tag.c_str(), mib, absl::GetFlag(FLAGS_runs), Pct(total, 0.5), Pct(total, 1.0), Pct(down, 0.5),
-          Pct(down, 1.0), Pct(mbps, 0.5));
+          tag.c_str(), guest.busy_mib > 0 ? "busy" : "idle", mib, absl::GetFlag(FLAGS_runs), Pct(total, 0.5),
+          Pct(total, 1.0), Pct(down, 0.5), Pct(down, 1.0), Pct(mbps, 0.5));
     }
   }
   return 0;

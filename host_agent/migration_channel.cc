@@ -1,5 +1,7 @@
 #include "host_agent/migration_channel.h"
 
+#include <algorithm>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -21,6 +23,8 @@
 
 namespace ppn::host {
 namespace {
+
+constexpr size_t kMaxPendingPerVm = 8;  // connections waiting to show a ticket, per VM
 
 // "tcp:HOST:PORT" → host and port.
 bool ParseUri(const std::string& uri, std::string* host, uint16_t* port) {
@@ -211,7 +215,26 @@ void IncomingGate::Loop() {
         if (lis != listening.end()) {
           if (listeners_.count(lis->second) == 0 || listeners_[lis->second].first != fds[i].fd) continue;  // closed
           int c = accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-          if (c >= 0) pending_[c] = {lis->second, "", absl::Now() + ticket_timeout_};
+          if (c < 0) {
+            // Out of descriptors: the listener stays readable, so wait instead of spinning.
+            if (errno == EMFILE || errno == ENFILE) absl::SleepFor(absl::Milliseconds(50));
+            continue;
+          }
+          // Strangers holding connections open cannot crowd out the source: past a few waiting
+          // for one VM, the oldest goes (the source sends its ticket at once).
+          std::vector<std::map<int, Pending>::iterator> same;
+          for (auto q = pending_.begin(); q != pending_.end(); ++q) {
+            if (q->second.vm_id == lis->second) same.push_back(q);
+          }
+          if (same.size() >= kMaxPendingPerVm) {
+            auto oldest = *std::min_element(same.begin(), same.end(), [](const auto& a, const auto& b) {
+              return a->second.deadline < b->second.deadline;
+            });
+            close(oldest->first);
+            pending_.erase(oldest);
+            ++refused_;
+          }
+          pending_[c] = {lis->second, "", absl::Now() + ticket_timeout_};
           continue;
         }
         auto p = pending_.find(fds[i].fd);

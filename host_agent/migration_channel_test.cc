@@ -89,6 +89,28 @@ TEST_CASE("only the connection with the target's ticket reaches QEMU, and strang
   close(wrong);
 }
 
+TEST_CASE("strangers holding connections open cannot keep the source out", "[host_agent][migration_channel]") {
+  Handed handed;
+  IncomingGate gate(
+      [&](const std::string& vm, int fd) {
+        absl::MutexLock l(&handed.mu);
+        handed.got.emplace_back(vm, fd);
+      },
+      absl::Seconds(30));  // long: the strangers would hold their places all that time
+  std::string ticket = NewMigrationTicket();
+  REQUIRE(gate.Open("vm-1", "127.0.0.1", kPort, ticket).ok());
+  std::vector<int> strangers;
+  for (int i = 0; i < 40; ++i) strangers.push_back(Dial(""));
+  absl::StatusOr<int> source = ConnectMigration("tcp:127.0.0.1:" + std::to_string(kPort), ticket, absl::Seconds(5));
+  REQUIRE(source.ok());
+  CHECK(handed.WaitFor(1));
+  CHECK(gate.refused() >= 32);  // all but the last few strangers were let go
+  for (int s : strangers) close(s);
+  close(*source);
+  absl::MutexLock l(&handed.mu);
+  for (const auto& [vm, fd] : handed.got) close(fd);
+}
+
 TEST_CASE("a migration URI and ticket are checked before anything connects", "[host_agent][migration_channel]") {
   CHECK(ConnectMigration("unix:/x", NewMigrationTicket(), absl::Seconds(1)).status().code() ==
         absl::StatusCode::kInvalidArgument);

@@ -44,9 +44,17 @@ std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
   auto add = [&a](std::initializer_list<std::string> more) { a.insert(a.end(), more); };
   // The process name carries the VM id: re-adoption checks /proc/<pid>/cmdline for it.
   add({"-name", "ppn-" + spec.vm_id, "-no-user-config", "-nodefaults", "-display", "none"});
-  add({"-machine", absl::StrCat("q35,accel=", spec.kvm ? "kvm" : "tcg")});
+  // Every VM has the same devices and a named RAM backend, whether it boots, is restored from
+  // a template or arrives by migration: a snapshot or stream of one loads into any other.
+  add({"-machine", absl::StrCat("q35,accel=", spec.kvm ? "kvm" : "tcg", ",memory-backend=ram0")});
   if (spec.kvm) add({"-cpu", "host"});
   add({"-m", absl::StrCat(spec.memory_mib), "-smp", absl::StrCat(spec.vcpus)});
+  if (spec.memory_file.empty()) {
+    add({"-object", absl::StrCat("memory-backend-ram,id=ram0,size=", spec.memory_mib, "M")});
+  } else {
+    add({"-object", absl::StrCat("memory-backend-file,id=ram0,size=", spec.memory_mib, "M,mem-path=", spec.memory_file,
+                                 ",share=", spec.memory_shared ? "on" : "off")});
+  }
   if (!spec.image.kernel.empty()) {
     add({"-kernel", spec.image.kernel});
     if (!spec.image.initrd.empty()) add({"-initrd", spec.image.initrd});
@@ -54,12 +62,14 @@ std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
   }
   add({"-drive", absl::StrCat("file=", DiskPath(spec.vm_dir), ",if=none,id=drive0,format=qcow2"), "-device",
        "virtio-blk-pci,drive=drive0,id=disk0"});
-  add({"-drive", absl::StrCat("file=", SeedPath(spec.vm_dir), ",if=none,id=seed0,format=raw,readonly=on"), "-device",
-       "virtio-blk-pci,drive=seed0,id=seed"});
+  add({"-drive",
+       absl::StrCat("file=", spec.seed_path.empty() ? SeedPath(spec.vm_dir) : spec.seed_path,
+                    ",if=none,id=seed0,format=raw,readonly=on"),
+       "-device", "virtio-blk-pci,drive=seed0,id=seed"});
   // User-mode networking, in the VM's own namespace when it has one: DHCP and DNS for any image,
   // and the guest reaches only what that namespace's rules let through. No IPv6: the namespace
   // has none.
-  std::string netdev = "user,id=net0,ipv6=off";
+  std::string netdev = spec.restrict_network ? "user,id=net0,ipv6=off,restrict=on" : "user,id=net0,ipv6=off";
   for (const HostForward& f : spec.forwards) {
     absl::StrAppend(&netdev, ",hostfwd=", f.udp ? "udp" : "tcp", ":", f.host_address, ":", f.host_port,
                     "-:", f.guest_port);
@@ -71,6 +81,12 @@ std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
          "-device", absl::StrCat("virtio-net-pci,netdev=priv", i, ",mac=", spec.taps[i].mac, ",romfile=")});
   }
   add({"-device", "virtio-balloon-pci,id=balloon0"});
+  // The identity channel (docs/templates.md) and a VM Generation ID, so that a restored guest
+  // learns it is a new machine.
+  add({"-device", "virtio-serial-pci,id=vserial0", "-chardev",
+       absl::StrCat("socket,id=identity0,path=", IdentitySocketPath(spec.vm_dir), ",server=on,wait=off"), "-device",
+       "virtserialport,chardev=identity0,name=org.ppn.identity.0", "-device",
+       absl::StrCat("vmgenid,guid=", spec.vmgenid.empty() ? "auto" : spec.vmgenid)});
   add({"-chardev", absl::StrCat("file,id=serial0,append=on,path=", ConsoleLogPath(spec.vm_dir)), "-serial",
        "chardev:serial0"});
   add({"-qmp", absl::StrCat("unix:", QmpSocketPath(spec.vm_dir), ",server=on,wait=off")});

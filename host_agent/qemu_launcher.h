@@ -39,6 +39,16 @@ struct LaunchSpec {
   Image image;
   std::vector<HostForward> forwards;  // host_address: where QEMU listens (its namespace's address)
   bool incoming = false;              // a migration target: -incoming defer, the stream comes as a descriptor
+  // Guest RAM: empty for anonymous memory; else this file (a template's memory), mapped shared
+  // (a template being made: its pages land in the file) or private (a clone restored from it:
+  // copy-on-write, the file never changes).
+  std::string memory_file;
+  bool memory_shared = false;
+  // The disk overlay and seed when not the VM directory's (a clone's seed is its template's).
+  std::string seed_path;
+  // The VM Generation ID the guest sees ("auto" for a fresh one); a clone gets its own.
+  std::string vmgenid = "auto";
+  bool restrict_network = false;  // user-mode networking with no way out (a template's boot)
   // A directory with ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem and
   // client-key.pem (the node's identity), for TLS-protected migration streams: QEMU gets the
   // credentials "tls-server" (verifying its peer) and "tls-client". Empty: none.

@@ -41,7 +41,34 @@ TEST_CASE("the QEMU command line names the VM and carries its files, forwards an
   CHECK(Has(argv, "-incoming", "defer"));
   CHECK(Has(argv, "-object", "tls-creds-x509,id=tls-server,endpoint=server,verify-peer=on,dir=/state/qemu-tls"));
   CHECK(Has(argv, "-object", "tls-creds-x509,id=tls-client,endpoint=client,dir=/state/qemu-tls"));
-  CHECK(Has(argv, "-machine", "q35,accel=tcg"));
+  CHECK(Has(argv, "-machine", "q35,accel=tcg,memory-backend=ram0"));
+  CHECK(Has(argv, "-object", "memory-backend-ram,id=ram0,size=128M"));
+  CHECK(Has(argv, "-chardev", "socket,id=identity0,path=/state/vms/vm-1/identity.sock,server=on,wait=off"));
+  CHECK(Has(argv, "-device", "vmgenid,guid=auto"));
+}
+
+TEST_CASE("a clone maps its template's memory privately and keeps the template's devices",
+          "[host_agent][qemu_launcher]") {
+  LaunchSpec spec = Spec();
+  spec.memory_file = "/state/templates/k/memory";
+  spec.seed_path = "/state/templates/k/seed.iso";
+  spec.vmgenid = "3f2a0c4e-0000-4000-8000-000000000001";
+  std::vector<std::string> argv = BuildQemuArgs(spec);
+  CHECK(Has(argv, "-object", "memory-backend-file,id=ram0,size=128M,mem-path=/state/templates/k/memory,share=off"));
+  CHECK(Has(argv, "-drive", "file=/state/templates/k/seed.iso,if=none,id=seed0,format=raw,readonly=on"));
+  CHECK(Has(argv, "-device", "vmgenid,guid=3f2a0c4e-0000-4000-8000-000000000001"));
+  spec.memory_shared = true;  // the template being made
+  CHECK(Has(BuildQemuArgs(spec), "-object",
+            "memory-backend-file,id=ram0,size=128M,mem-path=/state/templates/k/memory,share=on"));
+  std::vector<std::string> devices, plain_devices;
+  LaunchSpec plain = Spec();
+  for (const auto& [argv_of, out] :
+       {std::pair{BuildQemuArgs(spec), &devices}, {BuildQemuArgs(plain), &plain_devices}}) {
+    for (size_t i = 0; i + 1 < argv_of.size(); ++i) {
+      if (argv_of[i] == "-device" && argv_of[i + 1].rfind("vmgenid", 0) != 0) out->push_back(argv_of[i + 1]);
+    }
+  }
+  CHECK(devices == plain_devices);
 }
 
 TEST_CASE("each private network's tap becomes a NIC after the first, with the VM's MAC on it",

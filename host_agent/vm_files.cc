@@ -40,6 +40,7 @@ std::string SeedPath(const std::string& vm_dir) { return vm_dir + "/seed.iso"; }
 std::string QmpSocketPath(const std::string& vm_dir) { return vm_dir + "/qmp.sock"; }
 std::string ConsoleLogPath(const std::string& vm_dir) { return vm_dir + "/console.log"; }
 std::string QemuLogPath(const std::string& vm_dir) { return vm_dir + "/qemu.log"; }
+std::string IdentitySocketPath(const std::string& vm_dir) { return vm_dir + "/identity.sock"; }
 
 SeedFiles BuildSeed(const std::string& vm_id, const ppn::types::v1::VmSpec& spec) {
   SeedFiles seed;
@@ -107,6 +108,30 @@ absl::Status VmFiles::Create(const std::string& vm_id, const Image& image, const
   }();
   if (!made.ok()) Remove(vm_id);
   return made;
+}
+
+absl::Status VmFiles::CreateClone(const std::string& vm_id, const std::string& template_disk) {
+  std::string dir = Dir(vm_id);
+  Remove(vm_id);
+  std::error_code ec;
+  if (!std::filesystem::create_directories(dir, ec)) {
+    return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  }
+  chmod(dir.c_str(), 0750);
+  absl::Status s =
+      RunTool(spawner_, {"qemu-img", "create", "-q", "-f", "qcow2", "-b", template_disk, "-F", "qcow2", DiskPath(dir)},
+              kToolTimeout);
+  if (!s.ok()) s = absl::FailedPreconditionError(absl::StrCat("cannot create the disk overlay: ", s.message()));
+  if (s.ok() && owner_.has_value()) {
+    for (const std::string& f : {dir, DiskPath(dir)}) {
+      if (chown(f.c_str(), owner_->uid, owner_->gid) != 0) {
+        s = absl::PermissionDeniedError(absl::StrCat("cannot hand ", f, " to ", owner_->name));
+        break;
+      }
+    }
+  }
+  if (!s.ok()) Remove(vm_id);
+  return s;
 }
 
 void VmFiles::Remove(const std::string& vm_id) {

@@ -25,6 +25,7 @@ std::string SeedPath(const std::string& vm_dir);
 std::string QmpSocketPath(const std::string& vm_dir);
 std::string ConsoleLogPath(const std::string& vm_dir);
 std::string QemuLogPath(const std::string& vm_dir);
+std::string IdentitySocketPath(const std::string& vm_dir);
 
 // The files of a NoCloud seed. `vendor_data` is empty unless the spec has both user_data and
 // ssh keys: then the keys go there as a #cloud-config, so that neither is dropped.
@@ -52,6 +53,10 @@ class VmFiles {
   // `network_config`: the seed's network-config file (private networks); empty for none.
   absl::Status Create(const std::string& vm_id, const Image& image, const ppn::types::v1::VmSpec& spec,
                       const std::string& network_config = "");
+  // A fresh directory for a clone of a template: the overlay on the template's disk
+  // `template_disk` (which must stay unchanged while any clone uses it), no seed (the clone
+  // uses its template's and gets its identity over the identity channel). Errors as Create.
+  absl::Status CreateClone(const std::string& vm_id, const std::string& template_disk);
   // Removes the VM's directory and everything in it; a missing one is fine.
   void Remove(const std::string& vm_id);
   // Ids that have a directory.

@@ -1,11 +1,14 @@
 #include "host_agent/vm_manager.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/files.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -92,6 +95,23 @@ std::vector<PortForwardRule> ForwardRules(const VmInstance& vm) {
   return rules;
 }
 
+// A guest hostname from a display name: letters, digits, dots and dashes, at most 63.
+std::string HostnameOf(const VmSpec& spec, const std::string& vm_id) {
+  std::string out;
+  for (char c : spec.display_name().empty() ? vm_id : spec.display_name()) {
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.') out.push_back(c);
+  }
+  if (out.empty()) out = vm_id;
+  return out.substr(0, 63);
+}
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+};
+
 std::optional<RunAs> OwnerOf(const std::string& user) {
   if (user.empty()) return std::nullopt;
   absl::StatusOr<RunAs> r = LookupUser(user);
@@ -113,7 +133,8 @@ VmManager::VmManager(Options options, ImageCatalog catalog, Deps deps)
       runtime_(spawner_, {options_.state_dir + "/vms", options_.qemu_binary, qemu_user_, qemu_owner_,
                           options_.hold_after_exec_for_test,
                           options_.migration_tls.cert.empty() ? "" : options_.state_dir + "/qemu-tls"}),
-      ports_(options_.host_address, options_.port_first, options_.port_last) {}
+      ports_(options_.host_address, options_.port_first, options_.port_last, /*hold_sockets=*/network_ != nullptr),
+      templates_(options_.state_dir + "/templates") {}
 
 VmManager::~VmManager() {
   gate_.reset();  // no hand-off may run into a manager being destroyed
@@ -123,6 +144,13 @@ VmManager::~VmManager() {
     stop_cv_.SignalAll();
   }
   if (monitor_.joinable()) monitor_.join();
+  if (template_maker_.joinable()) template_maker_.join();
+  std::vector<std::thread> builds;
+  {
+    absl::MutexLock l(&mu_);
+    builds.swap(template_threads_);
+  }
+  for (std::thread& t : builds) t.join();
 }
 
 ppn::types::v1::KvmSupport VmManager::kvm_support() const {
@@ -146,7 +174,234 @@ absl::Status VmManager::Start() {
   ProbeNode();
   gate_ = std::make_unique<IncomingGate>([this](const std::string& vm_id, int fd) { StartIncoming(vm_id, fd); });
   PPN_RETURN_IF_ERROR(Adopt());
+  // Adoption has killed any template boot a dead agent left; its build directory goes too.
+  templates_.SweepBuilds();
+  SpawnSpec version;
+  version.argv = {options_.qemu_binary, "--version"};
+  absl::StatusOr<RunResult> v = spawner_->Run(version, absl::Seconds(10));
+  qemu_version_ = v.ok() ? std::string(absl::StripAsciiWhitespace(v->output.substr(0, v->output.find('\n')))) : "";
   monitor_ = std::thread([this] { MonitorLoop(); });
+  if (options_.templates && !options_.template_images.empty()) {
+    template_maker_ = std::thread([this] { MakeTemplatesAhead(); });
+  }
+  return absl::OkStatus();
+}
+
+void VmManager::MakeTemplatesAhead() {
+  std::vector<std::string> wanted;
+  for (const std::string& w : options_.template_images) {
+    if (w != "all") {
+      wanted.push_back(w);
+      continue;
+    }
+    for (const std::string& name : catalog_.Names()) wanted.push_back(name);
+  }
+  for (const std::string& w : wanted) {
+    {
+      absl::MutexLock l(&mu_);
+      if (stopping_) return;
+    }
+    std::vector<std::string> parts = absl::StrSplit(w, absl::MaxSplits('@', 1));
+    uint32_t vcpus = 1, memory_mib = 128;
+    if (parts.size() == 2) {
+      std::vector<std::string> shape = absl::StrSplit(parts[1], 'x');
+      if (shape.size() != 2 || !absl::SimpleAtoi(shape[0], &vcpus) || !absl::SimpleAtoi(shape[1], &memory_mib)) {
+        spdlog::error("template.bad_shape want={} (IMAGE@VCPUSxMIB)", LogValue(w));
+        continue;
+      }
+    }
+    absl::StatusOr<Template> t = EnsureTemplate(parts[0], vcpus, memory_mib);
+    if (!t.ok())
+      spdlog::warn("template.not_made image={} error={}", LogValue(parts[0]), LogValue(t.status().message()));
+  }
+}
+
+absl::StatusOr<Template> VmManager::EnsureTemplate(const std::string& image_name, uint32_t vcpus, uint32_t memory_mib) {
+  PPN_ASSIGN_OR_RETURN(Image image, catalog_.Find(image_name));
+  VmSpec spec;
+  spec.set_image(image_name);
+  spec.set_vcpus(vcpus);
+  spec.set_memory_mib(memory_mib);
+  return TemplateFor(image, spec, kvm_usable_ && options_.kvm_mode == KvmMode::kAuto, /*wait=*/true);
+}
+
+TemplateParams VmManager::TemplateParamsFor(const Image& image, const VmSpec& spec, bool kvm) const {
+  TemplateParams p;
+  p.image = image;
+  p.vcpus = spec.vcpus();
+  p.memory_mib = spec.memory_mib();
+  p.disk_gib = spec.disk_gib();
+  p.kvm = kvm;
+  p.qemu_version = qemu_version_;
+  // The devices are what the launcher would give this VM: a change there is a new template.
+  LaunchSpec shape;
+  shape.vm_id = "template";
+  shape.vm_dir = "/template";
+  shape.vcpus = p.vcpus;
+  shape.memory_mib = p.memory_mib;
+  shape.kvm = kvm;
+  shape.image = image;
+  std::vector<std::string> argv = BuildQemuArgs(shape);
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == "-machine" || argv[i] == "-device" || argv[i] == "-cpu") p.devices.push_back(argv[i + 1]);
+  }
+  return p;
+}
+
+absl::StatusOr<Template> VmManager::TemplateFor(const Image& image, const VmSpec& spec, bool kvm, bool wait) {
+  TemplateParams params = TemplateParamsFor(image, spec, kvm);
+  absl::StatusOr<std::string> key = TemplateKey(params, templates_.digests());
+  if (!key.ok()) return absl::FailedPreconditionError(absl::StrCat("no template key: ", key.status().message()));
+  absl::StatusOr<Template> found = templates_.Find(*key);
+  if (found.ok()) return found;
+  if (found.status().code() == absl::StatusCode::kDataLoss) {
+    spdlog::warn("template.damaged key={} image={} error={}", *key, LogValue(image.name),
+                 LogValue(found.status().message()));
+  }
+  auto make = [this, params, key = *key]() -> absl::StatusOr<Template> {
+    absl::StatusOr<Template> made = MakeTemplate(params, key);
+    absl::MutexLock l(&mu_);
+    templates_making_.erase(key);
+    if (made.ok()) {
+      template_failures_.erase(key);
+    } else {
+      template_failures_[key] = {params.image.name, std::string(made.status().message()),
+                                 clock_->Now() + options_.template_retry_interval};
+    }
+    return made;
+  };
+  {
+    absl::MutexLock l(&mu_);
+    auto it = template_failures_.find(*key);
+    if (it != template_failures_.end() && clock_->Now() < it->second.retry_after) {
+      return absl::FailedPreconditionError(it->second.why);
+    }
+    if (!wait) {
+      if (templates_making_.insert(*key).second && !stopping_) {
+        template_threads_.emplace_back([make] { make().IgnoreError(); });
+      }
+      return absl::UnavailableError(found.status().code() == absl::StatusCode::kDataLoss
+                                        ? absl::StrCat(found.status().message(), "; it is being made again")
+                                        : std::string("it is being made"));
+    }
+    templates_making_.insert(*key);
+  }
+  return make();
+}
+
+absl::StatusOr<Template> VmManager::MakeTemplate(const TemplateParams& params, const std::string& key) {
+  absl::MutexLock one(&template_mu_);
+  if (absl::StatusOr<Template> t = templates_.Find(key); t.ok()) return t;  // made meanwhile
+  absl::Time t0 = absl::Now();
+  PPN_ASSIGN_OR_RETURN(std::string build, templates_.NewBuildDir(key));
+  // A VM id of its own: a restarted agent finds no record of it and kills it.
+  std::string id = "template-" + key.substr(0, 12);
+  VmSpec spec;
+  spec.set_display_name("ppn-template");
+  spec.set_image(params.image.name);
+  spec.set_vcpus(params.vcpus);
+  spec.set_memory_mib(params.memory_mib);
+  spec.set_disk_gib(params.disk_gib);
+  VmRuntime::Launch launch{id, spec, params.image, {}, params.kvm, false, ""};
+  launch.memory_file = build + "/memory";
+  launch.memory_shared = true;
+  launch.restrict_network = true;  // the template's guest reaches nothing while it boots
+  std::shared_ptr<Process> process;
+  absl::StatusOr<Template> made = [&]() -> absl::StatusOr<Template> {
+    PPN_RETURN_IF_ERROR(runtime_.Start(launch, &process));
+    std::string dir = runtime_.files().Dir(id);
+    Fd channel;
+    PPN_ASSIGN_OR_RETURN(channel.fd, ConnectIdentityChannel(IdentitySocketPath(dir), absl::Seconds(10)));
+    // In slices, so that an agent shutting down does not wait for a slow guest.
+    absl::Time deadline = absl::Now() + options_.template_ready_timeout;
+    absl::Status ready;
+    do {
+      {
+        absl::MutexLock l(&mu_);
+        if (stopping_) return absl::CancelledError("the agent is stopping");
+      }
+      ready = WaitForChannelLine(
+          channel.fd, "PPN-IDENTITY-READY",
+          std::min(absl::Milliseconds(500), std::max(deadline - absl::Now(), absl::Milliseconds(1))));
+    } while (ready.code() == absl::StatusCode::kDeadlineExceeded && absl::Now() < deadline);
+    if (!ready.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the guest of image ", params.image.name, " never said it was ready: ", ready.message()));
+    }
+    PPN_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, runtime_.Connect(id, process.get(), kQmpTimeout));
+    Fd state;
+    state.fd = open((build + "/state").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (state.fd < 0) return absl::InternalError(absl::StrCat("cannot create ", build, "/state"));
+    PPN_RETURN_IF_ERROR(SaveTemplateState(qmp.get(), state.fd, absl::Seconds(60)));
+    if (fsync(state.fd) != 0) return absl::InternalError("cannot sync the template state");
+    qmp->Execute("quit").IgnoreError();
+    if (!process->WaitForExit(absl::Seconds(10))) return absl::InternalError("the template's QEMU did not quit");
+    // The disk and seed the saved guest had open are every clone's backing files: root's, read-only.
+    for (const auto& [from, to] :
+         {std::pair{DiskPath(dir), build + "/disk.qcow2"}, {SeedPath(dir), build + "/seed.iso"}}) {
+      if (rename(from.c_str(), to.c_str()) != 0) return absl::InternalError(absl::StrCat("cannot move ", from));
+      if (chown(to.c_str(), geteuid(), getegid()) != 0 || chmod(to.c_str(), 0644) != 0) {
+        return absl::InternalError(absl::StrCat("cannot take back ", to));
+      }
+    }
+    chmod((build + "/memory").c_str(), 0600);  // QEMU maps it before it drops to its user
+    return templates_.Install(build, key, params.image.name);
+  }();
+  runtime_.Discard(id, process.get()).IgnoreError();
+  if (!made.ok()) {
+    std::error_code ec;
+    std::filesystem::remove_all(build, ec);
+    spdlog::warn("template.failed key={} image={} error={}", key, LogValue(params.image.name),
+                 LogValue(made.status().message()));
+    return made;
+  }
+  spdlog::info("template.made key={} image={} vcpus={} memory_mib={} ms={}", key, LogValue(params.image.name),
+               params.vcpus, params.memory_mib, absl::ToInt64Milliseconds(absl::Now() - t0));
+  return made;
+}
+
+absl::Status VmManager::Restore(const CreateRequest& r, VmRuntime::Launch launch, const Template& t,
+                                std::shared_ptr<Process>* process) {
+  launch.memory_file = t.memory_path();
+  launch.memory_shared = false;  // copy-on-write: the template never changes
+  launch.clone_disk = t.disk_path();
+  launch.seed_path = t.seed_path();
+  launch.vmgenid = NewVmGenerationId();
+  launch.incoming = true;
+  if (launch.vmgenid.empty()) return absl::InternalError("no randomness for a VM generation id");
+  PPN_ASSIGN_OR_RETURN(GuestIdentity identity, NewIdentity(HostnameOf(r.spec, r.vm_id), r.spec.user_data()));
+  absl::Time t0 = absl::Now();
+  PPN_RETURN_IF_ERROR(runtime_.Start(launch, process));
+  Fd channel;
+  PPN_ASSIGN_OR_RETURN(channel.fd,
+                       ConnectIdentityChannel(IdentitySocketPath(runtime_.files().Dir(r.vm_id)), absl::Seconds(10)));
+  PPN_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, runtime_.Connect(r.vm_id, process->get(), kQmpTimeout));
+  Fd state;
+  state.fd = open(t.state_path().c_str(), O_RDONLY | O_CLOEXEC);
+  if (state.fd < 0) return absl::DataLossError(absl::StrCat("template ", t.key, " has no state file"));
+  absl::Time started = absl::Now();
+  PPN_RETURN_IF_ERROR(LoadTemplateState(qmp.get(), state.fd, absl::Seconds(30)));
+  absl::Time loaded = absl::Now();
+  // Written before the guest runs: its first read after the restore finds it.
+  PPN_RETURN_IF_ERROR(WriteChannel(channel.fd, EncodeIdentity(identity)));
+  PPN_RETURN_IF_ERROR(qmp->Execute("cont").status());
+  // The guest answers with the hostname it applied: one that differs was garbled on the way,
+  // and the identity goes again.
+  const std::string taken_line = "PPN-IDENTITY-OK " + identity.hostname;
+  for (int attempt = 1;; ++attempt) {
+    std::string line;
+    absl::Status taken = WaitForChannelLine(channel.fd, "PPN-IDENTITY-OK", options_.identity_timeout, &line);
+    if (!taken.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("the clone did not take its identity: ", taken.message()));
+    }
+    if (line == taken_line) break;
+    if (attempt == 3) return absl::FailedPreconditionError("the clone took a garbled identity three times");
+    spdlog::warn("vm.identity_garbled vm={} attempt={}", LogValue(r.vm_id), attempt);
+    PPN_RETURN_IF_ERROR(WriteChannel(channel.fd, EncodeIdentity(identity)));
+  }
+  spdlog::info("vm.restored vm={} template={} start_ms={} load_ms={} identity_ms={}", LogValue(r.vm_id), t.key,
+               absl::ToInt64Milliseconds(started - t0), absl::ToInt64Milliseconds(loaded - started),
+               absl::ToInt64Milliseconds(absl::Now() - loaded));
   return absl::OkStatus();
 }
 
@@ -391,6 +646,7 @@ absl::StatusOr<VmManager::Created> VmManager::Create(const CreateRequest& r) {
       absl::MutexLock l(&mu_);
       port = e->rec.migration_port;
     }
+    ports_.HandOver(port);
     s = ticket.empty() ? absl::InternalError("no randomness for a migration ticket")
                        : gate_->Open(r.vm_id, options_.host_address, port, ticket);
   }
@@ -490,10 +746,41 @@ absl::Status VmManager::StartQemu(const CreateRequest& r, const Image& image, En
     }
     if (e->link) launch.netns = e->link->netns;
   }
+  std::string how;
+  if (!r.incoming && options_.templates) {
+    absl::Time t0 = absl::Now();
+    absl::StatusOr<Template> t = TemplateFor(image, r.spec, r.kvm, /*wait=*/false);
+    if (t.ok()) {
+      std::shared_ptr<Process> process;
+      absl::Status restored = Restore(r, launch, *t, &process);
+      {
+        absl::MutexLock l(&mu_);
+        e->process = process;
+      }
+      if (restored.ok()) {
+        absl::MutexLock l(&mu_);
+        e->rec.instance.set_state_message(absl::StrCat("restored from template ", t->key.substr(0, 12), " in ",
+                                                       absl::ToInt64Milliseconds(absl::Now() - t0), " ms"));
+        return absl::OkStatus();
+      }
+      // Never a half-restored guest: it goes, and the VM boots.
+      PPN_RETURN_IF_ERROR(runtime_.Discard(r.vm_id, process.get()));
+      {
+        absl::MutexLock l(&mu_);
+        e->process.reset();
+      }
+      how = absl::StrCat("cold boot: restoring template ", t->key.substr(0, 12), " failed: ", restored.message());
+      spdlog::warn("vm.restore_failed vm={} template={} error={}", LogValue(r.vm_id), t->key,
+                   LogValue(restored.message()));
+    } else {
+      how = absl::StrCat("cold boot: no template of image ", image.name, ": ", t.status().message());
+    }
+  }
   std::shared_ptr<Process> process;
   absl::Status s = runtime_.Start(launch, &process);
   absl::MutexLock l(&mu_);
   e->process = process;  // even on error: Remove() ends it
+  if (!how.empty()) e->rec.instance.set_state_message(how);
   return s;
 }
 
@@ -684,6 +971,13 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
     hb.add_warnings(
         "no network isolation (--network=user): guests share the node's network namespace and can reach its "
         "services, its loopback and other guests' forwarded ports");
+  }
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [key, f] : template_failures_) {
+      hb.add_warnings(
+          absl::StrCat("no template of image ", f.image, " (", key.substr(0, 12), "): ", f.why, "; its creates boot"));
+    }
   }
   hb.set_mesh_address(options_.host_address);
   hb.set_disk_total_mib(DiskTotalMib(ReadDiskSpace(options_.state_dir), options_.advertised_disk_mib));

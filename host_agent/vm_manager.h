@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "host_agent/port_allocator.h"
 #include "host_agent/qmp_client.h"
 #include "host_agent/qmp_migration.h"
+#include "host_agent/templates.h"
 #include "host_agent/vm_network.h"
 #include "host_agent/vm_runtime.h"
 #include "host_agent/vm_store.h"
@@ -67,6 +69,16 @@ class VmManager {
     struct MigrationTls {
       std::string ca, cert, key;
     } migration_tls;
+    // Templates (docs/templates.md): creates restore a saved, ready guest of their image and
+    // shape, made on this node on first use; false: every create boots.
+    bool templates = true;
+    // Templates made at Start, in the background: "IMAGE" (1 vCPU, 128 MiB), "IMAGE@VCPUSxMIB",
+    // or "all" (every catalog image, 1 vCPU, 128 MiB).
+    std::vector<std::string> template_images;
+    absl::Duration template_ready_timeout = absl::Seconds(120);  // its guest's boot, to ready
+    absl::Duration identity_timeout = absl::Seconds(20);         // a clone's guest taking its identity
+    // A template that could not be made is not tried again for this long (its creates boot).
+    absl::Duration template_retry_interval = absl::Minutes(10);
   };
   struct Deps {
     VmStore* store = nullptr;
@@ -150,6 +162,10 @@ class VmManager {
     return last_spawn_overhead_;
   }
 
+  // Makes (or finds) the template creates of `image` with this shape restore from; the reason
+  // it cannot otherwise (NOT_FOUND for an unknown image).
+  absl::StatusOr<Template> EnsureTemplate(const std::string& image, uint32_t vcpus, uint32_t memory_mib);
+
   bool kvm_usable() const { return kvm_usable_; }
   ppn::types::v1::KvmSupport kvm_support() const;
   const ppn::types::v1::NodeCapabilities& capabilities() const { return capabilities_; }
@@ -198,6 +214,17 @@ class VmManager {
   absl::Status ReplaceWaitingTarget(Entry* e);
   absl::StatusOr<uint64_t> Balloon(const std::string& vm_id, std::optional<uint64_t> target_mib, uint64_t* memory_mib);
 
+  // Templates: the parameters of a create, and the template for them (found or made).
+  TemplateParams TemplateParamsFor(const Image& image, const ppn::types::v1::VmSpec& spec, bool kvm) const;
+  // `wait`: make a missing template now; otherwise start making it in the background and
+  // return UNAVAILABLE (the create boots meanwhile).
+  absl::StatusOr<Template> TemplateFor(const Image& image, const ppn::types::v1::VmSpec& spec, bool kvm, bool wait);
+  absl::StatusOr<Template> MakeTemplate(const TemplateParams& params, const std::string& key);
+  // Starts `launch` as a clone of `t` and gives it its identity; `*process` as VmRuntime::Start.
+  absl::Status Restore(const CreateRequest& r, VmRuntime::Launch launch, const Template& t,
+                       std::shared_ptr<Process>* process);
+  void MakeTemplatesAhead();
+
   void ProbeNode();
   absl::Status Adopt();
   // QEMU's copy of the node's identity for TLS migration streams (VmRuntime tls_dir).
@@ -237,6 +264,11 @@ class VmManager {
   VmRuntime runtime_;
   PortAllocator ports_;
   std::unique_ptr<IncomingGate> gate_;
+  TemplateStore templates_;
+  std::string qemu_version_;  // part of every template key
+  absl::Mutex template_mu_;   // one template made at a time
+  std::thread template_maker_;
+  std::vector<std::thread> template_threads_ ABSL_GUARDED_BY(mu_);  // background builds, joined at the end
 
   bool kvm_usable_ = false;
   ppn::types::v1::NodeCapabilities capabilities_;
@@ -245,6 +277,13 @@ class VmManager {
   std::map<std::string, std::shared_ptr<Entry>> vms_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Duration last_spawn_overhead_ ABSL_GUARDED_BY(mu_);
+  // Templates that could not be made, by key: the image, why, and when to try again.
+  struct TemplateFailure {
+    std::string image, why;
+    absl::Time retry_after;
+  };
+  std::map<std::string, TemplateFailure> template_failures_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> templates_making_ ABSL_GUARDED_BY(mu_);  // keys being made in the background
   absl::CondVar stop_cv_;
   std::thread monitor_;
 };

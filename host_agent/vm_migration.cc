@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/roles.h"
 #include "common/status_macros.h"
 #include "common/vm_spec.h"
 #include "google/protobuf/util/time_util.h"
@@ -62,7 +63,8 @@ absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> VmManager::PrepareIncomin
         absl::StrCat("vm ", request.vm_id(), " runs under KVM but node ", options_.node_id, " has no usable KVM"));
   }
   if (!options_.migration_tls.cert.empty())
-    PPN_RETURN_IF_ERROR(ValidateVmId(request.source_node_id()).ok()
+    PPN_RETURN_IF_ERROR(ValidateVmId(request.source_node_id()).ok() &&
+                                !ppn::roles::IsReservedNodeName(request.source_node_id())
                             ? absl::OkStatus()
                             : absl::InvalidArgumentError("source_node_id must name the source node"));
   PPN_ASSIGN_OR_RETURN(Created created, Create({request.vm_id(), request.tenant_id(), request.spec(), true, kvm,
@@ -83,7 +85,10 @@ absl::StatusOr<MigrationProgress> VmManager::MigrateOut(const ppn::host::v1::Mig
   if (request.migration_ticket().size() != kMigrationTicketBytes) {
     return absl::InvalidArgumentError("migration_ticket from PrepareIncoming is required");
   }
-  if (!options_.migration_tls.cert.empty() && !ValidateVmId(request.target_node_id()).ok()) {
+  // QEMU checks the target's certificate by this name: it must be another node's.
+  if (!options_.migration_tls.cert.empty() &&
+      (!ValidateVmId(request.target_node_id()).ok() || ppn::roles::IsReservedNodeName(request.target_node_id()) ||
+       request.target_node_id() == options_.node_id)) {
     return absl::InvalidArgumentError("target_node_id must name the target node");
   }
   std::shared_ptr<Entry> e = Find(vm_id);

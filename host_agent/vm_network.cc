@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -38,7 +39,14 @@ bool ParseCidr(absl::string_view text, uint32_t* addr, int* prefix) {
   in_addr a;
   if (parts.empty() || inet_pton(AF_INET, parts[0].c_str(), &a) != 1) return false;
   *prefix = 32;
-  if (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], prefix) || *prefix < 0 || *prefix > 32)) return false;
+  // Digits only (SimpleAtoi alone takes "32\n", which would end a rule early in the nft file).
+  if (parts.size() == 2) {
+    const std::string& p = parts[1];
+    if (p.empty() || p.size() > 2 || !absl::c_all_of(p, [](char c) { return c >= '0' && c <= '9'; }) ||
+        !absl::SimpleAtoi(p, prefix) || *prefix > 32) {
+      return false;
+    }
+  }
   *addr = ntohl(a.s_addr);
   return true;
 }
@@ -69,7 +77,11 @@ std::string ShortHash(absl::string_view s) {
 std::string Elements(const std::vector<std::string>& items) { return absl::StrJoin(items, ", "); }
 
 std::string RuleMatch(const EgressRule& r) {
-  std::string m = absl::StrCat("ip daddr ", r.cidr);
+  // The canonical form, never the tenant's text (validated before this, parsed again here).
+  uint32_t addr = 0;
+  int prefix = 32;
+  ParseCidr(r.cidr, &addr, &prefix);
+  std::string m = absl::StrCat("ip daddr ", Dotted(addr), prefix == 32 ? "" : absl::StrCat("/", prefix));
   if (r.port_first != 0) {
     absl::StrAppend(&m, " ", r.udp ? "udp" : "tcp", " dport ", r.port_first);
     if (r.port_last > r.port_first) absl::StrAppend(&m, "-", r.port_last);
@@ -255,6 +267,10 @@ std::string VmNetwork::RenderNodeTable(const std::vector<std::pair<VmLink, std::
                   " }; }\n");
   const std::string dnat = absl::StrCat("    ip daddr ", options_.mesh_address, " dnat to tcp dport map @tcp_fwd\n",
                                         "    ip daddr ", options_.mesh_address, " dnat to udp dport map @udp_fwd\n");
+  // route_localnet (set for a mesh on 127.0.0.1) would otherwise let a LAN neighbour route
+  // packets for 127.0.0.1 to this node and reach every loopback service (CVE-2020-8558's class).
+  absl::StrAppend(&out, "  chain loopback_guard {\n    type filter hook prerouting priority -300; policy accept;\n",
+                  "    iif != \"lo\" ip daddr 127.0.0.0/8 counter drop\n  }\n");
   absl::StrAppend(&out, "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n", dnat,
                   "  }\n");
   absl::StrAppend(&out, "  chain output {\n    type nat hook output priority -100; policy accept;\n", dnat, "  }\n");

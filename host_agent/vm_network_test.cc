@@ -15,9 +15,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "catch2/catch.hpp"
+#include "tests/harness/host_network_lock.h"
 
 namespace ppn::host {
 namespace {
+
+// Fixed names and subnets on the host: one copy of this test at a time, across checkouts.
+ppn::testing::HostNetworkLock host_network_lock;
 
 // Runs argv, in `netns` when set (through `ip netns exec`, which the agent's spawner does with
 // setns itself), capturing its output.
@@ -150,6 +154,10 @@ TEST_CASE("the node table forwards host ports into namespaces and guards the nod
   CHECK(absl::StrContains(t, "map udp_fwd { type inet_service : ipv4_addr; elements = { 20301 : 10.213.0.14 }; }"));
   CHECK(absl::StrContains(t, "ip daddr 10.250.88.11 dnat to tcp dport map @tcp_fwd"));
   CHECK(absl::StrContains(t, "ip saddr 10.213.0.0/16 counter drop"));
+  // A LAN neighbour cannot route 127.0.0.1 here (route_localnet is on for loopback meshes).
+  CHECK(absl::StrContains(t,
+                          "type filter hook prerouting priority -300; policy accept;\n"
+                          "    iif != \"lo\" ip daddr 127.0.0.0/8 counter drop\n"));
   CHECK(net.LinkFor("vm-1", net.Capacity()).status().code() == absl::StatusCode::kInvalidArgument);
 }
 
@@ -185,6 +193,10 @@ TEST_CASE("egress policies are validated", "[host_agent][vm_network]") {
   CHECK(ValidateEgressPolicy(p).code() == absl::StatusCode::kInvalidArgument);
   p.allow = {{"10.0.0.0/8", 80, 90, false}};
   CHECK(ValidateEgressPolicy(p).ok());
+  p.allow = {{"203.0.113.5/32\n", 0, 0, false}};  // would end the rule early in the nft file
+  CHECK(ValidateEgressPolicy(p).message() == "egress allow: \"203.0.113.5/32\n\" is not an IPv4 CIDR");
+  p.allow = {{"203.0.113.5/ 8", 0, 0, false}};
+  CHECK(ValidateEgressPolicy(p).code() == absl::StatusCode::kInvalidArgument);
   CHECK(ParseNameservers("nameserver 127.0.0.53\nnameserver 10.255.255.53\n# x\n") ==
         std::vector<std::string>{"10.255.255.53"});
 }

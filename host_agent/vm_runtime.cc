@@ -18,7 +18,11 @@ void VmRuntime::SetNodeFeatures(std::string cgroup_root, bool seccomp) {
 }
 
 absl::Status VmRuntime::Start(const Launch& l, std::shared_ptr<Process>* process) {
-  PPN_RETURN_IF_ERROR(files_.Create(l.vm_id, l.image, l.spec, l.network_config));
+  if (l.clone_disk.empty()) {
+    PPN_RETURN_IF_ERROR(files_.Create(l.vm_id, l.image, l.spec, l.network_config));
+  } else {
+    PPN_RETURN_IF_ERROR(files_.CreateClone(l.vm_id, l.clone_disk));
+  }
   LaunchSpec launch;
   launch.qemu_binary = options_.qemu_binary;
   launch.vm_id = l.vm_id;
@@ -31,6 +35,11 @@ absl::Status VmRuntime::Start(const Launch& l, std::shared_ptr<Process>* process
   launch.incoming = l.incoming;
   launch.netns = l.netns;
   launch.taps = l.taps;
+  launch.memory_file = l.memory_file;
+  launch.memory_shared = l.memory_shared;
+  launch.seed_path = l.seed_path;
+  launch.vmgenid = l.vmgenid;
+  launch.restrict_network = l.restrict_network;
   launch.tls_dir = options_.tls_dir;
   launch.seccomp = seccomp_;
   launch.run_as_user = options_.qemu_user;

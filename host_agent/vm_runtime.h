@@ -54,6 +54,14 @@ class VmRuntime {
     std::string netns;
     std::vector<TapNic> taps;    // private networks' NICs
     std::string network_config;  // the seed's network-config; empty: none
+    // A template being made (memory shared into memory_file) or a clone of one (memory_file
+    // mapped private, files from CreateClone on clone_disk, the template's seed_path).
+    std::string memory_file;
+    bool memory_shared = false;
+    std::string clone_disk;
+    std::string seed_path;
+    std::string vmgenid = "auto";
+    bool restrict_network = false;  // no way out of user-mode networking (a template's boot)
   };
   // Files, cgroup and QEMU, up to its first QMP answer. `*process` is set as soon as QEMU is
   // exec'd, so a caller can Discard it on error. FAILED_PRECONDITION with QEMU's words if it

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/files.h"
+#include "common/metrics.h"
 #include "common/random.h"
 #include "common/service_flags.h"
 #include "common/tls_credentials.h"
@@ -67,6 +68,9 @@ int main(int argc, char** argv) {
   absl::Status started = log.Start();
   if (!started.ok()) ppn::ExitWithError(started.message());
 
+  ppn::metrics::Default().AddCollector([&log](ppn::metrics::Snapshot& s) {
+    s.Gauge("ppn_ledger_entries", "Entries in the ledger (its tree size).", {}, static_cast<double>(log.size()));
+  });
   ppn::ledger::LedgerService service(&log);
   absl::StatusOr<ppn::StartedServer> server =
       ppn::ledger::StartLedgerServer(flags.mesh, flags.listen, flags.tls, &service);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "common/grpc_status.h"
+#include "common/roles.h"
 #include "common/spiffe_id.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/time_util.h"
@@ -65,7 +66,8 @@ absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Create(Options options, co
 
 absl::StatusOr<uint64_t> AdminCore::AppendFoundingJoin() {
   const WireGuardPeer& self = options_.admin_peer;
-  if (!IsValidIdPart(self.node_name()) || absl::StrContains(self.node_name(), ".")) {
+  if (!IsValidIdPart(self.node_name()) || absl::StrContains(self.node_name(), ".") ||
+      roles::IsReservedNodeName(self.node_name())) {
     return absl::InvalidArgumentError(
         absl::StrCat("founding node name \"", self.node_name().substr(0, 63), "\" is not valid"));
   }
@@ -151,7 +153,8 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   EnrollmentRequest req;
   if (!req.ParseFromString(plain)) return absl::InvalidArgumentError("the enrollment request does not parse");
   if (!IsValidIdPart(req.node_name()) || absl::StrContains(req.node_name(), ".") ||
-      req.node_name() == options_.admin_name || req.node_name() == options_.admin_peer.node_name()) {
+      req.node_name() == options_.admin_name || req.node_name() == options_.admin_peer.node_name() ||
+      roles::IsReservedNodeName(req.node_name())) {
     return absl::InvalidArgumentError(absl::StrCat("node name \"", req.node_name().substr(0, 63), "\" is not allowed"));
   }
   if (!mesh::IsWireGuardKey(req.wireguard_public_key())) {

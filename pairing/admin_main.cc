@@ -16,6 +16,7 @@
 #include "common/logging.h"
 #include "common/random.h"
 #include "common/roles.h"
+#include "common/rpc_interceptors.h"
 #include "common/service_flags.h"
 #include "grpcpp/create_channel.h"
 #include "mesh/wireguard_key.h"
@@ -77,7 +78,7 @@ int main(int argc, char** argv) {
   options.agent_address = absl::GetFlag(FLAGS_agent_address);
   options.wireguard_peers_file = absl::GetFlag(FLAGS_peers_db) + ".wg-peers.conf";
   std::shared_ptr<ppn::ledger::v1::Ledger::Stub> ledger = ppn::ledger::v1::Ledger::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls)));
+      ppn::MeshChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls)));
   auto append = [ledger](const ppn::ledger::v1::AppendRequest& r) -> absl::StatusOr<uint64_t> {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));

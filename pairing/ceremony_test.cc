@@ -307,6 +307,14 @@ TEST_CASE("the founding node appends its own node.join once, and every node lear
     CHECK(s.message() == "node name \"cloud\" is not allowed");
     CHECK(admin.ledger.size() == 2);
   }
+  SECTION("nor a service's name, which a service certificate carries as its DNS name") {
+    for (const char* name : {"localhost", "scheduler", "fleet", "ledger"}) {
+      Joiner impostor(absl::Seconds(600), name);
+      absl::Status s = admin.core->Approve(impostor.address(), impostor.code).status();
+      CHECK(s.message() == absl::StrCat("node name \"", name, "\" is not allowed"));
+    }
+    CHECK(admin.ledger.size() == 2);
+  }
 }
 
 TEST_CASE("an incomplete founding record is refused and appends nothing", "[pairing][founding]") {

@@ -166,6 +166,7 @@ struct Forwarder::Session {
   Port* port = nullptr;
   Address peer;
   std::string key;
+  std::string source;  // the peer's address without its port
   int fd = -1;
   Handle handle;
   uint32_t events = 0;
@@ -180,7 +181,8 @@ absl::StatusOr<std::unique_ptr<Forwarder>> Forwarder::Create(ForwarderOptions op
         absl::StrCat("bind address \"", options.bind_address, "\" is not a numeric IPv4 or IPv6 address"));
   }
   if (options.max_connections < 1 || options.max_connections_per_port < 1 || options.max_connections_per_source < 1 ||
-      options.max_udp_sessions_per_port < 1) {
+      options.max_udp_sessions_per_port < 1 || options.max_udp_sessions < 1 ||
+      options.max_udp_sessions_per_source < 1) {
     return absl::InvalidArgumentError("connection and session limits must be at least 1");
   }
   if (options.buffer_bytes < 1024 || options.buffer_bytes > (16 << 20)) {
@@ -529,6 +531,9 @@ void Forwarder::OnConnected(Conn* c) {
 }
 
 void Forwarder::Pump(Conn* c) {
+  // Read before any byte moves: a client that saw our bytes may act (or a test may move its
+  // clock) before this pass ends, and that must not count as this connection's activity.
+  const absl::Time now = clock_->Now();
   bool active = false;
   // One read and one write each way per event: level-triggered epoll calls again for the rest,
   // and the other connections get their turn meanwhile.
@@ -570,7 +575,7 @@ void Forwarder::Pump(Conn* c) {
     CloseConn(c, /*reset=*/false);
     return;
   }
-  if (active) c->last_active = clock_->Now();
+  if (active) c->last_active = now;
   uint32_t client = 0, backend = 0;
   if (!c->client_eof && c->up.has_room()) client |= EPOLLIN;
   if (c->down.size() > 0) client |= EPOLLOUT;
@@ -618,8 +623,11 @@ void Forwarder::OnDatagram(Port* p) {
     if (it != p->sessions.end()) {
       s = it->second.get();
     } else {
+      std::string source = HostOf(peer.storage);
+      auto per_source = udp_per_source_.find(source);
       if (static_cast<int>(p->sessions.size()) >= options_.max_udp_sessions_per_port ||
-          open_ >= options_.max_connections) {
+          udp_open_ >= options_.max_udp_sessions ||
+          (per_source != udp_per_source_.end() && per_source->second >= options_.max_udp_sessions_per_source)) {
         ++p->refused;
         continue;
       }
@@ -639,11 +647,13 @@ void Forwarder::OnDatagram(Port* p) {
       s->port = p;
       s->peer = peer;
       s->key = key;
+      s->source = source;
       s->fd = fd;
       s->handle = {Handle::Kind::kSession, s};
       p->sessions[key] = std::move(owned);
       ++p->accepted;
-      ++open_;
+      ++udp_open_;
+      ++udp_per_source_[source];
       Watch(fd, &s->handle, EPOLLIN, &s->events);
     }
     s->last_active = now;
@@ -669,7 +679,9 @@ void Forwarder::CloseSession(Session* s) {
   if (s->closed) return;
   s->closed = true;
   close(s->fd);
-  --open_;
+  --udp_open_;
+  auto source = udp_per_source_.find(s->source);
+  if (source != udp_per_source_.end() && --source->second <= 0) udp_per_source_.erase(source);
   auto it = s->port->sessions.find(s->key);
   dead_sessions_.push_back(std::move(it->second));
   s->port->sessions.erase(it);
@@ -717,7 +729,7 @@ void Forwarder::Publish() {
   }
   absl::MutexLock l(&mu_);
   stats_ = std::move(stats);
-  open_published_ = open_;
+  open_published_ = open_ + udp_open_;
 }
 
 }  // namespace ppn::relay

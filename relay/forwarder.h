@@ -46,6 +46,10 @@ struct ForwarderOptions {
   int max_connections_per_port = 128;
   int max_connections_per_source = 32;
   int max_udp_sessions_per_port = 128;
+  // UDP has its own budget, so datagrams (which anyone can send, from any port) cannot use up
+  // the TCP connections; one client address holds at most a few sessions.
+  int max_udp_sessions = 1024;
+  int max_udp_sessions_per_source = 8;
   absl::Duration idle_timeout = absl::Minutes(5);
   absl::Duration connect_timeout = absl::Seconds(5);
   absl::Duration udp_idle_timeout = absl::Seconds(60);
@@ -126,8 +130,10 @@ class Forwarder {
 
   // The loop's state: touched only by the thread in RunOnce.
   std::map<PortKey, std::unique_ptr<Port>> ports_;
-  std::map<std::string, int> per_source_;  // TCP connections by source address
-  int open_ = 0;                           // TCP connections and UDP sessions
+  std::map<std::string, int> per_source_;      // TCP connections by source address
+  std::map<std::string, int> udp_per_source_;  // UDP sessions by source address (not port)
+  int open_ = 0;                               // TCP connections
+  int udp_open_ = 0;                           // UDP sessions
   // Closed during the pass: kept until its end, since the pass's later events may name them.
   std::vector<std::unique_ptr<Port>> dead_ports_;
   std::vector<std::unique_ptr<Conn>> dead_conns_;

@@ -312,6 +312,31 @@ TEST_CASE("UDP datagrams reach the backend and replies return to their sender ac
   close(c3);
 }
 
+TEST_CASE("one client's UDP sessions are capped and UDP never uses up the TCP budget", "[relay][forwarder][udp]") {
+  testing::UdpServer a("node-a");
+  TcpServer web("node-a", TcpServer::Mode::kGreetAndEcho);
+  ForwarderOptions options;
+  options.max_connections = 2;  // TCP's budget
+  options.max_udp_sessions_per_source = 3;
+  Rig rig(options);
+  int udp = testing::FreePort(), tcp = testing::FreePort();
+  rig.Route({{Transport::kUdp, static_cast<uint16_t>(udp), "vm-1", "127.0.0.1", static_cast<uint16_t>(a.port())},
+             {Transport::kTcp, static_cast<uint16_t>(tcp), "vm-1", "127.0.0.1", static_cast<uint16_t>(web.port())}});
+  // A flood from one address, one session per source port: only the first three get through.
+  std::vector<int> sockets;
+  int answered = 0;
+  for (int i = 0; i < 10; ++i) {
+    sockets.push_back(testing::UdpSocket());
+    answered += !testing::UdpAsk(sockets.back(), udp, "x", absl::Milliseconds(150)).empty();
+  }
+  CHECK(answered == 3);
+  // TCP clients are still served: the datagrams did not take their connections.
+  int fd = Connect(tcp);
+  CHECK(ReadLine(fd) == "node-a\n");
+  close(fd);
+  for (int s : sockets) close(s);
+}
+
 TEST_CASE("bad options are refused", "[relay][forwarder]") {
   ppn::testing::FakeClock clock;
   ForwarderOptions options;

@@ -1,6 +1,7 @@
 #include "relay/grpc_route_source.h"
 
 #include "common/grpc_status.h"
+#include "common/rpc_interceptors.h"
 #include "grpcpp/create_channel.h"
 
 namespace ppn::relay {
@@ -23,7 +24,7 @@ class GrpcRouteStream final : public RouteStream {
 }  // namespace
 
 GrpcRouteSource::GrpcRouteSource(const std::string& fleet, const TlsFiles& tls)
-    : stub_(ppn::fleet::v1::FleetService::NewStub(grpc::CreateChannel(fleet, MtlsChannelCredentials(tls)))) {}
+    : stub_(ppn::fleet::v1::FleetService::NewStub(ppn::MeshChannel(fleet, MtlsChannelCredentials(tls)))) {}
 
 std::unique_ptr<RouteStream> GrpcRouteSource::Watch() { return std::make_unique<GrpcRouteStream>(stub_.get()); }
 

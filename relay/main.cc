@@ -1,6 +1,10 @@
 // relay: the founding node's stable tenant endpoints. Flags → forwarder → route follower
 // (the fleet's WatchRelayRoutes) → health server → SIGTERM → shutdown.
 
+#include <sys/resource.h>
+
+#include <algorithm>
+
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
@@ -17,10 +21,12 @@ ABSL_FLAG(std::string, bind_address, "0.0.0.0", "Where the tenant ports listen (
 ABSL_FLAG(std::string, relay_ports, "",
           "The tenant ports this relay may serve, FIRST-LAST (the fleet's --relay_ports); routes outside are "
           "refused. Empty: any port the fleet names");
-ABSL_FLAG(int, max_connections, 1024, "Open TCP connections and UDP peers in all");
+ABSL_FLAG(int, max_connections, 1024, "Open TCP connections in all");
 ABSL_FLAG(int, max_connections_per_port, 128, "Open TCP connections per tenant port");
 ABSL_FLAG(int, max_connections_per_source, 32, "Open TCP connections per client address, over every port");
 ABSL_FLAG(int, max_udp_sessions_per_port, 128, "UDP peers per tenant port");
+ABSL_FLAG(int, max_udp_sessions, 1024, "UDP peers in all (a budget of their own: datagrams cannot use up TCP's)");
+ABSL_FLAG(int, max_udp_sessions_per_source, 8, "UDP peers per client address (any port), over every tenant port");
 ABSL_FLAG(absl::Duration, idle_timeout, absl::Minutes(5), "A TCP connection idle this long is closed");
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(5), "Time to reach a VM's node before the client is reset");
 ABSL_FLAG(absl::Duration, udp_idle_timeout, absl::Seconds(60), "A UDP peer silent this long loses its session");
@@ -41,6 +47,14 @@ int main(int argc, char** argv) {
   options.max_connections_per_port = absl::GetFlag(FLAGS_max_connections_per_port);
   options.max_connections_per_source = absl::GetFlag(FLAGS_max_connections_per_source);
   options.max_udp_sessions_per_port = absl::GetFlag(FLAGS_max_udp_sessions_per_port);
+  options.max_udp_sessions = absl::GetFlag(FLAGS_max_udp_sessions);
+  options.max_udp_sessions_per_source = absl::GetFlag(FLAGS_max_udp_sessions_per_source);
+  // Two descriptors per TCP connection and one per UDP session, beyond the default soft limit.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
   options.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   options.udp_idle_timeout = absl::GetFlag(FLAGS_udp_idle_timeout);

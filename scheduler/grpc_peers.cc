@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/rpc_interceptors.h"
 #include "common/status_macros.h"
 #include "common/vm_spec.h"
 #include "grpcpp/create_channel.h"
@@ -98,7 +99,7 @@ class GrpcAgentPeer final : public AgentPeer {
 }  // namespace
 
 GrpcFleetPeer::GrpcFleetPeer(const std::string& address, const TlsFiles& tls)
-    : stub_(ppn::fleet::v1::FleetService::NewStub(grpc::CreateChannel(address, MtlsChannelCredentials(tls)))) {}
+    : stub_(ppn::fleet::v1::FleetService::NewStub(ppn::MeshChannel(address, MtlsChannelCredentials(tls)))) {}
 
 absl::StatusOr<ppn::fleet::v1::PlacementDecision> GrpcFleetPeer::ExplainPlacement(const ppn::types::v1::VmSpec& spec,
                                                                                   const std::vector<NodeId>& excluded) {
@@ -168,8 +169,7 @@ absl::StatusOr<VmRecord> GrpcFleetPeer::SetPin(const VmId& vm, const NodeId& nod
 AgentPeer* GrpcAgentPeers::ForNode(const NodeId& node, const std::string& address) {
   absl::MutexLock l(&mu_);
   std::unique_ptr<AgentPeer>& peer = peers_[absl::StrCat(node.value(), "@", address)];
-  if (peer == nullptr)
-    peer = std::make_unique<GrpcAgentPeer>(grpc::CreateChannel(address, MtlsChannelCredentials(tls_)));
+  if (peer == nullptr) peer = std::make_unique<GrpcAgentPeer>(ppn::MeshChannel(address, MtlsChannelCredentials(tls_)));
   return peer.get();
 }
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/status_macros.h"
 #include "common/vm_spec.h"
 #include "spdlog/spdlog.h"
@@ -363,6 +364,15 @@ void Migrator::AppendToLedger(const Attempt& a, const MigrationProgress& report,
   }
   absl::Status s = deps_.ledger->Append(entry);
   if (!s.ok()) spdlog::error("migration.not_in_ledger vm={} error={}", a.id.value(), LogValue(s.message()));
+  metrics::Default().CounterAdd("ppn_scheduler_migrations_total", "Live migrations ended, by outcome.",
+                                {{"outcome", succeeded ? "success" : "failure"}});
+  if (succeeded) {
+    metrics::Default().Observe("ppn_scheduler_migration_seconds", "Total time of successful live migrations.", {},
+                               Millis(report.total_time()) / 1000.0);
+    metrics::Default().Observe("ppn_scheduler_migration_downtime_seconds", "Guest downtime of successful migrations.",
+                               {}, Millis(report.downtime()) / 1000.0,
+                               {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1});
+  }
 }
 
 }  // namespace ppn::scheduler

@@ -7,6 +7,8 @@
 #include "absl/flags/flag.h"
 #include "common/clock.h"
 #include "common/grpc_ledger_appender.h"
+#include "common/metrics.h"
+#include "common/rpc_interceptors.h"
 #include "common/service_flags.h"
 #include "grpcpp/create_channel.h"
 #include "spdlog/spdlog.h"
@@ -34,9 +36,13 @@ int main(int argc, char** argv) {
                                    ppn::GrpcLedgerAppender(absl::GetFlag(FLAGS_ledger), flags.tls));
   if (!audit.ok()) ppn::ExitWithError(audit.status().message());
   (*audit)->StartDelivery(absl::Milliseconds(500));
+  ppn::metrics::Default().AddCollector([trail = audit->get()](ppn::metrics::Snapshot& s) {
+    s.Gauge("ppn_proxy_ledger_spool_pending", "Audit entries spooled, not yet in the ledger.", {},
+            static_cast<double>(trail->Pending()));
+  });
 
   auto stub = ppn::fleet::v1::FleetService::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_fleet), ppn::MtlsChannelCredentials(flags.tls)));
+      ppn::MeshChannel(absl::GetFlag(FLAGS_fleet), ppn::MtlsChannelCredentials(flags.tls)));
   ppn::proxy::GrpcFleetClient fleet(stub.get());
   ppn::proxy::RateLimiter limiter(ppn::RealClock::Get());
   ppn::proxy::ProxyOptions options;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/status_macros.h"
 #include "common/vm_spec.h"
 #include "spdlog/spdlog.h"
@@ -48,6 +49,25 @@ class ProxyCore::SlottedWatch final : public FleetWatch {
   std::unique_ptr<FleetWatch> inner_;
 };
 
+namespace {
+
+// The fleet's and agents' messages name nodes, paths and QEMU's output; a tenant gets the same
+// few words for a state whatever caused it.
+std::string TenantStateMessage(ppn::types::v1::VmState state) {
+  switch (state) {
+    case ppn::types::v1::VM_STATE_PENDING:
+    case ppn::types::v1::VM_STATE_STARTING: return "starting";
+    case ppn::types::v1::VM_STATE_MIGRATING: return "moving to another host; it keeps running";
+    case ppn::types::v1::VM_STATE_STOPPING: return "stopping";
+    case ppn::types::v1::VM_STATE_FAILED: return "the VM failed: it could not start or stopped unexpectedly";
+    case ppn::types::v1::VM_STATE_UNKNOWN: return "the VM's host is unreachable";
+    case ppn::types::v1::VM_STATE_LOST: return "the VM was lost: its host no longer runs it";
+    default: return "";
+  }
+}
+
+}  // namespace
+
 Vm TenantView(const VmRecord& r) {
   Vm vm;
   vm.set_name("vms/" + r.vm_id());
@@ -55,8 +75,7 @@ Vm TenantView(const VmRecord& r) {
   *vm.mutable_spec() = r.spec();
   vm.mutable_spec()->clear_user_data();
   vm.set_state(r.state());
-  vm.set_state_message(r.state() == ppn::types::v1::VM_STATE_UNKNOWN ? "the VM's host is unreachable"
-                                                                     : r.state_message());
+  vm.set_state_message(TenantStateMessage(r.state()));
   *vm.mutable_forwarded_ports() = r.forwarded_ports();
   for (auto& port : *vm.mutable_forwarded_ports()) {
     // With a relay a tenant reaches its VM only through the relay's stable address, which
@@ -98,6 +117,7 @@ absl::StatusOr<Tenant> ProxyCore::Admit(const Authenticated& who, absl::Duration
   const ppn::tenancy::v1::Limits& limits = it->second;
   RateDecision rate = deps_.limiter->Admit(who.tenant_id, limits.requests_per_second(), limits.burst());
   if (!rate.admitted) {
+    metrics::Default().CounterAdd("ppn_proxy_rate_limited_total", "Tenant requests refused by the rate limit.", {});
     *retry_after = rate.retry_after;
     // One record per tenant per window, not one per refusal: refused calls must not grow the
     // permanent ledger.

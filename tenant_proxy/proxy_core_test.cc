@@ -681,3 +681,42 @@ TEST_CASE("network errors of the fleet reach the tenant in words of its own", "[
 
 }  // namespace
 }  // namespace ppn::proxy
+
+namespace ppn::proxy {
+namespace {
+
+TEST_CASE("a tenant's view names no node, path or QEMU output in any state", "[proxy][core][view]") {
+  ppn::fleet::v1::VmRecord r;
+  r.set_vm_id("vm-1");
+  r.set_node_id("laptop-a");
+  auto* port = r.add_forwarded_ports();
+  port->set_guest_port(80);
+  port->set_host_address("10.8.0.2");
+  port->set_host_port(20001);
+  port->set_public_address("203.0.113.7");
+  port->set_public_port(30000);
+  const std::pair<ppn::types::v1::VmState, const char*> cases[] = {
+      {ppn::types::v1::VM_STATE_FAILED, "QEMU exited unexpectedly: /var/lib/ppn/agent/vms/vm-1 on laptop-a"},
+      {ppn::types::v1::VM_STATE_LOST, "node laptop-a no longer reports this VM"},
+      {ppn::types::v1::VM_STATE_UNKNOWN, "node laptop-a is unreachable"},
+      {ppn::types::v1::VM_STATE_MIGRATING, "waiting for an incoming migration on laptop-b"},
+      {ppn::types::v1::VM_STATE_RUNNING, "paused after migrating out"},
+  };
+  for (const auto& [state, message] : cases) {
+    r.set_state(state);
+    r.set_state_message(message);
+    ppn::tenancy::v1::Vm vm = TenantView(r);
+    INFO(ppn::types::v1::VmState_Name(state) << ": " << vm.state_message());
+    std::string shown = vm.DebugString();
+    CHECK(shown.find("laptop") == std::string::npos);
+    CHECK(shown.find("QEMU") == std::string::npos);
+    CHECK(shown.find("/var/lib") == std::string::npos);
+    CHECK(shown.find("10.8.0.2") == std::string::npos);
+  }
+  r.set_state(ppn::types::v1::VM_STATE_FAILED);
+  CHECK(TenantView(r).state_message() == "the VM failed: it could not start or stopped unexpectedly");
+  CHECK(TenantView(r).forwarded_ports(0).host_address() == "203.0.113.7");
+}
+
+}  // namespace
+}  // namespace ppn::proxy

@@ -1,7 +1,15 @@
 #include "host_agent/testing/fake_qemu.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/files.h"
 
 namespace ppn::host::testing {
@@ -16,7 +24,82 @@ std::string ArgAfter(const SpawnSpec& spec, const std::string& flag) {
 
 RunResult Ok(std::string output = "") { return RunResult{0, false, std::move(output)}; }
 
+// The value of `key=` in a comma-separated QEMU option string.
+std::string OptionOf(const std::string& options, const std::string& key) {
+  for (absl::string_view part : absl::StrSplit(options, ',')) {
+    if (absl::StartsWith(part, key + "=")) return std::string(part.substr(key.size() + 1));
+  }
+  return "";
+}
+
 }  // namespace
+
+// The guest's end of the identity channel: one connection at a time, on its own thread.
+class FakeQemu::GuestChannel {
+ public:
+  GuestChannel(const std::string& path, bool speak, std::function<void(std::string)> on_identity)
+      : speak_(speak), on_identity_(std::move(on_identity)) {
+    unlink(path.c_str());
+    listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    listen(listen_fd_, 4);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~GuestChannel() {
+    shutdown(listen_fd_, SHUT_RDWR);
+    {
+      absl::MutexLock l(&mu_);
+      if (conn_ >= 0) shutdown(conn_, SHUT_RDWR);
+      closing_ = true;
+    }
+    thread_.join();
+    close(listen_fd_);
+  }
+
+ private:
+  void Serve() {
+    while (true) {
+      int c = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) return;
+      {
+        absl::MutexLock l(&mu_);
+        if (closing_) {
+          close(c);
+          return;
+        }
+        conn_ = c;
+      }
+      if (speak_) send(c, "PPN-IDENTITY-READY 1\n", 21, MSG_NOSIGNAL);
+      std::string got;
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(c, buf, sizeof(buf))) > 0) {
+        got.append(buf, static_cast<size_t>(n));
+        if (absl::StrContains(got, "end\n")) {
+          on_identity_(got);
+          std::string host = got.substr(9, got.find('\n') - 9);  // "hostname NAME\n..."
+          std::string ok = "PPN-IDENTITY-OK " + host + "\n";
+          if (speak_) send(c, ok.data(), ok.size(), MSG_NOSIGNAL);
+          got.clear();
+        }
+      }
+      absl::MutexLock l(&mu_);
+      conn_ = -1;
+      close(c);
+    }
+  }
+
+  const bool speak_;
+  const std::function<void(std::string)> on_identity_;
+  int listen_fd_ = -1;
+  std::thread thread_;
+  absl::Mutex mu_;
+  int conn_ ABSL_GUARDED_BY(mu_) = -1;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+};
 
 FakeQemu::FakeQemu(ppn::testing::FakeProcessSpawner* spawner) : spawner_(spawner) {
   spawner_->OnSpawn("qemu-system-x86_64", [this](const SpawnSpec& spec, pid_t pid) { return Launch(spec, pid); });
@@ -70,24 +153,47 @@ absl::Status FakeQemu::Launch(const SpawnSpec& spec, pid_t pid) {
   if (!qmp.ok()) return qmp.status();
   std::shared_ptr<FakeQmpServer> server = *std::move(qmp);
   InstallHandlers(vm_id, server.get());
+  std::shared_ptr<GuestChannel> channel;
+  for (size_t i = 0; i + 1 < spec.argv.size(); ++i) {
+    const std::string& a = spec.argv[i + 1];
+    if (spec.argv[i] == "-chardev" && absl::StartsWith(a, "socket,id=identity0,")) {
+      bool speak;
+      {
+        absl::MutexLock l(&mu_);
+        speak = speak_identity_;
+      }
+      channel = std::make_shared<GuestChannel>(OptionOf(a, "path"), speak, [this, vm_id](std::string identity) {
+        absl::MutexLock l(&mu_);
+        identities_[vm_id].push_back(std::move(identity));
+      });
+    }
+    // A template being made: its RAM lands in the file.
+    if (spec.argv[i] == "-object" && absl::StartsWith(a, "memory-backend-file,") && OptionOf(a, "share") == "on") {
+      WriteFileAtomically(OptionOf(a, "mem-path"), "guest memory").IgnoreError();
+    }
+  }
   {
     absl::MutexLock l(&mu_);
     Vm& vm = vms_[vm_id];
     vm = Vm{};
     vm.pid = pid;
     vm.qmp = server;
+    vm.channel = channel;
     vm.run_state = ArgAfter(spec, "-incoming").empty() ? "running" : "inmigrate";
   }
   spawner_->OnExit(pid, [this, vm_id, pid] {
     std::shared_ptr<FakeQmpServer> qmp;
+    std::shared_ptr<GuestChannel> channel;
     {
       absl::MutexLock l(&mu_);
       auto it = vms_.find(vm_id);
       if (it == vms_.end() || it->second.pid != pid) return;
       qmp = it->second.qmp;
+      channel.swap(it->second.channel);
       it->second.pid = 0;
     }
     qmp->Close();
+    channel.reset();
   });
   return absl::OkStatus();
 }
@@ -138,6 +244,13 @@ void FakeQemu::InstallHandlers(const std::string& vm_id, FakeQmpServer* qmp) {
   });
   qmp->Handle("query-migrate",
               [this, vm_id](const nlohmann::json&) { return FakeQmpServer::Return(QueryMigrate(vm_id)); });
+  // A template's device state loads at once (an ordinary incoming migration waits for the test).
+  qmp->Handle("migrate-incoming", [state](const nlohmann::json& args) {
+    return state([&](Vm& vm) {
+      if (vm.run_state == "inmigrate" && args.value("uri", "") == "fd:ppn-template") vm.run_state = "paused";
+      return FakeQmpServer::Return();
+    });
+  });
   qmp->Handle("balloon", [state](const nlohmann::json& args) {
     return state([&](Vm& vm) {
       vm.balloon_bytes = args.value("value", uint64_t{0});
@@ -226,6 +339,16 @@ void FakeQemu::SetMigrationStatus(const std::string& vm_id, const std::string& s
   absl::MutexLock l(&mu_);
   vms_[vm_id].migration = status;
   vms_[vm_id].next = 0;
+}
+
+void FakeQemu::set_guests_speak_identity(bool on) {
+  absl::MutexLock l(&mu_);
+  speak_identity_ = on;
+}
+
+std::vector<std::string> FakeQemu::IdentitiesOf(const std::string& vm_id) {
+  absl::MutexLock l(&mu_);
+  return identities_[vm_id];
 }
 
 void FakeQemu::IncomingCompleted(const std::string& vm_id) {

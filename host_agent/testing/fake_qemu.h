@@ -55,7 +55,15 @@ class FakeQemu {
   void SetMigrationStatus(const std::string& vm_id, const std::string& status);
   void IncomingCompleted(const std::string& vm_id);
 
+  // Guests speak the identity channel (docs/templates.md): PPN-IDENTITY-READY to whoever
+  // connects, PPN-IDENTITY-OK after an identity's "end". Off: they say nothing, as an image
+  // without the channel's reader.
+  void set_guests_speak_identity(bool on);
+  // The identity messages vm_id's guests received, in order.
+  std::vector<std::string> IdentitiesOf(const std::string& vm_id);
+
  private:
+  class GuestChannel;
   struct Vm {
     pid_t pid = 0;
     std::shared_ptr<FakeQmpServer> qmp;
@@ -64,6 +72,7 @@ class FakeQemu {
     std::vector<nlohmann::json> script;
     size_t next = 0;
     uint64_t balloon_bytes = 0;
+    std::shared_ptr<GuestChannel> channel;
   };
   absl::Status Launch(const SpawnSpec& spec, pid_t pid);
   void InstallHandlers(const std::string& vm_id, FakeQmpServer* qmp);
@@ -75,6 +84,8 @@ class FakeQemu {
   std::string fail_next_ ABSL_GUARDED_BY(mu_);
   uint64_t image_bytes_ ABSL_GUARDED_BY(mu_) = uint64_t{1} << 30;
   std::function<void(const std::string&, pid_t)> on_exec_ ABSL_GUARDED_BY(mu_);
+  bool speak_identity_ ABSL_GUARDED_BY(mu_) = true;
+  std::map<std::string, std::vector<std::string>> identities_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ppn::host::testing

@@ -48,6 +48,7 @@ struct Node {
   std::unique_ptr<VmStore> store;
   std::unique_ptr<VmManager> manager;
   uint64_t disk_mib = 8192;
+  bool templates = false;  // off unless a test is about them: every create is then one QEMU
 
   Node() {
     char tmpl[] = "/tmp/ppnvm-XXXXXX";
@@ -77,6 +78,9 @@ struct Node {
     o.use_cgroups = false;
     o.monitor_interval = absl::Hours(1);  // the test calls RunOnce()
     o.migration_poll_interval = absl::Milliseconds(1);
+    o.templates = templates;
+    o.template_ready_timeout = absl::Milliseconds(500);
+    o.identity_timeout = absl::Seconds(2);
     ImageCatalog catalog =
         *ImageCatalog::Parse("{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir + "/base.qcow2\"}}}");
     manager = std::make_unique<VmManager>(o, catalog, VmManager::Deps{store.get(), &clock, &spawner});

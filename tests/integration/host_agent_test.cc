@@ -437,8 +437,8 @@ TEST_CASE("an agent killed while a spawn is in flight adopts its one QEMU and a 
           "[host_agent][qemu][crash]") {
   Fixture f;
   // The agent waits 5 s between QEMU's exec and its answer: time to kill it in between.
-  AgentProcess agent =
-      StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off", "--test_hold_after_exec=5s"});
+  AgentProcess agent = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a",
+                                  {"--kvm=off", "--test_hold_after_exec=5s", "--templates=off"});
   grpc::Status first;
   std::thread spawn([&] {
     auto stub = f.Stub(agent);
@@ -455,7 +455,8 @@ TEST_CASE("an agent killed while a spawn is in flight adopts its one QEMU and a 
   CHECK_FALSE(first.ok());  // the caller never learnt the outcome
   CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-inflight") == 1);
 
-  AgentProcess again = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off"});
+  AgentProcess again =
+      StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off", "--templates=off"});
   auto stub = f.Stub(again);
   Heartbeat hb = FirstHeartbeat(stub.get());
   INFO(ReadAll(again.state_dir + "/agent.log"));
@@ -644,6 +645,154 @@ TEST_CASE("an agent whose QEMU user cannot reach the state directory refuses to 
   INFO(text);
   CHECK(text.find("QEMU runs as nobody, which cannot enter " + locked + " (mode 0700)") != std::string::npos);
   CHECK(std::count(text.begin(), text.end(), '\n') == 1);
+}
+
+TEST_CASE("two clones of one template have their own hostname, randomness and port, and outlive an agent restart",
+          "[host_agent][qemu][templates]") {
+  Fixture f;
+  // Made at start, in the background; creates before it is there boot.
+  std::vector<std::string> flags = {"--kvm=auto", "--templates=ppn-test-guest"};
+  AgentProcess agent = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", flags);
+  auto stub = f.Stub(agent);
+  auto templates_made = [&] {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(agent.state_dir + "/templates", ec)) {
+      if (e.path().filename().string()[0] != '.') out.push_back(e.path().string());
+    }
+    return out;
+  };
+  absl::Time deadline = absl::Now() + absl::Seconds(180);
+  while (templates_made().empty() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  INFO(ReadAll(agent.state_dir + "/agent.log"));
+  REQUIRE(templates_made().size() == 1);
+  VmInstance a, b;
+  grpc::Status s = Spawn(stub.get(), "vm-clone-a", Spec("clone-a"), &a);
+  INFO(s.error_message() << "\n" << ReadAll(agent.state_dir + "/agent.log"));
+  REQUIRE(s.ok());
+  CHECK(a.state_message().rfind("restored from template ", 0) == 0);
+  REQUIRE(Spawn(stub.get(), "vm-clone-b", Spec("clone-b"), &b).ok());
+  CHECK(b.state_message().rfind("restored from template ", 0) == 0);
+  int port_a = static_cast<int>(a.forwarded_ports(0).host_port());
+  int port_b = static_cast<int>(b.forwarded_ports(0).host_port());
+  CHECK(port_a != port_b);
+  CHECK(HttpGet(port_a, "/", absl::Seconds(30)) == "hello from clone-a\n");
+  CHECK(HttpGet(port_b, "/", absl::Seconds(30)) == "hello from clone-b\n");
+  std::string id_a = HttpGet(port_a, "/cgi-bin/identity", absl::Seconds(30));
+  std::string id_b = HttpGet(port_b, "/cgi-bin/identity", absl::Seconds(30));
+  INFO("clone a: " << id_a << "clone b: " << id_b);
+  REQUIRE(id_a.rfind("clone-a ", 0) == 0);
+  REQUIRE(id_b.rfind("clone-b ", 0) == 0);
+  CHECK(id_a.size() == std::string("clone-a ").size() + 64 + 1);
+  CHECK(id_a.substr(8) != id_b.substr(8));  // 32 bytes of /dev/urandom each
+  CHECK(ReadAll(a.console_log_path()).find("PPN-HOSTNAME=clone-a") != std::string::npos);
+  CHECK(ReadAll(a.console_log_path()).find("PPN-GUEST-BOOTED") == std::string::npos);  // restored, not booted
+  std::vector<std::string> templates = templates_made();
+  REQUIRE(templates.size() == 1);
+
+  // Destroy takes the clone's files, never the template.
+  REQUIRE(Destroy(stub.get(), "vm-clone-a").ok());
+  CHECK_FALSE(std::filesystem::exists(agent.state_dir + "/vms/vm-clone-a"));
+  CHECK(std::filesystem::exists(templates[0] + "/memory"));
+  CHECK(HttpGet(port_b, "/", absl::Seconds(10)) == "hello from clone-b\n");
+
+  // A restart keeps the template and adopts the restored VM.
+  agent.process->Signal(SIGKILL);
+  agent.process->Wait(absl::Seconds(10));
+  AgentProcess again = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", flags);
+  auto stub2 = f.Stub(again);
+  Heartbeat hb = FirstHeartbeat(stub2.get());
+  REQUIRE(hb.vms_size() == 1);
+  CHECK(hb.vms(0).vm_id() == "vm-clone-b");
+  CHECK(hb.vms(0).state() == ppn::types::v1::VM_STATE_RUNNING);
+  CHECK(hb.vms(0).pid() == b.pid());
+  CHECK(HttpGet(port_b, "/", absl::Seconds(10)) == "hello from clone-b\n");
+  VmInstance c;
+  REQUIRE(Spawn(stub2.get(), "vm-clone-c", Spec("clone-c"), &c).ok());
+  CHECK(c.state_message().rfind(
+            "restored from template " + std::filesystem::path(templates[0]).filename().string().substr(0, 12), 0) == 0);
+  CHECK(HttpGet(static_cast<int>(c.forwarded_ports(0).host_port()), "/", absl::Seconds(30)) == "hello from clone-c\n");
+
+  SECTION("a corrupted template makes the create boot, never restore garbage") {
+    std::ofstream(templates[0] + "/state", std::ios::trunc) << "garbage";
+    VmInstance d;
+    REQUIRE(Spawn(stub2.get(), "vm-clone-d", Spec("clone-d"), &d).ok());
+    CHECK(d.state_message().rfind("cold boot: no template of image ppn-test-guest: template ", 0) == 0);
+    CHECK(HttpGet(static_cast<int>(d.forwarded_ports(0).host_port()), "/", absl::Seconds(30)) ==
+          "hello from clone-d\n");
+    // Made again in the background, whole.
+    absl::Time remade = absl::Now() + absl::Seconds(180);
+    while (!std::filesystem::exists(templates[0] + "/manifest.json") && absl::Now() < remade) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    CHECK(std::filesystem::exists(templates[0] + "/manifest.json"));
+    CHECK(ReadAll(templates[0] + "/state") != "garbage");
+    REQUIRE(Destroy(stub2.get(), "vm-clone-d").ok());
+  }
+  REQUIRE(Destroy(stub2.get(), "vm-clone-c").ok());
+  REQUIRE(Destroy(stub2.get(), "vm-clone-b").ok());
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-clone") == 0);
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-template-") == 0);
+}
+
+TEST_CASE("a VM restored from a template live-migrates to a node that boots its VMs",
+          "[host_agent][qemu][templates][migration]") {
+  Fixture f;
+  AgentProcess a =
+      StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off", "--templates=ppn-test-guest"});
+  AgentProcess b = StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-b",
+                              {"--kvm=off", "--port_range=21000-21999", "--templates=off"});
+  auto sa = f.Stub(a);
+  auto sb = f.Stub(b);
+  absl::Time deadline = absl::Now() + absl::Seconds(180);
+  auto made = [&] {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(a.state_dir + "/templates", ec)) {
+      if (e.path().filename().string()[0] != '.') return true;
+    }
+    return false;
+  };
+  while (!made() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  REQUIRE(made());
+  VmInstance vm;
+  REQUIRE(Spawn(sa.get(), "vm-mover", Spec("mover"), &vm).ok());
+  REQUIRE(vm.state_message().rfind("restored from template ", 0) == 0);
+  int port_a = static_cast<int>(vm.forwarded_ports(0).host_port());
+  REQUIRE(HttpGet(port_a, "/cgi-bin/write?before-move", absl::Seconds(60)) == "wrote before-move\n");
+  REQUIRE(WaitForFileContaining(vm.console_log_path(), "PPN-TICK", absl::Seconds(30)));
+
+  PrepareIncomingResponse prepared;
+  {
+    PrepareIncomingRequest prep;
+    prep.set_vm_id("vm-mover");
+    prep.set_tenant_id("acme");
+    *prep.mutable_spec() = vm.spec();
+    prep.set_accelerator(vm.accelerator());
+    prep.set_source_node_id("laptop-a");
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    grpc::Status s = sb->PrepareIncoming(&ctx, prep, &prepared);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+  }
+  MigrateOutRequest out;
+  out.set_vm_id("vm-mover");
+  out.set_migration_uri(prepared.migration_uri());
+  out.set_migration_ticket(prepared.migration_ticket());
+  out.set_target_node_id("laptop-b");
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(120));
+  auto reader = sa->MigrateOut(&ctx, out);
+  MigrateOutResponse msg;
+  ppn::types::v1::MigrationProgress last;
+  while (reader->Read(&msg)) last = msg.progress();
+  REQUIRE(reader->Finish().ok());
+  INFO(last.message() << "\n" << ReadAll(b.state_dir + "/vms/vm-mover/qemu.log"));
+  REQUIRE(last.phase() == ppn::types::v1::MIGRATION_PHASE_COMPLETED);
+  int port_b = static_cast<int>(prepared.forwarded_ports(0).host_port());
+  CHECK(HttpGet(port_b, "/cgi-bin/read", absl::Seconds(30)) == "before-move\n");
+  CHECK(HttpGet(port_b, "/", absl::Seconds(30)) == "hello from mover\n");  // its own identity moved with it
+  REQUIRE(Destroy(sb.get(), "vm-mover").ok());
 }
 
 }  // namespace

@@ -25,10 +25,14 @@
 #include "grpcpp/create_channel.h"
 #include "host_agent/vm_network.h"
 #include "ppn/host/v1/host_agent.grpc.pb.h"
+#include "tests/harness/host_network_lock.h"
 #include "tests/harness/qemu_harness.h"
 
 namespace ppn {
 namespace {
+
+// Fixed names and subnets on the host: one copy of this test at a time, across checkouts.
+ppn::testing::HostNetworkLock host_network_lock;
 
 using namespace ppn::host::v1;  // NOLINT: test brevity
 using ppn::testing::AgentProcess;
@@ -90,27 +94,27 @@ class TinyHttp {
   std::thread thread_;
 };
 
-// The test's "internet": a namespace at 198.51.100.1, routed from the node.
+// The test's "internet": a namespace at 203.0.113.1, routed from the node.
 struct Internet {
   Internet() {
     CommandRunner run = Run();
-    run({"ip", "netns", "del", "ppntest-inet"}, "").IgnoreError();
+    run({"ip", "netns", "del", "ppnisol-inet"}, "").IgnoreError();
     for (std::vector<std::string> cmd : std::vector<std::vector<std::string>>{
-             {"ip", "netns", "add", "ppntest-inet"},
-             {"ip", "link", "add", "ppntest-i0", "type", "veth", "peer", "name", "eth0", "netns", "ppntest-inet"},
-             {"ip", "addr", "add", "198.51.100.254/24", "dev", "ppntest-i0"},
-             {"ip", "link", "set", "ppntest-i0", "up"},
-             {"ip", "-n", "ppntest-inet", "addr", "add", "198.51.100.1/24", "dev", "eth0"},
-             {"ip", "-n", "ppntest-inet", "link", "set", "eth0", "up"},
-             {"ip", "-n", "ppntest-inet", "route", "add", "default", "via", "198.51.100.254"}}) {
+             {"ip", "netns", "add", "ppnisol-inet"},
+             {"ip", "link", "add", "ppnisol-i0", "type", "veth", "peer", "name", "eth0", "netns", "ppnisol-inet"},
+             {"ip", "addr", "add", "203.0.113.254/24", "dev", "ppnisol-i0"},
+             {"ip", "link", "set", "ppnisol-i0", "up"},
+             {"ip", "-n", "ppnisol-inet", "addr", "add", "203.0.113.1/24", "dev", "eth0"},
+             {"ip", "-n", "ppnisol-inet", "link", "set", "eth0", "up"},
+             {"ip", "-n", "ppnisol-inet", "route", "add", "default", "via", "203.0.113.254"}}) {
       absl::StatusOr<std::string> r = run(cmd, "");
       INFO(r.status().message());
       REQUIRE(r.ok());
     }
   }
   ~Internet() {
-    Run()({"ip", "link", "del", "ppntest-i0"}, "").IgnoreError();
-    Run()({"ip", "netns", "del", "ppntest-inet"}, "").IgnoreError();
+    Run()({"ip", "link", "del", "ppnisol-i0"}, "").IgnoreError();
+    Run()({"ip", "netns", "del", "ppnisol-inet"}, "").IgnoreError();
   }
 };
 
@@ -226,19 +230,19 @@ TEST_CASE("a hostile guest reaches the internet and nothing of the node, the poo
   REQUIRE(geteuid() == 0);  // namespaces and nftables; CI runs as root
   Node n;
   // A service on every address of the node (what a control-plane port is), and on loopback.
-  TinyHttp node_service("0.0.0.0", 7199, "node service\n");
+  TinyHttp node_service("0.0.0.0", 7198, "node service\n");
   Internet internet;  // made after the agent started: not one of the node's own networks
-  TinyHttp web("198.51.100.1", 80, "internet\n", "ppntest-inet");
+  TinyHttp web("203.0.113.1", 80, "internet\n", "ppnisol-inet");
 
   VmInstance other = n.Spawn("vm-other", "globex", ProbeSpec("other", {}));
   int other_port = static_cast<int>(other.forwarded_ports(0).host_port());
   REQUIRE(HttpGet(other_port, "/", absl::Seconds(90)) == "hello from other\n");  // its port works from outside
 
   std::vector<std::string> probes = {
-      "http 198.51.100.1 80",   "tcp 10.0.2.2 7199", absl::StrCat("tcp 10.0.2.2 ", n.agent.port),
+      "http 203.0.113.1 80",    "tcp 10.0.2.2 7198", absl::StrCat("tcp 10.0.2.2 ", n.agent.port),
       "tcp 169.254.169.254 80", "tcp 10.8.0.1 7101", absl::StrCat("http 10.0.2.2 ", other_port)};
   for (const std::string& a : NodeAddresses()) {
-    probes.push_back(absl::StrCat("tcp ", a, " 7199"));
+    probes.push_back(absl::StrCat("tcp ", a, " 7198"));
     probes.push_back(absl::StrCat("http ", a, " ", other_port));
   }
   VmInstance vm = n.Spawn("vm-probe", "acme", ProbeSpec("probe", probes));
@@ -250,9 +254,9 @@ TEST_CASE("a hostile guest reaches the internet and nothing of the node, the poo
   int round = 0;
   std::map<std::string, std::string> seen = ProbeRound(vm.console_log_path(), 0, &round);
   INFO(ReadAll(vm.console_log_path()));
-  CHECK(seen["http 198.51.100.1:80"] == "internet");
+  CHECK(seen["http 203.0.113.1:80"] == "internet");
   for (const auto& [target, answer] : seen) {
-    if (target == "http 198.51.100.1:80") continue;
+    if (target == "http 203.0.113.1:80") continue;
     INFO(target);
     CHECK(answer == "closed");
   }
@@ -265,26 +269,26 @@ TEST_CASE("a hostile guest reaches the internet and nothing of the node, the poo
     INFO(s.error_message());
     REQUIRE(s.ok());
     seen = ProbeRound(vm.console_log_path(), round, &round);
-    CHECK(seen["http 198.51.100.1:80"] == "closed");
+    CHECK(seen["http 203.0.113.1:80"] == "closed");
     CHECK(HttpGet(port, "/", absl::Seconds(30)) == "hello from probe\n");  // its own port still reaches it
 
     ppn::types::v1::EgressPolicy allow_one = closed;
     auto* rule = allow_one.add_allow();
-    rule->set_cidr("198.51.100.1");
+    rule->set_cidr("203.0.113.1");
     rule->set_port_first(80);
     REQUIRE(n.UpdateNetwork("vm-probe", allow_one).ok());
     seen = ProbeRound(vm.console_log_path(), round, &round);
-    CHECK(seen["http 198.51.100.1:80"] == "internet");
+    CHECK(seen["http 203.0.113.1:80"] == "internet");
     CHECK(seen[absl::StrCat("http 10.0.2.2:", other_port)] == "closed");  // never past the denials
 
     ppn::types::v1::EgressPolicy deny_web;
-    deny_web.add_deny()->set_cidr("198.51.100.0/24");
+    deny_web.add_deny()->set_cidr("203.0.113.0/24");
     REQUIRE(n.UpdateNetwork("vm-probe", deny_web).ok());
     seen = ProbeRound(vm.console_log_path(), round, &round);
-    CHECK(seen["http 198.51.100.1:80"] == "closed");
+    CHECK(seen["http 203.0.113.1:80"] == "closed");
 
     ppn::types::v1::EgressPolicy bad;
-    bad.add_allow()->set_cidr("198.51.100.0/40");
+    bad.add_allow()->set_cidr("203.0.113.0/40");
     CHECK(n.UpdateNetwork("vm-probe", bad).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
     CHECK(n.UpdateNetwork("vm-nope", deny_web).error_code() == grpc::StatusCode::NOT_FOUND);
   }

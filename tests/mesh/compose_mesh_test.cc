@@ -132,6 +132,20 @@ class ComposeMesh : public Mesh {
                 static_cast<unsigned long long>(r->wireguard),
                 static_cast<unsigned long long>(r->wireguard_bytes >> 20),
                 static_cast<unsigned long long>(r->violations));
+    // Prometheus on the founding node scraped every service, the laptops' agents over the mesh,
+    // and saw what the demo did: the tenant's create, the migration, VMs in the fleet.
+    CHECK(WaitFor([&] { return PromValue("count(up{job=\"laptops\"} == 1)") == 2; }, absl::Seconds(30)));
+    CHECK(WaitFor([&] { return PromValue("count(up{job=\"cloud\"} == 1)") == 7; }, absl::Seconds(30)));
+    CHECK(WaitFor(
+        [&] {
+          return PromValue(
+                     "sum(grpc_server_handled_total{grpc_service=\"ppn.tenancy.v1.TenantService\","
+                     "grpc_method=\"CreateVm\",grpc_code=\"OK\"})") >= 1;
+        },
+        absl::Seconds(30)));
+    CHECK(WaitFor([&] { return PromValue("sum(ppn_scheduler_migrations_total{outcome=\"success\"})") >= 1; },
+                  absl::Seconds(30)));
+    CHECK(WaitFor([&] { return PromValue("max(ppn_ledger_entries)") >= 5; }, absl::Seconds(30)));
     for (const std::string& laptop : {"laptop-a", "laptop-b"}) {
       auto [code, sockets] = In(laptop, "ss -H -ltnu");
       REQUIRE(code == 0);
@@ -238,6 +252,20 @@ class ComposeMesh : public Mesh {
   }
   std::pair<int, std::string> In(const std::string& node, const std::string& script) {
     return Exec(Compose({"exec", "-T", node, "sh", "-c", script}), absl::Minutes(1));
+  }
+  // The value of a PromQL expression on the founding node's Prometheus; -1 if it has none.
+  double PromValue(const std::string& query) {
+    auto [code, out] = Exec(Compose({"exec", "-T", "cloud", "curl", "-sf", "--get", "--data-urlencode",
+                                     "query=" + query, "http://127.0.0.1:9090/api/v1/query"}),
+                            absl::Minutes(1));
+    INFO(query << " -> " << out);
+    if (code != 0) return -1;
+    nlohmann::json j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || j["status"] != "success" || j["data"]["result"].empty()) return -1;
+    const auto& value = j["data"]["result"][0]["value"];
+    if (!value.is_array() || value.size() != 2 || !value[1].is_string()) return -1;
+    double v = -1;
+    return absl::SimpleAtod(value[1].get<std::string>(), &v) ? v : -1;
   }
   std::string FleetPid() {
     auto [code, out] = Exec(Compose({"exec", "-T", "cloud", "pgrep", "-x", "fleet"}), absl::Minutes(1));

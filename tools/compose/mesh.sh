@@ -132,6 +132,9 @@ Operate it from the founding node:
   docker-compose -p $PROJECT exec cloud ppnctl vm create web --token_file=/state/tokens/acme.token
   docker-compose -p $PROJECT exec cloud curl http://$SUBNET.10:<port shown>/   # through the relay
   docker-compose -p $PROJECT exec cloud ppnctl ledger verify
+Metrics: every service serves Prometheus metrics on its port + 1000 (mesh address and loopback);
+Prometheus on cloud (127.0.0.1:9090 inside it) scrapes them all every 2 s:
+  tools/ppn compose prom 'sum by (grpc_method, grpc_code) (grpc_server_handled_total)'
 and:
   tools/ppn compose demo
   tools/ppn compose status
@@ -143,6 +146,14 @@ NEXT
 compose_status() {
   dc ps
   if mesh_running; then ctl node list; fi
+}
+
+# A PromQL query to the founding node's Prometheus; prints its JSON answer.
+compose_prom() {
+  [ -n "${1:-}" ] || { echo "usage: tools/ppn compose prom 'PROMQL'" >&2; exit 2; }
+  dc exec -T cloud curl -sf --get --data-urlencode "query=$1" http://127.0.0.1:9090/api/v1/query ||
+    { echo "Prometheus on cloud did not answer (is the mesh up? tools/ppn compose status)" >&2; exit 1; }
+  echo
 }
 
 compose_down() {
