@@ -1,5 +1,7 @@
 #include "common/vm_spec.h"
 
+#include <set>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -248,6 +250,13 @@ absl::Status ValidateVmSpec(const VmSpec& spec) {
   if (spec.user_data().size() > kMaxSeedBytes) return Invalid("user_data", "exceeds 64 KiB");
   if (seed > kMaxSeedBytes) return Invalid("user_data and ssh_authorized_keys", "together exceed 64 KiB");
   if (spec.has_egress()) PPN_RETURN_IF_ERROR(ValidateEgressPolicy(spec.egress()));
+  if (spec.networks_size() > 4) return Invalid("networks", "may list at most 4 private networks");
+  std::set<std::string> networks;
+  for (const std::string& id : spec.networks()) {
+    if (id.empty() || id.size() > 40 || !AllOf(id, LowerDigitDash))
+      return Invalid("networks", "entries must be network ids: 1-40 characters of [a-z0-9-]");
+    if (!networks.insert(id).second) return Invalid("networks", absl::StrCat("names ", id, " twice"));
+  }
   if (spec.has_ttl()) {
     absl::Duration ttl;
     if (!ToAbslDuration(spec.ttl(), "ttl", &ttl).ok() || ttl <= absl::ZeroDuration() || ttl > kMaxTtl) {

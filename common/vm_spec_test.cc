@@ -177,5 +177,20 @@ TEST_CASE("a VM's egress can only narrow its tenant's", "[common][vm_spec][egres
   CHECK(p->internet() == ppn::types::v1::INTERNET_ACCESS_ALLOWED);
 }
 
+TEST_CASE("a spec names at most four distinct private networks by id", "[common][vm_spec]") {
+  VmSpec s = Good();
+  s.add_networks("net-1a2b");
+  s.add_networks("net-3c4d");
+  CHECK(ValidateVmSpec(s).ok());
+  s.add_networks("net-1a2b");
+  CHECK(ValidateVmSpec(s).message() == "networks names net-1a2b twice");
+  s.clear_networks();
+  s.add_networks("Net_1");
+  CHECK(ValidateVmSpec(s).code() == absl::StatusCode::kInvalidArgument);
+  s.clear_networks();
+  for (int i = 0; i < 5; ++i) s.add_networks(absl::StrCat("n", i));
+  CHECK(ValidateVmSpec(s).message() == "networks may list at most 4 private networks");
+}
+
 }  // namespace
 }  // namespace ppn

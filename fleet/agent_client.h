@@ -18,8 +18,10 @@ class AgentClient {
   // Starts the VM on the node; the agent's status comes back unchanged, except that
   // UNAVAILABLE and DEADLINE_EXCEEDED both arrive as UNAVAILABLE: the outcome is unknown.
   // Idempotent on the agent for the same (vm, tenant).
-  virtual absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const VmId& vm, const TenantId& tenant,
-                                                            const ppn::types::v1::VmSpec& spec) = 0;
+  // `nics`: its NICs on private networks (addresses from the fleet; one per spec.networks).
+  virtual absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(
+      const VmId& vm, const TenantId& tenant, const ppn::types::v1::VmSpec& spec,
+      const google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>& nics) = 0;
   // Stops the VM and frees its resources. NOT_FOUND if the node does not have it.
   virtual absl::Status DestroyVm(const VmId& vm) = 0;
   // Continues a copy paused on the node (after an outgoing migration no node took over).
@@ -30,6 +32,8 @@ class AgentClient {
   // it (no network isolation there); UNAVAILABLE when the answer was lost (it may have applied).
   virtual absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const VmId& vm,
                                                                     const ppn::types::v1::EgressPolicy& egress) = 0;
+  // Replaces the peers of a private network's tunnel on the node.
+  virtual absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) = 0;
 };
 
 // Makes (and caches) the client of each node.

@@ -3,6 +3,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/vm_spec.h"
@@ -61,13 +62,87 @@ FleetCore::FleetCore(Deps deps, Options options)
   if (!options.relay_address.empty()) {
     registry_.ConfigureRelay(options.relay_address, options.relay_first_port, options.relay_last_port);
   }
+  absl::StatusOr<NetworkPool> pool = NetworkPool::Make(options.private_network_pool);
+  absl::MutexLock l(&mu_);
+  if (pool.ok()) networks_ = *std::move(pool);
 }
 
 absl::Status FleetCore::Load() {
   absl::MutexLock l(&mu_);
   absl::Time now = deps_.clock->Now();
   reconciler_.Started(now);
+  PPN_ASSIGN_OR_RETURN(std::vector<StoredNetwork> networks, deps_.store->LoadNetworks());
+  networks_.Load(std::move(networks));
   return registry_.Load(now);
+}
+
+absl::StatusOr<ppn::types::v1::Network> FleetCore::CreateNetwork(const Scope& scope, const std::string& name) {
+  if (!scope.tenant_id.has_value()) return absl::PermissionDeniedError("only the tenant proxy creates networks");
+  uint8_t rnd[6];
+  PPN_RETURN_IF_ERROR(deps_.random->Fill(rnd, sizeof rnd));
+  std::string id = "net-";
+  for (uint8_t b : rnd) absl::StrAppend(&id, absl::Hex(b, absl::kZeroPad2));
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(StoredNetwork n,
+                       networks_.Make(*scope.tenant_id, name, id, absl::ToUnixSeconds(deps_.clock->Now())));
+  PPN_RETURN_IF_ERROR(deps_.store->PutNetwork(n));
+  networks_.Add(n);
+  spdlog::info("network.created network={} tenant={} cidr={}", id, LogValue(*scope.tenant_id), networks_.Cidr(n));
+  return networks_.View(n);
+}
+
+absl::StatusOr<ppn::types::v1::Network> FleetCore::GetNetwork(const Scope& scope, const std::string& network_id) {
+  absl::MutexLock l(&mu_);
+  const StoredNetwork* n = networks_.Find(scope.tenant_id.value_or(""), network_id);
+  if (n == nullptr) return NetworkNotFound(network_id);
+  return networks_.View(*n);
+}
+
+std::vector<ppn::types::v1::Network> FleetCore::ListNetworks(const Scope& scope) {
+  absl::MutexLock l(&mu_);
+  std::vector<ppn::types::v1::Network> out;
+  for (const StoredNetwork& n : networks_.List(scope.tenant_id.value_or(""))) out.push_back(networks_.View(n));
+  return out;
+}
+
+absl::Status FleetCore::DeleteNetwork(const Scope& scope, const std::string& network_id) {
+  absl::MutexLock l(&mu_);
+  const StoredNetwork* n = networks_.Find(scope.tenant_id.value_or(""), network_id);
+  if (n == nullptr) return NetworkNotFound(network_id);
+  std::vector<std::string> attached;
+  for (const auto& [id, e] : registry_.vms()) {
+    const VmRecord& r = e.record();
+    if (r.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+    for (const std::string& net : r.spec().networks()) {
+      if (net == network_id) attached.push_back(id);
+    }
+  }
+  if (!attached.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("network ", network_id, " has VMs attached: ", absl::StrJoin(attached, ", ")));
+  }
+  PPN_RETURN_IF_ERROR(deps_.store->DeleteNetwork(network_id));
+  networks_.Remove(network_id);
+  spdlog::info("network.deleted network={}", network_id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>> FleetCore::AssignNicsLocked(
+    const std::string& tenant_id, const std::string& vm_id, const ppn::types::v1::VmSpec& spec) {
+  google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic> out;
+  for (const std::string& network_id : spec.networks()) {
+    const StoredNetwork* n = networks_.Find(tenant_id, network_id);
+    if (n == nullptr) return NetworkNotFound(network_id);
+    std::set<std::string> used;
+    for (const auto& [id, e] : registry_.vms()) {
+      if (id == vm_id || e.record().state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      for (const auto& nic : e.record().private_nics()) {
+        if (nic.network_id() == network_id) used.insert(nic.address());
+      }
+    }
+    PPN_ASSIGN_OR_RETURN(*out.Add(), networks_.Assign(*n, used));
+  }
+  return out;
 }
 
 void FleetCore::AddNode(const std::string& node_id, const std::string& agent_address) {
@@ -112,6 +187,92 @@ void FleetCore::QueueLocked(std::vector<NodeAction> actions) {
 void FleetCore::OnHeartbeat(const ppn::host::v1::Heartbeat& hb) {
   absl::MutexLock l(&mu_);
   QueueLocked(reconciler_.ApplyHeartbeat(hb, deps_.clock->Now()));
+  if (registry_.Node(hb.node_id()) == nullptr) return;
+  auto& mine = tunnels_[hb.node_id()];
+  bool moved = static_cast<int>(mine.size()) != hb.network_tunnels_size();  // an end came, went or changed
+  std::map<std::string, ppn::host::v1::NetworkTunnel> now;
+  for (const auto& t : hb.network_tunnels()) {
+    auto it = mine.find(t.network_id());
+    moved =
+        moved || it == mine.end() || it->second.public_key() != t.public_key() || it->second.endpoint() != t.endpoint();
+    now[t.network_id()] = t;
+  }
+  mine = std::move(now);
+  if (!moved) {
+    QueuePeersLocked(hb.node_id());
+    return;
+  }
+  // The other nodes need this one's new end now, not at their next heartbeat.
+  for (const auto& [node_id, _] : tunnels_) QueuePeersLocked(node_id);
+}
+
+namespace {
+// FNV-1a: a stable fingerprint of a peer list (the node echoes it; nothing secret in it).
+std::string Fingerprint(const ppn::host::v1::SetNetworkPeersRequest& r) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](absl::string_view s) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+  };
+  for (const auto& p : r.peers()) {
+    mix(p.public_key());
+    mix(p.endpoint());
+    for (const auto& a : p.addresses()) mix(a);
+  }
+  return absl::StrFormat("%016x", h);
+}
+}  // namespace
+
+ppn::host::v1::SetNetworkPeersRequest FleetCore::PeersFor(const std::string& node_id, const std::string& network_id) {
+  ppn::host::v1::SetNetworkPeersRequest req;
+  req.set_network_id(network_id);
+  for (const auto& [other, networks] : tunnels_) {  // ordered: a stable fingerprint
+    if (other == node_id) continue;
+    auto it = networks.find(network_id);
+    if (it == networks.end()) continue;
+    auto* peer = req.add_peers();
+    peer->set_public_key(it->second.public_key());
+    peer->set_endpoint(it->second.endpoint());
+    std::vector<std::string> addresses;
+    for (const auto& [id, e] : registry_.vms()) {
+      const VmRecord& r = e.record();
+      if (r.node_id() != other || r.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      for (const auto& nic : r.private_nics()) {
+        if (nic.network_id() == network_id) addresses.push_back(nic.address());
+      }
+    }
+    std::sort(addresses.begin(), addresses.end());
+    for (auto& a : addresses) peer->add_addresses(a);
+  }
+  req.set_fingerprint(Fingerprint(req));
+  return req;
+}
+
+void FleetCore::QueuePeersLocked(const std::string& node_id) {
+  for (const auto& [network_id, t] : tunnels_[node_id]) {
+    ppn::host::v1::SetNetworkPeersRequest want = PeersFor(node_id, network_id);
+    if (want.fingerprint() == t.peers_fingerprint()) continue;
+    peer_actions_[absl::StrCat(node_id, "/", network_id)] = std::move(want);
+  }
+}
+
+void FleetCore::RunPeerActions() {
+  std::vector<std::tuple<std::string, std::string, ppn::host::v1::SetNetworkPeersRequest>> todo;
+  {
+    absl::MutexLock l(&mu_);
+    for (auto& [key, req] : peer_actions_) {
+      std::string node_id = key.substr(0, key.find('/'));
+      NodeEntry* n = registry_.Node(node_id);
+      if (n == nullptr) continue;
+      todo.emplace_back(node_id, n->node.agent_address(), std::move(req));
+    }
+    peer_actions_.clear();
+  }
+  for (const auto& [node_id, address, req] : todo) {
+    absl::Status s = deps_.agents->ForNode(node_id, address)->SetNetworkPeers(req);
+    spdlog::info("network.peers_set node={} network={} peers={} code={}", node_id, req.network_id(), req.peers_size(),
+                 absl::StatusCodeToString(s.code()));
+  }
 }
 
 void FleetCore::RunOnce() {
@@ -152,6 +313,7 @@ void FleetCore::RunOnce() {
     }
   }
   RunNodeActions();
+  RunPeerActions();
 }
 
 void FleetCore::RunNodeActions() {
@@ -248,7 +410,9 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
                                                        "for a larger --relay_ports range"));
     }
     vm_id = NewVmId();
+    PPN_RETURN_IF_ERROR(AssignNicsLocked(tenant_id, vm_id, spec).status());
   }
+  google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic> nics;
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::string node_id, address;
     Decision decision;
@@ -275,6 +439,14 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       *r.mutable_spec() = spec;
       r.mutable_spec()->clear_user_data();
       r.set_state(ppn::types::v1::VM_STATE_PENDING);
+      // Assigned under the same lock as the record's insertion: two creates never share one.
+      if (attempt == 0) {
+        absl::StatusOr<google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>> assigned =
+            AssignNicsLocked(tenant_id, vm_id, spec);
+        if (!assigned.ok()) return assigned.status();
+        nics = *std::move(assigned);
+      }
+      *r.mutable_private_nics() = nics;
       absl::Time now = deps_.clock->Now();
       *r.mutable_create_time() = ToProtoTimestamp(now);
       absl::Duration ttl;
@@ -293,7 +465,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       registry_.Changed();
     }
     AgentClient* agent = deps_.agents->ForNode(node_id, address);
-    absl::StatusOr<ppn::host::v1::VmInstance> spawned = agent->SpawnVm(VmId(vm_id), TenantId(tenant_id), spec);
+    absl::StatusOr<ppn::host::v1::VmInstance> spawned = agent->SpawnVm(VmId(vm_id), TenantId(tenant_id), spec, nics);
     bool fenced = false;
     if (!spawned.ok() && OutcomeUnknown(spawned.status())) {
       // The node may have started it: another node may try only once this one surely has not.
@@ -316,6 +488,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       r.set_state_message(spawned->state_message());
       r.set_accelerator(spawned->accelerator());
       *r.mutable_forwarded_ports() = spawned->forwarded_ports();
+      if (spawned->private_nics_size() == nics.size()) *r.mutable_private_nics() = spawned->private_nics();  // MACs
       e->settle_after = deps_.clock->Now();  // a heartbeat already on its way may predate the spawn
       PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
       log_.Created(r, "spawn");

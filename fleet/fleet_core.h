@@ -8,6 +8,7 @@
 // lock, never held across a call to a node. Every pointer in Deps must outlive it.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -24,6 +25,7 @@
 #include "fleet/agent_client.h"
 #include "fleet/lifecycle_log.h"
 #include "fleet/placement.h"
+#include "fleet/private_networks.h"
 #include "fleet/reconciler.h"
 #include "fleet/registry.h"
 #include "fleet/vm_store.h"
@@ -65,6 +67,9 @@ class FleetCore {
     std::string relay_address;
     uint32_t relay_first_port = 0;
     uint32_t relay_last_port = 0;
+    // Tenants' private networks are /24s of this (--private_network_pool); must be valid
+    // (NetworkPool::Make), or no network can be created.
+    std::string private_network_pool = "10.214.0.0/16";
   };
 
   FleetCore(Deps deps, Options options);
@@ -124,6 +129,17 @@ class FleetCore {
   // a relay.
   absl::StatusOr<ppn::fleet::v1::WatchRelayRoutesResponse> RelayRoutes();
 
+  // Private networks, always of one tenant (the tenant proxy's caller; an operator scope sees
+  // every network). CreateNetwork: INVALID_ARGUMENT for a bad name, ALREADY_EXISTS for a name
+  // the tenant uses, RESOURCE_EXHAUSTED when the pool is full, PERMISSION_DENIED without a
+  // tenant. Get and Delete: NOT_FOUND "network X not found" for one that is absent or another
+  // tenant's alike. Delete: FAILED_PRECONDITION "network X has VMs attached: ..." while any VM
+  // of it is not STOPPED.
+  absl::StatusOr<ppn::types::v1::Network> CreateNetwork(const Scope& scope, const std::string& name);
+  absl::StatusOr<ppn::types::v1::Network> GetNetwork(const Scope& scope, const std::string& network_id);
+  std::vector<ppn::types::v1::Network> ListNetworks(const Scope& scope);
+  absl::Status DeleteNetwork(const Scope& scope, const std::string& network_id);
+
   // Blocks until the registry changes after `version` or `timeout` passes; returns the version.
   uint64_t WaitForChange(uint64_t version, absl::Duration timeout);
   uint64_t version();
@@ -136,13 +152,30 @@ class FleetCore {
   PlacementRequest RequestFor(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) const;
   void QueueLocked(std::vector<NodeAction> actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunNodeActions();
+  // Private networks' tunnels: what each node's heartbeat said its ends are, and the peers
+  // each (node, network) should have (the network's other nodes' ends, with the addresses of
+  // the network's VMs there). A node whose applied peers differ gets SetNetworkPeers, so a
+  // change (a create, a destroy, a move, a restarted node) is caught up within a heartbeat.
+  void QueuePeersLocked(const std::string& node_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ppn::host::v1::SetNetworkPeersRequest PeersFor(const std::string& node_id, const std::string& network_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunPeerActions();
   std::string NewVmId();
+  // The VM's NICs on the networks `spec` names: each network the tenant's (NOT_FOUND as
+  // GetNetwork otherwise), each address the lowest one no other VM of it holds.
+  absl::StatusOr<google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>> AssignNicsLocked(
+      const std::string& tenant_id, const std::string& vm_id, const ppn::types::v1::VmSpec& spec)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Deps deps_;
   const Options options_;
   LifecycleLog log_;
   absl::Mutex mu_;
   Registry registry_ ABSL_GUARDED_BY(mu_);
+  NetworkPool networks_ ABSL_GUARDED_BY(mu_);
+  // node → network → that node's end of the network's tunnel (from its last heartbeat).
+  std::map<std::string, std::map<std::string, ppn::host::v1::NetworkTunnel>> tunnels_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ppn::host::v1::SetNetworkPeersRequest> peer_actions_ ABSL_GUARDED_BY(mu_);  // "node/network"
   Reconciler reconciler_ ABSL_GUARDED_BY(mu_);
   std::vector<NodeAction> actions_ ABSL_GUARDED_BY(mu_);    // queued by heartbeats, run by RunOnce
   std::set<std::string> action_keys_ ABSL_GUARDED_BY(mu_);  // queued or running

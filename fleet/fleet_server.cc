@@ -17,6 +17,11 @@ RolePolicy FleetRolePolicy(const std::string& mesh) {
   for (const char* read : {"GetVm", "ListVms", "WatchVm", "ListNodes", "ExplainPlacement"}) {
     policy.Allow(svc + read, {r::kTenantProxy, r::kScheduler, r::kOperator});
   }
+  // Networks are a tenant's: created and deleted through the proxy; the operator may look.
+  policy.Allow(svc + "CreateNetwork", {r::kTenantProxy});
+  policy.Allow(svc + "DeleteNetwork", {r::kTenantProxy});
+  policy.Allow(svc + "GetNetwork", {r::kTenantProxy, r::kOperator});
+  policy.Allow(svc + "ListNetworks", {r::kTenantProxy, r::kOperator});
   policy.Allow(svc + "RecordMigration", {r::kScheduler});
   policy.Allow(svc + "SetPin", {r::kScheduler});
   // Every VM's node address and port: for the relay that forwards to them, never a tenant.

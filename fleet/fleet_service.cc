@@ -160,6 +160,43 @@ grpc::Status FleetService::UpdateVmNetwork(grpc::ServerContext* context, const v
   return grpc::Status::OK;
 }
 
+grpc::Status FleetService::CreateNetwork(grpc::ServerContext* context, const v1::CreateNetworkRequest* request,
+                                         v1::CreateNetworkResponse* response) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return RpcFailed("CreateNetwork", scope.status());
+  absl::StatusOr<ppn::types::v1::Network> n = core_->CreateNetwork(*scope, request->name());
+  if (!n.ok()) return RpcFailed("CreateNetwork", n.status());
+  *response->mutable_network() = *std::move(n);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::GetNetwork(grpc::ServerContext* context, const v1::GetNetworkRequest* request,
+                                      v1::GetNetworkResponse* response) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return RpcFailed("GetNetwork", scope.status());
+  absl::StatusOr<ppn::types::v1::Network> n = core_->GetNetwork(*scope, request->network_id());
+  if (!n.ok()) return RpcFailed("GetNetwork", n.status());
+  *response->mutable_network() = *std::move(n);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::ListNetworks(grpc::ServerContext* context, const v1::ListNetworksRequest*,
+                                        v1::ListNetworksResponse* response) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return RpcFailed("ListNetworks", scope.status());
+  for (auto& n : core_->ListNetworks(*scope)) *response->add_networks() = std::move(n);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::DeleteNetwork(grpc::ServerContext* context, const v1::DeleteNetworkRequest* request,
+                                         v1::DeleteNetworkResponse*) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return RpcFailed("DeleteNetwork", scope.status());
+  absl::Status s = core_->DeleteNetwork(*scope, request->network_id());
+  if (!s.ok()) return RpcFailed("DeleteNetwork", s);
+  return grpc::Status::OK;
+}
+
 grpc::ServerWriteReactor<v1::WatchRelayRoutesResponse>* FleetService::WatchRelayRoutes(
     grpc::CallbackServerContext*, const v1::WatchRelayRoutesRequest*) {
   // The role table let only the relay and the operator in: there is no tenant to scope.

@@ -36,6 +36,12 @@ class FleetService final
   grpc::Status SetPin(grpc::ServerContext*, const v1::SetPinRequest*, v1::SetPinResponse*) override;
   grpc::Status UpdateVmNetwork(grpc::ServerContext*, const v1::UpdateVmNetworkRequest*,
                                v1::UpdateVmNetworkResponse*) override;
+  grpc::Status CreateNetwork(grpc::ServerContext*, const v1::CreateNetworkRequest*,
+                             v1::CreateNetworkResponse*) override;
+  grpc::Status GetNetwork(grpc::ServerContext*, const v1::GetNetworkRequest*, v1::GetNetworkResponse*) override;
+  grpc::Status ListNetworks(grpc::ServerContext*, const v1::ListNetworksRequest*, v1::ListNetworksResponse*) override;
+  grpc::Status DeleteNetwork(grpc::ServerContext*, const v1::DeleteNetworkRequest*,
+                             v1::DeleteNetworkResponse*) override;
   grpc::ServerWriteReactor<v1::WatchRelayRoutesResponse>* WatchRelayRoutes(grpc::CallbackServerContext*,
                                                                            const v1::WatchRelayRoutesRequest*) override;
 

@@ -13,12 +13,14 @@ class GrpcAgentClient final : public AgentClient {
   GrpcAgentClient(std::string node_id, std::shared_ptr<grpc::Channel> channel)
       : node_id_(std::move(node_id)), stub_(ppn::host::v1::HostAgent::NewStub(channel)) {}
 
-  absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const VmId& vm, const TenantId& tenant,
-                                                    const ppn::types::v1::VmSpec& spec) override {
+  absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(
+      const VmId& vm, const TenantId& tenant, const ppn::types::v1::VmSpec& spec,
+      const google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>& nics) override {
     ppn::host::v1::SpawnVmRequest req;
     req.set_vm_id(vm.value());
     req.set_tenant_id(tenant.value());
     *req.mutable_spec() = spec;
+    *req.mutable_private_nics() = nics;
     ppn::host::v1::SpawnVmResponse resp;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
@@ -45,6 +47,13 @@ class GrpcAgentClient final : public AgentClient {
     absl::Status s = Named(stub_->ResumeVm(&ctx, req, &resp));
     if (!s.ok()) return s;
     return resp.vm();
+  }
+
+  absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) override {
+    ppn::host::v1::SetNetworkPeersResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return Named(stub_->SetNetworkPeers(&ctx, request, &resp));
   }
 
   absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const VmId& vm,

@@ -18,6 +18,7 @@
 #include "fleet/grpc_agent_client.h"
 #include "fleet/heartbeat_watcher.h"
 #include "fleet/ledger_node_watcher.h"
+#include "fleet/private_networks.h"
 #include "fleet/relay_ports.h"
 #include "spdlog/spdlog.h"
 
@@ -30,6 +31,9 @@ ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Heartbeat inte
 ABSL_FLAG(std::string, relay_address, "",
           "The relay's address as tenants reach it (the founding node's public address or name). Every forwarded "
           "port of every VM gets a stable port of --relay_ports there, and tenants see only those. Empty: no relay");
+ABSL_FLAG(std::string, private_network_pool, "10.214.0.0/16",
+          "Tenants' private networks get one /24 each of this IPv4 range (prefix 8-24); guests never reach it "
+          "through their egress, only over their NICs on a network");
 ABSL_FLAG(std::string, relay_ports, "", "The relay's ports for tenant endpoints, FIRST-LAST (with --relay_address)");
 
 namespace {
@@ -70,6 +74,10 @@ int main(int argc, char** argv) {
     if (!range.ok()) ppn::ExitWithError(absl::StrCat("--relay_ports: ", range.status().message()));
     options.relay_first_port = range->first;
     options.relay_last_port = range->second;
+  }
+  options.private_network_pool = absl::GetFlag(FLAGS_private_network_pool);
+  if (absl::Status pool = ppn::fleet::NetworkPool::Make(options.private_network_pool).status(); !pool.ok()) {
+    ppn::ExitWithError(pool.message());
   }
   ppn::fleet::FleetCore core({store->get(), &agents, ppn::RealClock::Get(), ppn::OpenSslRandom::Get(), outbox.get()},
                              options);

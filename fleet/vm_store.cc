@@ -12,6 +12,8 @@ absl::StatusOr<std::unique_ptr<VmStore>> VmStore::Open(const std::string& path) 
       "record BLOB NOT NULL); CREATE INDEX vms_tenant ON vms (tenant_id, vm_id);",
       "ALTER TABLE vms ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
       "ALTER TABLE vms ADD COLUMN relay_ports TEXT NOT NULL DEFAULT ''",
+      "CREATE TABLE networks (network_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL, "
+      "pool_index INTEGER NOT NULL, create_time INTEGER NOT NULL)",
   }));
   return std::unique_ptr<VmStore>(new VmStore(std::move(db)));
 }
@@ -57,6 +59,42 @@ absl::StatusOr<std::vector<StoredVm>> VmStore::LoadAll() {
     }
     vm.relay_ports = *std::move(relay);
     out.push_back(std::move(vm));
+  }
+  return out;
+}
+
+absl::Status VmStore::PutNetwork(const StoredNetwork& n) {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("INSERT OR REPLACE INTO networks (network_id, tenant_id, name, "
+                                                    "pool_index, create_time) VALUES (?, ?, ?, ?, ?)"));
+  return stmt.Bind(1, n.network_id)
+      .Bind(2, n.tenant_id)
+      .Bind(3, n.name)
+      .Bind(4, int64_t{n.index})
+      .Bind(5, n.create_unix_seconds)
+      .Run();
+}
+
+absl::Status VmStore::DeleteNetwork(const std::string& network_id) {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("DELETE FROM networks WHERE network_id = ?"));
+  return stmt.Bind(1, network_id).Run();
+}
+
+absl::StatusOr<std::vector<StoredNetwork>> VmStore::LoadNetworks() {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt,
+                       db_->Prepare("SELECT network_id, tenant_id, name, pool_index, create_time FROM networks"));
+  std::vector<StoredNetwork> out;
+  while (true) {
+    PPN_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    int64_t index = stmt.ColumnInt(3);
+    if (index < 0 || index > (1 << 16)) {
+      return absl::DataLossError(absl::StrCat("network record ", stmt.ColumnText(0), " has a corrupt pool index"));
+    }
+    out.push_back(
+        {stmt.ColumnText(0), stmt.ColumnText(1), stmt.ColumnText(2), static_cast<uint32_t>(index), stmt.ColumnInt(4)});
   }
   return out;
 }

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/sqlite.h"
+#include "fleet/private_networks.h"
 #include "fleet/relay_ports.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
 
@@ -34,6 +35,11 @@ class VmStore {
   absl::Status Put(const StoredVm& vm);
   absl::Status Delete(const std::string& vm_id);
   absl::StatusOr<std::vector<StoredVm>> LoadAll();
+
+  // Tenants' private networks (NetworkPool's records).
+  absl::Status PutNetwork(const StoredNetwork& network);
+  absl::Status DeleteNetwork(const std::string& network_id);
+  absl::StatusOr<std::vector<StoredNetwork>> LoadNetworks();
 
  private:
   explicit VmStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}

@@ -58,5 +58,23 @@ TEST_CASE("a VM's relay ports are stored with its record and a corrupt entry is 
   CHECK(corrupt.status().message() == "VM record vm-1: bad relay port \"tcp/80=x\" (want tcp|udp/GUEST=PUBLIC)");
 }
 
+TEST_CASE("private networks are stored, survive a reopen and go when deleted", "[fleet][store][private_networks]") {
+  ppn::testing::TempDir dir;
+  {
+    auto store = *VmStore::Open(dir.File("fleet.db"));
+    REQUIRE(store->PutNetwork({"net-a", "acme", "backend", 3, 100}).ok());
+    REQUIRE(store->PutNetwork({"net-b", "globex", "web", 4, 101}).ok());
+    REQUIRE(store->DeleteNetwork("net-b").ok());
+  }
+  auto store = *VmStore::Open(dir.File("fleet.db"));
+  std::vector<StoredNetwork> loaded = *store->LoadNetworks();
+  REQUIRE(loaded.size() == 1);
+  CHECK(loaded[0].network_id == "net-a");
+  CHECK(loaded[0].tenant_id == "acme");
+  CHECK(loaded[0].name == "backend");
+  CHECK(loaded[0].index == 3);
+  CHECK(loaded[0].create_unix_seconds == 100);
+}
+
 }  // namespace
 }  // namespace ppn::fleet

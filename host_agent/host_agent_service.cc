@@ -11,7 +11,7 @@ namespace ppn::host {
 grpc::Status HostAgentService::SpawnVm(grpc::ServerContext*, const v1::SpawnVmRequest* request,
                                        v1::SpawnVmResponse* response) {
   absl::StatusOr<v1::VmInstance> vm =
-      manager_->Spawn(VmId(request->vm_id()), TenantId(request->tenant_id()), request->spec());
+      manager_->Spawn(VmId(request->vm_id()), TenantId(request->tenant_id()), request->spec(), request->private_nics());
   if (!vm.ok()) return RpcFailed("SpawnVm", vm.status(), {{"vm", request->vm_id()}});
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
@@ -110,6 +110,13 @@ grpc::Status HostAgentService::UpdateVmNetwork(grpc::ServerContext*, const v1::U
   absl::StatusOr<v1::VmInstance> vm = manager_->UpdateVmNetwork(request->vm_id(), request->egress());
   if (!vm.ok()) return RpcFailed("UpdateVmNetwork", vm.status(), {{"vm", request->vm_id()}});
   *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::SetNetworkPeers(grpc::ServerContext*, const v1::SetNetworkPeersRequest* request,
+                                               v1::SetNetworkPeersResponse*) {
+  absl::Status s = manager_->SetNetworkPeers(*request);
+  if (!s.ok()) return RpcFailed("SetNetworkPeers", s, {{"network", request->network_id().substr(0, 64)}});
   return grpc::Status::OK;
 }
 

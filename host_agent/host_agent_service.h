@@ -27,6 +27,8 @@ class HostAgentService final : public ppn::host::v1::HostAgent::Service {
   grpc::Status ResumeVm(grpc::ServerContext*, const v1::ResumeVmRequest*, v1::ResumeVmResponse*) override;
   grpc::Status UpdateVmNetwork(grpc::ServerContext*, const v1::UpdateVmNetworkRequest*,
                                v1::UpdateVmNetworkResponse*) override;
+  grpc::Status SetNetworkPeers(grpc::ServerContext*, const v1::SetNetworkPeersRequest*,
+                               v1::SetNetworkPeersResponse*) override;
 
  private:
   VmManager* const manager_;

@@ -75,6 +75,11 @@ std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
                     "-:", f.guest_port);
   }
   add({"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile="});
+  // Private networks: taps made by the agent, so QEMU runs no script.
+  for (size_t i = 0; i < spec.taps.size(); ++i) {
+    add({"-netdev", absl::StrCat("tap,id=priv", i, ",ifname=", spec.taps[i].ifname, ",script=no,downscript=no"),
+         "-device", absl::StrCat("virtio-net-pci,netdev=priv", i, ",mac=", spec.taps[i].mac, ",romfile=")});
+  }
   add({"-device", "virtio-balloon-pci,id=balloon0"});
   // The identity channel (docs/templates.md) and a VM Generation ID, so that a restored guest
   // learns it is a new machine.

@@ -22,6 +22,12 @@ struct HostForward {
   bool udp = false;
 };
 
+// A NIC on a tap device that exists in QEMU's network namespace (a private network's).
+struct TapNic {
+  std::string ifname;
+  std::string mac;
+};
+
 // Everything that decides how one QEMU process runs.
 struct LaunchSpec {
   std::string qemu_binary = "qemu-system-x86_64";
@@ -47,7 +53,8 @@ struct LaunchSpec {
   // client-key.pem (the node's identity), for TLS-protected migration streams: QEMU gets the
   // credentials "tls-server" (verifying its peer) and "tls-client". Empty: none.
   std::string tls_dir;
-  std::string netns;  // the VM's network namespace; empty for the node's own
+  std::string netns;         // the VM's network namespace; empty for the node's own
+  std::vector<TapNic> taps;  // NICs after the first, in this order
   bool seccomp = true;
   std::string run_as_user;  // drop to this user after setup; empty to stay
   std::string cgroup_dir;   // a cgroup v2 directory to run in; empty for none

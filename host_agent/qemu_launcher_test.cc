@@ -71,6 +71,21 @@ TEST_CASE("a clone maps its template's memory privately and keeps the template's
   CHECK(devices == plain_devices);
 }
 
+TEST_CASE("each private network's tap becomes a NIC after the first, with the VM's MAC on it",
+          "[host_agent][qemu_launcher]") {
+  LaunchSpec spec = Spec();
+  std::vector<std::string> plain = BuildQemuArgs(spec);
+  CHECK(std::count(plain.begin(), plain.end(), "-netdev") == 1);
+  spec.taps = {{"pt0", "02:aa:bb:cc:dd:ee"}};
+  std::vector<std::string> argv = BuildQemuArgs(spec);
+  CHECK(Has(argv, "-netdev", "tap,id=priv0,ifname=pt0,script=no,downscript=no"));
+  CHECK(Has(argv, "-device", "virtio-net-pci,netdev=priv0,mac=02:aa:bb:cc:dd:ee,romfile="));
+  // The user-mode NIC stays first: the guest's eth0, its default MAC the network-config names.
+  auto first = std::find(argv.begin(), argv.end(), "virtio-net-pci,netdev=net0,romfile=");
+  auto second = std::find(argv.begin(), argv.end(), "virtio-net-pci,netdev=priv0,mac=02:aa:bb:cc:dd:ee,romfile=");
+  CHECK(first < second);
+}
+
 TEST_CASE("a QEMU process is recognised as a VM of this state directory only", "[host_agent][qemu_launcher]") {
   std::vector<std::string> argv = BuildQemuArgs(Spec());
   CHECK(QemuVmId(argv, "/state/vms") == std::optional<std::string>("vm-1"));

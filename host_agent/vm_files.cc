@@ -58,13 +58,15 @@ SeedFiles BuildSeed(const std::string& vm_id, const ppn::types::v1::VmSpec& spec
 VmFiles::VmFiles(ProcessSpawner* spawner, std::string vms_dir, std::optional<RunAs> owner)
     : spawner_(spawner), vms_dir_(std::move(vms_dir)), owner_(std::move(owner)) {}
 
-absl::Status VmFiles::WriteSeed(const std::string& vm_id, const ppn::types::v1::VmSpec& spec) {
+absl::Status VmFiles::WriteSeed(const std::string& vm_id, const ppn::types::v1::VmSpec& spec,
+                                const std::string& network_config) {
   std::string dir = Dir(vm_id) + "/seed";
   if (mkdir(dir.c_str(), 0700) != 0) return absl::InternalError(absl::StrCat("cannot create ", dir));
   SeedFiles seed = BuildSeed(vm_id, spec);
   absl::Status s = WriteFileAtomically(dir + "/meta-data", seed.meta_data);
   if (s.ok()) s = WriteFileAtomically(dir + "/user-data", seed.user_data, 0600);
   if (s.ok() && !seed.vendor_data.empty()) s = WriteFileAtomically(dir + "/vendor-data", seed.vendor_data, 0600);
+  if (s.ok() && !network_config.empty()) s = WriteFileAtomically(dir + "/network-config", network_config);
   if (s.ok()) {
     s = RunTool(spawner_,
                 {"genisoimage", "-quiet", "-output", SeedPath(Dir(vm_id)), "-volid", "cidata", "-joliet", "-rock", dir},
@@ -75,7 +77,8 @@ absl::Status VmFiles::WriteSeed(const std::string& vm_id, const ppn::types::v1::
   return s;
 }
 
-absl::Status VmFiles::Create(const std::string& vm_id, const Image& image, const ppn::types::v1::VmSpec& spec) {
+absl::Status VmFiles::Create(const std::string& vm_id, const Image& image, const ppn::types::v1::VmSpec& spec,
+                             const std::string& network_config) {
   std::string dir = Dir(vm_id);
   Remove(vm_id);
   std::error_code ec;
@@ -92,7 +95,7 @@ absl::Status VmFiles::Create(const std::string& vm_id, const Image& image, const
       return absl::FailedPreconditionError(
           absl::StrCat("cannot create the disk overlay on image ", image.name, ": ", s.message()));
     }
-    PPN_RETURN_IF_ERROR(WriteSeed(vm_id, spec));
+    PPN_RETURN_IF_ERROR(WriteSeed(vm_id, spec, network_config));
     if (owner_.has_value()) {
       // QEMU drops to this user after opening its files; it must still reach them.
       for (const std::string& f : {dir, DiskPath(dir), SeedPath(dir)}) {

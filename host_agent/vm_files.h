@@ -50,7 +50,9 @@ class VmFiles {
   // image's when 0) and the seed ISO, handed to the owner. FAILED_PRECONDITION when qemu-img
   // or genisoimage refuse (with their words), PERMISSION_DENIED when the files cannot be
   // handed over, INTERNAL otherwise. On error nothing is left.
-  absl::Status Create(const std::string& vm_id, const Image& image, const ppn::types::v1::VmSpec& spec);
+  // `network_config`: the seed's network-config file (private networks); empty for none.
+  absl::Status Create(const std::string& vm_id, const Image& image, const ppn::types::v1::VmSpec& spec,
+                      const std::string& network_config = "");
   // A fresh directory for a clone of a template: the overlay on the template's disk
   // `template_disk` (which must stay unchanged while any clone uses it), no seed (the clone
   // uses its template's and gets its identity over the identity channel). Errors as Create.
@@ -67,7 +69,8 @@ class VmFiles {
   uint64_t DiskAllocatedBytes(const std::string& vm_id) const;
 
  private:
-  absl::Status WriteSeed(const std::string& vm_id, const ppn::types::v1::VmSpec& spec);
+  absl::Status WriteSeed(const std::string& vm_id, const ppn::types::v1::VmSpec& spec,
+                         const std::string& network_config);
 
   ProcessSpawner* const spawner_;
   const std::string vms_dir_;

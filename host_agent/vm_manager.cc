@@ -47,6 +47,23 @@ bool SameSpec(VmSpec a, VmSpec b) {
   return google::protobuf::util::MessageDifferencer::Equals(a, b);
 }
 
+std::vector<PrivateNic> PrivateNicsOf(const VmInstance& vm) {
+  std::vector<PrivateNic> out;
+  for (const auto& n : vm.private_nics()) out.push_back({n.network_id(), n.address(), n.prefix_length(), n.mac()});
+  return out;
+}
+
+// A spawn's NICs: one per network the spec names, in its order, well-formed.
+absl::Status CheckPrivateNics(const VmSpec& spec,
+                              const google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>& nics) {
+  bool match = nics.size() == spec.networks_size();
+  for (int i = 0; match && i < nics.size(); ++i) match = nics[i].network_id() == spec.networks(i);
+  if (!match) return absl::InvalidArgumentError("private_nics must hold one NIC per spec.networks entry, in order");
+  std::vector<PrivateNic> out;
+  for (const auto& n : nics) out.push_back({n.network_id(), n.address(), n.prefix_length(), n.mac()});
+  return ValidatePrivateNics(out);
+}
+
 VmManager::Options Normalized(VmManager::Options o) {
   // QEMU command lines name the state directory: one spelling, so a restart recognises them.
   o.state_dir = std::filesystem::absolute(o.state_dir).lexically_normal().string();
@@ -482,6 +499,27 @@ absl::Status VmManager::Adopt() {
   }
   std::vector<std::string> removed;
   PPN_ASSIGN_OR_RETURN(auto links, network_->StartNode(live, &removed));
+  std::map<std::string, std::set<std::string>> private_live;  // network → its VMs here
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, e] : vms_) {
+      if (e->process == nullptr || links.count(id) == 0) continue;
+      for (const auto& n : e->rec.instance.private_nics()) private_live[n.network_id()].insert(id);
+    }
+  }
+  for (const std::string& name : network_->private_networks().Sweep(private_live)) removed.push_back(name);
+  std::vector<PrivateNic> tunnelled;  // one per network still used here: its tunnel is taken over
+  {
+    std::set<std::string> seen;
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, e] : vms_) {
+      if (e->process == nullptr || links.count(id) == 0) continue;
+      for (const PrivateNic& n : PrivateNicsOf(e->rec.instance)) {
+        if (seen.insert(n.network_id).second) tunnelled.push_back(n);
+      }
+    }
+  }
+  MakeTunnels(tunnelled);
   for (const std::string& name : removed) spdlog::info("vm.network_removed name={} reason=\"no such VM\"", name);
   absl::MutexLock l(&mu_);
   for (const auto& [id, e] : vms_) {
@@ -530,14 +568,17 @@ std::shared_ptr<VmManager::Entry> VmManager::Find(const std::string& vm_id) {
   return it == vms_.end() ? nullptr : it->second;
 }
 
-absl::StatusOr<VmInstance> VmManager::Spawn(const VmId& vm_id, const TenantId& tenant, const VmSpec& spec) {
+absl::StatusOr<VmInstance> VmManager::Spawn(
+    const VmId& vm_id, const TenantId& tenant, const VmSpec& spec,
+    const google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>& private_nics) {
   CreateRequest r{vm_id.value(),
                   tenant.value(),
                   spec,
                   /*incoming=*/false,
                   kvm_usable_ && options_.kvm_mode == KvmMode::kAuto,
                   absl::ZeroDuration(),
-                  ""};
+                  "",
+                  private_nics};
   PPN_ASSIGN_OR_RETURN(Created created, Create(r));
   return created.vm;
 }
@@ -547,6 +588,11 @@ absl::StatusOr<VmManager::Created> VmManager::Create(const CreateRequest& r) {
   PPN_RETURN_IF_ERROR(ValidateVmId(r.vm_id));
   PPN_RETURN_IF_ERROR(ValidateTenantId(r.tenant_id));
   PPN_RETURN_IF_ERROR(ValidateVmSpec(r.spec));
+  PPN_RETURN_IF_ERROR(CheckPrivateNics(r.spec, r.private_nics));
+  if (!r.private_nics.empty() && network_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", options_.node_id, " runs its VMs without network isolation (--network=user): no private networks"));
+  }
   PPN_ASSIGN_OR_RETURN(Image image, catalog_.Find(r.spec.image()));
   PPN_ASSIGN_OR_RETURN(uint64_t disk_bytes, runtime_.files().DiskVirtualBytes(image, r.spec));
   std::shared_ptr<Entry> e;
@@ -671,6 +717,11 @@ absl::Status VmManager::ReserveLocked(const CreateRequest& r, uint64_t disk_byte
     p->set_host_address(options_.host_address);
     p->set_host_port(ports[i]);
   }
+  for (const auto& n : r.private_nics) {
+    auto* nic = vm.add_private_nics();
+    *nic = n;
+    if (nic->mac().empty()) nic->set_mac(PrivateNetworks::MacFor(r.vm_id, n.network_id()));
+  }
   if (r.incoming) e->rec.migration_port = ports.back();
   e->migration_source = r.migration_source;
   e->disk_virtual_bytes = disk_bytes;
@@ -684,6 +735,9 @@ absl::Status VmManager::StartQemu(const CreateRequest& r, const Image& image, En
   VmRuntime::Launch launch{r.vm_id, r.spec, image, {}, r.kvm, r.incoming, ""};
   {
     absl::MutexLock l(&mu_);
+    std::vector<PrivateNic> nics = PrivateNicsOf(e->rec.instance);
+    for (size_t i = 0; i < nics.size(); ++i) launch.taps.push_back({PrivateNetworks::TapName(i), nics[i].mac});
+    launch.network_config = RenderNetworkConfig(nics);
     for (const auto& f : e->rec.instance.forwarded_ports()) {
       // In its namespace QEMU listens on the namespace's address; the node forwards its mesh
       // address's port there.
@@ -734,11 +788,13 @@ absl::Status VmManager::MakeNetwork(Entry* e) {
   std::string vm_id;
   EgressPolicy policy;
   std::vector<PortForwardRule> forwards;
+  std::vector<PrivateNic> nics;
   {
     absl::MutexLock l(&mu_);
     vm_id = e->rec.instance.vm_id();
     policy = PolicyOf(e->rec.instance.spec().egress());
     forwards = ForwardRules(e->rec.instance);
+    nics = PrivateNicsOf(e->rec.instance);
   }
   PPN_ASSIGN_OR_RETURN(VmLink link, network_->Acquire(vm_id));
   {
@@ -746,18 +802,52 @@ absl::Status VmManager::MakeNetwork(Entry* e) {
     e->link = link;  // from here on Remove() undoes it, whatever fails next
   }
   PPN_RETURN_IF_ERROR(network_->Create(link, policy));
+  PPN_RETURN_IF_ERROR(network_->private_networks().Attach(vm_id, link.netns, nics, qemu_user_));
+  MakeTunnels(nics);
   return network_->AddForwards(link, forwards);
+}
+
+void VmManager::MakeTunnels(const std::vector<PrivateNic>& nics) {
+  TunnelOptions o;
+  o.keys_dir = options_.state_dir + "/private-networks";
+  o.mesh_address = options_.host_address;
+  for (const PrivateNic& n : nics) {
+    absl::StatusOr<NetworkTunnel> t =
+        network_->private_networks().Tunnel(n.network_id, NetworkCidr(n.address, n.prefix_length), o);
+    if (!t.ok()) {
+      spdlog::warn("vm.private_network_tunnel_failed network={} error={}", n.network_id,
+                   LogValue(t.status().message()));
+    }
+  }
+}
+
+absl::Status VmManager::SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) {
+  if (network_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("node ", options_.node_id, " has no private networks"));
+  }
+  std::vector<NetworkPeer> peers;
+  for (const auto& p : request.peers()) {
+    peers.push_back({p.public_key(), p.endpoint(), {p.addresses().begin(), p.addresses().end()}});
+  }
+  PPN_RETURN_IF_ERROR(network_->private_networks().SetPeers(request.network_id(), peers, request.fingerprint()));
+  spdlog::info("vm.private_network_peers network={} peers={}", LogValue(request.network_id()), peers.size());
+  return absl::OkStatus();
 }
 
 void VmManager::DropNetwork(Entry* e) {
   std::optional<VmLink> link;
   std::vector<PortForwardRule> forwards;
+  std::vector<PrivateNic> nics;
+  std::string vm_id;
   {
     absl::MutexLock l(&mu_);
     link.swap(e->link);
     forwards = ForwardRules(e->rec.instance);
+    nics = PrivateNicsOf(e->rec.instance);
+    vm_id = e->rec.instance.vm_id();
   }
   if (!link || network_ == nullptr) return;
+  network_->private_networks().Detach(vm_id, nics);
   absl::Status s = network_->Remove(*link, forwards);
   if (!s.ok()) spdlog::error("vm.network_left vm={} error={}", LogValue(link->netns), LogValue(s.message()));
   network_->Release(*link);
@@ -868,6 +958,15 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
   hb.set_kvm(kvm_support());
   *hb.mutable_capabilities() = capabilities_;
   hb.mutable_capabilities()->set_network_isolation(network_ != nullptr);
+  if (network_ != nullptr) {
+    for (const auto& [t, fingerprint] : network_->private_networks().Tunnels()) {
+      auto* out = hb.add_network_tunnels();
+      out->set_network_id(t.network_id);
+      out->set_public_key(t.public_key);
+      out->set_endpoint(t.endpoint);
+      out->set_peers_fingerprint(fingerprint);
+    }
+  }
   if (network_ == nullptr) {
     hb.add_warnings(
         "no network isolation (--network=user): guests share the node's network namespace and can reach its "

@@ -108,8 +108,11 @@ class VmManager {
   // with the same spec gets the running instance (after waiting for a spawn under way);
   // ALREADY_EXISTS if the id is another tenant's, or this tenant's with another spec or as a
   // migration target; FAILED_PRECONDITION if it exists here but is not running.
-  absl::StatusOr<ppn::host::v1::VmInstance> Spawn(const VmId& vm_id, const TenantId& tenant,
-                                                  const ppn::types::v1::VmSpec& spec);
+  // `private_nics`: its NICs on private networks (one per spec.networks entry), which need
+  // the node's network isolation (FAILED_PRECONDITION without it).
+  absl::StatusOr<ppn::host::v1::VmInstance> Spawn(
+      const VmId& vm_id, const TenantId& tenant, const ppn::types::v1::VmSpec& spec,
+      const google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>& private_nics = {});
   // QMP powerdown, `grace` to stop (0: the default), then SIGTERM, then SIGKILL; removes the
   // VM's files, cgroup, ports and record. NOT_FOUND if the VM is not on this node.
   absl::StatusOr<ppn::host::v1::VmInstance> Destroy(const std::string& vm_id, absl::Duration grace);
@@ -139,6 +142,8 @@ class VmManager {
                                                                const ProgressFn& progress);
   // Replaces the VM's egress policy, live. INVALID_ARGUMENT for a bad policy, NOT_FOUND if
   // absent, FAILED_PRECONDITION unless it runs with a network of its own.
+  // Replaces the peers of a private network's tunnel here (PrivateNetworks::SetPeers).
+  absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request);
   absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const std::string& vm_id,
                                                             const ppn::types::v1::EgressPolicy& egress);
 
@@ -185,6 +190,7 @@ class VmManager {
     bool kvm = false;
     absl::Duration ready_timeout;
     std::string migration_source;  // incoming only
+    google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic> private_nics;
   };
 
   struct Created {
@@ -226,6 +232,9 @@ class VmManager {
   // The VM's namespace, veth and rules (and its forwards into them); NOT for incoming copies'
   // migration connection, which the agent holds.
   absl::Status MakeNetwork(Entry* e);
+  // Gives each network of `nics` its tunnel to the network's other nodes (or takes over the
+  // one a previous run made); a failure is logged: the VM still reaches this node's VMs.
+  void MakeTunnels(const std::vector<PrivateNic>& nics);
   // Removes what MakeNetwork made (idempotent); with `e->op` held, not `mu_`.
   void DropNetwork(Entry* e);
   // The gate's hand-off: the target's connection becomes QEMU's incoming stream.

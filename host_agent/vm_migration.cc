@@ -68,7 +68,7 @@ absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> VmManager::PrepareIncomin
                             ? absl::OkStatus()
                             : absl::InvalidArgumentError("source_node_id must name the source node"));
   PPN_ASSIGN_OR_RETURN(Created created, Create({request.vm_id(), request.tenant_id(), request.spec(), true, kvm,
-                                                ready_timeout, request.source_node_id()}));
+                                                ready_timeout, request.source_node_id(), request.private_nics()}));
   ppn::host::v1::PrepareIncomingResponse response;
   response.set_migration_uri(absl::StrCat("tcp:", options_.host_address, ":", created.migration_port));
   response.set_migration_ticket(created.migration_ticket);

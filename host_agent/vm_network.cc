@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "common/files.h"
 #include "common/status_macros.h"
+#include "host_agent/private_network.h"
 #include "nlohmann/json.hpp"
 
 namespace ppn::host {
@@ -160,6 +161,7 @@ void RemoveNetworkScope(const std::string& scope, const CommandRunner& run, cons
     closedir(dir);
   }
   run({"nft", "delete", "table", "ip", net.NodeTableName()}, "").IgnoreError();
+  RemovePrivateNetworkScope(scope, run);
 }
 
 absl::StatusOr<NetworkOptions> DiscoverNetworkOptions(const std::string& node_id, const std::string& mesh_address,
@@ -207,7 +209,8 @@ std::vector<std::string> ParseNameservers(const std::string& resolv_conf) {
   return out;
 }
 
-VmNetwork::VmNetwork(NetworkOptions options, CommandRunner run) : options_(std::move(options)), run_(std::move(run)) {
+VmNetwork::VmNetwork(NetworkOptions options, CommandRunner run)
+    : options_(std::move(options)), run_(std::move(run)), private_(Scope(), run_) {
   if (!ParseCidr(options_.link_range, &base_, &prefix_)) {
     base_ = 0;
     prefix_ = 32;
@@ -249,8 +252,12 @@ std::string VmNetwork::RenderNodeTable(const std::vector<std::pair<VmLink, std::
     for (const PortForwardRule& f : forwards)
       (f.udp ? udp : tcp).push_back(absl::StrCat(f.host_port, " : ", l.netns_ip));
   }
+  // What no VM of any agent may reach is dropped for the whole link pool; the LAN ranges this
+  // agent found only for its own VMs: every agent's table sees every agent's namespaces, and
+  // another agent's (or a dead one's) idea of the LAN must not cut this one's guests off.
   std::vector<std::string> denied = {"127.0.0.0/8", "169.254.0.0/16", options_.mesh_range, kLinkPool};
-  for (const std::string& r : options_.lan_ranges) denied.push_back(r);
+  std::vector<std::string> lan = options_.lan_ranges, own;
+  for (const auto& [l, forwards] : live) own.push_back(l.netns_ip);
   auto map = [](const std::string& name, const std::vector<std::string>& elements) {
     std::string m = absl::StrCat("  map ", name, " { type inet_service : ipv4_addr;");
     if (!elements.empty()) absl::StrAppend(&m, " elements = { ", Elements(elements), " };");
@@ -260,8 +267,12 @@ std::string VmNetwork::RenderNodeTable(const std::vector<std::pair<VmLink, std::
   // Create-then-delete makes the replacement one atomic transaction even on the first start.
   absl::StrAppend(&out, "table ip ", t, " {}\ndelete table ip ", t, "\ntable ip ", t, " {\n");
   absl::StrAppend(&out, map("tcp_fwd", tcp), map("udp_fwd", udp));
-  absl::StrAppend(&out, "  set denied { type ipv4_addr; flags interval; auto-merge; elements = { ", Elements(denied),
-                  " }; }\n");
+  auto set = [](const std::string& name, const std::vector<std::string>& elements, bool intervals) {
+    std::string m = absl::StrCat("  set ", name, " { type ipv4_addr;", intervals ? " flags interval; auto-merge;" : "");
+    if (!elements.empty()) absl::StrAppend(&m, " elements = { ", Elements(elements), " };");
+    return m + " }\n";
+  };
+  absl::StrAppend(&out, set("denied", denied, true), set("lan", lan, true), set("own", own, false));
   const std::string dnat = absl::StrCat("    ip daddr ", options_.mesh_address, " dnat to tcp dport map @tcp_fwd\n",
                                         "    ip daddr ", options_.mesh_address, " dnat to udp dport map @udp_fwd\n");
   // route_localnet (set for a mesh on 127.0.0.1) would otherwise let a LAN neighbour route
@@ -280,13 +291,15 @@ std::string VmNetwork::RenderNodeTable(const std::vector<std::pair<VmLink, std::
                   " counter drop\n  }\n");
   absl::StrAppend(&out, "  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
                   "    ip saddr ", link, " ct state established,related accept\n", "    ip saddr ", link,
-                  " ip daddr @denied counter drop\n  }\n}\n");
+                  " ip daddr @denied counter drop\n", "    ip saddr @own ip daddr @lan counter drop\n  }\n}\n");
   return out;
 }
 
 std::string VmNetwork::RenderVmRules(const EgressPolicy& policy) const {
   std::vector<std::string> denied = {"0.0.0.0/8",   "127.0.0.0/8",       "169.254.0.0/16", "224.0.0.0/4",
                                      "240.0.0.0/4", options_.mesh_range, kLinkPool,        options_.link_range};
+  // Private networks are reached over a VM's own NIC on them, never through its egress.
+  if (!options_.private_range.empty()) denied.push_back(options_.private_range);
   for (const std::string& a : options_.node_addresses) denied.push_back(a);
   for (const std::string& r : options_.lan_ranges) denied.push_back(r);
   std::string out = "table ip ppn {}\ndelete table ip ppn\ntable ip ppn {\n";
@@ -459,8 +472,8 @@ absl::Status VmNetwork::ApplyPolicy(const VmLink& link, const EgressPolicy& poli
 }
 
 absl::Status VmNetwork::AddForwards(const VmLink& link, const std::vector<PortForwardRule>& forwards) {
-  if (forwards.empty()) return absl::OkStatus();
-  std::string nft;
+  // The VM is this agent's from now on: its LAN ranges apply to it (see RenderNodeTable).
+  std::string nft = absl::StrCat("add element ip ", NodeTableName(), " own { ", link.netns_ip, " }\n");
   for (const PortForwardRule& f : forwards) {
     absl::StrAppend(&nft, "add element ip ", NodeTableName(), " ", f.udp ? "udp_fwd" : "tcp_fwd", " { ", f.host_port,
                     " : ", link.netns_ip, " }\n");
@@ -472,11 +485,21 @@ absl::Status VmNetwork::AddForwards(const VmLink& link, const std::vector<PortFo
 absl::Status VmNetwork::Remove(const VmLink& link, const std::vector<PortForwardRule>& forwards) {
   {
     absl::MutexLock l(&table_mu_);
+    std::string nft = absl::StrCat("delete element ip ", NodeTableName(), " own { ", link.netns_ip, " }\n");
     for (const PortForwardRule& f : forwards) {
-      run_({"nft", "delete", "element", "ip", NodeTableName(), f.udp ? "udp_fwd" : "tcp_fwd",
-            absl::StrCat("{ ", f.host_port, " }")},
-           "")
+      absl::StrAppend(&nft, "delete element ip ", NodeTableName(), " ", f.udp ? "udp_fwd" : "tcp_fwd", " { ",
+                      f.host_port, " }\n");
+    }
+    // One transaction; an element already gone (a half-made VM) must not keep the others.
+    if (!RunBatch({"nft", "-f"}, link.host_if + ".unfwd", nft, "").ok()) {
+      run_({"nft", "delete", "element", "ip", NodeTableName(), "own", absl::StrCat("{ ", link.netns_ip, " }")}, "")
           .IgnoreError();
+      for (const PortForwardRule& f : forwards) {
+        run_({"nft", "delete", "element", "ip", NodeTableName(), f.udp ? "udp_fwd" : "tcp_fwd",
+              absl::StrCat("{ ", f.host_port, " }")},
+             "")
+            .IgnoreError();
+      }
     }
   }
   std::string batch = absl::StrCat("link del ", link.host_if, "\nnetns del ", link.netns, "\n");
@@ -504,7 +527,10 @@ std::vector<std::string> VmNetwork::ListNamespaces() const {
   DIR* dir = opendir("/run/netns");
   if (dir == nullptr) return out;
   while (dirent* e = readdir(dir)) {
-    if (absl::StartsWith(e->d_name, prefix)) out.push_back(e->d_name);
+    // VM ids hold no dots: ppn.<scope>.net.<id> is a private network's router (PrivateNetworks).
+    if (absl::StartsWith(e->d_name, prefix) && std::strchr(e->d_name + prefix.size(), '.') == nullptr) {
+      out.push_back(e->d_name);
+    }
   }
   closedir(dir);
   std::sort(out.begin(), out.end());

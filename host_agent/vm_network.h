@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/command_runner.h"
+#include "host_agent/private_network.h"
 
 namespace ppn::host {
 
@@ -63,6 +64,9 @@ struct NetworkOptions {
   std::vector<std::string> lan_ranges;      // the node's LAN subnets and the operator's extra ranges
   std::vector<std::string> dns_servers;     // resolvers the guests' DNS goes to (slirp forwards)
   std::string mesh_range = "10.8.0.0/24";
+  // The fleet's pool of private tenant networks (--private_network_pool): never reached
+  // through a VM's egress, only over its NIC on a network (PrivateNetworks).
+  std::string private_range = "10.214.0.0/16";
 };
 
 // Where one VM's network is.
@@ -129,6 +133,8 @@ class VmNetwork {
   std::vector<std::string> ListNamespaces() const;
 
   const NetworkOptions& options() const { return options_; }
+  // The node's private tenant networks (same scope): VMs' second NICs live in their namespaces.
+  PrivateNetworks& private_networks() { return private_; }
 
   // Pure renderings, public for tests.
   std::string RenderNodeTable(const std::vector<std::pair<VmLink, std::vector<PortForwardRule>>>& live) const;
@@ -149,6 +155,7 @@ class VmNetwork {
   uint32_t base_ = 0;  // link_range's network address, host order
   int prefix_ = 16;
   mutable absl::Mutex table_mu_;  // the node table's maps
+  PrivateNetworks private_;
 };
 
 // Validates `policy` (CIDRs parse, ports 1-65535 and first <= last, at most 64 rules per list,

@@ -154,6 +154,12 @@ TEST_CASE("the node table forwards host ports into namespaces and guards the nod
   CHECK(absl::StrContains(t, "map udp_fwd { type inet_service : ipv4_addr; elements = { 20301 : 10.213.0.14 }; }"));
   CHECK(absl::StrContains(t, "ip daddr 10.250.88.11 dnat to tcp dport map @tcp_fwd"));
   CHECK(absl::StrContains(t, "ip saddr 10.213.0.0/16 counter drop"));
+  // Its LAN ranges hold for its own VMs only: another agent on the host (or a dead one's table)
+  // must not cut off this one's guests.
+  CHECK(absl::StrContains(t, "set own { type ipv4_addr; elements = { 10.213.0.14 }; }"));
+  CHECK(absl::StrContains(t, "set lan { type ipv4_addr; flags interval; auto-merge; elements = { 192.168.1.0/24 }; }"));
+  CHECK(absl::StrContains(t, "ip saddr @own ip daddr @lan counter drop"));
+  CHECK(!absl::StrContains(t, "192.168.1.0/24, "));  // not in the pool-wide denied set
   // A LAN neighbour cannot route 127.0.0.1 here (route_localnet is on for loopback meshes).
   CHECK(absl::StrContains(t,
                           "type filter hook prerouting priority -300; policy accept;\n"

@@ -19,7 +19,7 @@ void VmRuntime::SetNodeFeatures(std::string cgroup_root, bool seccomp) {
 
 absl::Status VmRuntime::Start(const Launch& l, std::shared_ptr<Process>* process) {
   if (l.clone_disk.empty()) {
-    PPN_RETURN_IF_ERROR(files_.Create(l.vm_id, l.image, l.spec));
+    PPN_RETURN_IF_ERROR(files_.Create(l.vm_id, l.image, l.spec, l.network_config));
   } else {
     PPN_RETURN_IF_ERROR(files_.CreateClone(l.vm_id, l.clone_disk));
   }
@@ -34,6 +34,7 @@ absl::Status VmRuntime::Start(const Launch& l, std::shared_ptr<Process>* process
   launch.forwards = l.forwards;
   launch.incoming = l.incoming;
   launch.netns = l.netns;
+  launch.taps = l.taps;
   launch.memory_file = l.memory_file;
   launch.memory_shared = l.memory_shared;
   launch.seed_path = l.seed_path;

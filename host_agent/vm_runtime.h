@@ -52,6 +52,8 @@ class VmRuntime {
     bool kvm = false;
     bool incoming = false;
     std::string netns;
+    std::vector<TapNic> taps;    // private networks' NICs
+    std::string network_config;  // the seed's network-config; empty: none
     // A template being made (memory shared into memory_file) or a clone of one (memory_file
     // mapped private, files from CreateClone on clone_disk, the template's seed_path).
     std::string memory_file;

@@ -35,6 +35,7 @@ class GrpcAgentPeer final : public AgentPeer {
     req.set_accelerator(vm.accelerator);
     *req.mutable_ready_timeout() = ToProtoDuration(vm.ready_timeout);
     req.set_source_node_id(vm.source.value());
+    *req.mutable_private_nics() = vm.private_nics;
     ppn::host::v1::PrepareIncomingResponse resp;
     // Preparing starts a QEMU: slow on a loaded TCG host.
     PPN_RETURN_IF_ERROR(Call([&](grpc::ClientContext* c) { return stub_->PrepareIncoming(c, req, &resp); }, 90));

@@ -207,8 +207,8 @@ absl::StatusOr<MigrationProgress> Migrator::Run(Attempt& a, const MigrationReque
 }
 
 absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> Migrator::Prepare(Attempt& a) {
-  IncomingVm incoming{a.id,    TenantId(a.vm.tenant_id()), a.vm.spec(), a.vm.accelerator(), options_.ready_timeout,
-                      a.source};
+  IncomingVm incoming{a.id,     TenantId(a.vm.tenant_id()), a.vm.spec(), a.vm.accelerator(), options_.ready_timeout,
+                      a.source, a.vm.private_nics()};
   absl::StatusOr<ppn::host::v1::PrepareIncomingResponse> prepared = a.target_agent->PrepareIncoming(incoming);
   if (prepared.status().code() != absl::StatusCode::kAlreadyExists) return prepared;
   // A copy from an earlier attempt (its scheduler crashed, its stream broke) is still there. No

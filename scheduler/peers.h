@@ -63,6 +63,8 @@ struct IncomingVm {
   absl::Duration ready_timeout = absl::Seconds(60);
   // The node the stream will come from: only its certificate may send it.
   NodeId source;
+  // Its NICs on private networks: the target attaches the same addresses and MACs.
+  google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic> private_nics;
 };
 
 // What a source sends, and where.

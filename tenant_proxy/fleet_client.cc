@@ -1,5 +1,9 @@
 #include "tenant_proxy/fleet_client.h"
 
+#include <algorithm>
+
+#include "absl/strings/strip.h"
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/vm_spec.h"
@@ -15,6 +19,13 @@ absl::Status TenantSafeError(const absl::Status& status, absl::string_view short
       if (create) {
         // The only spec problem the fleet finds that the proxy cannot is an image no node
         // offers; anything else the shared validation words, or the plain summary.
+        // A network the spec names that is not the tenant's (or not at all): its id, not the fleet's words.
+        for (const std::string& net : about.spec->networks()) {
+          if (status.code() == absl::StatusCode::kNotFound &&
+              status.message() == absl::StrCat("network ", net, " not found")) {
+            return absl::NotFoundError(absl::StrCat("network ", net, " not found"));
+          }
+        }
         if (absl::StrContains(status.message(), "image")) {
           return absl::InvalidArgumentError(absl::StrCat("image ", about.spec->image(), " is not offered"));
         }
@@ -58,6 +69,39 @@ absl::Status TenantSafeError(const absl::Status& status, absl::string_view short
         return absl::AbortedError(absl::StrCat("vm ", about.vm_id, " moved to another host during the change; retry"));
       }
       [[fallthrough]];
+    default:
+      return absl::InternalError(absl::StrCat("the control plane failed (", static_cast<int>(status.code()), ")"));
+  }
+}
+
+absl::Status NetworkSafeError(const absl::Status& status, const std::string& network_id, const std::string& name) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk: return absl::OkStatus();
+    case absl::StatusCode::kNotFound:
+      return absl::NotFoundError(absl::StrCat("network ", network_id.substr(0, 64), " not found"));
+    case absl::StatusCode::kAlreadyExists:
+      return absl::AlreadyExistsError(absl::StrCat("a network named ", name, " already exists"));
+    case absl::StatusCode::kInvalidArgument:
+      return absl::InvalidArgumentError("name must be 1-63 characters of [a-z0-9-], starting with a letter");
+    case absl::StatusCode::kResourceExhausted:
+      return absl::ResourceExhaustedError(
+          "no private network is left to hand out: delete a network, or ask the operator for a larger pool");
+    case absl::StatusCode::kFailedPrecondition: {
+      // The fleet names the VMs attached: only the tenant's own VMs can be on its network.
+      std::string prefix = absl::StrCat("network ", network_id, " has VMs attached: ");
+      absl::string_view vms = status.message();
+      if (absl::ConsumePrefix(&vms, prefix) && !vms.empty() && vms.size() < 4096 &&
+          std::all_of(vms.begin(), vms.end(), [](char c) {
+            return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == ',' || c == ' ';
+          })) {
+        return absl::FailedPreconditionError(absl::StrCat(prefix, vms));
+      }
+      return absl::FailedPreconditionError(
+          absl::StrCat("network ", network_id, " has VMs attached; destroy them first"));
+    }
+    case absl::StatusCode::kUnavailable:
+      return absl::UnavailableError("the control plane is unreachable right now; retry later");
+    case absl::StatusCode::kCancelled: return absl::CancelledError("the call was cancelled");
     default:
       return absl::InternalError(absl::StrCat("the control plane failed (", static_cast<int>(status.code()), ")"));
   }

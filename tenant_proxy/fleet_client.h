@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -62,6 +63,12 @@ class FleetClient {
   // the running VM's policy on its node; the record answered holds it in spec.egress.
   virtual absl::StatusOr<ppn::fleet::v1::VmRecord> UpdateVmNetwork(const TenantId& tenant, const VmId& vm_id,
                                                                    const ppn::types::v1::EgressPolicy& egress) = 0;
+  // The tenant's private networks (the fleet's CreateNetwork, GetNetwork, ListNetworks,
+  // DeleteNetwork); errors as NetworkSafeError words them.
+  virtual absl::StatusOr<ppn::types::v1::Network> CreateNetwork(const TenantId& tenant, const std::string& name) = 0;
+  virtual absl::StatusOr<ppn::types::v1::Network> GetNetwork(const TenantId& tenant, const std::string& network_id) = 0;
+  virtual absl::StatusOr<std::vector<ppn::types::v1::Network>> ListNetworks(const TenantId& tenant) = 0;
+  virtual absl::Status DeleteNetwork(const TenantId& tenant, const std::string& network_id) = 0;
   // A stream of `vm_id`'s states, not yet started. `*observer` must outlive OnWatchDone.
   virtual std::unique_ptr<FleetWatch> WatchVm(const TenantId& tenant, const VmId& vm_id,
                                               FleetWatchObserver* observer) = 0;
@@ -98,5 +105,17 @@ struct CallAbout {
 //   CANCELLED                    "the call was cancelled"
 //   anything else                INTERNAL "the control plane failed (code)"
 absl::Status TenantSafeError(const absl::Status& status, absl::string_view shortage, const CallAbout& about);
+
+// The fleet's `status` of a network call about `network_id` (or, for a create, the name
+// `name`), in words a tenant may see, rebuilt as TenantSafeError's are:
+//   NOT_FOUND            "network X not found" (absent and another tenant's alike)
+//   ALREADY_EXISTS       "a network named N already exists"
+//   INVALID_ARGUMENT     "name must be 1-63 characters of [a-z0-9-], starting with a letter"
+//   RESOURCE_EXHAUSTED   "no private network is left to hand out: delete a network, or ask the
+//                        operator for a larger pool"
+//   FAILED_PRECONDITION  "network X has VMs attached: <the tenant's VM ids>"
+//   UNAVAILABLE          "the control plane is unreachable right now; retry later"
+//   anything else        INTERNAL "the control plane failed (code)"
+absl::Status NetworkSafeError(const absl::Status& status, const std::string& network_id, const std::string& name);
 
 }  // namespace ppn::proxy

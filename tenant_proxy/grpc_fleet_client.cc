@@ -176,6 +176,60 @@ absl::StatusOr<ppn::fleet::v1::VmRecord> GrpcFleetClient::UpdateVmNetwork(const 
   return response.vm();
 }
 
+namespace {
+absl::Status NetworkRefused(const char* rpc, const TenantId& tenant, const grpc::Status& s,
+                            const std::string& network_id, const std::string& name) {
+  absl::Status fleet = FromGrpcStatus(s);
+  spdlog::debug("fleet.refused rpc={} tenant={} code={} error={}", rpc, LogValue(tenant.value()),
+                absl::StatusCodeToString(fleet.code()), LogValue(fleet.message()));
+  return NetworkSafeError(fleet, network_id, name);
+}
+}  // namespace
+
+absl::StatusOr<ppn::types::v1::Network> GrpcFleetClient::CreateNetwork(const TenantId& tenant,
+                                                                       const std::string& name) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, tenant);
+  ppn::fleet::v1::CreateNetworkRequest request;
+  request.set_name(name);
+  ppn::fleet::v1::CreateNetworkResponse response;
+  grpc::Status s = stub_->CreateNetwork(&ctx, request, &response);
+  if (!s.ok()) return NetworkRefused("CreateNetwork", tenant, s, "", name);
+  return response.network();
+}
+
+absl::StatusOr<ppn::types::v1::Network> GrpcFleetClient::GetNetwork(const TenantId& tenant,
+                                                                    const std::string& network_id) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, tenant);
+  ppn::fleet::v1::GetNetworkRequest request;
+  request.set_network_id(network_id);
+  ppn::fleet::v1::GetNetworkResponse response;
+  grpc::Status s = stub_->GetNetwork(&ctx, request, &response);
+  if (!s.ok()) return NetworkRefused("GetNetwork", tenant, s, network_id, "");
+  return response.network();
+}
+
+absl::StatusOr<std::vector<ppn::types::v1::Network>> GrpcFleetClient::ListNetworks(const TenantId& tenant) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, tenant);
+  ppn::fleet::v1::ListNetworksResponse response;
+  grpc::Status s = stub_->ListNetworks(&ctx, ppn::fleet::v1::ListNetworksRequest(), &response);
+  if (!s.ok()) return NetworkRefused("ListNetworks", tenant, s, "", "");
+  return std::vector<ppn::types::v1::Network>(response.networks().begin(), response.networks().end());
+}
+
+absl::Status GrpcFleetClient::DeleteNetwork(const TenantId& tenant, const std::string& network_id) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, tenant);
+  ppn::fleet::v1::DeleteNetworkRequest request;
+  request.set_network_id(network_id);
+  ppn::fleet::v1::DeleteNetworkResponse response;
+  grpc::Status s = stub_->DeleteNetwork(&ctx, request, &response);
+  if (!s.ok()) return NetworkRefused("DeleteNetwork", tenant, s, network_id, "");
+  return absl::OkStatus();
+}
+
 std::unique_ptr<FleetWatch> GrpcFleetClient::WatchVm(const TenantId& tenant, const VmId& vm_id,
                                                      FleetWatchObserver* observer) {
   // No deadline: a watch lasts as long as the tenant keeps it open.

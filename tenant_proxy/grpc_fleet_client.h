@@ -28,6 +28,10 @@ class GrpcFleetClient final : public FleetClient {
   absl::StatusOr<ppn::fleet::v1::ListVmsResponse> ListVms(const TenantId& tenant,
                                                           const ppn::fleet::v1::ListVmsRequest& request) override;
   absl::StatusOr<ppn::fleet::v1::VmRecord> DestroyVm(const TenantId& tenant, const VmId& vm_id) override;
+  absl::StatusOr<ppn::types::v1::Network> CreateNetwork(const TenantId& tenant, const std::string& name) override;
+  absl::StatusOr<ppn::types::v1::Network> GetNetwork(const TenantId& tenant, const std::string& network_id) override;
+  absl::StatusOr<std::vector<ppn::types::v1::Network>> ListNetworks(const TenantId& tenant) override;
+  absl::Status DeleteNetwork(const TenantId& tenant, const std::string& network_id) override;
   absl::StatusOr<ppn::fleet::v1::VmRecord> UpdateVmNetwork(const TenantId& tenant, const VmId& vm_id,
                                                            const ppn::types::v1::EgressPolicy& egress) override;
   std::unique_ptr<FleetWatch> WatchVm(const TenantId& tenant, const VmId& vm_id, FleetWatchObserver* observer) override;

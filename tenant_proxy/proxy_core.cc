@@ -1,5 +1,7 @@
 #include "tenant_proxy/proxy_core.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/logging.h"
@@ -87,6 +89,7 @@ Vm TenantView(const VmRecord& r) {
   *vm.mutable_create_time() = r.create_time();
   if (r.has_expire_time()) *vm.mutable_expire_time() = r.expire_time();
   *vm.mutable_network() = r.network();
+  *vm.mutable_private_nics() = r.private_nics();
   return vm;
 }
 
@@ -277,6 +280,65 @@ absl::StatusOr<Vm> ProxyCore::UpdateVmNetwork(const Tenant& tenant,
                LogValue(tid), audit.vm_id, audit.attributes["egress_internet"], egress->allow_size(),
                egress->deny_size(), audit.token_id);
   return TenantView(*updated);
+}
+
+namespace {
+// Network ids are the fleet's "net-<hex>"; anything else cannot name one.
+absl::Status CheckNetworkId(const std::string& id) {
+  bool ok = !id.empty() && id.size() <= 40 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+  if (!ok) return absl::InvalidArgumentError("network_id must be a network's id (1-40 characters of [a-z0-9-])");
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::StatusOr<ppn::types::v1::Network> ProxyCore::CreateNetwork(
+    const Tenant& tenant, const ppn::tenancy::v1::CreateNetworkRequest& request) {
+  AuditRecord audit{tenant.tenant_id.value(), "tenant.network.create", "", ppn::ledger::v1::OUTCOME_DENIED, "",
+                    tenant.token_id};
+  const std::string& name = request.name();
+  bool ok = !name.empty() && name.size() <= 63 && name[0] >= 'a' && name[0] <= 'z' &&
+            std::all_of(name.begin(), name.end(),
+                        [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
+  if (!ok) {
+    return Finish(audit,
+                  absl::InvalidArgumentError("name must be 1-63 characters of [a-z0-9-], starting with a letter"));
+  }
+  audit.attributes["network_name"] = name;
+  PPN_RETURN_IF_ERROR(RecordIntent(audit));
+  absl::StatusOr<ppn::types::v1::Network> made = deps_.fleet->CreateNetwork(tenant.tenant_id, name);
+  if (made.ok()) audit.attributes["network_id"] = made->network_id();
+  PPN_RETURN_IF_ERROR(Finish(audit, made.status()));
+  spdlog::info("tenant.network.created tenant={} network={} token_id={}", LogValue(tenant.tenant_id.value()),
+               made->network_id(), audit.token_id);
+  return made;
+}
+
+absl::StatusOr<ppn::types::v1::Network> ProxyCore::GetNetwork(const Tenant& tenant, const std::string& network_id) {
+  PPN_RETURN_IF_ERROR(CheckNetworkId(network_id));
+  return deps_.fleet->GetNetwork(tenant.tenant_id, network_id);
+}
+
+absl::StatusOr<ppn::tenancy::v1::ListNetworksResponse> ProxyCore::ListNetworks(const Tenant& tenant) {
+  PPN_ASSIGN_OR_RETURN(std::vector<ppn::types::v1::Network> networks, deps_.fleet->ListNetworks(tenant.tenant_id));
+  ppn::tenancy::v1::ListNetworksResponse out;
+  for (auto& n : networks) *out.add_networks() = std::move(n);
+  return out;
+}
+
+absl::Status ProxyCore::DeleteNetwork(const Tenant& tenant, const std::string& network_id) {
+  AuditRecord audit{tenant.tenant_id.value(), "tenant.network.delete", "", ppn::ledger::v1::OUTCOME_DENIED, "",
+                    tenant.token_id};
+  absl::Status valid = CheckNetworkId(network_id);
+  if (!valid.ok()) return Finish(audit, valid);
+  audit.attributes["network_id"] = network_id;
+  PPN_RETURN_IF_ERROR(RecordIntent(audit));
+  absl::Status s = deps_.fleet->DeleteNetwork(tenant.tenant_id, network_id);
+  PPN_RETURN_IF_ERROR(Finish(audit, s));
+  spdlog::info("tenant.network.deleted tenant={} network={} token_id={}", LogValue(tenant.tenant_id.value()),
+               network_id, audit.token_id);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ppn::tenancy::v1::GetQuotaResponse> ProxyCore::GetQuota(const Tenant& tenant) {

@@ -78,6 +78,15 @@ class ProxyCore {
   absl::StatusOr<ppn::tenancy::v1::Vm> UpdateVmNetwork(const Tenant& tenant,
                                                        const ppn::tenancy::v1::UpdateVmNetworkRequest& request);
   absl::StatusOr<ppn::tenancy::v1::GetQuotaResponse> GetQuota(const Tenant& tenant);
+  // Private networks. Create and delete are audited as a destroy is (tenant.network.create,
+  // tenant.network.delete; the network's id and name in the attributes): the intent recorded,
+  // the call forwarded, the outcome recorded. Errors as NetworkSafeError words them; a
+  // network that is absent or another tenant's is NOT_FOUND with the same words.
+  absl::StatusOr<ppn::types::v1::Network> CreateNetwork(const Tenant& tenant,
+                                                        const ppn::tenancy::v1::CreateNetworkRequest& request);
+  absl::StatusOr<ppn::types::v1::Network> GetNetwork(const Tenant& tenant, const std::string& network_id);
+  absl::StatusOr<ppn::tenancy::v1::ListNetworksResponse> ListNetworks(const Tenant& tenant);
+  absl::Status DeleteNetwork(const Tenant& tenant, const std::string& network_id);
   // A stream of `name`'s states for `observer`, not yet started; it holds one of the
   // tenant's stream slots until destroyed. RESOURCE_EXHAUSTED "at most N WatchVm streams per
   // tenant; close one first" when all are taken.

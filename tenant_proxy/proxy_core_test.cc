@@ -615,6 +615,70 @@ TEST_CASE("a tenant holds at most its cap of WatchVm streams", "[proxy][core][wa
   CHECK(f.core->OpenWatch(acme, "vms/vm-1", &observer).ok());
 }
 
+TEST_CASE("a tenant's networks are audited, another tenant's is not found, and one with VMs is not deleted",
+          "[proxy][core][private_networks]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  Tenant slow = f.Admit("slow");
+  ppn::tenancy::v1::CreateNetworkRequest create;
+  create.set_name("Bad Name");
+  CHECK(f.core->CreateNetwork(acme, create).status().code() == absl::StatusCode::kInvalidArgument);
+  create.set_name("backend");
+  absl::StatusOr<ppn::types::v1::Network> net = f.core->CreateNetwork(acme, create);
+  REQUIRE(net.ok());
+  CHECK(f.core->CreateNetwork(acme, create).status().message() == "a network named backend already exists");
+  CHECK(f.core->GetNetwork(acme, net->network_id())->cidr() == net->cidr());
+  absl::Status theirs = f.core->GetNetwork(slow, net->network_id()).status();
+  CHECK(theirs.code() == absl::StatusCode::kNotFound);
+  CHECK(f.core->GetNetwork(slow, "net-nope").status().message() == "network net-nope not found");
+  CHECK(f.core->DeleteNetwork(slow, net->network_id()).message() == theirs.message());
+  CHECK(f.core->ListNetworks(slow)->networks_size() == 0);
+  CHECK(f.core->ListNetworks(acme)->networks_size() == 1);
+  CHECK(f.core->GetNetwork(acme, "../etc").status().code() == absl::StatusCode::kInvalidArgument);
+
+  CreateVmRequest vm_req = Request("web");
+  vm_req.mutable_spec()->add_networks(net->network_id());
+  auto vm = f.core->CreateVm(acme, vm_req);
+  REQUIRE(vm.ok());
+  absl::Status busy = f.core->DeleteNetwork(acme, net->network_id());
+  CHECK(busy.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(busy.message() == absl::StrCat("network ", net->network_id(), " has VMs attached: ", vm->vm_id()));
+  REQUIRE(f.core->DestroyVm(acme, vm->name()).ok());
+  CHECK(f.core->DeleteNetwork(acme, net->network_id()).ok());
+
+  std::vector<std::string> ops;
+  for (const auto& line : f.AuditLines()) {
+    std::string op = line["operation"];
+    if (op.rfind("tenant.network.", 0) == 0) ops.push_back(op + " " + std::string(line["outcome"]));
+  }
+  // Refused before forwarding (bad name) is one record; the rest an intent and an outcome each.
+  CHECK(ops ==
+        std::vector<std::string>{"tenant.network.create OUTCOME_DENIED", "tenant.network.create OUTCOME_PENDING",
+                                 "tenant.network.create OUTCOME_SUCCESS", "tenant.network.create OUTCOME_PENDING",
+                                 "tenant.network.create OUTCOME_DENIED", "tenant.network.delete OUTCOME_PENDING",
+                                 "tenant.network.delete OUTCOME_DENIED", "tenant.network.delete OUTCOME_PENDING",
+                                 "tenant.network.delete OUTCOME_FAILURE", "tenant.network.delete OUTCOME_PENDING",
+                                 "tenant.network.delete OUTCOME_SUCCESS"});
+}
+
+TEST_CASE("network errors of the fleet reach the tenant in words of its own", "[proxy][private_networks]") {
+  CHECK(NetworkSafeError(absl::NotFoundError("network net-1 not found on node laptop-a"), "net-1", "").message() ==
+        "network net-1 not found");
+  CHECK(NetworkSafeError(absl::FailedPreconditionError("network net-1 has VMs attached: vm-1, vm-2"), "net-1", "")
+            .message() == "network net-1 has VMs attached: vm-1, vm-2");
+  CHECK(NetworkSafeError(absl::FailedPreconditionError("network net-1 has VMs attached: /var/lib/x"), "net-1", "")
+            .message() == "network net-1 has VMs attached; destroy them first");
+  CHECK(NetworkSafeError(absl::InternalError("sqlite: disk I/O error at /var/lib/ppn"), "net-1", "").message() ==
+        "the control plane failed (13)");
+  ppn::types::v1::VmSpec spec;
+  spec.add_networks("net-9");
+  CallAbout about;
+  about.spec = &spec;
+  absl::Status s = TenantSafeError(absl::NotFoundError("network net-9 not found"), "", about);
+  CHECK(s.code() == absl::StatusCode::kNotFound);
+  CHECK(s.message() == "network net-9 not found");
+}
+
 }  // namespace
 }  // namespace ppn::proxy
 

@@ -184,4 +184,45 @@ grpc::Status TenantServiceImpl::UpdateVmNetwork(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status TenantServiceImpl::CreateNetwork(grpc::ServerContext* context,
+                                              const tenancy::v1::CreateNetworkRequest* request,
+                                              tenancy::v1::CreateNetworkResponse* response) {
+  absl::StatusOr<Tenant> tenant = Admit(context);
+  if (!tenant.ok()) return RpcFailed("CreateNetwork", tenant.status());
+  absl::StatusOr<ppn::types::v1::Network> n = core_->CreateNetwork(*tenant, *request);
+  if (!n.ok()) return RpcFailed("CreateNetwork", n.status(), {{"tenant", tenant->tenant_id.value()}});
+  *response->mutable_network() = *std::move(n);
+  return grpc::Status::OK;
+}
+
+grpc::Status TenantServiceImpl::GetNetwork(grpc::ServerContext* context, const tenancy::v1::GetNetworkRequest* request,
+                                           tenancy::v1::GetNetworkResponse* response) {
+  absl::StatusOr<Tenant> tenant = Admit(context);
+  if (!tenant.ok()) return RpcFailed("GetNetwork", tenant.status());
+  absl::StatusOr<ppn::types::v1::Network> n = core_->GetNetwork(*tenant, request->network_id());
+  if (!n.ok()) return RpcFailed("GetNetwork", n.status(), {{"tenant", tenant->tenant_id.value()}});
+  *response->mutable_network() = *std::move(n);
+  return grpc::Status::OK;
+}
+
+grpc::Status TenantServiceImpl::ListNetworks(grpc::ServerContext* context, const tenancy::v1::ListNetworksRequest*,
+                                             tenancy::v1::ListNetworksResponse* response) {
+  absl::StatusOr<Tenant> tenant = Admit(context);
+  if (!tenant.ok()) return RpcFailed("ListNetworks", tenant.status());
+  absl::StatusOr<tenancy::v1::ListNetworksResponse> list = core_->ListNetworks(*tenant);
+  if (!list.ok()) return RpcFailed("ListNetworks", list.status(), {{"tenant", tenant->tenant_id.value()}});
+  *response = *std::move(list);
+  return grpc::Status::OK;
+}
+
+grpc::Status TenantServiceImpl::DeleteNetwork(grpc::ServerContext* context,
+                                              const tenancy::v1::DeleteNetworkRequest* request,
+                                              tenancy::v1::DeleteNetworkResponse*) {
+  absl::StatusOr<Tenant> tenant = Admit(context);
+  if (!tenant.ok()) return RpcFailed("DeleteNetwork", tenant.status());
+  absl::Status s = core_->DeleteNetwork(*tenant, request->network_id());
+  if (!s.ok()) return RpcFailed("DeleteNetwork", s, {{"tenant", tenant->tenant_id.value()}});
+  return grpc::Status::OK;
+}
+
 }  // namespace ppn::proxy

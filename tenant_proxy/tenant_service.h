@@ -38,6 +38,14 @@ class TenantServiceImpl final
                         tenancy::v1::GetQuotaResponse*) override;
   grpc::Status UpdateVmNetwork(grpc::ServerContext*, const tenancy::v1::UpdateVmNetworkRequest*,
                                tenancy::v1::UpdateVmNetworkResponse*) override;
+  grpc::Status CreateNetwork(grpc::ServerContext*, const tenancy::v1::CreateNetworkRequest*,
+                             tenancy::v1::CreateNetworkResponse*) override;
+  grpc::Status GetNetwork(grpc::ServerContext*, const tenancy::v1::GetNetworkRequest*,
+                          tenancy::v1::GetNetworkResponse*) override;
+  grpc::Status ListNetworks(grpc::ServerContext*, const tenancy::v1::ListNetworksRequest*,
+                            tenancy::v1::ListNetworksResponse*) override;
+  grpc::Status DeleteNetwork(grpc::ServerContext*, const tenancy::v1::DeleteNetworkRequest*,
+                             tenancy::v1::DeleteNetworkResponse*) override;
 
  private:
   // The caller as ProxyCore admits it; sets retry-after-ms when rate-limited.

@@ -94,6 +94,13 @@ class FakeAgentClientFactory final : public AgentClientFactory {
   }
   // Every call so far, as "Op node vm" ("SpawnVm a vm-1", "DestroyVm b vm-1", "ResumeVm a vm-1",
   // "UpdateVmNetwork a vm-1").
+  // The last SetNetworkPeers a node got for a network.
+  std::optional<ppn::host::v1::SetNetworkPeersRequest> peers(const std::string& node, const std::string& network) {
+    absl::MutexLock l(&mu_);
+    auto it = peers_.find(absl::StrCat(node, " ", network));
+    if (it == peers_.end()) return std::nullopt;
+    return it->second;
+  }
   std::vector<std::string> calls() {
     absl::MutexLock l(&mu_);
     return calls_;
@@ -103,8 +110,9 @@ class FakeAgentClientFactory final : public AgentClientFactory {
   class Client final : public AgentClient {
    public:
     Client(FakeAgentClientFactory* f, std::string node) : f_(f), node_(std::move(node)) {}
-    absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(const VmId& vm_id, const TenantId& tenant_id,
-                                                      const ppn::types::v1::VmSpec& spec) override {
+    absl::StatusOr<ppn::host::v1::VmInstance> SpawnVm(
+        const VmId& vm_id, const TenantId& tenant_id, const ppn::types::v1::VmSpec& spec,
+        const google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>& nics) override {
       std::function<void()> hook;
       {
         absl::MutexLock l(&f_->mu_);
@@ -123,6 +131,7 @@ class FakeAgentClientFactory final : public AgentClientFactory {
       vm.set_state(ppn::types::v1::VM_STATE_RUNNING);
       *vm.mutable_spec() = spec;
       vm.mutable_spec()->clear_user_data();
+      *vm.mutable_private_nics() = nics;
       vm.set_accelerator(ppn::types::v1::ACCELERATOR_TCG);
       // One host port per port forward the spec asks for (guest port 80 when it asks none),
       // from a per-node counter so that no two VMs of a node share one.
@@ -162,6 +171,13 @@ class FakeAgentClientFactory final : public AgentClientFactory {
       it->second.clear_state_message();
       return it->second;
     }
+    absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) override {
+      absl::MutexLock l(&f_->mu_);
+      f_->calls_.push_back(absl::StrCat("SetNetworkPeers ", node_, " ", request.network_id()));
+      f_->peers_[absl::StrCat(node_, " ", request.network_id())] = request;
+      return absl::OkStatus();
+    }
+
     absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const VmId& vm_id,
                                                               const ppn::types::v1::EgressPolicy& egress) override {
       std::function<void()> hook;
@@ -199,6 +215,7 @@ class FakeAgentClientFactory final : public AgentClientFactory {
   std::map<std::string, uint64_t> memory_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint32_t> next_port_ ABSL_GUARDED_BY(mu_);  // by node
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ppn::host::v1::SetNetworkPeersRequest> peers_ ABSL_GUARDED_BY(mu_);  // "node network"
 };
 
 }  // namespace ppn::fleet::testing

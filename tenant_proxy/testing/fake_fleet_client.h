@@ -191,6 +191,55 @@ class FakeFleetClient final : public FleetClient {
     return it->second;
   }
 
+  // Networks as the fleet keeps them: a /24 each of 10.214.0.0/16, by tenant.
+  absl::StatusOr<ppn::types::v1::Network> CreateNetwork(const TenantId& tenant, const std::string& name) override {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, n] : networks_) {
+      if (n.first == tenant.value() && n.second.name() == name) {
+        return absl::AlreadyExistsError(absl::StrCat("a network named ", name, " already exists"));
+      }
+    }
+    ppn::types::v1::Network n;
+    n.set_network_id(absl::StrCat("net-", ++network_seq_));
+    n.set_name(name);
+    n.set_cidr(absl::StrCat("10.214.", network_seq_, ".0/24"));
+    networks_[n.network_id()] = {tenant.value(), n};
+    return n;
+  }
+  absl::StatusOr<ppn::types::v1::Network> GetNetwork(const TenantId& tenant, const std::string& network_id) override {
+    absl::MutexLock l(&mu_);
+    auto it = networks_.find(network_id);
+    if (it == networks_.end() || it->second.first != tenant.value()) {
+      return absl::NotFoundError(absl::StrCat("network ", network_id, " not found"));
+    }
+    return it->second.second;
+  }
+  absl::StatusOr<std::vector<ppn::types::v1::Network>> ListNetworks(const TenantId& tenant) override {
+    absl::MutexLock l(&mu_);
+    std::vector<ppn::types::v1::Network> out;
+    for (const auto& [id, n] : networks_) {
+      if (n.first == tenant.value()) out.push_back(n.second);
+    }
+    return out;
+  }
+  absl::Status DeleteNetwork(const TenantId& tenant, const std::string& network_id) override {
+    absl::MutexLock l(&mu_);
+    auto it = networks_.find(network_id);
+    if (it == networks_.end() || it->second.first != tenant.value()) {
+      return absl::NotFoundError(absl::StrCat("network ", network_id, " not found"));
+    }
+    for (const auto& [id, vm] : vms_) {
+      if (vm.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      for (const std::string& net : vm.spec().networks()) {
+        if (net == network_id) {
+          return absl::FailedPreconditionError(absl::StrCat("network ", network_id, " has VMs attached: ", id));
+        }
+      }
+    }
+    networks_.erase(it);
+    return absl::OkStatus();
+  }
+
   std::unique_ptr<FleetWatch> WatchVm(const TenantId& tenant, const VmId& vm_id,
                                       FleetWatchObserver* observer) override {
     return std::make_unique<Watch>(this, tenant.value(), vm_id.value(), observer);
@@ -330,6 +379,9 @@ class FakeFleetClient final : public FleetClient {
   std::function<void(const ppn::fleet::v1::VmRecord&)> on_create_ ABSL_GUARDED_BY(mu_);
   bool reports_replayed_ ABSL_GUARDED_BY(mu_) = true;
   std::vector<std::pair<std::string, ppn::types::v1::EgressPolicy>> network_updates_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::pair<std::string, ppn::types::v1::Network>> networks_
+      ABSL_GUARDED_BY(mu_);  // id → (tenant, network)
+  int network_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<ppn::types::v1::VmSpec> created_specs_ ABSL_GUARDED_BY(mu_);
   int next_id_ ABSL_GUARDED_BY(mu_) = 0;
   int creates_ ABSL_GUARDED_BY(mu_) = 0;

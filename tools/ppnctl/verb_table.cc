@@ -160,6 +160,7 @@ const std::vector<Verb>& Verbs() {
           .Alias("allow", "spec.egress.allow", AllowFlagValue)
           .Alias("deny", "spec.egress.deny", DenyFlagValue)
           .Alias("rate-limit-kbit", "spec.egress.rate_limit_kbit")
+          .Alias("network", "spec.networks")
           .Prints(PrintVm),
       Verb({"vm", "list"}).Help("lists your tenant's VMs").Calls("tenant", "list-vms"),
       Verb({"vm", "get"})
