@@ -36,6 +36,14 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       cl.settings["output"] = args[++i];
       continue;
     }
+    if (absl::StartsWith(a, "-o") && !absl::StartsWith(a, "--")) {  // -ojson, as kubectl takes it
+      cl.settings["output"] = a.substr(a[2] == '=' ? 3 : 2);
+      continue;
+    }
+    if (a == "-v" || a == "--verbose") {  // a switch: never takes the next word as its value
+      cl.settings["verbose"] = "true";
+      continue;
+    }
     if (absl::StartsWith(a, "--")) {
       std::string name = a.substr(2), value = "true";
       size_t eq = name.find('=');
@@ -55,7 +63,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     }
     if (absl::StartsWith(a, "-") && !IsNegativeNumber(a)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag \"", a, "\"", DidYouMean(a, {"-h", "-o"}), "; long flags start with --"));
+          absl::StrCat("unknown flag \"", a, "\"", DidYouMean(a, {"-h", "-o", "-v"}), "; long flags start with --"));
     }
     cl.words.push_back(a);
   }

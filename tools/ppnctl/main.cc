@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tools/ppnctl/api.h"
+#include "tools/ppnctl/caller.h"
 #include "tools/ppnctl/command_line.h"
 #include "tools/ppnctl/help.h"
 #include "tools/ppnctl/ports.h"
@@ -28,6 +29,7 @@ std::vector<std::string> EndpointServices(const Api& api) {
 }
 
 int Main(int argc, char** argv) {
+  CancelCallsOnInterrupt();
   absl::StatusOr<CommandLine> line = ParseCommandLine(std::vector<std::string>(argv + 1, argv + argc), SettingNames());
   if (!line.ok()) return UsageError(line.status());
   const Api& api = Api::Get();

@@ -8,6 +8,7 @@
 #include "tools/ppnctl/caller.h"
 #include "tools/ppnctl/connect.h"
 #include "tools/ppnctl/output.h"
+#include "tools/ppnctl/progress.h"
 #include "tools/ppnctl/request_builder.h"
 #include "tools/ppnctl/suggest.h"
 
@@ -100,14 +101,28 @@ int RunRpc(const Invocation& inv) {
   absl::StatusOr<Connection> conn = Connect(settings, inv.command->service_command);
   if (!conn.ok()) return Fail(conn.status());
   ResponsePrinter print = inv.verb != nullptr ? inv.verb->print : nullptr;
+  // The trace never shows a credential: the token only as "<redacted>", secret fields likewise.
+  const bool verbose = settings.Get("verbose") == "true";
+  if (verbose) {
+    std::fprintf(stderr, "> %s /%s/%s\n", conn->endpoint.c_str(), inv.command->method->service()->full_name().c_str(),
+                 inv.command->method->name().c_str());
+    if (!conn->token.empty()) std::fputs("> authorization: Bearer <redacted>\n", stderr);
+    std::fprintf(stderr, "> %s\n", RedactedJson(**request).c_str());
+  }
+  const bool yaml_stream = *format == Format::kYaml && inv.command->method->server_streaming();
   absl::Status s = Invoke(
       *conn, inv.command->method, **request,
       [&](const google::protobuf::Message& m) {
+        if (verbose) std::fprintf(stderr, "< %s\n", RedactedJson(m).c_str());
+        if (yaml_stream) std::fputs("---\n", stdout);  // one YAML document per streamed message
         if (print != nullptr && print(m, settings)) return;
         std::fputs(Render(m, *format).c_str(), stdout);
         std::fflush(stdout);
       },
       timeout);
+  StderrProgress().Finish();
+  if (verbose) std::fprintf(stderr, "< status: %s\n", absl::StatusCodeToString(s.code()).c_str());
+  if (s.code() == absl::StatusCode::kCancelled && Interrupted()) return kExitInterrupted;
   return s.ok() ? 0 : Fail(s);
 }
 

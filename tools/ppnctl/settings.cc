@@ -39,6 +39,7 @@ const std::vector<SettingSpec>& SettingSpecs() {
       {"ledger_key", "KEY", "the verifier key `ledger verify` trusts (default: the one it pinned)", ""},
       {"known_ledgers", "FILE", "the ledger keys and checkpoints `ledger verify` remembers",
        "~/.config/ppnctl/known_ledgers"},
+      {"verbose", "", "print each request and response on stderr, secrets redacted (also -v)", "", true},
       {"config", "FILE", "the config file (or $PPNCTL_CONFIG)", "~/.config/ppnctl/config", true},
   };
   return *specs;

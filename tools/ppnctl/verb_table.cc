@@ -19,28 +19,29 @@
 #include "tools/ppnctl/ledger_verify.h"
 #include "tools/ppnctl/node_table.h"
 #include "tools/ppnctl/output.h"
+#include "tools/ppnctl/progress.h"
 #include "tools/ppnctl/rpc_runner.h"
+#include "tools/ppnctl/vm_table.h"
 
 namespace ppn::ppnctl {
 namespace {
 
-// `migrate` prints a live progress line on a terminal, then the final report.
-bool PrintMigrationProgress(const google::protobuf::Message& m, const Settings&) {
+// `migrate` and `node drain` show their progress on one line of stderr (progress.h), then the
+// final report; JSON and YAML get every message as it is, for scripts.
+bool PrintMigrationProgress(const google::protobuf::Message& m, const Settings& settings) {
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
   const auto* field = m.GetDescriptor()->FindFieldByName("progress");
-  if (field == nullptr || !isatty(2)) return false;
-  const auto& p = m.GetReflection()->GetMessage(m, field);
-  const auto* pd = p.GetDescriptor();
-  const auto* r = p.GetReflection();
-  std::string phase = r->GetEnum(p, pd->FindFieldByName("phase"))->name();
-  uint64_t done = r->GetUInt64(p, pd->FindFieldByName("transferred_bytes"));
-  uint64_t left = r->GetUInt64(p, pd->FindFieldByName("remaining_bytes"));
-  bool final = absl::EndsWith(phase, "COMPLETED") || absl::EndsWith(phase, "FAILED");
-  int pct = done + left == 0 ? 0 : static_cast<int>(100 * done / (done + left));
-  std::string bar(pct / 5, '#');
-  std::fprintf(stderr, "\r%-28s [%-20s] %3d%%  %llu MiB sent", phase.c_str(), bar.c_str(), final ? 100 : pct,
-               static_cast<unsigned long long>(done >> 20));
-  if (final) std::fprintf(stderr, "\n");
-  return !final;
+  ppn::types::v1::MigrationProgress progress;
+  if (field == nullptr || !m.GetReflection()->HasField(m, field) ||
+      !progress.ParseFromString(m.GetReflection()->GetMessage(m, field).SerializeAsString())) {
+    StderrProgress().Finish();
+    return false;
+  }
+  StderrProgress().Update(DescribeProgress(progress, isatty(2) == 0));
+  if (!IsFinal(progress)) return true;
+  StderrProgress().Finish();
+  return false;
 }
 
 // `ledger checkpoint` prints the signed note as it is, unless an output format was asked for.
@@ -52,19 +53,34 @@ bool PrintSignedNote(const google::protobuf::Message& m, const Settings& setting
   return true;
 }
 
-// A tenant's VM (vm create, get, egress) prints as usual, then its egress policy and its
-// traffic in words, unless an output format was asked for.
+// A tenant's VM (vm create, get, egress) prints as a one-row table (vm_table.h), then its
+// egress policy and its traffic in words; JSON and YAML print the response whole.
 bool PrintVm(const google::protobuf::Message& m, const Settings& settings) {
-  if (settings.IsSet("output")) return false;
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
   const auto* field = m.GetDescriptor()->FindFieldByName("vm");
   if (field == nullptr || field->message_type() == nullptr ||
       field->message_type()->full_name() != ppn::tenancy::v1::Vm::descriptor()->full_name()) {
     return false;
   }
-  ppn::tenancy::v1::Vm vm;
-  if (!vm.ParseFromString(m.GetReflection()->GetMessage(m, field).SerializeAsString())) return false;
-  std::fputs(Render(m, Format::kTable).c_str(), stdout);
-  std::fputs(DescribeNetwork(vm).c_str(), stdout);
+  ppn::tenancy::v1::ListVmsResponse one;
+  if (!one.add_vms()->ParseFromString(m.GetReflection()->GetMessage(m, field).SerializeAsString())) return false;
+  std::fputs(RenderVms(one, absl::Now(), *format == Format::kWide).c_str(), stdout);
+  std::fputs(DescribeNetwork(one.vms(0)).c_str(), stdout);
+  std::fflush(stdout);
+  return true;
+}
+
+// `vm list` prints the VM table (vm_table.h) unless JSON or YAML was asked for.
+bool PrintVms(const google::protobuf::Message& m, const Settings& settings) {
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
+  ppn::tenancy::v1::ListVmsResponse vms;
+  if (m.GetDescriptor()->full_name() != vms.GetDescriptor()->full_name() ||
+      !vms.ParseFromString(m.SerializeAsString())) {
+    return false;
+  }
+  std::fputs(RenderVms(vms, absl::Now(), *format == Format::kWide).c_str(), stdout);
   std::fflush(stdout);
   return true;
 }
@@ -93,6 +109,15 @@ int RunHelp(const Invocation& inv) {
   absl::StatusOr<Resolved> r = Resolve(Verbs(), api, inv.args);
   if (!r.ok()) return UsageError(r.status());
   std::fputs(HelpFor(*r, Verbs(), api).c_str(), stdout);
+  return 0;
+}
+
+// The version is a constant of the source, not asked of any service: `version` works offline.
+constexpr char kVersion[] = "0.16.0";
+
+int RunVersion(const Invocation&) {
+  std::printf("ppnctl %s (API: %zu services, %zu RPCs compiled in)\n", kVersion, Api::Get().Services().size(),
+              Api::Get().commands().size());
   return 0;
 }
 
@@ -161,7 +186,11 @@ const std::vector<Verb>& Verbs() {
           .Alias("deny", "spec.egress.deny", DenyFlagValue)
           .Alias("rate-limit-kbit", "spec.egress.rate_limit_kbit")
           .Prints(PrintVm),
-      Verb({"vm", "list"}).Help("lists your tenant's VMs").Calls("tenant", "list-vms"),
+      Verb({"vm", "list"})
+          .Flags("[-o wide]")
+          .Help("lists your tenant's VMs: name, state, age, address (-o wide: size, image, expiry)")
+          .Calls("tenant", "list-vms")
+          .Prints(PrintVms),
       Verb({"vm", "get"})
           .Args({"NAME"})
           .Help("shows one of your VMs, what it may reach and its traffic (NAME is vms/<id>)")
@@ -205,7 +234,8 @@ const std::vector<Verb>& Verbs() {
           .Flags("[--dry_run]")
           .Help("moves every VM off NODE")
           .Calls("scheduler", "drain")
-          .ArgFields({"node_id"}),
+          .ArgFields({"node_id"})
+          .Prints(PrintMigrationProgress),
       Verb({"node", "approve"})
           .Args({"ADDR"})
           .Flags("--code CODE")
@@ -245,6 +275,7 @@ const std::vector<Verb>& Verbs() {
                    "\"FAILED ...\".")
           .Runs(RunLedgerVerify),
       Verb({"completion", "bash"}).Help("prints bash completion: source <(ppnctl completion bash)").Runs(RunCompletion),
+      Verb({"version"}).Help("prints ppnctl's version and the API it was built with (calls nothing)").Runs(RunVersion),
       Verb({"help"}).Args({"VERB..."}).Help("prints help (-h or --help anywhere does too)").Runs(RunHelp),
   };
   return *verbs;
