@@ -10,6 +10,7 @@
 #include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/ledger/v1/ledger_service.pb.h"
 #include "ppn/tenancy/v1/tenant_service.pb.h"
+#include "tools/ppnctl/caller.h"
 #include "tools/ppnctl/completion.h"
 #include "tools/ppnctl/connect.h"
 #include "tools/ppnctl/egress.h"
@@ -121,8 +122,41 @@ int RunVersion(const Invocation&) {
   return 0;
 }
 
-int RunCompletion(const Invocation&) {
-  std::fputs(BashCompletion(Verbs(), Api::Get()).c_str(), stdout);
+int RunCompletion(const Invocation& inv) {
+  bool zsh = !inv.verb->words.empty() && inv.verb->words.back() == "zsh";
+  std::fputs((zsh ? ZshCompletion(Verbs(), Api::Get()) : BashCompletion(Verbs(), Api::Get())).c_str(), stdout);
+  return 0;
+}
+
+// `__complete vms|nodes`: the names the shell completes, one a line, asked of the mesh with a
+// short deadline. Whatever fails prints nothing and exits 0: a completion must never show an
+// error in the middle of the line being typed. Read-only: it only lists.
+int RunComplete(const Invocation& inv) {
+  const Api& api = Api::Get();
+  bool nodes = inv.args[0] == "nodes";
+  if (!nodes && inv.args[0] != "vms") return 0;
+  absl::StatusOr<const Command*> found = nodes ? api.Find("fleet", "list-nodes") : api.Find("tenant", "list-vms");
+  if (!found.ok()) return 0;
+  const Command* command = *found;
+  absl::StatusOr<Connection> conn = Connect(*inv.settings, command->service_command);
+  if (!conn.ok()) return 0;
+  std::unique_ptr<google::protobuf::Message> request = api.NewMessage(command->method->input_type());
+  std::string names;
+  (void)Invoke(
+      *conn, command->method, *request,
+      [&](const google::protobuf::Message& m) {
+        if (nodes) {
+          ppn::fleet::v1::ListNodesResponse r;
+          if (!r.ParseFromString(m.SerializeAsString())) return;
+          for (const auto& n : r.nodes()) absl::StrAppend(&names, n.node_id(), "\n");
+        } else {
+          ppn::tenancy::v1::ListVmsResponse r;
+          if (!r.ParseFromString(m.SerializeAsString())) return;
+          for (const auto& vm : r.vms()) absl::StrAppend(&names, vm.name(), "\n");
+        }
+      },
+      absl::Seconds(2));
+  std::fputs(names.c_str(), stdout);
   return 0;
 }
 
@@ -275,6 +309,8 @@ const std::vector<Verb>& Verbs() {
                    "\"FAILED ...\".")
           .Runs(RunLedgerVerify),
       Verb({"completion", "bash"}).Help("prints bash completion: source <(ppnctl completion bash)").Runs(RunCompletion),
+      Verb({"completion", "zsh"}).Help("prints zsh completion: source <(ppnctl completion zsh)").Runs(RunCompletion),
+      Verb({"__complete"}).Args({"vms|nodes"}).Help("live names for the shell's completion").Runs(RunComplete),
       Verb({"version"}).Help("prints ppnctl's version and the API it was built with (calls nothing)").Runs(RunVersion),
       Verb({"help"}).Args({"VERB..."}).Help("prints help (-h or --help anywhere does too)").Runs(RunHelp),
   };
