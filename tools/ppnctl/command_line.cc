@@ -54,8 +54,10 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
         value = args[++i];
       }
       if (name.empty()) return absl::InvalidArgumentError(absl::StrCat("\"", a, "\": a flag needs a name"));
-      if (std::find(setting_names.begin(), setting_names.end(), name) != setting_names.end()) {
-        cl.settings[name] = value;
+      std::string underscored = name;  // --token-file is --token_file, as people type it
+      for (char& c : underscored) c = c == '-' ? '_' : c;
+      if (std::find(setting_names.begin(), setting_names.end(), underscored) != setting_names.end()) {
+        cl.settings[underscored] = value;
       } else {
         cl.flags.emplace_back(name, value);
       }

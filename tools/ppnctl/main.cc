@@ -28,6 +28,10 @@ std::vector<std::string> EndpointServices(const Api& api) {
   return services;
 }
 
+std::vector<std::string> verb_words(const Resolved& r) {
+  return r.verb == nullptr ? std::vector<std::string>{} : r.verb->words;
+}
+
 int Main(int argc, char** argv) {
   CancelCallsOnInterrupt();
   absl::StatusOr<CommandLine> line = ParseCommandLine(std::vector<std::string>(argv + 1, argv + argc), SettingNames());
@@ -48,6 +52,10 @@ int Main(int argc, char** argv) {
   if (!arguments.ok()) return UsageError(arguments);
   absl::StatusOr<Settings> settings = Settings::Load(line->settings, Settings::ProcessEnv(), EndpointServices(api));
   if (!settings.ok()) return UsageError(settings.status());
+  // A context that is not there is an error for every verb but `config`'s, which can fix it.
+  if (!settings->context_status().ok() && (verb_words(*resolved).empty() || verb_words(*resolved)[0] != "config")) {
+    return UsageError(settings->context_status());
+  }
   Invocation invocation{resolved->verb, resolved->command, resolved->args, line->flags, &*settings};
   const Verb* verb = resolved->verb;
   if (verb != nullptr && verb->run != nullptr) {

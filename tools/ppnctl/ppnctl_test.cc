@@ -274,7 +274,7 @@ TEST_CASE("help anywhere and unknown words or flags call nothing", "[ppnctl][e2e
              {{"fleet", "list-vms", "--include_stoped"},
               "unknown flag --include_stoped for ppnctl fleet list-vms (did "
               "you mean \"--include_stopped\"?)"},
-             {{"ledger", "verify", "--ledger-key=x"}, "unknown flag --ledger-key (did you mean \"--ledger_key\"?)"},
+             {{"ledger", "verify", "--ledger_kye=x"}, "unknown flag --ledger_kye (did you mean \"--ledger_key\"?)"},
              {{"vm", "list", "-x"}, "unknown flag \"-x\""},
              {{"vm", "create", "x", "y"}, "unexpected argument \"y\"; usage: ppnctl vm create NAME"},
              {{"vm", "craete", "x"}, "unknown verb \"vm craete\" (did you mean \"vm create\"?)"},

@@ -3,15 +3,19 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/files.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/ledger/v1/ledger_service.pb.h"
 #include "ppn/tenancy/v1/tenant_service.pb.h"
 #include "tools/ppnctl/caller.h"
 #include "tools/ppnctl/completion.h"
+#include "tools/ppnctl/config_file.h"
 #include "tools/ppnctl/connect.h"
 #include "tools/ppnctl/egress.h"
 #include "tools/ppnctl/grpc_ledger_reader.h"
@@ -157,6 +161,72 @@ int RunComplete(const Invocation& inv) {
       },
       absl::Seconds(2));
   std::fputs(names.c_str(), stdout);
+  return 0;
+}
+
+// The config file as it is on disk (empty when there is none yet).
+absl::StatusOr<ConfigFile> ReadConfig(const Settings& settings) {
+  if (settings.config_path().empty()) {
+    return absl::InvalidArgumentError("no config file: set HOME, XDG_CONFIG_HOME or --config");
+  }
+  absl::StatusOr<std::string> text = ReadFile(settings.config_path());
+  if (!text.ok()) {
+    if (text.status().code() == absl::StatusCode::kNotFound) return ConfigFile{};
+    return text.status();
+  }
+  return ParseConfig(*text, settings.config_path());
+}
+
+// A path relative to here, made absolute: a context must work from any directory.
+std::string Absolute(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  std::error_code ec;
+  std::filesystem::path abs = std::filesystem::absolute(path, ec);
+  return ec ? path : abs.lexically_normal().string();
+}
+
+int RunSetContext(const Invocation& inv) {
+  const Settings& settings = *inv.settings;
+  absl::StatusOr<ConfigFile> config = ReadConfig(settings);
+  if (!config.ok()) return Fail(config.status());
+  ConfigFile::Keys keys;
+  for (const char* name : {"endpoint", "ca", "cert", "key", "token_file"}) {
+    std::optional<std::string> v = settings.Flag(name);
+    if (!v.has_value()) continue;
+    keys[name] = std::string(name) == "endpoint" ? *v : Absolute(*v);
+  }
+  absl::Status set = SetContext(&*config, inv.args[0], keys);
+  if (!set.ok()) return UsageError(set);
+  absl::Status saved = SaveConfig(*config, settings.config_path());
+  if (!saved.ok()) return Fail(saved);
+  std::printf("context \"%s\" written to %s\n", inv.args[0].c_str(), settings.config_path().c_str());
+  return 0;
+}
+
+int RunUseContext(const Invocation& inv) {
+  absl::StatusOr<ConfigFile> config = ReadConfig(*inv.settings);
+  if (!config.ok()) return Fail(config.status());
+  absl::Status used = UseContext(&*config, inv.args[0]);
+  if (!used.ok()) return Fail(used);
+  absl::Status saved = SaveConfig(*config, inv.settings->config_path());
+  if (!saved.ok()) return Fail(saved);
+  std::printf("using context \"%s\"\n", inv.args[0].c_str());
+  return 0;
+}
+
+int RunGetContexts(const Invocation& inv) {
+  absl::StatusOr<ConfigFile> config = ReadConfig(*inv.settings);
+  if (!config.ok()) return Fail(config.status());
+  std::fputs(RenderContexts(*config).c_str(), stdout);
+  return 0;
+}
+
+int RunCurrentContext(const Invocation& inv) {
+  if (inv.settings->context().empty()) {
+    std::fputs("no current context (ppnctl config use-context NAME)\n", stderr);
+    return kExitFailed;
+  }
+  std::printf("%s\n", inv.settings->context().c_str());
   return 0;
 }
 
@@ -311,6 +381,20 @@ const std::vector<Verb>& Verbs() {
       Verb({"completion", "bash"}).Help("prints bash completion: source <(ppnctl completion bash)").Runs(RunCompletion),
       Verb({"completion", "zsh"}).Help("prints zsh completion: source <(ppnctl completion zsh)").Runs(RunCompletion),
       Verb({"__complete"}).Args({"vms|nodes"}).Help("live names for the shell's completion").Runs(RunComplete),
+      Verb({"config", "set-context"})
+          .Args({"NAME"})
+          .Flags("[--endpoint=HOST:PORT] [--ca=PEM] [--cert=PEM --key=PEM | --token-file=FILE]")
+          .Help("creates or updates a context of the config file (only the settings given change)")
+          .Details("A context is a named set of settings, like kubectl's: the one in use (use-context, or\n"
+                   "--context / $PPN_CONTEXT) applies after flags and the environment and before the file's\n"
+                   "other settings and the defaults. Paths are stored absolute; the file is written atomically\n"
+                   "with mode 0600. A token itself is never stored, only the file that holds it.")
+          .Runs(RunSetContext),
+      Verb({"config", "use-context"}).Args({"NAME"}).Help("makes NAME the current context").Runs(RunUseContext),
+      Verb({"config", "get-contexts"})
+          .Help("lists the contexts of the config file (* marks the current one)")
+          .Runs(RunGetContexts),
+      Verb({"config", "current-context"}).Help("prints the context in use").Runs(RunCurrentContext),
       Verb({"version"}).Help("prints ppnctl's version and the API it was built with (calls nothing)").Runs(RunVersion),
       Verb({"help"}).Args({"VERB..."}).Help("prints help (-h or --help anywhere does too)").Runs(RunHelp),
   };
