@@ -1,5 +1,7 @@
+#include <signal.h>
 #include <sys/wait.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_join.h"
@@ -150,6 +152,26 @@ TEST_CASE("ppnctl calls a real service, streams, and its JSON parses back", "[pp
   CHECK(entry["entry"]["actor"] == "spiffe://ppn.test/operator/alice");
   CHECK(streamed.find("DEADLINE_EXCEEDED") != std::string::npos);
 
+  {
+    // Ctrl-C during a stream cancels the call and exits 130, without an error explained.
+    std::vector<std::string> argv = {"env", "-u", "PPNCTL_CONFIG", "HOME=" + dir.path(),
+                                     ppn::testing::RunfilePath("tools/ppnctl/ppnctl")};
+    for (const std::string& a : with({"ledger", "watch-entries", "-o", "json"})) argv.push_back(a);
+    std::string log = dir.File("interrupted.out");
+    ppn::testing::Subprocess tail(argv, log);
+    absl::Time until = absl::Now() + absl::Seconds(30);
+    while (ppn::testing::ReadAll(log).find("cap-1") == std::string::npos && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    tail.Signal(SIGINT);
+    int status = tail.Wait(absl::Seconds(20));
+    std::string out = ppn::testing::ReadAll(log);
+    INFO(out);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 130);
+    CHECK(out.find("meaning:") == std::string::npos);
+  }
+
   auto [code3, table] = Ppnctl(with({"ledger", "get-entries"}), dir.path());
   CHECK(code3 == 0);
   CHECK(table.rfind("ACTOR", 0) == 0);  // a list prints as a table
@@ -243,6 +265,9 @@ TEST_CASE("help anywhere and unknown words or flags call nothing", "[ppnctl][e2e
              {"scheduler", "migrate", "--vm_id=vm-1", "--help"},
              {"fleet", "list-vms", "-h"},
              {"ledger", "verify", "--help"},
+             {"config", "set-context", "x", "--ca=ca.pem", "--help"},
+             {"config", "use-context", "x", "-h"},
+             {"version", "--help"},
              {"help", "vm", "create"},
          }) {
       auto [code, out] = run(args);
@@ -254,6 +279,7 @@ TEST_CASE("help anywhere and unknown words or flags call nothing", "[ppnctl][e2e
     CHECK(out.find("ppnctl migrate VM [--to NODE]\n\nlive-migrates VM") == 0);
     CHECK(out.find("  --to sets --target_node_id\n") != std::string::npos);
     CHECK(server.Calls().empty());
+    CHECK_FALSE(std::filesystem::exists(dir.File(".config/ppnctl/config")));  // help wrote no context
   }
 
   SECTION("unknown flags and words are errors that call nothing") {
