@@ -66,6 +66,20 @@ bool Interrupted() { return g_interrupted.load(); }
 absl::Status Invoke(const Connection& connection, const google::protobuf::MethodDescriptor* method,
                     const google::protobuf::Message& request,
                     const std::function<void(const google::protobuf::Message&)>& on_response, absl::Duration timeout) {
+  return InvokeUntil(
+      connection, method, request,
+      [&](const google::protobuf::Message& m) {
+        on_response(m);
+        return true;
+      },
+      timeout);
+}
+
+absl::Status InvokeUntil(const Connection& connection, const google::protobuf::MethodDescriptor* method,
+                         const google::protobuf::Message& request,
+                         const std::function<bool(const google::protobuf::Message&)>& on_response,
+                         absl::Duration timeout) {
+  bool stopped = false;
   auto channel = grpc::CreateChannel(connection.endpoint, connection.credentials);
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
@@ -97,7 +111,11 @@ absl::Status Invoke(const Connection& connection, const google::protobuf::Method
     for (const auto& s : slices) data.append(reinterpret_cast<const char*>(s.begin()), s.size());
     std::unique_ptr<google::protobuf::Message> response = Api::Get().NewMessage(method->output_type());
     if (!response->ParseFromString(data)) return absl::DataLossError("the server sent a malformed response");
-    on_response(*response);
+    if (!on_response(*response)) {
+      stopped = true;  // enough was read: end the stream from this side
+      ctx.TryCancel();
+      break;
+    }
   }
   grpc::Status status;
   call->Finish(&status, reinterpret_cast<void*>(4));
@@ -105,6 +123,7 @@ absl::Status Invoke(const Connection& connection, const google::protobuf::Method
   cq.Shutdown();
   while (cq.Next(&tag, &ok)) {
   }
+  if (stopped && !Interrupted()) return absl::OkStatus();
   return FromGrpcStatus(status);
 }
 

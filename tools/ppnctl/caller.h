@@ -35,6 +35,13 @@ void CancelCallsOnInterrupt();
 // Whether Ctrl-C was pressed.
 bool Interrupted();
 
+// The same, but `on_response` returns false to stop reading a stream: the call is cancelled
+// and OK returned.
+absl::Status InvokeUntil(const Connection& connection, const google::protobuf::MethodDescriptor* method,
+                         const google::protobuf::Message& request,
+                         const std::function<bool(const google::protobuf::Message&)>& on_response,
+                         absl::Duration timeout);
+
 // "PERMISSION_DENIED: role operator may not call ...\n  meaning: ...\n  what to do: ..."
 std::string Explain(const absl::Status& status);
 

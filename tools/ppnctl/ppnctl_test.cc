@@ -289,7 +289,8 @@ TEST_CASE("help anywhere and unknown words or flags call nothing", "[ppnctl][e2e
     };
     for (const Case& c : std::vector<Case>{
              {{"vm", "create", "x", "--spec.memory=64"},
-              "unknown flag --spec.memory for ppnctl vm create NAME [--spec.memory_mib=N] [--spec.image=I] (did you "
+              "unknown flag --spec.memory for ppnctl vm create NAME [--spec.memory_mib=N] [--spec.image=I] [--wait] "
+              "(did you "
               "mean \"--spec.memory_mib\"?)"},
              {{"migrate", "vm-1", "--too", "laptop-b"},
               "unknown flag --too for ppnctl migrate VM [--to NODE] (did you "
@@ -354,6 +355,27 @@ class OneVmTenantApi final : public ppn::tenancy::v1::TenantService::Service {
   std::vector<ppn::tenancy::v1::UpdateVmNetworkRequest> updates() {
     absl::MutexLock l(&mu_);
     return updates_;
+  }
+  // A new VM is PENDING; watching it shows STARTING then RUNNING, then the stream stays open
+  // (as a real one does) until the client goes.
+  grpc::Status CreateVm(grpc::ServerContext* ctx, const ppn::tenancy::v1::CreateVmRequest*,
+                        ppn::tenancy::v1::CreateVmResponse* resp) override {
+    if (!Authorized(*ctx)) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no token");
+    resp->mutable_vm()->set_name("vms/vm-2");
+    resp->mutable_vm()->set_state(ppn::types::v1::VM_STATE_PENDING);
+    return grpc::Status::OK;
+  }
+  grpc::Status WatchVm(grpc::ServerContext* ctx, const ppn::tenancy::v1::WatchVmRequest* req,
+                       grpc::ServerWriter<ppn::tenancy::v1::WatchVmResponse>* writer) override {
+    if (!Authorized(*ctx)) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no token");
+    for (auto state : {ppn::types::v1::VM_STATE_STARTING, ppn::types::v1::VM_STATE_RUNNING}) {
+      ppn::tenancy::v1::WatchVmResponse r;
+      r.mutable_vm()->set_name(req->name());
+      r.mutable_vm()->set_state(state);
+      writer->Write(r);
+    }
+    while (!ctx->IsCancelled()) absl::SleepFor(absl::Milliseconds(20));
+    return grpc::Status::CANCELLED;
   }
 
  private:
@@ -423,6 +445,15 @@ TEST_CASE("vm egress replaces a VM's policy from short flags and vm get shows it
   CHECK(trace.find("< {\"vm\":") != std::string::npos);
   CHECK(trace.find("< status: OK\n") != std::string::npos);
   CHECK(trace.find("test-token") == std::string::npos);  // the token is never printed
+
+  auto [code_w, waited] = run({"vm", "create", "web", "--wait"});
+  INFO(waited);
+  CHECK(code_w == 0);
+  CHECK(waited.find("vms/vm-2  PENDING") != std::string::npos);
+  CHECK(waited.find("vms/vm-2 STARTING after ") != std::string::npos);
+  CHECK(waited.find("vms/vm-2 RUNNING after ") != std::string::npos);
+  CHECK(waited.find('\r') == std::string::npos);  // not a terminal: plain lines
+  CHECK(waited.find('\033') == std::string::npos);
 
   auto [code4, bad] = run({"vm", "egress", "vms/vm-1", "--deny=10.0.0.0/33"});
   CHECK(code4 == 2);

@@ -1,5 +1,6 @@
 #include "tools/ppnctl/rpc_runner.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -86,9 +87,23 @@ int UsageError(const absl::Status& status) {
   return kExitUsage;
 }
 
-int RunRpc(const Invocation& inv) {
+int RunRpc(const Invocation& invocation) {
   const Api& api = Api::Get();
-  const Settings& settings = *inv.settings;
+  const Settings& settings = *invocation.settings;
+  // The verb's own flags (--wait) are not the request's.
+  Invocation inv = invocation;
+  bool follow = false;
+  if (inv.verb != nullptr && !inv.verb->local_flags.empty()) {
+    inv.flags.clear();
+    for (const auto& flag : invocation.flags) {
+      const auto& local = inv.verb->local_flags;
+      if (std::find(local.begin(), local.end(), flag.first) == local.end()) {
+        inv.flags.push_back(flag);
+      } else if (flag.second != "false") {
+        follow = true;
+      }
+    }
+  }
   absl::StatusOr<std::unique_ptr<google::protobuf::Message>> request = BuildRequest(inv, api);
   if (!request.ok()) return UsageError(request.status());
   absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
@@ -110,9 +125,12 @@ int RunRpc(const Invocation& inv) {
     std::fprintf(stderr, "> %s\n", RedactedJson(**request).c_str());
   }
   const bool yaml_stream = *format == Format::kYaml && inv.command->method->server_streaming();
+  std::unique_ptr<google::protobuf::Message> last;
   absl::Status s = Invoke(
       *conn, inv.command->method, **request,
       [&](const google::protobuf::Message& m) {
+        last.reset(m.New());
+        last->CopyFrom(m);
         if (verbose) std::fprintf(stderr, "< %s\n", RedactedJson(m).c_str());
         if (yaml_stream) std::fputs("---\n", stdout);  // one YAML document per streamed message
         if (print != nullptr && print(m, settings)) return;
@@ -123,7 +141,9 @@ int RunRpc(const Invocation& inv) {
   StderrProgress().Finish();
   if (verbose) std::fprintf(stderr, "< status: %s\n", absl::StatusCodeToString(s.code()).c_str());
   if (s.code() == absl::StatusCode::kCancelled && Interrupted()) return kExitInterrupted;
-  return s.ok() ? 0 : Fail(s);
+  if (!s.ok()) return Fail(s);
+  if (follow && inv.verb->follow_up != nullptr && last != nullptr) return inv.verb->follow_up(inv, *last);
+  return 0;
 }
 
 }  // namespace ppn::ppnctl

@@ -30,6 +30,9 @@ struct Invocation {
 
 // A local verb's action; returns the exit code.
 using VerbAction = int (*)(const Invocation&);
+// What runs after a verb's RPC succeeded when one of its local flags was given (`vm create
+// --wait` watches the VM until it runs); gets the last response, returns the exit code.
+using FollowUp = int (*)(const Invocation&, const google::protobuf::Message& response);
 // Prints a response its own way; false to leave it to the default rendering.
 using ResponsePrinter = bool (*)(const google::protobuf::Message&, const Settings&);
 // Turns an alias's value into its field's, as SetField takes it (JSON for a message);
@@ -60,6 +63,9 @@ struct Verb {
   // an EgressRule), and what converts them.
   std::vector<std::pair<std::string, ValueConverter>> converters;
   ResponsePrinter print = nullptr;
+  // Flags of the verb itself, not of the request ("wait"), and what they run afterwards.
+  std::vector<std::string> local_flags;
+  FollowUp follow_up = nullptr;
   // ... or a local action (then service and rpc are empty).
   VerbAction run = nullptr;
 
@@ -80,6 +86,10 @@ struct Verb {
     return *this;
   }
   Verb& Prints(ResponsePrinter v) { return print = v, *this; }
+  Verb& Then(std::vector<std::string> flags_, FollowUp v) {
+    local_flags = std::move(flags_);
+    return follow_up = v, *this;
+  }
   Verb& Runs(VerbAction v) { return run = v, *this; }
 };
 

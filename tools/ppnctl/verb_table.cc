@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
@@ -47,6 +48,57 @@ bool PrintMigrationProgress(const google::protobuf::Message& m, const Settings& 
   if (!IsFinal(progress)) return true;
   StderrProgress().Finish();
   return false;
+}
+
+// `vm create --wait`: follows the new VM (WatchVm) on the progress line until it is RUNNING
+// (exit 0) or will not get there (FAILED, STOPPED, LOST: exit 1), within --timeout (default
+// 5 minutes). Ctrl-C stops waiting (exit 130); the VM stays.
+int WaitForVm(const Invocation& inv, const google::protobuf::Message& response) {
+  using ppn::types::v1::VmState;
+  ppn::tenancy::v1::CreateVmResponse created;
+  if (!created.ParseFromString(response.SerializeAsString()) || created.vm().name().empty()) return 0;
+  const std::string name = created.vm().name();
+  auto state_name = [](VmState s) {
+    return std::string(absl::StripPrefix(ppn::types::v1::VmState_Name(s), "VM_STATE_"));
+  };
+  auto settled = [](VmState s) {
+    return s == ppn::types::v1::VM_STATE_RUNNING || s == ppn::types::v1::VM_STATE_FAILED ||
+           s == ppn::types::v1::VM_STATE_STOPPED || s == ppn::types::v1::VM_STATE_LOST;
+  };
+  VmState state = created.vm().state();
+  absl::Time start = absl::Now();
+  if (!settled(state)) {
+    absl::Duration timeout = absl::Minutes(5);
+    std::string t = inv.settings->Get("timeout");
+    if (!t.empty() && !absl::ParseDuration(t, &timeout)) timeout = absl::Minutes(5);
+    absl::StatusOr<const Command*> watch = Api::Get().Find("tenant", "watch-vm");
+    if (!watch.ok()) return Fail(watch.status());
+    absl::StatusOr<Connection> conn = Connect(*inv.settings, "tenant");
+    if (!conn.ok()) return Fail(conn.status());
+    ppn::tenancy::v1::WatchVmRequest request;
+    request.set_name(name);
+    StderrProgress().Update(absl::StrCat(name, " ", state_name(state), " (waiting)"));
+    std::unique_ptr<google::protobuf::Message> dynamic = Api::Get().NewMessage((*watch)->method->input_type());
+    dynamic->ParseFromString(request.SerializeAsString());
+    absl::Status s = InvokeUntil(
+        *conn, (*watch)->method, *dynamic,
+        [&](const google::protobuf::Message& m) {
+          ppn::tenancy::v1::WatchVmResponse update;
+          if (!update.ParseFromString(m.SerializeAsString())) return true;
+          state = update.vm().state();
+          StderrProgress().Update(
+              absl::StrCat(name, " ", state_name(state), " after ", absl::ToInt64Seconds(absl::Now() - start), "s"));
+          return !settled(state);
+        },
+        timeout);
+    StderrProgress().Finish();
+    if (Interrupted()) return kExitInterrupted;
+    if (!s.ok()) return Fail(s);
+  }
+  if (state == ppn::types::v1::VM_STATE_RUNNING) return 0;
+  std::fprintf(stderr, "%s is %s: it will not run (ppnctl vm get %s)\n", name.c_str(), state_name(state).c_str(),
+               name.c_str());
+  return kExitFailed;
 }
 
 // `ledger checkpoint` prints the signed note as it is, unless an output format was asked for.
@@ -277,8 +329,8 @@ const std::vector<Verb>& Verbs() {
   static const auto* verbs = new std::vector<Verb>{
       Verb({"vm", "create"})
           .Args({"NAME"})
-          .Flags("[--spec.memory_mib=N] [--spec.image=I]")
-          .Help("creates a VM for your tenant (tenant API: PPN_TOKEN or --token_file)")
+          .Flags("[--spec.memory_mib=N] [--spec.image=I] [--wait]")
+          .Help("creates a VM for your tenant (tenant API: PPN_TOKEN or --token_file); --wait: until it runs")
           .Calls("tenant", "create-vm")
           .ArgFields({"spec.display_name"})
           .Defaults({{"spec.vcpus", "1"},
@@ -289,7 +341,8 @@ const std::vector<Verb>& Verbs() {
           .Alias("allow", "spec.egress.allow", AllowFlagValue)
           .Alias("deny", "spec.egress.deny", DenyFlagValue)
           .Alias("rate-limit-kbit", "spec.egress.rate_limit_kbit")
-          .Prints(PrintVm),
+          .Prints(PrintVm)
+          .Then({"wait"}, WaitForVm),
       Verb({"vm", "list"})
           .Flags("[-o wide]")
           .Help("lists your tenant's VMs: name, state, age, address (-o wide: size, image, expiry)")
