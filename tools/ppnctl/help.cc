@@ -117,12 +117,13 @@ std::string MainHelp(const std::vector<Verb>& verbs, const Api& api) {
   rows.clear();
   for (const SettingSpec& s : SettingSpecs()) {
     std::string fallback = s.fallback.empty() ? "" : absl::StrCat(" (default ", s.fallback, ")");
-    rows.emplace_back(absl::StrCat("--", s.name, "=", s.value), s.help + fallback);
+    rows.emplace_back(absl::StrCat("--", s.name, s.value.empty() ? "" : "=", s.value), s.help + fallback);
   }
   absl::StrAppend(
       &out,
-      "\nSettings: a flag, else PPN_<NAME> in the environment, else NAME=value in the config file, else the\n"
-      "default. Endpoints: --endpoint, else PPN_<SERVICE>_ENDPOINT, else <service>_endpoint=, else tools/ports.\n",
+      "\nSettings: a flag, else PPN_<NAME> in the environment, else the current context (ppnctl config), else\n"
+      "NAME=value in the config file, else the default. Endpoints: --endpoint, else PPN_<SERVICE>_ENDPOINT, else\n"
+      "the context's <service>_endpoint= or endpoint=, else the file's <service>_endpoint=, else tools/ports.\n",
       Rows(rows), "\n-h or --help anywhere prints help and runs nothing.\n");
   return out;
 }

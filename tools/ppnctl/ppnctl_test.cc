@@ -151,6 +151,9 @@ TEST_CASE("ppnctl calls a real service, streams, and its JSON parses back", "[pp
   CHECK(entry["entry"]["subject"] == "cap-1");
   CHECK(entry["entry"]["actor"] == "spiffe://ppn.test/operator/alice");
   CHECK(streamed.find("DEADLINE_EXCEEDED") != std::string::npos);
+  auto [code_y, yaml] = Ppnctl(with({"ledger", "watch-entries", "--timeout=2s", "-oyaml"}), dir.path());
+  CHECK(code_y == 1);
+  CHECK(yaml.rfind("---\nentry:\n", 0) == 0);  // a stream in YAML is a stream of documents
 
   {
     // Ctrl-C during a stream cancels the call and exits 130, without an error explained.
