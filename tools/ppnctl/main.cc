@@ -57,6 +57,9 @@ int Main(int argc, char** argv) {
     return UsageError(settings->context_status());
   }
   Invocation invocation{resolved->verb, resolved->command, resolved->args, line->flags, &*settings};
+  if (resolved->command != nullptr) {
+    invocation.type_print = PrinterForType(resolved->command->method->output_type()->full_name());
+  }
   const Verb* verb = resolved->verb;
   if (verb != nullptr && verb->run != nullptr) {
     if (!line->flags.empty()) {

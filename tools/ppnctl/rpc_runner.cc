@@ -115,7 +115,7 @@ int RunRpc(const Invocation& invocation) {
   }
   absl::StatusOr<Connection> conn = Connect(settings, inv.command->service_command);
   if (!conn.ok()) return Fail(conn.status());
-  ResponsePrinter print = inv.verb != nullptr ? inv.verb->print : nullptr;
+  ResponsePrinter print = inv.verb != nullptr && inv.verb->print != nullptr ? inv.verb->print : inv.type_print;
   // The trace never shows a credential: the token only as "<redacted>", secret fields likewise.
   const bool verbose = settings.Get("verbose") == "true";
   if (verbose) {

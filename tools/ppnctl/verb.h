@@ -19,6 +19,9 @@ namespace ppn::ppnctl {
 
 struct Verb;
 
+// Prints a response its own way; false to leave it to the default rendering.
+using ResponsePrinter = bool (*)(const google::protobuf::Message&, const Settings&);
+
 // One run of a verb or an RPC, as the command line asked for it.
 struct Invocation {
   const Verb* verb = nullptr;                              // null for the generated "SERVICE RPC"
@@ -26,6 +29,9 @@ struct Invocation {
   std::vector<std::string> args;                           // positional arguments, after the verb's words
   std::vector<std::pair<std::string, std::string>> flags;  // request flags, in order
   const Settings* settings = nullptr;
+  // How the response prints when the verb says nothing (the generated layer): the table for
+  // its type ("fleet list-vms" as `vm list` would), or null for the default rendering.
+  ResponsePrinter type_print = nullptr;
 };
 
 // A local verb's action; returns the exit code.
@@ -33,8 +39,6 @@ using VerbAction = int (*)(const Invocation&);
 // What runs after a verb's RPC succeeded when one of its local flags was given (`vm create
 // --wait` watches the VM until it runs); gets the last response, returns the exit code.
 using FollowUp = int (*)(const Invocation&, const google::protobuf::Message& response);
-// Prints a response its own way; false to leave it to the default rendering.
-using ResponsePrinter = bool (*)(const google::protobuf::Message&, const Settings&);
 // Turns an alias's value into its field's, as SetField takes it (JSON for a message);
 // INVALID_ARGUMENT saying what was wrong.
 using ValueConverter = absl::StatusOr<std::string> (*)(const std::string& value);

@@ -157,6 +157,20 @@ bool PrintNodes(const google::protobuf::Message& m, const Settings& settings) {
   return true;
 }
 
+// `fleet list-vms`: the operator's table across tenants (vm_table.h).
+bool PrintFleetVms(const google::protobuf::Message& m, const Settings& settings) {
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
+  ppn::fleet::v1::ListVmsResponse vms;
+  if (m.GetDescriptor()->full_name() != vms.GetDescriptor()->full_name() ||
+      !vms.ParseFromString(m.SerializeAsString())) {
+    return false;
+  }
+  std::fputs(RenderFleetVms(vms, absl::Now(), *format == Format::kWide).c_str(), stdout);
+  std::fflush(stdout);
+  return true;
+}
+
 int RunHelp(const Invocation& inv) {
   const Api& api = Api::Get();
   if (inv.args.empty()) {
@@ -324,6 +338,13 @@ int RunLedgerVerify(const Invocation& inv) {
 }
 
 }  // namespace
+
+ResponsePrinter PrinterForType(const std::string& full_name) {
+  if (full_name == ppn::fleet::v1::ListVmsResponse::descriptor()->full_name()) return PrintFleetVms;
+  if (full_name == ppn::tenancy::v1::ListVmsResponse::descriptor()->full_name()) return PrintVms;
+  if (full_name == ppn::fleet::v1::ListNodesResponse::descriptor()->full_name()) return PrintNodes;
+  return nullptr;
+}
 
 const std::vector<Verb>& Verbs() {
   static const auto* verbs = new std::vector<Verb>{

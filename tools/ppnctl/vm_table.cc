@@ -53,9 +53,11 @@ std::string ShortAge(absl::Time then, absl::Time now) {
   return absl::StrCat(s / 86400, "d");
 }
 
-std::string Addresses(const Vm& vm) {
+namespace {
+
+std::string PortList(const google::protobuf::RepeatedPtrField<ppn::types::v1::ForwardedPort>& ports) {
   std::vector<std::string> out;
-  for (const auto& p : vm.forwarded_ports()) {
+  for (const auto& p : ports) {
     bool pub = !p.public_address().empty() && p.public_port() != 0;
     std::string protocol =
         absl::AsciiStrToLower(absl::StripPrefix(ppn::types::v1::Protocol_Name(p.protocol()), "PROTOCOL_"));
@@ -64,6 +66,34 @@ std::string Addresses(const Vm& vm) {
                                "\xE2\x86\x92", p.guest_port(), "/", protocol));
   }
   return out.empty() ? "-" : absl::StrJoin(out, ", ");
+}
+
+}  // namespace
+
+std::string Addresses(const Vm& vm) { return PortList(vm.forwarded_ports()); }
+
+std::string RenderFleetVms(const ppn::fleet::v1::ListVmsResponse& vms, absl::Time now, bool wide) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> header = {"NAME", "TENANT", "STATE", "AGE", "ADDRESS", "NODE"};
+  if (wide) header.insert(header.end(), {"VCPUS", "MEMORY_MIB", "IMAGE", "PINNED", "MESSAGE"});
+  rows.push_back(header);
+  for (const auto& vm : vms.vms()) {
+    std::vector<std::string> row = {
+        OrDash(vm.vm_id()),
+        OrDash(vm.tenant_id()),
+        std::string(absl::StripPrefix(ppn::types::v1::VmState_Name(vm.state()), "VM_STATE_")),
+        vm.has_create_time() ? ShortAge(FromProto(vm.create_time()), now) : "-",
+        PortList(vm.forwarded_ports()),
+        OrDash(vm.node_id())};
+    if (wide) {
+      row.insert(row.end(), {absl::StrCat(vm.spec().vcpus()), absl::StrCat(vm.spec().memory_mib()),
+                             OrDash(vm.spec().image()), OrDash(vm.pinned_node_id()), OrDash(vm.state_message())});
+    }
+    rows.push_back(std::move(row));
+  }
+  std::string out = Table(rows);
+  if (!vms.next_page_token().empty()) absl::StrAppend(&out, "more: --page_token=", vms.next_page_token(), "\n");
+  return out;
 }
 
 std::string RenderVms(const ppn::tenancy::v1::ListVmsResponse& vms, absl::Time now, bool wide) {

@@ -72,5 +72,19 @@ TEST_CASE("an empty page token prints nothing and a real one says how to go on",
   CHECK(RenderVms(none, absl::FromUnixSeconds(kNow), false) == "NAME  STATE  AGE  ADDRESS\nmore: --page_token=abc\n");
 }
 
+TEST_CASE("the operator's list shows each VM's tenant and node", "[ppnctl][vm_table]") {
+  ppn::fleet::v1::ListVmsResponse r;
+  ppn::fleet::v1::VmRecord* vm = r.add_vms();
+  vm->set_vm_id("web");
+  vm->set_tenant_id("acme");
+  vm->set_node_id("laptop-a");
+  vm->set_state(ppn::types::v1::VM_STATE_MIGRATING);
+  vm->mutable_create_time()->set_seconds(kNow - 3 * 86400);
+  *vm->add_forwarded_ports() = Vms().vms(0).forwarded_ports(0);
+  CHECK(RenderFleetVms(r, absl::FromUnixSeconds(kNow), false) ==
+        "NAME  TENANT  STATE      AGE  ADDRESS                 NODE\n"
+        "web   acme    MIGRATING  3d   127.0.0.1:20300→80/tcp  laptop-a\n");
+}
+
 }  // namespace
 }  // namespace ppn::ppnctl
