@@ -1,5 +1,14 @@
 #include "tools/ppnctl/caller.h"
 
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "grpcpp/create_channel.h"
@@ -8,13 +17,73 @@
 #include "tools/ppnctl/api.h"
 
 namespace ppn::ppnctl {
+namespace {
+
+std::mutex g_mu;
+grpc::ClientContext* g_active = nullptr;  // guarded by g_mu: the call Ctrl-C cancels
+std::atomic<bool> g_interrupted{false};
+
+// Registers a call as the one Ctrl-C cancels, for its lifetime.
+class ActiveCall {
+ public:
+  explicit ActiveCall(grpc::ClientContext* ctx) {
+    std::lock_guard<std::mutex> l(g_mu);
+    g_active = ctx;
+  }
+  ~ActiveCall() {
+    std::lock_guard<std::mutex> l(g_mu);
+    g_active = nullptr;
+  }
+};
+
+}  // namespace
+
+void CancelCallsOnInterrupt() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // A thread takes the signals synchronously (sigwait), so TryCancel runs in ordinary code,
+  // not in a signal handler where it would not be safe.
+  std::thread([set] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      bool again = g_interrupted.exchange(true);
+      std::lock_guard<std::mutex> l(g_mu);
+      if (g_active == nullptr || again) {
+        std::fputs("\n", stderr);
+        std::_Exit(128 + sig);
+      }
+      g_active->TryCancel();
+    }
+  }).detach();
+}
+
+bool Interrupted() { return g_interrupted.load(); }
 
 absl::Status Invoke(const Connection& connection, const google::protobuf::MethodDescriptor* method,
                     const google::protobuf::Message& request,
                     const std::function<void(const google::protobuf::Message&)>& on_response, absl::Duration timeout) {
+  return InvokeUntil(
+      connection, method, request,
+      [&](const google::protobuf::Message& m) {
+        on_response(m);
+        return true;
+      },
+      timeout);
+}
+
+absl::Status InvokeUntil(const Connection& connection, const google::protobuf::MethodDescriptor* method,
+                         const google::protobuf::Message& request,
+                         const std::function<bool(const google::protobuf::Message&)>& on_response,
+                         absl::Duration timeout) {
+  bool stopped = false;
   auto channel = grpc::CreateChannel(connection.endpoint, connection.credentials);
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
+  ActiveCall active(&ctx);
   if (timeout != absl::InfiniteDuration()) ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   if (!connection.token.empty()) ctx.AddMetadata("authorization", "Bearer " + connection.token);
   grpc::CompletionQueue cq;
@@ -42,7 +111,11 @@ absl::Status Invoke(const Connection& connection, const google::protobuf::Method
     for (const auto& s : slices) data.append(reinterpret_cast<const char*>(s.begin()), s.size());
     std::unique_ptr<google::protobuf::Message> response = Api::Get().NewMessage(method->output_type());
     if (!response->ParseFromString(data)) return absl::DataLossError("the server sent a malformed response");
-    on_response(*response);
+    if (!on_response(*response)) {
+      stopped = true;  // enough was read: end the stream from this side
+      ctx.TryCancel();
+      break;
+    }
   }
   grpc::Status status;
   call->Finish(&status, reinterpret_cast<void*>(4));
@@ -50,6 +123,7 @@ absl::Status Invoke(const Connection& connection, const google::protobuf::Method
   cq.Shutdown();
   while (cq.Next(&tag, &ok)) {
   }
+  if (stopped && !Interrupted()) return absl::OkStatus();
   return FromGrpcStatus(status);
 }
 

@@ -27,6 +27,21 @@ absl::Status Invoke(const Connection& connection, const google::protobuf::Method
                     const google::protobuf::Message& request,
                     const std::function<void(const google::protobuf::Message&)>& on_response, absl::Duration timeout);
 
+// Makes Ctrl-C (SIGINT, and SIGTERM) cancel the call under way (ClientContext::TryCancel: the
+// server sees CANCELLED, Invoke returns it) instead of killing the process mid-write; with no
+// call under way, or at a second Ctrl-C, the process exits at once with 128 + the signal.
+// Call first thing in main, before any thread exists, so every thread inherits the mask.
+void CancelCallsOnInterrupt();
+// Whether Ctrl-C was pressed.
+bool Interrupted();
+
+// The same, but `on_response` returns false to stop reading a stream: the call is cancelled
+// and OK returned.
+absl::Status InvokeUntil(const Connection& connection, const google::protobuf::MethodDescriptor* method,
+                         const google::protobuf::Message& request,
+                         const std::function<bool(const google::protobuf::Message&)>& on_response,
+                         absl::Duration timeout);
+
 // "PERMISSION_DENIED: role operator may not call ...\n  meaning: ...\n  what to do: ..."
 std::string Explain(const absl::Status& status);
 

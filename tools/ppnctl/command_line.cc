@@ -36,6 +36,14 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       cl.settings["output"] = args[++i];
       continue;
     }
+    if (absl::StartsWith(a, "-o") && !absl::StartsWith(a, "--")) {  // -ojson, as kubectl takes it
+      cl.settings["output"] = a.substr(a[2] == '=' ? 3 : 2);
+      continue;
+    }
+    if (a == "-v" || a == "--verbose") {  // a switch: never takes the next word as its value
+      cl.settings["verbose"] = "true";
+      continue;
+    }
     if (absl::StartsWith(a, "--")) {
       std::string name = a.substr(2), value = "true";
       size_t eq = name.find('=');
@@ -46,8 +54,10 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
         value = args[++i];
       }
       if (name.empty()) return absl::InvalidArgumentError(absl::StrCat("\"", a, "\": a flag needs a name"));
-      if (std::find(setting_names.begin(), setting_names.end(), name) != setting_names.end()) {
-        cl.settings[name] = value;
+      std::string underscored = name;  // --token-file is --token_file, as people type it
+      for (char& c : underscored) c = c == '-' ? '_' : c;
+      if (std::find(setting_names.begin(), setting_names.end(), underscored) != setting_names.end()) {
+        cl.settings[underscored] = value;
       } else {
         cl.flags.emplace_back(name, value);
       }
@@ -55,7 +65,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     }
     if (absl::StartsWith(a, "-") && !IsNegativeNumber(a)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag \"", a, "\"", DidYouMean(a, {"-h", "-o"}), "; long flags start with --"));
+          absl::StrCat("unknown flag \"", a, "\"", DidYouMean(a, {"-h", "-o", "-v"}), "; long flags start with --"));
     }
     cl.words.push_back(a);
   }

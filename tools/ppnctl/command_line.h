@@ -7,7 +7,8 @@
 //
 //   --name=value, --name value    a flag (value "true" when none follows: the next argument
 //                                 starts with "-" and is not a negative number)
-//   -o FORMAT                     --output=FORMAT
+//   -o FORMAT, -oFORMAT, -o=FORMAT  --output=FORMAT
+//   -v, --verbose                 the request/response trace (a switch: takes no value)
 //   -h, --help                    help, wherever it stands: it is never taken as a value
 
 #include <map>

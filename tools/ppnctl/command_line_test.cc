@@ -56,5 +56,21 @@ TEST_CASE("unknown short flags and nameless flags are errors", "[ppnctl][command
   CHECK(ParseCommandLine({"vm", "list", "-o"}, kSettings).status().code() == absl::StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("-ojson and -o json both set the output and -v is a switch", "[ppnctl][command_line]") {
+  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{{"vm", "list", "-ojson"},
+                                                                             {"vm", "list", "-o", "json"},
+                                                                             {"vm", "list", "-o=json"},
+                                                                             {"-ojson", "vm", "list"}}) {
+    auto cl = ParseCommandLine(args, kSettings);
+    REQUIRE(cl.ok());
+    CHECK(cl->settings.at("output") == "json");
+    CHECK(cl->words == std::vector<std::string>{"vm", "list"});
+  }
+  auto v = ParseCommandLine({"--verbose", "vm", "list", "-v"}, kSettings);
+  REQUIRE(v.ok());
+  CHECK(v->settings.at("verbose") == "true");
+  CHECK(v->words == std::vector<std::string>{"vm", "list"});
+}
+
 }  // namespace
 }  // namespace ppn::ppnctl

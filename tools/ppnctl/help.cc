@@ -68,7 +68,7 @@ std::string VerbHelp(const Verb& v, const Command* c, const Api& api) {
 std::string GroupHelp(const std::string& group, const std::vector<Verb>& verbs, const Api& api) {
   std::vector<std::pair<std::string, std::string>> rows;
   for (const Verb& v : verbs) {
-    if (v.words[0] == group) rows.emplace_back(Usage(v), v.help);
+    if (v.words[0] == group && !absl::StartsWith(group, "__")) rows.emplace_back(Usage(v), v.help);
   }
   std::vector<std::string> rpcs;
   for (const Command& c : api.commands()) {
@@ -100,7 +100,9 @@ std::string HelpFor(const Resolved& r, const std::vector<Verb>& verbs, const Api
 
 std::string MainHelp(const std::vector<Verb>& verbs, const Api& api) {
   std::vector<std::pair<std::string, std::string>> rows;
-  for (const Verb& v : verbs) rows.emplace_back(Usage(v), v.help);
+  for (const Verb& v : verbs) {
+    if (!absl::StartsWith(v.words[0], "__")) rows.emplace_back(Usage(v), v.help);  // __complete is for the shell
+  }
   std::string out = absl::StrCat("ppnctl: the PPN operator CLI.\n\nDaily verbs (ppnctl VERB --help for its flags):\n",
                                  Rows(rows), "\nEvery RPC (ppnctl SERVICE RPC --help for its fields):\n");
   std::string service;
@@ -115,12 +117,13 @@ std::string MainHelp(const std::vector<Verb>& verbs, const Api& api) {
   rows.clear();
   for (const SettingSpec& s : SettingSpecs()) {
     std::string fallback = s.fallback.empty() ? "" : absl::StrCat(" (default ", s.fallback, ")");
-    rows.emplace_back(absl::StrCat("--", s.name, "=", s.value), s.help + fallback);
+    rows.emplace_back(absl::StrCat("--", s.name, s.value.empty() ? "" : "=", s.value), s.help + fallback);
   }
   absl::StrAppend(
       &out,
-      "\nSettings: a flag, else PPN_<NAME> in the environment, else NAME=value in the config file, else the\n"
-      "default. Endpoints: --endpoint, else PPN_<SERVICE>_ENDPOINT, else <service>_endpoint=, else tools/ports.\n",
+      "\nSettings: a flag, else PPN_<NAME> in the environment, else the current context (ppnctl config), else\n"
+      "NAME=value in the config file, else the default. Endpoints: --endpoint, else PPN_<SERVICE>_ENDPOINT, else\n"
+      "the context's <service>_endpoint= or endpoint=, else the file's <service>_endpoint=, else tools/ports.\n",
       Rows(rows), "\n-h or --help anywhere prints help and runs nothing.\n");
   return out;
 }

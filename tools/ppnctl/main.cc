@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tools/ppnctl/api.h"
+#include "tools/ppnctl/caller.h"
 #include "tools/ppnctl/command_line.h"
 #include "tools/ppnctl/help.h"
 #include "tools/ppnctl/ports.h"
@@ -27,7 +28,12 @@ std::vector<std::string> EndpointServices(const Api& api) {
   return services;
 }
 
+std::vector<std::string> verb_words(const Resolved& r) {
+  return r.verb == nullptr ? std::vector<std::string>{} : r.verb->words;
+}
+
 int Main(int argc, char** argv) {
+  CancelCallsOnInterrupt();
   absl::StatusOr<CommandLine> line = ParseCommandLine(std::vector<std::string>(argv + 1, argv + argc), SettingNames());
   if (!line.ok()) return UsageError(line.status());
   const Api& api = Api::Get();
@@ -46,7 +52,14 @@ int Main(int argc, char** argv) {
   if (!arguments.ok()) return UsageError(arguments);
   absl::StatusOr<Settings> settings = Settings::Load(line->settings, Settings::ProcessEnv(), EndpointServices(api));
   if (!settings.ok()) return UsageError(settings.status());
+  // A context that is not there is an error for every verb but `config`'s, which can fix it.
+  if (!settings->context_status().ok() && (verb_words(*resolved).empty() || verb_words(*resolved)[0] != "config")) {
+    return UsageError(settings->context_status());
+  }
   Invocation invocation{resolved->verb, resolved->command, resolved->args, line->flags, &*settings};
+  if (resolved->command != nullptr) {
+    invocation.type_print = PrinterForType(resolved->command->method->output_type()->full_name());
+  }
   const Verb* verb = resolved->verb;
   if (verb != nullptr && verb->run != nullptr) {
     if (!line->flags.empty()) {

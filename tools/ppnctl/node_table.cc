@@ -73,13 +73,14 @@ std::string LastHandshake(const Node& node, absl::Time now) {
 
 std::string RenderNodes(const ppn::fleet::v1::ListNodesResponse& nodes, absl::Time now, bool wide) {
   std::vector<std::vector<std::string>> rows;
-  std::vector<std::string> header = {"NODE_ID",    "STATE", "AGENT_ADDRESS", "KVM",    "CPUS",
-                                     "MEMORY_MIB", "VMS",   "MESH_ADDRESS",  "TUNNEL", "HANDSHAKE"};
+  // Name first, then state and address, as kubectl and incus print them.
+  std::vector<std::string> header = {"NAME",       "STATE", "ADDRESS",      "KVM",    "CPUS",
+                                     "MEMORY_MIB", "VMS",   "MESH_ADDRESS", "TUNNEL", "HANDSHAKE"};
   if (wide) header.insert(header.end(), {"BACKEND", "LAST_HEARTBEAT"});
   rows.push_back(header);
   std::vector<std::string> notes;
   std::vector<std::vector<std::string>> peers = {
-      {"NODE_ID", "PEER", "MESH_ADDRESS", "ENDPOINT", "HANDSHAKE", "RX", "TX", "ROUTE"}};
+      {"NAME", "PEER", "MESH_ADDRESS", "ENDPOINT", "HANDSHAKE", "RX", "TX", "ROUTE"}};
   for (const Node& n : nodes.nodes()) {
     std::vector<std::string> row = {n.node_id(),
                                     Short(ppn::fleet::v1::NodeState_Name(n.state()), "NODE_STATE_"),

@@ -51,7 +51,7 @@ ppn::fleet::v1::ListNodesResponse Pool() {
 
 TEST_CASE("node list shows each node's mesh address, tunnel state and latest handshake", "[ppnctl][golden]") {
   CHECK(RenderNodes(Pool(), absl::FromUnixSeconds(kNow), false) ==
-        "NODE_ID   STATE        AGENT_ADDRESS   KVM        CPUS  MEMORY_MIB  VMS  MESH_ADDRESS  TUNNEL  HANDSHAKE\n"
+        "NAME      STATE        ADDRESS         KVM        CPUS  MEMORY_MIB  VMS  MESH_ADDRESS  TUNNEL  HANDSHAKE\n"
         "cloud     ALIVE        10.8.0.1:7110   NONE       2     2560/3072   0    10.8.0.1      up      4s ago\n"
         "laptop-b  UNREACHABLE  10.8.0.3:7110   SIMULATED  0     0/0         0    10.8.0.3      down    never\n"
         "laptop-c  JOINING      127.0.0.1:7112  -          0     0/0         0    -             none    -\n"
@@ -65,7 +65,7 @@ TEST_CASE("node list -o wide adds each node's backend and one line per peer", "[
   INFO(out);
   CHECK(out.find("BACKEND       LAST_HEARTBEAT\n") != std::string::npos);
   CHECK(out.find("wireguard-go  1s ago\n") != std::string::npos);
-  CHECK(out.find("NODE_ID   PEER      MESH_ADDRESS  ENDPOINT            HANDSHAKE  RX     TX     ROUTE\n"
+  CHECK(out.find("NAME      PEER      MESH_ADDRESS  ENDPOINT            HANDSHAKE  RX     TX     ROUTE\n"
                  "cloud     laptop-a  10.8.0.2      10.250.88.11:51820  95s ago    2 KiB  5 MiB  direct\n"
                  "cloud     laptop-b  10.8.0.3      -                   4s ago     0 B    0 B    direct\n"
                  "laptop-b  cloud     -             -                   never      0 B    0 B    direct\n") !=

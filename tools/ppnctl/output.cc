@@ -5,10 +5,12 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
+#include "tools/ppnctl/suggest.h"
 
 namespace ppn::ppnctl {
 namespace {
@@ -57,14 +59,57 @@ void Yaml(const nlohmann::json& v, int indent, std::string* out) {
   }
 }
 
+// "VM_STATE_" for VmState: what all its values' names begin with, up to an underscore.
+std::string EnumPrefix(const google::protobuf::EnumDescriptor* e) {
+  if (e->value_count() < 2) return "";
+  std::string prefix = e->value(0)->name();
+  for (int i = 1; i < e->value_count(); ++i) {
+    const std::string& n = e->value(i)->name();
+    size_t j = 0;
+    while (j < prefix.size() && j < n.size() && prefix[j] == n[j]) ++j;
+    prefix.resize(j);
+  }
+  size_t underscore = prefix.rfind('_');
+  return underscore == std::string::npos ? "" : prefix.substr(0, underscore + 1);
+}
+
+void Redact(nlohmann::json* v) {
+  if (v->is_object()) {
+    for (auto& [k, e] : v->items()) {
+      if (IsSecretField(k) && !(e.is_string() && e.get<std::string>().empty())) {
+        e = "<redacted>";
+      } else {
+        Redact(&e);
+      }
+    }
+  } else if (v->is_array()) {
+    for (auto& e : *v) Redact(&e);
+  }
+}
+
 }  // namespace
+
+bool IsSecretField(const std::string& name) {
+  std::string n = absl::AsciiStrToLower(name);
+  for (const char* word : {"token", "key", "secret", "password", "user_data", "userdata", "credential"}) {
+    if (n.find(word) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string RedactedJson(const google::protobuf::Message& message) {
+  nlohmann::json doc = nlohmann::json::parse(Json(message), nullptr, false);
+  Redact(&doc);
+  return doc.dump();
+}
 
 absl::StatusOr<Format> ParseFormat(const std::string& name) {
   if (name == "table" || name.empty()) return Format::kTable;
   if (name == "wide") return Format::kWide;
   if (name == "json") return Format::kJson;
   if (name == "yaml") return Format::kYaml;
-  return absl::InvalidArgumentError("-o must be table, wide, json or yaml");
+  return absl::InvalidArgumentError(
+      absl::StrCat("-o must be table, wide, json or yaml", DidYouMean(name, {"table", "wide", "json", "yaml"})));
 }
 
 std::string Render(const google::protobuf::Message& message, Format format) {
@@ -82,6 +127,14 @@ std::string Render(const google::protobuf::Message& message, Format format) {
             cols.push_back(k);
         }
       }
+      // Tables drop an enum's prefix (RUNNING, not VM_STATE_RUNNING); JSON and YAML keep it.
+      std::vector<std::string> enum_prefix(cols.size());
+      const google::protobuf::FieldDescriptor* list = message.GetDescriptor()->FindFieldByName(key);
+      const google::protobuf::Descriptor* row_type = list == nullptr ? nullptr : list->message_type();
+      for (size_t i = 0; row_type != nullptr && i < cols.size(); ++i) {
+        const google::protobuf::FieldDescriptor* f = row_type->FindFieldByName(cols[i]);
+        if (f != nullptr && f->enum_type() != nullptr) enum_prefix[i] = EnumPrefix(f->enum_type());
+      }
       std::vector<std::vector<std::string>> cells;
       std::vector<size_t> width;
       for (const auto& c : cols) width.push_back(c.size());
@@ -89,6 +142,8 @@ std::string Render(const google::protobuf::Message& message, Format format) {
         std::vector<std::string> line;
         for (size_t i = 0; i < cols.size(); ++i) {
           std::string cell = row.contains(cols[i]) ? Scalar(row[cols[i]]) : "";
+          if (!enum_prefix[i].empty() && absl::StartsWith(cell, enum_prefix[i]))
+            cell = cell.substr(enum_prefix[i].size());
           if (cell.size() > 48) cell = cell.substr(0, 45) + "...";
           width[i] = std::max(width[i], cell.size());
           line.push_back(cell);
@@ -106,7 +161,9 @@ std::string Render(const google::protobuf::Message& message, Format format) {
       emit(header);
       for (const auto& line : cells) emit(line);
       for (const auto& [k, v] : doc.items()) {
-        if (k != key) absl::StrAppend(&out, k, ": ", Scalar(v), "\n");
+        if (k == key || (v.is_string() && v.get<std::string>().empty())) continue;  // no empty page token
+        absl::StrAppend(&out, k == "next_page_token" ? "more: --page_token" : k, k == "next_page_token" ? "=" : ": ",
+                        Scalar(v), "\n");
       }
       return out;
     }

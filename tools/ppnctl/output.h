@@ -16,4 +16,10 @@ enum class Format { kTable, kWide, kJson, kYaml };
 absl::StatusOr<Format> ParseFormat(const std::string& name);
 std::string Render(const google::protobuf::Message& message, Format format);
 
+// The message as one line of JSON for the -v trace, every field whose name says it holds a
+// secret (token, key, secret, password, user_data, at any depth) replaced by "<redacted>".
+std::string RedactedJson(const google::protobuf::Message& message);
+// Whether a field of that name is redacted from the trace.
+bool IsSecretField(const std::string& name);
+
 }  // namespace ppn::ppnctl

@@ -1,5 +1,7 @@
+#include <signal.h>
 #include <sys/wait.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_join.h"
@@ -149,6 +151,29 @@ TEST_CASE("ppnctl calls a real service, streams, and its JSON parses back", "[pp
   CHECK(entry["entry"]["subject"] == "cap-1");
   CHECK(entry["entry"]["actor"] == "spiffe://ppn.test/operator/alice");
   CHECK(streamed.find("DEADLINE_EXCEEDED") != std::string::npos);
+  auto [code_y, yaml] = Ppnctl(with({"ledger", "watch-entries", "--timeout=2s", "-oyaml"}), dir.path());
+  CHECK(code_y == 1);
+  CHECK(yaml.rfind("---\nentry:\n", 0) == 0);  // a stream in YAML is a stream of documents
+
+  {
+    // Ctrl-C during a stream cancels the call and exits 130, without an error explained.
+    std::vector<std::string> argv = {"env", "-u", "PPNCTL_CONFIG", "HOME=" + dir.path(),
+                                     ppn::testing::RunfilePath("tools/ppnctl/ppnctl")};
+    for (const std::string& a : with({"ledger", "watch-entries", "-o", "json"})) argv.push_back(a);
+    std::string log = dir.File("interrupted.out");
+    ppn::testing::Subprocess tail(argv, log);
+    absl::Time until = absl::Now() + absl::Seconds(30);
+    while (ppn::testing::ReadAll(log).find("cap-1") == std::string::npos && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    tail.Signal(SIGINT);
+    int status = tail.Wait(absl::Seconds(20));
+    std::string out = ppn::testing::ReadAll(log);
+    INFO(out);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 130);
+    CHECK(out.find("meaning:") == std::string::npos);
+  }
 
   auto [code3, table] = Ppnctl(with({"ledger", "get-entries"}), dir.path());
   CHECK(code3 == 0);
@@ -243,6 +268,9 @@ TEST_CASE("help anywhere and unknown words or flags call nothing", "[ppnctl][e2e
              {"scheduler", "migrate", "--vm_id=vm-1", "--help"},
              {"fleet", "list-vms", "-h"},
              {"ledger", "verify", "--help"},
+             {"config", "set-context", "x", "--ca=ca.pem", "--help"},
+             {"config", "use-context", "x", "-h"},
+             {"version", "--help"},
              {"help", "vm", "create"},
          }) {
       auto [code, out] = run(args);
@@ -254,6 +282,7 @@ TEST_CASE("help anywhere and unknown words or flags call nothing", "[ppnctl][e2e
     CHECK(out.find("ppnctl migrate VM [--to NODE]\n\nlive-migrates VM") == 0);
     CHECK(out.find("  --to sets --target_node_id\n") != std::string::npos);
     CHECK(server.Calls().empty());
+    CHECK_FALSE(std::filesystem::exists(dir.File(".config/ppnctl/config")));  // help wrote no context
   }
 
   SECTION("unknown flags and words are errors that call nothing") {
@@ -263,7 +292,8 @@ TEST_CASE("help anywhere and unknown words or flags call nothing", "[ppnctl][e2e
     };
     for (const Case& c : std::vector<Case>{
              {{"vm", "create", "x", "--spec.memory=64"},
-              "unknown flag --spec.memory for ppnctl vm create NAME [--spec.memory_mib=N] [--spec.image=I] (did you "
+              "unknown flag --spec.memory for ppnctl vm create NAME [--spec.memory_mib=N] [--spec.image=I] [--wait] "
+              "(did you "
               "mean \"--spec.memory_mib\"?)"},
              {{"migrate", "vm-1", "--too", "laptop-b"},
               "unknown flag --too for ppnctl migrate VM [--to NODE] (did you "
@@ -274,7 +304,7 @@ TEST_CASE("help anywhere and unknown words or flags call nothing", "[ppnctl][e2e
              {{"fleet", "list-vms", "--include_stoped"},
               "unknown flag --include_stoped for ppnctl fleet list-vms (did "
               "you mean \"--include_stopped\"?)"},
-             {{"ledger", "verify", "--ledger-key=x"}, "unknown flag --ledger-key (did you mean \"--ledger_key\"?)"},
+             {{"ledger", "verify", "--ledger_kye=x"}, "unknown flag --ledger_kye (did you mean \"--ledger_key\"?)"},
              {{"vm", "list", "-x"}, "unknown flag \"-x\""},
              {{"vm", "create", "x", "y"}, "unexpected argument \"y\"; usage: ppnctl vm create NAME"},
              {{"vm", "craete", "x"}, "unknown verb \"vm craete\" (did you mean \"vm create\"?)"},
@@ -329,6 +359,27 @@ class OneVmTenantApi final : public ppn::tenancy::v1::TenantService::Service {
     absl::MutexLock l(&mu_);
     return updates_;
   }
+  // A new VM is PENDING; watching it shows STARTING then RUNNING, then the stream stays open
+  // (as a real one does) until the client goes.
+  grpc::Status CreateVm(grpc::ServerContext* ctx, const ppn::tenancy::v1::CreateVmRequest*,
+                        ppn::tenancy::v1::CreateVmResponse* resp) override {
+    if (!Authorized(*ctx)) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no token");
+    resp->mutable_vm()->set_name("vms/vm-2");
+    resp->mutable_vm()->set_state(ppn::types::v1::VM_STATE_PENDING);
+    return grpc::Status::OK;
+  }
+  grpc::Status WatchVm(grpc::ServerContext* ctx, const ppn::tenancy::v1::WatchVmRequest* req,
+                       grpc::ServerWriter<ppn::tenancy::v1::WatchVmResponse>* writer) override {
+    if (!Authorized(*ctx)) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no token");
+    for (auto state : {ppn::types::v1::VM_STATE_STARTING, ppn::types::v1::VM_STATE_RUNNING}) {
+      ppn::tenancy::v1::WatchVmResponse r;
+      r.mutable_vm()->set_name(req->name());
+      r.mutable_vm()->set_state(state);
+      writer->Write(r);
+    }
+    while (!ctx->IsCancelled()) absl::SleepFor(absl::Milliseconds(20));
+    return grpc::Status::CANCELLED;
+  }
 
  private:
   static bool Authorized(const grpc::ServerContext& ctx) {
@@ -366,10 +417,7 @@ TEST_CASE("vm egress replaces a VM's policy from short flags and vm get shows it
                           "--allow=198.51.100.7:5000-5100/udp", "--deny", "203.0.113.66", "--rate-limit-kbit=5000"});
   INFO(out);
   REQUIRE(code == 0);
-  CHECK(out.rfind("vm:\n", 0) == 0);
-  CHECK(out.find("    egress:\n      allow:\n        - cidr: \"203.0.113.0/24\"\n          port_first: 443\n") !=
-        std::string::npos);
-  CHECK(out.find("      internet: \"INTERNET_ACCESS_DENIED\"\n      rate_limit_kbit: \"5000\"\n") != std::string::npos);
+  CHECK(out.rfind("NAME      STATE    AGE  ADDRESS\nvms/vm-1  RUNNING  -    -\n", 0) == 0);
   REQUIRE(out.size() > summary.size());
   CHECK(out.substr(out.size() - summary.size()) == summary);
   auto updates = api.updates();
@@ -390,6 +438,25 @@ TEST_CASE("vm egress replaces a VM's policy from short flags and vm get shows it
   nlohmann::json doc = nlohmann::json::parse(json);  // a format asked for: no summary lines
   CHECK(doc["vm"]["spec"]["egress"]["rate_limit_kbit"] == "5000");
   CHECK(doc["vm"]["network"]["tx_bytes"] == "4096");
+
+  auto [code_v, trace] = run({"-v", "vm", "get", "vms/vm-1"});
+  INFO(trace);
+  CHECK(code_v == 0);
+  CHECK(trace.find("/ppn.tenancy.v1.TenantService/GetVm\n") != std::string::npos);
+  CHECK(trace.find("> authorization: Bearer <redacted>\n") != std::string::npos);
+  CHECK(trace.find("> {\"name\":\"vms/vm-1\"}\n") != std::string::npos);
+  CHECK(trace.find("< {\"vm\":") != std::string::npos);
+  CHECK(trace.find("< status: OK\n") != std::string::npos);
+  CHECK(trace.find("test-token") == std::string::npos);  // the token is never printed
+
+  auto [code_w, waited] = run({"vm", "create", "web", "--wait"});
+  INFO(waited);
+  CHECK(code_w == 0);
+  CHECK(waited.find("vms/vm-2  PENDING") != std::string::npos);
+  CHECK(waited.find("vms/vm-2 STARTING after ") != std::string::npos);
+  CHECK(waited.find("vms/vm-2 RUNNING after ") != std::string::npos);
+  CHECK(waited.find('\r') == std::string::npos);  // not a terminal: plain lines
+  CHECK(waited.find('\033') == std::string::npos);
 
   auto [code4, bad] = run({"vm", "egress", "vms/vm-1", "--deny=10.0.0.0/33"});
   CHECK(code4 == 2);

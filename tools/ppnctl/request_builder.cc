@@ -12,6 +12,7 @@
 #include "common/files.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
+#include "tools/ppnctl/suggest.h"
 
 namespace ppn::ppnctl {
 namespace {
@@ -57,7 +58,8 @@ absl::Status SetScalar(Message* m, const FieldDescriptor* f, const std::string& 
       if (found == nullptr) {
         std::vector<std::string> names;
         for (int i = 0; i < e->value_count(); ++i) names.push_back(e->value(i)->name());
-        return Bad(path, absl::StrCat("unknown value \"", value, "\"; one of ", absl::StrJoin(names, ", ")));
+        return Bad(path, absl::StrCat("unknown value \"", value, "\"", DidYouMean(want, names), "; one of ",
+                                      absl::StrJoin(names, ", ")));
       }
       rep ? r->AddEnum(m, f, found) : r->SetEnum(m, f, found);
       return absl::OkStatus();

@@ -1,5 +1,6 @@
 #include "tools/ppnctl/rpc_runner.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,7 @@
 #include "tools/ppnctl/caller.h"
 #include "tools/ppnctl/connect.h"
 #include "tools/ppnctl/output.h"
+#include "tools/ppnctl/progress.h"
 #include "tools/ppnctl/request_builder.h"
 #include "tools/ppnctl/suggest.h"
 
@@ -85,9 +87,23 @@ int UsageError(const absl::Status& status) {
   return kExitUsage;
 }
 
-int RunRpc(const Invocation& inv) {
+int RunRpc(const Invocation& invocation) {
   const Api& api = Api::Get();
-  const Settings& settings = *inv.settings;
+  const Settings& settings = *invocation.settings;
+  // The verb's own flags (--wait) are not the request's.
+  Invocation inv = invocation;
+  bool follow = false;
+  if (inv.verb != nullptr && !inv.verb->local_flags.empty()) {
+    inv.flags.clear();
+    for (const auto& flag : invocation.flags) {
+      const auto& local = inv.verb->local_flags;
+      if (std::find(local.begin(), local.end(), flag.first) == local.end()) {
+        inv.flags.push_back(flag);
+      } else if (flag.second != "false") {
+        follow = true;
+      }
+    }
+  }
   absl::StatusOr<std::unique_ptr<google::protobuf::Message>> request = BuildRequest(inv, api);
   if (!request.ok()) return UsageError(request.status());
   absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
@@ -99,16 +115,35 @@ int RunRpc(const Invocation& inv) {
   }
   absl::StatusOr<Connection> conn = Connect(settings, inv.command->service_command);
   if (!conn.ok()) return Fail(conn.status());
-  ResponsePrinter print = inv.verb != nullptr ? inv.verb->print : nullptr;
+  ResponsePrinter print = inv.verb != nullptr && inv.verb->print != nullptr ? inv.verb->print : inv.type_print;
+  // The trace never shows a credential: the token only as "<redacted>", secret fields likewise.
+  const bool verbose = settings.Get("verbose") == "true";
+  if (verbose) {
+    std::fprintf(stderr, "> %s /%s/%s\n", conn->endpoint.c_str(), inv.command->method->service()->full_name().c_str(),
+                 inv.command->method->name().c_str());
+    if (!conn->token.empty()) std::fputs("> authorization: Bearer <redacted>\n", stderr);
+    std::fprintf(stderr, "> %s\n", RedactedJson(**request).c_str());
+  }
+  const bool yaml_stream = *format == Format::kYaml && inv.command->method->server_streaming();
+  std::unique_ptr<google::protobuf::Message> last;
   absl::Status s = Invoke(
       *conn, inv.command->method, **request,
       [&](const google::protobuf::Message& m) {
+        last.reset(m.New());
+        last->CopyFrom(m);
+        if (verbose) std::fprintf(stderr, "< %s\n", RedactedJson(m).c_str());
+        if (yaml_stream) std::fputs("---\n", stdout);  // one YAML document per streamed message
         if (print != nullptr && print(m, settings)) return;
         std::fputs(Render(m, *format).c_str(), stdout);
         std::fflush(stdout);
       },
       timeout);
-  return s.ok() ? 0 : Fail(s);
+  StderrProgress().Finish();
+  if (verbose) std::fprintf(stderr, "< status: %s\n", absl::StatusCodeToString(s.code()).c_str());
+  if (s.code() == absl::StatusCode::kCancelled && Interrupted()) return kExitInterrupted;
+  if (!s.ok()) return Fail(s);
+  if (follow && inv.verb->follow_up != nullptr && last != nullptr) return inv.verb->follow_up(inv, *last);
+  return 0;
 }
 
 }  // namespace ppn::ppnctl

@@ -28,6 +28,7 @@ int RunRpc(const Invocation& invocation);
 // Exit codes.
 inline constexpr int kExitFailed = 1;
 inline constexpr int kExitUsage = 2;
+inline constexpr int kExitInterrupted = 130;  // Ctrl-C cancelled the call, as a shell reports it
 
 // Prints `status` explained (Explain) to stderr; returns kExitFailed.
 int Fail(const absl::Status& status);

@@ -8,6 +8,8 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "common/files.h"
+#include "common/status_macros.h"
+#include "tools/ppnctl/config_file.h"
 #include "tools/ppnctl/ports.h"
 #include "tools/ppnctl/suggest.h"
 
@@ -39,7 +41,11 @@ const std::vector<SettingSpec>& SettingSpecs() {
       {"ledger_key", "KEY", "the verifier key `ledger verify` trusts (default: the one it pinned)", ""},
       {"known_ledgers", "FILE", "the ledger keys and checkpoints `ledger verify` remembers",
        "~/.config/ppnctl/known_ledgers"},
-      {"config", "FILE", "the config file (or $PPNCTL_CONFIG)", "~/.config/ppnctl/config", true},
+      {"verbose", "", "print each request and response on stderr, secrets redacted (also -v)", "", true},
+      {"context", "NAME", "the context of the config file to use (or $PPN_CONTEXT; default: its current one)", "",
+       true},
+      {"config", "FILE", "the config file (or $PPNCTL_CONFIG; default $XDG_CONFIG_HOME/ppnctl/config)",
+       "~/.config/ppnctl/config", true},
   };
   return *specs;
 }
@@ -69,12 +75,24 @@ absl::StatusOr<Settings> Settings::Load(std::map<std::string, std::string> flags
     s.config_path_ = s.ExpandHome(*v);
   } else {
     named = false;
-    s.config_path_ = s.ExpandHome(Spec("config")->fallback);
+    std::optional<std::string> xdg = s.env_("XDG_CONFIG_HOME");
+    s.config_path_ = xdg.has_value() && absl::StartsWith(*xdg, "/") ? *xdg + "/ppnctl/config"
+                                                                    : s.ExpandHome(Spec("config")->fallback);
+  }
+  // The context: --context, else $PPN_CONTEXT, else the file's current_context.
+  if (auto c = s.flags_.find("context"); c != s.flags_.end()) {
+    s.context_ = c->second;
+  } else if (std::optional<std::string> v = s.env_("PPN_CONTEXT"); v.has_value() && !v->empty()) {
+    s.context_ = *v;
   }
   if (s.config_path_.empty()) return s;
   absl::StatusOr<std::string> text = ReadFile(s.config_path_);
-  if (!text.ok()) {
-    if (!named && text.status().code() == absl::StatusCode::kNotFound) return s;
+  ConfigFile config;
+  if (text.ok()) {
+    absl::StatusOr<ConfigFile> parsed = ParseConfig(*text, s.config_path_);
+    if (!parsed.ok()) return parsed.status();
+    config = *std::move(parsed);
+  } else if (named || text.status().code() != absl::StatusCode::kNotFound) {
     return absl::Status(text.status().code(), absl::StrCat("config file: ", text.status().message()));
   }
   std::vector<std::string> keys;
@@ -82,22 +100,44 @@ absl::StatusOr<Settings> Settings::Load(std::map<std::string, std::string> flags
     if (!spec.flag_only) keys.push_back(spec.name);
   }
   for (const std::string& service : services) keys.push_back(Underscores(service) + "_endpoint");
-  int number = 0;
-  for (absl::string_view raw : absl::StrSplit(*text, '\n')) {
-    ++number;
-    absl::string_view line = absl::StripAsciiWhitespace(raw);
-    if (line.empty() || line[0] == '#') continue;
-    std::vector<std::string> kv = absl::StrSplit(line, absl::MaxSplits('=', 1));
-    std::string where = absl::StrCat(s.config_path_, ":", number, ": ");
-    if (kv.size() != 2) return absl::InvalidArgumentError(absl::StrCat(where, "want key=value"));
-    std::string key = Underscores(std::string(absl::StripAsciiWhitespace(kv[0])));
-    if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
-      // A misspelt key would silently leave its setting at the default: refuse it.
-      return absl::InvalidArgumentError(absl::StrCat(where, "unknown setting \"", key, "\"", DidYouMean(key, keys)));
+  // A misspelt key would silently leave its setting at the default: refuse it.
+  auto check = [&](const ConfigFile::Keys& section, const std::vector<std::string>& allowed,
+                   const std::string& context) -> absl::Status {
+    for (const auto& [key, value] : section) {
+      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(s.config_path_, ":", config.lines[{context, key}],
+                                                       ": unknown setting \"", key, "\"", DidYouMean(key, allowed)));
+      }
     }
-    s.file_[key] = std::string(absl::StripAsciiWhitespace(kv[1]));
+    return absl::OkStatus();
+  };
+  std::vector<std::string> top_keys = keys;
+  top_keys.push_back("current_context");
+  PPN_RETURN_IF_ERROR(check(config.top, top_keys, ""));
+  std::vector<std::string> context_keys = keys;
+  context_keys.push_back("endpoint");  // every service, as --endpoint
+  for (const auto& [name, section] : config.contexts) {
+    PPN_RETURN_IF_ERROR(check(section, context_keys, name));
+  }
+  s.file_ = config.top;
+  s.file_.erase("current_context");
+  if (s.context_.empty()) s.context_ = config.current();
+  if (!s.context_.empty()) {
+    const ConfigFile::Keys* chosen = config.Context(s.context_);
+    if (chosen == nullptr) {
+      s.context_status_ = absl::NotFoundError(absl::StrCat("no context \"", s.context_, "\" in ", s.config_path_,
+                                                           "; ppnctl config get-contexts lists them"));
+    } else {
+      s.context_keys_ = *chosen;
+    }
   }
   return s;
+}
+
+std::optional<std::string> Settings::Flag(const std::string& name) const {
+  auto f = flags_.find(name);
+  if (f == flags_.end()) return std::nullopt;
+  return f->second;
 }
 
 std::optional<std::string> Settings::Lookup(const std::string& name) const {
@@ -105,6 +145,7 @@ std::optional<std::string> Settings::Lookup(const std::string& name) const {
   const SettingSpec* spec = Spec(name);
   if (spec != nullptr && spec->flag_only) return std::nullopt;
   if (std::optional<std::string> v = env_(EnvName(name)); v.has_value() && !v->empty()) return v;
+  if (auto f = context_keys_.find(Underscores(name)); f != context_keys_.end()) return f->second;
   if (auto f = file_.find(Underscores(name)); f != file_.end()) return f->second;
   return std::nullopt;
 }
@@ -120,7 +161,11 @@ bool Settings::IsSet(const std::string& name) const { return Lookup(name).has_va
 
 std::string Settings::Endpoint(const std::string& service) const {
   if (auto f = flags_.find("endpoint"); f != flags_.end()) return f->second;
-  if (std::optional<std::string> v = Lookup(service + "_endpoint"); v.has_value()) return *v;
+  std::string key = Underscores(service) + "_endpoint";
+  if (std::optional<std::string> v = env_(EnvName(key)); v.has_value() && !v->empty()) return *v;
+  if (auto f = context_keys_.find(key); f != context_keys_.end()) return f->second;
+  if (auto f = context_keys_.find("endpoint"); f != context_keys_.end()) return f->second;
+  if (auto f = file_.find(key); f != file_.end()) return f->second;
   auto d = DefaultEndpoints().find(service);
   return d == DefaultEndpoints().end() ? "" : d->second;
 }

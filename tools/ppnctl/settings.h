@@ -1,10 +1,13 @@
 #pragma once
 
-// ppnctl's settings. Each is a flag (--ca), an environment variable (PPN_CA) and a key of
-// the config file (ca=), taken in that order, then its default. The config file is --config,
-// else $PPNCTL_CONFIG, else ~/.config/ppnctl/config: `key=value` lines, `#` comments.
-// Endpoints: --endpoint (every service), else PPN_<SERVICE>_ENDPOINT, else
-// <service>_endpoint= in the file, else 127.0.0.1 and the service's port in tools/ports.
+// ppnctl's settings. Each is a flag (--ca), an environment variable (PPN_CA), a key of the
+// config file's current context, a key of the file outside any context (ca=), taken in that
+// order, then its default. The config file is --config, else $PPNCTL_CONFIG, else
+// $XDG_CONFIG_HOME/ppnctl/config, else ~/.config/ppnctl/config (config_file.h); the context is
+// --context, else $PPN_CONTEXT, else the file's current_context.
+// Endpoints: --endpoint (every service), else PPN_<SERVICE>_ENDPOINT, else the context's
+// <service>_endpoint= or endpoint=, else <service>_endpoint= in the file, else 127.0.0.1 and
+// the service's port in tools/ports.
 // Pure apart from reading the config file; the environment is injected.
 
 #include <functional>
@@ -54,6 +57,11 @@ class Settings {
   std::string Endpoint(const std::string& service) const;
   // An environment variable (PPN_TOKEN is read only from there, never from a flag).
   std::optional<std::string> Environment(const std::string& name) const { return env_(name); }
+  // The setting given by a flag only, or std::nullopt.
+  std::optional<std::string> Flag(const std::string& name) const;
+  // The context in use ("" for none) and NOT_FOUND when it names none of the file's.
+  const std::string& context() const { return context_; }
+  const absl::Status& context_status() const { return context_status_; }
   // The config file that was read, or would have been; "" without HOME.
   const std::string& config_path() const { return config_path_; }
 
@@ -64,7 +72,10 @@ class Settings {
   std::string ExpandHome(const std::string& path) const;
 
   std::map<std::string, std::string> flags_;
-  std::map<std::string, std::string> file_;  // keys with '-' written as '_'
+  std::map<std::string, std::string> file_;          // keys with '-' written as '_'
+  std::map<std::string, std::string> context_keys_;  // the context in use
+  std::string context_;
+  absl::Status context_status_;
   Settings::Env env_;
   std::string config_path_;
 };

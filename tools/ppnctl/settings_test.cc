@@ -105,5 +105,53 @@ TEST_CASE("a config line that names no setting is refused with the nearest one",
   CHECK_FALSE(Settings::Load({{"config", config}}, env, kServices).ok());
 }
 
+TEST_CASE("the current context sits between the environment and the rest of the file", "[ppnctl][settings]") {
+  ppn::testing::TempDir dir;
+  std::string config = dir.File("config");
+  Write(config,
+        "ca=file-ca.pem\ncert=file-cert.pem\nkey=file-key.pem\noutput=wide\ncurrent_context=ops\n"
+        "[context ops]\nca=ops-ca.pem\ncert=ops-cert.pem\nendpoint=ops:1\ntenant_endpoint=ops-tenant:2\n"
+        "[context acme]\nca=acme-ca.pem\ntoken_file=/t/acme\n");
+  auto env = FakeEnv({{"PPN_CERT", "env-cert.pem"}});
+  auto s = Settings::Load({{"config", config}, {"key", "flag-key.pem"}}, env, kServices);
+  REQUIRE(s.ok());
+  CHECK(s->context() == "ops");
+  CHECK(s->Get("key") == "flag-key.pem");          // flag
+  CHECK(s->Get("cert") == "env-cert.pem");         // environment over context
+  CHECK(s->Get("ca") == "ops-ca.pem");             // context over file
+  CHECK(s->Get("output") == "wide");               // file over default
+  CHECK(s->Get("timeout").empty());                // default
+  CHECK(s->Endpoint("fleet") == "ops:1");          // the context's endpoint is every service's ...
+  CHECK(s->Endpoint("tenant") == "ops-tenant:2");  // ... but its per-service one wins
+  CHECK(Settings::Load({{"config", config}, {"endpoint", "flag:9"}}, env, kServices)->Endpoint("tenant") == "flag:9");
+
+  auto acme = Settings::Load({{"config", config}}, FakeEnv({{"PPN_CONTEXT", "acme"}}), kServices);
+  REQUIRE(acme.ok());
+  CHECK(acme->Get("token_file") == "/t/acme");
+  CHECK(acme->Get("ca") == "acme-ca.pem");
+  CHECK(acme->Endpoint("fleet") == "127.0.0.1:7102");  // no endpoint in acme: the default
+  auto flag = Settings::Load({{"config", config}, {"context", "ops"}}, FakeEnv({{"PPN_CONTEXT", "acme"}}), kServices);
+  CHECK(flag->context() == "ops");  // --context over $PPN_CONTEXT
+
+  auto missing = Settings::Load({{"config", config}, {"context", "nope"}}, env, kServices);
+  REQUIRE(missing.ok());
+  CHECK(missing->context_status().code() == absl::StatusCode::kNotFound);
+  CHECK(missing->Get("ca") == "file-ca.pem");
+
+  Write(config, "[context ops]\ncrt=x\n");
+  CHECK(Settings::Load({{"config", config}}, env, kServices).status().message() ==
+        config + ":2: unknown setting \"crt\" (did you mean \"cert\"?)");
+}
+
+TEST_CASE("the default config file honours XDG_CONFIG_HOME", "[ppnctl][settings]") {
+  ppn::testing::TempDir dir;
+  std::filesystem::create_directories(dir.File("xdg/ppnctl"));
+  Write(dir.File("xdg/ppnctl/config"), "ca=xdg.pem\n");
+  auto s = Settings::Load({}, FakeEnv({{"HOME", dir.path()}, {"XDG_CONFIG_HOME", dir.File("xdg")}}), kServices);
+  REQUIRE(s.ok());
+  CHECK(s->config_path() == dir.File("xdg/ppnctl/config"));
+  CHECK(s->Get("ca") == "xdg.pem");
+}
+
 }  // namespace
 }  // namespace ppn::ppnctl

@@ -52,6 +52,7 @@ std::vector<std::string> AcceptedFlags(const Verb* verb, const Command& command)
   std::vector<std::string> out = FieldPaths(command.method->input_type());
   if (verb != nullptr) {
     for (const auto& [alias, field] : verb->aliases) out.push_back(alias);
+    for (const std::string& f : verb->local_flags) out.push_back(f);
   }
   out.push_back("json");
   return out;

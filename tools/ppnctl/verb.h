@@ -19,6 +19,9 @@ namespace ppn::ppnctl {
 
 struct Verb;
 
+// Prints a response its own way; false to leave it to the default rendering.
+using ResponsePrinter = bool (*)(const google::protobuf::Message&, const Settings&);
+
 // One run of a verb or an RPC, as the command line asked for it.
 struct Invocation {
   const Verb* verb = nullptr;                              // null for the generated "SERVICE RPC"
@@ -26,12 +29,16 @@ struct Invocation {
   std::vector<std::string> args;                           // positional arguments, after the verb's words
   std::vector<std::pair<std::string, std::string>> flags;  // request flags, in order
   const Settings* settings = nullptr;
+  // How the response prints when the verb says nothing (the generated layer): the table for
+  // its type ("fleet list-vms" as `vm list` would), or null for the default rendering.
+  ResponsePrinter type_print = nullptr;
 };
 
 // A local verb's action; returns the exit code.
 using VerbAction = int (*)(const Invocation&);
-// Prints a response its own way; false to leave it to the default rendering.
-using ResponsePrinter = bool (*)(const google::protobuf::Message&, const Settings&);
+// What runs after a verb's RPC succeeded when one of its local flags was given (`vm create
+// --wait` watches the VM until it runs); gets the last response, returns the exit code.
+using FollowUp = int (*)(const Invocation&, const google::protobuf::Message& response);
 // Turns an alias's value into its field's, as SetField takes it (JSON for a message);
 // INVALID_ARGUMENT saying what was wrong.
 using ValueConverter = absl::StatusOr<std::string> (*)(const std::string& value);
@@ -60,6 +67,9 @@ struct Verb {
   // an EgressRule), and what converts them.
   std::vector<std::pair<std::string, ValueConverter>> converters;
   ResponsePrinter print = nullptr;
+  // Flags of the verb itself, not of the request ("wait"), and what they run afterwards.
+  std::vector<std::string> local_flags;
+  FollowUp follow_up = nullptr;
   // ... or a local action (then service and rpc are empty).
   VerbAction run = nullptr;
 
@@ -80,6 +90,10 @@ struct Verb {
     return *this;
   }
   Verb& Prints(ResponsePrinter v) { return print = v, *this; }
+  Verb& Then(std::vector<std::string> flags_, FollowUp v) {
+    local_flags = std::move(flags_);
+    return follow_up = v, *this;
+  }
   Verb& Runs(VerbAction v) { return run = v, *this; }
 };
 

@@ -3,14 +3,20 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/files.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/ledger/v1/ledger_service.pb.h"
 #include "ppn/tenancy/v1/tenant_service.pb.h"
+#include "tools/ppnctl/caller.h"
 #include "tools/ppnctl/completion.h"
+#include "tools/ppnctl/config_file.h"
 #include "tools/ppnctl/connect.h"
 #include "tools/ppnctl/egress.h"
 #include "tools/ppnctl/grpc_ledger_reader.h"
@@ -19,28 +25,80 @@
 #include "tools/ppnctl/ledger_verify.h"
 #include "tools/ppnctl/node_table.h"
 #include "tools/ppnctl/output.h"
+#include "tools/ppnctl/progress.h"
 #include "tools/ppnctl/rpc_runner.h"
+#include "tools/ppnctl/vm_table.h"
 
 namespace ppn::ppnctl {
 namespace {
 
-// `migrate` prints a live progress line on a terminal, then the final report.
-bool PrintMigrationProgress(const google::protobuf::Message& m, const Settings&) {
+// `migrate` and `node drain` show their progress on one line of stderr (progress.h), then the
+// final report; JSON and YAML get every message as it is, for scripts.
+bool PrintMigrationProgress(const google::protobuf::Message& m, const Settings& settings) {
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
   const auto* field = m.GetDescriptor()->FindFieldByName("progress");
-  if (field == nullptr || !isatty(2)) return false;
-  const auto& p = m.GetReflection()->GetMessage(m, field);
-  const auto* pd = p.GetDescriptor();
-  const auto* r = p.GetReflection();
-  std::string phase = r->GetEnum(p, pd->FindFieldByName("phase"))->name();
-  uint64_t done = r->GetUInt64(p, pd->FindFieldByName("transferred_bytes"));
-  uint64_t left = r->GetUInt64(p, pd->FindFieldByName("remaining_bytes"));
-  bool final = absl::EndsWith(phase, "COMPLETED") || absl::EndsWith(phase, "FAILED");
-  int pct = done + left == 0 ? 0 : static_cast<int>(100 * done / (done + left));
-  std::string bar(pct / 5, '#');
-  std::fprintf(stderr, "\r%-28s [%-20s] %3d%%  %llu MiB sent", phase.c_str(), bar.c_str(), final ? 100 : pct,
-               static_cast<unsigned long long>(done >> 20));
-  if (final) std::fprintf(stderr, "\n");
-  return !final;
+  ppn::types::v1::MigrationProgress progress;
+  if (field == nullptr || !m.GetReflection()->HasField(m, field) ||
+      !progress.ParseFromString(m.GetReflection()->GetMessage(m, field).SerializeAsString())) {
+    StderrProgress().Finish();
+    return false;
+  }
+  StderrProgress().Update(DescribeProgress(progress, isatty(2) == 0));
+  if (!IsFinal(progress)) return true;
+  StderrProgress().Finish();
+  return false;
+}
+
+// `vm create --wait`: follows the new VM (WatchVm) on the progress line until it is RUNNING
+// (exit 0) or will not get there (FAILED, STOPPED, LOST: exit 1), within --timeout (default
+// 5 minutes). Ctrl-C stops waiting (exit 130); the VM stays.
+int WaitForVm(const Invocation& inv, const google::protobuf::Message& response) {
+  using ppn::types::v1::VmState;
+  ppn::tenancy::v1::CreateVmResponse created;
+  if (!created.ParseFromString(response.SerializeAsString()) || created.vm().name().empty()) return 0;
+  const std::string name = created.vm().name();
+  auto state_name = [](VmState s) {
+    return std::string(absl::StripPrefix(ppn::types::v1::VmState_Name(s), "VM_STATE_"));
+  };
+  auto settled = [](VmState s) {
+    return s == ppn::types::v1::VM_STATE_RUNNING || s == ppn::types::v1::VM_STATE_FAILED ||
+           s == ppn::types::v1::VM_STATE_STOPPED || s == ppn::types::v1::VM_STATE_LOST;
+  };
+  VmState state = created.vm().state();
+  absl::Time start = absl::Now();
+  if (!settled(state)) {
+    absl::Duration timeout = absl::Minutes(5);
+    std::string t = inv.settings->Get("timeout");
+    if (!t.empty() && !absl::ParseDuration(t, &timeout)) timeout = absl::Minutes(5);
+    absl::StatusOr<const Command*> watch = Api::Get().Find("tenant", "watch-vm");
+    if (!watch.ok()) return Fail(watch.status());
+    absl::StatusOr<Connection> conn = Connect(*inv.settings, "tenant");
+    if (!conn.ok()) return Fail(conn.status());
+    ppn::tenancy::v1::WatchVmRequest request;
+    request.set_name(name);
+    StderrProgress().Update(absl::StrCat(name, " ", state_name(state), " (waiting)"));
+    std::unique_ptr<google::protobuf::Message> dynamic = Api::Get().NewMessage((*watch)->method->input_type());
+    dynamic->ParseFromString(request.SerializeAsString());
+    absl::Status s = InvokeUntil(
+        *conn, (*watch)->method, *dynamic,
+        [&](const google::protobuf::Message& m) {
+          ppn::tenancy::v1::WatchVmResponse update;
+          if (!update.ParseFromString(m.SerializeAsString())) return true;
+          state = update.vm().state();
+          StderrProgress().Update(
+              absl::StrCat(name, " ", state_name(state), " after ", absl::ToInt64Seconds(absl::Now() - start), "s"));
+          return !settled(state);
+        },
+        timeout);
+    StderrProgress().Finish();
+    if (Interrupted()) return kExitInterrupted;
+    if (!s.ok()) return Fail(s);
+  }
+  if (state == ppn::types::v1::VM_STATE_RUNNING) return 0;
+  std::fprintf(stderr, "%s is %s: it will not run (ppnctl vm get %s)\n", name.c_str(), state_name(state).c_str(),
+               name.c_str());
+  return kExitFailed;
 }
 
 // `ledger checkpoint` prints the signed note as it is, unless an output format was asked for.
@@ -52,19 +110,34 @@ bool PrintSignedNote(const google::protobuf::Message& m, const Settings& setting
   return true;
 }
 
-// A tenant's VM (vm create, get, egress) prints as usual, then its egress policy and its
-// traffic in words, unless an output format was asked for.
+// A tenant's VM (vm create, get, egress) prints as a one-row table (vm_table.h), then its
+// egress policy and its traffic in words; JSON and YAML print the response whole.
 bool PrintVm(const google::protobuf::Message& m, const Settings& settings) {
-  if (settings.IsSet("output")) return false;
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
   const auto* field = m.GetDescriptor()->FindFieldByName("vm");
   if (field == nullptr || field->message_type() == nullptr ||
       field->message_type()->full_name() != ppn::tenancy::v1::Vm::descriptor()->full_name()) {
     return false;
   }
-  ppn::tenancy::v1::Vm vm;
-  if (!vm.ParseFromString(m.GetReflection()->GetMessage(m, field).SerializeAsString())) return false;
-  std::fputs(Render(m, Format::kTable).c_str(), stdout);
-  std::fputs(DescribeNetwork(vm).c_str(), stdout);
+  ppn::tenancy::v1::ListVmsResponse one;
+  if (!one.add_vms()->ParseFromString(m.GetReflection()->GetMessage(m, field).SerializeAsString())) return false;
+  std::fputs(RenderVms(one, absl::Now(), *format == Format::kWide).c_str(), stdout);
+  std::fputs(DescribeNetwork(one.vms(0)).c_str(), stdout);
+  std::fflush(stdout);
+  return true;
+}
+
+// `vm list` prints the VM table (vm_table.h) unless JSON or YAML was asked for.
+bool PrintVms(const google::protobuf::Message& m, const Settings& settings) {
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
+  ppn::tenancy::v1::ListVmsResponse vms;
+  if (m.GetDescriptor()->full_name() != vms.GetDescriptor()->full_name() ||
+      !vms.ParseFromString(m.SerializeAsString())) {
+    return false;
+  }
+  std::fputs(RenderVms(vms, absl::Now(), *format == Format::kWide).c_str(), stdout);
   std::fflush(stdout);
   return true;
 }
@@ -84,6 +157,20 @@ bool PrintNodes(const google::protobuf::Message& m, const Settings& settings) {
   return true;
 }
 
+// `fleet list-vms`: the operator's table across tenants (vm_table.h).
+bool PrintFleetVms(const google::protobuf::Message& m, const Settings& settings) {
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
+  ppn::fleet::v1::ListVmsResponse vms;
+  if (m.GetDescriptor()->full_name() != vms.GetDescriptor()->full_name() ||
+      !vms.ParseFromString(m.SerializeAsString())) {
+    return false;
+  }
+  std::fputs(RenderFleetVms(vms, absl::Now(), *format == Format::kWide).c_str(), stdout);
+  std::fflush(stdout);
+  return true;
+}
+
 int RunHelp(const Invocation& inv) {
   const Api& api = Api::Get();
   if (inv.args.empty()) {
@@ -96,8 +183,116 @@ int RunHelp(const Invocation& inv) {
   return 0;
 }
 
-int RunCompletion(const Invocation&) {
-  std::fputs(BashCompletion(Verbs(), Api::Get()).c_str(), stdout);
+// The version is a constant of the source, not asked of any service: `version` works offline.
+constexpr char kVersion[] = "0.16.0";
+
+int RunVersion(const Invocation&) {
+  std::printf("ppnctl %s (API: %zu services, %zu RPCs compiled in)\n", kVersion, Api::Get().Services().size(),
+              Api::Get().commands().size());
+  return 0;
+}
+
+int RunCompletion(const Invocation& inv) {
+  bool zsh = !inv.verb->words.empty() && inv.verb->words.back() == "zsh";
+  std::fputs((zsh ? ZshCompletion(Verbs(), Api::Get()) : BashCompletion(Verbs(), Api::Get())).c_str(), stdout);
+  return 0;
+}
+
+// `__complete vms|nodes`: the names the shell completes, one a line, asked of the mesh with a
+// short deadline. Whatever fails prints nothing and exits 0: a completion must never show an
+// error in the middle of the line being typed. Read-only: it only lists.
+int RunComplete(const Invocation& inv) {
+  const Api& api = Api::Get();
+  bool nodes = inv.args[0] == "nodes";
+  if (!nodes && inv.args[0] != "vms") return 0;
+  absl::StatusOr<const Command*> found = nodes ? api.Find("fleet", "list-nodes") : api.Find("tenant", "list-vms");
+  if (!found.ok()) return 0;
+  const Command* command = *found;
+  absl::StatusOr<Connection> conn = Connect(*inv.settings, command->service_command);
+  if (!conn.ok()) return 0;
+  std::unique_ptr<google::protobuf::Message> request = api.NewMessage(command->method->input_type());
+  std::string names;
+  (void)Invoke(
+      *conn, command->method, *request,
+      [&](const google::protobuf::Message& m) {
+        if (nodes) {
+          ppn::fleet::v1::ListNodesResponse r;
+          if (!r.ParseFromString(m.SerializeAsString())) return;
+          for (const auto& n : r.nodes()) absl::StrAppend(&names, n.node_id(), "\n");
+        } else {
+          ppn::tenancy::v1::ListVmsResponse r;
+          if (!r.ParseFromString(m.SerializeAsString())) return;
+          for (const auto& vm : r.vms()) absl::StrAppend(&names, vm.name(), "\n");
+        }
+      },
+      absl::Seconds(2));
+  std::fputs(names.c_str(), stdout);
+  return 0;
+}
+
+// The config file as it is on disk (empty when there is none yet).
+absl::StatusOr<ConfigFile> ReadConfig(const Settings& settings) {
+  if (settings.config_path().empty()) {
+    return absl::InvalidArgumentError("no config file: set HOME, XDG_CONFIG_HOME or --config");
+  }
+  absl::StatusOr<std::string> text = ReadFile(settings.config_path());
+  if (!text.ok()) {
+    if (text.status().code() == absl::StatusCode::kNotFound) return ConfigFile{};
+    return text.status();
+  }
+  return ParseConfig(*text, settings.config_path());
+}
+
+// A path relative to here, made absolute: a context must work from any directory.
+std::string Absolute(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  std::error_code ec;
+  std::filesystem::path abs = std::filesystem::absolute(path, ec);
+  return ec ? path : abs.lexically_normal().string();
+}
+
+int RunSetContext(const Invocation& inv) {
+  const Settings& settings = *inv.settings;
+  absl::StatusOr<ConfigFile> config = ReadConfig(settings);
+  if (!config.ok()) return Fail(config.status());
+  ConfigFile::Keys keys;
+  for (const char* name : {"endpoint", "ca", "cert", "key", "token_file"}) {
+    std::optional<std::string> v = settings.Flag(name);
+    if (!v.has_value()) continue;
+    keys[name] = std::string(name) == "endpoint" ? *v : Absolute(*v);
+  }
+  absl::Status set = SetContext(&*config, inv.args[0], keys);
+  if (!set.ok()) return UsageError(set);
+  absl::Status saved = SaveConfig(*config, settings.config_path());
+  if (!saved.ok()) return Fail(saved);
+  std::printf("context \"%s\" written to %s\n", inv.args[0].c_str(), settings.config_path().c_str());
+  return 0;
+}
+
+int RunUseContext(const Invocation& inv) {
+  absl::StatusOr<ConfigFile> config = ReadConfig(*inv.settings);
+  if (!config.ok()) return Fail(config.status());
+  absl::Status used = UseContext(&*config, inv.args[0]);
+  if (!used.ok()) return Fail(used);
+  absl::Status saved = SaveConfig(*config, inv.settings->config_path());
+  if (!saved.ok()) return Fail(saved);
+  std::printf("using context \"%s\"\n", inv.args[0].c_str());
+  return 0;
+}
+
+int RunGetContexts(const Invocation& inv) {
+  absl::StatusOr<ConfigFile> config = ReadConfig(*inv.settings);
+  if (!config.ok()) return Fail(config.status());
+  std::fputs(RenderContexts(*config).c_str(), stdout);
+  return 0;
+}
+
+int RunCurrentContext(const Invocation& inv) {
+  if (inv.settings->context().empty()) {
+    std::fputs("no current context (ppnctl config use-context NAME)\n", stderr);
+    return kExitFailed;
+  }
+  std::printf("%s\n", inv.settings->context().c_str());
   return 0;
 }
 
@@ -144,12 +339,19 @@ int RunLedgerVerify(const Invocation& inv) {
 
 }  // namespace
 
+ResponsePrinter PrinterForType(const std::string& full_name) {
+  if (full_name == ppn::fleet::v1::ListVmsResponse::descriptor()->full_name()) return PrintFleetVms;
+  if (full_name == ppn::tenancy::v1::ListVmsResponse::descriptor()->full_name()) return PrintVms;
+  if (full_name == ppn::fleet::v1::ListNodesResponse::descriptor()->full_name()) return PrintNodes;
+  return nullptr;
+}
+
 const std::vector<Verb>& Verbs() {
   static const auto* verbs = new std::vector<Verb>{
       Verb({"vm", "create"})
           .Args({"NAME"})
-          .Flags("[--spec.memory_mib=N] [--spec.image=I]")
-          .Help("creates a VM for your tenant (tenant API: PPN_TOKEN or --token_file)")
+          .Flags("[--spec.memory_mib=N] [--spec.image=I] [--wait]")
+          .Help("creates a VM for your tenant (tenant API: PPN_TOKEN or --token_file); --wait: until it runs")
           .Calls("tenant", "create-vm")
           .ArgFields({"spec.display_name"})
           .Defaults({{"spec.vcpus", "1"},
@@ -161,8 +363,13 @@ const std::vector<Verb>& Verbs() {
           .Alias("deny", "spec.egress.deny", DenyFlagValue)
           .Alias("rate-limit-kbit", "spec.egress.rate_limit_kbit")
           .Alias("network", "spec.networks")
-          .Prints(PrintVm),
-      Verb({"vm", "list"}).Help("lists your tenant's VMs").Calls("tenant", "list-vms"),
+          .Prints(PrintVm)
+          .Then({"wait"}, WaitForVm),
+      Verb({"vm", "list"})
+          .Flags("[-o wide]")
+          .Help("lists your tenant's VMs: name, state, age, address (-o wide: size, image, expiry)")
+          .Calls("tenant", "list-vms")
+          .Prints(PrintVms),
       Verb({"vm", "get"})
           .Args({"NAME"})
           .Help("shows one of your VMs, what it may reach and its traffic (NAME is vms/<id>)")
@@ -206,7 +413,8 @@ const std::vector<Verb>& Verbs() {
           .Flags("[--dry_run]")
           .Help("moves every VM off NODE")
           .Calls("scheduler", "drain")
-          .ArgFields({"node_id"}),
+          .ArgFields({"node_id"})
+          .Prints(PrintMigrationProgress),
       Verb({"node", "approve"})
           .Args({"ADDR"})
           .Flags("--code CODE")
@@ -246,6 +454,23 @@ const std::vector<Verb>& Verbs() {
                    "\"FAILED ...\".")
           .Runs(RunLedgerVerify),
       Verb({"completion", "bash"}).Help("prints bash completion: source <(ppnctl completion bash)").Runs(RunCompletion),
+      Verb({"completion", "zsh"}).Help("prints zsh completion: source <(ppnctl completion zsh)").Runs(RunCompletion),
+      Verb({"__complete"}).Args({"vms|nodes"}).Help("live names for the shell's completion").Runs(RunComplete),
+      Verb({"config", "set-context"})
+          .Args({"NAME"})
+          .Flags("[--endpoint=HOST:PORT] [--ca=PEM] [--cert=PEM --key=PEM | --token-file=FILE]")
+          .Help("creates or updates a context of the config file (only the settings given change)")
+          .Details("A context is a named set of settings, like kubectl's: the one in use (use-context, or\n"
+                   "--context / $PPN_CONTEXT) applies after flags and the environment and before the file's\n"
+                   "other settings and the defaults. Paths are stored absolute; the file is written atomically\n"
+                   "with mode 0600. A token itself is never stored, only the file that holds it.")
+          .Runs(RunSetContext),
+      Verb({"config", "use-context"}).Args({"NAME"}).Help("makes NAME the current context").Runs(RunUseContext),
+      Verb({"config", "get-contexts"})
+          .Help("lists the contexts of the config file (* marks the current one)")
+          .Runs(RunGetContexts),
+      Verb({"config", "current-context"}).Help("prints the context in use").Runs(RunCurrentContext),
+      Verb({"version"}).Help("prints ppnctl's version and the API it was built with (calls nothing)").Runs(RunVersion),
       Verb({"help"}).Args({"VERB..."}).Help("prints help (-h or --help anywhere does too)").Runs(RunHelp),
   };
   return *verbs;

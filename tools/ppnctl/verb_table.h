@@ -13,4 +13,8 @@ namespace ppn::ppnctl {
 // The daily verbs, in the order help lists them.
 const std::vector<Verb>& Verbs();
 
+// The table a response of type `full_name` prints as in the generated layer ("fleet
+// list-vms", "tenant list-vms", "fleet list-nodes"), or null.
+ResponsePrinter PrinterForType(const std::string& full_name);
+
 }  // namespace ppn::ppnctl

@@ -1,0 +1,90 @@
+#include "tools/ppnctl/vm_table.h"
+
+#include "catch2/catch.hpp"
+
+namespace ppn::ppnctl {
+namespace {
+
+constexpr int64_t kNow = 1795000000;
+
+ppn::tenancy::v1::ListVmsResponse Vms() {
+  ppn::tenancy::v1::ListVmsResponse r;
+  ppn::tenancy::v1::Vm* web = r.add_vms();
+  web->set_name("vms/web");
+  web->set_vm_id("web");
+  web->set_state(ppn::types::v1::VM_STATE_RUNNING);
+  web->mutable_create_time()->set_seconds(kNow - 300);
+  web->mutable_expire_time()->set_seconds(kNow + 3 * 3600);
+  web->mutable_spec()->set_vcpus(1);
+  web->mutable_spec()->set_memory_mib(128);
+  web->mutable_spec()->set_image("ppn-test-guest");
+  web->mutable_spec()->set_display_name("web");
+  ppn::types::v1::ForwardedPort* http = web->add_forwarded_ports();
+  http->set_guest_port(80);
+  http->set_protocol(ppn::types::v1::PROTOCOL_TCP);
+  http->set_host_address("127.0.0.1");
+  http->set_host_port(20300);
+  ppn::types::v1::ForwardedPort* dns = web->add_forwarded_ports();
+  dns->set_guest_port(53);
+  dns->set_protocol(ppn::types::v1::PROTOCOL_UDP);
+  dns->set_host_address("10.8.0.2");
+  dns->set_host_port(20301);
+  dns->set_public_address("203.0.113.5");
+  dns->set_public_port(30001);
+  ppn::tenancy::v1::Vm* db = r.add_vms();
+  db->set_name("vms/4f2a9c");
+  db->set_state(ppn::types::v1::VM_STATE_PENDING);
+  db->set_state_message("placing");
+  db->mutable_create_time()->set_seconds(kNow - 7);
+  return r;
+}
+
+TEST_CASE("vm list prints name state age and address with the enum prefix dropped", "[ppnctl][vm_table]") {
+  CHECK(RenderVms(Vms(), absl::FromUnixSeconds(kNow), false) ==
+        "NAME        STATE    AGE  ADDRESS\n"
+        "vms/web     RUNNING  5m   127.0.0.1:20300→80/tcp, 203.0.113.5:30001→53/udp\n"
+        "vms/4f2a9c  PENDING  7s   -\n");
+}
+
+TEST_CASE("vm list -o wide adds size image display name expiry and message", "[ppnctl][vm_table]") {
+  CHECK(
+      RenderVms(Vms(), absl::FromUnixSeconds(kNow), true) ==
+      "NAME        STATE    AGE  ADDRESS                                           VCPUS  MEMORY_MIB  IMAGE           "
+      "DISPLAY_NAME  EXPIRES  MESSAGE\n"
+      "vms/web     RUNNING  5m   127.0.0.1:20300→80/tcp, 203.0.113.5:30001→53/udp  1      128         ppn-test-guest  "
+      "web           in 3h    -\n"
+      "vms/4f2a9c  PENDING  7s   -                                                 0      0           -               "
+      "-             -        placing\n");
+}
+
+TEST_CASE("vm get prints its one VM as a one-row table", "[ppnctl][vm_table]") {
+  ppn::tenancy::v1::ListVmsResponse one;
+  *one.add_vms() = Vms().vms(1);
+  CHECK(RenderVms(one, absl::FromUnixSeconds(kNow), false) ==
+        "NAME        STATE    AGE  ADDRESS\n"
+        "vms/4f2a9c  PENDING  7s   -\n");
+}
+
+TEST_CASE("an empty page token prints nothing and a real one says how to go on", "[ppnctl][vm_table]") {
+  ppn::tenancy::v1::ListVmsResponse none;
+  CHECK(RenderVms(none, absl::FromUnixSeconds(kNow), false) == "NAME  STATE  AGE  ADDRESS\n");
+  none.set_next_page_token("abc");
+  CHECK(RenderVms(none, absl::FromUnixSeconds(kNow), false) == "NAME  STATE  AGE  ADDRESS\nmore: --page_token=abc\n");
+}
+
+TEST_CASE("the operator's list shows each VM's tenant and node", "[ppnctl][vm_table]") {
+  ppn::fleet::v1::ListVmsResponse r;
+  ppn::fleet::v1::VmRecord* vm = r.add_vms();
+  vm->set_vm_id("web");
+  vm->set_tenant_id("acme");
+  vm->set_node_id("laptop-a");
+  vm->set_state(ppn::types::v1::VM_STATE_MIGRATING);
+  vm->mutable_create_time()->set_seconds(kNow - 3 * 86400);
+  *vm->add_forwarded_ports() = Vms().vms(0).forwarded_ports(0);
+  CHECK(RenderFleetVms(r, absl::FromUnixSeconds(kNow), false) ==
+        "NAME  TENANT  STATE      AGE  ADDRESS                 NODE\n"
+        "web   acme    MIGRATING  3d   127.0.0.1:20300→80/tcp  laptop-a\n");
+}
+
+}  // namespace
+}  // namespace ppn::ppnctl
