@@ -320,6 +320,13 @@ std::string VmNetwork::RenderVmRules(const EgressPolicy& policy) const {
   for (const EgressRule& r : policy.allow) absl::StrAppend(&out, "    ", RuleMatch(r), " accept\n");
   if (policy.internet) absl::StrAppend(&out, "    accept\n");
   absl::StrAppend(&out, "    counter drop\n  }\n}\n");
+  // No IPv6 at all: the veth ends get link-local addresses by themselves, and QEMU's user-mode
+  // network has IPv6 off, so only something that escaped QEMU could use them (to the node's
+  // fe80:: address, past every IPv4 rule above).
+  absl::StrAppend(&out, "table ip6 ppn6 {}\ndelete table ip6 ppn6\ntable ip6 ppn6 {\n",
+                  "  chain input { type filter hook input priority filter; policy drop; }\n",
+                  "  chain output { type filter hook output priority filter; policy drop; }\n",
+                  "  chain forward { type filter hook forward priority filter; policy drop; }\n}\n");
   return out;
 }
 

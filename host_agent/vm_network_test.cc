@@ -189,6 +189,9 @@ TEST_CASE("a VM's rules deny the node and the pool, then apply the tenant's list
   CHECK(r.find("@denied counter drop") < r.find("203.0.113.0/24 tcp dport 443 accept"));
   p.internet = true;
   CHECK(absl::StrContains(net.RenderVmRules(p), "    accept\n    counter drop"));
+  CHECK(absl::StrContains(net.RenderVmRules(p),
+                          "table ip6 ppn6 {\n  chain input { type filter hook input priority "
+                          "filter; policy drop; }\n"));
 }
 
 TEST_CASE("egress policies are validated", "[host_agent][vm_network]") {
@@ -246,6 +249,10 @@ TEST_CASE("a VM's namespace reaches the internet and its forwarded port, and not
   INFO(created.message());
   REQUIRE(created.ok());
   REQUIRE(net.AddForwards(link, {{24180, false}}).ok());
+  // No IPv6 inside: the veth's link-local addresses lead nowhere.
+  CHECK(RunForTest({"ip", "netns", "exec", link.netns, "nft", "list", "chain", "ip6", "ppn6", "output"}, "")
+            .value_or("")
+            .find("policy drop") != std::string::npos);
 
   // The internet host serves on 80; the node serves on 7199 (a control-plane port).
   int inet_fd = InNamespace("ppntest-inet", [] { return Listen("198.51.100.1", 80); });
