@@ -235,6 +235,17 @@ TEST_CASE("a spawn that fails leaves nothing behind and says why", "[host_agent]
   CHECK(Spawn(stub.get(), "VM X!", Spec("x"), nullptr).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
 
   CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-x") == 0);
+  // The first create of an image also starts making its template in the background; for this
+  // image that fails too, and must take its files with it.
+  absl::Time until = absl::Now() + absl::Seconds(30);
+  while (!std::filesystem::is_empty(agent.state_dir + "/vms") && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  std::string left;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(agent.state_dir + "/vms")) {
+    left += e.path().string() + "\n";
+  }
+  INFO("left in vms/: " << left);
   CHECK(std::filesystem::is_empty(agent.state_dir + "/vms"));
   CHECK(FirstHeartbeat(stub.get()).vms_size() == 0);
 }
