@@ -6,7 +6,12 @@ namespace ppn::host {
 
 RolePolicy HostAgentRolePolicy(const std::string& mesh) {
   RolePolicy policy(mesh);
-  policy.AllowService("ppn.host.v1.HostAgent", {ppn::roles::kFleet, ppn::roles::kScheduler});
+  policy.AllowService("ppn.host.v1.HostAgent", {ppn::roles::kFleet});
+  // The scheduler moves VMs and cleans up after a failed move; it does not create VMs, change
+  // their networks or hand out private-network peers, which are the fleet's.
+  for (const char* method : {"DestroyVm", "ListVms", "PrepareIncoming", "MigrateOut", "ResumeVm"}) {
+    policy.Allow(std::string("/ppn.host.v1.HostAgent/") + method, {ppn::roles::kScheduler});
+  }
   return policy;
 }
 
