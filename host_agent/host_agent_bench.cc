@@ -18,6 +18,7 @@
 #include "common/files.h"
 #include "common/process.h"
 #include "common/x509.h"
+#include "host_agent/testing/bench_guest.h"
 #include "host_agent/vm_manager.h"
 
 ABSL_FLAG(std::string, guest, "bazel-bin/tools/test_guest", "Directory of the built test guest");
@@ -35,18 +36,11 @@ double Pct(std::vector<double> v, double p) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   std::string dir = "/tmp/ppn-agent-bench";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  std::filesystem::permissions(dir, std::filesystem::perms(0755));
-  std::string g = std::filesystem::absolute(absl::GetFlag(FLAGS_guest));
-  for (const char* f : {"vmlinuz", "initramfs.cpio.gz", "base.qcow2"}) {
-    std::filesystem::copy_file(g + "/" + f, dir + "/" + f);
-    std::filesystem::permissions(dir + "/" + f, std::filesystem::perms(0644));
+  if (absl::Status staged = ppn::host::testing::StageTestGuest(absl::GetFlag(FLAGS_guest), dir).status();
+      !staged.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(staged.message()).c_str());
+    return 1;
   }
-  std::string catalog = "{\"images\": {\"ppn-test-guest\": {\"base_image\": \"" + dir +
-                        "/base.qcow2\", \"kernel\": \"" + dir + "/vmlinuz\", \"initrd\": \"" + dir +
-                        "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}";
-  if (!ppn::WriteFileAtomically(dir + "/catalog.json", catalog).ok()) return 1;
 
   {
     auto store = *ppn::host::VmStore::Open(dir + "/agent.db");

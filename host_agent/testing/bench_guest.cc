@@ -8,7 +8,8 @@
 
 namespace ppn::host::testing {
 
-absl::StatusOr<ImageCatalog> StageTestGuest(const std::string& guest_dir, const std::string& dir) {
+absl::StatusOr<ImageCatalog> StageTestGuest(const std::string& guest_dir, const std::string& dir,
+                                            const std::string& append) {
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   std::filesystem::create_directories(dir, ec);
@@ -23,7 +24,7 @@ absl::StatusOr<ImageCatalog> StageTestGuest(const std::string& guest_dir, const 
   }
   std::string catalog =
       absl::StrCat("{\"images\": {\"ppn-test-guest\": {\"base_image\": \"", dir, "/base.qcow2\", \"kernel\": \"", dir,
-                   "/vmlinuz\", \"initrd\": \"", dir, "/initramfs.cpio.gz\", \"append\": \"console=ttyS0 quiet\"}}}");
+                   "/vmlinuz\", \"initrd\": \"", dir, "/initramfs.cpio.gz\", \"append\": \"", append, "\"}}}");
   absl::Status written = WriteFileAtomically(dir + "/catalog.json", catalog);
   if (!written.ok()) return written;
   return ImageCatalog::Load(dir + "/catalog.json");

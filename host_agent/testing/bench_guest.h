@@ -10,8 +10,9 @@
 
 namespace ppn::host::testing {
 
-// Empties `dir`, copies `guest_dir`'s kernel, initramfs and base disk into it and loads the
-// catalog of the one image "ppn-test-guest".
-absl::StatusOr<ImageCatalog> StageTestGuest(const std::string& guest_dir, const std::string& dir);
+// Empties `dir`, copies `guest_dir`'s kernel, initramfs and base disk into it, writes
+// dir/catalog.json naming the one image "ppn-test-guest" (booted with `append`) and loads it.
+absl::StatusOr<ImageCatalog> StageTestGuest(const std::string& guest_dir, const std::string& dir,
+                                            const std::string& append = "console=ttyS0 quiet");
 
 }  // namespace ppn::host::testing

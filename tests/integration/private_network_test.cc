@@ -22,6 +22,7 @@
 #include "host_agent/vm_network.h"
 #include "ppn/fleet/v1/fleet_service.grpc.pb.h"
 #include "ppn/host/v1/host_agent.grpc.pb.h"
+#include "tests/harness/probe_guest.h"
 #include "tests/harness/qemu_harness.h"
 
 namespace ppn {
@@ -39,47 +40,8 @@ std::chrono::system_clock::time_point Deadline(int seconds = 90) {
   return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
 }
 
-ppn::types::v1::VmSpec ProbeSpec(const std::string& name, const std::vector<std::string>& probes) {
-  ppn::types::v1::VmSpec spec;
-  spec.set_display_name(name);
-  spec.set_vcpus(1);
-  spec.set_memory_mib(128);
-  spec.set_image("ppn-test-guest");
-  spec.add_port_forwards()->set_guest_port(80);
-  std::string user_data = "#cloud-config\n";
-  for (const std::string& p : probes) absl::StrAppend(&user_data, "#ppn-probe ", p, "\n");
-  spec.set_user_data(user_data);
-  return spec;
-}
-
-// Each target's answer in the first complete probe round numbered above `after`.
-std::map<std::string, std::string> ProbeRound(const std::string& console, int after, int* round,
-                                              absl::Duration timeout = absl::Seconds(90)) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    std::string text = ReadAll(console);
-    std::smatch m;
-    std::regex done("PPN-PROBE-ROUND-DONE ([0-9]+)");
-    int last = 0;
-    for (auto it = std::sregex_iterator(text.begin(), text.end(), done); it != std::sregex_iterator(); ++it) {
-      last = std::stoi((*it)[1]);
-    }
-    if (last > after) {
-      std::map<std::string, std::string> out;
-      std::string prefix = absl::StrCat("PPN-PROBE round=", last, " ");
-      for (absl::string_view line : absl::StrSplit(text, '\n')) {
-        if (!absl::StartsWith(line, prefix)) continue;
-        std::vector<std::string> f = absl::StrSplit(line.substr(prefix.size()), absl::MaxSplits(' ', 2));
-        if (f.size() == 3) out[f[0] + " " + f[1]] = std::string(absl::StripAsciiWhitespace(f[2]));
-      }
-      *round = last;
-      return out;
-    }
-    absl::SleepFor(absl::Milliseconds(250));
-  }
-  FAIL("no probe round after " << after << " in " << console);
-  return {};
-}
+using ppn::testing::ProbeRound;
+using ppn::testing::ProbeSpec;
 
 struct Node {
   ppn::testing::GuestDir guest;
