@@ -112,7 +112,7 @@ absl::Status FleetCore::DeleteNetwork(const Scope& scope, const std::string& net
   std::vector<std::string> attached;
   for (const auto& [id, e] : registry_.vms()) {
     const VmRecord& r = e.record();
-    if (r.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+    if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
     for (const std::string& net : r.spec().networks()) {
       if (net == network_id) attached.push_back(id);
     }
@@ -135,7 +135,7 @@ absl::StatusOr<google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>> F
     if (n == nullptr) return NetworkNotFound(network_id);
     std::set<std::string> used;
     for (const auto& [id, e] : registry_.vms()) {
-      if (id == vm_id || e.record().state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      if (id == vm_id || e.record().state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
       for (const auto& nic : e.record().private_nics()) {
         if (nic.network_id() == network_id) used.insert(nic.address());
       }
@@ -236,7 +236,7 @@ ppn::host::v1::SetNetworkPeersRequest FleetCore::PeersFor(const std::string& nod
     std::vector<std::string> addresses;
     for (const auto& [id, e] : registry_.vms()) {
       const VmRecord& r = e.record();
-      if (r.node_id() != other || r.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      if (r.node_id() != other || r.state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
       for (const auto& nic : r.private_nics()) {
         if (nic.network_id() == network_id) addresses.push_back(nic.address());
       }
@@ -296,7 +296,7 @@ void FleetCore::RunOnce() {
     }
     for (const auto& [id, e] : registry_.vms()) {
       const VmRecord& r = e.record();
-      if (r.state() == ppn::types::v1::VM_STATE_STOPPED || r.state() == ppn::types::v1::VM_STATE_PENDING ||
+      if (r.state() == ppn::types::v1::VM_STATE_DESTROYED || r.state() == ppn::types::v1::VM_STATE_PENDING ||
           !r.has_expire_time() || !IsValidTimestamp(r.expire_time())) {
         continue;
       }
@@ -396,7 +396,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
     }
     for (const auto& [id, e] : registry_.vms()) {
       const VmRecord& r = e.record();
-      if (r.tenant_id() == tenant_id && r.state() != ppn::types::v1::VM_STATE_STOPPED &&
+      if (r.tenant_id() == tenant_id && r.state() != ppn::types::v1::VM_STATE_DESTROYED &&
           r.spec().display_name() == spec.display_name()) {
         return absl::AlreadyExistsError(absl::StrCat("a VM named ", spec.display_name(), " already exists"));
       }
@@ -477,7 +477,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
     absl::MutexLock l(&mu_);
     VmEntry* e = registry_.Vm(vm_id);
     e->create_in_flight = false;
-    if (e->record().state() == ppn::types::v1::VM_STATE_STOPPED) {
+    if (e->record().state() == ppn::types::v1::VM_STATE_DESTROYED) {
       // Destroyed by its tenant meanwhile; whatever the node has goes at its next heartbeat.
       registry_.Changed();
       return absl::AbortedError(absl::StrCat("vm ", vm_id, " was destroyed while it was being created"));
@@ -539,7 +539,7 @@ absl::StatusOr<ppn::fleet::v1::ListVmsResponse> FleetCore::ListVms(const Scope& 
   for (; it != vms.end(); ++it) {
     const VmRecord& rec = it->second.record();
     if (!scope.Sees(rec.tenant_id())) continue;
-    if (rec.state() == ppn::types::v1::VM_STATE_STOPPED && !r.include_stopped()) continue;
+    if (rec.state() == ppn::types::v1::VM_STATE_DESTROYED && !r.include_stopped()) continue;
     if (!r.node_id().empty() && rec.node_id() != r.node_id()) continue;
     bool labels_match = true;
     for (const auto& [k, v] : r.label_selector()) {
@@ -559,7 +559,7 @@ absl::StatusOr<ppn::fleet::v1::ListVmsResponse> FleetCore::ListVms(const Scope& 
 absl::Status FleetCore::StopLocked(VmEntry& e, const Actor& actor) {
   VmRecord& r = e.record();
   VmState prior = registry_.VisibleState(r);
-  r.set_state(ppn::types::v1::VM_STATE_STOPPED);
+  r.set_state(ppn::types::v1::VM_STATE_DESTROYED);
   r.clear_state_message();
   r.clear_forwarded_ports();
   e.settle_after = absl::InfinitePast();
@@ -583,7 +583,7 @@ absl::StatusOr<VmRecord> FleetCore::DestroyVm(const Scope& scope, const std::str
       return absl::NotFoundError(absl::StrCat("vm ", vm_id.substr(0, 64), " not found"));
     }
     const VmRecord& r = e->record();
-    if (r.state() == ppn::types::v1::VM_STATE_STOPPED) return r;
+    if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) return r;
     VmState visible = registry_.VisibleState(r);
     NodeEntry* n = registry_.Node(r.node_id());
     bool runs = visible != ppn::types::v1::VM_STATE_PENDING && visible != ppn::types::v1::VM_STATE_FAILED &&
@@ -603,7 +603,7 @@ absl::StatusOr<VmRecord> FleetCore::DestroyVm(const Scope& scope, const std::str
   absl::MutexLock l(&mu_);
   VmEntry* e = registry_.Vm(vm_id);
   if (e == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " not found"));
-  if (e->record().state() != ppn::types::v1::VM_STATE_STOPPED) PPN_RETURN_IF_ERROR(StopLocked(*e, actor));
+  if (e->record().state() != ppn::types::v1::VM_STATE_DESTROYED) PPN_RETURN_IF_ERROR(StopLocked(*e, actor));
   return e->record();
 }
 
@@ -646,7 +646,7 @@ absl::StatusOr<VmRecord> FleetCore::UpdateVmNetwork(const Scope& scope, const st
   VmEntry* e = registry_.Vm(vm_id);
   if (e == nullptr) return absl::NotFoundError(absl::StrCat("vm ", vm_id, " not found"));
   VmRecord& r = e->record();
-  if (r.state() == ppn::types::v1::VM_STATE_STOPPED) {
+  if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) {
     return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " was destroyed while its network was changed"));
   }
   if (r.node_id() != node_id) {
@@ -679,7 +679,7 @@ absl::StatusOr<VmRecord> FleetCore::RecordMigration(const ppn::fleet::v1::Record
   if (target == nullptr || !target->registered()) {
     return absl::InvalidArgumentError(absl::StrCat("unknown node ", req.target_node_id()));
   }
-  if (r.state() == ppn::types::v1::VM_STATE_STOPPED) {
+  if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) {
     return absl::FailedPreconditionError(absl::StrCat("vm ", req.vm_id(), " was destroyed"));
   }
   if (r.node_id() != req.source_node_id() && r.node_id() != req.target_node_id()) {

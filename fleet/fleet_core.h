@@ -102,8 +102,8 @@ class FleetCore {
   // NOT_FOUND if absent or outside the scope.
   absl::StatusOr<ppn::fleet::v1::VmRecord> GetVm(const Scope& scope, const std::string& vm_id);
   absl::StatusOr<ppn::fleet::v1::ListVmsResponse> ListVms(const Scope& scope, const ppn::fleet::v1::ListVmsRequest& r);
-  // Destroys a VM and records it STOPPED (idempotent). A VM that does not run (PENDING,
-  // FAILED, LOST, or UNKNOWN on an unreachable node) is STOPPED at once; its node is told to
+  // Destroys a VM and records it DESTROYED (idempotent). A VM that does not run (PENDING,
+  // FAILED, LOST, or UNKNOWN on an unreachable node) is DESTROYED at once; its node is told to
   // destroy it if it ever reports it. A running VM is destroyed on its node first: the node's
   // error (UNAVAILABLE: retry) if that fails.
   absl::StatusOr<ppn::fleet::v1::VmRecord> DestroyVm(const Scope& scope, const std::string& vm_id, const Actor& actor);
@@ -134,7 +134,7 @@ class FleetCore {
   // the tenant uses, RESOURCE_EXHAUSTED when the pool is full, PERMISSION_DENIED without a
   // tenant. Get and Delete: NOT_FOUND "network X not found" for one that is absent or another
   // tenant's alike. Delete: FAILED_PRECONDITION "network X has VMs attached: ..." while any VM
-  // of it is not STOPPED.
+  // of it is not DESTROYED.
   absl::StatusOr<ppn::types::v1::Network> CreateNetwork(const Scope& scope, const std::string& name);
   absl::StatusOr<ppn::types::v1::Network> GetNetwork(const Scope& scope, const std::string& network_id);
   std::vector<ppn::types::v1::Network> ListNetworks(const Scope& scope);
@@ -145,7 +145,7 @@ class FleetCore {
   uint64_t version();
 
  private:
-  // Records `e` STOPPED now, for `actor`; releases what it held.
+  // Records `e` DESTROYED now, for `actor`; releases what it held.
   absl::Status StopLocked(VmEntry& e, const Actor& actor) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a create attempt that failed for good: its record goes.
   void AbandonLocked(const std::string& vm_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

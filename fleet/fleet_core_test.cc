@@ -245,12 +245,12 @@ TEST_CASE("a tenant can always destroy a VM that is not running and the node dro
       auto list = f.core->ListVms(Scope{"acme"}, {});
       id = list->vms(0).vm_id();
       auto d = f.core->DestroyVm(Scope{"acme"}, id, Actor::Tenant());
-      CHECK(d->state() == ppn::types::v1::VM_STATE_STOPPED);
+      CHECK(d->state() == ppn::types::v1::VM_STATE_DESTROYED);
     });
     auto r = f.core->CreateVm("acme", Spec("web"), "");
     CHECK(r.status().code() == absl::StatusCode::kAborted);
     f.agents.OnSpawn(nullptr);
-    CHECK(f.Get(id).state() == ppn::types::v1::VM_STATE_STOPPED);
+    CHECK(f.Get(id).state() == ppn::types::v1::VM_STATE_DESTROYED);
     CHECK(f.Reserved("a") == 0);
     // The node started it anyway: its next heartbeat gets it destroyed there.
     f.core->OnHeartbeat(With(Beat("a", 7744), f.agents.Instances("a")));
@@ -273,7 +273,7 @@ TEST_CASE("a tenant can always destroy a VM that is not running and the node dro
     for (const std::string& id : ids) {
       auto d = f.core->DestroyVm(Scope{"acme"}, id, Actor::Tenant());
       REQUIRE(d.ok());
-      CHECK(d->state() == ppn::types::v1::VM_STATE_STOPPED);
+      CHECK(d->state() == ppn::types::v1::VM_STATE_DESTROYED);
     }
     CHECK(f.core->ListVms(Scope{"acme"}, {})->vms_size() == 0);  // none counts any more
     CHECK(f.agents.calls().size() == 3);                         // the three spawns: nobody waited on the node
@@ -421,7 +421,7 @@ TEST_CASE("only a running VM's network can be changed and a bad policy is refuse
     auto stopped = f.core->UpdateVmNetwork(Scope{"acme"}, id, Locked(), Actor::Tenant());
     CHECK(stopped.status().code() == absl::StatusCode::kFailedPrecondition);
     CHECK(stopped.status().message() ==
-          "vm " + id + " is VM_STATE_STOPPED; only a running VM's network can be changed");
+          "vm " + id + " is VM_STATE_DESTROYED; only a running VM's network can be changed");
   }
   for (const std::string& kind : f.Kinds()) CHECK(kind != "vm.network");
   CHECK_FALSE(f.Get(id).spec().has_egress());
@@ -472,11 +472,11 @@ TEST_CASE("ephemeral VMs are destroyed when their TTL expires", "[fleet][ttl]") 
   f.clock.Advance(absl::Seconds(30));
   f.core->OnHeartbeat(With(Beat("a", 8000), {Running(vm->vm.vm_id(), "acme")}));  // keep the node alive
   f.core->RunOnce();
-  CHECK(f.core->GetVm(Scope{"acme"}, vm->vm.vm_id())->state() != ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(f.core->GetVm(Scope{"acme"}, vm->vm.vm_id())->state() != ppn::types::v1::VM_STATE_DESTROYED);
   f.clock.Advance(absl::Seconds(31));
   f.core->OnHeartbeat(With(Beat("a", 8000), {Running(vm->vm.vm_id(), "acme")}));
   f.core->RunOnce();
-  CHECK(f.core->GetVm(Scope{"acme"}, vm->vm.vm_id())->state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(f.core->GetVm(Scope{"acme"}, vm->vm.vm_id())->state() == ppn::types::v1::VM_STATE_DESTROYED);
   CHECK(f.agents.vms()["a"].empty());
   CHECK(f.Ledger({"who"}) == std::vector<std::string>{"vm.create " + vm->vm.vm_id(), "vm.expire " + vm->vm.vm_id(),
                                                       "vm.destroy " + vm->vm.vm_id() + " who=ttl"});

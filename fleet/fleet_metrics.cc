@@ -38,7 +38,7 @@ void RegisterFleetMetrics(FleetCore* core, metrics::Registry* registry) {
       request.set_page_token(listed->next_page_token());
     }
     for (const auto& [key, count] : vms) {
-      s.Gauge("ppn_fleet_vms", "VMs in the registry by state and node (STOPPED ones are not listed).",
+      s.Gauge("ppn_fleet_vms", "VMs in the registry by state and node (DESTROYED ones are not listed).",
               {{"state", key.first}, {"node", key.second}}, count);
     }
   });

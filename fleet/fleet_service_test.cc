@@ -120,7 +120,7 @@ TEST_CASE("300 WatchVm streams do not hold a fleet thread each", "[fleet][watch]
   for (auto& stream : streams) {
     WatchVmResponse msg;
     while (stream->Read(&msg)) {
-      if (msg.vm().state() == ppn::types::v1::VM_STATE_STOPPED) ++stopped;
+      if (msg.vm().state() == ppn::types::v1::VM_STATE_DESTROYED) ++stopped;
     }
     CHECK(stream->Finish().ok());
   }
@@ -265,7 +265,7 @@ TEST_CASE("the role table lets the operator destroy any VM and keeps the schedul
   }
   grpc::ClientContext ctx;
   REQUIRE(s.Stub("operator")->DestroyVm(&ctx, destroy, &resp).ok());
-  CHECK(resp.vm().state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(resp.vm().state() == ppn::types::v1::VM_STATE_DESTROYED);
 }
 
 TEST_CASE("UpdateVmNetwork is for the tenant proxy within its tenant and for the operator", "[fleet][authz][network]") {

@@ -133,7 +133,7 @@ std::vector<NodeAction> Reconciler::ApplyHeartbeat(const ppn::host::v1::Heartbea
   ApplyCapacity(*n, hb, now);
   std::map<std::string, Reported> reports;
   for (const VmInstance& vm : hb.vms()) {
-    if (Usable(node_id, vm) && vm.state() != ppn::types::v1::VM_STATE_STOPPED) reports[vm.vm_id()] = Summary(vm);
+    if (Usable(node_id, vm) && vm.state() != ppn::types::v1::VM_STATE_DESTROYED) reports[vm.vm_id()] = Summary(vm);
   }
   registry_->SetReports(node_id, reports);
 
@@ -152,8 +152,8 @@ std::vector<NodeAction> Reconciler::ApplyHeartbeat(const ppn::host::v1::Heartbea
       continue;
     }
     if (report->second.vm.state() != ppn::types::v1::VM_STATE_PENDING) registry_->Release(vm.vm_id());
-    if (r.state() == ppn::types::v1::VM_STATE_STOPPED) {  // R3
-      actions.push_back({NodeAction::Kind::kDestroy, node_id, vm.vm_id(), "its record is STOPPED"});
+    if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) {  // R3
+      actions.push_back({NodeAction::Kind::kDestroy, node_id, vm.vm_id(), "its record is DESTROYED"});
       continue;
     }
     if (e->create_in_flight) continue;  // R4
@@ -173,7 +173,7 @@ std::vector<NodeAction> Reconciler::ApplyHeartbeat(const ppn::host::v1::Heartbea
     VmEntry* e = registry_->Vm(id);
     if (e == nullptr) continue;
     VmState is = registry_->VisibleState(e->record());
-    if (is != was && is != ppn::types::v1::VM_STATE_STOPPED && (Troubled(was) || Troubled(is))) {
+    if (is != was && is != ppn::types::v1::VM_STATE_DESTROYED && (Troubled(was) || Troubled(is))) {
       log_->StateChanged(e->record(), was, is,
                          e->record().state_message().empty() ? absl::StrCat("reported by node ", node_id)
                                                              : e->record().state_message());
@@ -306,7 +306,7 @@ std::string Reconciler::LiveElsewhere(const VmEntry& e, const std::string& excep
 void Reconciler::Unreported(VmEntry& e, const std::string& node_id, absl::Time now, std::vector<NodeAction>* actions) {
   VmRecord& r = e.record();
   VmState s = r.state();
-  if (e.create_in_flight || s == ppn::types::v1::VM_STATE_STOPPED || s == ppn::types::v1::VM_STATE_LOST ||
+  if (e.create_in_flight || s == ppn::types::v1::VM_STATE_DESTROYED || s == ppn::types::v1::VM_STATE_LOST ||
       s == ppn::types::v1::VM_STATE_FAILED) {
     return;  // R9, R10
   }
@@ -351,8 +351,8 @@ void Reconciler::ActionDone(const NodeAction& a, const absl::StatusOr<VmInstance
   }
   if (a.kind == NodeAction::Kind::kDestroy) {
     spdlog::info("vm.node_copy_destroyed vm={} node={} reason={}", a.vm_id, a.node_id, LogValue(a.reason));
-    if (result.ok() && e != nullptr && e->record().state() == ppn::types::v1::VM_STATE_STOPPED) {
-      log_->Destroyed(e->record(), Actor::Fleet(), ppn::types::v1::VM_STATE_STOPPED, a.node_id);
+    if (result.ok() && e != nullptr && e->record().state() == ppn::types::v1::VM_STATE_DESTROYED) {
+      log_->Destroyed(e->record(), Actor::Fleet(), ppn::types::v1::VM_STATE_DESTROYED, a.node_id);
     }
     return;
   }
@@ -373,7 +373,7 @@ void Reconciler::NodeUnreachable(const std::string& node_id) {
   if (n == nullptr) return;
   for (const std::string& id : n->vm_ids) {
     const VmRecord& r = registry_->Vm(id)->record();
-    if (r.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+    if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
     log_->StateChanged(r, r.state(), ppn::types::v1::VM_STATE_UNKNOWN,
                        absl::StrCat("node ", node_id, " is unreachable"));
   }

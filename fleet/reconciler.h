@@ -11,7 +11,7 @@
 //   R1 none: adopted on N with owner t (vm.adopt, reason "unknown to the fleet"); not if t is
 //      empty. A migrated_out copy is adopted as MIGRATING.
 //   R2 owned by a tenant other than t: the report is ignored (logged); ownership never moves.
-//   R3 STOPPED: N is told to destroy v (vm.destroy who=fleet once it has).
+//   R3 DESTROYED: N is told to destroy v (vm.destroy who=fleet once it has).
 //   R4 PENDING with its create in flight: the create settles it (only its reservation is
 //      released once N reports it past PENDING).
 //   R5 on N: takes N's state (a migrated_out copy is MIGRATING). A PENDING record settles:
@@ -30,7 +30,7 @@
 //       predate the spawn; at start, the load counts as the end): nothing. Another node runs
 //       it: moved there (R6). PENDING: FAILED "its node never started it", reservation
 //       released.
-//   R10 STOPPED, LOST, FAILED: nothing.
+//   R10 DESTROYED, LOST, FAILED: nothing.
 //   R11 otherwise: another node reports it at all: nothing (never LOST while a node reports
 //       it); the fleet started less than three intervals ago and some node has not reported
 //       yet: wait; else LOST (reservation released).

@@ -14,7 +14,7 @@ using ppn::types::v1::VM_STATE_LOST;
 using ppn::types::v1::VM_STATE_MIGRATING;
 using ppn::types::v1::VM_STATE_PENDING;
 using ppn::types::v1::VM_STATE_RUNNING;
-using ppn::types::v1::VM_STATE_STOPPED;
+using ppn::types::v1::VM_STATE_DESTROYED;
 using testing::Beat;
 using testing::CoreFixture;
 using testing::PausedCopy;
@@ -95,7 +95,7 @@ TEST_CASE("a PENDING record left by a crash settles at its node's next heartbeat
   CHECK(f.Ledger({"settled_by", "to"}) ==
         std::vector<std::string>{"vm.create " + started + " settled_by=heartbeat", "vm.state " + never + " to=FAILED"});
   // The tenant can be rid of it at once.
-  CHECK(f.core->DestroyVm(Scope{"acme"}, never, Actor::Tenant())->state() == VM_STATE_STOPPED);
+  CHECK(f.core->DestroyVm(Scope{"acme"}, never, Actor::Tenant())->state() == VM_STATE_DESTROYED);
 }
 
 TEST_CASE("a heartbeat that arrives while a create is in flight does not settle it", "[fleet][pending]") {
@@ -289,7 +289,7 @@ TEST_CASE("a node never heard from goes unreachable so its VMs can be destroyed 
   f.core->RunOnce();
   CHECK(f.core->ListNodes()[0].state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE);
   CHECK(f.Get(web->vm.vm_id()).state() == ppn::types::v1::VM_STATE_UNKNOWN);
-  CHECK(f.core->DestroyVm(Scope{"acme"}, web->vm.vm_id(), Actor::Tenant())->state() == VM_STATE_STOPPED);
+  CHECK(f.core->DestroyVm(Scope{"acme"}, web->vm.vm_id(), Actor::Tenant())->state() == VM_STATE_DESTROYED);
   CHECK(f.agents.calls().size() == 1);  // only the spawn: no wait on a node that is not there
 }
 

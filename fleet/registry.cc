@@ -71,7 +71,7 @@ absl::Status Registry::Load(absl::Time now) {
     // VM gets a new one; new ones continue after the newest VM's.
     uint32_t newest = 0;
     for (auto& [id, e] : vms_) {
-      if (e.record().state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      if (e.record().state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
       for (const RelayPort& p : e.stored.relay_ports) {
         if (relay_pool_.Claim(p.public_port, id)) newest = p.public_port;
       }
@@ -190,7 +190,7 @@ bool Registry::SyncRelay(VmEntry& e) {
   }
   std::vector<RelayPort>& ports = e.stored.relay_ports;
   const std::vector<RelayPort> before = ports;
-  if (r.state() == ppn::types::v1::VM_STATE_STOPPED) {
+  if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) {
     ports.clear();
   } else if (relay_pool_.enabled()) {
     std::vector<RelayPort> kept;
@@ -319,7 +319,7 @@ std::vector<ppn::fleet::v1::Node> Registry::ListNodes() const {
 VmState Registry::VisibleState(const VmRecord& record) const {
   auto n = nodes_.find(record.node_id());
   if (n != nodes_.end() && n->second.node.state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE &&
-      record.state() != ppn::types::v1::VM_STATE_STOPPED) {
+      record.state() != ppn::types::v1::VM_STATE_DESTROYED) {
     return ppn::types::v1::VM_STATE_UNKNOWN;
   }
   return record.state();
@@ -330,7 +330,7 @@ VmRecord Registry::View(const VmRecord& record) const {
   // Its traffic as its own node last reported it (a copy elsewhere, paused or incoming, has
   // its own counters).
   auto n = nodes_.find(record.node_id());
-  if (n != nodes_.end() && record.state() != ppn::types::v1::VM_STATE_STOPPED) {
+  if (n != nodes_.end() && record.state() != ppn::types::v1::VM_STATE_DESTROYED) {
     auto reported = n->second.reported.find(record.vm_id());
     if (reported != n->second.reported.end()) *view.mutable_network() = reported->second.vm.network();
   }
@@ -375,7 +375,7 @@ ppn::fleet::v1::WatchRelayRoutesResponse Registry::RelayTable() const {
   std::vector<ppn::fleet::v1::RelayRoute> routes;
   for (const auto& [id, e] : vms_) {
     const VmRecord& r = e.record();
-    if (r.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+    if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
     bool serving = MayServe(VisibleState(r));
     // A forward is served only at its node's own address: a record written by anyone who
     // could name another address (a heartbeat, a RecordMigration) must not turn the relay

@@ -110,7 +110,7 @@ class Registry {
   VmEntry& Insert(StoredVm vm);
   // Makes the record of `vm_id` durable and keeps the per-node and request indexes. A record
   // of a VM that exists gets a relay port for each of its port forwards that has none (logged
-  // when the range is full); a STOPPED one gives its relay ports back.
+  // when the range is full); a DESTROYED one gives its relay ports back.
   absl::Status Put(const std::string& vm_id);
   // Removes a record (a create that never happened) and its reservation.
   absl::Status Erase(const std::string& vm_id);

@@ -1,5 +1,8 @@
 #include "fleet/vm_store.h"
 
+#include <utility>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -14,15 +17,44 @@ absl::StatusOr<std::unique_ptr<VmStore>> VmStore::Open(const std::string& path) 
       "ALTER TABLE vms ADD COLUMN relay_ports TEXT NOT NULL DEFAULT ''",
       "CREATE TABLE networks (network_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL, "
       "pool_index INTEGER NOT NULL, create_time INTEGER NOT NULL)",
+      // Rows written before VM_STATE_DESTROYED existed, when STOPPED meant destroyed.
+      "ALTER TABLE vms ADD COLUMN legacy_states INTEGER NOT NULL DEFAULT 1",
   }));
+  PPN_RETURN_IF_ERROR(RewriteLegacyStates(*db));
   return std::unique_ptr<VmStore>(new VmStore(std::move(db)));
+}
+
+absl::Status VmStore::RewriteLegacyStates(Database& db) {
+  // One transaction: a crash leaves every row either old (flag set, rewritten next time) or
+  // new, so a STOPPED row is never read with the wrong meaning.
+  Transaction tx(db);
+  PPN_RETURN_IF_ERROR(tx.Begin());
+  std::vector<std::pair<std::string, ppn::fleet::v1::VmRecord>> legacy;
+  {
+    PPN_ASSIGN_OR_RETURN(Statement select, db.Prepare("SELECT vm_id, record FROM vms WHERE legacy_states = 1"));
+    while (true) {
+      PPN_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      ppn::fleet::v1::VmRecord record;
+      if (!record.ParseFromString(select.ColumnBlob(1))) {
+        return absl::DataLossError(absl::StrCat("VM record ", select.ColumnText(0), " is corrupt"));
+      }
+      legacy.emplace_back(select.ColumnText(0), std::move(record));
+    }
+  }
+  for (auto& [vm_id, record] : legacy) {
+    if (record.state() == ppn::types::v1::VM_STATE_STOPPED) record.set_state(ppn::types::v1::VM_STATE_DESTROYED);
+    PPN_ASSIGN_OR_RETURN(Statement update, db.Prepare("UPDATE vms SET record = ?, legacy_states = 0 WHERE vm_id = ?"));
+    PPN_RETURN_IF_ERROR(update.BindBlob(1, record.SerializeAsString()).Bind(2, vm_id).Run());
+  }
+  return tx.Commit();
 }
 
 absl::Status VmStore::Put(const StoredVm& vm) {
   absl::MutexLock l(&mu_);
   PPN_ASSIGN_OR_RETURN(Statement stmt,
                        db_->Prepare("INSERT OR REPLACE INTO vms (vm_id, tenant_id, request_id, record, fingerprint, "
-                                    "relay_ports) VALUES (?, ?, ?, ?, ?, ?)"));
+                                    "relay_ports, legacy_states) VALUES (?, ?, ?, ?, ?, ?, 0)"));
   return stmt.Bind(1, vm.record.vm_id())
       .Bind(2, vm.record.tenant_id())
       .Bind(3, vm.record.request_id())

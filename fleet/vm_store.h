@@ -24,13 +24,14 @@ struct StoredVm {
   std::string fingerprint;
   // The relay's port for each of its forwarded ports (the record's forwarded ports are the
   // node's, replaced at every move; these stay for the VM's life). Empty when the fleet has no
-  // relay, and once the VM is STOPPED.
+  // relay, and once the VM is DESTROYED.
   std::vector<RelayPort> relay_ports;
 };
 
 class VmStore {
  public:
-  // Opens (creating or migrating) the registry at `path`.
+  // Opens (creating or migrating) the registry at `path`. A record written before
+  // VM_STATE_DESTROYED existed, when STOPPED meant destroyed, is rewritten DESTROYED once.
   static absl::StatusOr<std::unique_ptr<VmStore>> Open(const std::string& path);
   absl::Status Put(const StoredVm& vm);
   absl::Status Delete(const std::string& vm_id);
@@ -43,6 +44,7 @@ class VmStore {
 
  private:
   explicit VmStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  static absl::Status RewriteLegacyStates(Database& db);
   absl::Mutex mu_;
   std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
 };

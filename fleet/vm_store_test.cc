@@ -35,6 +35,49 @@ TEST_CASE("a registry written before fingerprints were kept migrates and keeps i
   CHECK(again[0].record.request_id() == "req-1");
 }
 
+TEST_CASE("a registry written when STOPPED meant destroyed reads those VMs as DESTROYED once", "[fleet][store]") {
+  ppn::testing::TempDir dir;
+  {
+    // Schema version 5, the last one before VM_STATE_DESTROYED.
+    auto db = *Database::Open(dir.File("fleet.db"));
+    REQUIRE(db->Migrate({"CREATE TABLE vms (vm_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, request_id TEXT NOT NULL, "
+                         "record BLOB NOT NULL); CREATE INDEX vms_tenant ON vms (tenant_id, vm_id);",
+                         "ALTER TABLE vms ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
+                         "ALTER TABLE vms ADD COLUMN relay_ports TEXT NOT NULL DEFAULT ''",
+                         "CREATE TABLE networks (network_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT "
+                         "NULL, pool_index INTEGER NOT NULL, create_time INTEGER NOT NULL)"})
+                .ok());
+    auto insert = *db->Prepare("INSERT INTO vms (vm_id, tenant_id, request_id, record) VALUES (?, ?, ?, ?)");
+    ppn::fleet::v1::VmRecord gone, runs;
+    gone.set_vm_id("vm-gone");
+    gone.set_state(ppn::types::v1::VM_STATE_STOPPED);
+    runs.set_vm_id("vm-runs");
+    runs.set_state(ppn::types::v1::VM_STATE_RUNNING);
+    REQUIRE(insert.Bind(1, "vm-gone").Bind(2, "acme").Bind(3, "").BindBlob(4, gone.SerializeAsString()).Run().ok());
+    auto insert2 = *db->Prepare("INSERT INTO vms (vm_id, tenant_id, request_id, record) VALUES (?, ?, ?, ?)");
+    REQUIRE(insert2.Bind(1, "vm-runs").Bind(2, "acme").Bind(3, "").BindBlob(4, runs.SerializeAsString()).Run().ok());
+  }
+  auto store = *VmStore::Open(dir.File("fleet.db"));
+  auto loaded = *store->LoadAll();
+  REQUIRE(loaded.size() == 2);
+  for (const StoredVm& vm : loaded) {
+    CHECK(vm.record.state() ==
+          (vm.record.vm_id() == "vm-gone" ? ppn::types::v1::VM_STATE_DESTROYED : ppn::types::v1::VM_STATE_RUNNING));
+  }
+
+  // Once: a VM stopped (powered off) after the change stays STOPPED across reopening.
+  StoredVm stopped;
+  stopped.record.set_vm_id("vm-off");
+  stopped.record.set_tenant_id("acme");
+  stopped.record.set_state(ppn::types::v1::VM_STATE_STOPPED);
+  REQUIRE(store->Put(stopped).ok());
+  store.reset();
+  for (const StoredVm& vm : *(*VmStore::Open(dir.File("fleet.db")))->LoadAll()) {
+    if (vm.record.vm_id() == "vm-off") CHECK(vm.record.state() == ppn::types::v1::VM_STATE_STOPPED);
+    if (vm.record.vm_id() == "vm-gone") CHECK(vm.record.state() == ppn::types::v1::VM_STATE_DESTROYED);
+  }
+}
+
 TEST_CASE("a VM's relay ports are stored with its record and a corrupt entry is DATA_LOSS", "[fleet][store][relay]") {
   ppn::testing::TempDir dir;
   {

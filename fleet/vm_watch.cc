@@ -111,7 +111,7 @@ class WatchHub::VmWatch final : public WatchHub::StreamOf<v1::WatchVmResponse> {
     last_ = std::move(now);
     *msg->mutable_vm() = *std::move(vm);
     *msg->mutable_observe_time() = ToProtoTimestamp(absl::Now());
-    return msg->vm().state() == ppn::types::v1::VM_STATE_STOPPED ? Step::kSendLast : Step::kSend;
+    return msg->vm().state() == ppn::types::v1::VM_STATE_DESTROYED ? Step::kSendLast : Step::kSend;
   }
 
   const Scope scope_;

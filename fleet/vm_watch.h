@@ -5,7 +5,7 @@
 // registry's change notification (FleetCore::WaitForChange) and wakes every open stream, which
 // sends its next message if there is one (at most one write in flight; a change during a
 // write is sent after it). A VM's stream sends its record when it changed, traffic counters
-// aside, and ends OK after sending STOPPED, with NOT_FOUND when the VM is not (or no longer)
+// aside, and ends OK after sending DESTROYED, with NOT_FOUND when the VM is not (or no longer)
 // visible to the caller. A relay's stream sends the whole route table when a route changed,
 // and ends FAILED_PRECONDITION when the fleet has no relay. Every stream ends CANCELLED when
 // its caller goes. Thread-safe. `*core` must outlive it; destroy it only after the server has

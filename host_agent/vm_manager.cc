@@ -931,7 +931,7 @@ absl::StatusOr<VmInstance> VmManager::Destroy(const std::string& vm_id, absl::Du
   PPN_RETURN_IF_ERROR(
       runtime_.Stop(vm_id, process.get(), grace > absl::ZeroDuration() ? grace : options_.default_grace));
   PPN_RETURN_IF_ERROR(Remove(e.get(), "destroyed"));
-  vm.set_state(ppn::types::v1::VM_STATE_STOPPED);
+  vm.set_state(ppn::types::v1::VM_STATE_DESTROYED);
   vm.set_pid(0);
   spdlog::info("vm.destroyed vm={} tenant={}", LogValue(vm_id), LogValue(vm.tenant_id()));
   return vm;

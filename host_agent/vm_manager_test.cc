@@ -51,7 +51,7 @@ TEST_CASE("a spawned VM runs, is reported and leaves nothing when destroyed", "[
 
   absl::StatusOr<VmInstance> stopped = m->Destroy(kVm, absl::Seconds(1));
   REQUIRE(stopped.ok());
-  CHECK(stopped->state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(stopped->state() == ppn::types::v1::VM_STATE_DESTROYED);
   CHECK(node.qemu.CountAlive(kVm) == 0);
   CHECK_FALSE(std::filesystem::exists(node.VmDir(kVm)));
   CHECK(node.Records().empty());

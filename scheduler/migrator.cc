@@ -232,7 +232,7 @@ Migrator::Verdict Migrator::AwaitTarget(Attempt& a, absl::Duration timeout, bool
     if (there.ok()) {
       std::optional<VmInstance> copy = Find(*there, a.id);
       if (!copy.has_value() || copy->state() == ppn::types::v1::VM_STATE_FAILED ||
-          copy->state() == ppn::types::v1::VM_STATE_STOPPED) {
+          copy->state() == ppn::types::v1::VM_STATE_STOPPED || copy->state() == ppn::types::v1::VM_STATE_DESTROYED) {
         return Verdict::kGone;
       }
       if (copy->state() == ppn::types::v1::VM_STATE_RUNNING) {

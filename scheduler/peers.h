@@ -42,7 +42,7 @@ class FleetPeer : public PlacementOracle {
  public:
   // NOT_FOUND if the fleet has no such VM.
   virtual absl::StatusOr<ppn::fleet::v1::VmRecord> GetVm(const VmId& vm) = 0;
-  // Every VM that is not STOPPED, on `node` only unless it is empty (all pages).
+  // Every VM that is not DESTROYED, on `node` only unless it is empty (all pages).
   virtual absl::StatusOr<std::vector<ppn::fleet::v1::VmRecord>> ListVms(const NodeId& node) = 0;
   virtual absl::StatusOr<std::vector<ppn::fleet::v1::Node>> ListNodes() = 0;
   // Records that `vm` moved from `source` to `target` with these ports there. ABORTED if the

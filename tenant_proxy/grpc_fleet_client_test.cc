@@ -66,7 +66,7 @@ TEST_CASE("every fleet call carries the tenant and the client's deadline", "[pro
   CHECK(created->vm().tenant_id() == "acme");
   CHECK(f.client.GetVm(TenantId("acme"), VmId(created->vm().vm_id())).ok());
   CHECK(f.client.ListVms(TenantId("acme"), {})->vms_size() == 1);
-  CHECK(f.client.DestroyVm(TenantId("acme"), VmId(created->vm().vm_id()))->state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(f.client.DestroyVm(TenantId("acme"), VmId(created->vm().vm_id()))->state() == ppn::types::v1::VM_STATE_DESTROYED);
   auto seen = f.fake.seen();
   REQUIRE(seen.size() == 4);
   for (const auto& call : seen) {
@@ -149,7 +149,7 @@ TEST_CASE("a watch relays each state when asked and ends when the VM is destroye
   CHECK(c.status.ok());
   absl::MutexLock l(&c.mu);
   CHECK(c.states ==
-        std::vector<ppn::types::v1::VmState>{ppn::types::v1::VM_STATE_RUNNING, ppn::types::v1::VM_STATE_STOPPED});
+        std::vector<ppn::types::v1::VmState>{ppn::types::v1::VM_STATE_RUNNING, ppn::types::v1::VM_STATE_DESTROYED});
 }
 
 TEST_CASE("a watch of another tenant's VM ends not found", "[proxy][fleet_client]") {

@@ -59,6 +59,7 @@ std::string TenantStateMessage(ppn::types::v1::VmState state) {
     case ppn::types::v1::VM_STATE_STARTING: return "starting";
     case ppn::types::v1::VM_STATE_MIGRATING: return "moving to another host; it keeps running";
     case ppn::types::v1::VM_STATE_STOPPING: return "stopping";
+    case ppn::types::v1::VM_STATE_STOPPED: return "powered off; its disk is kept and StartVm boots it again";
     case ppn::types::v1::VM_STATE_FAILED: return "the VM failed: it could not start or stopped unexpectedly";
     case ppn::types::v1::VM_STATE_UNKNOWN: return "the VM's host is unreachable";
     case ppn::types::v1::VM_STATE_LOST: return "the VM was lost: its host no longer runs it";

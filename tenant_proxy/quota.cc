@@ -16,11 +16,12 @@ ppn::tenancy::v1::Usage UsageOf(const std::vector<ppn::fleet::v1::VmRecord>& vms
   // below a limit.
   uint64_t count = 0, vcpus = 0, memory_mib = 0, disk_gib = 0;
   for (const auto& vm : vms) {
-    if (vm.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+    if (vm.state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
     ++count;
+    disk_gib += CountedDiskGib(vm.spec());  // a stopped VM keeps its overlay
+    if (vm.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
     vcpus += vm.spec().vcpus();
     memory_mib += vm.spec().memory_mib();
-    disk_gib += CountedDiskGib(vm.spec());
   }
   auto clamp32 = [](uint64_t v) { return static_cast<uint32_t>(std::min<uint64_t>(v, UINT32_MAX)); };
   ppn::tenancy::v1::Usage usage;

@@ -36,9 +36,9 @@ Limits TheLimits(uint32_t vms, uint32_t vcpus, uint64_t memory_mib, uint32_t dis
   return l;
 }
 
-TEST_CASE("usage sums every VM that is not stopped and counts an image-only disk as 1 GiB", "[proxy][quota]") {
+TEST_CASE("usage sums every VM that is not destroyed and counts an image-only disk as 1 GiB", "[proxy][quota]") {
   std::vector<VmRecord> vms = {Record(Spec(2, 512, 10)), Record(Spec(1, 256)),
-                               Record(Spec(8, 8192, 100), ppn::types::v1::VM_STATE_STOPPED),
+                               Record(Spec(8, 8192, 100), ppn::types::v1::VM_STATE_DESTROYED),
                                Record(Spec(1, 128, 3), ppn::types::v1::VM_STATE_PENDING)};
   Usage u = UsageOf(vms);
   CHECK(u.vms() == 3);
@@ -46,6 +46,14 @@ TEST_CASE("usage sums every VM that is not stopped and counts an image-only disk
   CHECK(u.memory_mib() == 896);
   CHECK(u.disk_gib() == 10 + kImageOnlyDiskGib + 3);
   CHECK(UsageOf({}).vms() == 0);
+}
+
+TEST_CASE("a stopped VM counts as a VM and for its disk but not for vCPUs or memory in use", "[proxy][quota]") {
+  Usage u = UsageOf({Record(Spec(2, 512, 10)), Record(Spec(4, 4096, 20), ppn::types::v1::VM_STATE_STOPPED)});
+  CHECK(u.vms() == 2);
+  CHECK(u.vcpus() == 2);
+  CHECK(u.memory_mib() == 512);
+  CHECK(u.disk_gib() == 30);
 }
 
 TEST_CASE("the quota check names the first limit a VM would exceed", "[proxy][quota]") {

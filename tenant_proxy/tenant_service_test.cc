@@ -145,7 +145,7 @@ TEST_CASE("a WatchVm stream relays each state until the VM is destroyed", "[prox
   Server::Auth(&dctx, kAcme);
   REQUIRE(s.stub->DestroyVm(&dctx, destroy, &destroyed).ok());
   REQUIRE(reader->Read(&msg));
-  CHECK(msg.vm().state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(msg.vm().state() == ppn::types::v1::VM_STATE_DESTROYED);
   CHECK_FALSE(reader->Read(&msg));
   CHECK(reader->Finish().ok());
   CHECK(Server::Eventually([&] { return s.core->WatchStreamsForTest("acme") == 0; }));

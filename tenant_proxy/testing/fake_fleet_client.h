@@ -50,11 +50,11 @@ class FakeFleetClient final : public FleetClient {
     absl::MutexLock l(&mu_);
     return destroys_;
   }
-  // VMs not STOPPED, of every tenant.
+  // VMs not DESTROYED, of every tenant.
   int live_vms() {
     absl::MutexLock l(&mu_);
     int n = 0;
-    for (const auto& [id, vm] : vms_) n += vm.state() != ppn::types::v1::VM_STATE_STOPPED;
+    for (const auto& [id, vm] : vms_) n += vm.state() != ppn::types::v1::VM_STATE_DESTROYED;
     return n;
   }
   // Streams started and not yet ended / cancelled by the proxy so far.
@@ -102,7 +102,7 @@ class FakeFleetClient final : public FleetClient {
           response.set_replayed(reports_replayed_);
           return response;
         }
-        if (vm.state() != ppn::types::v1::VM_STATE_STOPPED &&
+        if (vm.state() != ppn::types::v1::VM_STATE_DESTROYED &&
             vm.spec().display_name() == request.spec().display_name()) {
           return absl::AlreadyExistsError(
               absl::StrCat("a VM named ", request.spec().display_name(), " already exists"));
@@ -142,7 +142,7 @@ class FakeFleetClient final : public FleetClient {
     auto it = request.page_token().empty() ? vms_.begin() : vms_.upper_bound(request.page_token());
     for (; it != vms_.end(); ++it) {
       const auto& vm = it->second;
-      if (vm.tenant_id() != tenant.value() || vm.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      if (vm.tenant_id() != tenant.value() || vm.state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
       if (out.vms_size() == limit) {
         out.set_next_page_token(out.vms(out.vms_size() - 1).vm_id());
         break;
@@ -160,7 +160,7 @@ class FakeFleetClient final : public FleetClient {
       ++destroys_;
       auto it = vms_.find(vm_id.value());
       if (it == vms_.end() || it->second.tenant_id() != tenant.value()) return NotFound(vm_id);
-      it->second.set_state(ppn::types::v1::VM_STATE_STOPPED);
+      it->second.set_state(ppn::types::v1::VM_STATE_DESTROYED);
       stopped = it->second;
       for (auto wit = streams_.begin(); wit != streams_.end();) {
         if (wit->second->vm_id == vm_id.value()) {
@@ -229,7 +229,7 @@ class FakeFleetClient final : public FleetClient {
       return absl::NotFoundError(absl::StrCat("network ", network_id, " not found"));
     }
     for (const auto& [id, vm] : vms_) {
-      if (vm.state() == ppn::types::v1::VM_STATE_STOPPED) continue;
+      if (vm.state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
       for (const std::string& net : vm.spec().networks()) {
         if (net == network_id) {
           return absl::FailedPreconditionError(absl::StrCat("network ", network_id, " has VMs attached: ", id));
@@ -331,7 +331,7 @@ class FakeFleetClient final : public FleetClient {
         auto it = fleet_->vms_.find(stream->vm_id);
         found = it != fleet_->vms_.end() && it->second.tenant_id() == tenant_;
         if (found) current = it->second;
-        if (found && current.state() != ppn::types::v1::VM_STATE_STOPPED) fleet_->streams_[this] = stream;
+        if (found && current.state() != ppn::types::v1::VM_STATE_DESTROYED) fleet_->streams_[this] = stream;
         absl::MutexLock w(&stream->mu);
         stream->wanted = true;
         if (found) {
@@ -342,7 +342,7 @@ class FakeFleetClient final : public FleetClient {
       }
       if (!found) {
         stream->End({}, NotFound(VmId(stream->vm_id)));
-      } else if (current.state() == ppn::types::v1::VM_STATE_STOPPED) {
+      } else if (current.state() == ppn::types::v1::VM_STATE_DESTROYED) {
         stream->End({}, absl::OkStatus());
       } else {
         stream->Pump();

@@ -116,7 +116,7 @@ grpc::Status FakeFleetService::ListVms(grpc::ServerContext* context, const ppn::
   std::string tenant = seen().back().tenant;
   absl::MutexLock l(&mu_);
   for (const auto& [id, vm] : vms_) {
-    if (vm.tenant_id() == tenant && vm.state() != ppn::types::v1::VM_STATE_STOPPED) *response->add_vms() = vm;
+    if (vm.tenant_id() == tenant && vm.state() != ppn::types::v1::VM_STATE_DESTROYED) *response->add_vms() = vm;
   }
   return grpc::Status::OK;
 }
@@ -130,7 +130,7 @@ grpc::Status FakeFleetService::DestroyVm(grpc::ServerContext* context, const ppn
   if (it == vms_.end() || it->second.tenant_id() != tenant) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("vm ", request->vm_id(), " not found"));
   }
-  it->second.set_state(ppn::types::v1::VM_STATE_STOPPED);
+  it->second.set_state(ppn::types::v1::VM_STATE_DESTROYED);
   *response->mutable_vm() = it->second;
   ++version_;
   changed_.SignalAll();
@@ -178,7 +178,7 @@ grpc::Status FakeFleetService::WatchVm(grpc::ServerContext* context, const ppn::
       bool written = writer->Write(m);
       mu_.Lock();
       if (!written) break;
-      if (m.vm().state() == ppn::types::v1::VM_STATE_STOPPED) return grpc::Status::OK;
+      if (m.vm().state() == ppn::types::v1::VM_STATE_DESTROYED) return grpc::Status::OK;
     }
     if (context->IsCancelled()) break;
     changed_.WaitWithTimeout(&mu_, absl::Milliseconds(20));

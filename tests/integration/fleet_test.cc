@@ -201,12 +201,12 @@ TEST_CASE("the fleet places real VMs, keeps tenants apart and survives SIGKILL",
     CHECK(seen.state_message() == "node laptop-a is unreachable");
     CHECK(acme.List().size() == 1);  // never silently dropped
     // Not known to run: the tenant is rid of it now, not when the node answers again.
-    CHECK(acme.Destroy(web.vm().vm_id()).state() == ppn::types::v1::VM_STATE_STOPPED);
+    CHECK(acme.Destroy(web.vm().vm_id()).state() == ppn::types::v1::VM_STATE_DESTROYED);
     CHECK(acme.List().empty());
     CHECK(CountProcessesMentioning("ppn-" + web.vm().vm_id()) == 1);  // the guest outlived its agent
 
     // The agent comes back on its address and re-adopts the guest; the fleet, whose record
-    // says STOPPED, has it destroyed there.
+    // says DESTROYED, has it destroyed there.
     a = StartAgent(pki, guest.path(), guest.catalog(), "laptop-a",
                    {"--kvm=simulate", "--advertised_memory_mib=2048", "--safety_margin_mib=256",
                     "--listen=127.0.0.1:" + std::to_string(agent_port)});
@@ -220,7 +220,7 @@ TEST_CASE("the fleet places real VMs, keeps tenants apart and survives SIGKILL",
   grpc::ClientContext ctx;
   acme.Prepare(&ctx);
   REQUIRE(acme.stub->DestroyVm(&ctx, req, &resp).ok());
-  CHECK(resp.vm().state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(resp.vm().state() == ppn::types::v1::VM_STATE_DESTROYED);
   CHECK(acme.List().empty());
 }
 
@@ -331,7 +331,7 @@ TEST_CASE("a fleet SIGKILLed mid-create settles the VM after restart: one guest,
   INFO("state " << ppn::types::v1::VmState_Name(vm.state()) << ": " << vm.state_message());
   CHECK(vm.state() == ppn::types::v1::VM_STATE_RUNNING);  // the agent finished the spawn
   CHECK(CountProcessesMentioning("ppn-" + vm.vm_id()) == 1);
-  CHECK(acme2.Destroy(vm.vm_id()).state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(acme2.Destroy(vm.vm_id()).state() == ppn::types::v1::VM_STATE_DESTROYED);
   CHECK(WaitFor([&] { return CountProcessesMentioning("ppn-" + vm.vm_id()) == 0; }, absl::Seconds(30)));
 }
 
@@ -378,7 +378,7 @@ TEST_CASE("a fleet and an agent both SIGKILLed mid-create leave no orphan guest 
       absl::Seconds(30)));
   CHECK(vm.state() != ppn::types::v1::VM_STATE_PENDING);
   CHECK(CountProcessesMentioning("ppn-" + vm_id) <= 1);  // never two QEMUs for one VM
-  CHECK(acme2.Destroy(vm_id).state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(acme2.Destroy(vm_id).state() == ppn::types::v1::VM_STATE_DESTROYED);
   CHECK(WaitFor([&] { return CountProcessesMentioning("ppn-" + vm_id) == 0; }, absl::Seconds(30)));
 }
 

@@ -162,7 +162,7 @@ TEST_CASE("a spawned VM boots with its seed, answers through its forwarded port 
 
   VmInstance stopped;
   REQUIRE(Destroy(stub.get(), "vm-web-1", &stopped).ok());
-  CHECK(stopped.state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(stopped.state() == ppn::types::v1::VM_STATE_DESTROYED);
   CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-web-1") == 0);
   CHECK_FALSE(std::filesystem::exists(agent.state_dir + "/vms/vm-web-1"));
   CHECK(HttpGet(port, "/", absl::Seconds(1)).empty());

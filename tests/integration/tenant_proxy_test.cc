@@ -256,7 +256,7 @@ TEST_CASE("a tenant cannot see get watch or destroy another tenant's VM", "[prox
     INFO(st.error_message());
     REQUIRE(st.ok());
     REQUIRE(mine_reader->Read(&msg));
-    CHECK(msg.vm().state() == ppn::types::v1::VM_STATE_STOPPED);
+    CHECK(msg.vm().state() == ppn::types::v1::VM_STATE_DESTROYED);
     CHECK_FALSE(mine_reader->Read(&msg));
     CHECK(mine_reader->Finish().ok());
   }
@@ -845,7 +845,7 @@ TEST_CASE("the example C++ and Python clients create list and destroy a VM", "[p
   std::string destroyed = run({"/usr/bin/python3", py, "--endpoint", endpoint, "--ca", s.pki.ca_cert_path(),
                                "--token-file", token_file, "destroy", name},
                               s.dir.File("py-destroy.out"));
-  CHECK(destroyed.find("VM_STATE_STOPPED") != std::string::npos);
+  CHECK(destroyed.find("VM_STATE_DESTROYED") != std::string::npos);
   unsetenv("PYTHONPATH");
 }
 

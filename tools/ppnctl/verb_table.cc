@@ -51,7 +51,7 @@ bool PrintMigrationProgress(const google::protobuf::Message& m, const Settings& 
 }
 
 // `vm create --wait`: follows the new VM (WatchVm) on the progress line until it is RUNNING
-// (exit 0) or will not get there (FAILED, STOPPED, LOST: exit 1), within --timeout (default
+// (exit 0) or will not get there (FAILED, DESTROYED, LOST: exit 1), within --timeout (default
 // 5 minutes). Ctrl-C stops waiting (exit 130); the VM stays.
 int WaitForVm(const Invocation& inv, const google::protobuf::Message& response) {
   using ppn::types::v1::VmState;
@@ -63,7 +63,7 @@ int WaitForVm(const Invocation& inv, const google::protobuf::Message& response) 
   };
   auto settled = [](VmState s) {
     return s == ppn::types::v1::VM_STATE_RUNNING || s == ppn::types::v1::VM_STATE_FAILED ||
-           s == ppn::types::v1::VM_STATE_STOPPED || s == ppn::types::v1::VM_STATE_LOST;
+           s == ppn::types::v1::VM_STATE_DESTROYED || s == ppn::types::v1::VM_STATE_LOST;
   };
   VmState state = created.vm().state();
   absl::Time start = absl::Now();
