@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/vm_spec.h"
@@ -488,6 +489,10 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       r.set_state_message(spawned->state_message());
       r.set_accelerator(spawned->accelerator());
       *r.mutable_forwarded_ports() = spawned->forwarded_ports();
+      if (spawned->has_ready_time() && IsValidTimestamp(spawned->ready_time())) {
+        *r.mutable_ready_time() = spawned->ready_time();
+        if (IsValidDuration(spawned->boot_duration())) *r.mutable_boot_duration() = spawned->boot_duration();
+      }
       if (spawned->private_nics_size() == nics.size()) *r.mutable_private_nics() = spawned->private_nics();  // MACs
       e->settle_after = deps_.clock->Now();  // a heartbeat already on its way may predate the spawn
       PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
@@ -517,6 +522,31 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
     }
   }
   return absl::InternalError("unreachable");
+}
+
+absl::StatusOr<VmRecord> FleetCore::WaitForReady(const Scope& scope, const std::string& vm_id, absl::Time deadline) {
+  while (true) {
+    uint64_t seen = version();
+    PPN_ASSIGN_OR_RETURN(VmRecord vm, GetVm(scope, vm_id));
+    switch (vm.state()) {
+      case ppn::types::v1::VM_STATE_RUNNING: return vm;
+      case ppn::types::v1::VM_STATE_PENDING:
+      case ppn::types::v1::VM_STATE_STARTING:
+      case ppn::types::v1::VM_STATE_UNKNOWN:  // its node may come back
+        break;
+      default:
+        return absl::FailedPreconditionError(
+            absl::StrCat("vm ", vm_id, " did not become ready: it is ",
+                         absl::StripPrefix(ppn::types::v1::VmState_Name(vm.state()), "VM_STATE_")));
+    }
+    absl::Time now = absl::Now();
+    if (now >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "vm ", vm_id, " is not ready yet (", absl::StripPrefix(ppn::types::v1::VmState_Name(vm.state()), "VM_STATE_"),
+          "); it stays: follow it with WatchVm or GetVm"));
+    }
+    WaitForChange(seen, std::min(deadline - now, absl::Seconds(1)));
+  }
 }
 
 absl::StatusOr<VmRecord> FleetCore::GetVm(const Scope& scope, const std::string& vm_id) {

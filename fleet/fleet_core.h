@@ -99,6 +99,11 @@ class FleetCore {
   // for reconciliation and the answer is UNAVAILABLE.
   absl::StatusOr<CreateResult> CreateVm(const std::string& tenant_id, const ppn::types::v1::VmSpec& spec,
                                         const std::string& request_id);
+  // Waits until VM `vm_id` is RUNNING (its guest ready) and returns it; DEADLINE_EXCEEDED at
+  // `deadline` (the VM stays as it is); FAILED_PRECONDITION if it ends anywhere but RUNNING
+  // (FAILED, LOST, STOPPED, DESTROYED). NOT_FOUND as GetVm.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> WaitForReady(const Scope& scope, const std::string& vm_id,
+                                                        absl::Time deadline);
   // NOT_FOUND if absent or outside the scope.
   absl::StatusOr<ppn::fleet::v1::VmRecord> GetVm(const Scope& scope, const std::string& vm_id);
   absl::StatusOr<ppn::fleet::v1::ListVmsResponse> ListVms(const Scope& scope, const ppn::fleet::v1::ListVmsRequest& r);

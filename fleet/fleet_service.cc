@@ -1,5 +1,8 @@
 #include "fleet/fleet_service.h"
 
+#include <algorithm>
+
+#include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "common/peer_identity.h"
 #include "common/roles.h"
@@ -59,6 +62,14 @@ grpc::Status FleetService::CreateVm(grpc::ServerContext* context, const v1::Crea
     return RpcFailed("CreateVm", r.status(), {{"tenant", *scope->tenant_id}});
   }
   *response->mutable_vm() = r->vm;
+  if (request->wait_for_ready()) {
+    // Bounded by the caller's deadline (never by more than ten minutes).
+    absl::Time deadline = std::min(absl::FromChrono(context->deadline()), absl::Now() + absl::Minutes(10));
+    absl::StatusOr<v1::VmRecord> ready = core_->WaitForReady(*scope, r->vm.vm_id(), deadline);
+    if (!ready.ok())
+      return RpcFailed("CreateVm", ready.status(), {{"tenant", *scope->tenant_id}, {"vm", r->vm.vm_id()}});
+    *response->mutable_vm() = *std::move(ready);
+  }
   response->set_replayed(r->replayed);
   response->mutable_decision()->set_chosen_node_id(r->decision.chosen_node_id);
   for (const auto& v : r->decision.verdicts) {

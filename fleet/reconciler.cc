@@ -30,7 +30,9 @@ VmState StateOf(const VmInstance& vm) { return vm.migrated_out() ? ppn::types::v
 bool TakeReport(VmRecord& r, const VmInstance& vm) {
   VmState state = StateOf(vm);
   bool changed = r.state() != state || r.state_message() != vm.state_message() || r.accelerator() != vm.accelerator() ||
-                 r.forwarded_ports_size() != vm.forwarded_ports_size();
+                 r.forwarded_ports_size() != vm.forwarded_ports_size() ||
+                 r.ready_time().SerializeAsString() != vm.ready_time().SerializeAsString() ||
+                 r.boot_duration().SerializeAsString() != vm.boot_duration().SerializeAsString();
   for (int i = 0; !changed && i < vm.forwarded_ports_size(); ++i) {
     changed = r.forwarded_ports(i).SerializeAsString() != vm.forwarded_ports(i).SerializeAsString();
   }
@@ -39,6 +41,12 @@ bool TakeReport(VmRecord& r, const VmInstance& vm) {
   r.set_state_message(vm.state_message());
   r.set_accelerator(vm.accelerator());
   *r.mutable_forwarded_ports() = vm.forwarded_ports();
+  // The node's word on when its guest became ready; a node that does not say (an older agent,
+  // a copy that arrived by migration) leaves what the record had.
+  if (vm.has_ready_time() && IsValidTimestamp(vm.ready_time())) {
+    *r.mutable_ready_time() = vm.ready_time();
+    if (vm.has_boot_duration() && IsValidDuration(vm.boot_duration())) *r.mutable_boot_duration() = vm.boot_duration();
+  }
   return true;
 }
 
@@ -52,6 +60,8 @@ Reported Summary(const VmInstance& vm) {
   r.vm.set_state(vm.state());
   r.vm.set_state_message(vm.state_message());
   r.vm.set_migrated_out(vm.migrated_out());
+  *r.vm.mutable_ready_time() = vm.ready_time();
+  *r.vm.mutable_boot_duration() = vm.boot_duration();
   r.vm.set_accelerator(ppn::types::v1::Accelerator_IsValid(vm.accelerator()) ? vm.accelerator()
                                                                              : ppn::types::v1::ACCELERATOR_UNSPECIFIED);
   *r.vm.mutable_forwarded_ports() = vm.forwarded_ports();

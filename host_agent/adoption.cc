@@ -104,7 +104,9 @@ Adoption DecideAdoption(const StoredVm& rec, const FoundQemu& found) {
     return a;
   }
   if (rs == "running") {
-    a.state = ppn::types::v1::VM_STATE_RUNNING;
+    // A guest still booting stays STARTING (the agent watches it again); every other running
+    // one is RUNNING.
+    a.state = stored == ppn::types::v1::VM_STATE_STARTING ? stored : ppn::types::v1::VM_STATE_RUNNING;
   } else if (rs == "postmigrate" || (rs == "paused" && found.migration_status == "completed")) {
     // The memory went to another node; whether it runs there is for the fleet to say.
     a.state = ppn::types::v1::VM_STATE_MIGRATING;

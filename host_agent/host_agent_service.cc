@@ -44,13 +44,16 @@ grpc::Status HostAgentService::WatchHeartbeats(grpc::ServerContext* context, con
     if (!valid.ok()) return RpcFailed("WatchHeartbeats", valid);
   }
   while (!context->IsCancelled()) {
+    const uint64_t version = manager_->version();  // before: a change while it is made sends another
     v1::Heartbeat hb = manager_->MakeHeartbeat();
     *hb.mutable_interval() = ToProtoDuration(interval);
     if (!writer->Write(hb)) break;
-    // Sleep in short steps so a cancelled stream frees its thread promptly.
+    // The next one at the interval, or as soon as a VM changes (a guest became ready, a VM
+    // stopped), so the fleet follows transitions without waiting for the interval; in short
+    // steps so a cancelled stream frees its thread promptly.
     absl::Time next = absl::Now() + interval;
     while (absl::Now() < next && !context->IsCancelled()) {
-      absl::SleepFor(std::min(absl::Milliseconds(100), next - absl::Now()));
+      if (manager_->WaitForChange(version, std::min(absl::Milliseconds(100), next - absl::Now())) != version) break;
     }
   }
   return grpc::Status::OK;

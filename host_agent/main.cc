@@ -43,6 +43,8 @@ ABSL_FLAG(std::string, qemu_user, "nobody", "User QEMU drops to when the agent r
 ABSL_FLAG(std::string, templates, "auto",
           "Creates restore per-image templates (docs/templates.md): auto (each made on first use), off (every "
           "create boots), or a comma list made at start as well: all, IMAGE, IMAGE@VCPUSxMIB");
+ABSL_FLAG(absl::Duration, boot_timeout, absl::Minutes(5),
+          "A booted VM whose guest gives no sign of being ready (docs/guest-channel.md) is RUNNING after this");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Default heartbeat interval");
 ABSL_FLAG(std::string, network, "namespace",
           "namespace: each VM in a network namespace of its own, reaching only what its egress policy allows "
@@ -210,6 +212,8 @@ int main(int argc, char** argv) {
   options.kvm_probe_timeout = absl::GetFlag(FLAGS_kvm_probe_timeout);
   options.qemu_binary = absl::GetFlag(FLAGS_qemu_binary);
   options.qemu_user = absl::GetFlag(FLAGS_qemu_user);
+  options.boot_timeout = absl::GetFlag(FLAGS_boot_timeout);
+  if (options.boot_timeout <= absl::ZeroDuration()) ppn::ExitWithError("--boot_timeout must be positive");
   if (std::string t = absl::GetFlag(FLAGS_templates); t == "off") {
     options.templates = false;
   } else if (t != "auto") {

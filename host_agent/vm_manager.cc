@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -144,6 +145,7 @@ VmManager::~VmManager() {
     stop_cv_.SignalAll();
   }
   if (monitor_.joinable()) monitor_.join();
+  if (readiness_.joinable()) readiness_.join();
   if (template_maker_.joinable()) template_maker_.join();
   std::vector<std::thread> builds;
   {
@@ -181,6 +183,7 @@ absl::Status VmManager::Start() {
   absl::StatusOr<RunResult> v = spawner_->Run(version, absl::Seconds(10));
   qemu_version_ = v.ok() ? std::string(absl::StripAsciiWhitespace(v->output.substr(0, v->output.find('\n')))) : "";
   monitor_ = std::thread([this] { MonitorLoop(); });
+  readiness_ = std::thread([this] { ReadinessLoop(); });
   if (options_.templates && !options_.template_images.empty()) {
     template_maker_ = std::thread([this] { MakeTemplatesAhead(); });
   }
@@ -459,6 +462,9 @@ absl::Status VmManager::Adopt() {
     }
     PPN_RETURN_IF_ERROR(PersistLocked(e.get()));
     vms_[e->rec.instance.vm_id()] = e;
+    // A guest still booting when the last agent stopped: watched again (one that said
+    // PPN-READY while no agent listened is found by its port or the boot timeout).
+    if (e->process != nullptr && e->rec.instance.state() == ppn::types::v1::VM_STATE_STARTING) WatchStartingLocked(e);
   }
   // A target still waiting for its stream waited on a listener that died with the last agent:
   // nothing can reach it now; the scheduler's retry prepares a new one.
@@ -532,7 +538,95 @@ absl::Status VmManager::Adopt() {
   return absl::OkStatus();
 }
 
-absl::Status VmManager::PersistLocked(Entry* e) { return store_->Put(e->rec); }
+absl::Status VmManager::PersistLocked(Entry* e) {
+  ++version_;  // every change of a record is persisted: heartbeats follow them
+  changed_cv_.SignalAll();
+  return store_->Put(e->rec);
+}
+
+uint64_t VmManager::version() {
+  absl::MutexLock l(&mu_);
+  return version_;
+}
+
+uint64_t VmManager::WaitForChange(uint64_t version, absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  absl::Time deadline = absl::Now() + timeout;
+  while (version_ == version && !stopping_ && absl::Now() < deadline) {
+    changed_cv_.WaitWithDeadline(&mu_, deadline);
+  }
+  return version_;
+}
+
+void VmManager::WatchStartingLocked(const std::shared_ptr<Entry>& e) {
+  const VmInstance& vm = e->rec.instance;
+  GuestReadiness::Target target;
+  target.channel_socket = IdentitySocketPath(runtime_.files().Dir(vm.vm_id()));
+  for (const auto& p : vm.forwarded_ports()) {
+    if (p.protocol() == ppn::types::v1::PROTOCOL_UDP) continue;
+    target.probe_host = p.host_address();
+    target.probe_port = p.host_port();
+    break;
+  }
+  absl::Time since = clock_->Now();
+  if (IsValidTimestamp(vm.start_time())) {
+    since = absl::FromUnixSeconds(vm.start_time().seconds()) + absl::Nanoseconds(vm.start_time().nanos());
+  }
+  starting_[vm.vm_id()] = Starting{e, std::make_shared<GuestReadiness>(std::move(target)), since};
+}
+
+void VmManager::MarkReadyLocked(Entry* e, absl::Time ready, const std::string& why, const std::string& state_message) {
+  VmInstance& vm = e->rec.instance;
+  absl::Time started = ready;
+  if (IsValidTimestamp(vm.start_time())) {
+    started = absl::FromUnixSeconds(vm.start_time().seconds()) + absl::Nanoseconds(vm.start_time().nanos());
+  }
+  vm.set_state(ppn::types::v1::VM_STATE_RUNNING);
+  if (!state_message.empty()) vm.set_state_message(state_message);
+  *vm.mutable_ready_time() = ToProtoTimestamp(ready);
+  *vm.mutable_boot_duration() = ToProtoDuration(std::max(ready - started, absl::ZeroDuration()));
+  absl::Status s = PersistLocked(e);
+  if (!s.ok()) spdlog::error("vm.store_failed vm={} error={}", LogValue(vm.vm_id()), LogValue(s.message()));
+  spdlog::info("vm.ready vm={} tenant={} how={} boot_ms={}", LogValue(vm.vm_id()), LogValue(vm.tenant_id()),
+               LogValue(why), absl::ToInt64Milliseconds(ready - started));
+}
+
+void VmManager::ReadinessLoop() {
+  absl::MutexLock l(&mu_);
+  while (!stopping_) {
+    stop_cv_.WaitWithTimeout(&mu_, options_.readiness_interval);
+    if (stopping_) break;
+    std::vector<std::pair<std::string, Starting>> todo(starting_.begin(), starting_.end());
+    mu_.Unlock();
+    std::vector<std::pair<std::string, std::string>> ready;  // vm → why
+    for (auto& [id, s] : todo) {
+      if (std::optional<std::string> why = s.watch->Poll(absl::Now())) ready.emplace_back(id, *why);
+    }
+    mu_.Lock();
+    const absl::Time now = clock_->Now();
+    for (const auto& [id, why] : ready) {
+      auto it = starting_.find(id);
+      if (it == starting_.end()) continue;
+      auto vm = vms_.find(id);
+      if (vm != vms_.end() && vm->second == it->second.e &&
+          it->second.e->rec.instance.state() == ppn::types::v1::VM_STATE_STARTING) {
+        MarkReadyLocked(it->second.e.get(), now, why, "");
+      }
+    }
+    for (auto it = starting_.begin(); it != starting_.end();) {
+      auto vm = vms_.find(it->first);
+      bool current = vm != vms_.end() && vm->second == it->second.e &&
+                     it->second.e->rec.instance.state() == ppn::types::v1::VM_STATE_STARTING;
+      if (current && now - it->second.since > options_.boot_timeout) {
+        MarkReadyLocked(it->second.e.get(), now, "boot timeout",
+                        absl::StrCat("the guest gave no sign of being ready within ",
+                                     absl::FormatDuration(options_.boot_timeout), " (docs/guest-channel.md)"));
+        current = false;
+      }
+      it = current ? std::next(it) : starting_.erase(it);
+    }
+  }
+}
 
 void VmManager::ReleasePortsLocked(Entry* e) {
   if (e->ports_held) ports_.Release(PortsOf(e->rec));
@@ -653,14 +747,24 @@ absl::StatusOr<VmManager::Created> VmManager::Create(const CreateRequest& r) {
   if (s.ok()) {
     absl::MutexLock l(&mu_);
     VmInstance& vm = e->rec.instance;
-    vm.set_state(r.incoming ? ppn::types::v1::VM_STATE_MIGRATING : ppn::types::v1::VM_STATE_RUNNING);
+    // A restored guest is ready (its template was saved ready, and it took its identity); a
+    // booted one is STARTING until it says so.
+    const bool restored = absl::StartsWith(vm.state_message(), "restored from template");
+    vm.set_state(r.incoming ? ppn::types::v1::VM_STATE_MIGRATING
+                            : (restored ? ppn::types::v1::VM_STATE_RUNNING : ppn::types::v1::VM_STATE_STARTING));
     if (r.incoming) vm.set_state_message("waiting for an incoming migration");
     if (r.incoming) e->ready_deadline = clock_->Now() + r.ready_timeout;
     vm.set_accelerator(r.kvm ? ppn::types::v1::ACCELERATOR_KVM : ppn::types::v1::ACCELERATOR_TCG);
     vm.set_pid(e->process->pid());
-    *vm.mutable_start_time() = ToProtoTimestamp(clock_->Now());
+    const absl::Time now = clock_->Now();
+    *vm.mutable_start_time() = ToProtoTimestamp(now);
+    if (restored) {
+      *vm.mutable_ready_time() = ToProtoTimestamp(now);
+      *vm.mutable_boot_duration() = ToProtoDuration(absl::ZeroDuration());
+    }
     vm.set_console_log_path(ConsoleLogPath(runtime_.files().Dir(r.vm_id)));
     s = PersistLocked(e.get());
+    if (s.ok() && !r.incoming && !restored) WatchStartingLocked(e);
     created = Created{vm, e->rec.migration_port, ticket};
   }
   if (!s.ok()) {
@@ -686,7 +790,9 @@ absl::StatusOr<std::optional<VmInstance>> VmManager::CreateExisting(const Create
     if (vm.tenant_id() != r.tenant_id || incoming != r.incoming) return exists;
     if (!r.incoming) {
       if (!SameSpec(vm.spec(), r.spec)) return exists;
-      if (vm.state() == ppn::types::v1::VM_STATE_RUNNING) return std::optional<VmInstance>(vm);
+      if (vm.state() == ppn::types::v1::VM_STATE_RUNNING || vm.state() == ppn::types::v1::VM_STATE_STARTING) {
+        return std::optional<VmInstance>(vm);
+      }
       return absl::FailedPreconditionError(absl::StrCat("vm ", r.vm_id, " is ",
                                                         ppn::types::v1::VmState_Name(vm.state()), " on node ",
                                                         options_.node_id, "; destroy it first"));
@@ -1046,7 +1152,8 @@ void VmManager::RunOnce() {
     }
     if (incoming) {
       SettleIncoming(e.get());
-    } else if ((state == ppn::types::v1::VM_STATE_RUNNING || state == ppn::types::v1::VM_STATE_MIGRATING) &&
+    } else if ((state == ppn::types::v1::VM_STATE_RUNNING || state == ppn::types::v1::VM_STATE_STARTING ||
+                state == ppn::types::v1::VM_STATE_MIGRATING) &&
                (process == nullptr || !process->Alive())) {
       std::string why = ReadFileTail(QemuLogPath(runtime_.files().Dir(vm_id)), 300);
       DropNetwork(e.get());  // a dead guest keeps its record (FAILED), not its network

@@ -25,6 +25,7 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/process.h"
+#include "host_agent/guest_readiness.h"
 #include "host_agent/image_catalog.h"
 #include "host_agent/migration_channel.h"
 #include "host_agent/node_probe.h"
@@ -58,6 +59,11 @@ class VmManager {
     bool use_cgroups = true;           // false: never touch cgroup v2 (unit tests)
     absl::Duration default_grace = absl::Seconds(10);
     absl::Duration default_ready_timeout = absl::Seconds(60);
+    // A booted VM is STARTING until its guest is ready (docs/guest-channel.md); one that gives
+    // no sign within this long is reported RUNNING anyway, saying so in its state message.
+    absl::Duration boot_timeout = absl::Minutes(5);
+    // How often starting guests' channels and ports are looked at.
+    absl::Duration readiness_interval = absl::Milliseconds(20);
     absl::Duration monitor_interval = absl::Seconds(1);
     absl::Duration migration_poll_interval = absl::Milliseconds(100);
     // Testing only: how long a spawn waits after QEMU's exec before it goes on, so a test
@@ -118,6 +124,10 @@ class VmManager {
   absl::StatusOr<ppn::host::v1::VmInstance> Destroy(const std::string& vm_id, absl::Duration grace);
   std::vector<ppn::host::v1::VmInstance> List();
   ppn::host::v1::Heartbeat MakeHeartbeat();
+  // Every change of a VM's record bumps the version; WaitForChange blocks until it passes
+  // `version`, `timeout` passes or the manager stops, and returns the version then.
+  uint64_t version();
+  uint64_t WaitForChange(uint64_t version, absl::Duration timeout);
 
   // The balloon's size in MiB. FAILED_PRECONDITION unless running; INVALID_ARGUMENT for a
   // target below 16 MiB or above the VM's memory.
@@ -251,6 +261,18 @@ class VmManager {
   uint64_t TotalMib() const;
   uint64_t DiskAvailableMibLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MonitorLoop();
+  // Starting guests: each booted VM is watched (GuestReadiness) until it is ready, gone or
+  // past options_.boot_timeout; the readiness thread polls them all.
+  struct Starting {
+    std::shared_ptr<Entry> e;
+    std::shared_ptr<GuestReadiness> watch;
+    absl::Time since;
+  };
+  void WatchStartingLocked(const std::shared_ptr<Entry>& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // STARTING → RUNNING with ready_time and boot_duration; `why` goes to the log.
+  void MarkReadyLocked(Entry* e, absl::Time ready, const std::string& why, const std::string& state_message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReadinessLoop();
 
   const Options options_;
   const ImageCatalog catalog_;
@@ -286,6 +308,10 @@ class VmManager {
   std::set<std::string> templates_making_ ABSL_GUARDED_BY(mu_);  // keys being made in the background
   absl::CondVar stop_cv_;
   std::thread monitor_;
+  std::map<std::string, Starting> starting_ ABSL_GUARDED_BY(mu_);
+  std::thread readiness_;
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::CondVar changed_cv_;
 };
 
 }  // namespace ppn::host

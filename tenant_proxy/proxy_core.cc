@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/status_macros.h"
@@ -91,6 +92,8 @@ Vm TenantView(const VmRecord& r) {
   if (r.has_expire_time()) *vm.mutable_expire_time() = r.expire_time();
   *vm.mutable_network() = r.network();
   *vm.mutable_private_nics() = r.private_nics();
+  if (r.has_ready_time()) *vm.mutable_ready_time() = r.ready_time();
+  if (r.has_boot_duration()) *vm.mutable_boot_duration() = r.boot_duration();
   return vm;
 }
 
@@ -223,6 +226,25 @@ absl::StatusOr<Vm> ProxyCore::CreateVm(const Tenant& tenant, const ppn::tenancy:
   PPN_RETURN_IF_ERROR(Finish(audit, absl::OkStatus()));
   spdlog::info("tenant.vm.created tenant={} vm={} token_id={}", LogValue(tid), audit.vm_id, audit.token_id);
   return TenantView(created->vm());
+}
+
+absl::StatusOr<Vm> ProxyCore::WaitForReady(const Tenant& tenant, const std::string& vm_id, absl::Time deadline) {
+  while (true) {
+    PPN_ASSIGN_OR_RETURN(VmRecord vm, deps_.fleet->GetVm(tenant.tenant_id, VmId(vm_id)));
+    const ppn::types::v1::VmState s = vm.state();
+    if (s == ppn::types::v1::VM_STATE_RUNNING) return TenantView(vm);
+    const std::string state(absl::StripPrefix(ppn::types::v1::VmState_Name(s), "VM_STATE_"));
+    if (s != ppn::types::v1::VM_STATE_PENDING && s != ppn::types::v1::VM_STATE_STARTING &&
+        s != ppn::types::v1::VM_STATE_UNKNOWN) {
+      return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " did not become ready: it is ", state));
+    }
+    absl::Time now = absl::Now();
+    if (now >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("vm ", vm_id, " is not ready yet (", state, "); it stays: follow it with WatchVm or GetVm"));
+    }
+    absl::SleepFor(std::min(deadline - now, absl::Milliseconds(200)));
+  }
 }
 
 absl::StatusOr<Vm> ProxyCore::GetVm(const Tenant& tenant, const std::string& name) {

@@ -63,6 +63,11 @@ class ProxyCore {
   // by the original call. One create at a time per tenant, so quota races cannot overshoot.
   // INTERNAL if the trail cannot record (then nothing is forwarded, or nothing answered).
   absl::StatusOr<ppn::tenancy::v1::Vm> CreateVm(const Tenant& tenant, const ppn::tenancy::v1::CreateVmRequest& request);
+  // Waits (CreateVm's wait_for_ready) until the tenant's VM `vm_id` is RUNNING and returns it:
+  // DEADLINE_EXCEEDED at `deadline` (the VM stays, STARTING), FAILED_PRECONDITION if it ended
+  // elsewhere (FAILED, LOST, ...); NOT_FOUND as GetVm. Holds no per-tenant gate while it waits.
+  absl::StatusOr<ppn::tenancy::v1::Vm> WaitForReady(const Tenant& tenant, const std::string& vm_id,
+                                                    absl::Time deadline);
   // NOT_FOUND for a VM that is absent or another tenant's, with the same words.
   absl::StatusOr<ppn::tenancy::v1::Vm> GetVm(const Tenant& tenant, const std::string& name);
   absl::StatusOr<ppn::tenancy::v1::ListVmsResponse> ListVms(const Tenant& tenant,

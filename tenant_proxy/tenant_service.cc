@@ -1,9 +1,11 @@
 #include "tenant_proxy/tenant_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "common/rpc_log.h"
 #include "grpcpp/support/server_callback.h"
@@ -116,6 +118,12 @@ grpc::Status TenantServiceImpl::CreateVm(grpc::ServerContext* context, const ten
   if (!tenant.ok()) return RpcFailed("CreateVm", tenant.status());
   absl::StatusOr<tenancy::v1::Vm> vm = core_->CreateVm(*tenant, *request);
   if (!vm.ok()) return RpcFailed("CreateVm", vm.status(), {{"tenant", tenant->tenant_id.value()}});
+  if (request->wait_for_ready() && vm->state() != ppn::types::v1::VM_STATE_RUNNING) {
+    // Bounded by the caller's deadline (never by more than ten minutes).
+    absl::Time deadline = std::min(absl::FromChrono(context->deadline()), absl::Now() + absl::Minutes(10));
+    vm = core_->WaitForReady(*tenant, vm->vm_id(), deadline);
+    if (!vm.ok()) return RpcFailed("CreateVm", vm.status(), {{"tenant", tenant->tenant_id.value()}});
+  }
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
 }

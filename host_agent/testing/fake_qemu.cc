@@ -37,8 +37,8 @@ std::string OptionOf(const std::string& options, const std::string& key) {
 // The guest's end of the identity channel: one connection at a time, on its own thread.
 class FakeQemu::GuestChannel {
  public:
-  GuestChannel(const std::string& path, bool speak, std::function<void(std::string)> on_identity)
-      : speak_(speak), on_identity_(std::move(on_identity)) {
+  GuestChannel(const std::string& path, bool speak, bool say_ready, std::function<void(std::string)> on_identity)
+      : speak_(speak), say_ready_(say_ready), on_identity_(std::move(on_identity)) {
     unlink(path.c_str());
     listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un addr{};
@@ -73,6 +73,7 @@ class FakeQemu::GuestChannel {
         conn_ = c;
       }
       if (speak_) send(c, "PPN-IDENTITY-READY 1\n", 21, MSG_NOSIGNAL);
+      if (say_ready_) send(c, "PPN-READY\n", 10, MSG_NOSIGNAL);
       std::string got;
       char buf[4096];
       ssize_t n;
@@ -93,6 +94,7 @@ class FakeQemu::GuestChannel {
   }
 
   const bool speak_;
+  const bool say_ready_;
   const std::function<void(std::string)> on_identity_;
   int listen_fd_ = -1;
   std::thread thread_;
@@ -157,15 +159,17 @@ absl::Status FakeQemu::Launch(const SpawnSpec& spec, pid_t pid) {
   for (size_t i = 0; i + 1 < spec.argv.size(); ++i) {
     const std::string& a = spec.argv[i + 1];
     if (spec.argv[i] == "-chardev" && absl::StartsWith(a, "socket,id=identity0,")) {
-      bool speak;
+      bool speak, say_ready;
       {
         absl::MutexLock l(&mu_);
         speak = speak_identity_;
+        say_ready = say_ready_;
       }
-      channel = std::make_shared<GuestChannel>(OptionOf(a, "path"), speak, [this, vm_id](std::string identity) {
-        absl::MutexLock l(&mu_);
-        identities_[vm_id].push_back(std::move(identity));
-      });
+      channel =
+          std::make_shared<GuestChannel>(OptionOf(a, "path"), speak, say_ready, [this, vm_id](std::string identity) {
+            absl::MutexLock l(&mu_);
+            identities_[vm_id].push_back(std::move(identity));
+          });
     }
     // A template being made: its RAM lands in the file.
     if (spec.argv[i] == "-object" && absl::StartsWith(a, "memory-backend-file,") && OptionOf(a, "share") == "on") {

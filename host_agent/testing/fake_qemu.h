@@ -59,6 +59,12 @@ class FakeQemu {
   // connects, PPN-IDENTITY-OK after an identity's "end". Off: they say nothing, as an image
   // without the channel's reader.
   void set_guests_speak_identity(bool on);
+  // Guests say PPN-READY (docs/guest-channel.md) to whoever connects to their channel; off:
+  // they never do, as an image that does not know the line.
+  void set_guests_say_ready(bool on) {
+    absl::MutexLock l(&mu_);
+    say_ready_ = on;
+  }
   // The identity messages vm_id's guests received, in order.
   std::vector<std::string> IdentitiesOf(const std::string& vm_id);
 
@@ -85,6 +91,7 @@ class FakeQemu {
   uint64_t image_bytes_ ABSL_GUARDED_BY(mu_) = uint64_t{1} << 30;
   std::function<void(const std::string&, pid_t)> on_exec_ ABSL_GUARDED_BY(mu_);
   bool speak_identity_ ABSL_GUARDED_BY(mu_) = true;
+  bool say_ready_ ABSL_GUARDED_BY(mu_) = true;
   std::map<std::string, std::vector<std::string>> identities_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -95,9 +96,30 @@ struct Node {
     Crash();
     return Start();
   }
+  // The spawn's answer (a booted VM is STARTING).
+  absl::StatusOr<VmInstance> SpawnStarting(const std::string& id = kVm, const std::string& tenant = "acme",
+                                           const VmSpec& spec = Spec()) {
+    return manager->Spawn(VmId(id), TenantId(tenant), spec);
+  }
+  // A spawn and, for a booted VM whose fake guest says PPN-READY, the wait until it is RUNNING
+  // (bounded): what most tests need before they go on.
   absl::StatusOr<VmInstance> Spawn(const std::string& id = kVm, const std::string& tenant = "acme",
                                    const VmSpec& spec = Spec()) {
-    return manager->Spawn(VmId(id), TenantId(tenant), spec);
+    absl::StatusOr<VmInstance> vm = SpawnStarting(id, tenant, spec);
+    if (!vm.ok() || vm->state() != ppn::types::v1::VM_STATE_STARTING) return vm;
+    return WaitForState(id, ppn::types::v1::VM_STATE_RUNNING).value_or(*vm);
+  }
+  // vm `id` as List() shows it once it is in `state`, or nullopt after `within`.
+  std::optional<VmInstance> WaitForState(const std::string& id, ppn::types::v1::VmState state,
+                                         absl::Duration within = absl::Seconds(5)) {
+    absl::Time end = absl::Now() + within;
+    while (absl::Now() < end) {
+      for (const VmInstance& vm : manager->List()) {
+        if (vm.vm_id() == id && vm.state() == state) return vm;
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return std::nullopt;
   }
   int QemuSpawns() {
     int n = 0;
