@@ -3,7 +3,12 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
 #include <openssl/sha.h>
+#include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -191,6 +197,75 @@ absl::Status ValidatePrivateNics(const std::vector<PrivateNic>& nics) {
   return absl::OkStatus();
 }
 
+std::string GratuitousArpFrame(const std::string& mac, const std::string& address) {
+  in_addr ip;
+  if (!ValidMac(mac) || inet_pton(AF_INET, address.c_str(), &ip) != 1) return "";
+  std::string hw;
+  for (absl::string_view octet : absl::StrSplit(mac, ':')) hw += absl::HexStringToBytes(octet);
+  const std::string pa(reinterpret_cast<const char*>(&ip.s_addr), 4);  // network order already
+  std::string f(6, '\xff');                                            // to everyone on the link
+  absl::StrAppend(&f, hw, std::string("\x08\x06", 2));                 // from the router; ARP
+  // Ethernet, IPv4, 6-byte and 4-byte addresses, a request (as Linux's own announcements are).
+  absl::StrAppend(&f, std::string("\x00\x01\x08\x00\x06\x04\x00\x01", 8));
+  // Sender and target are both the announced address: every host that has it updates it.
+  absl::StrAppend(&f, hw, pa, std::string(6, '\0'), pa);
+  f.resize(60, '\0');
+  return f;
+}
+
+absl::Status AnnounceAddresses(const std::string& netns, const std::string& interface_name, const std::string& mac,
+                               const std::vector<std::string>& addresses, int rounds) {
+  std::vector<std::string> frames;
+  for (const std::string& a : addresses) {
+    frames.push_back(GratuitousArpFrame(mac, a));
+    if (frames.back().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot announce \"", a.substr(0, 64), "\" at \"", mac.substr(0, 32), "\""));
+    }
+  }
+  if (frames.empty()) return absl::OkStatus();
+  absl::Status result;
+  // A thread of its own enters the namespace: the socket stays there, the agent's threads don't.
+  std::thread sender([&] {
+    if (!netns.empty()) {
+      int fd = open(absl::StrCat("/run/netns/", netns).c_str(), O_RDONLY | O_CLOEXEC);
+      bool entered = fd >= 0 && setns(fd, CLONE_NEWNET) == 0;
+      if (fd >= 0) close(fd);
+      if (!entered) {
+        result = absl::FailedPreconditionError(
+            absl::StrCat("cannot enter network namespace ", netns, ": ", std::strerror(errno)));
+        return;
+      }
+    }
+    // Protocol 0: this socket only sends.
+    int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+    unsigned index = if_nametoindex(interface_name.c_str());
+    if (s < 0 || index == 0) {
+      result = absl::FailedPreconditionError(
+          absl::StrCat("cannot send on ", interface_name, " in ", netns, ": ", std::strerror(errno)));
+      if (s >= 0) close(s);
+      return;
+    }
+    sockaddr_ll to{};
+    to.sll_family = AF_PACKET;
+    to.sll_protocol = htons(ETH_P_ARP);
+    to.sll_ifindex = static_cast<int>(index);
+    to.sll_halen = ETH_ALEN;
+    std::memset(to.sll_addr, 0xff, ETH_ALEN);
+    for (int round = 0; round < rounds; ++round) {
+      if (round > 0) absl::SleepFor(absl::Milliseconds(100));
+      for (const std::string& f : frames) {
+        if (sendto(s, f.data(), f.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof to) < 0 && result.ok()) {
+          result = absl::UnavailableError(absl::StrCat("cannot send on ", interface_name, ": ", std::strerror(errno)));
+        }
+      }
+    }
+    close(s);
+  });
+  sender.join();
+  return result;
+}
+
 std::string NetworkCidr(const std::string& address, uint32_t prefix_length) {
   in_addr a;
   if (inet_pton(AF_INET, address.c_str(), &a) != 1 || prefix_length > 32) return "";
@@ -236,6 +311,11 @@ std::string PrivateNetworks::MacFor(const std::string& vm_id, const std::string&
                          h.substr(8, 2));
 }
 
+std::string PrivateNetworks::RouterMac(const std::string& network_id) {
+  // MacFor of an empty VM id, which no VM has: never a VM's MAC on the network.
+  return MacFor("", network_id);
+}
+
 absl::Status PrivateNetworks::RunBatch(const std::string& netns, const std::string& name, const std::string& content) {
   std::string path = absl::StrCat("/run/ppn-priv-", Hash(scope_, 4), "-", name);
   PPN_RETURN_IF_ERROR(WriteFileAtomically(path, content, 0600));
@@ -248,8 +328,9 @@ absl::Status PrivateNetworks::MakeRouterLocked(const std::string& network_id) {
   std::string ns = RouterNamespace(network_id);
   if (access(absl::StrCat("/run/netns/", ns).c_str(), F_OK) == 0) return absl::OkStatus();
   PPN_RETURN_IF_ERROR(run_({"ip", "netns", "add", ns}, "").status());
-  absl::Status s =
-      RunBatch(ns, "router", absl::StrCat("link add ", kBridge, " type bridge\nlink set ", kBridge, " up\n"));
+  absl::Status s = RunBatch(ns, "router",
+                            absl::StrCat("link add ", kBridge, " address ", RouterMac(network_id),
+                                         " type bridge\nlink set ", kBridge, " up\n"));
   if (!s.ok()) run_({"ip", "netns", "del", ns}, "").IgnoreError();
   return s;
 }
@@ -403,10 +484,11 @@ absl::StatusOr<NetworkTunnel> PrivateNetworks::Tunnel(const std::string& network
     }
     PPN_RETURN_IF_ERROR(run_({"ip", "addr", "replace", host_ip + "/30", "dev", uplink}, "").status());
     PPN_RETURN_IF_ERROR(run_({"ip", "link", "set", uplink, "up"}, "").status());
-    PPN_RETURN_IF_ERROR(RunBatch(ns, absl::StrCat(uplink, ".up"),
-                                 absl::StrCat("addr replace ", up_ip, "/30 dev ", kUplink, "\nlink set ", kUplink,
-                                              " up\nlink set lo up\nroute replace default via ", host_ip,
-                                              "\nroute replace ", cidr, " dev ", kBridge, "\n")));
+    PPN_RETURN_IF_ERROR(RunBatch(
+        ns, absl::StrCat(uplink, ".up"),
+        absl::StrCat("addr replace ", up_ip, "/30 dev ", kUplink, "\nlink set ", kUplink,
+                     " up\nlink set lo up\nlink set ", kBridge, " address ", RouterMac(network_id),
+                     "\nroute replace default via ", host_ip, "\nroute replace ", cidr, " dev ", kBridge, "\n")));
     // Routing between the bridge and the tunnel, and ARP answers for the other nodes' VMs.
     PPN_RETURN_IF_ERROR(
         run_({"sysctl", "-qw", "net.ipv4.ip_forward=1", absl::StrCat("net.ipv4.conf.", kBridge, ".proxy_arp=1")}, ns)
@@ -519,19 +601,50 @@ absl::Status PrivateNetworks::SetPeers(const std::string& network_id, const std:
     PPN_RETURN_IF_ERROR(run_(set, ns).status());
   }
   // Each remote VM's /32 through the tunnel; routes of VMs that left go.
-  PPN_ASSIGN_OR_RETURN(std::string routes, run_({"ip", "-j", "route", "show", "dev", wg}, ns));
-  nlohmann::json j = nlohmann::json::parse(routes, nullptr, /*allow_exceptions=*/false);
-  if (j.is_array()) {
-    for (const auto& r : j) {
-      std::string dst = r.value("dst", "");
-      if (!dst.empty() && addresses.count(dst) == 0) run_({"ip", "route", "del", dst, "dev", wg}, ns).IgnoreError();
-    }
+  std::vector<std::string> routed = TunnelRoutesLocked(network_id), arrived;
+  for (const std::string& dst : routed) {
+    if (addresses.count(dst) == 0) run_({"ip", "route", "del", dst, "dev", wg}, ns).IgnoreError();
   }
   for (const std::string& addr : addresses) {
     PPN_RETURN_IF_ERROR(run_({"ip", "route", "replace", addr + "/32", "dev", wg}, ns).status());
+    if (std::find(routed.begin(), routed.end(), addr) == routed.end()) arrived.push_back(addr);
   }
   if (auto it = tunnels_.find(network_id); it != tunnels_.end()) it->second.fingerprint = fingerprint;
+  // Best effort: a guest that misses it still finds the router once its entry times out.
+  AnnounceAddresses(ns, kBridge, RouterMac(network_id), arrived).IgnoreError();
   return absl::OkStatus();
+}
+
+std::vector<std::string> PrivateNetworks::TunnelRoutesLocked(const std::string& network_id) {
+  std::vector<std::string> out;
+  absl::StatusOr<std::string> routes =
+      run_({"ip", "-j", "route", "show", "dev", TunnelInterface(network_id)}, RouterNamespace(network_id));
+  if (!routes.ok()) return out;
+  nlohmann::json j = nlohmann::json::parse(*routes, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_array()) return out;
+  for (const auto& r : j) {
+    std::string dst = r.value("dst", "");
+    if (absl::EndsWith(dst, "/32")) dst.resize(dst.size() - 3);
+    if (!dst.empty()) out.push_back(dst);
+  }
+  return out;
+}
+
+void PrivateNetworks::Activate(const std::vector<PrivateNic>& nics) {
+  for (const PrivateNic& n : nics) {
+    std::vector<std::string> remote;
+    const std::string ns = RouterNamespace(n.network_id);
+    {
+      absl::MutexLock l(&mu_);
+      if (access(absl::StrCat("/run/netns/", ns).c_str(), F_OK) != 0) continue;
+      // Its own address may still be routed to the node it left until the fleet hands this
+      // node its new peers; the guest announces that one itself (virtio-net after migration).
+      for (const std::string& dst : TunnelRoutesLocked(n.network_id)) {
+        if (dst != n.address) remote.push_back(dst);
+      }
+    }
+    AnnounceAddresses(ns, kBridge, RouterMac(n.network_id), remote).IgnoreError();
+  }
 }
 
 std::vector<std::string> PrivateNetworks::ListRouters() const { return NamespacesWithPrefix(RouterPrefix(scope_)); }

@@ -10,6 +10,15 @@
 // route and no other interface, so the network reaches nothing and nothing reaches it.
 // Another tenant's VM has no port on the bridge: it cannot reach, or even see, the network.
 //
+// Guests' ARP caches across changes: a router answers ARP for the network's VMs on other nodes
+// (proxy ARP) with its bridge's MAC, which is the same on every node (RouterMac), so what a
+// guest learned about a remote peer stays right wherever either of them moves. What can go
+// stale is a guest's entry for a peer that was on its bridge and is no longer (the peer moved
+// away, or the guest did): the router then announces the peer's address with its own MAC
+// (gratuitous ARP) — SetPeers for addresses newly behind the tunnel, Activate for every remote
+// address when a migrated VM starts running here — so traffic resumes at once instead of after
+// the guest's neighbour entry times out (about 50 s).
+//
 // The guest configures its address from the seed's network-config (RenderNetworkConfig).
 // Routers are shared by the VMs of a network on this node; Detach removes a router with its
 // last VM, Sweep removes what a crash left. Changes go through `ip` run by the injected
@@ -80,6 +89,11 @@ class PrivateNetworks {
   // `tap_user` (QEMU's user; empty: root). Undoes itself on error.
   absl::Status Attach(const std::string& vm_id, const std::string& vm_netns, const std::vector<PrivateNic>& nics,
                       const std::string& tap_user);
+  // A VM that arrived here by live migration runs now: for each NIC's network the router
+  // announces every other address it routes through the tunnel, whose entries in the guest's
+  // ARP cache may still point at a VM's MAC on the node it left. Networks without a router
+  // here are skipped; sending errors are ignored (the entries time out by themselves).
+  void Activate(const std::vector<PrivateNic>& nics);
   // Takes the VM's ports off the routers of `nics` and removes each router left without a VM;
   // what is already gone is not an error. (The VM's tap and bridge go with its namespace.)
   void Detach(const std::string& vm_id, const std::vector<PrivateNic>& nics);
@@ -93,8 +107,9 @@ class PrivateNetworks {
   // does not exist or wireguard-go cannot run.
   absl::StatusOr<NetworkTunnel> Tunnel(const std::string& network_id, const std::string& cidr,
                                        const TunnelOptions& options);
-  // Replaces the tunnel's peers with `peers` and routes each of their addresses through it.
-  // INVALID_ARGUMENT for a bad key, endpoint or address; FAILED_PRECONDITION without a tunnel.
+  // Replaces the tunnel's peers with `peers` and routes each of their addresses through it;
+  // an address that was not routed through it before is announced on the bridge (it was on
+  // this node, or nowhere). INVALID_ARGUMENT for a bad key, endpoint or address; FAILED_PRECONDITION without a tunnel.
   // `fingerprint` is remembered once applied (Tunnels()).
   absl::Status SetPeers(const std::string& network_id, const std::vector<NetworkPeer>& peers,
                         const std::string& fingerprint = "");
@@ -117,9 +132,14 @@ class PrivateNetworks {
   static std::string TapName(size_t index);
   // A stable, locally administered MAC for the VM's NIC on the network: a migrated VM keeps it.
   static std::string MacFor(const std::string& vm_id, const std::string& network_id);
+  // The MAC of the network's router bridge: the same on every node (no two routers of a
+  // network share a link, so they never meet), so a guest's proxy-ARP entries survive moves.
+  static std::string RouterMac(const std::string& network_id);
 
  private:
   absl::Status RunBatch(const std::string& netns, const std::string& name, const std::string& content);
+  // The addresses routed through the network's tunnel now (empty without one).
+  std::vector<std::string> TunnelRoutesLocked(const std::string& network_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MakeRouterLocked(const std::string& network_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveRouterIfIdleLocked(const std::string& network_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stops the router's tunnel (wireguard-go holds the namespace alive otherwise), deletes the
@@ -148,6 +168,16 @@ absl::Status ValidatePrivateNics(const std::vector<PrivateNic>& nics);
 // default MAC 52:54:00:12:34:56, user-mode networking) on DHCP, each private NIC matched by MAC
 // with its static address. Empty when there are no private NICs (cloud-init's fallback then).
 std::string RenderNetworkConfig(const std::vector<PrivateNic>& nics);
+
+// The gratuitous ARP request (an Ethernet frame, padded to 60 bytes) announcing `address` at
+// `mac` to the whole link; empty for a bad MAC or address.
+std::string GratuitousArpFrame(const std::string& mac, const std::string& address);
+
+// Sends GratuitousArpFrame(mac, a) for each of `addresses` out of `interface_name` in network
+// namespace `netns` (/run/netns/<netns>; empty: this one), `rounds` times 100 ms apart (a
+// guest busy at the first one still hears the next). Root needed.
+absl::Status AnnounceAddresses(const std::string& netns, const std::string& interface_name, const std::string& mac,
+                               const std::vector<std::string>& addresses, int rounds = 2);
 
 // "10.214.3.0/24" for ("10.214.3.7", 24); "" for a bad address.
 std::string NetworkCidr(const std::string& address, uint32_t prefix_length);

@@ -16,17 +16,22 @@
 #include "absl/strings/str_join.h"
 #include "catch2/catch.hpp"
 #include "common/files.h"
+#include "tests/harness/host_network_lock.h"
 #include "tests/harness/temp_dir.h"
 
 namespace ppn::host {
 namespace {
+
+// Fixed scopes and subnets: never beside another checkout's run of this test.
+ppn::testing::HostNetworkLock host_network_lock;
 
 // Runs argv, in `netns` when set (through `ip netns exec`), capturing its output.
 absl::StatusOr<std::string> RunForTest(const std::vector<std::string>& argv, const std::string& netns) {
   std::vector<std::string> full = argv;
   if (!netns.empty()) full.insert(full.begin(), {"ip", "netns", "exec", netns});
   int fds[2];
-  if (pipe(fds) != 0) return absl::InternalError("pipe");
+  // Close-on-exec: a daemon it starts (wireguard-go) must not hold the pipe open for good.
+  if (pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe");
   pid_t pid = fork();
   if (pid == 0) {
     dup2(fds[1], 1);
@@ -314,6 +319,149 @@ TEST_CASE("with a mesh address of the node, tunnels reach each other through the
   std::string address = text.substr(at + 5, text.find('/', at) - at - 5);
   INFO(address);
   CheckTunnelBetweenScopes(address);
+}
+
+// The MAC the kernel of namespace `netns` holds for `address` ("" if none).
+std::string NeighbourMac(const std::string& netns, const std::string& address) {
+  std::string text = RunForTest({"ip", "-n", netns, "neigh", "show", address}, "").value_or("");
+  size_t at = text.find("lladdr ");
+  return at == std::string::npos ? "" : text.substr(at + 7, 17);
+}
+
+// How long until a connection from `netns` to addr:7000 reads `want` (attempts of up to 2 s
+// each, for at most 60 s); 60 s or more when it never does.
+absl::Duration TimeUntilAnswer(const std::string& netns, const std::string& addr, const std::string& want) {
+  absl::Time start = absl::Now();
+  while (absl::Now() - start < absl::Seconds(60)) {
+    if (Fetch(netns, addr, 7000) == want) return absl::Now() - start;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return absl::Seconds(60);
+}
+
+// Two agents' routers of network net-m (10.214.7.0/24) with their tunnels between them.
+struct TwoNodes {
+  static constexpr char kOther[] = "privtest-1111";
+  ppn::testing::TempDir keys;
+  PrivateNetworks here{kScope, RunForTest}, there{kOther, RunForTest};
+  NetworkTunnel t1, t2;
+  std::vector<std::string> other_namespaces;
+  TwoNodes() { RemovePrivateNetworkScope(kOther, RunForTest); }
+  ~TwoNodes() {
+    for (const std::string& ns : other_namespaces) RunForTest({"ip", "netns", "del", ns}, "").IgnoreError();
+    RemovePrivateNetworkScope(kOther, RunForTest);
+  }
+  // A VM namespace of the second agent with a guest at `address` on its private NIC.
+  std::string OtherVm(const std::string& vm, const std::string& address) {
+    std::string ns = absl::StrCat("ppn.", kOther, ".", vm);
+    RunForTest({"ip", "netns", "del", ns}, "").IgnoreError();
+    Must({"ip", "netns", "add", ns});
+    Must({"ip", "-n", ns, "link", "set", "lo", "up"});
+    other_namespaces.push_back(ns);
+    REQUIRE(there.Attach(vm, ns, {Nic("net-m", address)}, "").ok());
+    Must({"ip", "-n", ns, "addr", "add", address + "/24", "dev", "pb0"});
+    return ns;
+  }
+  void MakeTunnels() {
+    absl::StatusOr<NetworkTunnel> a = here.Tunnel("net-m", "10.214.7.0/24", {keys.File("a"), 52100});
+    absl::StatusOr<NetworkTunnel> b = there.Tunnel("net-m", "10.214.7.0/24", {keys.File("b"), 52100});
+    INFO(a.status().message() << " / " << b.status().message());
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+    t1 = *a;
+    t2 = *b;
+  }
+};
+
+TEST_CASE("a guest's ARP entry for a peer that left its node is corrected at once by the router",
+          "[host_agent][private_network][wireguard][arp]") {
+  Fixture f({"vm-g", "vm-p"});
+  TwoNodes nodes;
+  REQUIRE(nodes.here.Attach("vm-g", Fixture::Ns("vm-g"), {Nic("net-m", "10.214.7.2")}, "").ok());
+  REQUIRE(nodes.here.Attach("vm-p", Fixture::Ns("vm-p"), {Nic("net-m", "10.214.7.3")}, "").ok());
+  Fixture::Guest("vm-g", "10.214.7.2");
+  Fixture::Guest("vm-p", "10.214.7.3");
+  // The peer's copy on the other node (a migration's target), not yet where the fleet says it is.
+  std::string moved = nodes.OtherVm("vm-p", "10.214.7.3");
+  nodes.MakeTunnels();
+  // Every node's router of the network has the same MAC: entries for remote peers never go stale.
+  for (const std::string& ns : {nodes.here.RouterNamespace("net-m"), nodes.there.RouterNamespace("net-m")}) {
+    std::string br = RunForTest({"ip", "-n", ns, "link", "show", "br0"}, "").value_or("");
+    CHECK(absl::StrContains(br, PrivateNetworks::RouterMac("net-m")));
+  }
+  REQUIRE(nodes.there.SetPeers("net-m", {{nodes.t1.public_key, nodes.t1.endpoint, {"10.214.7.2"}}}).ok());
+  REQUIRE(nodes.here.SetPeers("net-m", {{nodes.t2.public_key, nodes.t2.endpoint, {}}}).ok());
+  Server there_server(moved, "0.0.0.0", 7000, "moved\n");
+  {
+    Server beside(Fixture::Ns("vm-p"), "0.0.0.0", 7000, "beside\n");
+    REQUIRE(Fetch(Fixture::Ns("vm-g"), "10.214.7.3", 7000) == "beside\n");
+  }
+  std::string peer_mac = NeighbourMac(Fixture::Ns("vm-g"), "10.214.7.3");
+  CHECK(!peer_mac.empty());
+  CHECK(peer_mac != PrivateNetworks::RouterMac("net-m"));  // the peer's own, beside it on the bridge
+  // The peer leaves for the other node; the fleet then routes its address through the tunnel.
+  nodes.here.Detach("vm-p", {Nic("net-m", "10.214.7.3")});
+  Must({"ip", "netns", "del", Fixture::Ns("vm-p")});
+  REQUIRE(nodes.here.SetPeers("net-m", {{nodes.t2.public_key, nodes.t2.endpoint, {"10.214.7.3"}}}).ok());
+  CHECK(NeighbourMac(Fixture::Ns("vm-g"), "10.214.7.3") == PrivateNetworks::RouterMac("net-m"));
+  absl::Duration gap = TimeUntilAnswer(Fixture::Ns("vm-g"), "10.214.7.3", "moved\n");
+  INFO("traffic resumed after " << absl::FormatDuration(gap));
+  CHECK(gap < absl::Seconds(2));
+}
+
+TEST_CASE("a migrated guest reaches the peers it left behind as soon as it runs on its new node",
+          "[host_agent][private_network][wireguard][arp]") {
+  Fixture f({"vm-g", "vm-p"});
+  TwoNodes nodes;
+  REQUIRE(nodes.here.Attach("vm-p", Fixture::Ns("vm-p"), {Nic("net-m", "10.214.7.3")}, "").ok());
+  Fixture::Guest("vm-p", "10.214.7.3");
+  nodes.OtherVm("vm-q", "10.214.7.4");  // the other node's router exists before the guest arrives
+  nodes.MakeTunnels();
+  // The migrating guest is one kernel across the move (its ARP cache comes along): a bridge of
+  // its own with one port on each node's router, the one on the target not yet connected.
+  const std::string g = Fixture::Ns("vm-g"), r1 = nodes.here.RouterNamespace("net-m"),
+                    r2 = nodes.there.RouterNamespace("net-m");
+  Must({"ip", "-n", g, "link", "add", "gb", "address", "02:00:00:00:07:02", "type", "bridge"});
+  Must({"ip", "-n", g, "link", "add", "gh", "type", "veth", "peer", "name", "vgh", "netns", r1});
+  Must({"ip", "-n", g, "link", "add", "gt", "type", "veth", "peer", "name", "vgt", "netns", r2});
+  for (const char* port : {"gh", "gt"}) Must({"ip", "-n", g, "link", "set", port, "master", "gb", "up"});
+  Must({"ip", "-n", g, "link", "set", "gb", "up"});
+  Must({"ip", "-n", g, "addr", "add", "10.214.7.2/24", "dev", "gb"});
+  Must({"ip", "-n", r1, "link", "set", "vgh", "master", "br0", "up"});
+  REQUIRE(nodes.there.SetPeers("net-m", {{nodes.t1.public_key, nodes.t1.endpoint, {"10.214.7.2", "10.214.7.3"}}}).ok());
+  REQUIRE(nodes.here.SetPeers("net-m", {{nodes.t2.public_key, nodes.t2.endpoint, {"10.214.7.4"}}}).ok());
+  Server server(Fixture::Ns("vm-p"), "0.0.0.0", 7000, "left behind\n");
+  REQUIRE(Fetch(g, "10.214.7.3", 7000) == "left behind\n");
+  CHECK(NeighbourMac(g, "10.214.7.3") != PrivateNetworks::RouterMac("net-m"));
+
+  // The switch-over: the guest runs on the target, its source port goes.
+  Must({"ip", "-n", r2, "link", "set", "vgt", "master", "br0", "up"});
+  Must({"ip", "-n", r1, "link", "del", "vgh"});
+  nodes.there.Activate({Nic("net-m", "10.214.7.2")});
+  CHECK(NeighbourMac(g, "10.214.7.3") == PrivateNetworks::RouterMac("net-m"));
+  REQUIRE(nodes.here.SetPeers("net-m", {{nodes.t2.public_key, nodes.t2.endpoint, {"10.214.7.2", "10.214.7.4"}}}).ok());
+  REQUIRE(nodes.there.SetPeers("net-m", {{nodes.t1.public_key, nodes.t1.endpoint, {"10.214.7.3"}}}).ok());
+  absl::Duration gap = TimeUntilAnswer(g, "10.214.7.3", "left behind\n");
+  INFO("traffic resumed after " << absl::FormatDuration(gap));
+  CHECK(gap < absl::Seconds(2));
+}
+
+TEST_CASE("a gratuitous ARP frame announces the address at the MAC to everyone on the link",
+          "[host_agent][private_network][arp]") {
+  std::string f = GratuitousArpFrame("02:0a:0b:0c:0d:0e", "10.214.7.3");
+  REQUIRE(f.size() == 60);
+  CHECK(f.substr(0, 6) == std::string(6, '\xff'));
+  CHECK(f.substr(6, 6) == "\x02\x0a\x0b\x0c\x0d\x0e");
+  CHECK(f.substr(12, 2) == std::string("\x08\x06", 2));
+  CHECK(f.substr(20, 2) == std::string("\x00\x01", 2));                  // a request
+  CHECK(f.substr(22, 6) == f.substr(6, 6));                              // sender MAC
+  CHECK(f.substr(28, 4) == "\x0a\xd6\x07\x03");                          // sender address
+  CHECK(f.substr(38, 4) == f.substr(28, 4));                             // target address: the same
+  CHECK(GratuitousArpFrame("01:00:00:00:00:01", "10.214.7.3").empty());  // multicast
+  CHECK(GratuitousArpFrame("02:0a:0b:0c:0d:0e", "10.214.7").empty());
+  CHECK(AnnounceAddresses("", "lo", "02:0a:0b:0c:0d:0e", {"nope"}).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(PrivateNetworks::RouterMac("net-m") == PrivateNetworks::RouterMac("net-m"));
+  CHECK(PrivateNetworks::RouterMac("net-m") != PrivateNetworks::RouterMac("net-n"));
 }
 
 TEST_CASE("private NICs are validated", "[host_agent][private_network]") {

@@ -254,6 +254,15 @@ void VmManager::SettleIncoming(Entry* e) {
   } else if (state == IncomingState::kWaiting && clock_->Now() >= deadline) {
     Remove(e, "no migration stream arrived within the ready timeout").IgnoreError();
   } else if (state == IncomingState::kRunning) {
+    std::vector<PrivateNic> nics;
+    {
+      absl::MutexLock l(&mu_);
+      for (const auto& n : e->rec.instance.private_nics()) {
+        nics.push_back({n.network_id(), n.address(), n.prefix_length(), n.mac()});
+      }
+    }
+    // The guest's ARP cache came along: its peers that were beside it are not here.
+    if (network_ != nullptr) network_->private_networks().Activate(nics);
     absl::MutexLock l(&mu_);
     ports_.Release({e->rec.migration_port});
     e->rec.migration_port = 0;
