@@ -160,7 +160,7 @@ absl::StatusOr<std::string> PageTokens::Parse(const std::string& binding, const 
       "page_token is not valid for this list: pass the next_page_token of the previous page unchanged, with the same "
       "filter (a token from before a fleet restart must start again from the first page)");
   size_t dot = token.find('.');
-  if (token.size() > 256 || dot == std::string::npos) return invalid;
+  if (key_.empty() || token.size() > 256 || dot == std::string::npos) return invalid;
   std::string after, mac;
   if (!absl::WebSafeBase64Unescape(token.substr(0, dot), &after) ||
       !absl::WebSafeBase64Unescape(token.substr(dot + 1), &mac) || mac.size() != kMacBytes) {
