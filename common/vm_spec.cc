@@ -3,6 +3,7 @@
 #include <set>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -191,6 +192,19 @@ absl::Status ValidateVmId(absl::string_view vm_id) {
   if (vm_id.empty() || vm_id.size() > 64 || !AllOf(vm_id, LowerDigitDash)) {
     return Invalid("vm_id", "must be 1-64 characters of [a-z0-9-]");
   }
+  return absl::OkStatus();
+}
+
+bool IsGeneratedVmId(absl::string_view vm_id) {
+  if (vm_id.size() != 22 || !absl::StartsWith(vm_id, "vm-")) return false;
+  return AllOf(vm_id.substr(3), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+absl::Status ValidateChosenVmId(absl::string_view vm_id) {
+  if (vm_id.empty() || vm_id.size() > 63 || !(vm_id[0] >= 'a' && vm_id[0] <= 'z') || !AllOf(vm_id, LowerDigitDash)) {
+    return Invalid("vm_id", "must be 1-63 characters of [a-z0-9-] starting with a letter");
+  }
+  if (IsGeneratedVmId(vm_id)) return Invalid("vm_id", "has the form of a generated id (vm- and 19 hex digits)");
   return absl::OkStatus();
 }
 

@@ -52,6 +52,12 @@ absl::StatusOr<ppn::types::v1::EgressPolicy> NarrowEgress(const ppn::types::v1::
 
 // A VM id: 1-64 characters of [a-z0-9-].
 absl::Status ValidateVmId(absl::string_view vm_id);
+// An id a tenant chooses for its VM (CreateVmRequest.vm_id, AIP-133): [a-z][a-z0-9-]{0,62}
+// and not of the generated form (IsGeneratedVmId), so a name never reads as another VM's id.
+// Every such id, and every generated one, passes ValidateVmId.
+absl::Status ValidateChosenVmId(absl::string_view vm_id);
+// True for the form the fleet generates: "vm-" and 19 lowercase hex digits.
+bool IsGeneratedVmId(absl::string_view vm_id);
 // A tenant id: 1-63 characters of [a-z0-9-].
 absl::Status ValidateTenantId(absl::string_view tenant_id);
 

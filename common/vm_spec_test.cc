@@ -86,6 +86,26 @@ TEST_CASE("image and label names that could escape a path or a log line are refu
   CHECK(Message(s).find("labels values") == 0);
 }
 
+TEST_CASE("a tenant-chosen vm id is AIP-133 style and never of the generated form", "[common][vm_spec]") {
+  CHECK(ValidateChosenVmId("web").ok());
+  CHECK(ValidateChosenVmId("a").ok());
+  CHECK(ValidateChosenVmId("web-2").ok());
+  CHECK(ValidateChosenVmId(std::string(63, 'a')).ok());
+  CHECK(!ValidateChosenVmId(std::string(64, 'a')).ok());
+  CHECK(!ValidateChosenVmId("").ok());
+  CHECK(!ValidateChosenVmId("2web").ok());
+  CHECK(!ValidateChosenVmId("-web").ok());
+  CHECK(!ValidateChosenVmId("Web").ok());
+  CHECK(!ValidateChosenVmId("web_1").ok());
+  CHECK(ValidateChosenVmId("vm-0123abc").ok());  // not the generated length
+  const std::string generated = "vm-0190a1b2c3d4e5f6a7b";
+  CHECK(IsGeneratedVmId(generated));
+  CHECK(ValidateChosenVmId(generated).message() == "vm_id has the form of a generated id (vm- and 19 hex digits)");
+  // Generated ids stay valid VM ids wherever ids are checked.
+  CHECK(ValidateVmId(generated).ok());
+  CHECK(ValidateVmId(std::string(63, 'a')).ok());
+}
+
 TEST_CASE("ids and time conversions stay in range", "[common][vm_spec]") {
   CHECK(ValidateVmId("vm-0123abc").ok());
   CHECK(!ValidateVmId("VM").ok());

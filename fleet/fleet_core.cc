@@ -42,6 +42,24 @@ std::optional<absl::Status> Definitive(const absl::Status& s, const ppn::types::
   }
 }
 
+// The one test for a destroyed record (what the tenant no longer has or pays for).
+bool Destroyed(const VmRecord& r) { return r.state() == ppn::types::v1::VM_STATE_DESTROYED; }
+
+absl::Status VmNotFound(const std::string& ref) {
+  return absl::NotFoundError(absl::StrCat("vm ", ref.substr(0, 64), " not found"));
+}
+
+std::string PageKey(const std::string& configured, RandomSource* random) {
+  if (!configured.empty()) return configured;
+  std::string key(32, '\0');
+  if (!random->Fill(reinterpret_cast<uint8_t*>(key.data()), key.size()).ok()) {
+    // Without randomness every token would verify against a known key: refuse them all instead.
+    spdlog::error("fleet.page_key_failed: ListVms page tokens will be refused");
+    return "";
+  }
+  return key;
+}
+
 }  // namespace
 
 Shortage ShortageOf(const absl::Status& status) {
@@ -58,6 +76,7 @@ FleetCore::FleetCore(Deps deps, Options options)
     : deps_(deps),
       options_(options),
       log_(deps.ledger, deps.clock),
+      page_tokens_(PageKey(options.page_token_key, deps.random)),
       registry_(deps.store),
       reconciler_(&registry_, &log_, options.heartbeat_interval) {
   if (!options.relay_address.empty()) {
@@ -374,13 +393,54 @@ void FleetCore::AbandonLocked(const std::string& vm_id) {
   registry_.Changed();
 }
 
-absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, const ppn::types::v1::VmSpec& spec,
-                                                 const std::string& request_id) {
+bool FleetCore::NameTakenLocked(const std::string& tenant_id, const std::string& name, const std::string& except) {
+  for (const auto& [id, e] : registry_.vms()) {
+    const VmRecord& r = e.record();
+    if (id != except && r.tenant_id() == tenant_id && r.name() == name && !Destroyed(r)) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<VmEntry*> FleetCore::ResolveLocked(const Scope& scope, const std::string& ref) {
+  VmEntry* e = registry_.Vm(ref);
+  if (e != nullptr && scope.Sees(e->record().tenant_id())) return e;
+  if (ref.empty()) return VmNotFound(ref);
+  // A name: a tenant has at most one VM that exists with it (CreateVm), and maybe destroyed
+  // ones before it. Ids are time-ordered, so the last match is the latest.
+  VmEntry* live = nullptr;
+  VmEntry* latest = nullptr;
+  std::set<std::string> tenants;
+  for (auto& [id, v] : registry_.vms()) {
+    const VmRecord& r = v.record();
+    if (r.name() != ref || !scope.Sees(r.tenant_id())) continue;
+    latest = &v;
+    if (!Destroyed(r)) {
+      live = &v;
+      tenants.insert(r.tenant_id());
+    }
+  }
+  if (tenants.size() > 1) {
+    return absl::FailedPreconditionError(absl::StrCat("VMs of ", tenants.size(), " tenants are named ", ref,
+                                                      "; name the tenant (tenant_id, ppnctl --tenant)"));
+  }
+  if (live != nullptr) return live;
+  if (latest != nullptr) return latest;
+  return VmNotFound(ref);
+}
+
+absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, const ppn::types::v1::VmSpec& given,
+                                                 const std::string& request_id, const std::string& chosen_id) {
+  if (!chosen_id.empty()) PPN_RETURN_IF_ERROR(ValidateChosenVmId(chosen_id));
+  ppn::types::v1::VmSpec spec = given;
+  if (spec.display_name().empty()) spec.set_display_name(chosen_id);
   // Before anything is reserved or written: a bad spec leaves nothing behind.
   PPN_RETURN_IF_ERROR(ValidateVmSpec(spec));
   if (tenant_id.empty()) return absl::UnauthenticatedError("no tenant");
   if (request_id.size() > 64) return absl::InvalidArgumentError("request_id longer than 64");
-  const std::string fingerprint = SpecFingerprint(spec);
+  // The chosen id is part of what a request_id stands for: a retry naming another id is
+  // another request.
+  const std::string fingerprint =
+      chosen_id.empty() ? SpecFingerprint(spec) : absl::StrCat(SpecFingerprint(spec), ":", chosen_id);
   std::string vm_id;
   std::set<std::string> tried;
   std::string errors;
@@ -394,6 +454,9 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
         return absl::AlreadyExistsError(absl::StrCat("request_id ", request_id, " was used for a different VM"));
       }
       return CreateResult{registry_.View(earlier->record()), {}, /*replayed=*/true};
+    }
+    if (!chosen_id.empty() && NameTakenLocked(tenant_id, chosen_id, "")) {
+      return absl::AlreadyExistsError(absl::StrCat("vm ", chosen_id, " already exists"));
     }
     for (const auto& [id, e] : registry_.vms()) {
       const VmRecord& r = e.record();
@@ -435,6 +498,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       VmRecord& r = stored.record;
       r.set_vm_id(vm_id);
       r.set_tenant_id(tenant_id);
+      r.set_name(chosen_id);
       r.set_node_id(node_id);
       r.set_request_id(request_id);
       *r.mutable_spec() = spec;
@@ -442,6 +506,10 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
       r.set_state(ppn::types::v1::VM_STATE_PENDING);
       // Assigned under the same lock as the record's insertion: two creates never share one.
       if (attempt == 0) {
+        // Again under the lock of the insertion: two creates never take one name.
+        if (!chosen_id.empty() && NameTakenLocked(tenant_id, chosen_id, vm_id)) {
+          return absl::AlreadyExistsError(absl::StrCat("vm ", chosen_id, " already exists"));
+        }
         absl::StatusOr<google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>> assigned =
             AssignNicsLocked(tenant_id, vm_id, spec);
         if (!assigned.ok()) return assigned.status();
@@ -551,10 +619,7 @@ absl::StatusOr<VmRecord> FleetCore::WaitForReady(const Scope& scope, const std::
 
 absl::StatusOr<VmRecord> FleetCore::GetVm(const Scope& scope, const std::string& vm_id) {
   absl::MutexLock l(&mu_);
-  VmEntry* e = registry_.Vm(vm_id);
-  if (e == nullptr || !scope.Sees(e->record().tenant_id())) {
-    return absl::NotFoundError(absl::StrCat("vm ", vm_id.substr(0, 64), " not found"));
-  }
+  PPN_ASSIGN_OR_RETURN(VmEntry * e, ResolveLocked(scope, vm_id));
   return registry_.View(e->record());
 }
 
@@ -562,23 +627,32 @@ absl::StatusOr<ppn::fleet::v1::ListVmsResponse> FleetCore::ListVms(const Scope& 
                                                                    const ppn::fleet::v1::ListVmsRequest& r) {
   if (r.page_size() < 0 || r.page_size() > 1000) return absl::InvalidArgumentError("page_size must be 0-1000");
   int limit = r.page_size() == 0 ? 100 : r.page_size();
+  PPN_ASSIGN_OR_RETURN(VmFilter filter, ParseVmFilter(r.filter()));
+  // Bound to the caller's scope and the list's fields: a token continues only its own list.
+  const std::string binding = PageTokens::Binding(scope.tenant_id.value_or(""), r);
+  std::string after;
+  if (!r.page_token().empty()) {
+    PPN_ASSIGN_OR_RETURN(after, page_tokens_.Parse(binding, r.page_token()));
+  }
   absl::MutexLock l(&mu_);
   ppn::fleet::v1::ListVmsResponse out;
   auto& vms = registry_.vms();
-  auto it = r.page_token().empty() ? vms.begin() : vms.upper_bound(r.page_token());
+  auto it = after.empty() ? vms.begin() : vms.upper_bound(after);
   for (; it != vms.end(); ++it) {
     const VmRecord& rec = it->second.record();
     if (!scope.Sees(rec.tenant_id())) continue;
-    if (rec.state() == ppn::types::v1::VM_STATE_DESTROYED && !r.include_stopped()) continue;
+    VmState visible = registry_.VisibleState(rec);
+    // Destroyed VMs are listed when asked for, by the flag or a filter naming their state.
+    if (Destroyed(rec) && !r.include_stopped() && !(filter.state.has_value() && *filter.state == rec.state())) continue;
     if (!r.node_id().empty() && rec.node_id() != r.node_id()) continue;
     bool labels_match = true;
     for (const auto& [k, v] : r.label_selector()) {
       auto found = rec.spec().labels().find(k);
       if (found == rec.spec().labels().end() || found->second != v) labels_match = false;
     }
-    if (!labels_match) continue;
+    if (!labels_match || !filter.Matches(rec, visible)) continue;
     if (out.vms_size() == limit) {
-      out.set_next_page_token(out.vms(out.vms_size() - 1).vm_id());
+      out.set_next_page_token(page_tokens_.Make(binding, out.vms(out.vms_size() - 1).vm_id()));
       break;
     }
     *out.add_vms() = registry_.View(rec);
@@ -604,15 +678,13 @@ absl::Status FleetCore::StopLocked(VmEntry& e, const Actor& actor) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<VmRecord> FleetCore::DestroyVm(const Scope& scope, const std::string& vm_id, const Actor& actor) {
-  std::string node_id, address;
+absl::StatusOr<VmRecord> FleetCore::DestroyVm(const Scope& scope, const std::string& ref, const Actor& actor) {
+  std::string vm_id, node_id, address;
   {
     absl::MutexLock l(&mu_);
-    VmEntry* e = registry_.Vm(vm_id);
-    if (e == nullptr || !scope.Sees(e->record().tenant_id())) {
-      return absl::NotFoundError(absl::StrCat("vm ", vm_id.substr(0, 64), " not found"));
-    }
+    PPN_ASSIGN_OR_RETURN(VmEntry * e, ResolveLocked(scope, ref));
     const VmRecord& r = e->record();
+    vm_id = r.vm_id();
     if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) return r;
     VmState visible = registry_.VisibleState(r);
     NodeEntry* n = registry_.Node(r.node_id());
@@ -637,17 +709,15 @@ absl::StatusOr<VmRecord> FleetCore::DestroyVm(const Scope& scope, const std::str
   return e->record();
 }
 
-absl::StatusOr<VmRecord> FleetCore::UpdateVmNetwork(const Scope& scope, const std::string& vm_id,
+absl::StatusOr<VmRecord> FleetCore::UpdateVmNetwork(const Scope& scope, const std::string& ref,
                                                     const ppn::types::v1::EgressPolicy& egress, const Actor& actor) {
   PPN_RETURN_IF_ERROR(ValidateEgressPolicy(egress));
-  std::string node_id, address;
+  std::string vm_id, node_id, address;
   {
     absl::MutexLock l(&mu_);
-    VmEntry* e = registry_.Vm(vm_id);
-    if (e == nullptr || !scope.Sees(e->record().tenant_id())) {
-      return absl::NotFoundError(absl::StrCat("vm ", vm_id.substr(0, 64), " not found"));
-    }
+    PPN_ASSIGN_OR_RETURN(VmEntry * e, ResolveLocked(scope, ref));
     const VmRecord& r = e->record();
+    vm_id = r.vm_id();
     if (r.state() != ppn::types::v1::VM_STATE_RUNNING) {
       return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is ", ppn::types::v1::VmState_Name(r.state()),
                                                         "; only a running VM's network can be changed"));

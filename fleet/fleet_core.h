@@ -28,13 +28,15 @@
 #include "fleet/private_networks.h"
 #include "fleet/reconciler.h"
 #include "fleet/registry.h"
+#include "fleet/vm_query.h"
 #include "fleet/vm_store.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/host/v1/host_agent.pb.h"
 
 namespace ppn::fleet {
 
-// Whose VMs a call may see: one tenant's, or (operator, scheduler) everyone's.
+// Whose VMs a call may see: one tenant's, or (operator, scheduler) everyone's. An operator
+// naming a tenant (GetVmRequest.tenant_id) gets that tenant's scope.
 struct Scope {
   std::optional<std::string> tenant_id;
   bool Sees(const std::string& owner) const { return !tenant_id.has_value() || *tenant_id == owner; }
@@ -70,6 +72,9 @@ class FleetCore {
     // Tenants' private networks are /24s of this (--private_network_pool); must be valid
     // (NetworkPool::Make), or no network can be created.
     std::string private_network_pool = "10.214.0.0/16";
+    // The key ListVms page tokens are signed with (vm_query.h); empty: 32 random bytes, so a
+    // token from before a restart is refused (the caller lists again from the first page).
+    std::string page_token_key;
   };
 
   FleetCore(Deps deps, Options options);
@@ -93,19 +98,30 @@ class FleetCore {
   // offers: "image X is not offered"), ALREADY_EXISTS (display name; a request_id used for a
   // different spec), RESOURCE_EXHAUSTED (no node has room: ShortageOf says which; the message
   // explains every node; also when the relay has no port left for the VM's port forwards). A
-  // request_id this tenant used before returns that VM, replayed.
+  // request_id this tenant used before returns that VM, replayed. `chosen_id` (optional) is the
+  // tenant's id for the VM (VmRecord.name; ValidateChosenVmId, INVALID_ARGUMENT otherwise):
+  // ALREADY_EXISTS "vm X already exists" if one of the tenant's VMs that exist has it; the
+  // spec's display_name defaults to it. The record's vm_id is generated either way.
   // When a node's answer is lost (UNAVAILABLE) the attempt is fenced (DestroyVm there) before
   // one retry on the next candidate; if the fence fails too the VM stays PENDING on that node
   // for reconciliation and the answer is UNAVAILABLE.
   absl::StatusOr<CreateResult> CreateVm(const std::string& tenant_id, const ppn::types::v1::VmSpec& spec,
-                                        const std::string& request_id);
+                                        const std::string& request_id, const std::string& chosen_id = "");
   // Waits until VM `vm_id` is RUNNING (its guest ready) and returns it; DEADLINE_EXCEEDED at
   // `deadline` (the VM stays as it is); FAILED_PRECONDITION if it ends anywhere but RUNNING
   // (FAILED, LOST, STOPPED, DESTROYED). NOT_FOUND as GetVm.
   absl::StatusOr<ppn::fleet::v1::VmRecord> WaitForReady(const Scope& scope, const std::string& vm_id,
                                                         absl::Time deadline);
-  // NOT_FOUND if absent or outside the scope.
+                                        const std::string& request_id, const std::string& chosen_id = "");
+  // Every call below that takes a `vm_id` takes the VM's name (VmRecord.name) as well: the id
+  // first, then the name among the scope's VMs (the one that exists, else the latest
+  // destroyed). NOT_FOUND "vm X not found" if absent or outside the scope, with the same words
+  // whatever the reason, so a name never tells one tenant about another's. FAILED_PRECONDITION
+  // for a name several tenants' VMs have, asked without a tenant (the operator).
   absl::StatusOr<ppn::fleet::v1::VmRecord> GetVm(const Scope& scope, const std::string& vm_id);
+  // A page of the scope's VMs, oldest first. `r.filter` as ParseVmFilter takes it; a state term
+  // naming the destroyed state lists destroyed VMs (include_stopped does too). INVALID_ARGUMENT
+  // for a bad filter or page size, or a page token this scope and these fields were not given.
   absl::StatusOr<ppn::fleet::v1::ListVmsResponse> ListVms(const Scope& scope, const ppn::fleet::v1::ListVmsRequest& r);
   // Destroys a VM and records it DESTROYED (idempotent). A VM that does not run (PENDING,
   // FAILED, LOST, or UNKNOWN on an unreachable node) is DESTROYED at once; its node is told to
@@ -166,6 +182,11 @@ class FleetCore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunPeerActions();
   std::string NewVmId();
+  // The record `ref` (a vm_id or a name) names within `scope`; errors as GetVm says.
+  absl::StatusOr<VmEntry*> ResolveLocked(const Scope& scope, const std::string& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True if one of `tenant_id`'s VMs that exist other than `except` is named `name`.
+  bool NameTakenLocked(const std::string& tenant_id, const std::string& name, const std::string& except)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The VM's NICs on the networks `spec` names: each network the tenant's (NOT_FOUND as
   // GetNetwork otherwise), each address the lowest one no other VM of it holds.
   absl::StatusOr<google::protobuf::RepeatedPtrField<ppn::types::v1::PrivateNic>> AssignNicsLocked(
@@ -175,6 +196,7 @@ class FleetCore {
   const Deps deps_;
   const Options options_;
   LifecycleLog log_;
+  PageTokens page_tokens_;
   absl::Mutex mu_;
   Registry registry_ ABSL_GUARDED_BY(mu_);
   NetworkPool networks_ ABSL_GUARDED_BY(mu_);

@@ -15,6 +15,18 @@ namespace {
 struct Caller {
   Scope scope;
   std::string role;
+  std::string identity;  // the peer's SPIFFE id
+  // Who acts, for the ledger: the tenant (through its proxy) or the operator by its identity.
+  Actor actor() const {
+    if (role == ppn::roles::kTenantProxy) return Actor::Tenant();
+    return Actor{"operator", role, identity};
+  }
+  // The operator's scope narrowed to `tenant_id` when it names one (a name resolves within
+  // that tenant, and the VM must be that tenant's); the tenant proxy's scope is its tenant's.
+  Scope For(const std::string& tenant_id) const {
+    if (role == ppn::roles::kTenantProxy || tenant_id.empty()) return scope;
+    return Scope{tenant_id};
+  }
 };
 
 // A tenant-proxy peer acts for the tenant its metadata names; every other (already
@@ -23,12 +35,12 @@ absl::StatusOr<Caller> CallerOf(const grpc::ServerContextBase& context) {
   if (context.auth_context() == nullptr) return absl::UnauthenticatedError("no peer identity");
   absl::StatusOr<SpiffeId> peer = PeerSpiffeId(*context.auth_context());
   if (!peer.ok()) return peer.status();
-  if (peer->role != ppn::roles::kTenantProxy) return Caller{Scope{}, peer->role};
+  if (peer->role != ppn::roles::kTenantProxy) return Caller{Scope{}, peer->role, peer->ToString()};
   auto it = context.client_metadata().find(kTenantMetadata);
   if (it == context.client_metadata().end() || it->second.empty() || it->second.size() > 128) {
     return absl::UnauthenticatedError("the tenant proxy sent no tenant id");
   }
-  return Caller{Scope{std::string(it->second.data(), it->second.size())}, peer->role};
+  return Caller{Scope{std::string(it->second.data(), it->second.size())}, peer->role, peer->ToString()};
 }
 
 absl::StatusOr<Scope> CallerScope(const grpc::ServerContextBase& context) {
@@ -53,7 +65,8 @@ grpc::Status FleetService::CreateVm(grpc::ServerContext* context, const v1::Crea
   if (!scope->tenant_id.has_value()) {
     return RpcFailed("CreateVm", absl::PermissionDeniedError("only the tenant proxy creates VMs"));
   }
-  absl::StatusOr<CreateResult> r = core_->CreateVm(*scope->tenant_id, request->spec(), request->request_id());
+  absl::StatusOr<CreateResult> r =
+      core_->CreateVm(*scope->tenant_id, request->spec(), request->request_id(), request->vm_id());
   if (!r.ok()) {
     // Which resource ran out, as a word the proxy may pass on: never a node's name.
     if (Shortage shortage = ShortageOf(r.status()); shortage != Shortage::kNone) {
@@ -83,9 +96,9 @@ grpc::Status FleetService::CreateVm(grpc::ServerContext* context, const v1::Crea
 
 grpc::Status FleetService::GetVm(grpc::ServerContext* context, const v1::GetVmRequest* request,
                                  v1::GetVmResponse* response) {
-  absl::StatusOr<Scope> scope = CallerScope(*context);
-  if (!scope.ok()) return RpcFailed("GetVm", scope.status());
-  absl::StatusOr<v1::VmRecord> vm = core_->GetVm(*scope, request->vm_id());
+  absl::StatusOr<Caller> caller = CallerOf(*context);
+  if (!caller.ok()) return RpcFailed("GetVm", caller.status());
+  absl::StatusOr<v1::VmRecord> vm = core_->GetVm(caller->For(request->tenant_id()), request->vm_id());
   if (!vm.ok()) return RpcFailed("GetVm", vm.status());
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
@@ -107,8 +120,8 @@ grpc::Status FleetService::DestroyVm(grpc::ServerContext* context, const v1::Des
                                      v1::DestroyVmResponse* response) {
   absl::StatusOr<Caller> caller = CallerOf(*context);
   if (!caller.ok()) return RpcFailed("DestroyVm", caller.status());
-  Actor actor = caller->scope.tenant_id.has_value() ? Actor::Tenant() : Actor{"operator", caller->role};
-  absl::StatusOr<v1::VmRecord> vm = core_->DestroyVm(caller->scope, request->vm_id(), actor);
+  absl::StatusOr<v1::VmRecord> vm =
+      core_->DestroyVm(caller->For(request->tenant_id()), request->vm_id(), caller->actor());
   if (!vm.ok()) return RpcFailed("DestroyVm", vm.status());
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
@@ -164,8 +177,8 @@ grpc::Status FleetService::UpdateVmNetwork(grpc::ServerContext* context, const v
                                            v1::UpdateVmNetworkResponse* response) {
   absl::StatusOr<Caller> caller = CallerOf(*context);
   if (!caller.ok()) return RpcFailed("UpdateVmNetwork", caller.status());
-  Actor actor = caller->scope.tenant_id.has_value() ? Actor::Tenant() : Actor{"operator", caller->role};
-  absl::StatusOr<v1::VmRecord> vm = core_->UpdateVmNetwork(caller->scope, request->vm_id(), request->egress(), actor);
+  absl::StatusOr<v1::VmRecord> vm =
+      core_->UpdateVmNetwork(caller->scope, request->vm_id(), request->egress(), caller->actor());
   if (!vm.ok()) return RpcFailed("UpdateVmNetwork", vm.status(), {{"vm", request->vm_id().substr(0, 64)}});
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;

@@ -5,9 +5,11 @@
 #include <thread>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "catch2/catch.hpp"
 #include "common/clock.h"
+#include "common/ledger_outbox.h"
 #include "common/random.h"
 #include "fleet/fleet_server.h"
 #include "fleet/testing/fake_agent_client.h"
@@ -42,12 +44,20 @@ struct Stack {
   ppn::testing::TestPki pki{"ppn.test"};
   testing::FakeAgentClientFactory agents;
   std::unique_ptr<VmStore> store = *VmStore::Open(dir.File("fleet.db"));
+  absl::Mutex mu;
+  std::vector<ppn::ledger::v1::AppendRequest> delivered;  // guarded by mu
+  std::unique_ptr<LedgerOutbox> outbox =
+      *LedgerOutbox::Open(dir.File("fleet.db.ledger-spool"), "fleet", [this](const ppn::ledger::v1::AppendRequest& r) {
+        absl::MutexLock l(&mu);
+        delivered.push_back(r);
+        return absl::OkStatus();
+      });
   FleetCore core;
   FleetService service{&core};
   StartedServer server;
 
   explicit Stack(FleetCore::Options options = {absl::Seconds(10)})
-      : core({store.get(), &agents, RealClock::Get(), OpenSslRandom::Get()}, options) {
+      : core({store.get(), &agents, RealClock::Get(), OpenSslRandom::Get(), outbox.get()}, options) {
     server = *StartFleetServer("ppn.test", "127.0.0.1:0", pki.Issue("fleet", "fleet"), &service);
     ppn::host::v1::Heartbeat hb;
     hb.set_node_id("laptop-a");
@@ -266,6 +276,65 @@ TEST_CASE("the role table lets the operator destroy any VM and keeps the schedul
   grpc::ClientContext ctx;
   REQUIRE(s.Stub("operator")->DestroyVm(&ctx, destroy, &resp).ok());
   CHECK(resp.vm().state() == ppn::types::v1::VM_STATE_DESTROYED);
+}
+
+TEST_CASE("the operator destroys a tenant's VM by its name within that tenant and the ledger names the operator",
+          "[fleet][authz][names]") {
+  Stack s;
+  auto proxy = s.Stub("tenant-proxy");
+  CreateVmResponse web, theirs;
+  for (const char* tenant : {"acme", "globex"}) {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, tenant);
+    CreateVmRequest req = Create("web");
+    req.set_vm_id("web");
+    REQUIRE(proxy->CreateVm(&ctx, req, std::string(tenant) == "acme" ? &web : &theirs).ok());
+  }
+  CHECK(web.vm().name() == "web");
+  CHECK(web.vm().vm_id() != theirs.vm().vm_id());
+  auto op = s.Stub("operator");
+  DestroyVmRequest destroy;
+  destroy.set_vm_id("web");
+  DestroyVmResponse resp;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status st = op->DestroyVm(&ctx, destroy, &resp);
+    CHECK(st.error_code() == grpc::StatusCode::FAILED_PRECONDITION);  // two tenants have one
+  }
+  {
+    // A tenant-proxy peer cannot widen its scope through the body.
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "globex");
+    destroy.set_tenant_id("acme");
+    REQUIRE(proxy->DestroyVm(&ctx, destroy, &resp).ok());
+    CHECK(resp.vm().vm_id() == theirs.vm().vm_id());
+  }
+  {
+    grpc::ClientContext ctx;
+    destroy.set_tenant_id("initech");
+    CHECK(op->DestroyVm(&ctx, destroy, &resp).error_code() == grpc::StatusCode::NOT_FOUND);
+  }
+  grpc::ClientContext ctx;
+  destroy.set_tenant_id("acme");
+  grpc::Status st = op->DestroyVm(&ctx, destroy, &resp);
+  INFO(st.error_message());
+  REQUIRE(st.ok());
+  CHECK(resp.vm().vm_id() == web.vm().vm_id());
+  CHECK(resp.vm().tenant_id() == "acme");
+  CHECK(s.agents.vms()["laptop-a"].empty());
+  s.outbox->DeliverOnce();
+  absl::MutexLock l(&s.mu);
+  std::vector<std::string> destroys;
+  for (const auto& e : s.delivered) {
+    if (e.kind() != "vm.destroy") continue;
+    const auto& a = e.attributes();
+    destroys.push_back(absl::StrCat(e.tenant_id(), " ", e.subject(), " who=", a.at("who"), " role=", a.at("role"),
+                                    " identity=", a.count("identity") ? a.at("identity") : "", " name=", a.at("name")));
+  }
+  CHECK(destroys == std::vector<std::string>{
+                        "globex " + theirs.vm().vm_id() + " who=tenant role=tenant-proxy identity= name=web",
+                        "acme " + web.vm().vm_id() +
+                            " who=operator role=operator identity=spiffe://ppn.test/operator/operator name=web"});
 }
 
 TEST_CASE("UpdateVmNetwork is for the tenant proxy within its tenant and for the operator", "[fleet][authz][network]") {

@@ -61,6 +61,8 @@ void LifecycleLog::Destroyed(const ppn::fleet::v1::VmRecord& vm, const Actor& ac
   a["node"] = std::string(node_id);
   a["who"] = actor.who;
   a["role"] = actor.role;
+  if (!actor.identity.empty()) a["identity"] = actor.identity;
+  if (!vm.name().empty()) a["name"] = vm.name();
   a["prior_state"] = StateName(prior);
   Append(e);
 }
@@ -97,6 +99,7 @@ void LifecycleLog::NetworkChanged(const ppn::fleet::v1::VmRecord& vm, const Acto
   const ppn::types::v1::EgressPolicy& egress = vm.spec().egress();
   a["who"] = actor.who;
   a["role"] = actor.role;
+  if (!actor.identity.empty()) a["identity"] = actor.identity;
   a["internet"] = egress.internet() == ppn::types::v1::INTERNET_ACCESS_DENIED ? "denied" : "allowed";
   a["allow_rules"] = absl::StrCat(egress.allow_size());
   a["deny_rules"] = absl::StrCat(egress.deny_size());

@@ -8,7 +8,8 @@
 //               settled by its node's heartbeat); a replayed request is not a create
 //   vm.destroy  a VM was stopped: `who` = tenant | operator | ttl | fleet (a VM the record
 //               says is stopped, found running on a node and destroyed there), `role` = the
-//               caller's certificate role
+//               caller's certificate role, `identity` = an operator's certificate
+//               (spiffe://mesh/operator/NAME), `name` = the tenant's name for the VM if any
 //   vm.expire   a VM's TTL ran out (followed by its vm.destroy who=ttl)
 //   vm.state    a VM became UNKNOWN, LOST or FAILED, or came back from one of them, or a
 //               paused copy was resumed: `from`, `to`, `reason`
@@ -34,6 +35,9 @@ namespace ppn::fleet {
 struct Actor {
   std::string who;   // "tenant", "operator", "ttl", "fleet"
   std::string role;  // the caller's certificate role ("tenant-proxy", "operator"); "fleet" for its own
+  // Who exactly, when the certificate names a person or tool (an operator's SPIFFE id); empty
+  // for the tenant proxy (the proxy's own trail names the tenant's token) and the fleet.
+  std::string identity;
   static Actor Tenant() { return {"tenant", "tenant-proxy"}; }
   static Actor Operator() { return {"operator", "operator"}; }
   static Actor Ttl() { return {"ttl", "fleet"}; }

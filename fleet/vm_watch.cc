@@ -102,6 +102,8 @@ class WatchHub::VmWatch final : public WatchHub::StreamOf<v1::WatchVmResponse> {
       *status = RpcFailed("WatchVm", vm.status(), {{"vm", vm_id_.substr(0, 64)}});
       return Step::kFail;
     }
+    // A name resolves once: the stream follows that VM, not a later one given the same name.
+    vm_id_ = vm->vm_id();
     // Traffic counters move with every heartbeat: they ride along with a change, but are not
     // one.
     v1::VmRecord compared = *vm;
@@ -115,8 +117,8 @@ class WatchHub::VmWatch final : public WatchHub::StreamOf<v1::WatchVmResponse> {
   }
 
   const Scope scope_;
-  const std::string vm_id_;
-  std::string last_;  // the record last sent, serialized; only Next touches it
+  std::string vm_id_;  // the id or name asked for, then the id it named; only Next touches it
+  std::string last_;   // the record last sent, serialized; only Next touches it
 };
 
 // One WatchRelayRoutes stream.

@@ -37,12 +37,22 @@ absl::Status TenantSafeError(const absl::Status& status, absl::string_view short
         return absl::NotFoundError(absl::StrCat("vm ", about.vm_id, " not found"));
       }
       if (about.network) return absl::InvalidArgumentError("the VM's host refused this egress policy");
+      // The fleet parses filters and signs page tokens; its words there quote only the
+      // tenant's own filter, so they are the clearest answer there is.
+      if (about.list && status.code() == absl::StatusCode::kInvalidArgument &&
+          (absl::StartsWith(status.message(), "filter: ") || absl::StartsWith(status.message(), "page_token "))) {
+        return absl::InvalidArgumentError(status.message().substr(0, 512));
+      }
       return absl::Status(status.code(), "the control plane refused this request as invalid");
     case absl::StatusCode::kAlreadyExists:
       if (create && absl::StrContains(status.message(), "request_id")) {
         return absl::AlreadyExistsError(absl::StrCat("request_id ", about.request_id,
                                                      " was used for a different VM; use a new request_id for "
                                                      "a new VM, or resend the original request"));
+      }
+      if (create && !about.chosen_id.empty() &&
+          status.message() == absl::StrCat("vm ", about.chosen_id, " already exists")) {
+        return absl::AlreadyExistsError(absl::StrCat("vm ", about.chosen_id, " already exists"));
       }
       if (create) {
         return absl::AlreadyExistsError(absl::StrCat("a VM named ", about.spec->display_name(), " already exists"));

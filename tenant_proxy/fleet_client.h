@@ -79,7 +79,9 @@ struct CallAbout {
   std::string vm_id;                             // GetVm, DestroyVm, WatchVm, UpdateVmNetwork
   const ppn::types::v1::VmSpec* spec = nullptr;  // CreateVm
   std::string request_id;                        // CreateVm
+  std::string chosen_id;                         // CreateVm: the tenant's own id for the VM, if any
   bool network = false;                          // UpdateVmNetwork
+  bool list = false;                             // ListVms
 };
 
 // The fleet's `status` as a tenant may see it. Nothing of the fleet's own message reaches
@@ -91,7 +93,10 @@ struct CallAbout {
 //                                INVALID_ARGUMENT "image X is not offered"
 //   INVALID_ARGUMENT about a network change
 //                                "the VM's host refused this egress policy"
-//   ALREADY_EXISTS               "request_id X was used for a different VM; ..." or
+//   INVALID_ARGUMENT of a list   the fleet's own "filter: ..." and "page_token ..." words,
+//                                which are about the tenant's filter and token only
+//   ALREADY_EXISTS               "request_id X was used for a different VM; ...",
+//                                "vm X already exists" (a chosen id) or
 //                                "a VM named X already exists"
 //   RESOURCE_EXHAUSTED           "no host has disk space for this VM right now; ..." when the
 //                                shortage is disk, else "no host has room for this VM ..."

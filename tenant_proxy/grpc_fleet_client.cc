@@ -122,6 +122,7 @@ absl::StatusOr<ppn::fleet::v1::CreateVmResponse> GrpcFleetClient::CreateVm(
     CallAbout about;
     about.spec = &request.spec();
     about.request_id = request.request_id();
+    about.chosen_id = request.vm_id();
     return Refused("CreateVm", tenant, ctx, s, about);
   }
   return response;
@@ -144,7 +145,11 @@ absl::StatusOr<ppn::fleet::v1::ListVmsResponse> GrpcFleetClient::ListVms(
   Prepare(&ctx, tenant);
   ppn::fleet::v1::ListVmsResponse response;
   grpc::Status s = stub_->ListVms(&ctx, request, &response);
-  if (!s.ok()) return Refused("ListVms", tenant, ctx, s, CallAbout{});
+  if (!s.ok()) {
+    CallAbout about;
+    about.list = true;
+    return Refused("ListVms", tenant, ctx, s, about);
+  }
   return response;
 }
 

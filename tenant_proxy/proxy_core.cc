@@ -72,7 +72,7 @@ std::string TenantStateMessage(ppn::types::v1::VmState state) {
 
 Vm TenantView(const VmRecord& r) {
   Vm vm;
-  vm.set_name("vms/" + r.vm_id());
+  vm.set_name("vms/" + (r.name().empty() ? r.vm_id() : r.name()));
   vm.set_vm_id(r.vm_id());
   *vm.mutable_spec() = r.spec();
   vm.mutable_spec()->clear_user_data();
@@ -182,18 +182,24 @@ absl::StatusOr<std::vector<VmRecord>> ProxyCore::ListAll(const TenantId& tenant)
 absl::StatusOr<Vm> ProxyCore::CreateVm(const Tenant& tenant, const ppn::tenancy::v1::CreateVmRequest& request) {
   const std::string& tid = tenant.tenant_id.value();
   AuditRecord audit{tid, "tenant.vm.create", "", ppn::ledger::v1::OUTCOME_DENIED, "", tenant.token_id};
-  // A malformed request is refused as such before any quota arithmetic.
-  absl::Status valid = ValidateVmSpec(request.spec());
+  // A malformed request is refused as such before any quota arithmetic. The display name
+  // defaults to the chosen id, as the fleet does it.
+  ppn::types::v1::VmSpec spec = request.spec();
+  if (spec.display_name().empty()) spec.set_display_name(request.vm_id());
+  absl::Status valid = request.vm_id().empty() ? absl::OkStatus() : ValidateChosenVmId(request.vm_id());
+  if (valid.ok()) valid = ValidateVmSpec(spec);
   if (valid.ok() && request.request_id().size() > kMaxRequestIdBytes) {
     valid = absl::InvalidArgumentError("request_id must be at most 64 characters");
   }
   if (!valid.ok()) return Finish(audit, valid);
   audit.request_id = request.request_id();
-  audit.display_name = request.spec().display_name();
+  audit.display_name = spec.display_name();
+  if (!request.vm_id().empty()) audit.attributes["name"] = request.vm_id();
   // The fleet gets the policy in effect, so what the VM's spec shows is what its node enforces.
   ppn::fleet::v1::CreateVmRequest forward;
-  *forward.mutable_spec() = request.spec();
+  *forward.mutable_spec() = spec;
   forward.set_request_id(request.request_id());
+  forward.set_vm_id(request.vm_id());
   absl::StatusOr<ppn::types::v1::EgressPolicy> egress = NarrowEgress(*tenant.egress, request.spec().egress());
   if (!egress.ok()) return Finish(audit, egress.status());
   *forward.mutable_spec()->mutable_egress() = *std::move(egress);
@@ -207,7 +213,7 @@ absl::StatusOr<Vm> ProxyCore::CreateVm(const Tenant& tenant, const ppn::tenancy:
   const VmRecord* earlier = FindByRequestId(*vms, request.request_id());
   std::string earlier_id = earlier != nullptr ? earlier->vm_id() : "";
   if (earlier == nullptr) {
-    absl::Status quota = CheckQuota(*tenant.limits, UsageOf(*vms), request.spec());
+    absl::Status quota = CheckQuota(*tenant.limits, UsageOf(*vms), spec);
     if (!quota.ok()) return Finish(audit, quota);
     PPN_RETURN_IF_ERROR(RecordIntent(audit));
   }
@@ -262,6 +268,7 @@ absl::StatusOr<ppn::tenancy::v1::ListVmsResponse> ProxyCore::ListVms(const Tenan
   req.set_page_size(request.page_size());
   req.set_page_token(request.page_token());
   *req.mutable_label_selector() = request.label_selector();
+  req.set_filter(request.filter());  // the fleet parses it (one grammar) and checks the token
   PPN_ASSIGN_OR_RETURN(ppn::fleet::v1::ListVmsResponse page, deps_.fleet->ListVms(tenant.tenant_id, req));
   ppn::tenancy::v1::ListVmsResponse out;
   for (const auto& vm : page.vms()) *out.add_vms() = TenantView(vm);

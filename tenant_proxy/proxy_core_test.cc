@@ -720,3 +720,86 @@ TEST_CASE("a tenant's view names no node, path or QEMU output in any state", "[p
 
 }  // namespace
 }  // namespace ppn::proxy
+
+namespace ppn::proxy {
+namespace {
+
+TEST_CASE("a tenant-chosen id becomes the VM's name and is checked before quota", "[proxy][core][names]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  CreateVmRequest req = Request("");
+  req.set_vm_id("web");
+  absl::StatusOr<ppn::tenancy::v1::Vm> vm = f.core->CreateVm(acme, req);
+  REQUIRE(vm.ok());
+  CHECK(vm->name() == "vms/web");
+  CHECK(vm->vm_id() != "web");                // the generated id, still given
+  CHECK(vm->spec().display_name() == "web");  // defaults to the chosen id
+  CHECK(f.core->GetVm(acme, "web")->vm_id() == vm->vm_id());
+  CHECK(f.core->GetVm(acme, "vms/web")->vm_id() == vm->vm_id());
+  CHECK(f.core->GetVm(acme, vm->vm_id())->name() == "vms/web");
+  CHECK(f.core->GetVm(f.Admit("slow"), "web").status().message() == "vm web not found");
+
+  REQUIRE(f.core->CreateVm(acme, Request("b")).ok());  // max_vms 2: full
+  for (const char* bad : {"Web", "9lives", "vm-0190a1b2c3d4e5f6a7b"}) {
+    CreateVmRequest r = Request("c");
+    r.set_vm_id(bad);
+    auto refused = f.core->CreateVm(acme, r);
+    INFO(bad);
+    CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);  // not RESOURCE_EXHAUSTED
+    CHECK(refused.status().message().find("vm_id ") == 0);
+  }
+  CHECK(f.fleet.creates() == 2);
+  // A VM without a chosen id is named by its generated one.
+  CHECK(f.core->ListVms(acme, {})->vms(1).name() == "vms/" + f.core->ListVms(acme, {})->vms(1).vm_id());
+}
+
+TEST_CASE("a chosen id the tenant already uses is ALREADY_EXISTS in its own words", "[proxy][core][names]") {
+  CallAbout about;
+  ppn::types::v1::VmSpec spec;
+  spec.set_display_name("front");
+  about.spec = &spec;
+  about.chosen_id = "web";
+  absl::Status s = TenantSafeError(absl::AlreadyExistsError("vm web already exists"), "", about);
+  CHECK(s.code() == absl::StatusCode::kAlreadyExists);
+  CHECK(s.message() == "vm web already exists");
+  CHECK(TenantSafeError(absl::AlreadyExistsError("a VM named front already exists"), "", about).message() ==
+        "a VM named front already exists");
+}
+
+TEST_CASE("a list's filter reaches the fleet and the fleet's filter and token words reach the tenant",
+          "[proxy][core][filter]") {
+  Fixture f;
+  ppn::tenancy::v1::ListVmsRequest list;
+  list.set_filter("state=RUNNING AND labels.env=ci");
+  REQUIRE(f.core->ListVms(f.Admit("acme"), list).ok());
+  CHECK(f.fleet.last_list().filter() == "state=RUNNING AND labels.env=ci");
+
+  CallAbout about;
+  about.list = true;
+  const std::string filter_error = "filter: at position 15: expected \"AND\" (the only operator), found \"OR\"";
+  CHECK(TenantSafeError(absl::InvalidArgumentError(filter_error), "", about).message() == filter_error);
+  CHECK(
+      TenantSafeError(absl::InvalidArgumentError("page_token is not valid for this list: ..."), "", about).message() ==
+      "page_token is not valid for this list: ...");
+  // Anything else the fleet says stays the fleet's.
+  CHECK(TenantSafeError(absl::InvalidArgumentError("node laptop-a says no"), "", about).message() ==
+        "the control plane refused this request as invalid");
+}
+
+TEST_CASE("a LOST VM never counts against the quota", "[proxy][core][quota]") {
+  Fixture f;
+  Tenant acme = f.Admit("acme");
+  REQUIRE(f.core->CreateVm(acme, Request("a")).ok());
+  absl::StatusOr<ppn::tenancy::v1::Vm> b = f.core->CreateVm(acme, Request("b"));
+  REQUIRE(b.ok());
+  CHECK(f.core->CreateVm(acme, Request("c")).status().code() == absl::StatusCode::kResourceExhausted);
+  ppn::fleet::v1::VmRecord lost = *f.fleet.GetVm(TenantId("acme"), VmId(b->vm_id()));
+  lost.set_state(ppn::types::v1::VM_STATE_LOST);
+  f.fleet.Put(lost);
+  CHECK(f.core->GetQuota(acme)->usage().vms() == 1);
+  CHECK(f.core->GetQuota(acme)->usage().memory_mib() == 256);
+  CHECK(f.core->CreateVm(acme, Request("c")).ok());
+}
+
+}  // namespace
+}  // namespace ppn::proxy

@@ -16,7 +16,8 @@ ppn::tenancy::v1::Usage UsageOf(const std::vector<ppn::fleet::v1::VmRecord>& vms
   // below a limit.
   uint64_t count = 0, vcpus = 0, memory_mib = 0, disk_gib = 0;
   for (const auto& vm : vms) {
-    if (vm.state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
+    // A LOST VM's host no longer runs it: the tenant does not pay for what it cannot have.
+    if (vm.state() == ppn::types::v1::VM_STATE_DESTROYED || vm.state() == ppn::types::v1::VM_STATE_LOST) continue;
     ++count;
     disk_gib += CountedDiskGib(vm.spec());  // a stopped VM keeps its overlay
     if (vm.state() == ppn::types::v1::VM_STATE_STOPPED) continue;

@@ -23,8 +23,8 @@ inline constexpr uint32_t kImageOnlyDiskGib = 1;
 uint32_t CountedDiskGib(const ppn::types::v1::VmSpec& spec);
 
 // What `vms` (one tenant's records, as the fleet lists them) consume. DESTROYED records, if
-// any are passed, count for nothing; a STOPPED one counts as a VM and for its disk, not for
-// vCPUs or memory in use.
+// any are passed, and LOST ones (their host no longer runs them) count for nothing; a STOPPED
+// one counts as a VM and for its disk, not for vCPUs or memory in use.
 ppn::tenancy::v1::Usage UsageOf(const std::vector<ppn::fleet::v1::VmRecord>& vms);
 
 // OK if a VM with `spec` fits beside `usage` within `limits`. Otherwise RESOURCE_EXHAUSTED

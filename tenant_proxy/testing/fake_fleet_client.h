@@ -117,6 +117,7 @@ class FakeFleetClient final : public FleetClient {
         *r.mutable_spec() = request.spec();
         r.set_state(ppn::types::v1::VM_STATE_RUNNING);
         r.set_request_id(request.request_id());
+        r.set_name(request.vm_id());
         *response.mutable_vm() = r;
         created_specs_.push_back(request.spec());
       }
@@ -130,13 +131,22 @@ class FakeFleetClient final : public FleetClient {
   absl::StatusOr<ppn::fleet::v1::VmRecord> GetVm(const TenantId& tenant, const VmId& vm_id) override {
     absl::MutexLock l(&mu_);
     auto it = vms_.find(vm_id.value());
-    if (it == vms_.end() || it->second.tenant_id() != tenant.value()) return NotFound(vm_id);
-    return it->second;
+    if (it != vms_.end() && it->second.tenant_id() == tenant.value()) return it->second;
+    for (const auto& [id, vm] : vms_) {  // a name the tenant chose
+      if (vm.tenant_id() == tenant.value() && !vm.name().empty() && vm.name() == vm_id.value()) return vm;
+    }
+    return NotFound(vm_id);
+  }
+  // The last ListVms request, as the proxy forwarded it.
+  ppn::fleet::v1::ListVmsRequest last_list() {
+    absl::MutexLock l(&mu_);
+    return last_list_;
   }
 
   absl::StatusOr<ppn::fleet::v1::ListVmsResponse> ListVms(const TenantId& tenant,
                                                           const ppn::fleet::v1::ListVmsRequest& request) override {
     absl::MutexLock l(&mu_);
+    last_list_ = request;
     int limit = request.page_size() == 0 ? 100 : request.page_size();
     ppn::fleet::v1::ListVmsResponse out;
     auto it = request.page_token().empty() ? vms_.begin() : vms_.upper_bound(request.page_token());
@@ -374,6 +384,7 @@ class FakeFleetClient final : public FleetClient {
 
   absl::Mutex mu_;
   std::map<std::string, ppn::fleet::v1::VmRecord> vms_ ABSL_GUARDED_BY(mu_);
+  ppn::fleet::v1::ListVmsRequest last_list_ ABSL_GUARDED_BY(mu_);
   std::map<const Watch*, std::shared_ptr<Stream>> streams_ ABSL_GUARDED_BY(mu_);  // started, not ended
   std::optional<absl::Status> fail_next_create_ ABSL_GUARDED_BY(mu_);
   std::function<void(const ppn::fleet::v1::VmRecord&)> on_create_ ABSL_GUARDED_BY(mu_);

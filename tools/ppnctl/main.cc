@@ -56,6 +56,15 @@ int Main(int argc, char** argv) {
   if (!settings->context_status().ok() && (verb_words(*resolved).empty() || verb_words(*resolved)[0] != "config")) {
     return UsageError(settings->context_status());
   }
+  // The operator's form of a verb (vm destroy --tenant ...) calls another RPC.
+  absl::StatusOr<const Verb*> form = FormFor(resolved->verb, line->flags);
+  if (!form.ok()) return UsageError(form.status());
+  if (*form != resolved->verb) {
+    absl::StatusOr<const Command*> command = api.Find((*form)->service, (*form)->rpc);
+    if (!command.ok()) return UsageError(command.status());
+    resolved->verb = *form;
+    resolved->command = *command;
+  }
   Invocation invocation{resolved->verb, resolved->command, resolved->args, line->flags, &*settings};
   if (resolved->command != nullptr) {
     invocation.type_print = PrinterForType(resolved->command->method->output_type()->full_name());

@@ -41,6 +41,23 @@ bool IsService(const Api& api, const std::string& word) {
 
 }  // namespace
 
+absl::StatusOr<const Verb*> FormFor(const Verb* verb, const std::vector<std::pair<std::string, std::string>>& flags) {
+  auto given = [&flags](const std::string& name) {
+    for (const auto& [flag, value] : flags) {
+      if (flag == name && value != "false") return true;
+    }
+    return false;
+  };
+  if (verb == nullptr || verb->form == nullptr || !given(verb->form_flag)) return verb;
+  for (const std::string& required : verb->form->required_flags) {
+    if (!given(required)) {
+      return absl::InvalidArgumentError(absl::StrCat("ppnctl ", Usage(*verb->form), ": --", verb->form_flag,
+                                                     " acts on another tenant's VM, which needs --", required));
+    }
+  }
+  return verb->form;
+}
+
 std::string Usage(const Verb& verb) {
   std::vector<std::string> parts = verb.words;
   for (const std::string& a : verb.args) parts.push_back(absl::EndsWith(a, "...") ? "[" + a + "]" : a);

@@ -72,6 +72,12 @@ struct Verb {
   FollowUp follow_up = nullptr;
   // ... or a local action (then service and rpc are empty).
   VerbAction run = nullptr;
+  // The operator's form of this verb: a command line giving `--<form_flag>` runs `form`
+  // instead (`vm destroy --tenant acme web` calls the fleet for any tenant's VM, not the
+  // tenant API). The form's `required_flags` must be given with it (--force).
+  std::string form_flag;
+  const Verb* form = nullptr;
+  std::vector<std::string> required_flags;
 
   Verb& Args(std::vector<std::string> v) { return args = std::move(v), *this; }
   Verb& Flags(std::string v) { return flags = std::move(v), *this; }
@@ -95,7 +101,16 @@ struct Verb {
     return follow_up = v, *this;
   }
   Verb& Runs(VerbAction v) { return run = v, *this; }
+  Verb& OperatorForm(std::string flag, const Verb* v) {
+    form_flag = std::move(flag);
+    return form = v, *this;
+  }
+  Verb& Requires(std::vector<std::string> v) { return required_flags = std::move(v), *this; }
 };
+
+// The verb a command line with `flags` runs: `verb` itself, or its operator form when a flag
+// names the form's flag. INVALID_ARGUMENT naming a required flag of the form that is missing.
+absl::StatusOr<const Verb*> FormFor(const Verb* verb, const std::vector<std::pair<std::string, std::string>>& flags);
 
 // "vm create NAME [--spec.memory_mib=N]".
 std::string Usage(const Verb& verb);

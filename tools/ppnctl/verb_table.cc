@@ -171,6 +171,59 @@ bool PrintFleetVms(const google::protobuf::Message& m, const Settings& settings)
   return true;
 }
 
+// `vm get|destroy --tenant T NAME`: the fleet's record of one VM as the operator's one-row
+// table (NAME, TENANT, STATE, AGE, ADDRESS, NODE).
+bool PrintFleetVm(const google::protobuf::Message& m, const Settings& settings) {
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
+  const auto* field = m.GetDescriptor()->FindFieldByName("vm");
+  if (field == nullptr || field->message_type() == nullptr ||
+      field->message_type()->full_name() != ppn::fleet::v1::VmRecord::descriptor()->full_name()) {
+    return false;
+  }
+  ppn::fleet::v1::ListVmsResponse one;
+  if (!one.add_vms()->ParseFromString(m.GetReflection()->GetMessage(m, field).SerializeAsString())) return false;
+  std::fputs(RenderFleetVms(one, absl::Now(), *format == Format::kWide).c_str(), stdout);
+  std::fflush(stdout);
+  return true;
+}
+
+// The operator's forms of the vm verbs (Verb::form): the fleet's RPCs, for any tenant's VMs,
+// with the operator's certificate. Not listed on their own: the tenant verbs' help names them.
+const Verb* OperatorList() {
+  static const Verb* v = new Verb(Verb({"vm", "list"})
+                                      .Flags("--all-tenants [--filter=F] [-o wide]")
+                                      .Help("lists every tenant's VMs with their tenant and node (operator)")
+                                      .Calls("fleet", "list-vms")
+                                      .Prints(PrintFleetVms)
+                                      .Then({"all-tenants"}, nullptr));
+  return v;
+}
+const Verb* OperatorGet() {
+  static const Verb* v = new Verb(Verb({"vm", "get"})
+                                      .Args({"NAME"})
+                                      .Flags("--tenant TENANT")
+                                      .Help("shows a tenant's VM by its name or id (operator)")
+                                      .Calls("fleet", "get-vm")
+                                      .ArgFields({"vm_id"})
+                                      .Alias("tenant", "tenant_id")
+                                      .Prints(PrintFleetVm));
+  return v;
+}
+const Verb* OperatorDestroy() {
+  static const Verb* v = new Verb(Verb({"vm", "destroy"})
+                                      .Args({"NAME"})
+                                      .Flags("--tenant TENANT --force")
+                                      .Help("destroys a tenant's VM by its name or id (operator; the ledger names you)")
+                                      .Calls("fleet", "destroy-vm")
+                                      .ArgFields({"vm_id"})
+                                      .Alias("tenant", "tenant_id")
+                                      .Requires({"force"})
+                                      .Prints(PrintFleetVm)
+                                      .Then({"force"}, nullptr));
+  return v;
+}
+
 int RunHelp(const Invocation& inv) {
   const Api& api = Api::Get();
   if (inv.args.empty()) {
@@ -351,9 +404,15 @@ const std::vector<Verb>& Verbs() {
       Verb({"vm", "create"})
           .Args({"NAME"})
           .Flags("[--spec.memory_mib=N] [--spec.image=I] [--wait]")
-          .Help("creates a VM for your tenant (tenant API: PPN_TOKEN or --token_file); --wait: until it runs")
+          .Help("creates a VM named NAME for your tenant (tenant API: PPN_TOKEN or --token_file); --wait: until "
+                "it runs")
+          .Details(
+              "NAME is the VM's id within your tenant ([a-z][a-z0-9-]{0,62}, unique among your VMs that\n"
+              "exist): vm get, destroy, egress and watch take it, or the generated vm_id. Another tenant may\n"
+              "use the same name; nothing of theirs is ever visible. --spec.labels='{\"env\":\"ci\"}' sets labels\n"
+              "that vm list --filter=labels.env=ci selects.")
           .Calls("tenant", "create-vm")
-          .ArgFields({"spec.display_name"})
+          .ArgFields({"vm_id"})
           .Defaults({{"spec.vcpus", "1"},
                      {"spec.memory_mib", "128"},
                      {"spec.image", "ppn-test-guest"},
@@ -366,21 +425,28 @@ const std::vector<Verb>& Verbs() {
           .Prints(PrintVm)
           .Then({"wait"}, WaitForVm),
       Verb({"vm", "list"})
-          .Flags("[-o wide]")
-          .Help("lists your tenant's VMs: name, state, age, address (-o wide: size, image, expiry)")
+          .Flags("[--filter='state=RUNNING AND labels.env=ci'] [-o wide] [--all-tenants]")
+          .Help("lists your tenant's VMs: name, state, age, address (-o wide: size, image, expiry, id)")
+          .Details("--filter takes terms joined by AND: state=STATE (RUNNING, UNKNOWN, ...), name=NAME and\n"
+                   "labels.KEY=VALUE (values bare or \"quoted\"); anything else is refused saying where.\n"
+                   "Operator: --all-tenants lists every tenant's VMs with TENANT and NODE columns (the fleet's\n"
+                   "ListVms, with the operator's certificate).")
           .Calls("tenant", "list-vms")
+          .OperatorForm("all-tenants", OperatorList())
           .Prints(PrintVms),
       Verb({"vm", "get"})
           .Args({"NAME"})
-          .Help("shows one of your VMs, what it may reach and its traffic (NAME is vms/<id>)")
+          .Help("shows one of your VMs, what it may reach and its traffic (NAME: its name or id)")
+          .Details("Operator: vm get --tenant TENANT NAME shows any tenant's VM with its node.")
           .Calls("tenant", "get-vm")
           .ArgFields({"name"})
+          .OperatorForm("tenant", OperatorGet())
           .Prints(PrintVm),
       Verb({"vm", "egress"})
           .Args({"NAME"})
           .Flags("[--internet=allow|deny] [--allow=CIDR[:PORT[-PORT]][/udp]]... [--deny=CIDR[:PORT[-PORT]][/udp]]... "
                  "[--rate-limit-kbit=N]")
-          .Help("replaces what one of your running VMs may reach, live (NAME is vms/<id>)")
+          .Help("replaces what one of your running VMs may reach, live (NAME: its name or id)")
           .Details("Replaces the VM's whole egress policy while it runs; new connections follow it at once.\n"
                    "Each --allow and --deny adds one rule, CIDR[:PORT[-PORT]][/udp] (TCP unless /udp), e.g.\n"
                    "203.0.113.0/24, 198.51.100.7:443 or 10.1.0.0/16:5000-5100/udp. --internet=deny blocks all but\n"
@@ -397,9 +463,15 @@ const std::vector<Verb>& Verbs() {
           .Prints(PrintVm),
       Verb({"vm", "destroy"})
           .Args({"NAME"})
-          .Help("destroys one of your VMs (NAME is vms/<id>)")
+          .Flags("[--tenant TENANT --force]")
+          .Help("destroys one of your VMs (NAME: its name or id), also one whose host is down")
+          .Details("A VM whose host is unreachable (UNKNOWN) or lost is destroyed at once: it stops counting\n"
+                   "against your quota, and its host removes it when it returns.\n"
+                   "Operator: vm destroy --tenant TENANT NAME --force destroys any tenant's VM; the ledger's\n"
+                   "vm.destroy entry names your certificate (who=operator identity=spiffe://...).")
           .Calls("tenant", "destroy-vm")
-          .ArgFields({"name"}),
+          .ArgFields({"name"})
+          .OperatorForm("tenant", OperatorDestroy()),
       Verb({"node", "list"})
           .Flags("[-o wide]")
           .Help("lists the nodes of the pool and their WireGuard tunnels (-o wide: each node's peers)")

@@ -75,19 +75,20 @@ std::string Addresses(const Vm& vm) { return PortList(vm.forwarded_ports()); }
 std::string RenderFleetVms(const ppn::fleet::v1::ListVmsResponse& vms, absl::Time now, bool wide) {
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header = {"NAME", "TENANT", "STATE", "AGE", "ADDRESS", "NODE"};
-  if (wide) header.insert(header.end(), {"VCPUS", "MEMORY_MIB", "IMAGE", "PINNED", "MESSAGE"});
+  if (wide) header.insert(header.end(), {"VCPUS", "MEMORY_MIB", "IMAGE", "PINNED", "MESSAGE", "VM_ID"});
   rows.push_back(header);
   for (const auto& vm : vms.vms()) {
     std::vector<std::string> row = {
-        OrDash(vm.vm_id()),
+        OrDash(vm.name().empty() ? vm.vm_id() : vm.name()),
         OrDash(vm.tenant_id()),
         std::string(absl::StripPrefix(ppn::types::v1::VmState_Name(vm.state()), "VM_STATE_")),
         vm.has_create_time() ? ShortAge(FromProto(vm.create_time()), now) : "-",
         PortList(vm.forwarded_ports()),
         OrDash(vm.node_id())};
     if (wide) {
-      row.insert(row.end(), {absl::StrCat(vm.spec().vcpus()), absl::StrCat(vm.spec().memory_mib()),
-                             OrDash(vm.spec().image()), OrDash(vm.pinned_node_id()), OrDash(vm.state_message())});
+      row.insert(row.end(),
+                 {absl::StrCat(vm.spec().vcpus()), absl::StrCat(vm.spec().memory_mib()), OrDash(vm.spec().image()),
+                  OrDash(vm.pinned_node_id()), OrDash(vm.state_message()), OrDash(vm.vm_id())});
     }
     rows.push_back(std::move(row));
   }
@@ -99,7 +100,9 @@ std::string RenderFleetVms(const ppn::fleet::v1::ListVmsResponse& vms, absl::Tim
 std::string RenderVms(const ppn::tenancy::v1::ListVmsResponse& vms, absl::Time now, bool wide) {
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header = {"NAME", "STATE", "AGE", "ADDRESS"};
-  if (wide) header.insert(header.end(), {"VCPUS", "MEMORY_MIB", "IMAGE", "DISPLAY_NAME", "EXPIRES", "MESSAGE"});
+  if (wide) {
+    header.insert(header.end(), {"VCPUS", "MEMORY_MIB", "IMAGE", "DISPLAY_NAME", "EXPIRES", "MESSAGE", "VM_ID"});
+  }
   rows.push_back(header);
   for (const Vm& vm : vms.vms()) {
     std::vector<std::string> row = {
@@ -113,7 +116,7 @@ std::string RenderVms(const ppn::tenancy::v1::ListVmsResponse& vms, absl::Time n
       }
       row.insert(row.end(),
                  {absl::StrCat(vm.spec().vcpus()), absl::StrCat(vm.spec().memory_mib()), OrDash(vm.spec().image()),
-                  OrDash(vm.spec().display_name()), expires, OrDash(vm.state_message())});
+                  OrDash(vm.spec().display_name()), expires, OrDash(vm.state_message()), OrDash(vm.vm_id())});
     }
     rows.push_back(std::move(row));
   }

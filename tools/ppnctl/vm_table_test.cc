@@ -11,7 +11,7 @@ ppn::tenancy::v1::ListVmsResponse Vms() {
   ppn::tenancy::v1::ListVmsResponse r;
   ppn::tenancy::v1::Vm* web = r.add_vms();
   web->set_name("vms/web");
-  web->set_vm_id("web");
+  web->set_vm_id("vm-0190a1b2c3d4e5f6a7b");
   web->set_state(ppn::types::v1::VM_STATE_RUNNING);
   web->mutable_create_time()->set_seconds(kNow - 300);
   web->mutable_expire_time()->set_seconds(kNow + 3 * 3600);
@@ -50,11 +50,11 @@ TEST_CASE("vm list -o wide adds size image display name expiry and message", "[p
   CHECK(
       RenderVms(Vms(), absl::FromUnixSeconds(kNow), true) ==
       "NAME        STATE    AGE  ADDRESS                                           VCPUS  MEMORY_MIB  IMAGE           "
-      "DISPLAY_NAME  EXPIRES  MESSAGE\n"
+      "DISPLAY_NAME  EXPIRES  MESSAGE  VM_ID\n"
       "vms/web     RUNNING  5m   127.0.0.1:20300→80/tcp, 203.0.113.5:30001→53/udp  1      128         ppn-test-guest  "
-      "web           in 3h    -\n"
+      "web           in 3h    -        vm-0190a1b2c3d4e5f6a7b\n"
       "vms/4f2a9c  PENDING  7s   -                                                 0      0           -               "
-      "-             -        placing\n");
+      "-             -        placing  -\n");
 }
 
 TEST_CASE("vm get prints its one VM as a one-row table", "[ppnctl][vm_table]") {
@@ -84,6 +84,51 @@ TEST_CASE("the operator's list shows each VM's tenant and node", "[ppnctl][vm_ta
   CHECK(RenderFleetVms(r, absl::FromUnixSeconds(kNow), false) ==
         "NAME  TENANT  STATE      AGE  ADDRESS                 NODE\n"
         "web   acme    MIGRATING  3d   127.0.0.1:20300→80/tcp  laptop-a\n");
+}
+
+// Two tenants' VMs of one name, one unnamed: the operator tells them apart by TENANT (and
+// VM_ID with -o wide), and NAME is what `vm destroy --tenant T NAME` takes.
+ppn::fleet::v1::ListVmsResponse AcrossTenants() {
+  ppn::fleet::v1::ListVmsResponse r;
+  for (const char* tenant : {"acme", "globex"}) {
+    ppn::fleet::v1::VmRecord* vm = r.add_vms();
+    vm->set_vm_id(std::string(tenant) == "acme" ? "vm-0190a1b2c3d4e5f6a7b" : "vm-0190a1b2c3d4e5f6a7c");
+    vm->set_name("web");
+    vm->set_tenant_id(tenant);
+    vm->set_node_id(std::string(tenant) == "acme" ? "laptop-a" : "cloud");
+    vm->set_state(std::string(tenant) == "acme" ? ppn::types::v1::VM_STATE_RUNNING : ppn::types::v1::VM_STATE_UNKNOWN);
+    vm->set_state_message(std::string(tenant) == "acme" ? "" : "node cloud is unreachable");
+    vm->mutable_create_time()->set_seconds(kNow - 90);
+    vm->mutable_spec()->set_vcpus(1);
+    vm->mutable_spec()->set_memory_mib(128);
+    vm->mutable_spec()->set_image("ppn-test-guest");
+  }
+  ppn::fleet::v1::VmRecord* unnamed = r.add_vms();
+  unnamed->set_vm_id("vm-0190a1b2c3d4e5f6a7d");
+  unnamed->set_tenant_id("initech");
+  unnamed->set_state(ppn::types::v1::VM_STATE_PENDING);
+  return r;
+}
+
+TEST_CASE("the operator's list across tenants names each VM by its tenant's name with TENANT and NODE",
+          "[ppnctl][vm_table][names]") {
+  CHECK(RenderFleetVms(AcrossTenants(), absl::FromUnixSeconds(kNow), false) ==
+        "NAME                    TENANT   STATE    AGE  ADDRESS  NODE\n"
+        "web                     acme     RUNNING  90s  -        laptop-a\n"
+        "web                     globex   UNKNOWN  90s  -        cloud\n"
+        "vm-0190a1b2c3d4e5f6a7d  initech  PENDING  -    -        -\n");
+}
+
+TEST_CASE("the operator's wide list adds size image pin message and the VM_ID", "[ppnctl][vm_table][names]") {
+  CHECK(RenderFleetVms(AcrossTenants(), absl::FromUnixSeconds(kNow), true) ==
+        "NAME                    TENANT   STATE    AGE  ADDRESS  NODE      VCPUS  MEMORY_MIB  IMAGE           PINNED  "
+        "MESSAGE                    VM_ID\n"
+        "web                     acme     RUNNING  90s  -        laptop-a  1      128         ppn-test-guest  -       "
+        "-                          vm-0190a1b2c3d4e5f6a7b\n"
+        "web                     globex   UNKNOWN  90s  -        cloud     1      128         ppn-test-guest  -       "
+        "node cloud is unreachable  vm-0190a1b2c3d4e5f6a7c\n"
+        "vm-0190a1b2c3d4e5f6a7d  initech  PENDING  -    -        -         0      0           -               -       "
+        "-                          vm-0190a1b2c3d4e5f6a7d\n");
 }
 
 }  // namespace
