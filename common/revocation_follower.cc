@@ -2,6 +2,7 @@
 
 #include "common/logging.h"
 #include "common/rpc_interceptors.h"
+#include "common/status_macros.h"
 #include "mesh/grpc_membership_source.h"
 #include "spdlog/spdlog.h"
 
@@ -66,6 +67,18 @@ int RevocationFollower::RunOnce(absl::Duration wait) {
     }
   }
   return revoked;
+}
+
+}  // namespace ppn
+
+namespace ppn {
+
+absl::StatusOr<Revocations> OpenRevocations(const std::string& path, const std::string& mesh,
+                                            const std::string& ledger_address, const TlsFiles& tls) {
+  Revocations r;
+  PPN_ASSIGN_OR_RETURN(r.list, RevocationList::Open(path, mesh));
+  if (!ledger_address.empty()) r.follower = RevocationFollower::FollowLedger(ledger_address, tls, r.list.get());
+  return r;
 }
 
 }  // namespace ppn

@@ -49,3 +49,19 @@ class RevocationFollower {
 };
 
 }  // namespace ppn
+
+namespace ppn {
+
+// What a service's main holds: its persisted list and, when it knows the ledger, the follower
+// that keeps the list equal to it.
+struct Revocations {
+  std::unique_ptr<RevocationList> list;
+  std::unique_ptr<RevocationFollower> follower;  // null without a ledger
+};
+
+// Opens the list persisted at `path` and follows the ledger at `ledger_address` ("": the
+// persisted list only). The list's error (INVALID_ARGUMENT naming the file) otherwise.
+absl::StatusOr<Revocations> OpenRevocations(const std::string& path, const std::string& mesh,
+                                            const std::string& ledger_address, const TlsFiles& tls);
+
+}  // namespace ppn

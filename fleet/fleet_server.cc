@@ -30,8 +30,8 @@ RolePolicy FleetRolePolicy(const std::string& mesh) {
 }
 
 absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
-                                               FleetService* service) {
-  return StartMeshServer(listen, tls, FleetRolePolicy(mesh), {service});
+                                               FleetService* service, const RevocationList* revocations) {
+  return StartMeshServer(listen, tls, FleetRolePolicy(mesh), {service}, revocations);
 }
 
 }  // namespace ppn::fleet

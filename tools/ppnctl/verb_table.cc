@@ -421,6 +421,17 @@ const std::vector<Verb>& Verbs() {
           .Help("admits the joining node at ADDR that shows CODE")
           .Calls("pairing-admin", "approve-node")
           .ArgFields({"joiner_address"}),
+      Verb({"node", "revoke"})
+          .Args({"NODE"})
+          .Flags("--reason TEXT")
+          .Help("revokes NODE: every service refuses its certificate from now on")
+          .Details("Appends node.revoke to the ledger (with the reason and your identity). From then on every\n"
+                   "service of the mesh refuses the node's certificate, the fleet never places a VM there and\n"
+                   "every node drops it from its WireGuard peers. The name is never issued again: the machine\n"
+                   "comes back only through a new ceremony under a new name. To move the VMs that can still\n"
+                   "move (the node is up and reachable), run `ppnctl node drain NODE` first.")
+          .Calls("pairing-admin", "revoke-node")
+          .ArgFields({"node_name"}),
       Verb({"migrate"})
           .Args({"VM"})
           .Flags("[--to NODE]")
