@@ -24,6 +24,7 @@ RolePolicy FleetRolePolicy(const std::string& mesh) {
   policy.Allow(svc + "ListNetworks", {r::kTenantProxy, r::kOperator});
   policy.Allow(svc + "RecordMigration", {r::kScheduler});
   policy.Allow(svc + "SetPin", {r::kScheduler});
+  for (const char* cordon : {"CordonNode", "UncordonNode"}) policy.Allow(svc + cordon, {r::kOperator, r::kScheduler});
   // Every VM's node address and port: for the relay that forwards to them, never a tenant.
   policy.Allow(svc + "WatchRelayRoutes", {r::kRelay, r::kOperator});
   return policy;

@@ -14,6 +14,7 @@ absl::StatusOr<std::unique_ptr<VmStore>> VmStore::Open(const std::string& path) 
       "ALTER TABLE vms ADD COLUMN relay_ports TEXT NOT NULL DEFAULT ''",
       "CREATE TABLE networks (network_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL, "
       "pool_index INTEGER NOT NULL, create_time INTEGER NOT NULL)",
+      "CREATE TABLE node_cordons (node_id TEXT PRIMARY KEY, reason TEXT NOT NULL)",
   }));
   return std::unique_ptr<VmStore>(new VmStore(std::move(db)));
 }
@@ -95,6 +96,31 @@ absl::StatusOr<std::vector<StoredNetwork>> VmStore::LoadNetworks() {
     }
     out.push_back(
         {stmt.ColumnText(0), stmt.ColumnText(1), stmt.ColumnText(2), static_cast<uint32_t>(index), stmt.ColumnInt(4)});
+  }
+  return out;
+}
+
+absl::Status VmStore::PutCordon(const std::string& node_id, const std::string& reason) {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt,
+                       db_->Prepare("INSERT OR REPLACE INTO node_cordons (node_id, reason) VALUES (?, ?)"));
+  return stmt.Bind(1, node_id).Bind(2, reason).Run();
+}
+
+absl::Status VmStore::DeleteCordon(const std::string& node_id) {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("DELETE FROM node_cordons WHERE node_id = ?"));
+  return stmt.Bind(1, node_id).Run();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> VmStore::LoadCordons() {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT node_id, reason FROM node_cordons ORDER BY node_id"));
+  std::vector<std::pair<std::string, std::string>> out;
+  while (true) {
+    PPN_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    out.emplace_back(stmt.ColumnText(0), stmt.ColumnText(1));
   }
   return out;
 }
