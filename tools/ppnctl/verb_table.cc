@@ -408,10 +408,21 @@ const std::vector<Verb>& Verbs() {
                    "age of the latest WireGuard handshake with any of its peers.")
           .Calls("fleet", "list-nodes")
           .Prints(PrintNodes),
+      Verb({"node", "cordon"})
+          .Args({"NODE"})
+          .Flags("[--reason TEXT]")
+          .Help("stops placing new VMs and incoming migrations on NODE (what runs there stays)")
+          .Calls("fleet", "cordon-node")
+          .ArgFields({"node_id"}),
+      Verb({"node", "uncordon"})
+          .Args({"NODE"})
+          .Help("makes NODE a placement target again")
+          .Calls("fleet", "uncordon-node")
+          .ArgFields({"node_id"}),
       Verb({"node", "drain"})
           .Args({"NODE"})
           .Flags("[--dry_run]")
-          .Help("moves every VM off NODE")
+          .Help("cordons NODE and moves every VM off it (pinned ones stay; each move reports how it ended)")
           .Calls("scheduler", "drain")
           .ArgFields({"node_id"})
           .Prints(PrintMigrationProgress),
