@@ -52,11 +52,11 @@ absl::StatusOr<StartedServer> StartServer(const ServerOptions& options) {
 }
 
 absl::StatusOr<StartedServer> StartMeshServer(const std::string& listen, const TlsFiles& tls, RolePolicy policy,
-                                              std::vector<grpc::Service*> services) {
+                                              std::vector<grpc::Service*> services, const RevocationList* revocations) {
   ServerOptions options;
   options.listen_address = listen;
   options.credentials = MtlsServerCredentials(tls);
-  options.auth_processor = std::make_shared<RoleAuthProcessor>(std::move(policy));
+  options.auth_processor = std::make_shared<RoleAuthProcessor>(std::move(policy), revocations);
   options.services = std::move(services);
   return StartServer(options);
 }

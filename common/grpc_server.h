@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/revocation_list.h"
 #include "common/role_policy.h"
 #include "common/tls_credentials.h"
 #include "grpcpp/security/auth_metadata_processor.h"
@@ -40,8 +41,11 @@ struct StartedServer {
 // the options are incomplete.
 absl::StatusOr<StartedServer> StartServer(const ServerOptions& options);
 
-// A mesh server: mTLS with `tls`, every call checked against `policy` before its handler.
+// A mesh server: mTLS with `tls`, every call checked against `policy` before its handler and,
+// with `revocations` (which must outlive the server), refused for a revoked identity. Every
+// production server passes its list; only tests of other things pass none.
 absl::StatusOr<StartedServer> StartMeshServer(const std::string& listen, const TlsFiles& tls, RolePolicy policy,
-                                              std::vector<grpc::Service*> services);
+                                              std::vector<grpc::Service*> services,
+                                              const RevocationList* revocations = nullptr);
 
 }  // namespace ppn

@@ -18,6 +18,13 @@ grpc::Status RoleAuthProcessor::Process(const InputMetadata& auth_metadata, grpc
     spdlog::debug("rpc.denied method={} code=UNAUTHENTICATED", method);
     return ToGrpcStatus(peer.status());
   }
+  if (revocations_ != nullptr) {
+    absl::Status revoked = revocations_->Check(*peer);
+    if (!revoked.ok()) {
+      spdlog::info("rpc.denied method={} peer={} code=UNAUTHENTICATED reason=revoked", method, peer->ToString());
+      return ToGrpcStatus(revoked);
+    }
+  }
   absl::Status allowed = policy_.Check(method, *peer);
   if (!allowed.ok()) {
     spdlog::debug("rpc.denied method={} peer={} code=PERMISSION_DENIED", method, peer->ToString());

@@ -93,6 +93,8 @@ absl::Status FleetCore::Load() {
   reconciler_.Started(now);
   PPN_ASSIGN_OR_RETURN(std::vector<StoredNetwork> networks, deps_.store->LoadNetworks());
   networks_.Load(std::move(networks));
+  PPN_ASSIGN_OR_RETURN(auto cordons, deps_.store->LoadCordons());
+  for (const auto& [node_id, reason] : cordons) registry_.SetCordon(node_id, true, reason);
   return registry_.Load(now);
 }
 
@@ -763,6 +765,28 @@ absl::StatusOr<VmRecord> FleetCore::UpdateVmNetwork(const Scope& scope, const st
                egress.internet() == ppn::types::v1::INTERNET_ACCESS_DENIED ? "denied" : "allowed", egress.allow_size(),
                egress.deny_size());
   return registry_.View(r);
+}
+
+absl::StatusOr<ppn::fleet::v1::Node> FleetCore::SetCordon(const std::string& node_id, bool cordoned,
+                                                          const std::string& reason, const std::string& role) {
+  if (reason.size() > 200) return absl::InvalidArgumentError("a cordon reason is at most 200 characters");
+  for (unsigned char c : reason) {
+    if (c < 0x20 || c == 0x7f) return absl::InvalidArgumentError("a cordon reason must not contain control characters");
+  }
+  absl::MutexLock l(&mu_);
+  NodeEntry* n = registry_.Node(node_id);
+  if (n == nullptr || !n->registered()) return absl::NotFoundError(absl::StrCat("node ", node_id, " not found"));
+  bool changed = n->node.cordoned() != cordoned || (cordoned && n->node.cordon_reason() != reason);
+  if (changed) {
+    // Durable first: a cordon the fleet forgets at its next start would let VMs land there.
+    PPN_RETURN_IF_ERROR(cordoned ? deps_.store->PutCordon(node_id, reason) : deps_.store->DeleteCordon(node_id));
+    registry_.SetCordon(node_id, cordoned, reason);
+    log_.NodeCordoned(node_id, cordoned, reason, role);
+    spdlog::info("node.{} node={} role={} reason={}", cordoned ? "cordoned" : "uncordoned", node_id, role,
+                 LogValue(reason));
+    registry_.Changed();
+  }
+  return registry_.Node(node_id)->node;
 }
 
 std::vector<ppn::fleet::v1::Node> FleetCore::ListNodes() {

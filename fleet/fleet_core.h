@@ -87,6 +87,12 @@ class FleetCore {
   void AddNode(const std::string& node_id, const std::string& agent_address);
   // Marks a node revoked: it is never again a placement target.
   void RevokeNode(const std::string& node_id);
+  // Cordons `node_id` (no new VMs, no incoming migrations) or lifts it; durable, and recorded
+  // in the ledger (node.cordon / node.uncordon, with `role`, the caller's). Returns the node.
+  // NOT_FOUND for a node the fleet does not know, INVALID_ARGUMENT for a reason over 200
+  // characters or with control characters.
+  absl::StatusOr<ppn::fleet::v1::Node> SetCordon(const std::string& node_id, bool cordoned, const std::string& reason,
+                                                 const std::string& role);
   std::vector<std::pair<std::string, std::string>> NodeAddresses();
 
   // Applies a node's heartbeat (Reconciler) and queues the calls it asks of nodes.

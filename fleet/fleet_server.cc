@@ -24,14 +24,15 @@ RolePolicy FleetRolePolicy(const std::string& mesh) {
   policy.Allow(svc + "ListNetworks", {r::kTenantProxy, r::kOperator});
   policy.Allow(svc + "RecordMigration", {r::kScheduler});
   policy.Allow(svc + "SetPin", {r::kScheduler});
+  for (const char* cordon : {"CordonNode", "UncordonNode"}) policy.Allow(svc + cordon, {r::kOperator, r::kScheduler});
   // Every VM's node address and port: for the relay that forwards to them, never a tenant.
   policy.Allow(svc + "WatchRelayRoutes", {r::kRelay, r::kOperator});
   return policy;
 }
 
 absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
-                                               FleetService* service) {
-  return StartMeshServer(listen, tls, FleetRolePolicy(mesh), {service});
+                                               FleetService* service, const RevocationList* revocations) {
+  return StartMeshServer(listen, tls, FleetRolePolicy(mesh), {service}, revocations);
 }
 
 }  // namespace ppn::fleet

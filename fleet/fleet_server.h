@@ -4,6 +4,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/grpc_server.h"
+#include "common/revocation_list.h"
 #include "common/role_policy.h"
 #include "common/tls_credentials.h"
 #include "fleet/fleet_service.h"
@@ -16,6 +17,6 @@ namespace ppn::fleet {
 RolePolicy FleetRolePolicy(const std::string& mesh);
 
 absl::StatusOr<StartedServer> StartFleetServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
-                                               FleetService* service);
+                                               FleetService* service, const RevocationList* revocations = nullptr);
 
 }  // namespace ppn::fleet

@@ -173,6 +173,26 @@ grpc::Status FleetService::SetPin(grpc::ServerContext*, const v1::SetPinRequest*
   return grpc::Status::OK;
 }
 
+grpc::Status FleetService::CordonNode(grpc::ServerContext* context, const v1::CordonNodeRequest* request,
+                                      v1::CordonNodeResponse* response) {
+  absl::StatusOr<Caller> caller = CallerOf(*context);
+  if (!caller.ok()) return RpcFailed("CordonNode", caller.status());
+  absl::StatusOr<v1::Node> node = core_->SetCordon(request->node_id(), true, request->reason(), caller->role);
+  if (!node.ok()) return RpcFailed("CordonNode", node.status(), {{"node", request->node_id().substr(0, 64)}});
+  *response->mutable_node() = *std::move(node);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::UncordonNode(grpc::ServerContext* context, const v1::UncordonNodeRequest* request,
+                                        v1::UncordonNodeResponse* response) {
+  absl::StatusOr<Caller> caller = CallerOf(*context);
+  if (!caller.ok()) return RpcFailed("UncordonNode", caller.status());
+  absl::StatusOr<v1::Node> node = core_->SetCordon(request->node_id(), false, "", caller->role);
+  if (!node.ok()) return RpcFailed("UncordonNode", node.status(), {{"node", request->node_id().substr(0, 64)}});
+  *response->mutable_node() = *std::move(node);
+  return grpc::Status::OK;
+}
+
 grpc::Status FleetService::UpdateVmNetwork(grpc::ServerContext* context, const v1::UpdateVmNetworkRequest* request,
                                            v1::UpdateVmNetworkResponse* response) {
   absl::StatusOr<Caller> caller = CallerOf(*context);

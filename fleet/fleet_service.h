@@ -34,6 +34,8 @@ class FleetService final
   grpc::Status RecordMigration(grpc::ServerContext*, const v1::RecordMigrationRequest*,
                                v1::RecordMigrationResponse*) override;
   grpc::Status SetPin(grpc::ServerContext*, const v1::SetPinRequest*, v1::SetPinResponse*) override;
+  grpc::Status CordonNode(grpc::ServerContext*, const v1::CordonNodeRequest*, v1::CordonNodeResponse*) override;
+  grpc::Status UncordonNode(grpc::ServerContext*, const v1::UncordonNodeRequest*, v1::UncordonNodeResponse*) override;
   grpc::Status UpdateVmNetwork(grpc::ServerContext*, const v1::UpdateVmNetworkRequest*,
                                v1::UpdateVmNetworkResponse*) override;
   grpc::Status CreateNetwork(grpc::ServerContext*, const v1::CreateNetworkRequest*,

@@ -107,4 +107,17 @@ void LifecycleLog::NetworkChanged(const ppn::fleet::v1::VmRecord& vm, const Acto
   Append(e);
 }
 
+void LifecycleLog::NodeCordoned(absl::string_view node_id, bool cordoned, absl::string_view reason,
+                                absl::string_view role) {
+  ppn::ledger::v1::AppendRequest e;
+  e.set_kind(cordoned ? "node.cordon" : "node.uncordon");
+  e.set_subject(std::string(node_id));
+  e.set_outcome(ppn::ledger::v1::OUTCOME_SUCCESS);
+  auto& a = *e.mutable_attributes();
+  a["role"] = std::string(role);
+  if (cordoned) a["reason"] = std::string(reason);
+  a["fleet_time"] = absl::FormatTime(absl::RFC3339_full, clock_->Now(), absl::UTCTimeZone());
+  Append(e);
+}
+
 }  // namespace ppn::fleet

@@ -15,6 +15,8 @@
 //               paused copy was resumed: `from`, `to`, `reason`
 //   vm.adopt    a record was made for a VM a node reports, or moved to the node that runs it:
 //               `from_node` (empty when the fleet had no record), `node`, `reason`
+//   node.cordon, node.uncordon  an operator or a drain cordoned a node or made it a target
+//               again: subject the node, `role` the caller's, `reason`
 //   vm.network  a running VM's egress policy was replaced on its node: `who`, `role`, and the
 //               new policy's shape (`internet`, `allow_rules`, `deny_rules`, `rate_limit_kbit`),
 //               never its destinations
@@ -58,6 +60,7 @@ class LifecycleLog {
   void Adopted(const ppn::fleet::v1::VmRecord& vm, absl::string_view from_node, absl::string_view reason);
   // `vm.spec().egress()` is the policy now in effect.
   void NetworkChanged(const ppn::fleet::v1::VmRecord& vm, const Actor& actor);
+  void NodeCordoned(absl::string_view node_id, bool cordoned, absl::string_view reason, absl::string_view role);
 
  private:
   ppn::ledger::v1::AppendRequest Entry(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm);

@@ -12,6 +12,7 @@
 #include "common/ledger_outbox.h"
 #include "common/metrics.h"
 #include "common/random.h"
+#include "common/revocation_follower.h"
 #include "common/service_flags.h"
 #include "fleet/fleet_metrics.h"
 #include "fleet/fleet_server.h"
@@ -94,12 +95,15 @@ int main(int argc, char** argv) {
     members = std::make_unique<ppn::fleet::LedgerNodeWatcher>(&core, absl::GetFlag(FLAGS_ledger), flags.tls);
     members->Start();
   }
+  absl::StatusOr<ppn::Revocations> revocations = ppn::OpenRevocations(
+      absl::GetFlag(FLAGS_db) + ".revoked.json", flags.mesh, absl::GetFlag(FLAGS_ledger), flags.tls);
+  if (!revocations.ok()) ppn::ExitWithError(revocations.status().message());
   ppn::fleet::HeartbeatWatcher watcher(&core, &agents, options.heartbeat_interval);
   watcher.Start();
   ppn::fleet::RegisterFleetMetrics(&core, &ppn::metrics::Default());
   ppn::fleet::FleetService service(&core);
   absl::StatusOr<ppn::StartedServer> server =
-      ppn::fleet::StartFleetServer(flags.mesh, flags.listen, flags.tls, &service);
+      ppn::fleet::StartFleetServer(flags.mesh, flags.listen, flags.tls, &service, revocations->list.get());
   if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);
   if (!port.ok()) ppn::ExitWithError(port.message());

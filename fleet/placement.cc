@@ -64,6 +64,7 @@ std::string Unsuitable(const NodeView& n, const PlacementRequest& r) {
     return absl::StrCat("the VM is pinned to ", r.pinned_node_id);
   }
   if (n.revoked) return "revoked in the ledger";
+  if (n.cordoned) return "cordoned";
   if (!n.alive) return "not alive (no recent heartbeat)";
   if (r.require_kvm && !HasKvm(n.kvm)) return "no KVM";
   if (!Offers(n, r.image)) return absl::StrCat("does not offer image ", r.image);
@@ -74,7 +75,7 @@ std::string Unsuitable(const NodeView& n, const PlacementRequest& r) {
 
 bool Fits(const NodeView& n, const PlacementRequest& r) {
   // Cheap numeric tests first: this runs for every node the hot path looks at.
-  return FreeMemory(n) >= r.memory_mib && DiskFits(n, r) && n.alive && !n.revoked &&
+  return FreeMemory(n) >= r.memory_mib && DiskFits(n, r) && n.alive && !n.revoked && !n.cordoned &&
          (!r.require_kvm || HasKvm(n.kvm)) && (r.pinned_node_id.empty() || n.node_id == r.pinned_node_id) &&
          (r.excluded_node_ids.empty() || r.excluded_node_ids.count(n.node_id) == 0) && Offers(n, r.image);
 }

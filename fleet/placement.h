@@ -5,7 +5,7 @@
 // for migration and rebalance targets. Every decision explains itself.
 //
 // The rule (the seeds' June 2026 scenario): only nodes that are alive, trusted (not revoked),
-// not excluded, allowed by a pin, KVM-capable when KVM is required, offering the image, and
+// not cordoned, not excluded, allowed by a pin, KVM-capable when KVM is required, offering the image, and
 // with room: available memory − memory reserved for creates in flight ≥ the request, and the
 // same for disk (each overlay can grow to its whole virtual size, so a VM needs its disk_gib,
 // or kDefaultDiskMib when it asks for the image's own size). A node that does not report its
@@ -32,6 +32,7 @@ struct NodeView {
   std::string node_id;
   bool alive = false;
   bool revoked = false;
+  bool cordoned = false;       // by an operator or a drain: nothing new lands there
   uint64_t available_mib = 0;  // after the node's safety margin and its running VMs
   uint64_t reserved_mib = 0;   // held by creates in flight
   ppn::types::v1::KvmSupport kvm = ppn::types::v1::KVM_SUPPORT_NONE;

@@ -121,6 +121,13 @@ void Registry::Revoke(const std::string& node_id) {
   Reindex(node_id);
 }
 
+void Registry::SetCordon(const std::string& node_id, bool cordoned, const std::string& reason) {
+  NodeEntry& n = nodes_[node_id];
+  n.node.set_cordoned(cordoned);
+  n.node.set_cordon_reason(cordoned ? reason : "");
+  Reindex(node_id);
+}
+
 bool Registry::Offered(const std::string& image) const {
   // No node has told its catalog (older agents): the node's spawn decides.
   return catalog_nodes_ == 0 || offered_.count(image) != 0;
@@ -270,6 +277,7 @@ NodeView Registry::ViewOf(const std::string& node_id, const NodeEntry& n) const 
   v.node_id = node_id;
   v.alive = n.node.state() == ppn::fleet::v1::NODE_STATE_ALIVE;
   v.revoked = n.revoked;
+  v.cordoned = n.node.cordoned();
   v.available_mib = n.node.available_memory_mib();
   v.reserved_mib = n.reserved_memory_mib;
   v.kvm = n.node.kvm();

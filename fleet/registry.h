@@ -94,6 +94,8 @@ class Registry {
   // Sets a node's catalog (from its heartbeat) and keeps the union of offered images.
   void SetImages(const std::string& node_id, std::vector<std::string> images);
   void Revoke(const std::string& node_id);
+  // Sets whether placement may choose `node_id` (an operator's cordon; persisted by the caller).
+  void SetCordon(const std::string& node_id, bool cordoned, const std::string& reason);
   // True if no node reports a catalog (older agents), or some non-revoked node offers `image`.
   bool Offered(const std::string& image) const;
   // Replaces what `node_id` last reported.

@@ -19,6 +19,7 @@ absl::StatusOr<std::unique_ptr<VmStore>> VmStore::Open(const std::string& path) 
       "pool_index INTEGER NOT NULL, create_time INTEGER NOT NULL)",
       // Rows written before VM_STATE_DESTROYED existed, when STOPPED meant destroyed.
       "ALTER TABLE vms ADD COLUMN legacy_states INTEGER NOT NULL DEFAULT 1",
+      "CREATE TABLE node_cordons (node_id TEXT PRIMARY KEY, reason TEXT NOT NULL)",
   }));
   PPN_RETURN_IF_ERROR(RewriteLegacyStates(*db));
   return std::unique_ptr<VmStore>(new VmStore(std::move(db)));
@@ -127,6 +128,31 @@ absl::StatusOr<std::vector<StoredNetwork>> VmStore::LoadNetworks() {
     }
     out.push_back(
         {stmt.ColumnText(0), stmt.ColumnText(1), stmt.ColumnText(2), static_cast<uint32_t>(index), stmt.ColumnInt(4)});
+  }
+  return out;
+}
+
+absl::Status VmStore::PutCordon(const std::string& node_id, const std::string& reason) {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt,
+                       db_->Prepare("INSERT OR REPLACE INTO node_cordons (node_id, reason) VALUES (?, ?)"));
+  return stmt.Bind(1, node_id).Bind(2, reason).Run();
+}
+
+absl::Status VmStore::DeleteCordon(const std::string& node_id) {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("DELETE FROM node_cordons WHERE node_id = ?"));
+  return stmt.Bind(1, node_id).Run();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> VmStore::LoadCordons() {
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT node_id, reason FROM node_cordons ORDER BY node_id"));
+  std::vector<std::pair<std::string, std::string>> out;
+  while (true) {
+    PPN_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    out.emplace_back(stmt.ColumnText(0), stmt.ColumnText(1));
   }
   return out;
 }

@@ -42,6 +42,11 @@ class VmStore {
   absl::Status DeleteNetwork(const std::string& network_id);
   absl::StatusOr<std::vector<StoredNetwork>> LoadNetworks();
 
+  // Cordoned nodes and why (node_id → reason).
+  absl::Status PutCordon(const std::string& node_id, const std::string& reason);
+  absl::Status DeleteCordon(const std::string& node_id);
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> LoadCordons();
+
  private:
   explicit VmStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   static absl::Status RewriteLegacyStates(Database& db);

@@ -16,8 +16,9 @@ RolePolicy HostAgentRolePolicy(const std::string& mesh) {
 }
 
 absl::StatusOr<StartedServer> StartHostAgentServer(const std::string& mesh, const std::string& listen,
-                                                   const TlsFiles& tls, HostAgentService* service) {
-  return StartMeshServer(listen, tls, HostAgentRolePolicy(mesh), {service});
+                                                   const TlsFiles& tls, HostAgentService* service,
+                                                   const RevocationList* revocations) {
+  return StartMeshServer(listen, tls, HostAgentRolePolicy(mesh), {service}, revocations);
 }
 
 }  // namespace ppn::host

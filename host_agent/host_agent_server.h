@@ -4,6 +4,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/grpc_server.h"
+#include "common/revocation_list.h"
 #include "common/role_policy.h"
 #include "common/tls_credentials.h"
 #include "host_agent/host_agent_service.h"
@@ -13,6 +14,7 @@ namespace ppn::host {
 RolePolicy HostAgentRolePolicy(const std::string& mesh);
 
 absl::StatusOr<StartedServer> StartHostAgentServer(const std::string& mesh, const std::string& listen,
-                                                   const TlsFiles& tls, HostAgentService* service);
+                                                   const TlsFiles& tls, HostAgentService* service,
+                                                   const RevocationList* revocations = nullptr);
 
 }  // namespace ppn::host

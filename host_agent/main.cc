@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "common/clock.h"
 #include "common/process.h"
+#include "common/revocation_follower.h"
 #include "common/rpc_interceptors.h"
 #include "common/service_flags.h"
 #include "common/tls_credentials.h"
@@ -279,8 +280,11 @@ int main(int argc, char** argv) {
   absl::Status started = manager.Start();
   if (!started.ok()) ppn::ExitWithError(started.message());
   ppn::host::HostAgentService service(&manager, absl::GetFlag(FLAGS_heartbeat_interval));
+  absl::StatusOr<ppn::Revocations> revocations =
+      ppn::OpenRevocations(options.state_dir + "/revoked.json", flags.mesh, absl::GetFlag(FLAGS_ledger), flags.tls);
+  if (!revocations.ok()) ppn::ExitWithError(revocations.status().message());
   absl::StatusOr<ppn::StartedServer> server =
-      ppn::host::StartHostAgentServer(flags.mesh, flags.listen, flags.tls, &service);
+      ppn::host::StartHostAgentServer(flags.mesh, flags.listen, flags.tls, &service, revocations->list.get());
   if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);
   if (!port.ok()) ppn::ExitWithError(port.message());

@@ -11,6 +11,9 @@ AppendPolicy AppendPolicy::Default() {
   return AppendPolicy({
       {"tenant.*", {r::kTenantProxy}},
       {"node.*", {r::kPairingAdmin}},
+      // The fleet owns the cordon (its node records); operators and the scheduler ask it.
+      {"node.cordon", {r::kFleet}},
+      {"node.uncordon", {r::kFleet}},
       {"vm.migrate", {r::kScheduler}},
       {"vm.pin", {r::kScheduler}},
       {"vm.unpin", {r::kScheduler}},

@@ -21,6 +21,14 @@ TEST_CASE("each entry kind has exactly one writer role", "[ledger][append_policy
   CHECK(!p.Check("fleet", "tenant.vm.create").ok());
   CHECK(p.Check("pairing-admin", "node.join").ok());
   CHECK(!p.Check("fleet", "node.join").ok());
+  CHECK(p.Check("pairing-admin", "node.revoke").ok());
+  CHECK(!p.Check("operator", "node.revoke").ok());  // operators revoke through the pairing admin
+  CHECK(!p.Check("fleet", "node.revoke").ok());
+  CHECK(p.Check("fleet", "node.cordon").ok());
+  CHECK(p.Check("fleet", "node.uncordon").ok());
+  CHECK(!p.Check("pairing-admin", "node.cordon").ok());
+  CHECK(!p.Check("operator", "node.cordon").ok());
+  CHECK(!p.Check("scheduler", "node.uncordon").ok());
   CHECK(p.Check("operator", "capability.revoke").ok());
   CHECK(!p.Check("host", "vm.create").ok());
   CHECK(!p.Check("operator", "unknown.kind").ok());

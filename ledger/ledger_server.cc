@@ -20,8 +20,8 @@ RolePolicy LedgerRolePolicy(const std::string& mesh) {
 }
 
 absl::StatusOr<StartedServer> StartLedgerServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
-                                                LedgerService* service) {
-  return StartMeshServer(listen, tls, LedgerRolePolicy(mesh), {service});
+                                                LedgerService* service, const RevocationList* revocations) {
+  return StartMeshServer(listen, tls, LedgerRolePolicy(mesh), {service}, revocations);
 }
 
 }  // namespace ppn::ledger

@@ -4,6 +4,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/grpc_server.h"
+#include "common/revocation_list.h"
 #include "common/role_policy.h"
 #include "common/tls_credentials.h"
 #include "ledger/ledger_service.h"
@@ -16,6 +17,6 @@ RolePolicy LedgerRolePolicy(const std::string& mesh);
 
 // Starts serving `service` on `listen` ("host:port", port 0 picks one).
 absl::StatusOr<StartedServer> StartLedgerServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
-                                                LedgerService* service);
+                                                LedgerService* service, const RevocationList* revocations = nullptr);
 
 }  // namespace ppn::ledger

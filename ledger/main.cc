@@ -12,10 +12,12 @@
 #include "common/files.h"
 #include "common/metrics.h"
 #include "common/random.h"
+#include "common/revocation_follower.h"
 #include "common/service_flags.h"
 #include "common/tls_credentials.h"
 #include "ledger/ledger_server.h"
 #include "ledger/ledger_store.h"
+#include "ledger/log_membership_source.h"
 #include "ledger/merkle_log.h"
 #include "spdlog/spdlog.h"
 
@@ -72,8 +74,15 @@ int main(int argc, char** argv) {
     s.Gauge("ppn_ledger_entries", "Entries in the ledger (its tree size).", {}, static_cast<double>(log.size()));
   });
   ppn::ledger::LedgerService service(&log);
+  // The ledger holds the node.revoke entries itself: it reads them from its own log.
+  absl::StatusOr<ppn::Revocations> revocations =
+      ppn::OpenRevocations(absl::GetFlag(FLAGS_db) + ".revoked.json", flags.mesh, "", flags.tls);
+  if (!revocations.ok()) ppn::ExitWithError(revocations.status().message());
+  ppn::ledger::LogMembershipSource members(&log);
+  revocations->follower = std::make_unique<ppn::RevocationFollower>(&members, revocations->list.get());
+  revocations->follower->Start();
   absl::StatusOr<ppn::StartedServer> server =
-      ppn::ledger::StartLedgerServer(flags.mesh, flags.listen, flags.tls, &service);
+      ppn::ledger::StartLedgerServer(flags.mesh, flags.listen, flags.tls, &service, revocations->list.get());
   if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);
   if (!port.ok()) ppn::ExitWithError(port.message());
@@ -83,6 +92,7 @@ int main(int argc, char** argv) {
   std::string sig = ppn::WaitForShutdownSignal();
   spdlog::info("ledger.stopping signal={}", sig);
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  revocations->follower->Stop();
   log.Stop();
   spdlog::info("ledger.stopped entries={}", log.size());
   return 0;

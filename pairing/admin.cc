@@ -5,6 +5,7 @@
 #include <fstream>
 #include <set>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
@@ -32,6 +33,9 @@ namespace {
 
 using namespace ppn::pairing::v1;  // NOLINT
 
+constexpr char kLivePeers[] =
+    "SELECT record FROM peers WHERE node_name NOT IN (SELECT node_name FROM revoked) ORDER BY mesh_address";
+
 // The joiner's certificate is ephemeral and self-signed: it is not trusted through a CA but
 // bound into CPace, so the TLS layer accepts it and the PAKE decides.
 std::shared_ptr<grpc::ChannelCredentials> AcceptAnyServer() {
@@ -58,9 +62,14 @@ absl::Status Call(Fn fn) {
 absl::StatusOr<std::unique_ptr<AdminCore>> AdminCore::Create(Options options, const std::string& peers_db,
                                                              LedgerAppend ledger, RandomSource* random) {
   PPN_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(peers_db));
+  // A revoked node keeps its peers row (its name and address are never handed out again) and
+  // gets a revoked row.
   PPN_RETURN_IF_ERROR(
       db->Migrate({"CREATE TABLE peers (node_name TEXT PRIMARY KEY, mesh_address TEXT UNIQUE NOT NULL, "
-                   "record BLOB NOT NULL)"}));
+                   "record BLOB NOT NULL)",
+                   "ALTER TABLE peers ADD COLUMN certificate_sha256 TEXT NOT NULL DEFAULT ''; "
+                   "CREATE TABLE revoked (node_name TEXT PRIMARY KEY, ledger_index INTEGER NOT NULL, "
+                   "reason TEXT NOT NULL)"}));
   return std::unique_ptr<AdminCore>(new AdminCore(std::move(options), std::move(db), std::move(ledger), random));
 }
 
@@ -96,7 +105,7 @@ absl::StatusOr<uint64_t> AdminCore::AppendFoundingJoin() {
 std::vector<WireGuardPeer> AdminCore::Peers() {
   absl::MutexLock l(&mu_);
   std::vector<WireGuardPeer> out = {options_.admin_peer};
-  absl::StatusOr<Statement> stmt = db_->Prepare("SELECT record FROM peers ORDER BY mesh_address");
+  absl::StatusOr<Statement> stmt = db_->Prepare(kLivePeers);
   while (stmt.ok() && stmt->Step().value_or(false)) {
     WireGuardPeer p;
     if (p.ParseFromString(stmt->ColumnBlob(0))) out.push_back(p);
@@ -170,10 +179,17 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   absl::MutexLock l(&mu_);
   std::set<std::string> used = {options_.admin_peer.mesh_address()};
   {
-    PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT node_name, mesh_address FROM peers"));
+    PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT p.node_name, p.mesh_address, r.ledger_index FROM peers p "
+                                                      "LEFT JOIN revoked r ON r.node_name = p.node_name"));
     while (true) {
       PPN_ASSIGN_OR_RETURN(bool row, stmt.Step());
       if (!row) break;
+      if (stmt.ColumnText(0) == req.node_name() && !stmt.ColumnIsNull(2)) {
+        // Its old identity stays refused everywhere: a new certificate under the same name
+        // would be refused too, and must not be.
+        return absl::FailedPreconditionError(absl::StrCat("node ", req.node_name(), " was revoked (ledger entry ",
+                                                          stmt.ColumnInt(2), "): join it under a new name"));
+      }
       if (stmt.ColumnText(0) == req.node_name()) {
         return absl::AlreadyExistsError(absl::StrCat("node ", req.node_name(), " has already joined"));
       }
@@ -220,7 +236,7 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   grant.set_mesh_prefix_length(24);
   *grant.mutable_admin_peer() = options_.admin_peer;
   {
-    PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare("SELECT record FROM peers ORDER BY mesh_address"));
+    PPN_ASSIGN_OR_RETURN(Statement stmt, db_->Prepare(kLivePeers));
     while (true) {
       PPN_ASSIGN_OR_RETURN(bool row, stmt.Step());
       if (!row) break;
@@ -238,9 +254,15 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   if (!ack.ParseFromString(ack_bytes) || !ack.stored())
     return absl::InternalError("the joiner did not store its grant");
 
-  PPN_ASSIGN_OR_RETURN(Statement insert,
-                       db_->Prepare("INSERT INTO peers (node_name, mesh_address, record) VALUES (?, ?, ?)"));
-  PPN_RETURN_IF_ERROR(insert.Bind(1, req.node_name()).Bind(2, address).BindBlob(3, peer.SerializeAsString()).Run());
+  PPN_ASSIGN_OR_RETURN(std::string der_sha256, x509::Fingerprint(cert));
+  const std::string cert_sha256 = absl::BytesToHexString(der_sha256);
+  PPN_ASSIGN_OR_RETURN(Statement insert, db_->Prepare("INSERT INTO peers (node_name, mesh_address, record, "
+                                                      "certificate_sha256) VALUES (?, ?, ?, ?)"));
+  PPN_RETURN_IF_ERROR(insert.Bind(1, req.node_name())
+                          .Bind(2, address)
+                          .BindBlob(3, peer.SerializeAsString())
+                          .Bind(4, cert_sha256)
+                          .Run());
   ppn::ledger::v1::AppendRequest entry;
   entry.set_kind("node.join");
   entry.set_subject(req.node_name());
@@ -250,6 +272,7 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   (*entry.mutable_attributes())[mesh::kPublicKeyAttribute] = req.wireguard_public_key();
   (*entry.mutable_attributes())[mesh::kEndpointAttribute] = req.wireguard_endpoint();
   (*entry.mutable_attributes())["spiffe_id"] = id.ToString();
+  (*entry.mutable_attributes())["certificate_sha256"] = cert_sha256;
   absl::StatusOr<uint64_t> index = ledger_(entry);
   if (!index.ok()) {
     return absl::Status(index.status().code(), absl::StrCat("the node joined but ", index.status().message()));
@@ -258,7 +281,7 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
     // This node's side of the mesh: every joined node as a wg-quick peer (the interface
     // section, with this node's private key, is the operator's own).
     std::string conf = "# Written by pairing_admin: the peers of this node's WireGuard interface.\n";
-    PPN_ASSIGN_OR_RETURN(Statement all, db_->Prepare("SELECT record FROM peers ORDER BY mesh_address"));
+    PPN_ASSIGN_OR_RETURN(Statement all, db_->Prepare(kLivePeers));
     std::vector<WireGuardPeer> peers;
     while (true) {
       PPN_ASSIGN_OR_RETURN(bool row, all.Step());
@@ -278,6 +301,52 @@ absl::StatusOr<ApproveNodeResponse> AdminCore::Approve(const std::string& joiner
   *resp.mutable_elapsed() =
       google::protobuf::util::TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(absl::Now() - t0));
   spdlog::info("node.joined node={} mesh_address={} ledger_index={}", req.node_name(), address, *index);
+  return resp;
+}
+
+absl::StatusOr<RevokeNodeResponse> AdminCore::Revoke(const std::string& node_name, const std::string& reason,
+                                                     const std::string& actor) {
+  if (node_name == options_.admin_peer.node_name() || node_name == options_.admin_name) {
+    return absl::InvalidArgumentError(absl::StrCat("node ", node_name, " is the founding node: it cannot be revoked"));
+  }
+  if (reason.empty() || reason.size() > 200) {
+    return absl::InvalidArgumentError("a revocation needs a reason of 1 to 200 characters (--reason)");
+  }
+  for (unsigned char c : reason) {
+    if (c < 0x20 || c == 0x7f) return absl::InvalidArgumentError("the reason must not contain control characters");
+  }
+  SpiffeId id{options_.mesh, "host", node_name};
+  absl::MutexLock l(&mu_);
+  PPN_ASSIGN_OR_RETURN(Statement find, db_->Prepare("SELECT p.certificate_sha256, r.ledger_index FROM peers p "
+                                                    "LEFT JOIN revoked r ON r.node_name = p.node_name "
+                                                    "WHERE p.node_name = ?"));
+  find.Bind(1, node_name);
+  PPN_ASSIGN_OR_RETURN(bool found, find.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("node ", node_name, " never joined this mesh"));
+  RevokeNodeResponse resp;
+  resp.set_node_name(node_name);
+  resp.set_spiffe_id(id.ToString());
+  if (!find.ColumnIsNull(1)) {
+    resp.set_ledger_index(static_cast<uint64_t>(find.ColumnInt(1)));
+    resp.set_already_revoked(true);
+    return resp;
+  }
+  ppn::ledger::v1::AppendRequest entry;
+  entry.set_kind("node.revoke");
+  entry.set_subject(node_name);
+  entry.set_outcome(ppn::ledger::v1::OUTCOME_SUCCESS);
+  // A retry after a lost answer repeats the entry harmlessly.
+  entry.set_idempotency_key(absl::StrCat("node-revoke/", node_name));
+  (*entry.mutable_attributes())["spiffe_id"] = id.ToString();
+  (*entry.mutable_attributes())["reason"] = reason;
+  (*entry.mutable_attributes())["actor"] = actor;
+  if (!find.ColumnText(0).empty()) (*entry.mutable_attributes())["certificate_sha256"] = find.ColumnText(0);
+  PPN_ASSIGN_OR_RETURN(uint64_t index, ledger_(entry));
+  PPN_ASSIGN_OR_RETURN(Statement insert,
+                       db_->Prepare("INSERT INTO revoked (node_name, ledger_index, reason) VALUES (?, ?, ?)"));
+  PPN_RETURN_IF_ERROR(insert.Bind(1, node_name).Bind(2, static_cast<int64_t>(index)).Bind(3, reason).Run());
+  resp.set_ledger_index(index);
+  spdlog::warn("node.revoked node={} ledger_index={} actor={}", node_name, index, actor);
   return resp;
 }
 

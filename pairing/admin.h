@@ -44,7 +44,17 @@ class AdminCore {
   // be reached, PERMISSION_DENIED if key confirmation fails (wrong code or a relay).
   absl::StatusOr<ppn::pairing::v1::ApproveNodeResponse> Approve(const std::string& joiner_address,
                                                                 const std::string& typed_code);
+  // The founding node and every joined node that is not revoked.
   std::vector<ppn::pairing::v1::WireGuardPeer> Peers();
+
+  // Appends `node.revoke` for `node_name` (attributes spiffe_id, reason, actor — the caller's
+  // SPIFFE id —, certificate_sha256 when known) and records it, so the name is never issued
+  // again and drops out of every grant's peers. Repeating it appends nothing new and returns
+  // the first entry with already_revoked. NOT_FOUND if the node never joined, INVALID_ARGUMENT
+  // without a reason (or one over 200 characters or with control characters) or for the
+  // founding node, the ledger's error (nothing recorded) otherwise.
+  absl::StatusOr<ppn::pairing::v1::RevokeNodeResponse> Revoke(const std::string& node_name, const std::string& reason,
+                                                              const std::string& actor);
 
   // Appends the founding node's own node.join (subject admin_peer.node_name, attributes
   // mesh_address, wireguard_public_key, wireguard_endpoint, agent_address, spiffe_id) with an

@@ -15,6 +15,7 @@
 #include "common/grpc_status.h"
 #include "common/logging.h"
 #include "common/random.h"
+#include "common/revocation_follower.h"
 #include "common/roles.h"
 #include "common/rpc_interceptors.h"
 #include "common/service_flags.h"
@@ -97,7 +98,11 @@ int main(int argc, char** argv) {
   ppn::pairing::AdminService service(core->get());
   ppn::RolePolicy policy(flags.mesh);
   policy.AllowService("ppn.pairing.v1.PairingAdmin", {ppn::roles::kOperator});
-  auto server = ppn::StartMeshServer(flags.listen, flags.tls, std::move(policy), {&service});
+  policy.Allow("/ppn.pairing.v1.PairingAdmin/RevokeNode", {ppn::roles::kOperator, ppn::roles::kPairingAdmin});
+  absl::StatusOr<ppn::Revocations> revocations = ppn::OpenRevocations(
+      absl::GetFlag(FLAGS_peers_db) + ".revoked.json", flags.mesh, absl::GetFlag(FLAGS_ledger), flags.tls);
+  if (!revocations.ok()) return Fail(std::string(revocations.status().message()));
+  auto server = ppn::StartMeshServer(flags.listen, flags.tls, std::move(policy), {&service}, revocations->list.get());
   if (!server.ok()) return Fail(std::string(server.status().message()));
   (void)ppn::WritePortFile(server->port);
   spdlog::info("pairing_admin.started port={}", server->port);

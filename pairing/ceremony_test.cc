@@ -352,3 +352,66 @@ TEST_CASE("a joiner whose agent serves on its mesh address gives only the port",
 
 }  // namespace
 }  // namespace ppn::pairing
+
+namespace ppn::pairing {
+namespace {
+
+TEST_CASE("revoking a node appends node.revoke once and its name can never join again", "[pairing][revoke]") {
+  Admin admin;
+  {
+    Joiner joiner;
+    REQUIRE(admin.core->Approve(joiner.address(), joiner.code).ok());
+  }
+  REQUIRE(admin.ledger.size() == 1);
+  const std::string fingerprint = admin.ledger[0].attributes().at("certificate_sha256");
+  CHECK(fingerprint.size() == 64);
+
+  CHECK(admin.core->Revoke("laptop-c", "", "spiffe://ppn.test/operator/alice").status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(admin.core->Revoke("laptop-c", "bad\nline", "spiffe://ppn.test/operator/alice").status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(admin.core->Revoke("admin", "no", "spiffe://ppn.test/operator/alice").status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<RevokeNodeResponse> unknown = admin.core->Revoke("laptop-z", "gone", "x");
+  CHECK(unknown.status().code() == absl::StatusCode::kNotFound);
+  CHECK(unknown.status().message() == "node laptop-z never joined this mesh");
+  REQUIRE(admin.ledger.size() == 1);  // nothing appended for any of them
+
+  absl::StatusOr<RevokeNodeResponse> revoked =
+      admin.core->Revoke("laptop-c", "laptop stolen", "spiffe://ppn.test/operator/alice");
+  REQUIRE(revoked.ok());
+  CHECK(revoked->spiffe_id() == "spiffe://ppn.test/host/laptop-c");
+  CHECK_FALSE(revoked->already_revoked());
+  REQUIRE(admin.ledger.size() == 2);
+  const ppn::ledger::v1::AppendRequest& entry = admin.ledger[1];
+  CHECK(entry.kind() == "node.revoke");
+  CHECK(entry.subject() == "laptop-c");
+  CHECK(entry.attributes().at("spiffe_id") == "spiffe://ppn.test/host/laptop-c");
+  CHECK(entry.attributes().at("reason") == "laptop stolen");
+  CHECK(entry.attributes().at("actor") == "spiffe://ppn.test/operator/alice");
+  CHECK(entry.attributes().at("certificate_sha256") == fingerprint);
+  CHECK(revoked->ledger_index() == 1);
+  CHECK(admin.core->Peers().size() == 1);  // no longer a WireGuard peer of anyone
+
+  absl::StatusOr<RevokeNodeResponse> again = admin.core->Revoke("laptop-c", "twice", "x");
+  REQUIRE(again.ok());
+  CHECK(again->already_revoked());
+  CHECK(again->ledger_index() == 1);
+  CHECK(admin.ledger.size() == 2);
+
+  // The same machine, a new ceremony, the old name: refused; a new name: admitted.
+  {
+    Joiner joiner;
+    absl::StatusOr<ApproveNodeResponse> rejoin = admin.core->Approve(joiner.address(), joiner.code);
+    CHECK(rejoin.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK(rejoin.status().message() == "node laptop-c was revoked (ledger entry 1): join it under a new name");
+  }
+  {
+    Joiner joiner(absl::Seconds(600), "laptop-d");
+    REQUIRE(admin.core->Approve(joiner.address(), joiner.code).ok());
+  }
+  CHECK(admin.core->Peers().size() == 2);
+}
+
+}  // namespace
+}  // namespace ppn::pairing

@@ -4,6 +4,7 @@
 
 #include "common/files.h"
 #include "common/grpc_status.h"
+#include "common/peer_identity.h"
 #include "common/rpc_log.h"
 #include "common/status_macros.h"
 #include "grpcpp/security/auth_metadata_processor.h"
@@ -54,6 +55,16 @@ grpc::Status AdminService::ApproveNode(grpc::ServerContext*, const v1::ApproveNo
 
 grpc::Status AdminService::ListPeers(grpc::ServerContext*, const v1::ListPeersRequest*, v1::ListPeersResponse* out) {
   for (auto& p : core_->Peers()) *out->add_peers() = std::move(p);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RevokeNode(grpc::ServerContext* context, const v1::RevokeNodeRequest* r,
+                                      v1::RevokeNodeResponse* out) {
+  absl::StatusOr<SpiffeId> caller = PeerSpiffeId(*context);
+  if (!caller.ok()) return RpcFailed("RevokeNode", caller.status());
+  auto resp = core_->Revoke(r->node_name(), r->reason(), caller->ToString());
+  if (!resp.ok()) return RpcFailed("RevokeNode", resp.status(), {{"node", r->node_name()}});
+  *out = *resp;
   return grpc::Status::OK;
 }
 

@@ -29,6 +29,7 @@ class AdminService final : public ppn::pairing::v1::PairingAdmin::Service {
   explicit AdminService(AdminCore* core) : core_(core) {}
   grpc::Status ApproveNode(grpc::ServerContext*, const v1::ApproveNodeRequest*, v1::ApproveNodeResponse*) override;
   grpc::Status ListPeers(grpc::ServerContext*, const v1::ListPeersRequest*, v1::ListPeersResponse*) override;
+  grpc::Status RevokeNode(grpc::ServerContext*, const v1::RevokeNodeRequest*, v1::RevokeNodeResponse*) override;
 
  private:
   AdminCore* const core_;

@@ -4,10 +4,10 @@
 
 namespace ppn::relay {
 
-absl::StatusOr<StartedServer> StartRelayServer(const std::string& mesh, const std::string& listen,
-                                               const TlsFiles& tls) {
+absl::StatusOr<StartedServer> StartRelayServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
+                                               const RevocationList* revocations) {
   // No methods of its own: health (allowed to every role of the mesh) is all it serves.
-  return StartMeshServer(listen, tls, RolePolicy(mesh), {});
+  return StartMeshServer(listen, tls, RolePolicy(mesh), {}, revocations);
 }
 
 }  // namespace ppn::relay

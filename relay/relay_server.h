@@ -7,10 +7,12 @@
 
 #include "absl/status/statusor.h"
 #include "common/grpc_server.h"
+#include "common/revocation_list.h"
 #include "common/tls_credentials.h"
 
 namespace ppn::relay {
 
-absl::StatusOr<StartedServer> StartRelayServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls);
+absl::StatusOr<StartedServer> StartRelayServer(const std::string& mesh, const std::string& listen, const TlsFiles& tls,
+                                               const RevocationList* revocations = nullptr);
 
 }  // namespace ppn::relay

@@ -166,6 +166,16 @@ absl::StatusOr<VmRecord> GrpcFleetPeer::SetPin(const VmId& vm, const NodeId& nod
   return resp.vm();
 }
 
+absl::StatusOr<ppn::fleet::v1::Node> GrpcFleetPeer::CordonNode(const NodeId& node, const std::string& reason) {
+  ppn::fleet::v1::CordonNodeRequest req;
+  req.set_node_id(node.value());
+  req.set_reason(reason);
+  ppn::fleet::v1::CordonNodeResponse resp;
+  absl::Status s = Call([&](grpc::ClientContext* c) { return stub_->CordonNode(c, req, &resp); });
+  if (!s.ok()) return s;
+  return resp.node();
+}
+
 AgentPeer* GrpcAgentPeers::ForNode(const NodeId& node, const std::string& address) {
   absl::MutexLock l(&mu_);
   std::unique_ptr<AgentPeer>& peer = peers_[absl::StrCat(node.value(), "@", address)];

@@ -29,6 +29,7 @@ class GrpcFleetPeer final : public FleetPeer {
   absl::StatusOr<ppn::fleet::v1::VmRecord> RecordMigration(const VmId& vm, const NodeId& source, const NodeId& target,
                                                            const Ports& ports) override;
   absl::StatusOr<ppn::fleet::v1::VmRecord> SetPin(const VmId& vm, const NodeId& node) override;
+  absl::StatusOr<ppn::fleet::v1::Node> CordonNode(const NodeId& node, const std::string& reason) override;
 
  private:
   std::unique_ptr<ppn::fleet::v1::FleetService::Stub> stub_;

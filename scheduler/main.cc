@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/grpc_ledger_appender.h"
 #include "common/ledger_outbox.h"
+#include "common/revocation_follower.h"
 #include "common/service_flags.h"
 #include "scheduler/grpc_peers.h"
 #include "scheduler/migrator.h"
@@ -40,8 +41,11 @@ int main(int argc, char** argv) {
       ppn::scheduler::Migrator::Options{});
   ppn::scheduler::SchedulerCore core(&fleet, &ledger, &migrator);
   ppn::scheduler::SchedulerService service(&core);
+  absl::StatusOr<ppn::Revocations> revocations =
+      ppn::OpenRevocations(dir + "/revoked.json", flags.mesh, absl::GetFlag(FLAGS_ledger), flags.tls);
+  if (!revocations.ok()) ppn::ExitWithError(revocations.status().message());
   absl::StatusOr<ppn::StartedServer> server =
-      ppn::scheduler::StartSchedulerServer(flags.mesh, flags.listen, flags.tls, &service);
+      ppn::scheduler::StartSchedulerServer(flags.mesh, flags.listen, flags.tls, &service, revocations->list.get());
   if (!server.ok()) ppn::ExitWithError(server.status().message());
   absl::Status port = ppn::WritePortFile(server->port);
   if (!port.ok()) ppn::ExitWithError(port.message());

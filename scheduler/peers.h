@@ -51,6 +51,9 @@ class FleetPeer : public PlacementOracle {
                                                                    const NodeId& target, const Ports& ports) = 0;
   // Pins `vm` to `node` (the node it runs on), or unpins it when `node` is empty.
   virtual absl::StatusOr<ppn::fleet::v1::VmRecord> SetPin(const VmId& vm, const NodeId& node) = 0;
+  // Cordons `node` (no new VMs, no incoming migrations) with `reason`; returns the node.
+  // NOT_FOUND for an unknown node.
+  virtual absl::StatusOr<ppn::fleet::v1::Node> CordonNode(const NodeId& node, const std::string& reason) = 0;
 };
 
 // What a target prepares for.

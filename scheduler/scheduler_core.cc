@@ -86,6 +86,11 @@ absl::Status SchedulerCore::Drain(const NodeId& node, bool dry_run, const std::s
   if (std::none_of(nodes.begin(), nodes.end(), [&](const auto& n) { return n.node_id() == node.value(); })) {
     return absl::NotFoundError(absl::StrCat("unknown node ", node.value()));
   }
+  if (!dry_run) {
+    // Cordoned before anything is planned: nothing new lands there while its VMs leave, and a
+    // drain that stops half-way leaves a node no VM moves back to.
+    PPN_RETURN_IF_ERROR(fleet_->CordonNode(node, absl::StrCat("drained by ", by.substr(0, 180))).status());
+  }
   PPN_ASSIGN_OR_RETURN(std::vector<ppn::fleet::v1::VmRecord> vms, fleet_->ListVms(node));
   DrainPlan plan = PlanDrain(node, vms, fleet_);
   if (!dry_run) {

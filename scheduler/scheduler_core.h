@@ -31,7 +31,9 @@ class SchedulerCore {
   // See Migrator::Migrate.
   absl::StatusOr<MigrationProgress> Migrate(const MigrationRequest& request, const ProgressFn& progress);
 
-  // Empties `node`: `on_plan` gets the plan, then (unless `dry_run`) each move runs with the
+  // Empties `node`: unless `dry_run` it cordons it in the fleet first (the fleet's error stops
+  // the drain before anything moves; `ppnctl node uncordon` lifts it), `on_plan` gets the plan
+  // (the pinned VMs that stay included), then (unless `dry_run`) each move runs with the
   // target placement chooses at that moment, reporting to `progress`, its last report
   // COMPLETED or FAILED. INVALID_ARGUMENT for an empty node, NOT_FOUND for an unknown one,
   // the fleet's error if it cannot be read, INTERNAL if the plan cannot be queued for the

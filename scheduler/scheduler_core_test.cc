@@ -95,6 +95,38 @@ TEST_CASE("a dry-run drain or rebalance plans but neither moves anything nor wri
   CHECK(w.ledger.entries().empty());
 }
 
+TEST_CASE("drain cordons the node before it plans so nothing moves back and a dry run cordons nothing",
+          "[scheduler][core][cordon]") {
+  World w;
+  w.fleet.AddNode("laptop-c", 900);
+  w.Run("vm-1", "laptop-a");
+  w.Run("vm-2", "laptop-b");
+  auto cordoned = [&](const std::string& id) {
+    std::vector<ppn::fleet::v1::Node> nodes = *w.fleet.ListNodes();
+    for (const auto& n : nodes) {
+      if (n.node_id() == id) return n.cordoned();
+    }
+    return false;
+  };
+  REQUIRE(w.core
+              .Drain(
+                  NodeId("laptop-b"), /*dry_run=*/true, kOperator, [](const DrainPlan&) { return true; }, w.Collect())
+              .ok());
+  CHECK_FALSE(cordoned("laptop-b"));
+  REQUIRE(w.core
+              .Drain(
+                  NodeId("laptop-b"), /*dry_run=*/false, kOperator, [](const DrainPlan&) { return true; }, w.Collect())
+              .ok());
+  CHECK(cordoned("laptop-b"));
+  CHECK(w.fleet.Vm("vm-2").node_id() == "laptop-c");
+  // Draining another node next: its VM goes anywhere but the cordoned laptop-b (the most free).
+  REQUIRE(w.core
+              .Drain(
+                  NodeId("laptop-a"), /*dry_run=*/false, kOperator, [](const DrainPlan&) { return true; }, w.Collect())
+              .ok());
+  CHECK(w.fleet.Vm("vm-1").node_id() == "laptop-c");
+}
+
 TEST_CASE("drain refuses an empty or unknown node", "[scheduler][core]") {
   World w;
   auto plan = [](const DrainPlan&) { return true; };

@@ -11,8 +11,9 @@ RolePolicy SchedulerRolePolicy(const std::string& mesh) {
 }
 
 absl::StatusOr<StartedServer> StartSchedulerServer(const std::string& mesh, const std::string& listen,
-                                                   const TlsFiles& tls, SchedulerService* service) {
-  return StartMeshServer(listen, tls, SchedulerRolePolicy(mesh), {service});
+                                                   const TlsFiles& tls, SchedulerService* service,
+                                                   const RevocationList* revocations) {
+  return StartMeshServer(listen, tls, SchedulerRolePolicy(mesh), {service}, revocations);
 }
 
 }  // namespace ppn::scheduler

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/grpc_server.h"
+#include "common/revocation_list.h"
 #include "common/role_policy.h"
 #include "common/tls_credentials.h"
 #include "scheduler/scheduler_service.h"
@@ -16,6 +17,7 @@ namespace ppn::scheduler {
 RolePolicy SchedulerRolePolicy(const std::string& mesh);
 
 absl::StatusOr<StartedServer> StartSchedulerServer(const std::string& mesh, const std::string& listen,
-                                                   const TlsFiles& tls, SchedulerService* service);
+                                                   const TlsFiles& tls, SchedulerService* service,
+                                                   const RevocationList* revocations = nullptr);
 
 }  // namespace ppn::scheduler

@@ -88,8 +88,9 @@ class FakeFleet final : public FleetPeer {
       auto* v = d.add_verdicts();
       v->set_node_id(id);
       bool out = std::find(excluded.begin(), excluded.end(), NodeId(id)) != excluded.end();
-      if (out || n.state() != ppn::fleet::v1::NODE_STATE_ALIVE || n.available_memory_mib() < spec.memory_mib()) {
-        v->set_reason(out ? "excluded" : "no room");
+      if (out || n.cordoned() || n.state() != ppn::fleet::v1::NODE_STATE_ALIVE ||
+          n.available_memory_mib() < spec.memory_mib()) {
+        v->set_reason(out ? "excluded" : n.cordoned() ? "cordoned" : "no room");
         continue;
       }
       v->set_eligible(true);
@@ -142,6 +143,15 @@ class FakeFleet final : public FleetPeer {
     if (it == vms_.end()) return absl::NotFoundError(absl::StrCat("vm ", vm.value(), " not found"));
     if (!node.empty() && node.value() != it->second.node_id()) return absl::FailedPreconditionError("not its node");
     it->second.set_pinned_node_id(node.value());
+    return it->second;
+  }
+  absl::StatusOr<Node> CordonNode(const NodeId& node, const std::string& reason) override {
+    absl::MutexLock l(&mu_);
+    if (!up_) return absl::UnavailableError("fleet down");
+    auto it = nodes_.find(node.value());
+    if (it == nodes_.end()) return absl::NotFoundError(absl::StrCat("node ", node.value(), " not found"));
+    it->second.set_cordoned(true);
+    it->second.set_cordon_reason(reason);
     return it->second;
   }
   // Moves the record as the fleet's adoption of a reported VM would.

@@ -82,8 +82,11 @@ std::string RenderNodes(const ppn::fleet::v1::ListNodesResponse& nodes, absl::Ti
   std::vector<std::vector<std::string>> peers = {
       {"NAME", "PEER", "MESH_ADDRESS", "ENDPOINT", "HANDSHAKE", "RX", "TX", "ROUTE"}};
   for (const Node& n : nodes.nodes()) {
+    // As kubectl's "Ready,SchedulingDisabled": the liveness and the cordon in one column.
+    std::string state = Short(ppn::fleet::v1::NodeState_Name(n.state()), "NODE_STATE_");
+    if (n.cordoned()) absl::StrAppend(&state, ",CORDONED");
     std::vector<std::string> row = {n.node_id(),
-                                    Short(ppn::fleet::v1::NodeState_Name(n.state()), "NODE_STATE_"),
+                                    state,
                                     n.agent_address(),
                                     n.kvm() == ppn::types::v1::KVM_SUPPORT_UNSPECIFIED
                                         ? "-"
@@ -99,6 +102,9 @@ std::string RenderNodes(const ppn::fleet::v1::ListNodesResponse& nodes, absl::Ti
       row.push_back(n.has_last_heartbeat_time() ? Age(FromProto(n.last_heartbeat_time()), now) : "never");
     }
     rows.push_back(std::move(row));
+    if (n.cordoned() && !n.cordon_reason().empty()) {
+      notes.push_back(absl::StrCat(n.node_id(), ": cordoned: ", n.cordon_reason()));
+    }
     for (const std::string& p : n.mesh().problems()) notes.push_back(absl::StrCat(n.node_id(), ": mesh: ", p));
     for (const std::string& w : n.warnings()) notes.push_back(absl::StrCat(n.node_id(), ": warning: ", w));
     for (const auto& p : n.mesh().peers()) {

@@ -72,6 +72,21 @@ TEST_CASE("node list -o wide adds each node's backend and one line per peer", "[
         std::string::npos);
 }
 
+TEST_CASE("node list marks a cordoned node in its state and says why below the table", "[ppnctl][golden]") {
+  ppn::fleet::v1::ListNodesResponse nodes;
+  ppn::fleet::v1::Node* n = nodes.add_nodes();
+  n->set_node_id("laptop-a");
+  n->set_state(ppn::fleet::v1::NODE_STATE_ALIVE);
+  n->set_agent_address("10.8.0.2:7110");
+  n->set_cordoned(true);
+  n->set_cordon_reason("drained by spiffe://ppn.test/operator/alice");
+  CHECK(RenderNodes(nodes, absl::FromUnixSeconds(kNow), false) ==
+        "NAME      STATE           ADDRESS        KVM  CPUS  MEMORY_MIB  VMS  MESH_ADDRESS  TUNNEL  HANDSHAKE\n"
+        "laptop-a  ALIVE,CORDONED  10.8.0.2:7110  -    0     0/0         0    -             none    -\n"
+        "\n"
+        "laptop-a: cordoned: drained by spiffe://ppn.test/operator/alice\n");
+}
+
 TEST_CASE("tunnel states and handshake ages read as words", "[ppnctl]") {
   ppn::fleet::v1::Node n;
   CHECK(TunnelState(n) == "none");

@@ -480,10 +480,21 @@ const std::vector<Verb>& Verbs() {
                    "age of the latest WireGuard handshake with any of its peers.")
           .Calls("fleet", "list-nodes")
           .Prints(PrintNodes),
+      Verb({"node", "cordon"})
+          .Args({"NODE"})
+          .Flags("[--reason TEXT]")
+          .Help("stops placing new VMs and incoming migrations on NODE (what runs there stays)")
+          .Calls("fleet", "cordon-node")
+          .ArgFields({"node_id"}),
+      Verb({"node", "uncordon"})
+          .Args({"NODE"})
+          .Help("makes NODE a placement target again")
+          .Calls("fleet", "uncordon-node")
+          .ArgFields({"node_id"}),
       Verb({"node", "drain"})
           .Args({"NODE"})
           .Flags("[--dry_run]")
-          .Help("moves every VM off NODE")
+          .Help("cordons NODE and moves every VM off it (pinned ones stay; each move reports how it ended)")
           .Calls("scheduler", "drain")
           .ArgFields({"node_id"})
           .Prints(PrintMigrationProgress),
@@ -493,6 +504,17 @@ const std::vector<Verb>& Verbs() {
           .Help("admits the joining node at ADDR that shows CODE")
           .Calls("pairing-admin", "approve-node")
           .ArgFields({"joiner_address"}),
+      Verb({"node", "revoke"})
+          .Args({"NODE"})
+          .Flags("--reason TEXT")
+          .Help("revokes NODE: every service refuses its certificate from now on")
+          .Details("Appends node.revoke to the ledger (with the reason and your identity). From then on every\n"
+                   "service of the mesh refuses the node's certificate, the fleet never places a VM there and\n"
+                   "every node drops it from its WireGuard peers. The name is never issued again: the machine\n"
+                   "comes back only through a new ceremony under a new name. To move the VMs that can still\n"
+                   "move (the node is up and reachable), run `ppnctl node drain NODE` first.")
+          .Calls("pairing-admin", "revoke-node")
+          .ArgFields({"node_name"}),
       Verb({"migrate"})
           .Args({"VM"})
           .Flags("[--to NODE]")
