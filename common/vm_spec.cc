@@ -210,6 +210,9 @@ absl::Status ValidateVmSpec(const VmSpec& spec) {
   if (spec.memory_mib() < kMinMemoryMib || spec.memory_mib() > kMaxMemoryMib) {
     return Invalid("memory_mib", absl::StrCat("must be ", kMinMemoryMib, "-", kMaxMemoryMib));
   }
+  if (spec.min_memory_mib() > spec.memory_mib()) {
+    return Invalid("min_memory_mib", absl::StrCat("must be at most memory_mib (", spec.memory_mib(), ")"));
+  }
   if (spec.disk_gib() > kMaxDiskGib) return Invalid("disk_gib", absl::StrCat("must be at most ", kMaxDiskGib));
   const std::string& image = spec.image();
   if (image.empty()) return Invalid("image", "is required");

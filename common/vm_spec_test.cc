@@ -55,6 +55,10 @@ TEST_CASE("sizes out of range name their field", "[common][vm_spec]") {
   VmSpec s = Good();
   s.set_memory_mib(uint32_t{1} << 31);
   CHECK(Message(s) == "memory_mib must be 64-1048576");
+  s.set_memory_mib(128);
+  s.set_min_memory_mib(129);
+  CHECK(Message(s) == "min_memory_mib must be at most memory_mib (128)");
+  s.set_min_memory_mib(0);
   s = Good();
   s.set_vcpus(65);
   CHECK(Message(s) == "vcpus must be 1-64");

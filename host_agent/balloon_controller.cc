@@ -52,6 +52,12 @@ std::optional<uint64_t> BalloonController::TargetMib(const std::string& vm_id) c
   return it->second.target_mib;
 }
 
+std::vector<std::string> BalloonController::VmIds() const {
+  std::vector<std::string> ids;
+  for (const auto& [id, _] : vms_) ids.push_back(id);
+  return ids;
+}
+
 BalloonDecision BalloonController::Decide(const std::string& vm_id, uint64_t min_memory_mib, const BalloonReading& r,
                                           absl::Time now) {
   History& h = vms_[vm_id];

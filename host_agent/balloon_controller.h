@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
@@ -79,6 +80,8 @@ class BalloonController {
   std::optional<uint64_t> TargetMib(const std::string& vm_id) const;
   // Forgets a VM that is gone (or that an operator now sizes by hand).
   void Forget(const std::string& vm_id) { vms_.erase(vm_id); }
+  // The VMs it keeps history of.
+  std::vector<std::string> VmIds() const;
 
   const BalloonPolicy& policy() const { return policy_; }
 

@@ -80,7 +80,9 @@ std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
     add({"-netdev", absl::StrCat("tap,id=priv", i, ",ifname=", spec.taps[i].ifname, ",script=no,downscript=no"),
          "-device", absl::StrCat("virtio-net-pci,netdev=priv", i, ",mac=", spec.taps[i].mac, ",romfile=")});
   }
-  add({"-device", "virtio-balloon-pci,id=balloon0"});
+  // deflate-on-oom: the guest takes pages back from its balloon rather than kill a process,
+  // should it run out before the balloon controller deflates it.
+  add({"-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on"});
   // The identity channel (docs/templates.md) and a VM Generation ID, so that a restored guest
   // learns it is a new machine.
   add({"-device", "virtio-serial-pci,id=vserial0", "-chardev",
