@@ -90,6 +90,7 @@ Vm TenantView(const VmRecord& r) {
   if (r.has_expire_time()) *vm.mutable_expire_time() = r.expire_time();
   *vm.mutable_network() = r.network();
   *vm.mutable_private_nics() = r.private_nics();
+  if (r.has_memory()) *vm.mutable_memory() = r.memory();
   return vm;
 }
 

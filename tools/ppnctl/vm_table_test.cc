@@ -86,5 +86,17 @@ TEST_CASE("the operator's list shows each VM's tenant and node", "[ppnctl][vm_ta
         "web   acme    MIGRATING  3d   127.0.0.1:20300→80/tcp  laptop-a\n");
 }
 
+TEST_CASE("vm get says what memory the guest has now, its balloon target and its maximum", "[ppnctl][vm_table]") {
+  ppn::tenancy::v1::Vm vm = Vms().vms(0);
+  CHECK(DescribeMemory(vm) == "memory: 128 MiB\n");
+  vm.mutable_memory()->set_actual_mib(96);
+  vm.mutable_memory()->set_balloon_target_mib(96);
+  vm.mutable_memory()->set_max_mib(128);
+  CHECK(DescribeMemory(vm) == "memory: 96 MiB now, balloon target 96 MiB, maximum 128 MiB\n");
+  vm.mutable_memory()->set_balloon_target_mib(0);
+  vm.mutable_memory()->set_actual_mib(128);
+  CHECK(DescribeMemory(vm) == "memory: 128 MiB now, balloon target none, maximum 128 MiB\n");
+}
+
 }  // namespace
 }  // namespace ppn::ppnctl
