@@ -85,8 +85,14 @@ BalloonDecision BalloonController::Decide(const std::string& vm_id, uint64_t min
   uint64_t low = std::max(policy_.low_available_mib,
                           static_cast<uint64_t>(static_cast<double>(full) * policy_.low_available_fraction));
   if (r.available_mib < low) pressure = "low-available";
+  const uint64_t used = r.actual_mib > r.available_mib ? r.actual_mib - r.available_mib : 0;
   if (h.has_faults && r.stats_time > h.faults_time) {
     double seconds = absl::ToDoubleSeconds(r.stats_time - h.faults_time);
+    // Growth of use, not fall of available memory: inflating lowers both actual and available.
+    double growth = used > h.used_mib ? static_cast<double>(used - h.used_mib) / seconds : 0;
+    if (pressure == nullptr && r.available_mib < low + growth * absl::ToDoubleSeconds(policy_.growth_horizon)) {
+      pressure = "growing";
+    }
     double faults = r.major_faults >= h.major_faults ? static_cast<double>(r.major_faults - h.major_faults) : 0;
     if (pressure == nullptr && faults / seconds > policy_.max_major_faults_per_second) pressure = "major-faults";
     if (pressure == nullptr && r.swap_in_mib > h.swap_in_mib) pressure = "swap-in";
@@ -96,6 +102,7 @@ BalloonDecision BalloonController::Decide(const std::string& vm_id, uint64_t min
     h.has_faults = true;
     h.major_faults = r.major_faults;
     h.swap_in_mib = r.swap_in_mib;
+    h.used_mib = used;
     h.faults_time = r.stats_time;
   }
   if (pressure != nullptr) {

@@ -47,6 +47,9 @@ struct BalloonPolicy {
   // Below this much available (the larger of the two) the balloon deflates fully, at once.
   uint64_t low_available_mib = 48;
   double low_available_fraction = 0.08;
+  // A guest whose use (its memory minus what is available) grows so fast that it would fall
+  // below the low mark within this long is deflated now, not one poll too late.
+  absl::Duration growth_horizon = absl::Seconds(2);
   // Major faults per second above which the balloon deflates fully (the guest is thrashing).
   double max_major_faults_per_second = 100;
   // Changes smaller than this are not worth a QMP command (and would make the balloon hunt).
@@ -72,7 +75,7 @@ class BalloonController {
   uint64_t FloorMib(uint64_t memory_mib, uint64_t min_memory_mib) const;
 
   // The target for VM `vm_id` after `reading` at `now` (its spec's `min_memory_mib`, 0 for the
-  // default floor). Keeps per-VM history (fault rate, last target, last pressure).
+  // default floor). Keeps per-VM history (fault and growth rates, last target, last pressure).
   BalloonDecision Decide(const std::string& vm_id, uint64_t min_memory_mib, const BalloonReading& reading,
                          absl::Time now);
 
@@ -90,6 +93,7 @@ class BalloonController {
     bool has_faults = false;
     uint64_t major_faults = 0;
     uint64_t swap_in_mib = 0;
+    uint64_t used_mib = 0;  // actual minus available: what the balloon does not change
     absl::Time faults_time;
     std::optional<uint64_t> target_mib;
     absl::Time last_pressure = absl::InfinitePast();

@@ -111,11 +111,13 @@ TEST_CASE("a guest that swaps in gets its memory back", "[balloon]") {
 TEST_CASE("a guest short of headroom gets just enough back", "[balloon]") {
   BalloonController c;
   absl::Time t = kStart;
-  REQUIRE(c.Decide("vm-1", 0, Reading(512, 480, t), t).target_mib == uint64_t{256});
+  // It uses 196 MiB: 96 MiB of headroom are left it.
+  REQUIRE(c.Decide("vm-1", 0, Reading(512, 316, t), t).target_mib == uint64_t{292});
   t += absl::Seconds(1);
-  BalloonDecision d = c.Decide("vm-1", 0, Reading(256, 60, t), t);  // above the low mark, below headroom
+  // Its use grows slowly (16 MiB/s): above the low mark, below the headroom.
+  BalloonDecision d = c.Decide("vm-1", 0, Reading(292, 80, t), t);
   REQUIRE(d.target_mib);
-  CHECK(*d.target_mib == 256 + (96 - 60));
+  CHECK(*d.target_mib == 292 + (96 - 80));
   CHECK_FALSE(d.pressure);
 }
 
@@ -183,6 +185,28 @@ TEST_CASE("guest statistics are read from QEMU's guest-stats answer", "[balloon]
 TEST_CASE("three quarters of reclaimed memory counts as free", "[balloon]") {
   CHECK(ReclaimedCreditMib(0) == 0);
   CHECK(ReclaimedCreditMib(1024) == 768);
+}
+
+}  // namespace
+}  // namespace ppn::host
+
+namespace ppn::host {
+namespace {
+
+TEST_CASE("a guest whose use grows fast is deflated before its available memory runs out", "[balloon]") {
+  BalloonController c;
+  absl::Time t = kStart;
+  REQUIRE(c.Decide("vm-1", 0, Reading(512, 480, t), t).target_mib == uint64_t{256});
+  t += absl::Seconds(1);
+  // The balloon inflating lowers available memory but not use: no pressure.
+  BalloonDecision d = c.Decide("vm-1", 0, Reading(256, 224, t), t);
+  CHECK_FALSE(d.pressure);
+  t += absl::Seconds(1);
+  // Use grew by 100 MiB in a second; 124 MiB available would last about another second.
+  d = c.Decide("vm-1", 0, Reading(256, 124, t), t);
+  REQUIRE(d.target_mib);
+  CHECK(*d.target_mib == 512);
+  CHECK(d.reason == "growing");
 }
 
 }  // namespace
