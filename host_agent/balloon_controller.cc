@@ -70,9 +70,17 @@ BalloonDecision BalloonController::Decide(const std::string& vm_id, uint64_t min
     bool there = r.actual_mib + policy_.min_change_mib > target && target + policy_.min_change_mib > r.actual_mib;
     if (h.target_mib == target && there) return d;
     h.target_mib = target;
+    h.settled = absl::InfiniteFuture();  // moving until seen at its target
+    h.has_used = false;
     d.target_mib = target;
     return d;
   };
+  const bool at_target = !h.target_mib || (r.actual_mib + policy_.min_change_mib > *h.target_mib &&
+                                           *h.target_mib + policy_.min_change_mib > r.actual_mib);
+  if (at_target && h.settled == absl::InfiniteFuture()) h.settled = now;
+  // The guest's statistics arrive once a second, QOM's actual size at once: only a sample
+  // made after the balloon came to rest says what the guest has at that size.
+  const bool at_rest = r.has_stats && r.stats_time > h.settled;
   const bool taken = r.actual_mib + policy_.min_change_mib <= full || (h.target_mib && *h.target_mib < full);
 
   if (!r.has_stats) {
@@ -86,13 +94,21 @@ BalloonDecision BalloonController::Decide(const std::string& vm_id, uint64_t min
                           static_cast<uint64_t>(static_cast<double>(full) * policy_.low_available_fraction));
   if (r.available_mib < low) pressure = "low-available";
   const uint64_t used = r.actual_mib > r.available_mib ? r.actual_mib - r.available_mib : 0;
-  if (h.has_faults && r.stats_time > h.faults_time) {
-    double seconds = absl::ToDoubleSeconds(r.stats_time - h.faults_time);
-    // Growth of use, not fall of available memory: inflating lowers both actual and available.
+  if (at_rest && h.has_used && r.stats_time > h.used_time) {
+    // Growth of use (its size minus what is available) between two samples at one size.
+    double seconds = absl::ToDoubleSeconds(r.stats_time - h.used_time);
     double growth = used > h.used_mib ? static_cast<double>(used - h.used_mib) / seconds : 0;
     if (pressure == nullptr && r.available_mib < low + growth * absl::ToDoubleSeconds(policy_.growth_horizon)) {
       pressure = "growing";
     }
+  }
+  if (at_rest && (!h.has_used || r.stats_time > h.used_time)) {
+    h.has_used = true;
+    h.used_mib = used;
+    h.used_time = r.stats_time;
+  }
+  if (h.has_faults && r.stats_time > h.faults_time) {
+    double seconds = absl::ToDoubleSeconds(r.stats_time - h.faults_time);
     double faults = r.major_faults >= h.major_faults ? static_cast<double>(r.major_faults - h.major_faults) : 0;
     if (pressure == nullptr && faults / seconds > policy_.max_major_faults_per_second) pressure = "major-faults";
     if (pressure == nullptr && r.swap_in_mib > h.swap_in_mib) pressure = "swap-in";
@@ -102,7 +118,6 @@ BalloonDecision BalloonController::Decide(const std::string& vm_id, uint64_t min
     h.has_faults = true;
     h.major_faults = r.major_faults;
     h.swap_in_mib = r.swap_in_mib;
-    h.used_mib = used;
     h.faults_time = r.stats_time;
   }
   if (pressure != nullptr) {
@@ -122,7 +137,7 @@ BalloonDecision BalloonController::Decide(const std::string& vm_id, uint64_t min
 
   // Idle memory: inflate, one step at a time, once the balloon reached its last target.
   if (now - h.last_pressure < policy_.quiet_after_pressure) return {std::nullopt, "quiet", false};
-  if (h.target_mib && r.actual_mib > *h.target_mib + policy_.min_change_mib) return {std::nullopt, "moving", false};
+  if (!at_rest) return {std::nullopt, "moving", false};
   if (r.available_mib <= headroom + policy_.min_change_mib) return {};
   uint64_t floor = FloorMib(full, min_memory_mib);
   uint64_t take = std::min(r.available_mib - headroom, policy_.max_inflate_step_mib);

@@ -93,8 +93,12 @@ class BalloonController {
     bool has_faults = false;
     uint64_t major_faults = 0;
     uint64_t swap_in_mib = 0;
-    uint64_t used_mib = 0;  // actual minus available: what the balloon does not change
     absl::Time faults_time;
+    // The last sample taken with the balloon at rest: the guest's use (actual minus available).
+    bool has_used = false;
+    uint64_t used_mib = 0;
+    absl::Time used_time;
+    absl::Time settled = absl::InfinitePast();  // since when the balloon is at its target
     std::optional<uint64_t> target_mib;
     absl::Time last_pressure = absl::InfinitePast();
   };

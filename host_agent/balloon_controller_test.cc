@@ -198,12 +198,18 @@ TEST_CASE("a guest whose use grows fast is deflated before its available memory 
   absl::Time t = kStart;
   REQUIRE(c.Decide("vm-1", 0, Reading(512, 480, t), t).target_mib == uint64_t{256});
   t += absl::Seconds(1);
-  // The balloon inflating lowers available memory but not use: no pressure.
-  BalloonDecision d = c.Decide("vm-1", 0, Reading(256, 224, t), t);
+  // While the balloon moves, QOM's size is newer than the guest's sample: use is not judged
+  // from the two (here they would say the guest's use fell, or rose by 256 MiB).
+  BalloonDecision d = c.Decide("vm-1", 0, Reading(256, 480, t - absl::Seconds(1)), t);
   CHECK_FALSE(d.pressure);
   t += absl::Seconds(1);
-  // Use grew by 100 MiB in a second; 124 MiB available would last about another second.
-  d = c.Decide("vm-1", 0, Reading(256, 124, t), t);
+  d = c.Decide("vm-1", 0, Reading(256, 100, t), t);  // at rest, neither idle nor short
+  CHECK_FALSE(d.pressure);
+  CHECK_FALSE(d.target_mib);
+  t += absl::Seconds(1);
+  // Use grew by 40 MiB in a second: the 60 MiB available would be below the low mark (48)
+  // within the 2 s horizon.
+  d = c.Decide("vm-1", 0, Reading(256, 60, t), t);
   REQUIRE(d.target_mib);
   CHECK(*d.target_mib == 512);
   CHECK(d.reason == "growing");
