@@ -128,6 +128,20 @@ TEST_CASE("every VM's balloon reports statistics and gives pages back before the
   CHECK(Has(BuildQemuArgs(Spec()), "-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on"));
 }
 
+TEST_CASE("a VM with max_memory_mib gets a virtio-mem device holding the memory above its size",
+          "[host_agent][qemu_launcher]") {
+  LaunchSpec spec = Spec();
+  spec.memory_mib = 256;
+  std::vector<std::string> plain = BuildQemuArgs(spec);
+  CHECK(Has(plain, "-m", "256"));
+  CHECK_FALSE(Has(plain, "-device", "virtio-mem-pci,id=vmem0,memdev=vmem0-ram,requested-size=0"));
+  spec.max_memory_mib = 1024;
+  std::vector<std::string> argv = BuildQemuArgs(spec);
+  CHECK(Has(argv, "-m", "256M,maxmem=1024M"));
+  CHECK(Has(argv, "-object", "memory-backend-ram,id=vmem0-ram,size=768M"));
+  CHECK(Has(argv, "-device", "virtio-mem-pci,id=vmem0,memdev=vmem0-ram,requested-size=0"));
+}
+
 TEST_CASE("a VM's cgroup v2 gets cpu.weight by its vCPUs and memory.max of its memory and QEMU's",
           "[host_agent][qemu_launcher][cgroup]") {
   // A temporary directory stands in for the agent's cgroup v2 subtree.

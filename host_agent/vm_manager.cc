@@ -551,7 +551,10 @@ uint64_t VmManager::CommittedMibLocked() const {
   uint64_t sum = 0;
   for (const auto& [_, e] : vms_) {
     // A FAILED VM whose QEMU still runs (one that stopped answering QMP) still holds its memory.
-    if (IsLive(e->rec.instance.state()) || e->process != nullptr) sum += e->rec.instance.spec().memory_mib();
+    // A VM that can grow (virtio-mem) holds its maximum: ResizeVm never finds the node full.
+    const VmSpec& spec = e->rec.instance.spec();
+    if (IsLive(e->rec.instance.state()) || e->process != nullptr)
+      sum += std::max(spec.memory_mib(), spec.max_memory_mib());
   }
   return sum;
 }
@@ -705,7 +708,7 @@ absl::Status VmManager::ReserveLocked(const CreateRequest& r, uint64_t disk_byte
   uint64_t committed = CommittedMibLocked();
   uint64_t credit = std::min(committed, ReclaimedCreditMib(ReclaimedMibLocked()));
   PPN_RETURN_IF_ERROR(CheckMemoryRoom(options_.node_id, TotalMib(), options_.safety_margin_mib, committed - credit,
-                                      r.spec.memory_mib()));
+                                      std::max(r.spec.memory_mib(), r.spec.max_memory_mib())));
   PPN_RETURN_IF_ERROR(CheckDiskRoom(options_.node_id, DiskAvailableMibLocked(), disk_bytes));
   PPN_ASSIGN_OR_RETURN(std::vector<uint32_t> ports,
                        ports_.Allocate(r.spec.port_forwards_size() + (r.incoming ? 1 : 0)));
@@ -754,7 +757,8 @@ absl::Status VmManager::StartQemu(const CreateRequest& r, const Image& image, En
     if (e->link) launch.netns = e->link->netns;
   }
   std::string how;
-  if (!r.incoming && options_.templates) {
+  // A template's saved machine has no virtio-mem device: a VM that can grow boots.
+  if (!r.incoming && options_.templates && r.spec.max_memory_mib() <= r.spec.memory_mib()) {
     absl::Time t0 = absl::Now();
     absl::StatusOr<Template> t = TemplateFor(image, r.spec, r.kvm, /*wait=*/false);
     if (t.ok()) {
@@ -1002,7 +1006,7 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
   for (const auto& [_, e] : vms_) {
     VmInstance* vm = hb.add_vms();
     *vm = e->rec.instance;
-    if (e->memory.max_mib() > 0) *vm->mutable_memory() = e->memory;
+    if (e->balloon_actual_mib > 0 || e->size_mib > 0) *vm->mutable_memory() = MemoryOf(*e);
     if (e->link) {
       LinkCounters c = network_->Counters(*e->link);
       vm->mutable_network()->set_tx_bytes(c.tx_bytes);
@@ -1037,24 +1041,73 @@ absl::StatusOr<uint64_t> VmManager::Balloon(const std::string& vm_id, std::optio
     PPN_RETURN_IF_ERROR(qmp->Execute("balloon", {{"value", *target_mib << 20}}).status());
     absl::MutexLock l(&mu_);
     e->balloon_by_hand = *target_mib < *memory_mib;
-    e->memory.set_balloon_target_mib(*target_mib);
-    e->memory.set_max_mib(*memory_mib);
+    e->balloon_target_mib = *target_mib;
   }
   PPN_ASSIGN_OR_RETURN(nlohmann::json info, qmp->Execute("query-balloon"));
   uint64_t actual = info.value("actual", uint64_t{0}) >> 20;
   absl::MutexLock l(&mu_);
-  e->memory.set_actual_mib(actual);
-  e->memory.set_max_mib(*memory_mib);
+  e->balloon_actual_mib = actual;
   return actual;
 }
 
 uint64_t VmManager::ReclaimedMibLocked() const {
   uint64_t sum = 0;
   for (const auto& [_, e] : vms_) {
-    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING || e->memory.actual_mib() == 0) continue;
-    if (e->memory.actual_mib() < e->memory.max_mib()) sum += e->memory.max_mib() - e->memory.actual_mib();
+    uint64_t base = e->rec.instance.spec().memory_mib();
+    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING || e->balloon_actual_mib == 0) continue;
+    if (e->balloon_actual_mib < base) sum += base - e->balloon_actual_mib;
   }
   return sum;
+}
+
+ppn::types::v1::MemoryStatus VmManager::MemoryOf(const Entry& e) {
+  const VmSpec& spec = e.rec.instance.spec();
+  ppn::types::v1::MemoryStatus m;
+  uint64_t base = spec.memory_mib();
+  uint64_t plugged = e.size_mib > base ? e.size_mib - base : 0;
+  // The balloon works on the boot memory only; virtio-mem's blocks come on top.
+  m.set_actual_mib((e.balloon_actual_mib > 0 ? e.balloon_actual_mib : base) + plugged);
+  m.set_balloon_target_mib(e.balloon_target_mib);
+  m.set_max_mib(std::max<uint64_t>(base, spec.max_memory_mib()));
+  if (spec.max_memory_mib() > base) m.set_size_mib(std::max(e.size_mib, base));
+  return m;
+}
+
+absl::StatusOr<VmInstance> VmManager::ResizeVm(const std::string& vm_id, uint64_t memory_mib) {
+  std::shared_ptr<Entry> e = Find(vm_id);
+  if (e == nullptr) return NotHere(vm_id);
+  absl::MutexLock op(&e->op);
+  std::shared_ptr<Process> process;
+  uint64_t base, max;
+  {
+    absl::MutexLock l(&mu_);
+    const VmInstance& vm = e->rec.instance;
+    if (vm.state() != ppn::types::v1::VM_STATE_RUNNING || e->rec.migration_port != 0) {
+      return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is not running"));
+    }
+    base = vm.spec().memory_mib();
+    max = vm.spec().max_memory_mib();
+    process = e->process;
+  }
+  if (max <= base) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("vm ", vm_id, " was created without max_memory_mib: it cannot change size while it runs"));
+  }
+  if (memory_mib < base || memory_mib > max || (memory_mib - base) % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("memory_mib must be ", base, "-", max, " MiB (", base, " plus a multiple of 2)"));
+  }
+  PPN_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, runtime_.Connect(vm_id, process.get(), kQmpTimeout));
+  PPN_RETURN_IF_ERROR(qmp->Execute("qom-set", {{"path", "/machine/peripheral/vmem0"},
+                                               {"property", "requested-size"},
+                                               {"value", (memory_mib - base) << 20}})
+                          .status());
+  absl::MutexLock l(&mu_);
+  e->size_mib = memory_mib;
+  spdlog::info("vm.resized vm={} memory_mib={}", LogValue(vm_id), memory_mib);
+  VmInstance out = e->rec.instance;
+  *out.mutable_memory() = MemoryOf(*e);
+  return out;
 }
 
 void VmManager::RunBalloonsOnce() {
@@ -1132,9 +1185,8 @@ void VmManager::BalloonOne(Entry* e) {
     }
   }
   absl::MutexLock l(&mu_);
-  e->memory.set_actual_mib(r.actual_mib);
-  e->memory.set_balloon_target_mib(balloons_.TargetMib(vm_id).value_or(0));
-  e->memory.set_max_mib(memory_mib);
+  e->balloon_actual_mib = r.actual_mib;
+  e->balloon_target_mib = balloons_.TargetMib(vm_id).value_or(0);
 }
 
 void VmManager::BalloonLoop() {

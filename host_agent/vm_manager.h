@@ -155,6 +155,12 @@ class VmManager {
   absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const std::string& vm_id,
                                                             const ppn::types::v1::EgressPolicy& egress);
 
+  // Gives the running guest `memory_mib` (between its memory_mib and max_memory_mib) by
+  // plugging or unplugging virtio-mem memory; returns at once (the guest moves in blocks:
+  // VmInstance.memory says where it is). NOT_FOUND if absent; FAILED_PRECONDITION unless it
+  // runs or if it was created without max_memory_mib; INVALID_ARGUMENT outside its range.
+  absl::StatusOr<ppn::host::v1::VmInstance> ResizeVm(const std::string& vm_id, uint64_t memory_mib);
+
   // Continues a VM whose QEMU is paused here (a copy left by a completed outgoing migration
   // the target never took over) → RUNNING. NOT_FOUND if absent; FAILED_PRECONDITION if it is
   // not paused or is a migration target.
@@ -193,7 +199,9 @@ class VmManager {
     absl::Time ready_deadline = absl::InfiniteFuture();  // incoming only
     std::optional<VmLink> link;                          // its network, when isolated
     std::string migration_source;                        // incoming only: the node that may send it
-    ppn::types::v1::MemoryStatus memory;                 // as the balloon controller last read it
+    uint64_t balloon_actual_mib = 0;                     // query-balloon's last answer (0: not read)
+    uint64_t balloon_target_mib = 0;                     // last target sent (0: none)
+    uint64_t size_mib = 0;                               // with virtio-mem: as ResizeVm last set it
     bool balloon_by_hand = false;                        // SetBalloon was called: the controller keeps off
     bool stats_polling = false;                          // guest statistics turned on (with `op` held)
   };
@@ -271,6 +279,7 @@ class VmManager {
   void BalloonOne(Entry* e);
   // Sum over running VMs of memory the balloon holds, in MiB.
   uint64_t ReclaimedMibLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static ppn::types::v1::MemoryStatus MemoryOf(const Entry& e);  // with mu_ held
 
   const Options options_;
   const ImageCatalog catalog_;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "catch2/catch.hpp"
 #include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
@@ -67,13 +68,14 @@ struct Fixture {
         grpc::CreateChannel("127.0.0.1:" + std::to_string(agent.port), MtlsChannelCredentials(fleet_tls)));
   }
 
-  VmInstance Spawn(const std::string& vm_id, uint32_t memory_mib) {
+  VmInstance Spawn(const std::string& vm_id, uint32_t memory_mib, uint32_t max_memory_mib = 0) {
     SpawnVmRequest req;
     req.set_vm_id(vm_id);
     req.set_tenant_id("acme");
     req.mutable_spec()->set_display_name(vm_id);
     req.mutable_spec()->set_vcpus(1);
     req.mutable_spec()->set_memory_mib(memory_mib);
+    req.mutable_spec()->set_max_memory_mib(max_memory_mib);
     req.mutable_spec()->set_image("ppn-test-guest");
     req.mutable_spec()->add_port_forwards()->set_guest_port(80);
     SpawnVmResponse resp;
@@ -194,6 +196,76 @@ TEST_CASE("idle guests give their memory back to the node", "[balloon][qemu][ben
               ids.size(), static_cast<unsigned long long>(reclaimed), absl::ToDoubleSeconds(took));
   INFO(ReadAll(f.agent.state_dir + "/agent.log"));
   CHECK(reclaimed >= ids.size() * 256);
+}
+
+// The guest's MemTotal in MiB (its /cgi-bin/meminfo), 0 if it does not answer.
+uint64_t GuestMemTotalMib(int port) {
+  uint64_t mib = 0;
+  std::string body = GetOnce(port, "/cgi-bin/meminfo", 10);
+  if (!body.empty() && body.back() == '\n') body.pop_back();
+  return absl::SimpleAtoi(body, &mib) ? mib : 0;
+}
+
+grpc::Status Resize(Fixture& f, const std::string& vm_id, uint64_t memory_mib, ResizeVmResponse* out) {
+  ResizeVmRequest req;
+  req.set_vm_id(vm_id);
+  req.set_memory_mib(memory_mib);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(30));
+  return f.stub->ResizeVm(&ctx, req, out);
+}
+
+// Waits until the guest's MemTotal satisfies `done`; the time it took, or a negative time.
+template <typename Done>
+absl::Duration WaitForGuestMemory(int port, Done done, absl::Duration timeout, uint64_t* last) {
+  absl::Time start = absl::Now();
+  while (absl::Now() - start < timeout) {
+    *last = GuestMemTotalMib(port);
+    if (*last != 0 && done(*last)) return absl::Now() - start;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return -absl::Seconds(1);
+}
+
+TEST_CASE("a running guest made with max_memory_mib grows and shrinks by virtio-mem", "[balloon][qemu][resize]") {
+  Fixture f("resize-a");
+  VmInstance vm = f.Spawn("vm-mem-1", 256, 768);
+  REQUIRE(WaitForFileContaining(vm.console_log_path(), "PPN-GUEST-READY", absl::Seconds(90)));
+  int port = static_cast<int>(vm.forwarded_ports(0).host_port());
+  // Its CGI programs are written just after it says it is ready.
+  uint64_t boot_total = 0;
+  WaitForGuestMemory(
+      port, [](uint64_t) { return true; }, absl::Seconds(30), &boot_total);
+  INFO("boot MemTotal " << boot_total << " MiB\n" << ReadAll(f.agent.state_dir + "/agent.log"));
+  REQUIRE(boot_total > 0);
+  CHECK(boot_total <= 256);
+
+  ResizeVmResponse resp;
+  CHECK(Resize(f, "vm-mem-1", 1024, &resp).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(Resize(f, "vm-mem-1", 255, &resp).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+
+  grpc::Status s = Resize(f, "vm-mem-1", 768, &resp);
+  REQUIRE(s.ok());
+  CHECK(resp.vm().memory().size_mib() == 768);
+  CHECK(resp.vm().memory().max_mib() == 768);
+  uint64_t total = 0;
+  absl::Duration grew = WaitForGuestMemory(
+      port, [&](uint64_t t) { return t >= boot_total + 500; }, absl::Seconds(60), &total);
+  std::string console = ReadAll(vm.console_log_path());
+  INFO("MemTotal " << total << " MiB\n" << console.substr(console.size() > 3000 ? console.size() - 3000 : 0));
+  REQUIRE(grew >= absl::ZeroDuration());
+  Heartbeat hb = f.FirstHeartbeat();
+  REQUIRE(hb.vms_size() == 1);
+  CHECK(hb.vms(0).memory().size_mib() == 768);
+
+  REQUIRE(Resize(f, "vm-mem-1", 256, &resp).ok());
+  absl::Duration shrank = WaitForGuestMemory(
+      port, [&](uint64_t t) { return t + 256 <= boot_total + 512; }, absl::Seconds(60), &total);
+  std::printf("resize: 256 -> 768 MiB in the guest after %.2f s; 768 -> 256 MiB %s %.2f s (MemTotal %llu MiB)\n",
+              absl::ToDoubleSeconds(grew), shrank >= absl::ZeroDuration() ? "after" : "NOT DONE after",
+              absl::ToDoubleSeconds(shrank), static_cast<unsigned long long>(total));
+  CHECK(shrank >= absl::ZeroDuration());
+  CHECK(GetOnce(port, "/", 10) == "hello from vm-mem-1\n");
 }
 
 }  // namespace
