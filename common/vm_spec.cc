@@ -224,6 +224,15 @@ absl::Status ValidateVmSpec(const VmSpec& spec) {
   if (spec.memory_mib() < kMinMemoryMib || spec.memory_mib() > kMaxMemoryMib) {
     return Invalid("memory_mib", absl::StrCat("must be ", kMinMemoryMib, "-", kMaxMemoryMib));
   }
+  if (spec.max_memory_mib() != 0 &&
+      (spec.max_memory_mib() < spec.memory_mib() || spec.max_memory_mib() > kMaxMemoryMib ||
+       (spec.max_memory_mib() - spec.memory_mib()) % 2 != 0)) {
+    return Invalid("max_memory_mib", absl::StrCat("must be memory_mib (", spec.memory_mib(),
+                                                  ") plus a multiple of 2, at most ", kMaxMemoryMib));
+  }
+  if (spec.min_memory_mib() > spec.memory_mib()) {
+    return Invalid("min_memory_mib", absl::StrCat("must be at most memory_mib (", spec.memory_mib(), ")"));
+  }
   if (spec.disk_gib() > kMaxDiskGib) return Invalid("disk_gib", absl::StrCat("must be at most ", kMaxDiskGib));
   const std::string& image = spec.image();
   if (image.empty()) return Invalid("image", "is required");

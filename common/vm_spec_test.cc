@@ -55,6 +55,16 @@ TEST_CASE("sizes out of range name their field", "[common][vm_spec]") {
   VmSpec s = Good();
   s.set_memory_mib(uint32_t{1} << 31);
   CHECK(Message(s) == "memory_mib must be 64-1048576");
+  s.set_memory_mib(128);
+  s.set_min_memory_mib(129);
+  CHECK(Message(s) == "min_memory_mib must be at most memory_mib (128)");
+  s.set_min_memory_mib(0);
+  s.set_max_memory_mib(127);
+  CHECK(Message(s) == "max_memory_mib must be memory_mib (128) plus a multiple of 2, at most 1048576");
+  s.set_max_memory_mib(129);
+  CHECK(Message(s) == "max_memory_mib must be memory_mib (128) plus a multiple of 2, at most 1048576");
+  s.set_max_memory_mib(512);
+  CHECK(ValidateVmSpec(s).ok());
   s = Good();
   s.set_vcpus(65);
   CHECK(Message(s) == "vcpus must be 1-64");

@@ -33,11 +33,14 @@ std::string Decision::Explain() const {
   return absl::StrCat("no node can take the VM: ", absl::StrJoin(parts, "; "));
 }
 
+uint64_t FreeMemoryMib(const NodeView& n) {
+  uint64_t room = n.available_mib + ReclaimedCreditMib(n.reclaimed_mib);
+  return room > n.reserved_mib ? room - n.reserved_mib : 0;
+}
+
 namespace {
 
-uint64_t FreeMemory(const NodeView& n) {
-  return n.available_mib > n.reserved_mib ? n.available_mib - n.reserved_mib : 0;
-}
+uint64_t FreeMemory(const NodeView& n) { return FreeMemoryMib(n); }
 
 uint64_t FreeDisk(const NodeView& n) {
   return n.disk_available_mib > n.disk_reserved_mib ? n.disk_available_mib - n.disk_reserved_mib : 0;
@@ -116,7 +119,8 @@ Decision Place(const std::vector<NodeView>& nodes, const PlacementRequest& reque
     if (why.empty()) {
       suitable = true;
       if (free < request.memory_mib) {
-        why = absl::StrCat("only ", free, " MiB free (", n.available_mib, " available, ", n.reserved_mib,
+        why = absl::StrCat("only ", free, " MiB free (", n.available_mib, " available, ",
+                           n.reclaimed_mib > 0 ? absl::StrCat(n.reclaimed_mib, " reclaimed, ") : "", n.reserved_mib,
                            " reserved), needs ", request.memory_mib);
       } else if (!DiskFits(n, request)) {
         memory_suffices = true;

@@ -6,7 +6,9 @@
 //
 // The rule (the seeds' June 2026 scenario): only nodes that are alive, trusted (not revoked),
 // not cordoned, not excluded, allowed by a pin, KVM-capable when KVM is required, offering the image, and
-// with room: available memory − memory reserved for creates in flight ≥ the request, and the
+// with room: available memory + credit for reclaimed memory − memory reserved for creates in
+// flight ≥ the request (ReclaimedCreditMib: balloons of idle guests took some of their memory
+// back; three quarters of it counts), and the
 // same for disk (each overlay can grow to its whole virtual size, so a VM needs its disk_gib,
 // or kDefaultDiskMib when it asks for the image's own size). A node that does not report its
 // disk or its images (an older agent) is not refused for them. Among the nodes that fit,
@@ -34,6 +36,7 @@ struct NodeView {
   bool revoked = false;
   bool cordoned = false;       // by an operator or a drain: nothing new lands there
   uint64_t available_mib = 0;  // after the node's safety margin and its running VMs
+  uint64_t reclaimed_mib = 0;  // taken back from idle guests by their balloons
   uint64_t reserved_mib = 0;   // held by creates in flight
   ppn::types::v1::KvmSupport kvm = ppn::types::v1::KVM_SUPPORT_NONE;
   bool disk_known = false;          // the node reports its disk
@@ -74,6 +77,14 @@ struct Decision {
   // "no node can take a VM of N MiB: a: ..., b: ..." when nothing was chosen.
   std::string Explain() const;
 };
+
+// How much of the memory balloons took back counts as free: three quarters, so that guests
+// taking some of it back before the next heartbeat do not overcommit the node past its safety
+// margin. The host agent admits creates by the same rule (host_agent/balloon_controller.h).
+inline uint64_t ReclaimedCreditMib(uint64_t reclaimed_mib) { return reclaimed_mib / 4 * 3; }
+
+// Memory a new VM may have on `node`: available plus the reclaimed credit, minus reservations.
+uint64_t FreeMemoryMib(const NodeView& node);
 
 // Simulated KVM counts as KVM for placement: that is what simulation is for.
 bool HasKvm(ppn::types::v1::KvmSupport kvm);

@@ -4,14 +4,8 @@
 #include <vector>
 
 namespace ppn::fleet {
-namespace {
-
-uint64_t FreeOf(const NodeView& n) { return n.available_mib > n.reserved_mib ? n.available_mib - n.reserved_mib : 0; }
-
-}  // namespace
-
 PlacementIndex::Key PlacementIndex::KeyOf(const NodeView& n) {
-  return Key(!HasKvm(n.kvm), -static_cast<int64_t>(FreeOf(n)), n.node_id);
+  return Key(!HasKvm(n.kvm), -static_cast<int64_t>(FreeMemoryMib(n)), n.node_id);
 }
 
 void PlacementIndex::Upsert(const NodeView& node) {

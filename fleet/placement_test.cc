@@ -172,3 +172,30 @@ TEST_CASE("placement only chooses nodes that offer the image", "[fleet][placemen
 
 }  // namespace
 }  // namespace ppn::fleet
+
+namespace ppn::fleet {
+namespace {
+
+TEST_CASE("placement counts three quarters of a node's reclaimed memory as free", "[fleet][placement][balloon]") {
+  NodeView a;
+  a.node_id = "a";
+  a.alive = true;
+  a.available_mib = 256;
+  a.reclaimed_mib = 1024;  // idle guests' balloons took this back
+  CHECK(FreeMemoryMib(a) == 256 + 768);
+  Decision d = Place({a}, {1024});
+  CHECK(d.chosen_node_id == "a");
+  // The credit never counts in full: the guests may want some of it back at once.
+  d = Place({a}, {1025});
+  CHECK(d.chosen_node_id.empty());
+  CHECK(d.verdicts[0].reason == "only 1024 MiB free (256 available, 1024 reclaimed, 0 reserved), needs 1025");
+  // And it ranks: the node with more reclaimed memory has more room.
+  NodeView b = a;
+  b.node_id = "b";
+  b.reclaimed_mib = 0;
+  b.available_mib = 900;
+  CHECK(Place({b, a}, {512}).chosen_node_id == "a");
+}
+
+}  // namespace
+}  // namespace ppn::fleet

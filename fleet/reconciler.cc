@@ -66,6 +66,7 @@ Reported Summary(const VmInstance& vm) {
                                                                              : ppn::types::v1::ACCELERATOR_UNSPECIFIED);
   *r.vm.mutable_forwarded_ports() = vm.forwarded_ports();
   *r.vm.mutable_network() = vm.network();
+  if (vm.has_memory()) *r.vm.mutable_memory() = vm.memory();
   for (auto& port : *r.vm.mutable_forwarded_ports()) {
     if (!ppn::types::v1::Protocol_IsValid(port.protocol())) port.set_protocol(ppn::types::v1::PROTOCOL_UNSPECIFIED);
   }
@@ -109,6 +110,7 @@ void Reconciler::ApplyCapacity(NodeEntry& n, const ppn::host::v1::Heartbeat& hb,
   }
   n.node.set_total_memory_mib(hb.total_memory_mib());
   n.node.set_available_memory_mib(hb.available_memory_mib());
+  n.node.set_reclaimed_memory_mib(hb.reclaimed_memory_mib());
   n.node.set_cpus(hb.cpus());
   n.node.set_load_average(hb.load_average());
   n.node.set_kvm(ppn::types::v1::KvmSupport_IsValid(hb.kvm()) ? hb.kvm() : ppn::types::v1::KVM_SUPPORT_UNSPECIFIED);

@@ -279,6 +279,7 @@ NodeView Registry::ViewOf(const std::string& node_id, const NodeEntry& n) const 
   v.revoked = n.revoked;
   v.cordoned = n.node.cordoned();
   v.available_mib = n.node.available_memory_mib();
+  v.reclaimed_mib = n.node.reclaimed_memory_mib();
   v.reserved_mib = n.reserved_memory_mib;
   v.kvm = n.node.kvm();
   v.disk_known = n.node.disk_total_mib() > 0;
@@ -340,7 +341,10 @@ VmRecord Registry::View(const VmRecord& record) const {
   auto n = nodes_.find(record.node_id());
   if (n != nodes_.end() && record.state() != ppn::types::v1::VM_STATE_DESTROYED) {
     auto reported = n->second.reported.find(record.vm_id());
-    if (reported != n->second.reported.end()) *view.mutable_network() = reported->second.vm.network();
+    if (reported != n->second.reported.end()) {
+      *view.mutable_network() = reported->second.vm.network();
+      if (reported->second.vm.has_memory()) *view.mutable_memory() = reported->second.vm.memory();
+    }
   }
   if (VisibleState(record) == ppn::types::v1::VM_STATE_UNKNOWN) {
     view.set_state(ppn::types::v1::VM_STATE_UNKNOWN);

@@ -100,6 +100,14 @@ grpc::Status HostAgentService::GetBalloon(grpc::ServerContext*, const v1::GetBal
   return grpc::Status::OK;
 }
 
+grpc::Status HostAgentService::ResizeVm(grpc::ServerContext*, const v1::ResizeVmRequest* request,
+                                        v1::ResizeVmResponse* response) {
+  absl::StatusOr<v1::VmInstance> vm = manager_->ResizeVm(request->vm_id(), request->memory_mib());
+  if (!vm.ok()) return RpcFailed("ResizeVm", vm.status(), {{"vm", request->vm_id()}});
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
 grpc::Status HostAgentService::ResumeVm(grpc::ServerContext*, const v1::ResumeVmRequest* request,
                                         v1::ResumeVmResponse* response) {
   absl::StatusOr<v1::VmInstance> vm = manager_->ResumeVm(request->vm_id());

@@ -25,6 +25,7 @@ class HostAgentService final : public ppn::host::v1::HostAgent::Service {
   grpc::Status SetBalloon(grpc::ServerContext*, const v1::SetBalloonRequest*, v1::SetBalloonResponse*) override;
   grpc::Status GetBalloon(grpc::ServerContext*, const v1::GetBalloonRequest*, v1::GetBalloonResponse*) override;
   grpc::Status ResumeVm(grpc::ServerContext*, const v1::ResumeVmRequest*, v1::ResumeVmResponse*) override;
+  grpc::Status ResizeVm(grpc::ServerContext*, const v1::ResizeVmRequest*, v1::ResizeVmResponse*) override;
   grpc::Status UpdateVmNetwork(grpc::ServerContext*, const v1::UpdateVmNetworkRequest*,
                                v1::UpdateVmNetworkResponse*) override;
   grpc::Status SetNetworkPeers(grpc::ServerContext*, const v1::SetNetworkPeersRequest*,

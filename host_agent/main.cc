@@ -46,6 +46,8 @@ ABSL_FLAG(std::string, templates, "auto",
           "create boots), or a comma list made at start as well: all, IMAGE, IMAGE@VCPUSxMIB");
 ABSL_FLAG(absl::Duration, boot_timeout, absl::Minutes(5),
           "A booted VM whose guest gives no sign of being ready (docs/guest-channel.md) is RUNNING after this");
+ABSL_FLAG(absl::Duration, balloon_interval, absl::Milliseconds(500),
+          "How often the balloon controller reads guests' memory and sets their balloons; 0 = off");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Default heartbeat interval");
 ABSL_FLAG(std::string, network, "namespace",
           "namespace: each VM in a network namespace of its own, reaching only what its egress policy allows "
@@ -199,6 +201,8 @@ int main(int argc, char** argv) {
   options.safety_margin_mib = absl::GetFlag(FLAGS_safety_margin_mib);
   options.advertised_disk_mib = absl::GetFlag(FLAGS_advertised_disk_mib);
   options.hold_after_exec_for_test = absl::GetFlag(FLAGS_test_hold_after_exec);
+  options.balloon_interval = absl::GetFlag(FLAGS_balloon_interval);
+  if (options.balloon_interval < absl::ZeroDuration()) ppn::ExitWithError("--balloon_interval must not be negative");
   std::string kvm = absl::GetFlag(FLAGS_kvm);
   if (kvm == "auto") {
     options.kvm_mode = ppn::host::KvmMode::kAuto;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "absl/strings/match.h"
@@ -48,12 +49,20 @@ std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
   // a template or arrives by migration: a snapshot or stream of one loads into any other.
   add({"-machine", absl::StrCat("q35,accel=", spec.kvm ? "kvm" : "tcg", ",memory-backend=ram0")});
   if (spec.kvm) add({"-cpu", "host"});
-  add({"-m", absl::StrCat(spec.memory_mib), "-smp", absl::StrCat(spec.vcpus)});
+  const bool vmem = spec.max_memory_mib > spec.memory_mib;
+  add({"-m",
+       vmem ? absl::StrCat(spec.memory_mib, "M,maxmem=", spec.max_memory_mib, "M") : absl::StrCat(spec.memory_mib),
+       "-smp", absl::StrCat(spec.vcpus)});
   if (spec.memory_file.empty()) {
     add({"-object", absl::StrCat("memory-backend-ram,id=ram0,size=", spec.memory_mib, "M")});
   } else {
     add({"-object", absl::StrCat("memory-backend-file,id=ram0,size=", spec.memory_mib, "M,mem-path=", spec.memory_file,
                                  ",share=", spec.memory_shared ? "on" : "off")});
+  }
+  if (vmem) {
+    // Memory ResizeVm plugs in and out (the guest's virtio_mem driver), nothing plugged at start.
+    add({"-object", absl::StrCat("memory-backend-ram,id=vmem0-ram,size=", spec.max_memory_mib - spec.memory_mib, "M"),
+         "-device", "virtio-mem-pci,id=vmem0,memdev=vmem0-ram,requested-size=0"});
   }
   if (!spec.image.kernel.empty()) {
     add({"-kernel", spec.image.kernel});
@@ -80,7 +89,9 @@ std::vector<std::string> BuildQemuArgs(const LaunchSpec& spec) {
     add({"-netdev", absl::StrCat("tap,id=priv", i, ",ifname=", spec.taps[i].ifname, ",script=no,downscript=no"),
          "-device", absl::StrCat("virtio-net-pci,netdev=priv", i, ",mac=", spec.taps[i].mac, ",romfile=")});
   }
-  add({"-device", "virtio-balloon-pci,id=balloon0"});
+  // deflate-on-oom: the guest takes pages back from its balloon rather than kill a process,
+  // should it run out before the balloon controller deflates it.
+  add({"-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on"});
   // The identity channel (docs/templates.md) and a VM Generation ID, so that a restored guest
   // learns it is a new machine.
   add({"-device", "virtio-serial-pci,id=vserial0", "-chardev",
@@ -110,7 +121,7 @@ absl::StatusOr<std::string> CreateVmCgroup(const std::string& cgroup_root, const
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return absl::PermissionDeniedError(absl::StrCat("cannot create cgroup ", dir));
   }
-  uint64_t max_bytes = (uint64_t{spec.memory_mib} + kQemuOverheadMib) << 20;
+  uint64_t max_bytes = (uint64_t{std::max(spec.memory_mib, spec.max_memory_mib)} + kQemuOverheadMib) << 20;
   if (!WriteSmallFile(dir + "/memory.max", absl::StrCat(max_bytes)) ||
       !WriteSmallFile(dir + "/cpu.weight", absl::StrCat(100 * spec.vcpus)) ||
       !WriteSmallFile(dir + "/pids.max", "512")) {

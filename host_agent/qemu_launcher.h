@@ -35,6 +35,7 @@ struct LaunchSpec {
   std::string vm_dir;  // disk.qcow2, seed.iso, qmp.sock, console.log, qemu.log live here
   uint32_t vcpus = 1;
   uint32_t memory_mib = 128;
+  uint32_t max_memory_mib = 0;  // above memory_mib: a virtio-mem device (id vmem0) holds the rest
   bool kvm = false;
   Image image;
   std::vector<HostForward> forwards;  // host_address: where QEMU listens (its namespace's address)

@@ -1,9 +1,12 @@
 #include "host_agent/qemu_launcher.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "catch2/catch.hpp"
+#include "common/files.h"
 #include "tests/fakes/fake_process_spawner.h"
+#include "tests/harness/temp_dir.h"
 
 namespace ppn::host {
 namespace {
@@ -107,6 +110,66 @@ TEST_CASE("QEMU is started in its own session with its log beside its files", "[
   CHECK(started.cgroup_dir == "/sys/fs/cgroup/ppn-node/vm-1");
   CHECK(started.netns == "ppn.laptop-a.vm-1");  // QEMU lives in the VM's network namespace
   CHECK_FALSE(started.run_as.has_value());      // QEMU drops privileges itself, after opening its files
+}
+
+}  // namespace
+}  // namespace ppn::host
+
+namespace ppn::host {
+namespace {
+
+std::string Slurp(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  return text.ok() ? *text : "<missing>";
+}
+
+TEST_CASE("every VM's balloon reports statistics and gives pages back before the guest's OOM killer runs",
+          "[host_agent][qemu_launcher]") {
+  CHECK(Has(BuildQemuArgs(Spec()), "-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on"));
+}
+
+TEST_CASE("a VM with max_memory_mib gets a virtio-mem device holding the memory above its size",
+          "[host_agent][qemu_launcher]") {
+  LaunchSpec spec = Spec();
+  spec.memory_mib = 256;
+  std::vector<std::string> plain = BuildQemuArgs(spec);
+  CHECK(Has(plain, "-m", "256"));
+  CHECK_FALSE(Has(plain, "-device", "virtio-mem-pci,id=vmem0,memdev=vmem0-ram,requested-size=0"));
+  spec.max_memory_mib = 1024;
+  std::vector<std::string> argv = BuildQemuArgs(spec);
+  CHECK(Has(argv, "-m", "256M,maxmem=1024M"));
+  CHECK(Has(argv, "-object", "memory-backend-ram,id=vmem0-ram,size=768M"));
+  CHECK(Has(argv, "-device", "virtio-mem-pci,id=vmem0,memdev=vmem0-ram,requested-size=0"));
+}
+
+TEST_CASE("a VM's cgroup v2 gets cpu.weight by its vCPUs and memory.max of its memory and QEMU's",
+          "[host_agent][qemu_launcher][cgroup]") {
+  // A temporary directory stands in for the agent's cgroup v2 subtree.
+  ppn::testing::TempDir root;
+  LaunchSpec spec = Spec();
+  spec.vcpus = 3;
+  spec.memory_mib = 512;
+  // The kernel makes a cgroup's control files with its directory; the stand-in makes them here,
+  // and CreateVmCgroup never creates a file of its own (a missing controller is an error).
+  std::filesystem::create_directory(root.File("vm-1"));
+  for (const char* f : {"cpu.weight", "memory.max", "pids.max"})
+    REQUIRE(WriteFileAtomically(root.File(std::string("vm-1/") + f), "", 0644).ok());
+  absl::StatusOr<std::string> dir = CreateVmCgroup(root.path(), spec);
+  REQUIRE(dir.ok());
+  CHECK(*dir == root.File("vm-1"));
+  CHECK(Slurp(*dir + "/cpu.weight") == "300");
+  CHECK(Slurp(*dir + "/memory.max") == std::to_string((512 + 256) << 20));
+  CHECK(Slurp(*dir + "/pids.max") == "512");
+
+  SECTION("a hierarchy it cannot create cgroups in is refused") {
+    CHECK(CreateVmCgroup(root.File("missing/deeper"), spec).status().code() == absl::StatusCode::kPermissionDenied);
+  }
+  SECTION("a cgroup without the memory controller is refused and removed") {
+    LaunchSpec other = spec;
+    other.vm_id = "vm-2";
+    CHECK(CreateVmCgroup(root.path(), other).status().code() == absl::StatusCode::kPermissionDenied);
+    CHECK_FALSE(std::filesystem::exists(root.File("vm-2")));
+  }
 }
 
 }  // namespace

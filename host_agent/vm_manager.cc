@@ -135,7 +135,8 @@ VmManager::VmManager(Options options, ImageCatalog catalog, Deps deps)
                           options_.hold_after_exec_for_test,
                           options_.migration_tls.cert.empty() ? "" : options_.state_dir + "/qemu-tls"}),
       ports_(options_.host_address, options_.port_first, options_.port_last, /*hold_sockets=*/network_ != nullptr),
-      templates_(options_.state_dir + "/templates") {}
+      templates_(options_.state_dir + "/templates"),
+      balloons_(options_.balloon_policy) {}
 
 VmManager::~VmManager() {
   gate_.reset();  // no hand-off may run into a manager being destroyed
@@ -146,6 +147,7 @@ VmManager::~VmManager() {
   }
   if (monitor_.joinable()) monitor_.join();
   if (readiness_.joinable()) readiness_.join();
+  if (balloon_thread_.joinable()) balloon_thread_.join();
   if (template_maker_.joinable()) template_maker_.join();
   std::vector<std::thread> builds;
   {
@@ -184,6 +186,7 @@ absl::Status VmManager::Start() {
   qemu_version_ = v.ok() ? std::string(absl::StripAsciiWhitespace(v->output.substr(0, v->output.find('\n')))) : "";
   monitor_ = std::thread([this] { MonitorLoop(); });
   readiness_ = std::thread([this] { ReadinessLoop(); });
+  if (options_.balloon_interval > absl::ZeroDuration()) balloon_thread_ = std::thread([this] { BalloonLoop(); });
   if (options_.templates && !options_.template_images.empty()) {
     template_maker_ = std::thread([this] { MakeTemplatesAhead(); });
   }
@@ -436,6 +439,7 @@ void VmManager::ProbeNode() {
                  options_.state_dir, options_.kvm_probe_timeout, options_.use_cgroups});
   kvm_usable_ = f.kvm_usable;
   capabilities_.set_cgroup_v2(!f.cgroup_root.empty());
+  if (f.cgroup_root.empty()) cgroup_reason_ = f.cgroup_reason.empty() ? "no cgroup v2" : f.cgroup_reason;
   capabilities_.set_seccomp_sandbox(f.seccomp);
   capabilities_.set_unprivileged_qemu(!qemu_user_.empty() || geteuid() != 0);
   capabilities_.set_balloon(true);
@@ -641,7 +645,10 @@ uint64_t VmManager::CommittedMibLocked() const {
   uint64_t sum = 0;
   for (const auto& [_, e] : vms_) {
     // A FAILED VM whose QEMU still runs (one that stopped answering QMP) still holds its memory.
-    if (IsLive(e->rec.instance.state()) || e->process != nullptr) sum += e->rec.instance.spec().memory_mib();
+    // A VM that can grow (virtio-mem) holds its maximum: ResizeVm never finds the node full.
+    const VmSpec& spec = e->rec.instance.spec();
+    if (IsLive(e->rec.instance.state()) || e->process != nullptr)
+      sum += std::max(spec.memory_mib(), spec.max_memory_mib());
   }
   return sum;
 }
@@ -803,8 +810,11 @@ absl::StatusOr<std::optional<VmInstance>> VmManager::CreateExisting(const Create
 }
 
 absl::Status VmManager::ReserveLocked(const CreateRequest& r, uint64_t disk_bytes, Entry* e) {
-  PPN_RETURN_IF_ERROR(CheckMemoryRoom(options_.node_id, TotalMib(), options_.safety_margin_mib, CommittedMibLocked(),
-                                      r.spec.memory_mib()));
+  // Part of what balloons took back counts as free, as the fleet counts it when it places.
+  uint64_t committed = CommittedMibLocked();
+  uint64_t credit = std::min(committed, ReclaimedCreditMib(ReclaimedMibLocked()));
+  PPN_RETURN_IF_ERROR(CheckMemoryRoom(options_.node_id, TotalMib(), options_.safety_margin_mib, committed - credit,
+                                      std::max(r.spec.memory_mib(), r.spec.max_memory_mib())));
   PPN_RETURN_IF_ERROR(CheckDiskRoom(options_.node_id, DiskAvailableMibLocked(), disk_bytes));
   PPN_ASSIGN_OR_RETURN(std::vector<uint32_t> ports,
                        ports_.Allocate(r.spec.port_forwards_size() + (r.incoming ? 1 : 0)));
@@ -853,7 +863,8 @@ absl::Status VmManager::StartQemu(const CreateRequest& r, const Image& image, En
     if (e->link) launch.netns = e->link->netns;
   }
   std::string how;
-  if (!r.incoming && options_.templates) {
+  // A template's saved machine has no virtio-mem device: a VM that can grow boots.
+  if (!r.incoming && options_.templates && r.spec.max_memory_mib() <= r.spec.memory_mib()) {
     absl::Time t0 = absl::Now();
     absl::StatusOr<Template> t = TemplateFor(image, r.spec, r.kvm, /*wait=*/false);
     if (t.ok()) {
@@ -1085,6 +1096,10 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
           absl::StrCat("no template of image ", f.image, " (", key.substr(0, 12), "): ", f.why, "; its creates boot"));
     }
   }
+  if (!cgroup_reason_.empty()) {
+    hb.add_warnings(absl::StrCat("no per-VM cgroups (", cgroup_reason_,
+                                 "): VMs get no cpu.weight by vCPUs and no memory.max; only QEMU's -m bounds a guest"));
+  }
   hb.set_mesh_address(options_.host_address);
   hb.set_disk_total_mib(DiskTotalMib(ReadDiskSpace(options_.state_dir), options_.advertised_disk_mib));
   for (const std::string& name : catalog_.Names()) hb.add_images(name);
@@ -1092,10 +1107,12 @@ ppn::host::v1::Heartbeat VmManager::MakeHeartbeat() {
   absl::MutexLock l(&mu_);
   uint64_t reserved = options_.safety_margin_mib + CommittedMibLocked();
   hb.set_available_memory_mib(total > reserved ? total - reserved : 0);
+  hb.set_reclaimed_memory_mib(ReclaimedMibLocked());
   hb.set_disk_available_mib(DiskAvailableMibLocked());
   for (const auto& [_, e] : vms_) {
     VmInstance* vm = hb.add_vms();
     *vm = e->rec.instance;
+    if (e->balloon_actual_mib > 0 || e->size_mib > 0) *vm->mutable_memory() = MemoryOf(*e);
     if (e->link) {
       LinkCounters c = network_->Counters(*e->link);
       vm->mutable_network()->set_tx_bytes(c.tx_bytes);
@@ -1126,9 +1143,167 @@ absl::StatusOr<uint64_t> VmManager::Balloon(const std::string& vm_id, std::optio
     return absl::InvalidArgumentError(absl::StrCat("balloon target must be 16-", *memory_mib, " MiB"));
   }
   PPN_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, runtime_.Connect(vm_id, process.get(), kQmpTimeout));
-  if (target_mib.has_value()) PPN_RETURN_IF_ERROR(qmp->Execute("balloon", {{"value", *target_mib << 20}}).status());
+  if (target_mib.has_value()) {
+    PPN_RETURN_IF_ERROR(qmp->Execute("balloon", {{"value", *target_mib << 20}}).status());
+    absl::MutexLock l(&mu_);
+    e->balloon_by_hand = *target_mib < *memory_mib;
+    e->balloon_target_mib = *target_mib;
+  }
   PPN_ASSIGN_OR_RETURN(nlohmann::json info, qmp->Execute("query-balloon"));
-  return info.value("actual", uint64_t{0}) >> 20;
+  uint64_t actual = info.value("actual", uint64_t{0}) >> 20;
+  absl::MutexLock l(&mu_);
+  e->balloon_actual_mib = actual;
+  return actual;
+}
+
+uint64_t VmManager::ReclaimedMibLocked() const {
+  uint64_t sum = 0;
+  for (const auto& [_, e] : vms_) {
+    uint64_t base = e->rec.instance.spec().memory_mib();
+    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING || e->balloon_actual_mib == 0) continue;
+    if (e->balloon_actual_mib < base) sum += base - e->balloon_actual_mib;
+  }
+  return sum;
+}
+
+ppn::types::v1::MemoryStatus VmManager::MemoryOf(const Entry& e) {
+  const VmSpec& spec = e.rec.instance.spec();
+  ppn::types::v1::MemoryStatus m;
+  uint64_t base = spec.memory_mib();
+  uint64_t plugged = e.size_mib > base ? e.size_mib - base : 0;
+  // The balloon works on the boot memory only; virtio-mem's blocks come on top.
+  m.set_actual_mib((e.balloon_actual_mib > 0 ? e.balloon_actual_mib : base) + plugged);
+  m.set_balloon_target_mib(e.balloon_target_mib);
+  m.set_max_mib(std::max<uint64_t>(base, spec.max_memory_mib()));
+  if (spec.max_memory_mib() > base) m.set_size_mib(std::max(e.size_mib, base));
+  return m;
+}
+
+absl::StatusOr<VmInstance> VmManager::ResizeVm(const std::string& vm_id, uint64_t memory_mib) {
+  std::shared_ptr<Entry> e = Find(vm_id);
+  if (e == nullptr) return NotHere(vm_id);
+  absl::MutexLock op(&e->op);
+  std::shared_ptr<Process> process;
+  uint64_t base, max;
+  {
+    absl::MutexLock l(&mu_);
+    const VmInstance& vm = e->rec.instance;
+    if (vm.state() != ppn::types::v1::VM_STATE_RUNNING || e->rec.migration_port != 0) {
+      return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is not running"));
+    }
+    base = vm.spec().memory_mib();
+    max = vm.spec().max_memory_mib();
+    process = e->process;
+  }
+  if (max <= base) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("vm ", vm_id, " was created without max_memory_mib: it cannot change size while it runs"));
+  }
+  if (memory_mib < base || memory_mib > max || (memory_mib - base) % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("memory_mib must be ", base, "-", max, " MiB (", base, " plus a multiple of 2)"));
+  }
+  PPN_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, runtime_.Connect(vm_id, process.get(), kQmpTimeout));
+  PPN_RETURN_IF_ERROR(qmp->Execute("qom-set", {{"path", "/machine/peripheral/vmem0"},
+                                               {"property", "requested-size"},
+                                               {"value", (memory_mib - base) << 20}})
+                          .status());
+  absl::MutexLock l(&mu_);
+  e->size_mib = memory_mib;
+  spdlog::info("vm.resized vm={} memory_mib={}", LogValue(vm_id), memory_mib);
+  VmInstance out = e->rec.instance;
+  *out.mutable_memory() = MemoryOf(*e);
+  return out;
+}
+
+void VmManager::RunBalloonsOnce() {
+  absl::MutexLock b(&balloon_mu_);
+  std::vector<std::shared_ptr<Entry>> entries;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [_, e] : vms_) entries.push_back(e);
+  }
+  std::set<std::string> here;
+  for (const auto& e : entries) {
+    {
+      absl::MutexLock l(&mu_);
+      here.insert(e->rec.instance.vm_id());
+    }
+    if (!e->op.TryLock()) continue;  // a migration or destroy owns the VM (and its QMP socket)
+    BalloonOne(e.get());
+    e->op.Unlock();
+  }
+  for (const std::string& gone : balloons_.VmIds()) {
+    if (here.count(gone) == 0) balloons_.Forget(gone);
+  }
+}
+
+void VmManager::BalloonOne(Entry* e) {
+  std::string vm_id;
+  std::shared_ptr<Process> process;
+  uint64_t memory_mib, min_memory_mib;
+  {
+    absl::MutexLock l(&mu_);
+    const VmInstance& vm = e->rec.instance;
+    if (vm.state() != ppn::types::v1::VM_STATE_RUNNING || e->rec.migration_port != 0 || e->process == nullptr) {
+      return;
+    }
+    if (e->balloon_by_hand) return;
+    vm_id = vm.vm_id();
+    process = e->process;
+    memory_mib = vm.spec().memory_mib();
+    min_memory_mib = vm.spec().min_memory_mib();
+  }
+  absl::StatusOr<std::unique_ptr<QmpClient>> qmp = runtime_.Connect(vm_id, process.get(), absl::Seconds(2));
+  if (!qmp.ok()) return;  // the monitor notices a QEMU that died
+  const std::string path = "/machine/peripheral/balloon0";
+  if (!e->stats_polling) {
+    absl::StatusOr<nlohmann::json> set =
+        (*qmp)->Execute("qom-set",
+                        {{"path", path},
+                         {"property", "guest-stats-polling-interval"},
+                         {"value", std::max<int64_t>(1, absl::ToInt64Seconds(options_.guest_stats_interval))}},
+                        kQmpTimeout);
+    if (!set.ok()) {
+      spdlog::warn("vm.balloon_stats_failed vm={} error={}", LogValue(vm_id), LogValue(set.status().message()));
+      return;
+    }
+    e->stats_polling = true;
+  }
+  absl::StatusOr<nlohmann::json> info = (*qmp)->Execute("query-balloon", nullptr, kQmpTimeout);
+  if (!info.ok()) return;
+  BalloonReading r;
+  r.memory_mib = memory_mib;
+  r.actual_mib = info->value("actual", uint64_t{0}) >> 20;
+  absl::StatusOr<nlohmann::json> stats =
+      (*qmp)->Execute("qom-get", {{"path", path}, {"property", "guest-stats"}}, kQmpTimeout);
+  absl::Time now = clock_->Now();
+  if (stats.ok()) ParseGuestStats(*stats, now, 3 * options_.guest_stats_interval, &r);
+  BalloonDecision d = balloons_.Decide(vm_id, min_memory_mib, r, now);
+  if (d.target_mib) {
+    absl::Status sent = (*qmp)->Execute("balloon", {{"value", *d.target_mib << 20}}, kQmpTimeout).status();
+    if (!sent.ok()) {
+      balloons_.Forget(vm_id);  // sent again next time
+      spdlog::warn("vm.balloon_failed vm={} error={}", LogValue(vm_id), LogValue(sent.message()));
+    } else {
+      spdlog::info("vm.balloon vm={} target_mib={} actual_mib={} available_mib={} reason={}", LogValue(vm_id),
+                   *d.target_mib, r.actual_mib, r.has_stats ? absl::StrCat(r.available_mib) : "unknown", d.reason);
+    }
+  }
+  absl::MutexLock l(&mu_);
+  e->balloon_actual_mib = r.actual_mib;
+  e->balloon_target_mib = balloons_.TargetMib(vm_id).value_or(0);
+}
+
+void VmManager::BalloonLoop() {
+  absl::MutexLock l(&mu_);
+  while (!stopping_) {
+    stop_cv_.WaitWithTimeout(&mu_, options_.balloon_interval);
+    if (stopping_) break;
+    mu_.Unlock();
+    RunBalloonsOnce();
+    mu_.Lock();
+  }
 }
 
 void VmManager::RunOnce() {

@@ -26,6 +26,7 @@
 #include "common/ids.h"
 #include "common/process.h"
 #include "host_agent/guest_readiness.h"
+#include "host_agent/balloon_controller.h"
 #include "host_agent/image_catalog.h"
 #include "host_agent/migration_channel.h"
 #include "host_agent/node_probe.h"
@@ -85,6 +86,12 @@ class VmManager {
     absl::Duration identity_timeout = absl::Seconds(20);         // a clone's guest taking its identity
     // A template that could not be made is not tried again for this long (its creates boot).
     absl::Duration template_retry_interval = absl::Minutes(10);
+    // The balloon controller (host_agent/balloon_controller.h): this often, every running
+    // guest's statistics are read and its balloon set. Zero: off (balloons move only by
+    // SetBalloon).
+    absl::Duration balloon_interval = absl::ZeroDuration();
+    absl::Duration guest_stats_interval = absl::Seconds(1);  // how often guests report them
+    BalloonPolicy balloon_policy;
   };
   struct Deps {
     VmStore* store = nullptr;
@@ -130,7 +137,8 @@ class VmManager {
   uint64_t WaitForChange(uint64_t version, absl::Duration timeout);
 
   // The balloon's size in MiB. FAILED_PRECONDITION unless running; INVALID_ARGUMENT for a
-  // target below 16 MiB or above the VM's memory.
+  // target below 16 MiB or above the VM's memory. A VM whose balloon was set by hand is left
+  // alone by the balloon controller from then on (a target of its whole memory hands it back).
   absl::StatusOr<uint64_t> SetBalloon(const std::string& vm_id, uint64_t target_mib) {
     uint64_t memory_mib;
     return Balloon(vm_id, target_mib, &memory_mib);
@@ -157,6 +165,12 @@ class VmManager {
   absl::StatusOr<ppn::host::v1::VmInstance> UpdateVmNetwork(const std::string& vm_id,
                                                             const ppn::types::v1::EgressPolicy& egress);
 
+  // Gives the running guest `memory_mib` (between its memory_mib and max_memory_mib) by
+  // plugging or unplugging virtio-mem memory; returns at once (the guest moves in blocks:
+  // VmInstance.memory says where it is). NOT_FOUND if absent; FAILED_PRECONDITION unless it
+  // runs or if it was created without max_memory_mib; INVALID_ARGUMENT outside its range.
+  absl::StatusOr<ppn::host::v1::VmInstance> ResizeVm(const std::string& vm_id, uint64_t memory_mib);
+
   // Continues a VM whose QEMU is paused here (a copy left by a completed outgoing migration
   // the target never took over) → RUNNING. NOT_FOUND if absent; FAILED_PRECONDITION if it is
   // not paused or is a migration target.
@@ -165,6 +179,10 @@ class VmManager {
   // One monitor pass: notices dead processes, settles incoming migrations and removes targets
   // past their ready deadline.
   void RunOnce();
+  // One balloon controller pass: reads every running guest's balloon and statistics (turning
+  // the guest's statistics on first) and sends the targets BalloonController decides. VMs busy
+  // with another operation are skipped this time.
+  void RunBalloonsOnce();
 
   // Time from the last Spawn call's entry to QEMU's exec (the agent's own overhead).
   absl::Duration LastSpawnOverheadForTest() {
@@ -191,6 +209,11 @@ class VmManager {
     absl::Time ready_deadline = absl::InfiniteFuture();  // incoming only
     std::optional<VmLink> link;                          // its network, when isolated
     std::string migration_source;                        // incoming only: the node that may send it
+    uint64_t balloon_actual_mib = 0;                     // query-balloon's last answer (0: not read)
+    uint64_t balloon_target_mib = 0;                     // last target sent (0: none)
+    uint64_t size_mib = 0;                               // with virtio-mem: as ResizeVm last set it
+    bool balloon_by_hand = false;                        // SetBalloon was called: the controller keeps off
+    bool stats_polling = false;                          // guest statistics turned on (with `op` held)
   };
   // What Spawn and PrepareIncoming share.
   struct CreateRequest {
@@ -273,6 +296,12 @@ class VmManager {
   void MarkReadyLocked(Entry* e, absl::Time ready, const std::string& why, const std::string& state_message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReadinessLoop();
+  void BalloonLoop();
+  // With `e->op` and `balloon_mu_` held: one guest's reading, decision and target.
+  void BalloonOne(Entry* e);
+  // Sum over running VMs of memory the balloon holds, in MiB.
+  uint64_t ReclaimedMibLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static ppn::types::v1::MemoryStatus MemoryOf(const Entry& e);  // with mu_ held
 
   const Options options_;
   const ImageCatalog catalog_;
@@ -294,6 +323,10 @@ class VmManager {
 
   bool kvm_usable_ = false;
   ppn::types::v1::NodeCapabilities capabilities_;
+  std::string cgroup_reason_;  // why VMs run without a cgroup v2 of their own ("" when they have one)
+
+  absl::Mutex balloon_mu_;  // one balloon pass at a time
+  BalloonController balloons_ ABSL_GUARDED_BY(balloon_mu_);
 
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> vms_ ABSL_GUARDED_BY(mu_);
@@ -312,6 +345,7 @@ class VmManager {
   std::thread readiness_;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::CondVar changed_cv_;
+  std::thread balloon_thread_;
 };
 
 }  // namespace ppn::host

@@ -29,6 +29,7 @@ absl::Status VmRuntime::Start(const Launch& l, std::shared_ptr<Process>* process
   launch.vm_dir = files_.Dir(l.vm_id);
   launch.vcpus = l.spec.vcpus();
   launch.memory_mib = l.spec.memory_mib();
+  launch.max_memory_mib = l.spec.max_memory_mib();
   launch.kvm = l.kvm;
   launch.image = l.image;
   launch.forwards = l.forwards;

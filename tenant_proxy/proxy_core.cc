@@ -94,6 +94,7 @@ Vm TenantView(const VmRecord& r) {
   *vm.mutable_private_nics() = r.private_nics();
   if (r.has_ready_time()) *vm.mutable_ready_time() = r.ready_time();
   if (r.has_boot_duration()) *vm.mutable_boot_duration() = r.boot_duration();
+  if (r.has_memory()) *vm.mutable_memory() = r.memory();
   return vm;
 }
 

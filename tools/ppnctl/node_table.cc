@@ -74,8 +74,8 @@ std::string LastHandshake(const Node& node, absl::Time now) {
 std::string RenderNodes(const ppn::fleet::v1::ListNodesResponse& nodes, absl::Time now, bool wide) {
   std::vector<std::vector<std::string>> rows;
   // Name first, then state and address, as kubectl and incus print them.
-  std::vector<std::string> header = {"NAME",       "STATE", "ADDRESS",      "KVM",    "CPUS",
-                                     "MEMORY_MIB", "VMS",   "MESH_ADDRESS", "TUNNEL", "HANDSHAKE"};
+  std::vector<std::string> header = {"NAME",          "STATE", "ADDRESS",      "KVM",    "CPUS",     "MEMORY_MIB",
+                                     "RECLAIMED_MIB", "VMS",   "MESH_ADDRESS", "TUNNEL", "HANDSHAKE"};
   if (wide) header.insert(header.end(), {"BACKEND", "LAST_HEARTBEAT"});
   rows.push_back(header);
   std::vector<std::string> notes;
@@ -93,6 +93,7 @@ std::string RenderNodes(const ppn::fleet::v1::ListNodesResponse& nodes, absl::Ti
                                         : Short(ppn::types::v1::KvmSupport_Name(n.kvm()), "KVM_SUPPORT_"),
                                     absl::StrCat(n.cpus()),
                                     absl::StrCat(n.available_memory_mib(), "/", n.total_memory_mib()),
+                                    absl::StrCat(n.reclaimed_memory_mib()),
                                     absl::StrCat(n.vm_count()),
                                     n.has_mesh() && !n.mesh().mesh_address().empty() ? n.mesh().mesh_address() : "-",
                                     TunnelState(n),

@@ -17,6 +17,7 @@ ppn::fleet::v1::ListNodesResponse Pool() {
   cloud->set_cpus(2);
   cloud->set_total_memory_mib(3072);
   cloud->set_available_memory_mib(2560);
+  cloud->set_reclaimed_memory_mib(384);
   cloud->mutable_last_heartbeat_time()->set_seconds(kNow - 1);
   ppn::types::v1::MeshStatus* m = cloud->mutable_mesh();
   m->set_mesh_address("10.8.0.1");
@@ -49,12 +50,17 @@ ppn::fleet::v1::ListNodesResponse Pool() {
   return r;
 }
 
-TEST_CASE("node list shows each node's mesh address, tunnel state and latest handshake", "[ppnctl][golden]") {
+TEST_CASE("node list shows each node's mesh address, tunnel state, latest handshake and reclaimed memory",
+          "[ppnctl][golden]") {
   CHECK(RenderNodes(Pool(), absl::FromUnixSeconds(kNow), false) ==
-        "NAME      STATE        ADDRESS         KVM        CPUS  MEMORY_MIB  VMS  MESH_ADDRESS  TUNNEL  HANDSHAKE\n"
-        "cloud     ALIVE        10.8.0.1:7110   NONE       2     2560/3072   0    10.8.0.1      up      4s ago\n"
-        "laptop-b  UNREACHABLE  10.8.0.3:7110   SIMULATED  0     0/0         0    10.8.0.3      down    never\n"
-        "laptop-c  JOINING      127.0.0.1:7112  -          0     0/0         0    -             none    -\n"
+        "NAME      STATE        ADDRESS         KVM        CPUS  MEMORY_MIB  RECLAIMED_MIB  VMS  MESH_ADDRESS  TUNNEL  "
+        "HANDSHAKE\n"
+        "cloud     ALIVE        10.8.0.1:7110   NONE       2     2560/3072   384            0    10.8.0.1      up      "
+        "4s ago\n"
+        "laptop-b  UNREACHABLE  10.8.0.3:7110   SIMULATED  0     0/0         0              0    10.8.0.3      down    "
+        "never\n"
+        "laptop-c  JOINING      127.0.0.1:7112  -          0     0/0         0              0    -             none    "
+        "-\n"
         "\n"
         "laptop-b: mesh: this node was revoked from the mesh: it has no peers\n"
         "laptop-b: warning: no network isolation (--network=user)\n");

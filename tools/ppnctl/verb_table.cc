@@ -111,7 +111,7 @@ bool PrintSignedNote(const google::protobuf::Message& m, const Settings& setting
 }
 
 // A tenant's VM (vm create, get, egress) prints as a one-row table (vm_table.h), then its
-// egress policy and its traffic in words; JSON and YAML print the response whole.
+// memory, its egress policy and its traffic in words; JSON and YAML print the response whole.
 bool PrintVm(const google::protobuf::Message& m, const Settings& settings) {
   absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
   if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return false;
@@ -123,6 +123,7 @@ bool PrintVm(const google::protobuf::Message& m, const Settings& settings) {
   ppn::tenancy::v1::ListVmsResponse one;
   if (!one.add_vms()->ParseFromString(m.GetReflection()->GetMessage(m, field).SerializeAsString())) return false;
   std::fputs(RenderVms(one, absl::Now(), *format == Format::kWide).c_str(), stdout);
+  std::fputs(DescribeMemory(one.vms(0)).c_str(), stdout);
   std::fputs(DescribeNetwork(one.vms(0)).c_str(), stdout);
   std::fflush(stdout);
   return true;

@@ -125,4 +125,12 @@ std::string RenderVms(const ppn::tenancy::v1::ListVmsResponse& vms, absl::Time n
   return out;
 }
 
+std::string DescribeMemory(const ppn::tenancy::v1::Vm& vm) {
+  if (!vm.has_memory() || vm.memory().max_mib() == 0) return absl::StrCat("memory: ", vm.spec().memory_mib(), " MiB\n");
+  const ppn::types::v1::MemoryStatus& m = vm.memory();
+  return absl::StrCat("memory: ", m.actual_mib(), " MiB now, balloon target ",
+                      m.balloon_target_mib() == 0 ? "none" : absl::StrCat(m.balloon_target_mib(), " MiB"), ", maximum ",
+                      m.max_mib(), " MiB\n");
+}
+
 }  // namespace ppn::ppnctl

@@ -26,6 +26,10 @@ std::string ShortAge(absl::Time then, absl::Time now);
 // pin, the state's message and the VM_ID.
 std::string RenderFleetVms(const ppn::fleet::v1::ListVmsResponse& vms, absl::Time now, bool wide);
 
+// `vm get`'s memory line: "memory: 160 MiB now, balloon target 160 MiB, maximum 512 MiB\n";
+// without a reading from its node, its size ("memory: 512 MiB\n").
+std::string DescribeMemory(const ppn::tenancy::v1::Vm& vm);
+
 // The table, with a line "more: --page_token=..." when the list goes on (never an empty one).
 std::string RenderVms(const ppn::tenancy::v1::ListVmsResponse& vms, absl::Time now, bool wide);
 

@@ -131,5 +131,17 @@ TEST_CASE("the operator's wide list adds size image pin message and the VM_ID", 
         "-                          vm-0190a1b2c3d4e5f6a7d\n");
 }
 
+TEST_CASE("vm get says what memory the guest has now, its balloon target and its maximum", "[ppnctl][vm_table]") {
+  ppn::tenancy::v1::Vm vm = Vms().vms(0);
+  CHECK(DescribeMemory(vm) == "memory: 128 MiB\n");
+  vm.mutable_memory()->set_actual_mib(96);
+  vm.mutable_memory()->set_balloon_target_mib(96);
+  vm.mutable_memory()->set_max_mib(128);
+  CHECK(DescribeMemory(vm) == "memory: 96 MiB now, balloon target 96 MiB, maximum 128 MiB\n");
+  vm.mutable_memory()->set_balloon_target_mib(0);
+  vm.mutable_memory()->set_actual_mib(128);
+  CHECK(DescribeMemory(vm) == "memory: 128 MiB now, balloon target none, maximum 128 MiB\n");
+}
+
 }  // namespace
 }  // namespace ppn::ppnctl
