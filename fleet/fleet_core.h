@@ -118,7 +118,6 @@ class FleetCore {
   // (FAILED, LOST, STOPPED, DESTROYED). NOT_FOUND as GetVm.
   absl::StatusOr<ppn::fleet::v1::VmRecord> WaitForReady(const Scope& scope, const std::string& vm_id,
                                                         absl::Time deadline);
-                                        const std::string& request_id, const std::string& chosen_id = "");
   // Every call below that takes a `vm_id` takes the VM's name (VmRecord.name) as well: the id
   // first, then the name among the scope's VMs (the one that exists, else the latest
   // destroyed). NOT_FOUND "vm X not found" if absent or outside the scope, with the same words

@@ -54,6 +54,12 @@ TEST_CASE("a tenant-chosen id names the VM within its tenant while its vm_id sta
     CHECK(f.Ledger({"who", "name"}).back() == "vm.destroy " + web.vm_id() + " who=tenant name=web");
   }
 
+  SECTION("the name is in the durable record: a restarted fleet resolves it") {
+    f.Open();
+    CHECK(f.core->GetVm(Scope{"acme"}, "web")->vm_id() == web.vm_id());
+    CHECK(f.core->GetVm(Scope{"globex"}, "web").status().code() == absl::StatusCode::kNotFound);
+  }
+
   SECTION("the name is unique among the tenant's VMs that exist, and free again once destroyed") {
     auto again = f.core->CreateVm("acme", Spec("other"), "", "web");
     CHECK(again.status().code() == absl::StatusCode::kAlreadyExists);

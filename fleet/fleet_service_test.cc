@@ -171,6 +171,51 @@ TEST_CASE("WatchVm of another tenant's VM is NOT_FOUND and a cancelled watch end
   }
 }
 
+TEST_CASE("WatchVm by a name follows that VM to its end, not a later VM given the same name", "[fleet][watch][names]") {
+  Stack s;
+  auto proxy = s.Stub("tenant-proxy");
+  CreateVmRequest web = Create("web");
+  web.set_vm_id("web");
+  CreateVmResponse first;
+  {
+    grpc::ClientContext ctx;
+    AsTenant(&ctx, "acme");
+    REQUIRE(proxy->CreateVm(&ctx, web, &first).ok());
+  }
+  WatchVmRequest req;
+  req.set_vm_id("web");
+  grpc::ClientContext ctx;
+  AsTenant(&ctx, "acme");
+  auto stream = proxy->WatchVm(&ctx, req);
+  WatchVmResponse msg;
+  REQUIRE(stream->Read(&msg));
+  CHECK(msg.vm().vm_id() == first.vm().vm_id());
+  CHECK(msg.vm().name() == "web");
+  {
+    // Another tenant watching the same name sees nothing of acme's.
+    grpc::ClientContext other;
+    AsTenant(&other, "globex");
+    auto theirs = proxy->WatchVm(&other, req);
+    WatchVmResponse none;
+    CHECK_FALSE(theirs->Read(&none));
+    grpc::Status st = theirs->Finish();
+    CHECK(st.error_code() == grpc::StatusCode::NOT_FOUND);
+    CHECK(st.error_message() == "vm web not found");
+  }
+  REQUIRE(s.core.DestroyVm(Scope{"acme"}, "web", Actor::Tenant()).ok());
+  CreateVmResponse second;
+  {
+    grpc::ClientContext create;
+    AsTenant(&create, "acme");
+    REQUIRE(proxy->CreateVm(&create, web, &second).ok());  // the name is free again
+  }
+  std::string last_id;
+  while (stream->Read(&msg)) last_id = msg.vm().vm_id();
+  CHECK(stream->Finish().ok());  // ended with the destroyed VM's last state
+  CHECK(last_id == first.vm().vm_id());
+  CHECK(second.vm().vm_id() != first.vm().vm_id());
+}
+
 TEST_CASE("a fleet shutting down with WatchVm streams open ends them and stops", "[fleet][watch]") {
   auto s = std::make_unique<Stack>();
   auto proxy = s->Stub("tenant-proxy");

@@ -285,6 +285,8 @@ absl::StatusOr<Vm> ProxyCore::DestroyVm(const Tenant& tenant, const std::string&
   audit.vm_id = *id;
   PPN_RETURN_IF_ERROR(RecordIntent(audit));
   absl::StatusOr<VmRecord> destroyed = deps_.fleet->DestroyVm(tenant.tenant_id, VmId(*id));
+  // The tenant may have named the VM by the id it chose: the outcome says which VM that was.
+  if (destroyed.ok()) audit.attributes["resolved_vm_id"] = destroyed->vm_id();
   PPN_RETURN_IF_ERROR(Finish(audit, destroyed.status()));
   spdlog::info("tenant.vm.destroyed tenant={} vm={} token_id={}", LogValue(tid), audit.vm_id, audit.token_id);
   return TenantView(*destroyed);

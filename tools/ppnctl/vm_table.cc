@@ -1,6 +1,7 @@
 #include "tools/ppnctl/vm_table.h"
 
 #include <algorithm>
+#include <map>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -41,6 +42,12 @@ std::string Table(const std::vector<std::vector<std::string>>& rows) {
 }
 
 std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+// "env=ci,team=web" in key order (what --filter=labels.KEY=VALUE selects), or "-".
+std::string Labels(const ppn::types::v1::VmSpec& spec) {
+  std::map<std::string, std::string> sorted(spec.labels().begin(), spec.labels().end());
+  return sorted.empty() ? "-" : absl::StrJoin(sorted, ",", absl::PairFormatter("="));
+}
 
 }  // namespace
 
@@ -101,7 +108,8 @@ std::string RenderVms(const ppn::tenancy::v1::ListVmsResponse& vms, absl::Time n
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header = {"NAME", "STATE", "AGE", "ADDRESS"};
   if (wide) {
-    header.insert(header.end(), {"VCPUS", "MEMORY_MIB", "IMAGE", "DISPLAY_NAME", "EXPIRES", "MESSAGE", "VM_ID"});
+    header.insert(header.end(),
+                  {"VCPUS", "MEMORY_MIB", "IMAGE", "DISPLAY_NAME", "EXPIRES", "MESSAGE", "VM_ID", "LABELS"});
   }
   rows.push_back(header);
   for (const Vm& vm : vms.vms()) {
@@ -114,9 +122,9 @@ std::string RenderVms(const ppn::tenancy::v1::ListVmsResponse& vms, absl::Time n
         absl::Time at = FromProto(vm.expire_time());
         expires = at <= now ? "now" : absl::StrCat("in ", ShortAge(now, at));
       }
-      row.insert(row.end(),
-                 {absl::StrCat(vm.spec().vcpus()), absl::StrCat(vm.spec().memory_mib()), OrDash(vm.spec().image()),
-                  OrDash(vm.spec().display_name()), expires, OrDash(vm.state_message()), OrDash(vm.vm_id())});
+      row.insert(row.end(), {absl::StrCat(vm.spec().vcpus()), absl::StrCat(vm.spec().memory_mib()),
+                             OrDash(vm.spec().image()), OrDash(vm.spec().display_name()), expires,
+                             OrDash(vm.state_message()), OrDash(vm.vm_id()), Labels(vm.spec())});
     }
     rows.push_back(std::move(row));
   }

@@ -3,8 +3,8 @@
 // How `ppnctl vm list` and `vm get` print a tenant's VMs for people: NAME (what get and destroy
 // take), STATE without its enum prefix (RUNNING), AGE, and ADDRESS, each forwarded port as
 // "127.0.0.1:20300→80/tcp" (the public address when the relay gives one); `-o wide` adds the
-// size, image, display name, expiry, the state's message and the generated VM_ID (NAME holds
-// the id the tenant chose, when it chose one). JSON and YAML print the response
+// size, image, display name, expiry, the state's message, the generated VM_ID (NAME holds the
+// id the tenant chose, when it chose one) and the LABELS. JSON and YAML print the response
 // whole instead (output.h). Pure.
 
 #include <string>

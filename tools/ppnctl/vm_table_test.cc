@@ -19,6 +19,8 @@ ppn::tenancy::v1::ListVmsResponse Vms() {
   web->mutable_spec()->set_memory_mib(128);
   web->mutable_spec()->set_image("ppn-test-guest");
   web->mutable_spec()->set_display_name("web");
+  (*web->mutable_spec()->mutable_labels())["team"] = "web";
+  (*web->mutable_spec()->mutable_labels())["env"] = "ci";
   ppn::types::v1::ForwardedPort* http = web->add_forwarded_ports();
   http->set_guest_port(80);
   http->set_protocol(ppn::types::v1::PROTOCOL_TCP);
@@ -46,15 +48,15 @@ TEST_CASE("vm list prints name state age and address with the enum prefix droppe
         "vms/4f2a9c  PENDING  7s   -\n");
 }
 
-TEST_CASE("vm list -o wide adds size image display name expiry and message", "[ppnctl][vm_table]") {
+TEST_CASE("vm list -o wide adds size image display name expiry message id and labels", "[ppnctl][vm_table]") {
   CHECK(
       RenderVms(Vms(), absl::FromUnixSeconds(kNow), true) ==
       "NAME        STATE    AGE  ADDRESS                                           VCPUS  MEMORY_MIB  IMAGE           "
-      "DISPLAY_NAME  EXPIRES  MESSAGE  VM_ID\n"
+      "DISPLAY_NAME  EXPIRES  MESSAGE  VM_ID                   LABELS\n"
       "vms/web     RUNNING  5m   127.0.0.1:20300→80/tcp, 203.0.113.5:30001→53/udp  1      128         ppn-test-guest  "
-      "web           in 3h    -        vm-0190a1b2c3d4e5f6a7b\n"
+      "web           in 3h    -        vm-0190a1b2c3d4e5f6a7b  env=ci,team=web\n"
       "vms/4f2a9c  PENDING  7s   -                                                 0      0           -               "
-      "-             -        placing  -\n");
+      "-             -        placing  -                       -\n");
 }
 
 TEST_CASE("vm get prints its one VM as a one-row table", "[ppnctl][vm_table]") {
