@@ -345,5 +345,22 @@ TEST_CASE("a node's tunnel and warnings are shown as its latest heartbeat says",
   CHECK(node().warnings().empty());
 }
 
+TEST_CASE("a node's reclaimed memory is shown and three quarters of it places VMs", "[fleet][balloon]") {
+  CoreFixture f;
+  ppn::host::v1::Heartbeat hb = Beat("a", 200);
+  hb.set_reclaimed_memory_mib(400);  // idle guests' balloons took this back
+  ppn::host::v1::VmInstance vm = Running("vm-idle", "acme");
+  vm.mutable_memory()->set_actual_mib(112);
+  vm.mutable_memory()->set_balloon_target_mib(112);
+  vm.mutable_memory()->set_max_mib(512);
+  f.Nodes({With(hb, {vm})});
+  CHECK(f.core->ListNodes().at(0).reclaimed_memory_mib() == 400);
+  // 200 available + 300 of the reclaimed 400: a VM of 500 MiB fits, one of 501 does not.
+  CHECK(f.core->CreateVm("acme", Spec("big", 501), "").status().code() == absl::StatusCode::kResourceExhausted);
+  auto r = f.core->CreateVm("acme", Spec("fits", 500), "");
+  INFO(r.status().message());
+  CHECK(r.ok());
+}
+
 }  // namespace
 }  // namespace ppn::fleet

@@ -94,7 +94,9 @@ BalloonDecision BalloonController::Decide(const std::string& vm_id, uint64_t min
                           static_cast<uint64_t>(static_cast<double>(full) * policy_.low_available_fraction));
   if (r.available_mib < low) pressure = "low-available";
   const uint64_t used = r.actual_mib > r.available_mib ? r.actual_mib - r.available_mib : 0;
+  bool grew = false;  // use grew since the last sample at rest: not the time to take memory
   if (at_rest && h.has_used && r.stats_time > h.used_time) {
+    grew = used >= h.used_mib + policy_.min_change_mib;
     // Growth of use (its size minus what is available) between two samples at one size.
     double seconds = absl::ToDoubleSeconds(r.stats_time - h.used_time);
     double growth = used > h.used_mib ? static_cast<double>(used - h.used_mib) / seconds : 0;
@@ -138,6 +140,7 @@ BalloonDecision BalloonController::Decide(const std::string& vm_id, uint64_t min
   // Idle memory: inflate, one step at a time, once the balloon reached its last target.
   if (now - h.last_pressure < policy_.quiet_after_pressure) return {std::nullopt, "quiet", false};
   if (!at_rest) return {std::nullopt, "moving", false};
+  if (grew) return {std::nullopt, "busy", false};
   if (r.available_mib <= headroom + policy_.min_change_mib) return {};
   uint64_t floor = FloorMib(full, min_memory_mib);
   uint64_t take = std::min(r.available_mib - headroom, policy_.max_inflate_step_mib);

@@ -45,11 +45,11 @@ struct BalloonPolicy {
   uint64_t headroom_mib = 96;
   double headroom_fraction = 0.15;
   // Below this much available (the larger of the two) the balloon deflates fully, at once.
-  uint64_t low_available_mib = 48;
+  uint64_t low_available_mib = 64;
   double low_available_fraction = 0.08;
   // A guest whose use (its memory minus what is available) grows so fast that it would fall
   // below the low mark within this long is deflated now, not one poll too late.
-  absl::Duration growth_horizon = absl::Seconds(2);
+  absl::Duration growth_horizon = absl::Seconds(3);
   // Major faults per second above which the balloon deflates fully (the guest is thrashing).
   double max_major_faults_per_second = 100;
   // Changes smaller than this are not worth a QMP command (and would make the balloon hunt).

@@ -203,16 +203,39 @@ TEST_CASE("a guest whose use grows fast is deflated before its available memory 
   BalloonDecision d = c.Decide("vm-1", 0, Reading(256, 480, t - absl::Seconds(1)), t);
   CHECK_FALSE(d.pressure);
   t += absl::Seconds(1);
-  d = c.Decide("vm-1", 0, Reading(256, 100, t), t);  // at rest, neither idle nor short
+  d = c.Decide("vm-1", 0, Reading(256, 110, t), t);  // at rest, neither idle nor short
   CHECK_FALSE(d.pressure);
   CHECK_FALSE(d.target_mib);
   t += absl::Seconds(1);
-  // Use grew by 40 MiB in a second: the 60 MiB available would be below the low mark (48)
-  // within the 2 s horizon.
-  d = c.Decide("vm-1", 0, Reading(256, 60, t), t);
+  // Use grew by 20 MiB in a second: the 90 MiB available would be below the low mark (64)
+  // within the 3 s horizon.
+  d = c.Decide("vm-1", 0, Reading(256, 90, t), t);
   REQUIRE(d.target_mib);
   CHECK(*d.target_mib == 512);
   CHECK(d.reason == "growing");
+}
+
+}  // namespace
+}  // namespace ppn::host
+
+namespace ppn::host {
+namespace {
+
+TEST_CASE("a guest whose use is growing is not inflated even with memory to spare", "[balloon]") {
+  BalloonController c;
+  absl::Time t = kStart;
+  // (Its floor at first is all of it, so the first sample only sets the baseline.)
+  CHECK_FALSE(c.Decide("vm-1", 512, Reading(512, 300, t), t).target_mib);
+  t += absl::Seconds(1);
+  // Use grew by 20 MiB in a second: not pressure (280 MiB are available), but no time to take any.
+  BalloonDecision d = c.Decide("vm-1", 0, Reading(512, 280, t), t);
+  CHECK_FALSE(d.target_mib);
+  CHECK_FALSE(d.pressure);
+  CHECK(d.reason == "busy");
+  t += absl::Seconds(1);
+  // Steady again: the idle memory beyond the headroom goes.
+  d = c.Decide("vm-1", 0, Reading(512, 280, t), t);
+  CHECK(d.target_mib == uint64_t{512 - (280 - 96)});
 }
 
 }  // namespace

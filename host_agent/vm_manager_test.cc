@@ -277,3 +277,47 @@ TEST_CASE("a VM whose QEMU dies is reported FAILED", "[host_agent][vm_manager]")
 
 }  // namespace
 }  // namespace ppn::host
+
+namespace ppn::host {
+namespace {
+
+TEST_CASE("a balloon's memory shows in the heartbeat as the VM's and as the node's reclaimed memory",
+          "[host_agent][vm_manager][balloon]") {
+  testing::Node node;
+  VmManager* m = node.Start();
+  REQUIRE(node.Spawn().ok());
+  CHECK(m->MakeHeartbeat().reclaimed_memory_mib() == 0);
+  REQUIRE(*m->SetBalloon(testing::kVm, 96) == 96);
+  ppn::host::v1::Heartbeat hb = m->MakeHeartbeat();
+  CHECK(hb.reclaimed_memory_mib() == 32);
+  REQUIRE(hb.vms_size() == 1);
+  CHECK(hb.vms(0).memory().actual_mib() == 96);
+  CHECK(hb.vms(0).memory().balloon_target_mib() == 96);
+  CHECK(hb.vms(0).memory().max_mib() == 128);
+  CHECK(hb.vms(0).memory().size_mib() == 0);  // no virtio-mem
+}
+
+TEST_CASE("a VM resizes only within memory_mib and max_memory_mib, and only with max_memory_mib",
+          "[host_agent][vm_manager][resize]") {
+  testing::Node node;
+  VmManager* m = node.Start();
+  CHECK(m->ResizeVm("vm-nowhere", 256).status().code() == absl::StatusCode::kNotFound);
+  REQUIRE(node.Spawn().ok());
+  absl::StatusOr<VmInstance> fixed = m->ResizeVm(testing::kVm, 256);
+  CHECK(fixed.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(fixed.status().message() == "vm vm-1 was created without max_memory_mib: it cannot change size while it runs");
+
+  VmSpec growable = testing::Spec(128);
+  growable.set_max_memory_mib(512);
+  REQUIRE(node.Spawn("vm-2", "acme", growable).ok());
+  CHECK(m->ResizeVm("vm-2", 514).status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(m->ResizeVm("vm-2", 64).status().code() == absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<VmInstance> odd = m->ResizeVm("vm-2", 129);
+  CHECK(odd.status().message() == "memory_mib must be 128-512 MiB (128 plus a multiple of 2)");
+  // It holds its maximum on the node, so that growing never finds the node full.
+  ppn::host::v1::Heartbeat hb = m->MakeHeartbeat();
+  CHECK(hb.total_memory_mib() - hb.safety_margin_mib() - hb.available_memory_mib() == 128 + 512);
+}
+
+}  // namespace
+}  // namespace ppn::host
