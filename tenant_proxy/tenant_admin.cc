@@ -132,6 +132,7 @@ absl::StatusOr<ppn::tenancy::v1::RotateTokenResponse> TenantAdmin::RotateToken(c
   }
   t->add_token_sha256(TokenHash(token));
   PPN_RETURN_IF_ERROR(CommitLocked(next));
+  resp.set_tenant_id(tenant_id);
   resp.set_token(token);
   resp.set_token_id(IdOf(TokenHash(token)));
   spdlog::info("tenant.token_rotated tenant={} token_id={} revoked={}", tenant_id, resp.token_id(),
