@@ -186,8 +186,19 @@ void FleetCore::RevokeNode(const std::string& node_id) {
   absl::MutexLock l(&mu_);
   NodeEntry* n = registry_.Node(node_id);
   if (n == nullptr) return;
+  std::map<std::string, ppn::types::v1::VmState> before;
+  for (const std::string& id : n->vm_ids) {
+    if (VmEntry* e = registry_.Vm(id)) before[id] = registry_.VisibleState(e->record());
+  }
   registry_.Revoke(node_id);
-  spdlog::warn("node.revoked node={}", node_id);
+  // Its VMs are unknown from now on (the tenant may destroy them; nothing is placed there).
+  for (const auto& [id, was] : before) {
+    VmEntry* e = registry_.Vm(id);
+    if (e != nullptr && was != registry_.VisibleState(e->record())) {
+      log_.StateChanged(e->record(), was, ppn::types::v1::VM_STATE_UNKNOWN, "its node was revoked");
+    }
+  }
+  spdlog::warn("node.revoked node={} vms={}", node_id, before.size());
   registry_.Changed();
 }
 

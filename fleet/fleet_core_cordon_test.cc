@@ -2,6 +2,8 @@
 // scheduler asks for), keeps what runs there, stays cordoned across a fleet restart, and each
 // change is one ledger entry.
 
+#include <algorithm>
+
 #include "catch2/catch.hpp"
 #include "fleet/fleet_core.h"
 #include "fleet/testing/core_fixture.h"
@@ -78,6 +80,31 @@ TEST_CASE("cordoning twice records once and a new reason replaces the old", "[fl
         std::vector<std::string>{"node.cordon a reason=drain", "node.cordon a reason=maintenance"});
   auto denied = f.core->CreateVm("acme", Spec("web"), "");
   CHECK(denied.status().code() == absl::StatusCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace ppn::fleet
+
+namespace ppn::fleet {
+namespace {
+
+TEST_CASE("a revoked node's VMs read UNKNOWN and the change is in the ledger", "[fleet][revoke]") {
+  testing::CoreFixture f;
+  f.Nodes({testing::Beat("a", 4000), testing::Beat("b", 4000)});
+  auto vm = f.core->CreateVm("acme", testing::Spec("web"), "");
+  REQUIRE(vm.ok());
+  const std::string node = vm->vm.node_id();
+  f.core->OnHeartbeat(testing::With(testing::Beat(node, 4000), {testing::Running(vm->vm.vm_id(), "acme")}));
+  REQUIRE(f.Get(vm->vm.vm_id()).state() == ppn::types::v1::VM_STATE_RUNNING);
+  f.core->RevokeNode(node);
+  ppn::fleet::v1::VmRecord seen = f.Get(vm->vm.vm_id());
+  CHECK(seen.state() == ppn::types::v1::VM_STATE_UNKNOWN);
+  CHECK(seen.state_message() == "node " + node + " was revoked");
+  // Its heartbeats change nothing any more.
+  f.core->OnHeartbeat(testing::With(testing::Beat(node, 4000), {testing::Running(vm->vm.vm_id(), "acme")}));
+  CHECK(f.Get(vm->vm.vm_id()).state() == ppn::types::v1::VM_STATE_UNKNOWN);
+  std::vector<std::string> ledger = f.Ledger({"reason"});
+  CHECK(std::count(ledger.begin(), ledger.end(), "vm.state " + vm->vm.vm_id() + " reason=its node was revoked") == 1);
 }
 
 }  // namespace

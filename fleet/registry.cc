@@ -327,7 +327,8 @@ std::vector<ppn::fleet::v1::Node> Registry::ListNodes() const {
 
 VmState Registry::VisibleState(const VmRecord& record) const {
   auto n = nodes_.find(record.node_id());
-  if (n != nodes_.end() && n->second.node.state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE &&
+  // A revoked node's word counts for nothing: what runs there is unknown, as on a lost node.
+  if (n != nodes_.end() && (n->second.node.state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE || n->second.revoked) &&
       record.state() != ppn::types::v1::VM_STATE_DESTROYED) {
     return ppn::types::v1::VM_STATE_UNKNOWN;
   }
@@ -348,7 +349,8 @@ VmRecord Registry::View(const VmRecord& record) const {
   }
   if (VisibleState(record) == ppn::types::v1::VM_STATE_UNKNOWN) {
     view.set_state(ppn::types::v1::VM_STATE_UNKNOWN);
-    view.set_state_message(absl::StrCat("node ", record.node_id(), " is unreachable"));
+    bool revoked = n != nodes_.end() && n->second.revoked;
+    view.set_state_message(absl::StrCat("node ", record.node_id(), revoked ? " was revoked" : " is unreachable"));
   }
   auto e = vms_.find(record.vm_id());
   if (!relay_address_.empty() && e != vms_.end()) {

@@ -96,9 +96,7 @@ int main(int argc, char** argv) {
       ppn::pairing::AdminCore::Create(options, absl::GetFlag(FLAGS_peers_db), append, ppn::OpenSslRandom::Get());
   if (!core.ok()) return Fail(std::string(core.status().message()));
   ppn::pairing::AdminService service(core->get());
-  ppn::RolePolicy policy(flags.mesh);
-  policy.AllowService("ppn.pairing.v1.PairingAdmin", {ppn::roles::kOperator});
-  policy.Allow("/ppn.pairing.v1.PairingAdmin/RevokeNode", {ppn::roles::kOperator, ppn::roles::kPairingAdmin});
+  ppn::RolePolicy policy = ppn::pairing::PairingAdminRolePolicy(flags.mesh);
   absl::StatusOr<ppn::Revocations> revocations = ppn::OpenRevocations(
       absl::GetFlag(FLAGS_peers_db) + ".revoked.json", flags.mesh, absl::GetFlag(FLAGS_ledger), flags.tls);
   if (!revocations.ok()) return Fail(std::string(revocations.status().message()));

@@ -8,6 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "catch2/catch.hpp"
 #include "common/random.h"
+#include "common/tls_credentials.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
 #include "grpcpp/security/tls_credentials_options.h"
@@ -17,6 +18,7 @@
 #include "pairing/wireguard.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/harness/temp_dir.h"
+#include "tests/harness/test_pki.h"
 
 namespace ppn::pairing {
 namespace {
@@ -411,6 +413,46 @@ TEST_CASE("revoking a node appends node.revoke once and its name can never join 
     REQUIRE(admin.core->Approve(joiner.address(), joiner.code).ok());
   }
   CHECK(admin.core->Peers().size() == 2);
+}
+
+}  // namespace
+}  // namespace ppn::pairing
+
+namespace ppn::pairing {
+namespace {
+
+TEST_CASE("RevokeNode over mTLS answers the operator with the entry and refuses a node's certificate",
+          "[pairing][revoke]") {
+  ppn::testing::TestPki pki("ppn.test");
+  Admin admin;
+  {
+    Joiner joiner;
+    REQUIRE(admin.core->Approve(joiner.address(), joiner.code).ok());
+  }
+  AdminService service(admin.core.get());
+  StartedServer server = *StartMeshServer("127.0.0.1:0", pki.Issue("pairing-admin", "admin"),
+                                          PairingAdminRolePolicy("ppn.test"), {&service});
+  auto call = [&](const std::string& role, const std::string& name, RevokeNodeResponse* out) {
+    auto stub = PairingAdmin::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(server.port), MtlsChannelCredentials(pki.Issue(role, name))));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    RevokeNodeRequest req;
+    req.set_node_name("laptop-c");
+    req.set_reason("laptop stolen");
+    return stub->RevokeNode(&ctx, req, out);
+  };
+  RevokeNodeResponse resp;
+  CHECK(call("host", "laptop-d", &resp).error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  CHECK(call("fleet", "fleet", &resp).error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  REQUIRE(admin.ledger.size() == 1);
+  grpc::Status s = call("operator", "alice", &resp);
+  INFO(s.error_message());
+  REQUIRE(s.ok());
+  CHECK(resp.spiffe_id() == "spiffe://ppn.test/host/laptop-c");
+  REQUIRE(admin.ledger.size() == 2);
+  CHECK(admin.ledger[1].attributes().at("actor") == "spiffe://ppn.test/operator/alice");
+  server.server->Shutdown();
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "common/files.h"
 #include "common/grpc_status.h"
 #include "common/peer_identity.h"
+#include "common/roles.h"
 #include "common/rpc_log.h"
 #include "common/status_macros.h"
 #include "grpcpp/security/auth_metadata_processor.h"
@@ -66,6 +67,13 @@ grpc::Status AdminService::RevokeNode(grpc::ServerContext* context, const v1::Re
   if (!resp.ok()) return RpcFailed("RevokeNode", resp.status(), {{"node", r->node_name()}});
   *out = *resp;
   return grpc::Status::OK;
+}
+
+RolePolicy PairingAdminRolePolicy(const std::string& mesh) {
+  RolePolicy policy(mesh);
+  policy.AllowService("ppn.pairing.v1.PairingAdmin", {roles::kOperator});
+  policy.Allow("/ppn.pairing.v1.PairingAdmin/RevokeNode", {roles::kOperator, roles::kPairingAdmin});
+  return policy;
 }
 
 absl::StatusOr<x509::Identity> EphemeralTlsIdentity(const std::string& node_name) {

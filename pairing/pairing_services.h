@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/grpc_server.h"
+#include "common/role_policy.h"
 #include "common/x509.h"
 #include "pairing/admin.h"
 #include "pairing/joiner.h"
@@ -34,6 +35,10 @@ class AdminService final : public ppn::pairing::v1::PairingAdmin::Service {
  private:
   AdminCore* const core_;
 };
+
+// PairingAdmin for the operator; RevokeNode also for the pairing-admin role (the founding
+// node's own tools).
+RolePolicy PairingAdminRolePolicy(const std::string& mesh);
 
 // A throw-away self-signed certificate for the joiner's TLS listener.
 absl::StatusOr<x509::Identity> EphemeralTlsIdentity(const std::string& node_name);

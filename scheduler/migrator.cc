@@ -103,6 +103,10 @@ absl::StatusOr<MigrationProgress> Migrator::Migrate(const MigrationRequest& requ
     if (it->second.state() == ppn::fleet::v1::NODE_STATE_REVOKED) {
       return absl::FailedPreconditionError(absl::StrCat("node ", target.value(), " is revoked"));
     }
+    if (it->second.cordoned()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node ", target.value(), " is cordoned; uncordon it first to move a VM there"));
+    }
     if (it->second.state() != ppn::fleet::v1::NODE_STATE_ALIVE) {
       return absl::UnavailableError(absl::StrCat("node ", target.value(), " is not alive"));
     }

@@ -127,6 +127,22 @@ TEST_CASE("drain cordons the node before it plans so nothing moves back and a dr
   CHECK(w.fleet.Vm("vm-1").node_id() == "laptop-c");
 }
 
+TEST_CASE("a migration to a cordoned node is refused before anything moves", "[scheduler][core][cordon]") {
+  World w;
+  w.Run("vm-1", "laptop-a");
+  REQUIRE(w.fleet.CordonNode(NodeId("laptop-b"), "maintenance").ok());
+  MigrationRequest to_b;
+  to_b.vm = VmId("vm-1");
+  to_b.target = NodeId("laptop-b");
+  absl::StatusOr<MigrationProgress> refused = w.core.Migrate(to_b, w.Collect());
+  CHECK(refused.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(refused.status().message() == "node laptop-b is cordoned; uncordon it first to move a VM there");
+  MigrationRequest anywhere;
+  anywhere.vm = VmId("vm-1");
+  CHECK(w.core.Migrate(anywhere, w.Collect()).status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK(w.fleet.Vm("vm-1").node_id() == "laptop-a");
+}
+
 TEST_CASE("drain refuses an empty or unknown node", "[scheduler][core]") {
   World w;
   auto plan = [](const DrainPlan&) { return true; };

@@ -109,17 +109,28 @@ absl::StatusOr<std::string> ParseVmName(const std::string& name) {
 
 ProxyCore::ProxyCore(const ppn::tenancy::v1::ProxyConfig& config, Deps deps, ProxyOptions options)
     : deps_(deps), options_(options) {
+  ApplyConfig(config);
+}
+
+void ProxyCore::ApplyConfig(const ppn::tenancy::v1::ProxyConfig& config) {
+  std::map<std::string, std::shared_ptr<const TenantSettings>> settings;
   for (const auto& t : config.tenants()) {
-    limits_[t.tenant_id()] = t.limits();
-    egress_[t.tenant_id()] = t.egress();
+    settings[t.tenant_id()] = std::make_shared<const TenantSettings>(TenantSettings{t.limits(), t.egress()});
   }
+  absl::MutexLock l(&settings_mu_);
+  settings_.swap(settings);
 }
 
 absl::StatusOr<Tenant> ProxyCore::Admit(const Authenticated& who, absl::Duration* retry_after) {
   *retry_after = absl::ZeroDuration();
-  auto it = limits_.find(who.tenant_id);
-  if (it == limits_.end()) return absl::UnauthenticatedError("not authenticated");
-  const ppn::tenancy::v1::Limits& limits = it->second;
+  std::shared_ptr<const TenantSettings> settings;
+  {
+    absl::MutexLock l(&settings_mu_);
+    auto it = settings_.find(who.tenant_id);
+    if (it == settings_.end()) return absl::UnauthenticatedError("not authenticated");
+    settings = it->second;
+  }
+  const ppn::tenancy::v1::Limits& limits = settings->limits;
   RateDecision rate = deps_.limiter->Admit(who.tenant_id, limits.requests_per_second(), limits.burst());
   if (!rate.admitted) {
     metrics::Default().CounterAdd("ppn_proxy_rate_limited_total", "Tenant requests refused by the rate limit.", {});
@@ -131,7 +142,7 @@ absl::StatusOr<Tenant> ProxyCore::Admit(const Authenticated& who, absl::Duration
                                                      " requests/s (burst ", limits.burst(), ") reached; retry in ",
                                                      absl::ToInt64Milliseconds(rate.retry_after), " ms"));
   }
-  return Tenant{TenantId(who.tenant_id), who.token_id, &limits, &egress_.at(who.tenant_id)};
+  return Tenant{TenantId(who.tenant_id), who.token_id, &settings->limits, &settings->egress, settings};
 }
 
 absl::Status ProxyCore::Finish(AuditRecord audit, const absl::Status& status) {
@@ -178,6 +189,11 @@ absl::StatusOr<std::vector<VmRecord>> ProxyCore::ListAll(const TenantId& tenant)
     token = page.next_page_token();
   } while (!token.empty());
   return all;
+}
+
+absl::StatusOr<ppn::tenancy::v1::Usage> ProxyCore::UsageFor(const TenantId& tenant) {
+  PPN_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, ListAll(tenant));
+  return UsageOf(vms);
 }
 
 absl::StatusOr<Vm> ProxyCore::CreateVm(const Tenant& tenant, const ppn::tenancy::v1::CreateVmRequest& request) {

@@ -27,12 +27,20 @@
 
 namespace ppn::proxy {
 
+// One tenant's settings as the configuration said when a call was admitted.
+struct TenantSettings {
+  ppn::tenancy::v1::Limits limits;
+  ppn::types::v1::EgressPolicy egress;
+};
+
 // A caller the proxy admitted.
 struct Tenant {
   TenantId tenant_id;
   std::string token_id;
-  const ppn::tenancy::v1::Limits* limits = nullptr;      // owned by the core
-  const ppn::types::v1::EgressPolicy* egress = nullptr;  // the tenant's default; owned by the core
+  const ppn::tenancy::v1::Limits* limits = nullptr;      // in `settings`
+  const ppn::types::v1::EgressPolicy* egress = nullptr;  // the tenant's default; in `settings`
+  // Keeps what the call was admitted with alive while the configuration changes under it.
+  std::shared_ptr<const TenantSettings> settings;
 };
 
 struct ProxyOptions {
@@ -49,6 +57,11 @@ class ProxyCore {
   };
   // `config` must be valid (LoadProxyConfig checks it): every tenant's egress default too.
   ProxyCore(const ppn::tenancy::v1::ProxyConfig& config, Deps deps, ProxyOptions options = {});
+
+  // Replaces every tenant's limits and egress default (TenantAdmin's changes, live): calls
+  // admitted from then on see the new ones; a tenant no longer listed is UNAUTHENTICATED.
+  // `config` must be valid as for the constructor.
+  void ApplyConfig(const ppn::tenancy::v1::ProxyConfig& config);
 
   // `who` (authenticated by its token) as a tenant the proxy serves, after taking one token
   // from its rate limit. UNAUTHENTICATED if the proxy has no limits for it; when over its
@@ -83,6 +96,8 @@ class ProxyCore {
   absl::StatusOr<ppn::tenancy::v1::Vm> UpdateVmNetwork(const Tenant& tenant,
                                                        const ppn::tenancy::v1::UpdateVmNetworkRequest& request);
   absl::StatusOr<ppn::tenancy::v1::GetQuotaResponse> GetQuota(const Tenant& tenant);
+  // What `tenant`'s VMs use now (the operator's tenant list); the fleet's error otherwise.
+  absl::StatusOr<ppn::tenancy::v1::Usage> UsageFor(const TenantId& tenant);
   // Private networks. Create and delete are audited as a destroy is (tenant.network.create,
   // tenant.network.delete; the network's id and name in the attributes): the intent recorded,
   // the call forwarded, the outcome recorded. Errors as NetworkSafeError words them; a
@@ -114,8 +129,8 @@ class ProxyCore {
 
   const Deps deps_;
   const ProxyOptions options_;
-  std::map<std::string, ppn::tenancy::v1::Limits> limits_;      // immutable after construction
-  std::map<std::string, ppn::types::v1::EgressPolicy> egress_;  // immutable after construction
+  absl::Mutex settings_mu_;
+  std::map<std::string, std::shared_ptr<const TenantSettings>> settings_ ABSL_GUARDED_BY(settings_mu_);
   absl::Mutex gates_mu_;
   std::map<std::string, std::unique_ptr<absl::Mutex>> gates_ ABSL_GUARDED_BY(gates_mu_);
   absl::Mutex watches_mu_;

@@ -1,5 +1,6 @@
 #include "tenant_proxy/tenant_proxy_server.h"
 
+#include "common/roles.h"
 #include "tenant_proxy/bearer_auth_processor.h"
 
 namespace ppn::proxy {
@@ -12,6 +13,18 @@ absl::StatusOr<StartedServer> StartTenantServer(const std::string& listen, const
   options.auth_processor = std::make_shared<BearerAuthProcessor>(authenticator);
   options.services = {service};
   return StartServer(options);
+}
+
+RolePolicy TenantAdminRolePolicy(const std::string& mesh) {
+  RolePolicy policy(mesh);
+  policy.AllowService("ppn.tenancy.v1.TenantAdmin", {ppn::roles::kOperator});
+  return policy;
+}
+
+absl::StatusOr<StartedServer> StartTenantAdminServer(const std::string& mesh, const std::string& listen,
+                                                     const TlsFiles& tls, TenantAdminService* service,
+                                                     const RevocationList* revocations) {
+  return StartMeshServer(listen, tls, TenantAdminRolePolicy(mesh), {service}, revocations);
 }
 
 }  // namespace ppn::proxy

@@ -57,6 +57,23 @@ absl::StatusOr<ppn::tenancy::v1::ProxyConfig> LoadProxyConfig(const std::string&
 
 absl::StatusOr<TokenAuthenticator> TokenAuthenticator::Create(const ppn::tenancy::v1::ProxyConfig& config) {
   TokenAuthenticator auth;
+  absl::StatusOr<std::shared_ptr<const Table>> table = Build(config);
+  if (!table.ok()) return table.status();
+  auth.entries_ = *std::move(table);
+  return auth;
+}
+
+absl::Status TokenAuthenticator::Replace(const ppn::tenancy::v1::ProxyConfig& config) {
+  absl::StatusOr<std::shared_ptr<const Table>> table = Build(config);
+  if (!table.ok()) return table.status();
+  absl::MutexLock l(mu_.get());
+  entries_ = *std::move(table);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const TokenAuthenticator::Table>> TokenAuthenticator::Build(
+    const ppn::tenancy::v1::ProxyConfig& config) {
+  auto entries = std::make_shared<Table>();
   std::set<std::string> seen_hashes, seen_tenants;
   for (const auto& t : config.tenants()) {
     if (!IsValidIdPart(t.tenant_id()) || absl::StrContains(t.tenant_id(), ".")) {
@@ -74,7 +91,7 @@ absl::StatusOr<TokenAuthenticator> TokenAuthenticator::Create(const ppn::tenancy
       if (!seen_hashes.insert(hex).second) {
         return absl::InvalidArgumentError(absl::StrCat("tenant ", t.tenant_id(), ": a token hash is listed twice"));
       }
-      auth.entries_.push_back({absl::HexStringToBytes(hex), t.tenant_id(), revoked});
+      entries->push_back({absl::HexStringToBytes(hex), t.tenant_id(), revoked});
       return absl::OkStatus();
     };
     for (const auto& h : t.token_sha256()) {
@@ -86,7 +103,7 @@ absl::StatusOr<TokenAuthenticator> TokenAuthenticator::Create(const ppn::tenancy
       if (!s.ok()) return s;
     }
   }
-  return auth;
+  return std::shared_ptr<const Table>(std::move(entries));
 }
 
 absl::StatusOr<Authenticated> TokenAuthenticator::Authenticate(absl::string_view authorization) const {
@@ -96,8 +113,13 @@ absl::StatusOr<Authenticated> TokenAuthenticator::Authenticate(absl::string_view
   if (!absl::ConsumePrefix(&token, "Bearer ") || token.empty() || token.size() > 4096) return refused;
   std::string hash = Sha256(token);
   // Compare with every entry, in constant time per entry, without stopping early.
+  std::shared_ptr<const Table> entries;
+  {
+    absl::MutexLock l(mu_.get());
+    entries = entries_;
+  }
   const Entry* match = nullptr;
-  for (const Entry& e : entries_) {
+  for (const Entry& e : *entries) {
     if (CRYPTO_memcmp(e.hash.data(), hash.data(), hash.size()) == 0) match = &e;
   }
   if (match == nullptr || match->revoked) return refused;

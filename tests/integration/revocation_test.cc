@@ -3,7 +3,12 @@
 
 #include <signal.h>
 
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "catch2/catch.hpp"
+#include "common/files.h"
 #include "common/tls_credentials.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
@@ -58,10 +63,26 @@ TEST_CASE("a revoked node's certificate is refused by every service and stays re
       pki, dir.path(), "scheduler/scheduler", "scheduler", "scheduler",
       {"--fleet=127.0.0.1:" + std::to_string(fleet.port), ledger_flag, "--state_dir=" + dir.path() + "/scheduler"});
 
+  // The founding node's pairing admin and the tenant proxy's operator listener are mesh servers too.
+  { std::ofstream(dir.path() + "/ca.key") << pki.ca().key_pem; }
+  AgentProcess pairing = StartService(pki, dir.path(), "pairing/pairing_admin", "pairing-admin", "admin",
+                                      {"--ca_cert=" + pki.ca_cert_path(), "--ca_key=" + dir.path() + "/ca.key",
+                                       ledger_flag, "--peers_db=" + dir.path() + "/peers.db"});
+  std::ofstream(dir.path() + "/tenants.textproto") << "";
+  const std::string admin_port_file = dir.path() + "/admin.port";
+  AgentProcess proxy =
+      StartService(pki, dir.path(), "tenant_proxy/tenant_proxy", "tenant-proxy", "proxy",
+                   {"--config=" + dir.path() + "/tenants.textproto", "--fleet=127.0.0.1:" + std::to_string(fleet.port),
+                    ledger_flag, "--state_dir=" + dir.path() + "/proxy-state", "--admin_listen=127.0.0.1:0",
+                    "--admin_port_file=" + admin_port_file});
+  int tenant_admin_port = 0;
+  REQUIRE(absl::SimpleAtoi(absl::StripAsciiWhitespace(*ReadFile(admin_port_file)), &tenant_admin_port));
+
   TlsFiles stolen = pki.Issue("host", "laptop-b");
   TlsFiles honest = pki.Issue("host", "laptop-c");
-  std::map<std::string, int*> services = {
-      {"ledger", &ledger.port}, {"fleet", &fleet.port}, {"scheduler", &scheduler.port}, {"host agent", &agent.port}};
+  std::map<std::string, int*> services = {{"ledger", &ledger.port},         {"fleet", &fleet.port},
+                                          {"scheduler", &scheduler.port},   {"host agent", &agent.port},
+                                          {"pairing admin", &pairing.port}, {"tenant admin", &tenant_admin_port}};
   for (const auto& [name, port] : services) {
     INFO(name);
     REQUIRE(Health(stolen, *port).ok());

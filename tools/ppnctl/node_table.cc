@@ -31,6 +31,12 @@ std::string Bytes(uint64_t n) {
   return absl::StrCat(n >> 30, " GiB");
 }
 
+std::string Short(const std::string& enum_name, const std::string& prefix) {
+  return std::string(absl::StripPrefix(enum_name, prefix));
+}
+
+}  // namespace
+
 std::string Table(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width;
   for (const auto& row : rows) {
@@ -46,12 +52,6 @@ std::string Table(const std::vector<std::vector<std::string>>& rows) {
   }
   return out;
 }
-
-std::string Short(const std::string& enum_name, const std::string& prefix) {
-  return std::string(absl::StripPrefix(enum_name, prefix));
-}
-
-}  // namespace
 
 std::string TunnelState(const Node& node) {
   if (!node.has_mesh()) return "none";

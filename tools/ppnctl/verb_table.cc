@@ -4,15 +4,18 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
 #include "ppn/fleet/v1/fleet_service.pb.h"
 #include "ppn/ledger/v1/ledger_service.pb.h"
+#include "ppn/tenancy/v1/tenant_admin.pb.h"
 #include "ppn/tenancy/v1/tenant_service.pb.h"
 #include "tools/ppnctl/caller.h"
 #include "tools/ppnctl/completion.h"
@@ -27,6 +30,7 @@
 #include "tools/ppnctl/output.h"
 #include "tools/ppnctl/progress.h"
 #include "tools/ppnctl/rpc_runner.h"
+#include "tools/ppnctl/tenant_table.h"
 #include "tools/ppnctl/vm_table.h"
 
 namespace ppn::ppnctl {
@@ -156,6 +160,45 @@ bool PrintNodes(const google::protobuf::Message& m, const Settings& settings) {
   std::fputs(RenderNodes(nodes, absl::Now(), *format == Format::kWide).c_str(), stdout);
   std::fflush(stdout);
   return true;
+}
+
+// `message` as a `T` when it is one and a table is asked for (JSON and YAML stay whole).
+template <typename T>
+std::optional<T> TableOf(const google::protobuf::Message& m, const Settings& settings) {
+  absl::StatusOr<Format> format = ParseFormat(settings.Get("output"));
+  if (!format.ok() || (*format != Format::kTable && *format != Format::kWide)) return std::nullopt;
+  T out;
+  if (m.GetDescriptor()->full_name() != T::descriptor()->full_name() || !out.ParseFromString(m.SerializeAsString())) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+bool Print(const std::string& text) {
+  std::fputs(text.c_str(), stdout);
+  std::fflush(stdout);
+  return true;
+}
+
+bool PrintTenants(const google::protobuf::Message& m, const Settings& settings) {
+  auto r = TableOf<ppn::tenancy::v1::ListTenantsResponse>(m, settings);
+  return r.has_value() && Print(RenderTenants(*r));
+}
+
+bool PrintAddedTenant(const google::protobuf::Message& m, const Settings& settings) {
+  auto r = TableOf<ppn::tenancy::v1::AddTenantResponse>(m, settings);
+  if (!r.has_value()) return false;
+  std::string id = r->tenant().token_ids_size() > 0 ? r->tenant().token_ids(0) : "";
+  return Print(RenderNewToken(r->tenant().tenant_id(), r->token(), id));
+}
+
+bool PrintRotatedToken(const google::protobuf::Message& m, const Settings& settings) {
+  auto r = TableOf<ppn::tenancy::v1::RotateTokenResponse>(m, settings);
+  if (!r.has_value()) return false;
+  std::string revoked = r->revoked_token_ids_size() == 0
+                            ? ""
+                            : absl::StrCat("revoked: ", absl::StrJoin(r->revoked_token_ids(), ", "), "\n");
+  return Print(RenderNewToken(r->tenant_id(), r->token(), r->token_id()) + revoked);
 }
 
 // `fleet list-vms`: the operator's table across tenants (vm_table.h).
@@ -397,6 +440,7 @@ ResponsePrinter PrinterForType(const std::string& full_name) {
   if (full_name == ppn::fleet::v1::ListVmsResponse::descriptor()->full_name()) return PrintFleetVms;
   if (full_name == ppn::tenancy::v1::ListVmsResponse::descriptor()->full_name()) return PrintVms;
   if (full_name == ppn::fleet::v1::ListNodesResponse::descriptor()->full_name()) return PrintNodes;
+  if (full_name == ppn::tenancy::v1::ListTenantsResponse::descriptor()->full_name()) return PrintTenants;
   return nullptr;
 }
 
@@ -516,6 +560,40 @@ const std::vector<Verb>& Verbs() {
                    "move (the node is up and reachable), run `ppnctl node drain NODE` first.")
           .Calls("pairing-admin", "revoke-node")
           .ArgFields({"node_name"}),
+      Verb({"tenant", "add"})
+          .Args({"NAME"})
+          .Flags("[--limits.max_vms=N] [--limits.max_vcpus=N] [--limits.max_memory_mib=N] [--limits.max_disk_gib=N] "
+                 "[--limits.requests_per_second=R --limits.burst=N]")
+          .Help("adds a tenant to the tenant proxy, live, and prints its first token once")
+          .Details("Calls the proxy's TenantAdmin on its operator listener (--admin_listen; tenant-admin_endpoint),\n"
+                   "never the tenant port. The proxy writes its config file and serves the tenant at once. The\n"
+                   "token is printed once: the proxy keeps only its SHA-256.")
+          .Calls("tenant-admin", "add-tenant")
+          .ArgFields({"tenant_id"})
+          .Prints(PrintAddedTenant),
+      Verb({"tenant", "list"})
+          .Help("lists the proxy's tenants: usage against each limit, rate limit, token ids")
+          .Calls("tenant-admin", "list-tenants")
+          .Prints(PrintTenants),
+      Verb({"tenant", "rotate-token"})
+          .Args({"NAME"})
+          .Flags("[--keep_existing]")
+          .Help("issues a new token for NAME (printed once) and revokes its others unless --keep_existing")
+          .Calls("tenant-admin", "rotate-token")
+          .ArgFields({"tenant_id"})
+          .Prints(PrintRotatedToken),
+      Verb({"tenant", "revoke-token"})
+          .Args({"NAME", "TOKEN_ID"})
+          .Help("revokes one of NAME's tokens by its id (the 8 hex digits tenant list and the logs show)")
+          .Calls("tenant-admin", "revoke-token")
+          .ArgFields({"tenant_id", "token_id"}),
+      Verb({"tenant", "set-limits"})
+          .Args({"NAME"})
+          .Flags("--limits.max_vms=N [--limits.max_vcpus=N] [--limits.max_memory_mib=N] [--limits.max_disk_gib=N] "
+                 "[--limits.requests_per_second=R --limits.burst=N]")
+          .Help("replaces NAME's limits, live (unset fields become 0)")
+          .Calls("tenant-admin", "set-limits")
+          .ArgFields({"tenant_id"}),
       Verb({"migrate"})
           .Args({"VM"})
           .Flags("[--to NODE]")
