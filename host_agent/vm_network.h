@@ -12,8 +12,11 @@
 // link-local (169.254.0.0/16), not the node's LAN ranges, not any other VM. A tenant's policy
 // (internet on or off, allow and deny lists of CIDR and port ranges, a rate limit) narrows it.
 //
-// All changes go through `ip -batch` and `nft -f` files run by the injected CommandRunner
-// (root needed). Rendering is pure and unit-tested. Thread-safe (one mutex around the node
+// Links and namespaces are made by `ip -batch` files run by the injected CommandRunner; the
+// namespace's own end is configured by ioctls from inside it, and nftables scripts are applied
+// through libnftables in-process (the same scripts `nft -f` would read, which the runner runs
+// when the library is missing): process starts were most of a VM network's setup time. Root
+// needed. Rendering is pure and unit-tested. Thread-safe (one mutex around the node
 // table); per-VM calls for different VMs may run concurrently.
 
 #include <cstdint>
