@@ -565,6 +565,11 @@ absl::StatusOr<NetworkTunnel> PrivateNetworks::Tunnel(const std::string& network
   }
   NetworkTunnel tunnel{network_id, wg, key.public_key,
                        absl::StrCat(loopback ? up_ip : options.mesh_address, ":", port)};
+  if (tunnels_.count(network_id) == 0) {
+    // Taken over from an agent before this one, whose bridge may have had another MAC: the
+    // guests' entries for the remote VMs point at it. (A new router has no routes yet.)
+    AnnounceAddresses(ns, kBridge, RouterMac(network_id), TunnelRoutesLocked(network_id), 1).IgnoreError();
+  }
   TunnelState& state = tunnels_[network_id];
   state.options = options;
   state.tunnel = tunnel;
