@@ -142,6 +142,26 @@ void StopTunnel(const CommandRunner& run, const std::string& ns, const std::stri
   while (access(sock.c_str(), F_OK) == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
 }
 
+// WireGuard adds 80 bytes (IPv6 outer header at worst) to what it carries; the tunnel's UDP
+// leaves the node through the device that routes to `mesh_address` (the uplink veth's 1500
+// on a loopback mesh).
+uint32_t TunnelMtu(const CommandRunner& run, const std::string& mesh_address) {
+  uint32_t outer = 1500;
+  absl::StatusOr<std::string> route = run({"ip", "-j", "route", "get", mesh_address}, "");
+  nlohmann::json j = nlohmann::json::parse(route.value_or(""), nullptr, /*allow_exceptions=*/false);
+  if (j.is_array() && !j.empty() && j[0].is_object()) {
+    std::string dev = j[0].value("dev", "");
+    uint32_t mtu = 0;
+    if (!dev.empty() && dev != "lo" &&
+        absl::SimpleAtoi(
+            absl::StripAsciiWhitespace(ReadFile(absl::StrCat("/sys/class/net/", dev, "/mtu")).value_or("")), &mtu) &&
+        mtu >= 1280) {
+      outer = std::min(outer, mtu);
+    }
+  }
+  return outer - 80;
+}
+
 void RemoveRouter(const CommandRunner& run, const std::string& scope, const std::string& ns,
                   const std::string& network_id) {
   StopTunnel(run, ns, TunnelName(scope, network_id));
@@ -496,18 +516,27 @@ absl::StatusOr<NetworkTunnel> PrivateNetworks::Tunnel(const std::string& network
     if (!run_({"ip", "link", "show", wg}, ns).ok()) PPN_RETURN_IF_ERROR(run_({options.wireguard_go, wg}, ns).status());
     PPN_RETURN_IF_ERROR(
         run_({"wg", "set", wg, "listen-port", absl::StrCat(port), "private-key", key_file}, ns).status());
-    PPN_RETURN_IF_ERROR(run_({"ip", "link", "set", wg, "up"}, ns).status());
+    // The tunnel's packets must fit the path to the other nodes whole: over the mesh's own
+    // WireGuard (MTU 1420) a 1420-byte tunnel MTU would make every full-sized packet too big.
+    const uint32_t mtu = TunnelMtu(run_, options.mesh_address);
+    PPN_RETURN_IF_ERROR(run_({"ip", "link", "set", wg, "mtu", absl::StrCat(mtu), "up"}, ns).status());
     // The router forwards only between its bridge and its tunnel, and its uplink carries
     // nothing but the tunnel's own UDP.
-    std::string nft =
-        absl::StrCat("table inet ppnr {}\ndelete table inet ppnr\ntable inet ppnr {\n",
-                     "  chain input {\n    type filter hook input priority filter; policy drop;\n    iif lo accept\n",
-                     "    iifname \"", kUplink, "\" udp dport ", port, " accept\n  }\n",
-                     "  chain output {\n    type filter hook output priority filter; policy drop;\n    oif lo accept\n",
-                     "    oifname \"", kUplink, "\" udp sport ", port, " accept\n  }\n",
-                     "  chain forward {\n    type filter hook forward priority filter; policy drop;\n",
-                     "    iifname \"", kBridge, "\" oifname { \"", kBridge, "\", \"", wg, "\" } accept\n",
-                     "    iifname \"", wg, "\" oifname \"", kBridge, "\" accept\n  }\n}\n");
+    std::string nft = absl::StrCat(
+        "table inet ppnr {}\ndelete table inet ppnr\ntable inet ppnr {\n",
+        "  chain input {\n    type filter hook input priority filter; policy drop;\n    iif lo accept\n",
+        "    iifname \"", kUplink, "\" udp dport ", port, " accept\n  }\n",
+        "  chain output {\n    type filter hook output priority filter; policy drop;\n    oif lo accept\n",
+        "    oifname \"", kUplink, "\" udp sport ", port, " accept\n",
+        // "Too big" back to a guest whose packet does not fit the tunnel.
+        "    oifname \"", kBridge, "\" icmp type destination-unreachable accept\n  }\n",
+        "  chain forward {\n    type filter hook forward priority filter; policy drop;\n",
+        // TCP's segments sized to the tunnel at the handshake, whatever the guests
+        // think of their 1500-byte link (a router has no address to send them
+        // "too big" from that every guest would accept).
+        "    oifname \"", wg, "\" tcp flags syn tcp option maxseg size set rt mtu\n", "    iifname \"", wg,
+        "\" tcp flags syn tcp option maxseg size set rt mtu\n", "    iifname \"", kBridge, "\" oifname { \"", kBridge,
+        "\", \"", wg, "\" } accept\n", "    iifname \"", wg, "\" oifname \"", kBridge, "\" accept\n  }\n}\n");
     std::string path = absl::StrCat("/run/ppn-priv-", Hash(scope_, 4), "-", uplink, ".nft");
     PPN_RETURN_IF_ERROR(WriteFileAtomically(path, nft, 0600));
     absl::Status applied = run_({"nft", "-f", path}, ns).status();
@@ -536,6 +565,11 @@ absl::StatusOr<NetworkTunnel> PrivateNetworks::Tunnel(const std::string& network
   }
   NetworkTunnel tunnel{network_id, wg, key.public_key,
                        absl::StrCat(loopback ? up_ip : options.mesh_address, ":", port)};
+  if (tunnels_.count(network_id) == 0) {
+    // Taken over from an agent before this one, whose bridge may have had another MAC: the
+    // guests' entries for the remote VMs point at it. (A new router has no routes yet.)
+    AnnounceAddresses(ns, kBridge, RouterMac(network_id), TunnelRoutesLocked(network_id), 1).IgnoreError();
+  }
   TunnelState& state = tunnels_[network_id];
   state.options = options;
   state.tunnel = tunnel;

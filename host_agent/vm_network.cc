@@ -2,8 +2,20 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
+#include <net/if.h>
+#include <net/route.h>
 #include <openssl/sha.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +23,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <thread>
 
 #include "absl/algorithm/container.h"
 #include "absl/strings/ascii.h"
@@ -20,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "common/files.h"
 #include "common/status_macros.h"
 #include "host_agent/private_network.h"
@@ -105,6 +120,239 @@ absl::Status ValidateRules(const std::vector<EgressRule>& rules, const char* fie
     }
   }
   return absl::OkStatus();
+}
+
+// Runs `fn` on a thread of its own inside network namespace `netns` (empty: this one), so no
+// other thread of the agent ever changes namespace.
+absl::Status InNamespace(const std::string& netns, const std::function<absl::Status()>& fn) {
+  absl::Status result;
+  std::thread t([&] {
+    if (!netns.empty()) {
+      int fd = open(absl::StrCat("/run/netns/", netns).c_str(), O_RDONLY | O_CLOEXEC);
+      bool entered = fd >= 0 && setns(fd, CLONE_NEWNET) == 0;
+      int err = errno;
+      if (fd >= 0) close(fd);
+      if (!entered) {
+        result = absl::FailedPreconditionError(
+            absl::StrCat("cannot enter network namespace ", netns, ": ", std::strerror(err)));
+        return;
+      }
+    }
+    result = fn();
+  });
+  t.join();
+  return result;
+}
+
+// nftables' own library (what `nft -f` runs), loaded at run time: Debian's nftables package
+// brings libnftables1 but no headers, and a script applied in-process costs no process start
+// (most of a VM network's setup time; BENCHMARKS.md). Declared here as libnftables.h does.
+struct Nftables {
+  using New = void* (*)(uint32_t);
+  using Free = void (*)(void*);
+  using Buffer = int (*)(void*);
+  using GetError = const char* (*)(void*);
+  using Run = int (*)(void*, const char*);
+  New ctx_new = nullptr;
+  Free ctx_free = nullptr;
+  Buffer buffer_error = nullptr, buffer_output = nullptr;
+  GetError get_error = nullptr;
+  Run run = nullptr;
+  absl::Mutex mu;  // the library's parser is not known to be thread-safe
+
+  static Nftables* Get() {
+    static Nftables* nft = [] {
+      void* lib = dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
+      if (lib == nullptr) return static_cast<Nftables*>(nullptr);
+      auto* n = new Nftables;
+      n->ctx_new = reinterpret_cast<New>(dlsym(lib, "nft_ctx_new"));
+      n->ctx_free = reinterpret_cast<Free>(dlsym(lib, "nft_ctx_free"));
+      n->buffer_error = reinterpret_cast<Buffer>(dlsym(lib, "nft_ctx_buffer_error"));
+      n->buffer_output = reinterpret_cast<Buffer>(dlsym(lib, "nft_ctx_buffer_output"));
+      n->get_error = reinterpret_cast<GetError>(dlsym(lib, "nft_ctx_get_error_buffer"));
+      n->run = reinterpret_cast<Run>(dlsym(lib, "nft_run_cmd_from_buffer"));
+      if (!n->ctx_new || !n->ctx_free || !n->buffer_error || !n->buffer_output || !n->get_error || !n->run) {
+        delete n;
+        return static_cast<Nftables*>(nullptr);
+      }
+      return n;
+    }();
+    return nft;
+  }
+
+  // Applies `script` (one transaction, as `nft -f`) in the calling thread's namespace.
+  absl::Status Apply(const std::string& script) {
+    absl::MutexLock l(&mu);
+    void* ctx = ctx_new(0);
+    if (ctx == nullptr) return absl::InternalError("nft: cannot make a context");
+    buffer_error(ctx);
+    buffer_output(ctx);
+    int rc = run(ctx, script.c_str());
+    std::string error = rc == 0 ? "" : std::string(get_error(ctx));
+    ctx_free(ctx);
+    if (rc != 0) return absl::InternalError(absl::StrCat("nft: ", error));
+    return absl::OkStatus();
+  }
+};
+
+absl::Status Errno(absl::string_view what) {
+  return absl::InternalError(absl::StrCat("cannot ", what, ": ", std::strerror(errno)));
+}
+
+// `ifname` up with `address`/30 and, when `gateway` is set, the default route through it;
+// `lo` up too. ioctls, in the calling thread's namespace.
+absl::Status ConfigureLink(const std::string& ifname, const std::string& address, const std::string& gateway) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return Errno("open a socket");
+  auto fail = [&](const std::string& what) {
+    absl::Status e = Errno(what);
+    close(s);
+    return e;
+  };
+  auto set_address = [](sockaddr* sa, const std::string& dotted) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(sa);
+    sin->sin_family = AF_INET;
+    inet_pton(AF_INET, dotted.c_str(), &sin->sin_addr);
+  };
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
+  set_address(&ifr.ifr_addr, address);
+  if (ioctl(s, SIOCSIFADDR, &ifr) != 0) return fail("set the address of " + ifname);
+  set_address(&ifr.ifr_addr, "255.255.255.252");
+  if (ioctl(s, SIOCSIFNETMASK, &ifr) != 0) return fail("set the netmask of " + ifname);
+  std::vector<std::string> up = {ifname};
+  if (!gateway.empty()) up.push_back("lo");
+  for (const std::string& name : up) {
+    ifreq f{};
+    std::strncpy(f.ifr_name, name.c_str(), IFNAMSIZ - 1);
+    if (ioctl(s, SIOCGIFFLAGS, &f) != 0) return fail("read the flags of " + name);
+    f.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &f) != 0) return fail("bring up " + name);
+  }
+  if (!gateway.empty()) {
+    rtentry rt{};
+    reinterpret_cast<sockaddr_in*>(&rt.rt_dst)->sin_family = AF_INET;
+    reinterpret_cast<sockaddr_in*>(&rt.rt_genmask)->sin_family = AF_INET;
+    set_address(&rt.rt_gateway, gateway);
+    rt.rt_flags = RTF_UP | RTF_GATEWAY;
+    std::string dev = ifname;
+    rt.rt_dev = dev.data();
+    if (ioctl(s, SIOCADDRT, &rt) != 0) return fail("add the default route via " + gateway);
+  }
+  close(s);
+  return absl::OkStatus();
+}
+
+// What `ip netns add` does: /run/netns a shared mount of its own (so a namespace bound there is
+// seen from every mount namespace, and `ip netns del` can unmount it), then a new namespace's
+// handle bind-mounted on /run/netns/<name>, from a thread that leaves with it.
+absl::Status MakeNamedNamespace(const std::string& name) {
+  if (mkdir("/run/netns", 0755) != 0 && errno != EEXIST) return Errno("make /run/netns");
+  if (mount("", "/run/netns", "none", MS_SHARED | MS_REC, nullptr) != 0) {
+    if (errno != EINVAL) return Errno("share /run/netns");
+    if (mount("/run/netns", "/run/netns", "none", MS_BIND | MS_REC, nullptr) != 0) return Errno("bind /run/netns");
+    if (mount("", "/run/netns", "none", MS_SHARED | MS_REC, nullptr) != 0) return Errno("share /run/netns");
+  }
+  const std::string path = "/run/netns/" + name;
+  int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+  if (fd < 0) return Errno("create " + path);
+  close(fd);
+  absl::Status result;
+  std::thread t([&] {
+    if (unshare(CLONE_NEWNET) != 0) {
+      result = Errno("make a network namespace");
+    } else if (mount("/proc/thread-self/ns/net", path.c_str(), "none", MS_BIND, nullptr) != 0) {
+      result = Errno("bind the namespace on " + path);
+    }
+  });
+  t.join();
+  if (!result.ok()) unlink(path.c_str());
+  return result;
+}
+
+// A netlink request being built: attributes appended, nests closed by length.
+class NetlinkRequest {
+ public:
+  NetlinkRequest(uint16_t type, uint16_t flags, const void* header, size_t header_len) {
+    h()->nlmsg_type = type;
+    h()->nlmsg_flags = flags;
+    h()->nlmsg_len = NLMSG_LENGTH(header_len);
+    std::memcpy(NLMSG_DATA(h()), header, header_len);
+  }
+  void Add(uint16_t type, const void* data, size_t len) {
+    auto* a = reinterpret_cast<rtattr*>(buf_ + NLMSG_ALIGN(h()->nlmsg_len));
+    a->rta_type = type;
+    a->rta_len = RTA_LENGTH(len);
+    if (len != 0) std::memcpy(RTA_DATA(a), data, len);
+    h()->nlmsg_len = NLMSG_ALIGN(h()->nlmsg_len) + RTA_ALIGN(a->rta_len);
+  }
+  void AddString(uint16_t type, const std::string& v) { Add(type, v.c_str(), v.size() + 1); }
+  void AddRaw(const void* data, size_t len) {
+    std::memcpy(buf_ + NLMSG_ALIGN(h()->nlmsg_len), data, len);
+    h()->nlmsg_len = NLMSG_ALIGN(h()->nlmsg_len) + NLMSG_ALIGN(len);
+  }
+  size_t Begin(uint16_t type) {
+    size_t at = NLMSG_ALIGN(h()->nlmsg_len);
+    Add(type, nullptr, 0);
+    return at;
+  }
+  void End(size_t at) { reinterpret_cast<rtattr*>(buf_ + at)->rta_len = h()->nlmsg_len - at; }
+  // Sends the request and reads the kernel's answer.
+  absl::Status Run(absl::string_view what) {
+    int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (s < 0) return Errno("open a netlink socket");
+    h()->nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    absl::Status result;
+    if (sendto(s, buf_, h()->nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+      result = Errno(what);
+    } else {
+      alignas(nlmsghdr) char answer[1024];
+      ssize_t n = recv(s, answer, sizeof answer, 0);
+      auto* r = reinterpret_cast<nlmsghdr*>(answer);
+      if (n < static_cast<ssize_t>(NLMSG_LENGTH(sizeof(nlmsgerr))) || r->nlmsg_type != NLMSG_ERROR) {
+        result = absl::InternalError(absl::StrCat("cannot ", what, ": no answer from the kernel"));
+      } else if (int err = reinterpret_cast<nlmsgerr*>(NLMSG_DATA(r))->error; err != 0) {
+        errno = -err;
+        result = Errno(what);
+      }
+    }
+    close(s);
+    return result;
+  }
+
+ private:
+  nlmsghdr* h() { return reinterpret_cast<nlmsghdr*>(buf_); }
+  alignas(nlmsghdr) char buf_[1024] = {};
+};
+
+// A VM's namespace, its veth pair and both ends' addresses, without a process: `ip -batch`'s
+// and `ip -n ... -batch`'s work by mount, netlink and ioctls.
+absl::Status MakeLinkInProcess(const VmLink& link) {
+  PPN_RETURN_IF_ERROR(MakeNamedNamespace(link.netns));
+  int ns = open(("/run/netns/" + link.netns).c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns < 0) return Errno("open /run/netns/" + link.netns);
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  NetlinkRequest req(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof ifi);
+  req.AddString(IFLA_IFNAME, link.host_if);
+  size_t info = req.Begin(IFLA_LINKINFO);
+  req.AddString(IFLA_INFO_KIND, "veth");
+  size_t data = req.Begin(IFLA_INFO_DATA);
+  size_t peer = req.Begin(VETH_INFO_PEER);
+  req.AddRaw(&ifi, sizeof ifi);
+  req.AddString(IFLA_IFNAME, "eth0");
+  uint32_t fd = static_cast<uint32_t>(ns);
+  req.Add(IFLA_NET_NS_FD, &fd, sizeof fd);
+  req.End(peer);
+  req.End(data);
+  req.End(info);
+  absl::Status s = req.Run("make veth " + link.host_if);
+  close(ns);
+  PPN_RETURN_IF_ERROR(s);
+  PPN_RETURN_IF_ERROR(ConfigureLink(link.host_if, link.host_ip, ""));
+  return InNamespace(link.netns, [&] { return ConfigureLink("eth0", link.netns_ip, link.host_ip); });
 }
 
 }  // namespace
@@ -332,6 +580,11 @@ std::string VmNetwork::RenderVmRules(const EgressPolicy& policy) const {
 
 absl::Status VmNetwork::RunBatch(const std::vector<std::string>& argv_prefix, const std::string& name,
                                  const std::string& content, const std::string& netns) {
+  if (argv_prefix == std::vector<std::string>{"nft", "-f"}) {
+    if (Nftables* nft = Nftables::Get(); nft != nullptr) {
+      return InNamespace(netns, [&] { return nft->Apply(content); });
+    }
+  }
   // The file, not a pipe, keeps the runner simple and leaves what was applied to read.
   std::string path = absl::StrCat("/run/ppn-net-", NftName(Scope()), "-", name);
   PPN_RETURN_IF_ERROR(WriteFileAtomically(path, content, 0600));
@@ -458,13 +711,7 @@ absl::Status VmNetwork::Create(const VmLink& link, const EgressPolicy& policy) {
   PPN_RETURN_IF_ERROR(ValidateEgressPolicy(policy));
   // A namespace of the same name can only be a leftover of this VM: start from nothing.
   if (access(absl::StrCat("/run/netns/", link.netns).c_str(), F_OK) == 0) Remove(link, {}).IgnoreError();
-  std::string host = absl::StrCat("netns add ", link.netns, "\nlink add ", link.host_if,
-                                  " type veth peer name eth0 netns ", link.netns, "\naddr add ", link.host_ip,
-                                  "/30 dev ", link.host_if, "\nlink set ", link.host_if, " up\n");
-  std::string inside = absl::StrCat("addr add ", link.netns_ip, "/30 dev eth0\nlink set eth0 up\nlink set lo up\n",
-                                    "route add default via ", link.host_ip, "\n");
-  absl::Status s = RunBatch({"ip", "-batch"}, link.host_if + ".host", host, "");
-  if (s.ok()) s = RunBatch({"ip", "-n", link.netns, "-batch"}, link.host_if + ".ns", inside, "");
+  absl::Status s = MakeLinkInProcess(link);
   if (s.ok()) s = ApplyPolicy(link, policy);
   if (!s.ok()) {
     Remove(link, {}).IgnoreError();

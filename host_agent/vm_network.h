@@ -12,9 +12,13 @@
 // link-local (169.254.0.0/16), not the node's LAN ranges, not any other VM. A tenant's policy
 // (internet on or off, allow and deny lists of CIDR and port ranges, a rate limit) narrows it.
 //
-// All changes go through `ip -batch` and `nft -f` files run by the injected CommandRunner
-// (root needed). Rendering is pure and unit-tested. Thread-safe (one mutex around the node
-// table); per-VM calls for different VMs may run concurrently.
+// Making a VM's network starts no process: the namespace is bound under /run/netns as `ip
+// netns add` does, the veth pair made by netlink, both ends' addresses and routes set by
+// ioctls, and nftables scripts applied through libnftables in-process (the same scripts `nft
+// -f` would read, which the injected CommandRunner runs when the library is missing); process
+// starts were most of its setup time. Removal and the private networks go through `ip -batch`
+// files run by the CommandRunner. Root needed. Rendering is pure and unit-tested. Thread-safe (one mutex around the
+// node table); per-VM calls for different VMs may run concurrently.
 
 #include <cstdint>
 #include <map>
