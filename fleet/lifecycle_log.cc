@@ -104,4 +104,15 @@ void LifecycleLog::NetworkChanged(const ppn::fleet::v1::VmRecord& vm, const Acto
   Append(e);
 }
 
+void LifecycleLog::PowerChanged(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm, const Actor& actor,
+                                absl::string_view how) {
+  ppn::ledger::v1::AppendRequest e = Entry(kind, vm);
+  auto& a = *e.mutable_attributes();
+  a["who"] = actor.who;
+  a["role"] = actor.role;
+  a["node"] = vm.node_id();
+  if (!how.empty()) a["how"] = std::string(how);
+  Append(e);
+}
+
 }  // namespace ppn::fleet

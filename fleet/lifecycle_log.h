@@ -17,6 +17,9 @@
 //   vm.network  a running VM's egress policy was replaced on its node: `who`, `role`, and the
 //               new policy's shape (`internet`, `allow_rules`, `deny_rules`, `rate_limit_kbit`),
 //               never its destinations
+//   vm.stop, vm.start, vm.reboot
+//               a VM was powered off (its disk kept), booted again, or rebooted on its node:
+//               `who`, `role`, `node`, and for vm.reboot `how` (ACPI power-off and boot, or reset)
 // Every entry has the VM as subject and its tenant; attributes never hold user_data. Without an
 // outbox (no ledger configured) nothing is recorded. Thread-safe; `*outbox` and `*clock` must
 // outlive it.
@@ -54,6 +57,9 @@ class LifecycleLog {
   void Adopted(const ppn::fleet::v1::VmRecord& vm, absl::string_view from_node, absl::string_view reason);
   // `vm.spec().egress()` is the policy now in effect.
   void NetworkChanged(const ppn::fleet::v1::VmRecord& vm, const Actor& actor);
+  // `kind`: "vm.stop", "vm.start" or "vm.reboot"; `how` only for vm.reboot.
+  void PowerChanged(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm, const Actor& actor,
+                    absl::string_view how = "");
 
  private:
   ppn::ledger::v1::AppendRequest Entry(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm);
