@@ -1344,7 +1344,9 @@ absl::StatusOr<uint64_t> VmManager::Balloon(const std::string& vm_id, std::optio
   std::shared_ptr<Process> process;
   {
     absl::MutexLock l(&mu_);
-    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING) {
+    // A guest still booting has its balloon device already.
+    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING &&
+        e->rec.instance.state() != ppn::types::v1::VM_STATE_STARTING) {
       return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is not running"));
     }
     *memory_mib = e->rec.instance.spec().memory_mib();

@@ -147,7 +147,7 @@ class VmManager {
   uint64_t version();
   uint64_t WaitForChange(uint64_t version, absl::Duration timeout);
 
-  // The balloon's size in MiB. FAILED_PRECONDITION unless running; INVALID_ARGUMENT for a
+  // The balloon's size in MiB. FAILED_PRECONDITION unless RUNNING or STARTING; INVALID_ARGUMENT for a
   // target below 16 MiB or above the VM's memory.
   absl::StatusOr<uint64_t> SetBalloon(const std::string& vm_id, uint64_t target_mib) {
     uint64_t memory_mib;
