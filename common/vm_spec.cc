@@ -56,6 +56,19 @@ absl::Status ToAbslDuration(const google::protobuf::Duration& d, absl::string_vi
   return absl::OkStatus();
 }
 
+absl::Status ToGracePeriod(const google::protobuf::Duration& d, absl::Duration* out) {
+  PPN_RETURN_IF_ERROR(ToAbslDuration(d, "grace_period", out));
+  if (*out < absl::ZeroDuration() || *out > absl::Minutes(10)) {
+    return absl::InvalidArgumentError("grace_period must be 0-600 s");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> ToConsoleReadBytes(uint32_t max_bytes) {
+  if (max_bytes > (1u << 20)) return absl::InvalidArgumentError("max_bytes must be at most 1048576");
+  return max_bytes == 0 ? size_t{64} << 10 : size_t{max_bytes};
+}
+
 google::protobuf::Timestamp ToProtoTimestamp(absl::Time t) {
   google::protobuf::Timestamp out;
   int64_t micros = absl::ToUnixMicros(t);

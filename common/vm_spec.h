@@ -68,6 +68,11 @@ bool IsValidTimestamp(const google::protobuf::Timestamp& t);
 
 // Conversions that never CHECK: INVALID_ARGUMENT naming `field` when out of range.
 absl::Status ToAbslDuration(const google::protobuf::Duration& d, absl::string_view field, absl::Duration* out);
+// StopVm's and RebootVm's grace_period: 0 (the default) up to 10 minutes; INVALID_ARGUMENT
+// "grace_period must be 0-600 s" otherwise.
+absl::Status ToGracePeriod(const google::protobuf::Duration& d, absl::Duration* out);
+// GetConsoleOutput's max_bytes: 0 means 64 KiB, more than 1 MiB is INVALID_ARGUMENT.
+absl::StatusOr<size_t> ToConsoleReadBytes(uint32_t max_bytes);
 google::protobuf::Timestamp ToProtoTimestamp(absl::Time t);
 google::protobuf::Duration ToProtoDuration(absl::Duration d);
 

@@ -222,5 +222,20 @@ TEST_CASE("a spec names at most four distinct private networks by id", "[common]
   CHECK(ValidateVmSpec(s).message() == "networks may list at most 4 private networks");
 }
 
+TEST_CASE("a stop's grace period is 0-600 s and a console read at most 1 MiB", "[common][vm_spec]") {
+  google::protobuf::Duration d;
+  absl::Duration grace;
+  d.set_seconds(600);
+  CHECK(ToGracePeriod(d, &grace).ok());
+  CHECK(grace == absl::Minutes(10));
+  d.set_seconds(601);
+  CHECK(ToGracePeriod(d, &grace).message() == "grace_period must be 0-600 s");
+  d.set_seconds(-1);
+  CHECK(ToGracePeriod(d, &grace).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(*ToConsoleReadBytes(0) == 65536);
+  CHECK(*ToConsoleReadBytes(1 << 20) == size_t{1} << 20);
+  CHECK(ToConsoleReadBytes((1 << 20) + 1).status().message() == "max_bytes must be at most 1048576");
+}
+
 }  // namespace
 }  // namespace ppn

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/ids.h"
 #include "ppn/host/v1/host_agent.pb.h"
 
@@ -34,6 +35,17 @@ class AgentClient {
                                                                     const ppn::types::v1::EgressPolicy& egress) = 0;
   // Replaces the peers of a private network's tunnel on the node.
   virtual absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) = 0;
+  // Powers the VM off (ACPI, then killed after `grace`; 0: the node's default), keeping its
+  // disk there; the node's instance (STOPPED). Errors as the node's StopVm.
+  virtual absl::StatusOr<ppn::host::v1::VmInstance> StopVm(const VmId& vm, absl::Duration grace) = 0;
+  // Boots a stopped VM again on its kept disk (STARTING).
+  virtual absl::StatusOr<ppn::host::v1::VmInstance> StartVm(const VmId& vm) = 0;
+  // ACPI power-off and boot, or a reset after `grace`; `*how` says which.
+  virtual absl::StatusOr<ppn::host::v1::VmInstance> RebootVm(const VmId& vm, absl::Duration grace,
+                                                             std::string* how) = 0;
+  // A bounded read of the VM's console log.
+  virtual absl::StatusOr<ppn::host::v1::GetConsoleOutputResponse> GetConsoleOutput(const VmId& vm, uint64_t offset,
+                                                                                   uint32_t max_bytes) = 0;
 };
 
 // Makes (and caches) the client of each node.

@@ -800,6 +800,161 @@ absl::StatusOr<ppn::fleet::v1::Node> FleetCore::SetCordon(const std::string& nod
   return registry_.Node(node_id)->node;
 }
 
+namespace {
+
+std::string StateWord(VmState s) {
+  return std::string(absl::StripPrefix(ppn::types::v1::VmState_Name(s), "VM_STATE_"));
+}
+
+}  // namespace
+
+absl::Status FleetCore::CallTargetLocked(const Scope& scope, const std::string& ref, std::string* node_id,
+                                         std::string* address, VmRecord* record) {
+  PPN_ASSIGN_OR_RETURN(VmEntry * e, ResolveLocked(scope, ref));
+  const std::string& vm_id = e->record().vm_id();
+  *record = registry_.View(e->record());
+  NodeEntry* n = registry_.Node(e->record().node_id());
+  *node_id = e->record().node_id();
+  if (n == nullptr || !n->registered() || n->node.state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE) {
+    return absl::UnavailableError(absl::StrCat("node ", *node_id, " of vm ", vm_id, " is unreachable; retry later"));
+  }
+  *address = n->node.agent_address();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VmRecord> FleetCore::RecordPowerLocked(const std::string& vm_id, const std::string& node_id,
+                                                      const ppn::host::v1::VmInstance& vm, absl::string_view kind,
+                                                      const Actor& actor, absl::string_view how) {
+  VmEntry* e = registry_.Vm(vm_id);
+  if (e == nullptr) return VmNotFound(vm_id);
+  VmRecord& r = e->record();
+  if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) {
+    return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " was destroyed meanwhile"));
+  }
+  if (r.node_id() != node_id) {
+    return absl::AbortedError(absl::StrCat("vm ", vm_id, " moved to node ", r.node_id(), " meanwhile; retry"));
+  }
+  if (ppn::types::v1::VmState_IsValid(vm.state()) && vm.state() != ppn::types::v1::VM_STATE_UNSPECIFIED) {
+    r.set_state(vm.state());
+  }
+  r.set_state_message(vm.state_message());
+  *r.mutable_forwarded_ports() = vm.forwarded_ports();
+  if (vm.has_ready_time() && IsValidTimestamp(vm.ready_time())) {
+    *r.mutable_ready_time() = vm.ready_time();
+    if (IsValidDuration(vm.boot_duration())) *r.mutable_boot_duration() = vm.boot_duration();
+  } else {
+    r.clear_ready_time();
+    r.clear_boot_duration();
+  }
+  PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
+  log_.PowerChanged(kind, r, actor, how);
+  registry_.Changed();
+  spdlog::info("{} vm={} tenant={} node={} who={} state={}",
+               kind == "vm.stop"    ? "vm.stopped"
+               : kind == "vm.start" ? "vm.started"
+                                    : "vm.rebooted",
+               vm_id, LogValue(r.tenant_id()), node_id, actor.who, StateWord(r.state()));
+  return registry_.View(r);
+}
+
+absl::StatusOr<VmRecord> FleetCore::StopVm(const Scope& scope, const std::string& ref, absl::Duration grace,
+                                           const Actor& actor) {
+  std::string vm_id, node_id, address;
+  {
+    absl::MutexLock l(&mu_);
+    VmRecord r;
+    absl::Status target = CallTargetLocked(scope, ref, &node_id, &address, &r);
+    if (target.code() == absl::StatusCode::kNotFound) return target;
+    vm_id = r.vm_id();
+    if (r.state() == ppn::types::v1::VM_STATE_STOPPED) return r;
+    if (r.state() != ppn::types::v1::VM_STATE_RUNNING && r.state() != ppn::types::v1::VM_STATE_STARTING &&
+        r.state() != ppn::types::v1::VM_STATE_UNKNOWN) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("vm ", vm_id, " is ", StateWord(r.state()), "; only a running VM can be stopped"));
+    }
+    PPN_RETURN_IF_ERROR(target);
+  }
+  PPN_ASSIGN_OR_RETURN(ppn::host::v1::VmInstance vm,
+                       deps_.agents->ForNode(node_id, address)->StopVm(VmId(vm_id), grace));
+  absl::MutexLock l(&mu_);
+  return RecordPowerLocked(vm_id, node_id, vm, "vm.stop", actor, "");
+}
+
+absl::StatusOr<VmRecord> FleetCore::StartVm(const Scope& scope, const std::string& ref, const Actor& actor) {
+  std::string vm_id, node_id, address;
+  {
+    absl::MutexLock l(&mu_);
+    VmRecord r;
+    absl::Status target = CallTargetLocked(scope, ref, &node_id, &address, &r);
+    if (target.code() == absl::StatusCode::kNotFound) return target;
+    vm_id = r.vm_id();
+    if (r.state() == ppn::types::v1::VM_STATE_RUNNING || r.state() == ppn::types::v1::VM_STATE_STARTING) return r;
+    NodeEntry* n = registry_.Node(node_id);
+    if (r.state() == ppn::types::v1::VM_STATE_UNKNOWN || n == nullptr || !n->registered() || n->revoked) {
+      // Its disk is on that node and nowhere else: booting it elsewhere would lose it.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "vm ", vm_id, " cannot start: its node ", node_id, n != nullptr && n->revoked ? " was revoked" : " is gone",
+          "; its disk is there, nowhere else: start it once the node is back, or destroy it"));
+    }
+    if (r.state() != ppn::types::v1::VM_STATE_STOPPED) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("vm ", vm_id, " is ", StateWord(r.state()), "; only a stopped VM can be started"));
+    }
+    PPN_RETURN_IF_ERROR(target);
+  }
+  absl::StatusOr<ppn::host::v1::VmInstance> vm = deps_.agents->ForNode(node_id, address)->StartVm(VmId(vm_id));
+  if (!vm.ok() && vm.status().code() == absl::StatusCode::kNotFound) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("vm ", vm_id, " cannot start: its node ", node_id, " no longer has its disk"));
+  }
+  if (!vm.ok()) return vm.status();
+  absl::MutexLock l(&mu_);
+  return RecordPowerLocked(vm_id, node_id, *vm, "vm.start", actor, "");
+}
+
+absl::StatusOr<VmRecord> FleetCore::RebootVm(const Scope& scope, const std::string& ref, absl::Duration grace,
+                                             const Actor& actor, std::string* how) {
+  std::string vm_id, node_id, address;
+  {
+    absl::MutexLock l(&mu_);
+    VmRecord r;
+    absl::Status target = CallTargetLocked(scope, ref, &node_id, &address, &r);
+    if (target.code() == absl::StatusCode::kNotFound) return target;
+    vm_id = r.vm_id();
+    if (r.state() != ppn::types::v1::VM_STATE_RUNNING && r.state() != ppn::types::v1::VM_STATE_STARTING &&
+        r.state() != ppn::types::v1::VM_STATE_UNKNOWN) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("vm ", vm_id, " is ", StateWord(r.state()), "; only a running VM can be rebooted"));
+    }
+    PPN_RETURN_IF_ERROR(target);
+  }
+  PPN_ASSIGN_OR_RETURN(ppn::host::v1::VmInstance vm,
+                       deps_.agents->ForNode(node_id, address)->RebootVm(VmId(vm_id), grace, how));
+  absl::MutexLock l(&mu_);
+  return RecordPowerLocked(vm_id, node_id, vm, "vm.reboot", actor, *how);
+}
+
+absl::StatusOr<ppn::host::v1::GetConsoleOutputResponse> FleetCore::GetConsoleOutput(const Scope& scope,
+                                                                                    const std::string& ref,
+                                                                                    uint64_t offset,
+                                                                                    uint32_t max_bytes) {
+  std::string vm_id, node_id, address;
+  {
+    absl::MutexLock l(&mu_);
+    VmRecord r;
+    absl::Status target = CallTargetLocked(scope, ref, &node_id, &address, &r);
+    if (target.code() == absl::StatusCode::kNotFound) return target;
+    vm_id = r.vm_id();
+    // Its log went with it; and a VM not yet on a node has none.
+    if (r.state() == ppn::types::v1::VM_STATE_DESTROYED) return VmNotFound(ref);
+    PPN_RETURN_IF_ERROR(target);
+  }
+  absl::StatusOr<ppn::host::v1::GetConsoleOutputResponse> out =
+      deps_.agents->ForNode(node_id, address)->GetConsoleOutput(VmId(vm_id), offset, max_bytes);
+  if (!out.ok() && out.status().code() == absl::StatusCode::kNotFound) return VmNotFound(ref);
+  return out;
+}
+
 std::vector<ppn::fleet::v1::Node> FleetCore::ListNodes() {
   absl::MutexLock l(&mu_);
   return registry_.ListNodes();

@@ -144,6 +144,24 @@ class FleetCore {
   absl::StatusOr<ppn::fleet::v1::VmRecord> UpdateVmNetwork(const Scope& scope, const std::string& vm_id,
                                                            const ppn::types::v1::EgressPolicy& egress,
                                                            const Actor& actor);
+  // Power, on the VM's node (ledger vm.stop, vm.start, vm.reboot for `actor`). NOT_FOUND as
+  // GetVm; UNAVAILABLE while its node is unreachable (or did not answer).
+  // StopVm: ACPI power-off, killed after `grace` (0: 30 s); the disk and identity stay on the
+  // node: STOPPED (OK at once if it is already). FAILED_PRECONDITION unless RUNNING or STARTING.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> StopVm(const Scope& scope, const std::string& vm_id, absl::Duration grace,
+                                                  const Actor& actor);
+  // StartVm: boots a STOPPED VM on its node again (STARTING; OK at once if it runs).
+  // FAILED_PRECONDITION if it is not stopped, or its node is gone or revoked (its disk is
+  // there and only there: nothing is moved or lost); the node's RESOURCE_EXHAUSTED as is.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const Scope& scope, const std::string& vm_id, const Actor& actor);
+  // RebootVm: ACPI power-off and boot, or a reset after `grace`; `*how` says which.
+  // FAILED_PRECONDITION unless RUNNING or STARTING.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> RebootVm(const Scope& scope, const std::string& vm_id, absl::Duration grace,
+                                                    const Actor& actor, std::string* how);
+  // A bounded read of the VM's console log on its node. NOT_FOUND as GetVm (and for a
+  // DESTROYED VM, whose log went with it); UNAVAILABLE while its node is unreachable.
+  absl::StatusOr<ppn::host::v1::GetConsoleOutputResponse> GetConsoleOutput(const Scope& scope, const std::string& vm_id,
+                                                                           uint64_t offset, uint32_t max_bytes);
   std::vector<ppn::fleet::v1::Node> ListNodes();
   Decision Explain(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded);
   // Moves the record to the target. OK if it is there already (the fleet may have adopted it
@@ -173,6 +191,15 @@ class FleetCore {
  private:
   // Records `e` DESTROYED now, for `actor`; releases what it held.
   absl::Status StopLocked(VmEntry& e, const Actor& actor) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The node to call about `ref` (an id or name; its record's, registered and reachable) and the record;
+  // NOT_FOUND as GetVm, UNAVAILABLE when the node is unreachable or unknown.
+  absl::Status CallTargetLocked(const Scope& scope, const std::string& ref, std::string* node_id, std::string* address,
+                                ppn::fleet::v1::VmRecord* record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records what the node answered a power call with, appends `kind` for `actor`.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> RecordPowerLocked(const std::string& vm_id, const std::string& node_id,
+                                                             const ppn::host::v1::VmInstance& vm,
+                                                             absl::string_view kind, const Actor& actor,
+                                                             absl::string_view how) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a create attempt that failed for good: its record goes.
   void AbandonLocked(const std::string& vm_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   PlacementRequest RequestFor(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) const;

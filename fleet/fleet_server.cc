@@ -14,6 +14,10 @@ RolePolicy FleetRolePolicy(const std::string& mesh) {
   // The operator may change any running VM's egress policy (vm.network who=operator); the
   // tenant proxy only its tenant's, already narrowed to the tenant's default.
   policy.Allow(svc + "UpdateVmNetwork", {r::kTenantProxy, r::kOperator});
+  // Power and console of any VM for the operator too (vm.stop/start/reboot record who).
+  for (const char* power : {"StopVm", "StartVm", "RebootVm", "GetConsoleOutput", "StreamConsole"}) {
+    policy.Allow(svc + power, {r::kTenantProxy, r::kOperator});
+  }
   for (const char* read : {"GetVm", "ListVms", "WatchVm", "ListNodes", "ExplainPlacement"}) {
     policy.Allow(svc + read, {r::kTenantProxy, r::kScheduler, r::kOperator});
   }

@@ -7,6 +7,7 @@
 #include "common/peer_identity.h"
 #include "common/roles.h"
 #include "common/rpc_log.h"
+#include "common/vm_spec.h"
 #include "spdlog/spdlog.h"
 
 namespace ppn::fleet {
@@ -245,6 +246,97 @@ grpc::ServerWriteReactor<v1::WatchRelayRoutesResponse>* FleetService::WatchRelay
     grpc::CallbackServerContext*, const v1::WatchRelayRoutesRequest*) {
   // The role table let only the relay and the operator in: there is no tenant to scope.
   return watches_.WatchRelayRoutes();
+}
+
+namespace {
+
+Actor ActorOf(const Caller& caller) {
+  return caller.scope.tenant_id.has_value() ? Actor::Tenant() : Actor{"operator", caller.role};
+}
+
+}  // namespace
+
+grpc::Status FleetService::StopVm(grpc::ServerContext* context, const v1::StopVmRequest* request,
+                                  v1::StopVmResponse* response) {
+  absl::StatusOr<Caller> caller = CallerOf(*context);
+  if (!caller.ok()) return RpcFailed("StopVm", caller.status());
+  absl::Duration grace;
+  absl::Status valid = ToGracePeriod(request->grace_period(), &grace);
+  if (!valid.ok()) return RpcFailed("StopVm", valid, {{"vm", request->vm_id()}});
+  absl::StatusOr<v1::VmRecord> vm = core_->StopVm(caller->scope, request->vm_id(), grace, ActorOf(*caller));
+  if (!vm.ok()) return RpcFailed("StopVm", vm.status(), {{"vm", request->vm_id()}});
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::StartVm(grpc::ServerContext* context, const v1::StartVmRequest* request,
+                                   v1::StartVmResponse* response) {
+  absl::StatusOr<Caller> caller = CallerOf(*context);
+  if (!caller.ok()) return RpcFailed("StartVm", caller.status());
+  absl::StatusOr<v1::VmRecord> vm = core_->StartVm(caller->scope, request->vm_id(), ActorOf(*caller));
+  if (!vm.ok()) return RpcFailed("StartVm", vm.status(), {{"vm", request->vm_id()}});
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::RebootVm(grpc::ServerContext* context, const v1::RebootVmRequest* request,
+                                    v1::RebootVmResponse* response) {
+  absl::StatusOr<Caller> caller = CallerOf(*context);
+  if (!caller.ok()) return RpcFailed("RebootVm", caller.status());
+  absl::Duration grace;
+  absl::Status valid = ToGracePeriod(request->grace_period(), &grace);
+  if (!valid.ok()) return RpcFailed("RebootVm", valid, {{"vm", request->vm_id()}});
+  std::string how;
+  absl::StatusOr<v1::VmRecord> vm = core_->RebootVm(caller->scope, request->vm_id(), grace, ActorOf(*caller), &how);
+  if (!vm.ok()) return RpcFailed("RebootVm", vm.status(), {{"vm", request->vm_id()}});
+  *response->mutable_vm() = *std::move(vm);
+  response->set_how(how);
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::GetConsoleOutput(grpc::ServerContext* context, const v1::GetConsoleOutputRequest* request,
+                                            v1::GetConsoleOutputResponse* response) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return RpcFailed("GetConsoleOutput", scope.status());
+  absl::StatusOr<size_t> max_bytes = ToConsoleReadBytes(request->max_bytes());
+  if (!max_bytes.ok()) return RpcFailed("GetConsoleOutput", max_bytes.status(), {{"vm", request->vm_id()}});
+  absl::StatusOr<ppn::host::v1::GetConsoleOutputResponse> out =
+      core_->GetConsoleOutput(*scope, request->vm_id(), request->offset(), static_cast<uint32_t>(*max_bytes));
+  if (!out.ok()) return RpcFailed("GetConsoleOutput", out.status(), {{"vm", request->vm_id()}});
+  response->set_data(std::move(*out->mutable_data()));
+  response->set_next_offset(out->next_offset());
+  return grpc::Status::OK;
+}
+
+grpc::Status FleetService::StreamConsole(grpc::ServerContext* context, const v1::StreamConsoleRequest* request,
+                                         grpc::ServerWriter<v1::StreamConsoleResponse>* writer) {
+  absl::StatusOr<Scope> scope = CallerScope(*context);
+  if (!scope.ok()) return RpcFailed("StreamConsole", scope.status());
+  uint64_t offset = request->offset();
+  for (bool first = true; !context->IsCancelled(); first = false) {
+    absl::StatusOr<ppn::host::v1::GetConsoleOutputResponse> out =
+        core_->GetConsoleOutput(*scope, request->vm_id(), offset, 64 << 10);
+    if (!out.ok()) {
+      // Destroyed after the stream began: it ends there. A node unreachable for a moment is
+      // waited out.
+      if (!first && out.status().code() == absl::StatusCode::kNotFound) break;
+      if (!first && out.status().code() == absl::StatusCode::kUnavailable) {
+        absl::SleepFor(absl::Seconds(1));
+        continue;
+      }
+      return RpcFailed("StreamConsole", out.status(), {{"vm", request->vm_id()}});
+    }
+    if (out->next_offset() != offset) {
+      v1::StreamConsoleResponse msg;
+      msg.set_data(std::move(*out->mutable_data()));
+      msg.set_next_offset(out->next_offset());
+      if (!writer->Write(msg)) break;
+      offset = out->next_offset();
+      continue;
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  return grpc::Status::OK;
 }
 
 }  // namespace ppn::fleet

@@ -44,6 +44,14 @@ class FleetService final
   grpc::Status ListNetworks(grpc::ServerContext*, const v1::ListNetworksRequest*, v1::ListNetworksResponse*) override;
   grpc::Status DeleteNetwork(grpc::ServerContext*, const v1::DeleteNetworkRequest*,
                              v1::DeleteNetworkResponse*) override;
+  grpc::Status StopVm(grpc::ServerContext*, const v1::StopVmRequest*, v1::StopVmResponse*) override;
+  grpc::Status StartVm(grpc::ServerContext*, const v1::StartVmRequest*, v1::StartVmResponse*) override;
+  grpc::Status RebootVm(grpc::ServerContext*, const v1::RebootVmRequest*, v1::RebootVmResponse*) override;
+  grpc::Status GetConsoleOutput(grpc::ServerContext*, const v1::GetConsoleOutputRequest*,
+                                v1::GetConsoleOutputResponse*) override;
+  // Synchronous: one thread per open stream (a console follower is a person at a terminal).
+  grpc::Status StreamConsole(grpc::ServerContext*, const v1::StreamConsoleRequest*,
+                             grpc::ServerWriter<v1::StreamConsoleResponse>*) override;
   grpc::ServerWriteReactor<v1::WatchRelayRoutesResponse>* WatchRelayRoutes(grpc::CallbackServerContext*,
                                                                            const v1::WatchRelayRoutesRequest*) override;
 

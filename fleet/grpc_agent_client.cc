@@ -1,8 +1,12 @@
 #include "fleet/grpc_agent_client.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "common/rpc_interceptors.h"
+#include "common/vm_spec.h"
 #include "grpcpp/create_channel.h"
 
 namespace ppn::fleet {
@@ -47,6 +51,57 @@ class GrpcAgentClient final : public AgentClient {
     absl::Status s = Named(stub_->ResumeVm(&ctx, req, &resp));
     if (!s.ok()) return s;
     return resp.vm();
+  }
+
+  absl::StatusOr<ppn::host::v1::VmInstance> StopVm(const VmId& vm, absl::Duration grace) override {
+    ppn::host::v1::StopVmRequest req;
+    req.set_vm_id(vm.value());
+    *req.mutable_grace_period() = ToProtoDuration(grace);
+    ppn::host::v1::StopVmResponse resp;
+    grpc::ClientContext ctx;
+    // The grace period, then SIGTERM and SIGKILL (5 s each), and some slack.
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + std::max(grace, absl::Seconds(30)) + absl::Seconds(20)));
+    absl::Status s = Named(stub_->StopVm(&ctx, req, &resp));
+    if (!s.ok()) return s;
+    return resp.vm();
+  }
+
+  absl::StatusOr<ppn::host::v1::VmInstance> StartVm(const VmId& vm) override {
+    ppn::host::v1::StartVmRequest req;
+    req.set_vm_id(vm.value());
+    ppn::host::v1::StartVmResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    absl::Status s = Named(stub_->StartVm(&ctx, req, &resp));
+    if (!s.ok()) return s;
+    return resp.vm();
+  }
+
+  absl::StatusOr<ppn::host::v1::VmInstance> RebootVm(const VmId& vm, absl::Duration grace, std::string* how) override {
+    ppn::host::v1::RebootVmRequest req;
+    req.set_vm_id(vm.value());
+    *req.mutable_grace_period() = ToProtoDuration(grace);
+    ppn::host::v1::RebootVmResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + std::max(grace, absl::Seconds(30)) + absl::Seconds(60)));
+    absl::Status s = Named(stub_->RebootVm(&ctx, req, &resp));
+    if (!s.ok()) return s;
+    *how = resp.how();
+    return resp.vm();
+  }
+
+  absl::StatusOr<ppn::host::v1::GetConsoleOutputResponse> GetConsoleOutput(const VmId& vm, uint64_t offset,
+                                                                           uint32_t max_bytes) override {
+    ppn::host::v1::GetConsoleOutputRequest req;
+    req.set_vm_id(vm.value());
+    req.set_offset(offset);
+    req.set_max_bytes(max_bytes);
+    ppn::host::v1::GetConsoleOutputResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    absl::Status s = Named(stub_->GetConsoleOutput(&ctx, req, &resp));
+    if (!s.ok()) return s;
+    return resp;
   }
 
   absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) override {

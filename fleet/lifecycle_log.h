@@ -20,6 +20,9 @@
 //   vm.network  a running VM's egress policy was replaced on its node: `who`, `role`, and the
 //               new policy's shape (`internet`, `allow_rules`, `deny_rules`, `rate_limit_kbit`),
 //               never its destinations
+//   vm.stop, vm.start, vm.reboot
+//               a VM was powered off (its disk kept), booted again, or rebooted on its node:
+//               `who`, `role`, `node`, and for vm.reboot `how` (ACPI power-off and boot, or reset)
 // Every entry has the VM as subject and its tenant; attributes never hold user_data. Without an
 // outbox (no ledger configured) nothing is recorded. Thread-safe; `*outbox` and `*clock` must
 // outlive it.
@@ -61,6 +64,9 @@ class LifecycleLog {
   // `vm.spec().egress()` is the policy now in effect.
   void NetworkChanged(const ppn::fleet::v1::VmRecord& vm, const Actor& actor);
   void NodeCordoned(absl::string_view node_id, bool cordoned, absl::string_view reason, absl::string_view role);
+  // `kind`: "vm.stop", "vm.start" or "vm.reboot"; `how` only for vm.reboot.
+  void PowerChanged(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm, const Actor& actor,
+                    absl::string_view how = "");
 
  private:
   ppn::ledger::v1::AppendRequest Entry(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm);

@@ -9,12 +9,12 @@
 namespace ppn::fleet {
 namespace {
 
+using ppn::types::v1::VM_STATE_DESTROYED;
 using ppn::types::v1::VM_STATE_FAILED;
 using ppn::types::v1::VM_STATE_LOST;
 using ppn::types::v1::VM_STATE_MIGRATING;
 using ppn::types::v1::VM_STATE_PENDING;
 using ppn::types::v1::VM_STATE_RUNNING;
-using ppn::types::v1::VM_STATE_DESTROYED;
 using testing::Beat;
 using testing::CoreFixture;
 using testing::PausedCopy;

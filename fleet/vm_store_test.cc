@@ -72,7 +72,10 @@ TEST_CASE("a registry written when STOPPED meant destroyed reads those VMs as DE
   stopped.record.set_state(ppn::types::v1::VM_STATE_STOPPED);
   REQUIRE(store->Put(stopped).ok());
   store.reset();
-  for (const StoredVm& vm : *(*VmStore::Open(dir.File("fleet.db")))->LoadAll()) {
+  std::unique_ptr<VmStore> reopened = *VmStore::Open(dir.File("fleet.db"));
+  std::vector<StoredVm> again = *reopened->LoadAll();
+  REQUIRE(again.size() == 3);
+  for (const StoredVm& vm : again) {
     if (vm.record.vm_id() == "vm-off") CHECK(vm.record.state() == ppn::types::v1::VM_STATE_STOPPED);
     if (vm.record.vm_id() == "vm-gone") CHECK(vm.record.state() == ppn::types::v1::VM_STATE_DESTROYED);
   }

@@ -131,4 +131,72 @@ grpc::Status HostAgentService::SetNetworkPeers(grpc::ServerContext*, const v1::S
   return grpc::Status::OK;
 }
 
+grpc::Status HostAgentService::StopVm(grpc::ServerContext*, const v1::StopVmRequest* request,
+                                      v1::StopVmResponse* response) {
+  absl::Duration grace;
+  absl::Status valid = ToGracePeriod(request->grace_period(), &grace);
+  if (!valid.ok()) return RpcFailed("StopVm", valid, {{"vm", request->vm_id()}});
+  absl::StatusOr<v1::VmInstance> vm = manager_->Stop(request->vm_id(), grace);
+  if (!vm.ok()) return RpcFailed("StopVm", vm.status(), {{"vm", request->vm_id()}});
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::StartVm(grpc::ServerContext*, const v1::StartVmRequest* request,
+                                       v1::StartVmResponse* response) {
+  absl::StatusOr<v1::VmInstance> vm = manager_->StartStopped(request->vm_id());
+  if (!vm.ok()) return RpcFailed("StartVm", vm.status(), {{"vm", request->vm_id()}});
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::RebootVm(grpc::ServerContext*, const v1::RebootVmRequest* request,
+                                        v1::RebootVmResponse* response) {
+  absl::Duration grace;
+  absl::Status valid = ToGracePeriod(request->grace_period(), &grace);
+  if (!valid.ok()) return RpcFailed("RebootVm", valid, {{"vm", request->vm_id()}});
+  std::string how;
+  absl::StatusOr<v1::VmInstance> vm = manager_->Reboot(request->vm_id(), grace, &how);
+  if (!vm.ok()) return RpcFailed("RebootVm", vm.status(), {{"vm", request->vm_id()}});
+  *response->mutable_vm() = *std::move(vm);
+  response->set_how(how);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::GetConsoleOutput(grpc::ServerContext*, const v1::GetConsoleOutputRequest* request,
+                                                v1::GetConsoleOutputResponse* response) {
+  absl::StatusOr<size_t> max_bytes = ToConsoleReadBytes(request->max_bytes());
+  if (!max_bytes.ok()) return RpcFailed("GetConsoleOutput", max_bytes.status(), {{"vm", request->vm_id()}});
+  uint64_t next = 0;
+  absl::StatusOr<std::string> data = manager_->ReadConsole(request->vm_id(), request->offset(), *max_bytes, &next);
+  if (!data.ok()) return RpcFailed("GetConsoleOutput", data.status(), {{"vm", request->vm_id()}});
+  response->set_data(*std::move(data));
+  response->set_next_offset(next);
+  return grpc::Status::OK;
+}
+
+grpc::Status HostAgentService::StreamConsole(grpc::ServerContext* context, const v1::StreamConsoleRequest* request,
+                                             grpc::ServerWriter<v1::StreamConsoleResponse>* writer) {
+  uint64_t offset = request->offset();
+  for (bool first = true; !context->IsCancelled(); first = false) {
+    uint64_t next = offset;
+    absl::StatusOr<std::string> data = manager_->ReadConsole(request->vm_id(), offset, size_t{64} << 10, &next);
+    if (!data.ok()) {
+      // The VM went (destroyed or moved away) after the stream began: the stream ends there.
+      if (data.status().code() == absl::StatusCode::kNotFound && !first) break;
+      return RpcFailed("StreamConsole", data.status(), {{"vm", request->vm_id()}});
+    }
+    if (!data->empty() || next != offset) {
+      v1::StreamConsoleResponse msg;
+      msg.set_data(*std::move(data));
+      msg.set_next_offset(next);
+      if (!writer->Write(msg)) break;
+      offset = next;
+      continue;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace ppn::host

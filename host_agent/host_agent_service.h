@@ -30,6 +30,13 @@ class HostAgentService final : public ppn::host::v1::HostAgent::Service {
                                v1::UpdateVmNetworkResponse*) override;
   grpc::Status SetNetworkPeers(grpc::ServerContext*, const v1::SetNetworkPeersRequest*,
                                v1::SetNetworkPeersResponse*) override;
+  grpc::Status StopVm(grpc::ServerContext*, const v1::StopVmRequest*, v1::StopVmResponse*) override;
+  grpc::Status StartVm(grpc::ServerContext*, const v1::StartVmRequest*, v1::StartVmResponse*) override;
+  grpc::Status RebootVm(grpc::ServerContext*, const v1::RebootVmRequest*, v1::RebootVmResponse*) override;
+  grpc::Status GetConsoleOutput(grpc::ServerContext*, const v1::GetConsoleOutputRequest*,
+                                v1::GetConsoleOutputResponse*) override;
+  grpc::Status StreamConsole(grpc::ServerContext*, const v1::StreamConsoleRequest*,
+                             grpc::ServerWriter<v1::StreamConsoleResponse>*) override;
 
  private:
   VmManager* const manager_;

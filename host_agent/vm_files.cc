@@ -110,6 +110,20 @@ absl::Status VmFiles::Create(const std::string& vm_id, const Image& image, const
   return made;
 }
 
+absl::Status VmFiles::EnsureSeed(const std::string& vm_id, const ppn::types::v1::VmSpec& spec,
+                                 const std::string& network_config) {
+  std::string dir = Dir(vm_id);
+  if (!std::filesystem::exists(DiskPath(dir))) {
+    return absl::NotFoundError(absl::StrCat("vm ", vm_id, " has no disk overlay on this node"));
+  }
+  if (std::filesystem::exists(SeedPath(dir))) return absl::OkStatus();
+  PPN_RETURN_IF_ERROR(WriteSeed(vm_id, spec, network_config));
+  if (owner_.has_value() && chown(SeedPath(dir).c_str(), owner_->uid, owner_->gid) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot hand ", SeedPath(dir), " to ", owner_->name));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status VmFiles::CreateClone(const std::string& vm_id, const std::string& template_disk) {
   std::string dir = Dir(vm_id);
   Remove(vm_id);

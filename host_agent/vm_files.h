@@ -57,6 +57,10 @@ class VmFiles {
   // `template_disk` (which must stay unchanged while any clone uses it), no seed (the clone
   // uses its template's and gets its identity over the identity channel). Errors as Create.
   absl::Status CreateClone(const std::string& vm_id, const std::string& template_disk);
+  // Makes the seed ISO of an existing VM directory if it has none (a template's clone);
+  // errors as Create (NOT_FOUND if the directory or its overlay is gone).
+  absl::Status EnsureSeed(const std::string& vm_id, const ppn::types::v1::VmSpec& spec,
+                          const std::string& network_config);
   // Removes the VM's directory and everything in it; a missing one is fine.
   void Remove(const std::string& vm_id);
   // Ids that have a directory.

@@ -1,6 +1,7 @@
 #include "host_agent/vm_manager.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/files.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -460,7 +462,8 @@ absl::Status VmManager::Adopt() {
     absl::StatusOr<Image> image = catalog_.Find(spec.image());
     if (image.ok()) e->disk_virtual_bytes = runtime_.files().DiskVirtualBytes(*image, spec).value_or(0);
     absl::MutexLock l(&mu_);
-    if (e->process != nullptr) {
+    // A stopped VM keeps its forwarded ports for its next start.
+    if (e->process != nullptr || e->rec.instance.state() == ppn::types::v1::VM_STATE_STOPPED) {
       ports_.Reserve(PortsOf(e->rec));
       e->ports_held = true;
     }
@@ -851,16 +854,7 @@ absl::Status VmManager::StartQemu(const CreateRequest& r, const Image& image, En
   VmRuntime::Launch launch{r.vm_id, r.spec, image, {}, r.kvm, r.incoming, ""};
   {
     absl::MutexLock l(&mu_);
-    std::vector<PrivateNic> nics = PrivateNicsOf(e->rec.instance);
-    for (size_t i = 0; i < nics.size(); ++i) launch.taps.push_back({PrivateNetworks::TapName(i), nics[i].mac});
-    launch.network_config = RenderNetworkConfig(nics);
-    for (const auto& f : e->rec.instance.forwarded_ports()) {
-      // In its namespace QEMU listens on the namespace's address; the node forwards its mesh
-      // address's port there.
-      launch.forwards.push_back({e->link ? e->link->netns_ip : f.host_address(), f.host_port(), f.guest_port(),
-                                 f.protocol() == ppn::types::v1::PROTOCOL_UDP});
-    }
-    if (e->link) launch.netns = e->link->netns;
+    FillLaunchLocked(e, &launch);
   }
   std::string how;
   // A template's saved machine has no virtio-mem device: a VM that can grow boots.
@@ -1054,6 +1048,240 @@ absl::StatusOr<VmInstance> VmManager::Destroy(const std::string& vm_id, absl::Du
   return vm;
 }
 
+namespace {
+
+constexpr absl::Duration kStopGrace = absl::Seconds(30);  // StopVm's and RebootVm's default
+
+std::string StateName(VmState s) {
+  return std::string(absl::StripPrefix(ppn::types::v1::VmState_Name(s), "VM_STATE_"));
+}
+
+}  // namespace
+
+absl::StatusOr<VmInstance> VmManager::Stop(const std::string& vm_id, absl::Duration grace) {
+  std::shared_ptr<Entry> e = Find(vm_id);
+  if (e == nullptr) return NotHere(vm_id);
+  absl::MutexLock op(&e->op);
+  std::shared_ptr<Process> process;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = vms_.find(vm_id);
+    if (it == vms_.end() || it->second != e) return NotHere(vm_id);
+    const VmInstance& vm = e->rec.instance;
+    if (vm.state() == ppn::types::v1::VM_STATE_STOPPED) return vm;
+    if ((vm.state() != ppn::types::v1::VM_STATE_RUNNING && vm.state() != ppn::types::v1::VM_STATE_STARTING) ||
+        e->rec.migration_port != 0 || vm.migrated_out()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("vm ", vm_id, " is ", StateName(vm.state()), "; only a running VM can be stopped"));
+    }
+    process = e->process;
+    e->rec.instance.set_state(ppn::types::v1::VM_STATE_STOPPING);
+  }
+  if (grace <= absl::ZeroDuration()) grace = kStopGrace;
+  bool graceful = false;
+  absl::Status stopped = runtime_.Stop(vm_id, process.get(), grace, &graceful);
+  if (!stopped.ok()) {
+    absl::MutexLock l(&mu_);
+    e->rec.instance.set_state(ppn::types::v1::VM_STATE_FAILED);
+    e->rec.instance.set_state_message(std::string(stopped.message()));
+    PersistLocked(e.get()).IgnoreError();
+    return stopped;
+  }
+  DropNetwork(e.get());
+  absl::MutexLock l(&mu_);
+  e->process.reset();
+  VmInstance& vm = e->rec.instance;
+  vm.set_state(ppn::types::v1::VM_STATE_STOPPED);
+  vm.set_state_message(graceful
+                           ? "powered off by its guest (ACPI)"
+                           : absl::StrCat("killed: the guest did not power off within ", absl::FormatDuration(grace)));
+  vm.set_pid(0);
+  vm.clear_ready_time();
+  vm.clear_boot_duration();
+  PPN_RETURN_IF_ERROR(PersistLocked(e.get()));
+  spdlog::info("vm.stopped vm={} tenant={} graceful={}", LogValue(vm_id), LogValue(vm.tenant_id()), graceful);
+  return vm;
+}
+
+void VmManager::FillLaunchLocked(Entry* e, VmRuntime::Launch* launch) {
+  std::vector<PrivateNic> nics = PrivateNicsOf(e->rec.instance);
+  for (size_t i = 0; i < nics.size(); ++i) launch->taps.push_back({PrivateNetworks::TapName(i), nics[i].mac});
+  launch->network_config = RenderNetworkConfig(nics);
+  for (const auto& f : e->rec.instance.forwarded_ports()) {
+    // In its namespace QEMU listens on the namespace's address; the node forwards its mesh
+    // address's port there.
+    launch->forwards.push_back({e->link ? e->link->netns_ip : f.host_address(), f.host_port(), f.guest_port(),
+                                f.protocol() == ppn::types::v1::PROTOCOL_UDP});
+  }
+  if (e->link) launch->netns = e->link->netns;
+}
+
+absl::Status VmManager::BootStopped(const std::shared_ptr<Entry>& e) {
+  std::string vm_id;
+  VmSpec spec;
+  {
+    absl::MutexLock l(&mu_);
+    vm_id = e->rec.instance.vm_id();
+    spec = e->rec.instance.spec();
+  }
+  PPN_ASSIGN_OR_RETURN(Image image, catalog_.Find(spec.image()));
+  if (network_ != nullptr) PPN_RETURN_IF_ERROR(MakeNetwork(e.get()));
+  PPN_RETURN_IF_ERROR(WriteMigrationCredentials());
+  const bool kvm = kvm_usable_ && options_.kvm_mode == KvmMode::kAuto;
+  VmRuntime::Launch launch{vm_id, spec, image, {}, kvm, false, ""};
+  launch.reuse_files = true;  // its overlay and seed, as it left them
+  {
+    absl::MutexLock l(&mu_);
+    FillLaunchLocked(e.get(), &launch);
+  }
+  std::shared_ptr<Process> process;
+  absl::Status s = runtime_.Start(launch, &process);
+  absl::MutexLock l(&mu_);
+  e->process = process;  // even on error: the caller ends it
+  PPN_RETURN_IF_ERROR(s);
+  VmInstance& vm = e->rec.instance;
+  vm.set_state(ppn::types::v1::VM_STATE_STARTING);
+  vm.set_state_message("cold boot of its kept disk");
+  vm.set_accelerator(kvm ? ppn::types::v1::ACCELERATOR_KVM : ppn::types::v1::ACCELERATOR_TCG);
+  vm.set_pid(process->pid());
+  *vm.mutable_start_time() = ToProtoTimestamp(clock_->Now());
+  vm.clear_ready_time();
+  vm.clear_boot_duration();
+  PPN_RETURN_IF_ERROR(PersistLocked(e.get()));
+  WatchStartingLocked(e);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VmInstance> VmManager::StartStopped(const std::string& vm_id) {
+  std::shared_ptr<Entry> e = Find(vm_id);
+  if (e == nullptr) return NotHere(vm_id);
+  absl::MutexLock op(&e->op);
+  {
+    absl::MutexLock l(&mu_);
+    auto it = vms_.find(vm_id);
+    if (it == vms_.end() || it->second != e) return NotHere(vm_id);
+    VmInstance& vm = e->rec.instance;
+    if (vm.state() == ppn::types::v1::VM_STATE_RUNNING || vm.state() == ppn::types::v1::VM_STATE_STARTING) return vm;
+    if (vm.state() != ppn::types::v1::VM_STATE_STOPPED) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("vm ", vm_id, " is ", StateName(vm.state()), "; only a stopped VM can be started"));
+    }
+    PPN_RETURN_IF_ERROR(CheckMemoryRoom(options_.node_id, TotalMib(), options_.safety_margin_mib, CommittedMibLocked(),
+                                        vm.spec().memory_mib()));
+    // STARTING holds its memory from now on; a crash here leaves a record adoption fails,
+    // files kept, never one it removes.
+    vm.set_state(ppn::types::v1::VM_STATE_STARTING);
+    PPN_RETURN_IF_ERROR(PersistLocked(e.get()));
+  }
+  absl::Status s = BootStopped(e);
+  if (!s.ok()) {
+    std::shared_ptr<Process> process;
+    {
+      absl::MutexLock l(&mu_);
+      process = e->process;
+    }
+    if (process != nullptr && process->Alive()) {
+      process->Signal(SIGKILL);
+      process->WaitForExit(absl::Seconds(10));
+    }
+    DropNetwork(e.get());
+    absl::MutexLock l(&mu_);
+    e->process.reset();
+    e->rec.instance.set_state(ppn::types::v1::VM_STATE_STOPPED);
+    e->rec.instance.set_state_message(absl::StrCat("the last start failed: ", s.message()));
+    e->rec.instance.set_pid(0);
+    PersistLocked(e.get()).IgnoreError();
+    return s;
+  }
+  absl::MutexLock l(&mu_);
+  spdlog::info("vm.started vm={} tenant={}", LogValue(vm_id), LogValue(e->rec.instance.tenant_id()));
+  return e->rec.instance;
+}
+
+absl::StatusOr<VmInstance> VmManager::Reboot(const std::string& vm_id, absl::Duration grace, std::string* how) {
+  std::shared_ptr<Entry> e = Find(vm_id);
+  if (e == nullptr) return NotHere(vm_id);
+  absl::MutexLock op(&e->op);
+  std::shared_ptr<Process> process;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = vms_.find(vm_id);
+    if (it == vms_.end() || it->second != e) return NotHere(vm_id);
+    const VmInstance& vm = e->rec.instance;
+    if ((vm.state() != ppn::types::v1::VM_STATE_RUNNING && vm.state() != ppn::types::v1::VM_STATE_STARTING) ||
+        e->rec.migration_port != 0 || vm.migrated_out() || e->process == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("vm ", vm_id, " is ", StateName(vm.state()), "; only a running VM can be rebooted"));
+    }
+    process = e->process;
+  }
+  if (grace <= absl::ZeroDuration()) grace = kStopGrace;
+  PPN_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, runtime_.Connect(vm_id, process.get(), kQmpTimeout));
+  // QEMU has no ACPI reboot request: the guest is asked to power off (ACPI) and booted again,
+  // and one that does not power off in time is reset like a machine's reset button.
+  PPN_RETURN_IF_ERROR(qmp->Execute("system_powerdown").status());
+  if (process->WaitForExit(grace)) {
+    qmp.reset();
+    DropNetwork(e.get());
+    {
+      absl::MutexLock l(&mu_);
+      e->process.reset();
+    }
+    absl::Status booted = BootStopped(e);
+    if (!booted.ok()) {
+      absl::MutexLock l(&mu_);
+      if (e->process != nullptr && e->process->Alive()) e->process->Signal(SIGKILL);
+      e->process.reset();
+      e->rec.instance.set_state(ppn::types::v1::VM_STATE_STOPPED);
+      e->rec.instance.set_state_message(
+          absl::StrCat("it powered off for a reboot but did not start: ", booted.message()));
+      e->rec.instance.set_pid(0);
+      PersistLocked(e.get()).IgnoreError();
+      return booted;
+    }
+    *how = "the guest powered off (ACPI) and booted again";
+  } else {
+    PPN_RETURN_IF_ERROR(qmp->Execute("system_reset").status());
+    *how = absl::StrCat("reset (QMP system_reset): the guest did not power off within ", absl::FormatDuration(grace));
+    absl::MutexLock l(&mu_);
+    VmInstance& vm = e->rec.instance;
+    vm.set_state(ppn::types::v1::VM_STATE_STARTING);
+    vm.set_state_message(*how);
+    *vm.mutable_start_time() = ToProtoTimestamp(clock_->Now());
+    vm.clear_ready_time();
+    vm.clear_boot_duration();
+    PPN_RETURN_IF_ERROR(PersistLocked(e.get()));
+    WatchStartingLocked(e);
+  }
+  absl::MutexLock l(&mu_);
+  e->rec.instance.set_state_message(*how);
+  spdlog::info("vm.rebooted vm={} tenant={} how={}", LogValue(vm_id), LogValue(e->rec.instance.tenant_id()),
+               LogValue(*how));
+  return e->rec.instance;
+}
+
+absl::StatusOr<std::string> VmManager::ReadConsole(const std::string& vm_id, uint64_t offset, size_t max_bytes,
+                                                   uint64_t* next_offset) {
+  if (Find(vm_id) == nullptr) return NotHere(vm_id);
+  const std::string path = ConsoleLogPath(runtime_.files().Dir(vm_id));
+  Fd fd;
+  fd.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd.fd < 0) {  // QEMU has not made it yet
+    *next_offset = 0;
+    return std::string();
+  }
+  struct stat st {};
+  if (fstat(fd.fd, &st) != 0) return absl::InternalError("cannot stat the console log");
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (offset > size) offset = size;  // past the end: the log began again
+  std::string out(std::min<uint64_t>(max_bytes, size - offset), '\0');
+  ssize_t n = out.empty() ? 0 : pread(fd.fd, out.data(), out.size(), static_cast<off_t>(offset));
+  if (n < 0) return absl::InternalError("cannot read the console log");
+  out.resize(static_cast<size_t>(n));
+  *next_offset = offset + static_cast<uint64_t>(n);
+  return out;
+}
+
 std::vector<VmInstance> VmManager::List() {
   SettleAllIncoming();  // report a finished incoming migration as RUNNING, not a second later
   absl::MutexLock l(&mu_);
@@ -1133,7 +1361,9 @@ absl::StatusOr<uint64_t> VmManager::Balloon(const std::string& vm_id, std::optio
   std::shared_ptr<Process> process;
   {
     absl::MutexLock l(&mu_);
-    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING) {
+    // A guest still booting has its balloon device already.
+    if (e->rec.instance.state() != ppn::types::v1::VM_STATE_RUNNING &&
+        e->rec.instance.state() != ppn::types::v1::VM_STATE_STARTING) {
       return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is not running"));
     }
     *memory_mib = e->rec.instance.spec().memory_mib();

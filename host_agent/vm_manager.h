@@ -129,6 +129,24 @@ class VmManager {
   // QMP powerdown, `grace` to stop (0: the default), then SIGTERM, then SIGKILL; removes the
   // VM's files, cgroup, ports and record. NOT_FOUND if the VM is not on this node.
   absl::StatusOr<ppn::host::v1::VmInstance> Destroy(const std::string& vm_id, absl::Duration grace);
+  // Powers the VM off: QMP system_powerdown (ACPI), `grace` (0: the default) for the guest to
+  // end, then SIGTERM, then SIGKILL. Its overlay, seed, identity and forwarded ports stay:
+  // STOPPED, holding no memory. OK at once if it is STOPPED already; NOT_FOUND if absent;
+  // FAILED_PRECONDITION unless RUNNING or STARTING (or a migration target or paused copy).
+  absl::StatusOr<ppn::host::v1::VmInstance> Stop(const std::string& vm_id, absl::Duration grace);
+  // Boots a STOPPED VM again on its overlay (a cold boot: STARTING, then RUNNING once ready).
+  // OK at once if it runs; RESOURCE_EXHAUSTED without memory; FAILED_PRECONDITION if it is
+  // neither stopped nor running, or QEMU will not start (then it stays STOPPED).
+  absl::StatusOr<ppn::host::v1::VmInstance> StartStopped(const std::string& vm_id);
+  // Reboots a running VM: QMP system_powerdown (ACPI) and `grace` for the guest to end, then
+  // the same QEMU boots again; a guest that does not end in time is reset (QMP system_reset).
+  // `*how` says which. Then STARTING until ready. FAILED_PRECONDITION unless RUNNING or STARTING.
+  absl::StatusOr<ppn::host::v1::VmInstance> Reboot(const std::string& vm_id, absl::Duration grace, std::string* how);
+  // Up to `max_bytes` of the VM's serial console log from byte `offset` on, and the offset
+  // after it (`*next_offset`; the log's size when `offset` is past its end, as after a
+  // restart of the log). NOT_FOUND if the VM is absent. The bytes are the guest's, unread.
+  absl::StatusOr<std::string> ReadConsole(const std::string& vm_id, uint64_t offset, size_t max_bytes,
+                                          uint64_t* next_offset);
   std::vector<ppn::host::v1::VmInstance> List();
   ppn::host::v1::Heartbeat MakeHeartbeat();
   // Every change of a VM's record bumps the version; WaitForChange blocks until it passes
@@ -136,7 +154,7 @@ class VmManager {
   uint64_t version();
   uint64_t WaitForChange(uint64_t version, absl::Duration timeout);
 
-  // The balloon's size in MiB. FAILED_PRECONDITION unless running; INVALID_ARGUMENT for a
+  // The balloon's size in MiB. FAILED_PRECONDITION unless RUNNING or STARTING; INVALID_ARGUMENT for a
   // target below 16 MiB or above the VM's memory. A VM whose balloon was set by hand is left
   // alone by the balloon controller from then on (a target of its whole memory hands it back).
   absl::StatusOr<uint64_t> SetBalloon(const std::string& vm_id, uint64_t target_mib) {
@@ -265,6 +283,10 @@ class VmManager {
   // The VM's namespace, veth and rules (and its forwards into them); NOT for incoming copies'
   // migration connection, which the agent holds.
   absl::Status MakeNetwork(Entry* e);
+  // With `e->op` held: a cold boot of a STOPPED VM's files (network, QEMU): STARTING.
+  absl::Status BootStopped(const std::shared_ptr<Entry>& e);
+  // Its taps, forwards and namespace, for VmRuntime::Start.
+  void FillLaunchLocked(Entry* e, VmRuntime::Launch* launch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives each network of `nics` its tunnel to the network's other nodes (or takes over the
   // one a previous run made); a failure is logged: the VM still reaches this node's VMs.
   void MakeTunnels(const std::vector<PrivateNic>& nics);

@@ -18,7 +18,9 @@ void VmRuntime::SetNodeFeatures(std::string cgroup_root, bool seccomp) {
 }
 
 absl::Status VmRuntime::Start(const Launch& l, std::shared_ptr<Process>* process) {
-  if (l.clone_disk.empty()) {
+  if (l.reuse_files) {
+    PPN_RETURN_IF_ERROR(files_.EnsureSeed(l.vm_id, l.spec, l.network_config));
+  } else if (l.clone_disk.empty()) {
     PPN_RETURN_IF_ERROR(files_.Create(l.vm_id, l.image, l.spec, l.network_config));
   } else {
     PPN_RETURN_IF_ERROR(files_.CreateClone(l.vm_id, l.clone_disk));
@@ -75,11 +77,13 @@ absl::StatusOr<std::unique_ptr<QmpClient>> VmRuntime::Connect(const std::string&
   }
 }
 
-absl::Status VmRuntime::Stop(const std::string& vm_id, Process* process, absl::Duration grace) {
+absl::Status VmRuntime::Stop(const std::string& vm_id, Process* process, absl::Duration grace, bool* graceful) {
+  if (graceful != nullptr) *graceful = true;
   if (process == nullptr || !process->Alive()) return absl::OkStatus();
   absl::StatusOr<std::unique_ptr<QmpClient>> qmp = Connect(vm_id, process, absl::Seconds(2));
   if (qmp.ok()) (*qmp)->Execute("system_powerdown").IgnoreError();
   if (process->WaitForExit(grace)) return absl::OkStatus();
+  if (graceful != nullptr) *graceful = false;
   process->Signal(SIGTERM);
   if (process->WaitForExit(absl::Seconds(5))) return absl::OkStatus();
   process->Signal(SIGKILL);

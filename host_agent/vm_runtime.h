@@ -62,6 +62,9 @@ class VmRuntime {
     std::string seed_path;
     std::string vmgenid = "auto";
     bool restrict_network = false;  // no way out of user-mode networking (a template's boot)
+    // Boot the files already in its directory (a stopped VM started again); a clone's
+    // missing seed is made anew (without user-data, which is never kept).
+    bool reuse_files = false;
   };
   // Files, cgroup and QEMU, up to its first QMP answer. `*process` is set as soon as QEMU is
   // exec'd, so a caller can Discard it on error. FAILED_PRECONDITION with QEMU's words if it
@@ -72,7 +75,8 @@ class VmRuntime {
   absl::StatusOr<std::unique_ptr<QmpClient>> Connect(const std::string& vm_id, Process* process,
                                                      absl::Duration timeout);
   // QMP powerdown, `grace` to stop, then SIGTERM, then SIGKILL. INTERNAL if it survives.
-  absl::Status Stop(const std::string& vm_id, Process* process, absl::Duration grace);
+  // `*graceful`: it ended within the grace period.
+  absl::Status Stop(const std::string& vm_id, Process* process, absl::Duration grace, bool* graceful = nullptr);
   // Kills the process (SIGKILL) and removes the VM's files and cgroup. INTERNAL if it
   // survives SIGKILL (then nothing is removed).
   absl::Status Discard(const std::string& vm_id, Process* process);

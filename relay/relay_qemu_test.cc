@@ -82,10 +82,11 @@ TEST_CASE("a real guest's relay address answers across live migrations through t
   create.mutable_spec()->set_memory_mib(128);
   create.mutable_spec()->set_image("ppn-test-guest");
   create.mutable_spec()->add_port_forwards()->set_guest_port(80);
+  create.set_wait_for_ready(true);  // only a RUNNING guest is moved
   ppn::fleet::v1::CreateVmResponse created;
   {
     grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(60));
+    ctx.set_deadline(Deadline(180));
     ctx.AddMetadata("x-ppn-tenant-id", "acme");
     grpc::Status s = fleet_stub("tenant-proxy")->CreateVm(&ctx, create, &created);
     INFO(s.error_message());

@@ -10,6 +10,37 @@
 
 namespace ppn::proxy {
 
+namespace {
+
+// The fleet says "vm X is STATE; ..." or "vm X cannot start: its node N is gone|was revoked;
+// ...": the state word and the node's fate may be told, never the node.
+absl::Status PowerRefusal(const absl::Status& status, const CallAbout& about) {
+  const std::string done = about.power == "stop" ? "stopped" : about.power == "start" ? "started" : "rebooted";
+  absl::string_view m = status.message();
+  if (absl::StrContains(m, " cannot start: its node ")) {
+    if (absl::StrContains(m, "no longer has its disk")) {
+      return absl::FailedPreconditionError(absl::StrCat("vm ", about.vm_id, " cannot start: its disk is gone"));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("vm ", about.vm_id, " cannot start: its host ",
+                     absl::StrContains(m, " was revoked") ? "was retired" : "is gone",
+                     "; its disk is there and only there: start it once the host is back, or destroy it"));
+  }
+  std::string prefix = absl::StrCat("vm ", about.vm_id, " is ");
+  if (absl::ConsumePrefix(&m, prefix)) {
+    absl::string_view state = m.substr(0, m.find(';'));
+    ppn::types::v1::VmState parsed;
+    if (ppn::types::v1::VmState_Parse(absl::StrCat("VM_STATE_", state), &parsed)) {
+      return absl::FailedPreconditionError(absl::StrCat("vm ", about.vm_id, " is ", state, "; only a ",
+                                                        about.power == "start" ? "stopped" : "running", " VM can be ",
+                                                        done));
+    }
+  }
+  return absl::FailedPreconditionError(absl::StrCat("vm ", about.vm_id, " cannot be ", done, " now"));
+}
+
+}  // namespace
+
 absl::Status TenantSafeError(const absl::Status& status, absl::string_view shortage, const CallAbout& about) {
   const bool create = about.spec != nullptr;
   switch (status.code()) {
@@ -67,6 +98,7 @@ absl::Status TenantSafeError(const absl::Status& status, absl::string_view short
     case absl::StatusCode::kUnavailable:
       return absl::UnavailableError("the VM's host is unreachable right now; retry later");
     case absl::StatusCode::kFailedPrecondition:
+      if (!about.power.empty()) return PowerRefusal(status, about);
       if (about.network) {
         return absl::FailedPreconditionError(absl::StrCat(
             "vm ", about.vm_id, " must be running on a host with network isolation to change its network"));

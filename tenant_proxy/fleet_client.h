@@ -69,6 +69,16 @@ class FleetClient {
   virtual absl::StatusOr<ppn::types::v1::Network> GetNetwork(const TenantId& tenant, const std::string& network_id) = 0;
   virtual absl::StatusOr<std::vector<ppn::types::v1::Network>> ListNetworks(const TenantId& tenant) = 0;
   virtual absl::Status DeleteNetwork(const TenantId& tenant, const std::string& network_id) = 0;
+  // The fleet's StopVm, StartVm, RebootVm (`*how` what was done) and GetConsoleOutput for one
+  // of the tenant's VMs; errors as TenantSafeError words them (CallAbout.power).
+  virtual absl::StatusOr<ppn::fleet::v1::VmRecord> StopVm(const TenantId& tenant, const VmId& vm_id,
+                                                          absl::Duration grace) = 0;
+  virtual absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const TenantId& tenant, const VmId& vm_id) = 0;
+  virtual absl::StatusOr<ppn::fleet::v1::VmRecord> RebootVm(const TenantId& tenant, const VmId& vm_id,
+                                                            absl::Duration grace, std::string* how) = 0;
+  virtual absl::StatusOr<ppn::fleet::v1::GetConsoleOutputResponse> GetConsoleOutput(const TenantId& tenant,
+                                                                                    const VmId& vm_id, uint64_t offset,
+                                                                                    uint32_t max_bytes) = 0;
   // A stream of `vm_id`'s states, not yet started. `*observer` must outlive OnWatchDone.
   virtual std::unique_ptr<FleetWatch> WatchVm(const TenantId& tenant, const VmId& vm_id,
                                               FleetWatchObserver* observer) = 0;
@@ -82,6 +92,7 @@ struct CallAbout {
   std::string chosen_id;                         // CreateVm: the tenant's own id for the VM, if any
   bool network = false;                          // UpdateVmNetwork
   bool list = false;                             // ListVms
+  std::string power;                             // "stop", "start", "reboot" (StopVm, StartVm, RebootVm)
 };
 
 // The fleet's `status` as a tenant may see it. Nothing of the fleet's own message reaches

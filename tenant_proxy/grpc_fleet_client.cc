@@ -1,9 +1,13 @@
 #include "tenant_proxy/grpc_fleet_client.h"
 
+#include <algorithm>
+
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/call_metadata.h"
 #include "common/grpc_status.h"
 #include "common/logging.h"
+#include "common/vm_spec.h"
 #include "grpcpp/support/client_callback.h"
 #include "spdlog/spdlog.h"
 
@@ -179,6 +183,78 @@ absl::StatusOr<ppn::fleet::v1::VmRecord> GrpcFleetClient::UpdateVmNetwork(const 
     return Refused("UpdateVmNetwork", tenant, ctx, s, about);
   }
   return response.vm();
+}
+
+absl::StatusOr<ppn::fleet::v1::VmRecord> GrpcFleetClient::StopVm(const TenantId& tenant, const VmId& vm_id,
+                                                                 absl::Duration grace) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, tenant);
+  // A stop takes the grace period and then some: longer than the proxy's usual timeout.
+  ctx.set_deadline(
+      absl::ToChronoTime(absl::Now() + std::max(timeout_, std::max(grace, absl::Seconds(30)) + absl::Seconds(30))));
+  ppn::fleet::v1::StopVmRequest request;
+  request.set_vm_id(vm_id.value());
+  *request.mutable_grace_period() = ToProtoDuration(grace);
+  ppn::fleet::v1::StopVmResponse response;
+  grpc::Status s = stub_->StopVm(&ctx, request, &response);
+  if (!s.ok()) {
+    CallAbout about{vm_id.value()};
+    about.power = "stop";
+    return Refused("StopVm", tenant, ctx, s, about);
+  }
+  return response.vm();
+}
+
+absl::StatusOr<ppn::fleet::v1::VmRecord> GrpcFleetClient::StartVm(const TenantId& tenant, const VmId& vm_id) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, tenant);
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + std::max(timeout_, absl::Seconds(70))));
+  ppn::fleet::v1::StartVmRequest request;
+  request.set_vm_id(vm_id.value());
+  ppn::fleet::v1::StartVmResponse response;
+  grpc::Status s = stub_->StartVm(&ctx, request, &response);
+  if (!s.ok()) {
+    CallAbout about{vm_id.value()};
+    about.power = "start";
+    return Refused("StartVm", tenant, ctx, s, about);
+  }
+  return response.vm();
+}
+
+absl::StatusOr<ppn::fleet::v1::VmRecord> GrpcFleetClient::RebootVm(const TenantId& tenant, const VmId& vm_id,
+                                                                   absl::Duration grace, std::string* how) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, tenant);
+  ctx.set_deadline(
+      absl::ToChronoTime(absl::Now() + std::max(timeout_, std::max(grace, absl::Seconds(30)) + absl::Seconds(70))));
+  ppn::fleet::v1::RebootVmRequest request;
+  request.set_vm_id(vm_id.value());
+  *request.mutable_grace_period() = ToProtoDuration(grace);
+  ppn::fleet::v1::RebootVmResponse response;
+  grpc::Status s = stub_->RebootVm(&ctx, request, &response);
+  if (!s.ok()) {
+    CallAbout about{vm_id.value()};
+    about.power = "reboot";
+    return Refused("RebootVm", tenant, ctx, s, about);
+  }
+  *how = response.how();
+  return response.vm();
+}
+
+absl::StatusOr<ppn::fleet::v1::GetConsoleOutputResponse> GrpcFleetClient::GetConsoleOutput(const TenantId& tenant,
+                                                                                           const VmId& vm_id,
+                                                                                           uint64_t offset,
+                                                                                           uint32_t max_bytes) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, tenant);
+  ppn::fleet::v1::GetConsoleOutputRequest request;
+  request.set_vm_id(vm_id.value());
+  request.set_offset(offset);
+  request.set_max_bytes(max_bytes);
+  ppn::fleet::v1::GetConsoleOutputResponse response;
+  grpc::Status s = stub_->GetConsoleOutput(&ctx, request, &response);
+  if (!s.ok()) return Refused("GetConsoleOutput", tenant, ctx, s, CallAbout{vm_id.value()});
+  return response;
 }
 
 namespace {

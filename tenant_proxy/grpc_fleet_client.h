@@ -35,6 +35,14 @@ class GrpcFleetClient final : public FleetClient {
   absl::StatusOr<ppn::fleet::v1::VmRecord> UpdateVmNetwork(const TenantId& tenant, const VmId& vm_id,
                                                            const ppn::types::v1::EgressPolicy& egress) override;
   std::unique_ptr<FleetWatch> WatchVm(const TenantId& tenant, const VmId& vm_id, FleetWatchObserver* observer) override;
+  absl::StatusOr<ppn::fleet::v1::VmRecord> StopVm(const TenantId& tenant, const VmId& vm_id,
+                                                  absl::Duration grace) override;
+  absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const TenantId& tenant, const VmId& vm_id) override;
+  absl::StatusOr<ppn::fleet::v1::VmRecord> RebootVm(const TenantId& tenant, const VmId& vm_id, absl::Duration grace,
+                                                    std::string* how) override;
+  absl::StatusOr<ppn::fleet::v1::GetConsoleOutputResponse> GetConsoleOutput(const TenantId& tenant, const VmId& vm_id,
+                                                                            uint64_t offset,
+                                                                            uint32_t max_bytes) override;
 
  private:
   // The deadline and the tenant every unary call carries.

@@ -66,7 +66,8 @@ TEST_CASE("every fleet call carries the tenant and the client's deadline", "[pro
   CHECK(created->vm().tenant_id() == "acme");
   CHECK(f.client.GetVm(TenantId("acme"), VmId(created->vm().vm_id())).ok());
   CHECK(f.client.ListVms(TenantId("acme"), {})->vms_size() == 1);
-  CHECK(f.client.DestroyVm(TenantId("acme"), VmId(created->vm().vm_id()))->state() == ppn::types::v1::VM_STATE_DESTROYED);
+  CHECK(f.client.DestroyVm(TenantId("acme"), VmId(created->vm().vm_id()))->state() ==
+        ppn::types::v1::VM_STATE_DESTROYED);
   auto seen = f.fake.seen();
   REQUIRE(seen.size() == 4);
   for (const auto& call : seen) {

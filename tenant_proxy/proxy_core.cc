@@ -308,6 +308,52 @@ absl::StatusOr<Vm> ProxyCore::DestroyVm(const Tenant& tenant, const std::string&
   return TenantView(*destroyed);
 }
 
+absl::StatusOr<Vm> ProxyCore::Power(const Tenant& tenant, const std::string& name, const std::string& op,
+                                    const std::function<absl::StatusOr<VmRecord>(const VmId&)>& call) {
+  const std::string& tid = tenant.tenant_id.value();
+  AuditRecord audit{tid, "tenant.vm." + op, "", ppn::ledger::v1::OUTCOME_DENIED, "", tenant.token_id};
+  absl::StatusOr<std::string> id = ParseVmName(name);
+  if (!id.ok()) return Finish(audit, id.status());
+  audit.vm_id = *id;
+  PPN_RETURN_IF_ERROR(RecordIntent(audit));
+  absl::StatusOr<VmRecord> vm = call(VmId(*id));
+  PPN_RETURN_IF_ERROR(Finish(audit, vm.status()));
+  spdlog::info("tenant.vm.{} tenant={} vm={} token_id={} state={}", op, LogValue(tid), audit.vm_id, audit.token_id,
+               ppn::types::v1::VmState_Name(vm->state()));
+  return TenantView(*vm);
+}
+
+absl::StatusOr<Vm> ProxyCore::StopVm(const Tenant& tenant, const std::string& name, absl::Duration grace) {
+  return Power(tenant, name, "stop", [&](const VmId& id) { return deps_.fleet->StopVm(tenant.tenant_id, id, grace); });
+}
+
+absl::StatusOr<Vm> ProxyCore::StartVm(const Tenant& tenant, const std::string& name) {
+  // The quota check and the start are one step, as for creates.
+  absl::MutexLock gate(GateOf(tenant.tenant_id.value()));
+  return Power(tenant, name, "start", [&](const VmId& id) -> absl::StatusOr<VmRecord> {
+    PPN_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, ListAll(tenant.tenant_id));
+    for (const VmRecord& vm : vms) {
+      if (vm.vm_id() != id.value() || vm.state() != ppn::types::v1::VM_STATE_STOPPED) continue;
+      PPN_RETURN_IF_ERROR(CheckStartQuota(*tenant.limits, UsageOf(vms), vm.spec()));
+    }
+    return deps_.fleet->StartVm(tenant.tenant_id, id);
+  });
+}
+
+absl::StatusOr<Vm> ProxyCore::RebootVm(const Tenant& tenant, const std::string& name, absl::Duration grace,
+                                       std::string* how) {
+  return Power(tenant, name, "reboot",
+               [&](const VmId& id) { return deps_.fleet->RebootVm(tenant.tenant_id, id, grace, how); });
+}
+
+absl::StatusOr<ppn::fleet::v1::GetConsoleOutputResponse> ProxyCore::GetConsoleOutput(const Tenant& tenant,
+                                                                                     const std::string& name,
+                                                                                     uint64_t offset,
+                                                                                     uint32_t max_bytes) {
+  PPN_ASSIGN_OR_RETURN(std::string id, ParseVmName(name));
+  return deps_.fleet->GetConsoleOutput(tenant.tenant_id, VmId(id), offset, max_bytes);
+}
+
 absl::StatusOr<Vm> ProxyCore::UpdateVmNetwork(const Tenant& tenant,
                                               const ppn::tenancy::v1::UpdateVmNetworkRequest& request) {
   const std::string& tid = tenant.tenant_id.value();

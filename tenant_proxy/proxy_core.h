@@ -9,6 +9,7 @@
 // tenant-safe. Pure C++. Thread-safe. Everything in Deps must outlive the core.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -87,6 +88,18 @@ class ProxyCore {
                                                             const ppn::tenancy::v1::ListVmsRequest& request);
   // Records the intent, forwards, records the outcome.
   absl::StatusOr<ppn::tenancy::v1::Vm> DestroyVm(const Tenant& tenant, const std::string& name);
+  // Power (tenant.vm.stop, tenant.vm.start, tenant.vm.reboot: intent, then outcome, as a
+  // destroy). StartVm first checks that the tenant's vCPU and memory quota has room for the
+  // VM again (RESOURCE_EXHAUSTED), under the same per-tenant gate as creates. `grace` as the
+  // request's (validated by the adapter). NOT_FOUND for a VM absent or another tenant's alike.
+  absl::StatusOr<ppn::tenancy::v1::Vm> StopVm(const Tenant& tenant, const std::string& name, absl::Duration grace);
+  absl::StatusOr<ppn::tenancy::v1::Vm> StartVm(const Tenant& tenant, const std::string& name);
+  absl::StatusOr<ppn::tenancy::v1::Vm> RebootVm(const Tenant& tenant, const std::string& name, absl::Duration grace,
+                                                std::string* how);
+  // Up to `max_bytes` of the VM's console from `offset`. NOT_FOUND as GetVm.
+  absl::StatusOr<ppn::fleet::v1::GetConsoleOutputResponse> GetConsoleOutput(const Tenant& tenant,
+                                                                            const std::string& name, uint64_t offset,
+                                                                            uint32_t max_bytes);
   // Replaces the egress policy of one of the tenant's running VMs: validated (INVALID_ARGUMENT),
   // narrowed to the tenant's default as at create (PERMISSION_DENIED), then, like a destroy,
   // the intent recorded (kind tenant.vm.network, the policy's shape in its attributes), the
@@ -125,6 +138,10 @@ class ProxyCore {
   // then the call must not be forwarded.
   absl::Status RecordIntent(const AuditRecord& audit);
   absl::Mutex* GateOf(const std::string& tenant_id);
+  // A power call on the VM `name` names: audited as tenant.vm.<op> (intent, outcome).
+  absl::StatusOr<ppn::tenancy::v1::Vm> Power(
+      const Tenant& tenant, const std::string& name, const std::string& op,
+      const std::function<absl::StatusOr<ppn::fleet::v1::VmRecord>(const VmId&)>& call);
   void ReleaseWatch(const std::string& tenant_id);
 
   const Deps deps_;

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace ppn::proxy {
 
@@ -38,6 +39,16 @@ absl::Status CheckQuota(const ppn::tenancy::v1::Limits& limits, const ppn::tenan
   if (uint64_t{usage.vms()} + 1 > limits.max_vms()) {
     return absl::ResourceExhaustedError(absl::StrCat("VM quota of ", limits.max_vms(), " reached"));
   }
+  PPN_RETURN_IF_ERROR(CheckStartQuota(limits, usage, spec));
+  if (limits.max_disk_gib() != 0 && uint64_t{usage.disk_gib()} + CountedDiskGib(spec) > limits.max_disk_gib()) {
+    return absl::ResourceExhaustedError(absl::StrCat("disk quota of ", limits.max_disk_gib(),
+                                                     " GiB would be exceeded (", usage.disk_gib(), " in use)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckStartQuota(const ppn::tenancy::v1::Limits& limits, const ppn::tenancy::v1::Usage& usage,
+                             const ppn::types::v1::VmSpec& spec) {
   if (uint64_t{usage.vcpus()} + spec.vcpus() > limits.max_vcpus()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("vCPU quota of ", limits.max_vcpus(), " would be exceeded (", usage.vcpus(), " in use)"));
@@ -47,10 +58,6 @@ absl::Status CheckQuota(const ppn::tenancy::v1::Limits& limits, const ppn::tenan
       spec.memory_mib() > limits.max_memory_mib() - usage.memory_mib()) {
     return absl::ResourceExhaustedError(absl::StrCat("memory quota of ", limits.max_memory_mib(),
                                                      " MiB would be exceeded (", usage.memory_mib(), " in use)"));
-  }
-  if (limits.max_disk_gib() != 0 && uint64_t{usage.disk_gib()} + CountedDiskGib(spec) > limits.max_disk_gib()) {
-    return absl::ResourceExhaustedError(absl::StrCat("disk quota of ", limits.max_disk_gib(),
-                                                     " GiB would be exceeded (", usage.disk_gib(), " in use)"));
   }
   return absl::OkStatus();
 }

@@ -40,6 +40,11 @@ absl::Status CheckQuota(const ppn::tenancy::v1::Limits& limits, const ppn::tenan
 
 // The record in `vms` created with `request_id`, or nullptr (always for an empty id): a
 // create that names it is a retry, which the fleet answers with that VM.
+// Whether a STOPPED VM of `spec` may start again: it already counts as a VM and for its disk,
+// so only vCPUs and memory in use are checked. RESOURCE_EXHAUSTED as CheckQuota words it.
+absl::Status CheckStartQuota(const ppn::tenancy::v1::Limits& limits, const ppn::tenancy::v1::Usage& usage,
+                             const ppn::types::v1::VmSpec& spec);
+
 const ppn::fleet::v1::VmRecord* FindByRequestId(const std::vector<ppn::fleet::v1::VmRecord>& vms,
                                                 absl::string_view request_id);
 

@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "common/rpc_log.h"
+#include "common/vm_spec.h"
 #include "grpcpp/support/server_callback.h"
 #include "spdlog/spdlog.h"
 #include "tenant_proxy/bearer_auth_processor.h"
@@ -230,6 +231,109 @@ grpc::Status TenantServiceImpl::DeleteNetwork(grpc::ServerContext* context,
   if (!tenant.ok()) return RpcFailed("DeleteNetwork", tenant.status());
   absl::Status s = core_->DeleteNetwork(*tenant, request->network_id());
   if (!s.ok()) return RpcFailed("DeleteNetwork", s, {{"tenant", tenant->tenant_id.value()}});
+  return grpc::Status::OK;
+}
+
+grpc::Status TenantServiceImpl::StopVm(grpc::ServerContext* context, const tenancy::v1::StopVmRequest* request,
+                                       tenancy::v1::StopVmResponse* response) {
+  absl::StatusOr<Tenant> tenant = Admit(context);
+  if (!tenant.ok()) return RpcFailed("StopVm", tenant.status());
+  absl::Duration grace;
+  absl::Status valid = ToGracePeriod(request->grace_period(), &grace);
+  if (!valid.ok()) return RpcFailed("StopVm", valid, {{"tenant", tenant->tenant_id.value()}});
+  absl::StatusOr<tenancy::v1::Vm> vm = core_->StopVm(*tenant, request->name(), grace);
+  if (!vm.ok()) return RpcFailed("StopVm", vm.status(), {{"tenant", tenant->tenant_id.value()}});
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status TenantServiceImpl::StartVm(grpc::ServerContext* context, const tenancy::v1::StartVmRequest* request,
+                                        tenancy::v1::StartVmResponse* response) {
+  absl::StatusOr<Tenant> tenant = Admit(context);
+  if (!tenant.ok()) return RpcFailed("StartVm", tenant.status());
+  absl::StatusOr<tenancy::v1::Vm> vm = core_->StartVm(*tenant, request->name());
+  if (!vm.ok()) return RpcFailed("StartVm", vm.status(), {{"tenant", tenant->tenant_id.value()}});
+  *response->mutable_vm() = *std::move(vm);
+  return grpc::Status::OK;
+}
+
+grpc::Status TenantServiceImpl::RebootVm(grpc::ServerContext* context, const tenancy::v1::RebootVmRequest* request,
+                                         tenancy::v1::RebootVmResponse* response) {
+  absl::StatusOr<Tenant> tenant = Admit(context);
+  if (!tenant.ok()) return RpcFailed("RebootVm", tenant.status());
+  absl::Duration grace;
+  absl::Status valid = ToGracePeriod(request->grace_period(), &grace);
+  if (!valid.ok()) return RpcFailed("RebootVm", valid, {{"tenant", tenant->tenant_id.value()}});
+  std::string how;
+  absl::StatusOr<tenancy::v1::Vm> vm = core_->RebootVm(*tenant, request->name(), grace, &how);
+  if (!vm.ok()) return RpcFailed("RebootVm", vm.status(), {{"tenant", tenant->tenant_id.value()}});
+  *response->mutable_vm() = *std::move(vm);
+  response->set_how(how);
+  return grpc::Status::OK;
+}
+
+grpc::Status TenantServiceImpl::GetConsoleOutput(grpc::ServerContext* context,
+                                                 const tenancy::v1::GetConsoleOutputRequest* request,
+                                                 tenancy::v1::GetConsoleOutputResponse* response) {
+  absl::StatusOr<Tenant> tenant = Admit(context);
+  if (!tenant.ok()) return RpcFailed("GetConsoleOutput", tenant.status());
+  absl::StatusOr<size_t> max_bytes = ToConsoleReadBytes(request->max_bytes());
+  if (!max_bytes.ok()) return RpcFailed("GetConsoleOutput", max_bytes.status());
+  absl::StatusOr<ppn::fleet::v1::GetConsoleOutputResponse> out =
+      core_->GetConsoleOutput(*tenant, request->name(), request->offset(), static_cast<uint32_t>(*max_bytes));
+  if (!out.ok()) return RpcFailed("GetConsoleOutput", out.status(), {{"tenant", tenant->tenant_id.value()}});
+  response->set_data(std::move(*out->mutable_data()));
+  response->set_next_offset(out->next_offset());
+  return grpc::Status::OK;
+}
+
+grpc::Status TenantServiceImpl::StreamConsole(grpc::ServerContext* context,
+                                              const tenancy::v1::StreamConsoleRequest* request,
+                                              grpc::ServerWriter<tenancy::v1::StreamConsoleResponse>* writer) {
+  absl::StatusOr<Tenant> tenant = Admit(context);
+  if (!tenant.ok()) return RpcFailed("StreamConsole", tenant.status());
+  const std::string tid = tenant->tenant_id.value();
+  {
+    absl::MutexLock l(&console_mu_);
+    if (console_streams_[tid] >= kConsoleStreamsPerTenant) {
+      return RpcFailed("StreamConsole",
+                       absl::ResourceExhaustedError(
+                           absl::StrCat("at most ", kConsoleStreamsPerTenant, " console streams may be open at once")));
+    }
+    ++console_streams_[tid];
+  }
+  struct Release {
+    TenantServiceImpl* self;
+    std::string tenant;
+    ~Release() {
+      absl::MutexLock l(&self->console_mu_);
+      if (--self->console_streams_[tenant] == 0) self->console_streams_.erase(tenant);
+    }
+  } release{this, tid};
+  uint64_t offset = request->offset();
+  for (bool first = true; !context->IsCancelled(); first = false) {
+    absl::StatusOr<ppn::fleet::v1::GetConsoleOutputResponse> out =
+        core_->GetConsoleOutput(*tenant, request->name(), offset, 64 << 10);
+    if (!out.ok()) {
+      // Destroyed after the stream began: the stream ends there; a host away for a moment is
+      // waited out.
+      if (!first && out.status().code() == absl::StatusCode::kNotFound) break;
+      if (!first && out.status().code() == absl::StatusCode::kUnavailable) {
+        absl::SleepFor(absl::Seconds(1));
+        continue;
+      }
+      return RpcFailed("StreamConsole", out.status(), {{"tenant", tid}});
+    }
+    if (out->next_offset() != offset) {
+      tenancy::v1::StreamConsoleResponse msg;
+      msg.set_data(std::move(*out->mutable_data()));
+      msg.set_next_offset(out->next_offset());
+      if (!writer->Write(msg)) break;
+      offset = msg.next_offset();
+      continue;
+    }
+    absl::SleepFor(absl::Milliseconds(250));
+  }
   return grpc::Status::OK;
 }
 

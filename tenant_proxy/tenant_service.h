@@ -7,6 +7,11 @@
 // relaying a FleetWatch, itself a client reactor), so an open stream holds no thread; the
 // tenant's cancellation cancels the fleet stream. The unary methods stay synchronous.
 
+#include <map>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "ppn/tenancy/v1/tenant_service.grpc.pb.h"
 #include "tenant_proxy/proxy_core.h"
 #include "tenant_proxy/token_authenticator.h"
@@ -46,6 +51,17 @@ class TenantServiceImpl final
                             tenancy::v1::ListNetworksResponse*) override;
   grpc::Status DeleteNetwork(grpc::ServerContext*, const tenancy::v1::DeleteNetworkRequest*,
                              tenancy::v1::DeleteNetworkResponse*) override;
+  grpc::Status StopVm(grpc::ServerContext*, const tenancy::v1::StopVmRequest*, tenancy::v1::StopVmResponse*) override;
+  grpc::Status StartVm(grpc::ServerContext*, const tenancy::v1::StartVmRequest*,
+                       tenancy::v1::StartVmResponse*) override;
+  grpc::Status RebootVm(grpc::ServerContext*, const tenancy::v1::RebootVmRequest*,
+                        tenancy::v1::RebootVmResponse*) override;
+  grpc::Status GetConsoleOutput(grpc::ServerContext*, const tenancy::v1::GetConsoleOutputRequest*,
+                                tenancy::v1::GetConsoleOutputResponse*) override;
+  // Synchronous (one thread per stream): at most kConsoleStreamsPerTenant open per tenant.
+  grpc::Status StreamConsole(grpc::ServerContext*, const tenancy::v1::StreamConsoleRequest*,
+                             grpc::ServerWriter<tenancy::v1::StreamConsoleResponse>*) override;
+  static constexpr int kConsoleStreamsPerTenant = 4;
 
  private:
   // The caller as ProxyCore admits it; sets retry-after-ms when rate-limited.
@@ -53,6 +69,8 @@ class TenantServiceImpl final
 
   const TokenAuthenticator* const authenticator_;
   ProxyCore* const core_;
+  absl::Mutex console_mu_;
+  std::map<std::string, int> console_streams_ ABSL_GUARDED_BY(console_mu_);  // by tenant
 };
 
 }  // namespace ppn::proxy

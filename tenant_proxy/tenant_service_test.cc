@@ -298,5 +298,116 @@ TEST_CASE("UpdateVmNetwork is authenticated rate-limited and answers the policy 
   }
 }
 
+Vm CreateSized(Server& s, const std::string& name, uint32_t vcpus) {
+  CreateVmRequest req;
+  req.mutable_spec()->set_display_name(name);
+  req.mutable_spec()->set_vcpus(vcpus);
+  req.mutable_spec()->set_memory_mib(128);
+  req.mutable_spec()->set_image("debian-12");
+  CreateVmResponse resp;
+  grpc::ClientContext ctx;
+  Server::Auth(&ctx, kAcme);
+  REQUIRE(s.stub->CreateVm(&ctx, req, &resp).ok());
+  return resp.vm();
+}
+
+TEST_CASE("a stopped VM frees its vCPUs for the quota and starts again only if they fit", "[proxy][service][power]") {
+  Server s;
+  Vm a = CreateSized(s, "a", 6);
+  StopVmRequest stop;
+  stop.set_name(a.name());
+  StopVmResponse stopped;
+  {
+    grpc::ClientContext ctx;
+    Server::Auth(&ctx, kAcme);
+    grpc::Status st = s.stub->StopVm(&ctx, stop, &stopped);
+    INFO(st.error_message());
+    REQUIRE(st.ok());
+  }
+  CHECK(stopped.vm().state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(stopped.vm().state_message() == "powered off; its disk is kept and StartVm boots it again");
+  GetQuotaResponse quota;
+  {
+    grpc::ClientContext ctx;
+    Server::Auth(&ctx, kAcme);
+    REQUIRE(s.stub->GetQuota(&ctx, {}, &quota).ok());
+  }
+  CHECK(quota.usage().vms() == 1);
+  CHECK(quota.usage().vcpus() == 0);
+  CHECK(quota.usage().memory_mib() == 0);
+
+  Vm b = CreateSized(s, "b", 6);  // fits: the stopped VM holds no vCPUs
+  StartVmRequest start;
+  start.set_name(a.name());
+  StartVmResponse started;
+  {
+    grpc::ClientContext ctx;
+    Server::Auth(&ctx, kAcme);
+    grpc::Status refused = s.stub->StartVm(&ctx, start, &started);
+    CHECK(refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    CHECK(refused.error_message() == "vCPU quota of 10 would be exceeded (6 in use)");
+  }
+  {
+    DestroyVmRequest destroy;
+    destroy.set_name(b.name());
+    DestroyVmResponse destroyed;
+    grpc::ClientContext ctx;
+    Server::Auth(&ctx, kAcme);
+    REQUIRE(s.stub->DestroyVm(&ctx, destroy, &destroyed).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    Server::Auth(&ctx, kAcme);
+    REQUIRE(s.stub->StartVm(&ctx, start, &started).ok());
+  }
+  CHECK(started.vm().state() == ppn::types::v1::VM_STATE_STARTING);
+  CHECK(s.fleet.power_calls() == std::vector<std::string>{"stop " + a.vm_id(), "start " + a.vm_id()});
+
+  RebootVmRequest reboot;
+  reboot.set_name(a.name());
+  reboot.mutable_grace_period()->set_seconds(601);
+  RebootVmResponse rebooted;
+  grpc::ClientContext ctx;
+  Server::Auth(&ctx, kAcme);
+  grpc::Status bad = s.stub->RebootVm(&ctx, reboot, &rebooted);
+  CHECK(bad.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(bad.error_message() == "grace_period must be 0-600 s");
+}
+
+TEST_CASE("console output is the guest's bytes as they are; another tenant's VM is NOT_FOUND like none",
+          "[proxy][service][console]") {
+  Server s;
+  Vm a = s.Create("a");
+  s.fleet.SetConsole(a.vm_id(), std::string("PPN-GUEST-READY\n\x1b[2J\0end", 24));
+  GetConsoleOutputRequest req;
+  req.set_name(a.name());
+  GetConsoleOutputResponse out;
+  {
+    grpc::ClientContext ctx;
+    Server::Auth(&ctx, kAcme);
+    REQUIRE(s.stub->GetConsoleOutput(&ctx, req, &out).ok());
+  }
+  CHECK(out.data() == std::string("PPN-GUEST-READY\n\x1b[2J\0end", 24));
+  CHECK(out.next_offset() == 24);
+  auto refused = [&](const std::string& name, const char* token) {
+    GetConsoleOutputRequest r;
+    r.set_name(name);
+    grpc::ClientContext ctx;
+    Server::Auth(&ctx, token);
+    GetConsoleOutputResponse ignored;
+    return s.stub->GetConsoleOutput(&ctx, r, &ignored);
+  };
+  grpc::Status foreign = refused(a.name(), kSlow);
+  grpc::Status absent = refused("vms/vm-nope", kAcme);
+  CHECK(foreign.error_code() == grpc::StatusCode::NOT_FOUND);
+  CHECK(absent.error_code() == grpc::StatusCode::NOT_FOUND);
+  CHECK(foreign.error_message() == "vm " + a.vm_id() + " not found");
+  CHECK(absent.error_message() == "vm vm-nope not found");
+  req.set_max_bytes((1 << 20) + 1);
+  grpc::ClientContext ctx;
+  Server::Auth(&ctx, kAcme);
+  CHECK(s.stub->GetConsoleOutput(&ctx, req, &out).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 }  // namespace
 }  // namespace ppn::proxy

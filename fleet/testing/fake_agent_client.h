@@ -5,6 +5,7 @@
 // while a spawn is in flight; every call is recorded, and the egress policy each VM was last
 // given. Thread-safe.
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -87,6 +88,11 @@ class FakeAgentClientFactory final : public AgentClientFactory {
     std::vector<ppn::host::v1::VmInstance> out;
     for (const auto& [_, vm] : instances_[node_id]) out.push_back(vm);
     return out;
+  }
+  // What vm_id's console log holds (GetConsoleOutput reads it on any node that has the VM).
+  void SetConsole(const std::string& vm_id, std::string log) {
+    absl::MutexLock l(&mu_);
+    consoles_[vm_id] = std::move(log);
   }
   std::map<std::string, uint64_t> memory() {
     absl::MutexLock l(&mu_);
@@ -171,6 +177,58 @@ class FakeAgentClientFactory final : public AgentClientFactory {
       it->second.clear_state_message();
       return it->second;
     }
+    absl::StatusOr<ppn::host::v1::VmInstance> StopVm(const VmId& vm_id, absl::Duration) override {
+      absl::MutexLock l(&f_->mu_);
+      f_->calls_.push_back(absl::StrCat("StopVm ", node_, " ", vm_id.value()));
+      auto& vms = f_->instances_[node_];
+      auto it = vms.find(vm_id.value());
+      if (it == vms.end()) return absl::NotFoundError("no such vm");
+      if (it->second.state() != ppn::types::v1::VM_STATE_RUNNING &&
+          it->second.state() != ppn::types::v1::VM_STATE_STOPPED) {
+        return absl::FailedPreconditionError("not running");
+      }
+      if (it->second.state() == ppn::types::v1::VM_STATE_RUNNING) f_->memory_[node_] -= it->second.spec().memory_mib();
+      it->second.set_state(ppn::types::v1::VM_STATE_STOPPED);
+      it->second.clear_ready_time();
+      return it->second;
+    }
+    absl::StatusOr<ppn::host::v1::VmInstance> StartVm(const VmId& vm_id) override {
+      absl::MutexLock l(&f_->mu_);
+      f_->calls_.push_back(absl::StrCat("StartVm ", node_, " ", vm_id.value()));
+      auto& vms = f_->instances_[node_];
+      auto it = vms.find(vm_id.value());
+      if (it == vms.end()) return absl::NotFoundError("no such vm");
+      if (it->second.state() == ppn::types::v1::VM_STATE_STOPPED) {
+        f_->memory_[node_] += it->second.spec().memory_mib();
+        it->second.set_state(ppn::types::v1::VM_STATE_STARTING);
+      }
+      return it->second;
+    }
+    absl::StatusOr<ppn::host::v1::VmInstance> RebootVm(const VmId& vm_id, absl::Duration, std::string* how) override {
+      absl::MutexLock l(&f_->mu_);
+      f_->calls_.push_back(absl::StrCat("RebootVm ", node_, " ", vm_id.value()));
+      auto& vms = f_->instances_[node_];
+      auto it = vms.find(vm_id.value());
+      if (it == vms.end()) return absl::NotFoundError("no such vm");
+      if (it->second.state() != ppn::types::v1::VM_STATE_RUNNING &&
+          it->second.state() != ppn::types::v1::VM_STATE_STARTING) {
+        return absl::FailedPreconditionError("not running");
+      }
+      it->second.set_state(ppn::types::v1::VM_STATE_STARTING);
+      *how = "the guest powered off (ACPI) and booted again";
+      return it->second;
+    }
+    absl::StatusOr<ppn::host::v1::GetConsoleOutputResponse> GetConsoleOutput(const VmId& vm_id, uint64_t offset,
+                                                                             uint32_t max_bytes) override {
+      absl::MutexLock l(&f_->mu_);
+      if (f_->instances_[node_].count(vm_id.value()) == 0) return absl::NotFoundError("no such vm");
+      const std::string& log = f_->consoles_[vm_id.value()];
+      ppn::host::v1::GetConsoleOutputResponse r;
+      uint64_t from = std::min<uint64_t>(offset, log.size());
+      r.set_data(log.substr(from, max_bytes == 0 ? 65536 : max_bytes));
+      r.set_next_offset(from + r.data().size());
+      return r;
+    }
     absl::Status SetNetworkPeers(const ppn::host::v1::SetNetworkPeersRequest& request) override {
       absl::MutexLock l(&f_->mu_);
       f_->calls_.push_back(absl::StrCat("SetNetworkPeers ", node_, " ", request.network_id()));
@@ -215,6 +273,7 @@ class FakeAgentClientFactory final : public AgentClientFactory {
   std::map<std::string, uint64_t> memory_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint32_t> next_port_ ABSL_GUARDED_BY(mu_);  // by node
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> consoles_ ABSL_GUARDED_BY(mu_);                         // by VM
   std::map<std::string, ppn::host::v1::SetNetworkPeersRequest> peers_ ABSL_GUARDED_BY(mu_);  // "node network"
 };
 

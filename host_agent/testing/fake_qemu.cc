@@ -233,6 +233,11 @@ void FakeQemu::InstallHandlers(const std::string& vm_id, FakeQmpServer* qmp) {
     // Only a running guest sees the ACPI button.
     return RunState(vm_id) == "running" ? exit(args) : FakeQmpServer::Return();
   });
+  qmp->Handle("system_reset", [this, vm_id](const nlohmann::json&) {
+    absl::MutexLock l(&mu_);
+    ++resets_[vm_id];
+    return FakeQmpServer::Return();
+  });
   qmp->Handle("migrate", [state](const nlohmann::json&) {
     return state([](Vm& vm) {
       vm.migration = "active";

@@ -65,6 +65,11 @@ class FakeQemu {
     absl::MutexLock l(&mu_);
     say_ready_ = on;
   }
+  // How many QMP system_reset vm_id's QEMUs got.
+  int Resets(const std::string& vm_id) {
+    absl::MutexLock l(&mu_);
+    return resets_[vm_id];
+  }
   // The identity messages vm_id's guests received, in order.
   std::vector<std::string> IdentitiesOf(const std::string& vm_id);
 
@@ -92,6 +97,7 @@ class FakeQemu {
   std::function<void(const std::string&, pid_t)> on_exec_ ABSL_GUARDED_BY(mu_);
   bool speak_identity_ ABSL_GUARDED_BY(mu_) = true;
   bool say_ready_ ABSL_GUARDED_BY(mu_) = true;
+  std::map<std::string, int> resets_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<std::string>> identities_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -7,16 +7,19 @@
 // streams WatchVm from the test's thread without holding a thread.
 // Errors are already tenant-safe, as FleetClient's are. Thread-safe.
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "tenant_proxy/fleet_client.h"
@@ -45,6 +48,11 @@ class FakeFleetClient final : public FleetClient {
   int creates() {
     absl::MutexLock l(&mu_);
     return creates_;
+  }
+  // "stop vm-1", "start vm-1", "reboot vm-1": each power call that changed a VM.
+  std::vector<std::string> power_calls() {
+    absl::MutexLock l(&mu_);
+    return power_calls_;
   }
   int destroys() {
     absl::MutexLock l(&mu_);
@@ -199,6 +207,40 @@ class FakeFleetClient final : public FleetClient {
     network_updates_.emplace_back(vm_id.value(), egress);
     *it->second.mutable_spec()->mutable_egress() = egress;
     return it->second;
+  }
+
+  // Power as the fleet words it: NOT_FOUND for another tenant's VM, "vm X is STATE; ..." for a
+  // VM in the wrong state.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> StopVm(const TenantId& tenant, const VmId& vm_id, absl::Duration) override {
+    return Power(tenant, vm_id, "stop", {ppn::types::v1::VM_STATE_RUNNING, ppn::types::v1::VM_STATE_STARTING},
+                 ppn::types::v1::VM_STATE_STOPPED);
+  }
+  absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const TenantId& tenant, const VmId& vm_id) override {
+    return Power(tenant, vm_id, "start", {ppn::types::v1::VM_STATE_STOPPED}, ppn::types::v1::VM_STATE_STARTING);
+  }
+  absl::StatusOr<ppn::fleet::v1::VmRecord> RebootVm(const TenantId& tenant, const VmId& vm_id, absl::Duration,
+                                                    std::string* how) override {
+    *how = "the guest powered off (ACPI) and booted again";
+    return Power(tenant, vm_id, "reboot", {ppn::types::v1::VM_STATE_RUNNING, ppn::types::v1::VM_STATE_STARTING},
+                 ppn::types::v1::VM_STATE_STARTING);
+  }
+  absl::StatusOr<ppn::fleet::v1::GetConsoleOutputResponse> GetConsoleOutput(const TenantId& tenant, const VmId& vm_id,
+                                                                            uint64_t offset,
+                                                                            uint32_t max_bytes) override {
+    absl::MutexLock l(&mu_);
+    auto it = vms_.find(vm_id.value());
+    if (it == vms_.end() || it->second.tenant_id() != tenant.value()) return NotFound(vm_id);
+    const std::string& log = consoles_[vm_id.value()];
+    ppn::fleet::v1::GetConsoleOutputResponse r;
+    uint64_t from = std::min<uint64_t>(offset, log.size());
+    r.set_data(log.substr(from, max_bytes == 0 ? 65536 : max_bytes));
+    r.set_next_offset(from + r.data().size());
+    return r;
+  }
+  // What vm_id's console holds.
+  void SetConsole(const std::string& vm_id, std::string log) {
+    absl::MutexLock l(&mu_);
+    consoles_[vm_id] = std::move(log);
   }
 
   // Networks as the fleet keeps them: a /24 each of 10.214.0.0/16, by tenant.
@@ -382,7 +424,25 @@ class FakeFleetClient final : public FleetClient {
     return absl::NotFoundError(absl::StrCat("vm ", vm_id.value(), " not found"));
   }
 
+  absl::StatusOr<ppn::fleet::v1::VmRecord> Power(const TenantId& tenant, const VmId& vm_id, const std::string& op,
+                                                 std::set<ppn::types::v1::VmState> from, ppn::types::v1::VmState to) {
+    absl::MutexLock l(&mu_);
+    auto it = vms_.find(vm_id.value());
+    if (it == vms_.end() || it->second.tenant_id() != tenant.value()) return NotFound(vm_id);
+    if (from.count(it->second.state()) == 0 && it->second.state() != to) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "vm ", vm_id.value(), " is ",
+          absl::StripPrefix(ppn::types::v1::VmState_Name(it->second.state()), "VM_STATE_"), "; not for ", op));
+    }
+    it->second.set_state(to);
+    power_calls_.push_back(op + " " + vm_id.value());
+    return it->second;
+  }
+
   absl::Mutex mu_;
+
+  std::map<std::string, std::string> consoles_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> power_calls_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, ppn::fleet::v1::VmRecord> vms_ ABSL_GUARDED_BY(mu_);
   ppn::fleet::v1::ListVmsRequest last_list_ ABSL_GUARDED_BY(mu_);
   std::map<const Watch*, std::shared_ptr<Stream>> streams_ ABSL_GUARDED_BY(mu_);  // started, not ended

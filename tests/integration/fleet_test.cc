@@ -182,7 +182,9 @@ TEST_CASE("the fleet places real VMs, keeps tenants apart and survives SIGKILL",
     CHECK(acme2.List() == before_acme);
     CHECK(globex2.List() == before_globex);
     WaitForNodes(As(pki, fleet.port, "operator", ""), 2);
-    CHECK(acme2.Get(web.vm().vm_id()).state() == ppn::types::v1::VM_STATE_RUNNING);
+    // RUNNING once its guest is ready (it may still be booting: STARTING until then).
+    CHECK(WaitFor([&] { return acme2.Get(web.vm().vm_id()).state() == ppn::types::v1::VM_STATE_RUNNING; },
+                  absl::Seconds(120)));
     acme = std::move(acme2);
   }
 
@@ -327,7 +329,7 @@ TEST_CASE("a fleet SIGKILLed mid-create settles the VM after restart: one guest,
         vm = Named(op2, "web");
         return vm.state() == ppn::types::v1::VM_STATE_RUNNING || vm.state() == ppn::types::v1::VM_STATE_FAILED;
       },
-      absl::Seconds(30)));
+      absl::Seconds(120)));  // RUNNING once its guest has booted and said so
   INFO("state " << ppn::types::v1::VmState_Name(vm.state()) << ": " << vm.state_message());
   CHECK(vm.state() == ppn::types::v1::VM_STATE_RUNNING);  // the agent finished the spawn
   CHECK(CountProcessesMentioning("ppn-" + vm.vm_id()) == 1);
@@ -375,7 +377,7 @@ TEST_CASE("a fleet and an agent both SIGKILLed mid-create leave no orphan guest 
         vm = Named(op2, "web");
         return vm.state() == ppn::types::v1::VM_STATE_RUNNING || vm.state() == ppn::types::v1::VM_STATE_FAILED;
       },
-      absl::Seconds(30)));
+      absl::Seconds(120)));  // RUNNING once its guest has booted and said so
   CHECK(vm.state() != ppn::types::v1::VM_STATE_PENDING);
   CHECK(CountProcessesMentioning("ppn-" + vm_id) <= 1);  // never two QEMUs for one VM
   CHECK(acme2.Destroy(vm_id).state() == ppn::types::v1::VM_STATE_DESTROYED);

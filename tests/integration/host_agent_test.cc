@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <optional>
 
 #include <filesystem>
 #include <fstream>
@@ -102,6 +104,33 @@ Heartbeat FirstHeartbeat(HostAgent::Stub* stub) {
   return hb;
 }
 
+// Follows the agent's heartbeats (sent at every change) until `vm_id` is in `state`; the
+// instance then, or nullopt after `seconds`.
+std::optional<VmInstance> WaitForState(HostAgent::Stub* stub, const std::string& vm_id, ppn::types::v1::VmState state,
+                                       int seconds = 120) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(seconds));
+  WatchHeartbeatsRequest req;
+  req.mutable_interval()->set_seconds(1);
+  auto reader = stub->WatchHeartbeats(&ctx, req);
+  Heartbeat hb;
+  std::optional<VmInstance> found;
+  while (!found.has_value() && reader->Read(&hb)) {
+    for (const VmInstance& vm : hb.vms()) {
+      if (vm.vm_id() == vm_id && vm.state() == state) found = vm;
+    }
+  }
+  ctx.TryCancel();
+  while (reader->Read(&hb)) {
+  }
+  reader->Finish();
+  return found;
+}
+
+absl::Time TimeOf(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
 TEST_CASE("a spawned VM boots with its seed, answers through its forwarded port and leaves nothing when destroyed",
           "[host_agent][qemu]") {
   Fixture f;
@@ -111,7 +140,8 @@ TEST_CASE("a spawned VM boots with its seed, answers through its forwarded port 
   grpc::Status s = Spawn(stub.get(), "vm-web-1", Spec("web-one"), &vm);
   INFO(s.error_message() << "\n" << ReadAll(agent.state_dir + "/agent.log"));
   REQUIRE(s.ok());
-  CHECK(vm.state() == ppn::types::v1::VM_STATE_RUNNING);
+  // A cold boot is STARTING until its guest is ready; a restore from a template RUNNING at once.
+  CHECK((vm.state() == ppn::types::v1::VM_STATE_STARTING || vm.state() == ppn::types::v1::VM_STATE_RUNNING));
   CHECK(vm.tenant_id() == "acme");
   CHECK(vm.spec().user_data().empty());  // never echoed
   REQUIRE(vm.forwarded_ports_size() == 1);
@@ -275,6 +305,10 @@ TEST_CASE("an agent killed with SIGKILL re-adopts its running VMs on restart", "
   }
   int port = static_cast<int>(vm.forwarded_ports(0).host_port());
   REQUIRE(HttpGet(port, "/", absl::Seconds(60)) == "hello from keeper\n");
+  {
+    auto stub = f.Stub(agent);
+    REQUIRE(WaitForState(stub.get(), "vm-keep", ppn::types::v1::VM_STATE_RUNNING).has_value());
+  }
   agent.process->Signal(SIGKILL);
   agent.process->Wait(absl::Seconds(10));
   CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-keep") == 1);  // the guest lives on
@@ -804,6 +838,130 @@ TEST_CASE("a VM restored from a template live-migrates to a node that boots its 
   CHECK(HttpGet(port_b, "/cgi-bin/read", absl::Seconds(30)) == "before-move\n");
   CHECK(HttpGet(port_b, "/", absl::Seconds(30)) == "hello from mover\n");  // its own identity moved with it
   REQUIRE(Destroy(sb.get(), "vm-mover").ok());
+}
+
+TEST_CASE(
+    "a VM is STARTING until its guest says PPN-READY, keeps its disk across stop and start, reboots and shows its "
+    "console",
+    "[host_agent][qemu][power]") {
+  Fixture f;
+  AgentProcess agent =
+      StartAgent(f.pki, f.guest.path(), f.guest.catalog(), "laptop-a", {"--kvm=off", "--templates=off"});
+  auto stub = f.Stub(agent);
+  ppn::types::v1::VmSpec spec = Spec("disky");
+  VmInstance vm;
+  grpc::Status s = Spawn(stub.get(), "vm-disky", spec, &vm);
+  INFO(s.error_message() << "\n" << ReadAll(agent.state_dir + "/agent.log"));
+  REQUIRE(s.ok());
+  CHECK(vm.state() == ppn::types::v1::VM_STATE_STARTING);
+  CHECK_FALSE(vm.has_ready_time());
+  const int port = static_cast<int>(vm.forwarded_ports(0).host_port());
+
+  // Readiness: RUNNING once the guest said so, not before its services print they run.
+  std::atomic<bool> console_ready{false};
+  absl::Time console_seen = absl::InfiniteFuture();
+  std::thread watcher([&] {
+    if (WaitForFileContaining(vm.console_log_path(), "PPN-GUEST-READY", absl::Seconds(120))) {
+      console_seen = absl::Now();
+      console_ready = true;
+    }
+  });
+  std::optional<VmInstance> ready = WaitForState(stub.get(), "vm-disky", ppn::types::v1::VM_STATE_RUNNING);
+  const absl::Time api_seen = absl::Now();
+  watcher.join();
+  REQUIRE(ready.has_value());
+  REQUIRE(console_ready);
+  CHECK(ready->has_ready_time());
+  CHECK(TimeOf(ready->ready_time()) >= TimeOf(ready->start_time()));
+  CHECK(ready->boot_duration().seconds() + ready->boot_duration().nanos() > 0);
+  // The guest prints its ready marker, then writes PPN-READY: the API may not run ahead of it.
+  CHECK(api_seen + absl::Milliseconds(500) >= console_seen);
+  CHECK(api_seen - console_seen < absl::Seconds(5));
+  REQUIRE(HttpGet(port, "/cgi-bin/write?kept-across-stop", absl::Seconds(30)) == "wrote kept-across-stop\n");
+
+  // Console: bounded reads with offsets, then following it.
+  GetConsoleOutputRequest creq;
+  creq.set_vm_id("vm-disky");
+  creq.set_max_bytes(16);
+  GetConsoleOutputResponse cout_resp;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    REQUIRE(stub->GetConsoleOutput(&ctx, creq, &cout_resp).ok());
+  }
+  CHECK(cout_resp.data().size() == 16);
+  CHECK(cout_resp.next_offset() == 16);
+  {
+    StreamConsoleRequest sreq;
+    sreq.set_vm_id("vm-disky");
+    sreq.set_offset(cout_resp.next_offset());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(30));
+    auto reader = stub->StreamConsole(&ctx, sreq);
+    StreamConsoleResponse msg;
+    std::string followed;
+    // The guest ticks every second: the stream follows the log as it grows.
+    while (followed.find("PPN-TICK") == std::string::npos && reader->Read(&msg)) followed += msg.data();
+    CHECK(followed.find("PPN-TICK") != std::string::npos);
+    ctx.TryCancel();
+    while (reader->Read(&msg)) {
+    }
+    reader->Finish();
+  }
+
+  // Stop: ACPI power-off, the disk stays.
+  StopVmRequest stop;
+  stop.set_vm_id("vm-disky");
+  stop.mutable_grace_period()->set_seconds(30);
+  StopVmResponse stopped;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(90));
+    grpc::Status st = stub->StopVm(&ctx, stop, &stopped);
+    INFO(st.error_message());
+    REQUIRE(st.ok());
+  }
+  CHECK(stopped.vm().state() == ppn::types::v1::VM_STATE_STOPPED);
+  CHECK(stopped.vm().state_message() == "powered off by its guest (ACPI)");
+  CHECK(ppn::testing::CountProcessesMentioning("ppn-vm-disky") == 0);
+  CHECK(std::filesystem::exists(agent.state_dir + "/vms/vm-disky/disk.qcow2"));
+  CHECK(HttpGet(port, "/", absl::Seconds(1)).empty());
+
+  // Start: the same disk boots again, with its marker.
+  StartVmRequest start;
+  start.set_vm_id("vm-disky");
+  StartVmResponse started;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    grpc::Status st = stub->StartVm(&ctx, start, &started);
+    INFO(st.error_message() << "\n" << ReadAll(agent.state_dir + "/agent.log"));
+    REQUIRE(st.ok());
+  }
+  CHECK(started.vm().state() == ppn::types::v1::VM_STATE_STARTING);
+  CHECK(started.vm().forwarded_ports(0).host_port() == vm.forwarded_ports(0).host_port());
+  REQUIRE(WaitForState(stub.get(), "vm-disky", ppn::types::v1::VM_STATE_RUNNING).has_value());
+  CHECK(HttpGet(port, "/cgi-bin/read", absl::Seconds(60)) == "kept-across-stop\n");
+
+  // Reboot: ACPI power-off and boot (the test guest powers off on the button); disk kept.
+  RebootVmRequest reboot;
+  reboot.set_vm_id("vm-disky");
+  reboot.mutable_grace_period()->set_seconds(30);
+  RebootVmResponse rebooted;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(120));
+    grpc::Status st = stub->RebootVm(&ctx, reboot, &rebooted);
+    INFO(st.error_message());
+    REQUIRE(st.ok());
+  }
+  CHECK(rebooted.how() == "the guest powered off (ACPI) and booted again");
+  CHECK(rebooted.vm().state() == ppn::types::v1::VM_STATE_STARTING);
+  REQUIRE(WaitForState(stub.get(), "vm-disky", ppn::types::v1::VM_STATE_RUNNING).has_value());
+  CHECK(HttpGet(port, "/cgi-bin/read", absl::Seconds(60)) == "kept-across-stop\n");
+
+  REQUIRE(Destroy(stub.get(), "vm-disky").ok());
+  CHECK_FALSE(std::filesystem::exists(agent.state_dir + "/vms/vm-disky"));
 }
 
 }  // namespace

@@ -126,9 +126,10 @@ struct Mesh {
     spec->set_memory_mib(128);
     spec->set_image("ppn-test-guest");
     spec->add_port_forwards()->set_guest_port(80);
+    create.set_wait_for_ready(true);  // only a RUNNING guest is moved
     {
       grpc::ClientContext ctx;
-      ctx.set_deadline(Deadline());
+      ctx.set_deadline(Deadline(180));
       ctx.AddMetadata("x-ppn-tenant-id", "acme");
       grpc::Status s = fleet_proxy->CreateVm(&ctx, create, &created);
       INFO(s.error_message());

@@ -44,6 +44,10 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       cl.settings["verbose"] = "true";
       continue;
     }
+    if (a == "-f") {  // --follow, as tail and kubectl logs take it
+      cl.flags.emplace_back("follow", "true");
+      continue;
+    }
     if (absl::StartsWith(a, "--")) {
       std::string name = a.substr(2), value = "true";
       size_t eq = name.find('=');
@@ -65,7 +69,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     }
     if (absl::StartsWith(a, "-") && !IsNegativeNumber(a)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag \"", a, "\"", DidYouMean(a, {"-h", "-o", "-v"}), "; long flags start with --"));
+          absl::StrCat("unknown flag \"", a, "\"", DidYouMean(a, {"-h", "-o", "-v", "-f"}), "; long flags start with --"));
     }
     cl.words.push_back(a);
   }

@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
@@ -170,6 +171,19 @@ std::string Render(const google::protobuf::Message& message, Format format) {
   }
   Yaml(doc, 0, &out);
   return out.empty() ? "{}\n" : out;
+}
+
+std::string ConsoleText(absl::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  for (unsigned char c : bytes) {
+    if ((c >= 0x20 && c < 0x7f) || c == '\n' || c == '\t') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      absl::StrAppendFormat(&out, "\\x%02x", c);
+    }
+  }
+  return out;
 }
 
 }  // namespace ppn::ppnctl

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
 
 namespace ppn::ppnctl {
@@ -21,5 +22,10 @@ std::string Render(const google::protobuf::Message& message, Format format);
 std::string RedactedJson(const google::protobuf::Message& message);
 // Whether a field of that name is redacted from the trace.
 bool IsSecretField(const std::string& name);
+// A guest's console bytes made safe for a terminal: printable ASCII, newlines and tabs as they
+// are; every other byte (escape sequences, carriage returns, other control characters, and
+// every byte of 0x80 and above, which a terminal might read as a C1 control) as \xNN. The
+// guest is never trusted to drive the terminal.
+std::string ConsoleText(absl::string_view bytes);
 
 }  // namespace ppn::ppnctl

@@ -52,6 +52,13 @@ TEST_CASE("the trace redacts every field named like a secret, at any depth", "[p
   CHECK_FALSE(IsSecretField("image"));
 }
 
+TEST_CASE("a guest's console bytes cannot drive the terminal", "[ppnctl][output]") {
+  CHECK(ConsoleText("PPN-TICK 1\n\tok") == "PPN-TICK 1\n\tok");
+  CHECK(ConsoleText("\x1b]0;pwned\x07\x1b[2J\r") == "\\x1b]0;pwned\\x07\\x1b[2J\\x0d");
+  CHECK(ConsoleText(std::string("\xc2\x9b" "6n", 4)) == "\\xc2\\x9b6n");  // a C1 CSI in UTF-8
+  CHECK(ConsoleText(std::string("a\0b", 3)) == "a\\x00b");
+}
+
 TEST_CASE("a mistyped output format is refused with the nearest one", "[ppnctl][output]") {
   CHECK(ParseFormat("yamll").status().message() == "-o must be table, wide, json or yaml (did you mean \"yaml\"?)");
   CHECK(*ParseFormat("wide") == Format::kWide);

@@ -105,6 +105,49 @@ int WaitForVm(const Invocation& inv, const google::protobuf::Message& response) 
   return kExitFailed;
 }
 
+// `vm console` prints the guest's bytes made safe (ConsoleText), unless an output format was
+// asked for (JSON keeps them base64, whole).
+bool PrintConsole(const google::protobuf::Message& m, const Settings& settings) {
+  if (settings.IsSet("output")) return false;
+  ppn::tenancy::v1::GetConsoleOutputResponse out;
+  if (!out.ParseFromString(m.SerializeAsString())) return false;
+  std::fputs(ConsoleText(out.data()).c_str(), stdout);
+  std::fflush(stdout);
+  return true;
+}
+
+// `vm console -f`: after what GetConsoleOutput printed, follows the console (StreamConsole)
+// from where it ended until Ctrl-C (exit 130) or the VM is destroyed (exit 0).
+int FollowConsole(const Invocation& inv, const google::protobuf::Message& response) {
+  ppn::tenancy::v1::GetConsoleOutputResponse first;
+  if (!first.ParseFromString(response.SerializeAsString()) || inv.args.empty()) return 0;
+  absl::StatusOr<const Command*> stream = Api::Get().Find("tenant", "stream-console");
+  if (!stream.ok()) return Fail(stream.status());
+  absl::StatusOr<Connection> conn = Connect(*inv.settings, "tenant");
+  if (!conn.ok()) return Fail(conn.status());
+  ppn::tenancy::v1::StreamConsoleRequest request;
+  request.set_name(inv.args[0]);
+  request.set_offset(first.next_offset());
+  std::unique_ptr<google::protobuf::Message> dynamic = Api::Get().NewMessage((*stream)->method->input_type());
+  dynamic->ParseFromString(request.SerializeAsString());
+  const bool raw = inv.settings->IsSet("output");
+  absl::Status s = InvokeUntil(
+      *conn, (*stream)->method, *dynamic,
+      [&](const google::protobuf::Message& m) {
+        if (raw) {
+          std::fputs(Render(m, *ParseFormat(inv.settings->Get("output"))).c_str(), stdout);
+        } else {
+          PrintConsole(m, *inv.settings);
+        }
+        std::fflush(stdout);
+        return true;
+      },
+      absl::InfiniteDuration());
+  if (Interrupted()) return kExitInterrupted;
+  if (!s.ok()) return Fail(s);
+  return 0;
+}
+
 // `ledger checkpoint` prints the signed note as it is, unless an output format was asked for.
 bool PrintSignedNote(const google::protobuf::Message& m, const Settings& settings) {
   if (settings.IsSet("output")) return false;
@@ -506,6 +549,42 @@ const std::vector<Verb>& Verbs() {
           .Alias("deny", "egress.deny", DenyFlagValue)
           .Alias("rate-limit-kbit", "egress.rate_limit_kbit")
           .Prints(PrintVm),
+      Verb({"vm", "stop"})
+          .Args({"NAME"})
+          .Flags("[--grace=30s]")
+          .Help("powers one of your VMs off, keeping its disk (ACPI; off for good after --grace)")
+          .Details("The guest gets an ACPI power-off and --grace (default 30s, at most 10m) to shut down,\n"
+                   "then it is switched off. Its disk, identity and address stay: `vm start` boots it again.\n"
+                   "A stopped VM counts against your VM quota, not against your vCPUs or memory.")
+          .Calls("tenant", "stop-vm")
+          .ArgFields({"name"})
+          .Alias("grace", "grace_period")
+          .Prints(PrintVm),
+      Verb({"vm", "start"})
+          .Args({"NAME"})
+          .Help("boots one of your stopped VMs again, with its disk")
+          .Calls("tenant", "start-vm")
+          .ArgFields({"name"})
+          .Prints(PrintVm),
+      Verb({"vm", "reboot"})
+          .Args({"NAME"})
+          .Flags("[--grace=30s]")
+          .Help("reboots one of your VMs (ACPI power-off and boot; a reset if it has not shut down after --grace)")
+          .Calls("tenant", "reboot-vm")
+          .ArgFields({"name"})
+          .Alias("grace", "grace_period")
+          .Prints(PrintVm),
+      Verb({"vm", "console"})
+          .Args({"NAME"})
+          .Flags("[-f] [--offset=N]")
+          .Help("prints one of your VMs' serial console (its first MiB from --offset); -f follows it")
+          .Details("Control characters and bytes beyond ASCII print as \\xNN: what the guest writes never drives\n"
+                   "your terminal. -o json gives the bytes as they are (base64) with next_offset.")
+          .Calls("tenant", "get-console-output")
+          .ArgFields({"name"})
+          .Defaults({{"max_bytes", "1048576"}})
+          .Prints(PrintConsole)
+          .Then({"follow"}, FollowConsole),
       Verb({"vm", "destroy"})
           .Args({"NAME"})
           .Flags("[--tenant TENANT --force]")
