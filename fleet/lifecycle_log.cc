@@ -117,6 +117,9 @@ void LifecycleLog::NodeCordoned(absl::string_view node_id, bool cordoned, absl::
   a["role"] = std::string(role);
   if (cordoned) a["reason"] = std::string(reason);
   a["fleet_time"] = absl::FormatTime(absl::RFC3339_full, clock_->Now(), absl::UTCTimeZone());
+  Append(e);
+}
+
 void LifecycleLog::PowerChanged(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm, const Actor& actor,
                                 absl::string_view how) {
   ppn::ledger::v1::AppendRequest e = Entry(kind, vm);
