@@ -87,8 +87,10 @@ TEST_CASE("node list marks a cordoned node in its state and says why below the t
   n->set_cordoned(true);
   n->set_cordon_reason("drained by spiffe://ppn.test/operator/alice");
   CHECK(RenderNodes(nodes, absl::FromUnixSeconds(kNow), false) ==
-        "NAME      STATE           ADDRESS        KVM  CPUS  MEMORY_MIB  VMS  MESH_ADDRESS  TUNNEL  HANDSHAKE\n"
-        "laptop-a  ALIVE,CORDONED  10.8.0.2:7110  -    0     0/0         0    -             none    -\n"
+        "NAME      STATE           ADDRESS        KVM  CPUS  MEMORY_MIB  RECLAIMED_MIB  VMS  MESH_ADDRESS  TUNNEL  "
+        "HANDSHAKE\n"
+        "laptop-a  ALIVE,CORDONED  10.8.0.2:7110  -    0     0/0         0              0    -             none    "
+        "-\n"
         "\n"
         "laptop-a: cordoned: drained by spiffe://ppn.test/operator/alice\n");
 }
