@@ -263,7 +263,7 @@ TEST_CASE("a hostile guest reaches the internet and nothing of the node, the poo
     REQUIRE(reader->Read(&hb));
     ctx.TryCancel();
     CHECK(hb.capabilities().network_isolation());
-    CHECK(hb.warnings_size() == 0);
+    for (const std::string& w : hb.warnings()) CHECK(absl::StartsWith(w, "no per-VM cgroups"));  // cgroup v1 here
     for (const auto& v : hb.vms()) {
       INFO(v.vm_id());
       CHECK(v.network().tx_bytes() > 0);
@@ -312,8 +312,9 @@ TEST_CASE("an agent that cannot isolate guests says so in every heartbeat when t
   REQUIRE(reader->Read(&hb));
   ctx.TryCancel();
   CHECK_FALSE(hb.capabilities().network_isolation());
-  REQUIRE(hb.warnings_size() == 1);
-  CHECK(absl::StrContains(hb.warnings(0), "no network isolation"));
+  int isolation = 0;
+  for (const std::string& w : hb.warnings()) isolation += absl::StrContains(w, "no network isolation") ? 1 : 0;
+  CHECK(isolation == 1);
 }
 
 }  // namespace
