@@ -6,9 +6,11 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +29,13 @@ bool Readable(int fd, short* revents) {
 }
 
 }  // namespace
+
+GuestReadiness::GuestReadiness(Target target) : target_(std::move(target)) {
+  struct stat st {};
+  if (!target_.console_log.empty() && stat(target_.console_log.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    console_offset_ = static_cast<uint64_t>(st.st_size);
+  }
+}
 
 GuestReadiness::~GuestReadiness() {
   if (channel_fd_ >= 0) close(channel_fd_);
@@ -50,7 +59,38 @@ std::optional<std::string> GuestReadiness::Poll(absl::Time now) {
     }
     if (channel_fd_ >= 0 && ReadChannel()) return std::string("the guest said PPN-READY");
   }
+  if (!target_.console_marker.empty() && !target_.console_log.empty() && ReadConsole()) {
+    return std::string("its console showed the image's ready marker");
+  }
   return ProbeStep(now);
+}
+
+bool GuestReadiness::ReadConsole() {
+  int fd = open(target_.console_log.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return false;  // QEMU has not made it yet
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return false;
+  }
+  if (static_cast<uint64_t>(st.st_size) < console_offset_) {  // a new log (the VM booted again)
+    console_offset_ = 0;
+    console_tail_.clear();
+  }
+  std::string chunk(kConsoleChunk, '\0');
+  ssize_t n;
+  do {
+    n = pread(fd, chunk.data(), chunk.size(), static_cast<off_t>(console_offset_));
+  } while (n < 0 && errno == EINTR);
+  close(fd);
+  if (n <= 0) return false;
+  chunk.resize(static_cast<size_t>(n));
+  console_offset_ += static_cast<uint64_t>(n);
+  std::string window = console_tail_ + chunk;
+  if (window.find(target_.console_marker) != std::string::npos) return true;
+  size_t keep = std::min(window.size(), target_.console_marker.size() - 1);
+  console_tail_ = window.substr(window.size() - keep);
+  return false;
 }
 
 bool GuestReadiness::ReadChannel() {

@@ -14,6 +14,7 @@
 
 #include "absl/time/clock.h"
 #include "catch2/catch.hpp"
+#include "tests/harness/temp_dir.h"
 
 namespace ppn::host {
 namespace {
@@ -130,6 +131,51 @@ TEST_CASE("a closed forwarded port is not ready", "[agent][readiness]") {
   }
   GuestReadiness r({"", "127.0.0.1", port});
   CHECK_FALSE(PollFor(r, absl::Milliseconds(200)).has_value());
+}
+
+void Append(const std::string& path, const std::string& text) {
+  FILE* f = fopen(path.c_str(), "a");
+  REQUIRE(f != nullptr);
+  REQUIRE(fwrite(text.data(), 1, text.size(), f) == text.size());
+  fclose(f);
+}
+
+TEST_CASE("the image's console marker counts once this boot prints it, even split across reads",
+          "[agent][readiness]") {
+  ppn::testing::TempDir dir;
+  std::string log = dir.File("console.log");
+  // An earlier boot of the VM printed the marker already: QEMU appends, so it must not count.
+  Append(log, "Debian GNU/Linux 12 web ttyS0\n\nweb login: \n[ power down ]\n");
+  GuestReadiness::Target t;
+  t.console_log = log;
+  t.console_marker = "web login:";
+  GuestReadiness r(t);
+  CHECK_FALSE(r.Poll(absl::Now()).has_value());
+  Append(log, "[    0.000000] Linux version 6.1\nDebian GNU/Linux 12 web ttyS0\n\nweb log");
+  CHECK_FALSE(r.Poll(absl::Now()).has_value());
+  Append(log, "in: ");
+  CHECK(r.Poll(absl::Now()) == std::optional<std::string>("its console showed the image's ready marker"));
+}
+
+TEST_CASE("a console log that starts again (truncated) is read from its start", "[agent][readiness]") {
+  ppn::testing::TempDir dir;
+  std::string log = dir.File("console.log");
+  Append(log, std::string(4096, 'x'));
+  GuestReadiness r({"", "", 0, log, "READY-MARK"});
+  CHECK_FALSE(r.Poll(absl::Now()).has_value());
+  REQUIRE(truncate(log.c_str(), 0) == 0);
+  Append(log, "boot\nREADY-MARK\n");
+  CHECK(r.Poll(absl::Now()).has_value());
+}
+
+TEST_CASE("no console marker, or no log yet, is never ready by the console", "[agent][readiness]") {
+  ppn::testing::TempDir dir;
+  GuestReadiness missing({"", "", 0, dir.File("absent.log"), "login:"});
+  CHECK_FALSE(missing.Poll(absl::Now()).has_value());
+  Append(dir.File("c.log"), "login:");
+  GuestReadiness unmarked({"", "", 0, dir.File("c.log"), ""});
+  Append(dir.File("c.log"), "login:");
+  CHECK_FALSE(unmarked.Poll(absl::Now()).has_value());
 }
 
 }  // namespace

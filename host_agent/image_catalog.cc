@@ -38,6 +38,18 @@ absl::StatusOr<ImageCatalog> ImageCatalog::Parse(const std::string& json_text) {
     image.kernel = entry.value("kernel", "");
     image.initrd = entry.value("initrd", "");
     image.append = entry.value("append", "");
+    if (entry.contains("ready_marker")) {
+      if (!entry["ready_marker"].is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat("image ", name, ": ready_marker must be a string"));
+      }
+      image.ready_marker = entry["ready_marker"].get<std::string>();
+      bool printable = image.ready_marker.size() >= 3 && image.ready_marker.size() <= kMaxReadyMarker;
+      for (char c : image.ready_marker) printable = printable && c >= 0x20 && c < 0x7f;
+      if (!printable) {
+        return absl::InvalidArgumentError(absl::StrCat("image ", name, ": ready_marker must be 3 to ", kMaxReadyMarker,
+                                                       " printable ASCII characters"));
+      }
+    }
     if (image.base_format != "qcow2" && image.base_format != "raw") {
       return absl::InvalidArgumentError(absl::StrCat("image ", name, ": base_format must be qcow2 or raw"));
     }

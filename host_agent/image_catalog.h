@@ -16,6 +16,9 @@
 
 namespace ppn::host {
 
+// The longest console ready marker an image may name.
+inline constexpr size_t kMaxReadyMarker = 128;
+
 struct Image {
   std::string name;
   std::string base_image;  // absolute path
@@ -23,6 +26,9 @@ struct Image {
   std::string kernel;  // empty: boot from the disk
   std::string initrd;
   std::string append;  // kernel command line
+  // The operator's word for "this image's guest is up": a text its guests print on their
+  // serial console once booted (e.g. "login:"); empty: none (docs/guest-channel.md).
+  std::string ready_marker;
 };
 
 class ImageCatalog {

@@ -569,6 +569,10 @@ void VmManager::WatchStartingLocked(const std::shared_ptr<Entry>& e) {
   const VmInstance& vm = e->rec.instance;
   GuestReadiness::Target target;
   target.channel_socket = IdentitySocketPath(runtime_.files().Dir(vm.vm_id()));
+  if (absl::StatusOr<Image> image = catalog_.Find(e->rec.spec.image()); image.ok() && !image->ready_marker.empty()) {
+    target.console_log = ConsoleLogPath(runtime_.files().Dir(vm.vm_id()));
+    target.console_marker = image->ready_marker;
+  }
   for (const auto& p : vm.forwarded_ports()) {
     if (p.protocol() == ppn::types::v1::PROTOCOL_UDP) continue;
     target.probe_host = p.host_address();
