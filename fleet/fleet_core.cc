@@ -880,7 +880,8 @@ absl::StatusOr<VmRecord> FleetCore::StopVm(const Scope& scope, const std::string
   return RecordPowerLocked(vm_id, node_id, vm, "vm.stop", actor, "");
 }
 
-absl::StatusOr<VmRecord> FleetCore::StartVm(const Scope& scope, const std::string& ref, const Actor& actor) {
+absl::StatusOr<VmRecord> FleetCore::StartVm(const Scope& scope, const std::string& ref, const Actor& actor,
+                                            bool fresh_disk) {
   std::string vm_id, node_id, address;
   {
     absl::MutexLock l(&mu_);
@@ -890,18 +891,27 @@ absl::StatusOr<VmRecord> FleetCore::StartVm(const Scope& scope, const std::strin
     vm_id = r.vm_id();
     if (r.state() == ppn::types::v1::VM_STATE_RUNNING || r.state() == ppn::types::v1::VM_STATE_STARTING) return r;
     NodeEntry* n = registry_.Node(node_id);
-    if (r.state() == ppn::types::v1::VM_STATE_UNKNOWN || n == nullptr || !n->registered() || n->revoked) {
-      // Its disk is on that node and nowhere else: booting it elsewhere would lose it.
+    bool gone = r.state() == ppn::types::v1::VM_STATE_UNKNOWN || n == nullptr || !n->registered() || n->revoked ||
+                n->node.state() == ppn::fleet::v1::NODE_STATE_UNREACHABLE;
+    if (gone && r.state() != ppn::types::v1::VM_STATE_STOPPED && r.state() != ppn::types::v1::VM_STATE_UNKNOWN) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("vm ", vm_id, " is ", StateWord(r.state()), "; only a stopped VM can be started"));
+    }
+    if (gone && !fresh_disk) {
+      // Its disk is on that node and nowhere else: booting it elsewhere is the caller's choice.
       return absl::FailedPreconditionError(absl::StrCat(
           "vm ", vm_id, " cannot start: its node ", node_id, n != nullptr && n->revoked ? " was revoked" : " is gone",
-          "; its disk is there, nowhere else: start it once the node is back, or destroy it"));
+          "; its disk is there, nowhere else: start it once the node is back, destroy it, or start it with "
+          "fresh_disk to boot it on another node from its image (its disk stays behind)"));
     }
+    if (gone) return StartElsewhere(vm_id, actor);
     if (r.state() != ppn::types::v1::VM_STATE_STOPPED) {
       return absl::FailedPreconditionError(
           absl::StrCat("vm ", vm_id, " is ", StateWord(r.state()), "; only a stopped VM can be started"));
     }
     PPN_RETURN_IF_ERROR(target);
   }
+  // Its node is alive: fresh_disk or not, it boots there with its disk.
   absl::StatusOr<ppn::host::v1::VmInstance> vm = deps_.agents->ForNode(node_id, address)->StartVm(VmId(vm_id));
   if (!vm.ok() && vm.status().code() == absl::StatusCode::kNotFound) {
     return absl::FailedPreconditionError(
@@ -910,6 +920,118 @@ absl::StatusOr<VmRecord> FleetCore::StartVm(const Scope& scope, const std::strin
   if (!vm.ok()) return vm.status();
   absl::MutexLock l(&mu_);
   return RecordPowerLocked(vm_id, node_id, *vm, "vm.start", actor, "");
+}
+
+absl::StatusOr<VmRecord> FleetCore::StartElsewhere(const std::string& vm_id, const Actor& actor) {
+  std::string from, node_id, address;
+  VmRecord prior;
+  ppn::types::v1::VmSpec spec;
+  {
+    // Entered with mu_ held by StartVm; released for the node call below.
+    VmEntry* e = registry_.Vm(vm_id);
+    VmRecord& r = e->record();
+    from = r.node_id();
+    if (!r.pinned_node_id().empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is pinned to node ", r.pinned_node_id(),
+                                                        "; unpin it to start it on another node"));
+    }
+    if (e->create_in_flight) return absl::AbortedError(absl::StrCat("vm ", vm_id, " is being started; retry"));
+    spec = r.spec();
+    if (!registry_.Offered(spec.image())) {
+      return absl::InvalidArgumentError(absl::StrCat("image ", spec.image(), " is not offered"));
+    }
+    // The same placement a create gets (memory, disk, image, cordons, revoked and dead nodes,
+    // reservations), never back onto the node it left.
+    Decision decision = registry_.Place(RequestFor(spec, {from}), /*explain=*/false);
+    if (decision.chosen_node_id.empty()) {
+      Decision explained = registry_.Place(RequestFor(spec, {from}), /*explain=*/true);
+      return ShortageError(explained.shortage, explained.Explain());
+    }
+    node_id = decision.chosen_node_id;
+    address = registry_.Node(node_id)->node.agent_address();
+    prior = r;
+    // Durable before the node is asked: from now on the old copy must never win, even if the
+    // fleet restarts mid-spawn (the new node's heartbeat then settles the PENDING record).
+    r.set_node_id(node_id);
+    r.set_state(ppn::types::v1::VM_STATE_PENDING);
+    r.clear_state_message();
+    r.clear_forwarded_ports();
+    r.clear_ready_time();
+    r.clear_boot_duration();
+    r.clear_memory();
+    if (std::find(r.left_behind_node_ids().begin(), r.left_behind_node_ids().end(), from) ==
+        r.left_behind_node_ids().end()) {
+      r.add_left_behind_node_ids(from);
+    }
+    e->create_in_flight = true;
+    e->migrated_out_beats = 0;
+    e->elsewhere_beats = 0;
+    registry_.Reserve(vm_id, node_id, spec.memory_mib(), DiskNeedMib(spec));
+    absl::Status put = registry_.Put(vm_id);
+    if (!put.ok()) {
+      registry_.Release(vm_id);
+      e->create_in_flight = false;
+      r = prior;
+      registry_.Put(vm_id).IgnoreError();  // reindexes it on its old node; logged by Put
+      return put;
+    }
+    registry_.Changed();
+  }
+  mu_.Unlock();
+  AgentClient* agent = deps_.agents->ForNode(node_id, address);
+  absl::StatusOr<ppn::host::v1::VmInstance> spawned =
+      agent->SpawnVm(VmId(vm_id), TenantId(prior.tenant_id()), spec, prior.private_nics());
+  bool fenced = false;
+  if (!spawned.ok() && OutcomeUnknown(spawned.status())) {
+    absl::Status fence = agent->DestroyVm(VmId(vm_id));
+    fenced = fence.ok() || fence.code() == absl::StatusCode::kNotFound;
+  }
+  mu_.Lock();
+  VmEntry* e = registry_.Vm(vm_id);
+  e->create_in_flight = false;
+  VmRecord& r = e->record();
+  if (Destroyed(r)) {
+    registry_.Changed();
+    return absl::AbortedError(absl::StrCat("vm ", vm_id, " was destroyed while it was being started"));
+  }
+  if (spawned.ok()) {
+    r.set_state(spawned->state());
+    r.set_state_message(spawned->state_message());
+    r.set_accelerator(spawned->accelerator());
+    *r.mutable_forwarded_ports() = spawned->forwarded_ports();
+    if (spawned->has_ready_time() && IsValidTimestamp(spawned->ready_time())) {
+      *r.mutable_ready_time() = spawned->ready_time();
+      if (IsValidDuration(spawned->boot_duration())) *r.mutable_boot_duration() = spawned->boot_duration();
+    }
+    if (spawned->private_nics_size() == r.private_nics_size()) *r.mutable_private_nics() = spawned->private_nics();
+    e->settle_after = deps_.clock->Now();  // a heartbeat already on its way may predate the spawn
+    PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
+    log_.StartedElsewhere(r, actor, from);
+    registry_.Changed();
+    spdlog::info("vm.started vm={} tenant={} node={} from={} fresh_disk=true who={}", vm_id, LogValue(r.tenant_id()),
+                 node_id, from, actor.who);
+    return registry_.View(r);
+  }
+  if (OutcomeUnknown(spawned.status()) && !fenced) {
+    e->settle_after = deps_.clock->Now();
+    registry_.Changed();
+    return absl::UnavailableError(
+        absl::StrCat("node ", node_id, " did not answer the spawn of vm ", vm_id,
+                     "; it stays PENDING there until the node reports: ", spawned.status().message()));
+  }
+  // Nothing runs on the new node: the VM is as it was (its old node still left behind only if
+  // it was before).
+  registry_.Release(vm_id);
+  r = prior;
+  e->settle_after = absl::InfinitePast();
+  PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
+  registry_.Changed();
+  spdlog::warn("vm.start_elsewhere_failed vm={} node={} code={} error={}", vm_id, node_id,
+               absl::StatusCodeToString(spawned.status().code()), LogValue(spawned.status().message()));
+  std::optional<absl::Status> definitive = Definitive(spawned.status(), spec);
+  if (definitive.has_value()) return *definitive;
+  return absl::Status(spawned.status().code(),
+                      absl::StrCat("spawn on ", node_id, " failed: ", spawned.status().message()));
 }
 
 absl::StatusOr<VmRecord> FleetCore::RebootVm(const Scope& scope, const std::string& ref, absl::Duration grace,
@@ -977,6 +1099,9 @@ absl::StatusOr<VmRecord> FleetCore::RecordMigration(const ppn::fleet::v1::Record
   }
   // Already on the target: the target's heartbeat was applied first (Reconciler R6).
   r.set_node_id(req.target_node_id());
+  // Its copy there is the VM now, not one a fresh-disk start left behind (Reconciler R0).
+  auto* left = r.mutable_left_behind_node_ids();
+  left->erase(std::remove(left->begin(), left->end(), req.target_node_id()), left->end());
   *r.mutable_forwarded_ports() = req.forwarded_ports();
   r.set_state(ppn::types::v1::VM_STATE_RUNNING);
   r.clear_state_message();

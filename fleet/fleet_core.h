@@ -150,10 +150,19 @@ class FleetCore {
   // node: STOPPED (OK at once if it is already). FAILED_PRECONDITION unless RUNNING or STARTING.
   absl::StatusOr<ppn::fleet::v1::VmRecord> StopVm(const Scope& scope, const std::string& vm_id, absl::Duration grace,
                                                   const Actor& actor);
-  // StartVm: boots a STOPPED VM on its node again (STARTING; OK at once if it runs).
-  // FAILED_PRECONDITION if it is not stopped, or its node is gone or revoked (its disk is
-  // there and only there: nothing is moved or lost); the node's RESOURCE_EXHAUSTED as is.
-  absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const Scope& scope, const std::string& vm_id, const Actor& actor);
+  // StartVm: boots a STOPPED VM on its node again, with its disk (STARTING; OK at once if it
+  // runs). FAILED_PRECONDITION if it is not stopped; the node's RESOURCE_EXHAUSTED as is.
+  // Its node gone, revoked or unreachable (the VM STOPPED or UNKNOWN): without `fresh_disk`,
+  // FAILED_PRECONDITION (nothing is moved or lost; the words say what the caller can do).
+  // With it, the VM is placed again as a create is (RESOURCE_EXHAUSTED with the same words if
+  // nothing has room; FAILED_PRECONDITION if it is pinned) and spawned there from its image
+  // with the same vm_id, spec (user_data is never stored: the fresh boot has none), name,
+  // labels, private NICs and relay ports; the record moves (ledger vm.start with
+  // fresh_disk=true, from_node, to_node) and the old node goes to left_behind_node_ids: it is
+  // told to destroy its copy when it returns (Reconciler R0). `fresh_disk` is ignored while
+  // the node is alive.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const Scope& scope, const std::string& vm_id, const Actor& actor,
+                                                   bool fresh_disk = false);
   // RebootVm: ACPI power-off and boot, or a reset after `grace`; `*how` says which.
   // FAILED_PRECONDITION unless RUNNING or STARTING.
   absl::StatusOr<ppn::fleet::v1::VmRecord> RebootVm(const Scope& scope, const std::string& vm_id, absl::Duration grace,
@@ -200,6 +209,10 @@ class FleetCore {
                                                              const ppn::host::v1::VmInstance& vm,
                                                              absl::string_view kind, const Actor& actor,
                                                              absl::string_view how) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // StartVm with fresh_disk once the VM's node is gone: placed and spawned elsewhere.
+  // Called and returns with mu_ held; releases it for the spawn.
+  absl::StatusOr<ppn::fleet::v1::VmRecord> StartElsewhere(const std::string& vm_id, const Actor& actor)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a create attempt that failed for good: its record goes.
   void AbandonLocked(const std::string& vm_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   PlacementRequest RequestFor(const ppn::types::v1::VmSpec& spec, const std::set<std::string>& excluded) const;

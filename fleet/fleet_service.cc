@@ -273,8 +273,15 @@ grpc::Status FleetService::StartVm(grpc::ServerContext* context, const v1::Start
                                    v1::StartVmResponse* response) {
   absl::StatusOr<Caller> caller = CallerOf(*context);
   if (!caller.ok()) return RpcFailed("StartVm", caller.status());
-  absl::StatusOr<v1::VmRecord> vm = core_->StartVm(caller->scope, request->vm_id(), ActorOf(*caller));
-  if (!vm.ok()) return RpcFailed("StartVm", vm.status(), {{"vm", request->vm_id()}});
+  absl::StatusOr<v1::VmRecord> vm =
+      core_->StartVm(caller->scope, request->vm_id(), ActorOf(*caller), request->fresh_disk());
+  if (!vm.ok()) {
+    // A fresh-disk start is placed as a create is: the same shortage is told the same way.
+    if (Shortage shortage = ShortageOf(vm.status()); shortage != Shortage::kNone) {
+      context->AddTrailingMetadata("ppn-shortage", ShortageName(shortage));
+    }
+    return RpcFailed("StartVm", vm.status(), {{"vm", request->vm_id()}});
+  }
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;
 }

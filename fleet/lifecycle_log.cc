@@ -131,4 +131,17 @@ void LifecycleLog::PowerChanged(absl::string_view kind, const ppn::fleet::v1::Vm
   Append(e);
 }
 
+void LifecycleLog::StartedElsewhere(const ppn::fleet::v1::VmRecord& vm, const Actor& actor,
+                                    absl::string_view from_node) {
+  ppn::ledger::v1::AppendRequest e = Entry("vm.start", vm);
+  auto& a = *e.mutable_attributes();
+  a["who"] = actor.who;
+  a["role"] = actor.role;
+  a["node"] = vm.node_id();
+  a["fresh_disk"] = "true";
+  a["from_node"] = std::string(from_node);
+  a["to_node"] = vm.node_id();
+  Append(e);
+}
+
 }  // namespace ppn::fleet

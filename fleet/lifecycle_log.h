@@ -67,6 +67,9 @@ class LifecycleLog {
   // `kind`: "vm.stop", "vm.start" or "vm.reboot"; `how` only for vm.reboot.
   void PowerChanged(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm, const Actor& actor,
                     absl::string_view how = "");
+  // vm.start of a VM booted from its image on `vm.node_id()` because `from_node` is gone
+  // (fresh_disk=true, from_node, to_node; node is the new one).
+  void StartedElsewhere(const ppn::fleet::v1::VmRecord& vm, const Actor& actor, absl::string_view from_node);
 
  private:
   ppn::ledger::v1::AppendRequest Entry(absl::string_view kind, const ppn::fleet::v1::VmRecord& vm);

@@ -1,5 +1,6 @@
 #include "fleet/reconciler.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -14,6 +15,13 @@ namespace {
 using ppn::fleet::v1::VmRecord;
 using ppn::host::v1::VmInstance;
 using ppn::types::v1::VmState;
+
+// True if `node_id` may hold an old copy of `r` that a fresh-disk start left behind (R0).
+bool LeftBehind(const VmRecord& r, const std::string& node_id) {
+  return r.node_id() != node_id && r.state() != ppn::types::v1::VM_STATE_DESTROYED &&
+         std::find(r.left_behind_node_ids().begin(), r.left_behind_node_ids().end(), node_id) !=
+             r.left_behind_node_ids().end();
+}
 
 // A node may ask for any interval up to this; longer would keep a dead node ALIVE for hours.
 constexpr absl::Duration kMaxInterval = absl::Minutes(10);
@@ -145,7 +153,16 @@ std::vector<NodeAction> Reconciler::ApplyHeartbeat(const ppn::host::v1::Heartbea
   ApplyCapacity(*n, hb, now);
   std::map<std::string, Reported> reports;
   for (const VmInstance& vm : hb.vms()) {
-    if (Usable(node_id, vm) && vm.state() != ppn::types::v1::VM_STATE_DESTROYED) reports[vm.vm_id()] = Summary(vm);
+    if (!Usable(node_id, vm) || vm.state() == ppn::types::v1::VM_STATE_DESTROYED) continue;
+    const VmEntry* e = registry_->Vm(vm.vm_id());
+    if (e != nullptr && LeftBehind(e->record(), node_id) && e->record().tenant_id() == vm.tenant_id()) {
+      // R0: hidden from every rule below, so it can neither take the record back nor keep
+      // the VM from being LOST where it runs now.
+      actions.push_back({NodeAction::Kind::kDestroy, node_id, vm.vm_id(),
+                         "an old copy left behind when the VM was started on another node with a fresh disk"});
+      continue;
+    }
+    reports[vm.vm_id()] = Summary(vm);
   }
   registry_->SetReports(node_id, reports);
 
@@ -363,6 +380,13 @@ void Reconciler::ActionDone(const NodeAction& a, const absl::StatusOr<VmInstance
   }
   if (a.kind == NodeAction::Kind::kDestroy) {
     spdlog::info("vm.node_copy_destroyed vm={} node={} reason={}", a.vm_id, a.node_id, LogValue(a.reason));
+    if (e != nullptr && LeftBehind(e->record(), a.node_id)) {
+      // The old copy is gone: that node may take the VM again one day (a migration).
+      auto* left = e->record().mutable_left_behind_node_ids();
+      left->erase(std::remove(left->begin(), left->end(), a.node_id), left->end());
+      registry_->Put(a.vm_id).IgnoreError();  // logged by Put; the node is told again if it still reports it
+      registry_->Changed();
+    }
     if (result.ok() && e != nullptr && e->record().state() == ppn::types::v1::VM_STATE_DESTROYED) {
       log_->Destroyed(e->record(), Actor::Fleet(), ppn::types::v1::VM_STATE_DESTROYED, a.node_id);
     }

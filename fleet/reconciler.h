@@ -8,6 +8,11 @@
 // reports neither make records nor move them). "Live" means reported RUNNING or STARTING and
 // not a paused `migrated_out` copy. For a heartbeat of registered node N, each VM v it
 // reports (tenant t echoed), by the record of v:
+//   R0 on another node, not DESTROYED, owned by t, and N in its left_behind_node_ids (a start
+//      with fresh_disk booted v elsewhere while N was gone): N is told to destroy its copy,
+//      whatever its state, and the report is dropped before every rule below (it never moves
+//      the record, counts as live elsewhere, or keeps v from LOST). Once N has destroyed it, N
+//      leaves the list.
 //   R1 none: adopted on N with owner t (vm.adopt, reason "unknown to the fleet"); not if t is
 //      empty. A migrated_out copy is adopted as MIGRATING.
 //   R2 owned by a tenant other than t: the report is ignored (logged); ownership never moves.

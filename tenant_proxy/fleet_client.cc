@@ -24,7 +24,12 @@ absl::Status PowerRefusal(const absl::Status& status, const CallAbout& about) {
     return absl::FailedPreconditionError(
         absl::StrCat("vm ", about.vm_id, " cannot start: its host ",
                      absl::StrContains(m, " was revoked") ? "was retired" : "is gone",
-                     "; its disk is there and only there: start it once the host is back, or destroy it"));
+                     "; its disk is there and only there: start it once the host is back, destroy it, or start it "
+                     "with fresh_disk to boot it on another host from its image (its disk stays behind)"));
+  }
+  if (absl::StrContains(m, " is pinned to node ")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("vm ", about.vm_id, " is pinned to its host by the operator: it cannot start on another host"));
   }
   std::string prefix = absl::StrCat("vm ", about.vm_id, " is ");
   if (absl::ConsumePrefix(&m, prefix)) {

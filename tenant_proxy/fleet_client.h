@@ -73,7 +73,10 @@ class FleetClient {
   // of the tenant's VMs; errors as TenantSafeError words them (CallAbout.power).
   virtual absl::StatusOr<ppn::fleet::v1::VmRecord> StopVm(const TenantId& tenant, const VmId& vm_id,
                                                           absl::Duration grace) = 0;
-  virtual absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const TenantId& tenant, const VmId& vm_id) = 0;
+  // `fresh_disk`: StartVmRequest.fresh_disk (boot it on another host from its image when its
+  // host is gone).
+  virtual absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const TenantId& tenant, const VmId& vm_id,
+                                                           bool fresh_disk) = 0;
   virtual absl::StatusOr<ppn::fleet::v1::VmRecord> RebootVm(const TenantId& tenant, const VmId& vm_id,
                                                             absl::Duration grace, std::string* how) = 0;
   virtual absl::StatusOr<ppn::fleet::v1::GetConsoleOutputResponse> GetConsoleOutput(const TenantId& tenant,

@@ -1,5 +1,6 @@
 #include "tenant_proxy/fleet_client.h"
 
+#include "absl/strings/match.h"
 #include "catch2/catch.hpp"
 
 namespace ppn::proxy {
@@ -115,6 +116,39 @@ TEST_CASE("a refused network change is told in the terms of a network change", "
   CHECK(TenantSafeError(absl::NotFoundError("vm vm-1 is not on node laptop-a"), "", about).message() ==
         "vm vm-1 not found");
   for (const absl::Status& s : {stopped, moved, refused}) CheckSafe(s);
+}
+
+TEST_CASE("a start refused or moved because its host is gone is told without the host's name",
+          "[proxy][fleet_client][power]") {
+  CallAbout about{"vm-1"};
+  about.power = "start";
+  absl::Status gone = TenantSafeError(
+      absl::FailedPreconditionError(
+          "vm vm-1 cannot start: its node laptop-a is gone; its disk is there, nowhere else: start it once the node "
+          "is back, destroy it, or start it with fresh_disk to boot it on another node from its image (its disk "
+          "stays behind)"),
+      "", about);
+  CHECK(gone.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(gone.message() ==
+        "vm vm-1 cannot start: its host is gone; its disk is there and only there: start it once the host is back, "
+        "destroy it, or start it with fresh_disk to boot it on another host from its image (its disk stays behind)");
+  absl::Status retired = TenantSafeError(
+      absl::FailedPreconditionError("vm vm-1 cannot start: its node laptop-a was revoked; its disk is there"), "",
+      about);
+  CHECK(absl::StartsWith(retired.message(), "vm vm-1 cannot start: its host was retired; "));
+  absl::Status pinned = TenantSafeError(
+      absl::FailedPreconditionError("vm vm-1 is pinned to node laptop-a; unpin it to start it on another node"), "",
+      about);
+  CHECK(pinned.message() == "vm vm-1 is pinned to its host by the operator: it cannot start on another host");
+  absl::Status full = TenantSafeError(
+      absl::ResourceExhaustedError("no node can take the VM: laptop-b: needs 256 MiB, has 100"), "memory", about);
+  CHECK(full.code() == absl::StatusCode::kResourceExhausted);
+  absl::Status unanswered = TenantSafeError(
+      absl::UnavailableError("node laptop-b did not answer the spawn of vm vm-1; it stays PENDING there"), "", about);
+  CHECK(unanswered.code() == absl::StatusCode::kUnavailable);
+  absl::Status failed =
+      TenantSafeError(absl::InternalError("spawn on laptop-b failed: qemu: /var/lib/ppn: boom"), "", about);
+  for (const absl::Status& s : {gone, retired, pinned, full, unanswered, failed}) CheckSafe(s);
 }
 
 TEST_CASE("codes keep their meaning across the mapping", "[proxy][fleet_client]") {

@@ -205,12 +205,14 @@ absl::StatusOr<ppn::fleet::v1::VmRecord> GrpcFleetClient::StopVm(const TenantId&
   return response.vm();
 }
 
-absl::StatusOr<ppn::fleet::v1::VmRecord> GrpcFleetClient::StartVm(const TenantId& tenant, const VmId& vm_id) {
+absl::StatusOr<ppn::fleet::v1::VmRecord> GrpcFleetClient::StartVm(const TenantId& tenant, const VmId& vm_id,
+                                                                  bool fresh_disk) {
   grpc::ClientContext ctx;
   Prepare(&ctx, tenant);
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + std::max(timeout_, absl::Seconds(70))));
   ppn::fleet::v1::StartVmRequest request;
   request.set_vm_id(vm_id.value());
+  request.set_fresh_disk(fresh_disk);
   ppn::fleet::v1::StartVmResponse response;
   grpc::Status s = stub_->StartVm(&ctx, request, &response);
   if (!s.ok()) {

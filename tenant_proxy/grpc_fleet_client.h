@@ -37,7 +37,7 @@ class GrpcFleetClient final : public FleetClient {
   std::unique_ptr<FleetWatch> WatchVm(const TenantId& tenant, const VmId& vm_id, FleetWatchObserver* observer) override;
   absl::StatusOr<ppn::fleet::v1::VmRecord> StopVm(const TenantId& tenant, const VmId& vm_id,
                                                   absl::Duration grace) override;
-  absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const TenantId& tenant, const VmId& vm_id) override;
+  absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const TenantId& tenant, const VmId& vm_id, bool fresh_disk) override;
   absl::StatusOr<ppn::fleet::v1::VmRecord> RebootVm(const TenantId& tenant, const VmId& vm_id, absl::Duration grace,
                                                     std::string* how) override;
   absl::StatusOr<ppn::fleet::v1::GetConsoleOutputResponse> GetConsoleOutput(const TenantId& tenant, const VmId& vm_id,

@@ -327,7 +327,7 @@ absl::StatusOr<Vm> ProxyCore::StopVm(const Tenant& tenant, const std::string& na
   return Power(tenant, name, "stop", [&](const VmId& id) { return deps_.fleet->StopVm(tenant.tenant_id, id, grace); });
 }
 
-absl::StatusOr<Vm> ProxyCore::StartVm(const Tenant& tenant, const std::string& name) {
+absl::StatusOr<Vm> ProxyCore::StartVm(const Tenant& tenant, const std::string& name, bool fresh_disk) {
   // The quota check and the start are one step, as for creates.
   absl::MutexLock gate(GateOf(tenant.tenant_id.value()));
   return Power(tenant, name, "start", [&](const VmId& id) -> absl::StatusOr<VmRecord> {
@@ -336,7 +336,7 @@ absl::StatusOr<Vm> ProxyCore::StartVm(const Tenant& tenant, const std::string& n
       if (vm.vm_id() != id.value() || vm.state() != ppn::types::v1::VM_STATE_STOPPED) continue;
       PPN_RETURN_IF_ERROR(CheckStartQuota(*tenant.limits, UsageOf(vms), vm.spec()));
     }
-    return deps_.fleet->StartVm(tenant.tenant_id, id);
+    return deps_.fleet->StartVm(tenant.tenant_id, id, fresh_disk);
   });
 }
 

@@ -93,7 +93,8 @@ class ProxyCore {
   // VM again (RESOURCE_EXHAUSTED), under the same per-tenant gate as creates. `grace` as the
   // request's (validated by the adapter). NOT_FOUND for a VM absent or another tenant's alike.
   absl::StatusOr<ppn::tenancy::v1::Vm> StopVm(const Tenant& tenant, const std::string& name, absl::Duration grace);
-  absl::StatusOr<ppn::tenancy::v1::Vm> StartVm(const Tenant& tenant, const std::string& name);
+  // `fresh_disk` is forwarded (StartVmRequest.fresh_disk); the quota check is the same.
+  absl::StatusOr<ppn::tenancy::v1::Vm> StartVm(const Tenant& tenant, const std::string& name, bool fresh_disk = false);
   absl::StatusOr<ppn::tenancy::v1::Vm> RebootVm(const Tenant& tenant, const std::string& name, absl::Duration grace,
                                                 std::string* how);
   // Up to `max_bytes` of the VM's console from `offset`. NOT_FOUND as GetVm.

@@ -251,7 +251,7 @@ grpc::Status TenantServiceImpl::StartVm(grpc::ServerContext* context, const tena
                                         tenancy::v1::StartVmResponse* response) {
   absl::StatusOr<Tenant> tenant = Admit(context);
   if (!tenant.ok()) return RpcFailed("StartVm", tenant.status());
-  absl::StatusOr<tenancy::v1::Vm> vm = core_->StartVm(*tenant, request->name());
+  absl::StatusOr<tenancy::v1::Vm> vm = core_->StartVm(*tenant, request->name(), request->fresh_disk());
   if (!vm.ok()) return RpcFailed("StartVm", vm.status(), {{"tenant", tenant->tenant_id.value()}});
   *response->mutable_vm() = *std::move(vm);
   return grpc::Status::OK;

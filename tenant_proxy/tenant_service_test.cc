@@ -339,6 +339,7 @@ TEST_CASE("a stopped VM frees its vCPUs for the quota and starts again only if t
   Vm b = CreateSized(s, "b", 6);  // fits: the stopped VM holds no vCPUs
   StartVmRequest start;
   start.set_name(a.name());
+  start.set_fresh_disk(true);  // forwarded; the quota check applies all the same
   StartVmResponse started;
   {
     grpc::ClientContext ctx;
@@ -362,6 +363,7 @@ TEST_CASE("a stopped VM frees its vCPUs for the quota and starts again only if t
   }
   CHECK(started.vm().state() == ppn::types::v1::VM_STATE_STARTING);
   CHECK(s.fleet.power_calls() == std::vector<std::string>{"stop " + a.vm_id(), "start " + a.vm_id()});
+  CHECK(s.fleet.last_start_fresh_disk());
 
   RebootVmRequest reboot;
   reboot.set_name(a.name());

@@ -215,8 +215,18 @@ class FakeFleetClient final : public FleetClient {
     return Power(tenant, vm_id, "stop", {ppn::types::v1::VM_STATE_RUNNING, ppn::types::v1::VM_STATE_STARTING},
                  ppn::types::v1::VM_STATE_STOPPED);
   }
-  absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const TenantId& tenant, const VmId& vm_id) override {
+  absl::StatusOr<ppn::fleet::v1::VmRecord> StartVm(const TenantId& tenant, const VmId& vm_id,
+                                                   bool fresh_disk) override {
+    {
+      absl::MutexLock l(&mu_);
+      last_start_fresh_disk_ = fresh_disk;
+    }
     return Power(tenant, vm_id, "start", {ppn::types::v1::VM_STATE_STOPPED}, ppn::types::v1::VM_STATE_STARTING);
+  }
+  // The fresh_disk of the last StartVm.
+  bool last_start_fresh_disk() {
+    absl::MutexLock l(&mu_);
+    return last_start_fresh_disk_;
   }
   absl::StatusOr<ppn::fleet::v1::VmRecord> RebootVm(const TenantId& tenant, const VmId& vm_id, absl::Duration,
                                                     std::string* how) override {
@@ -443,6 +453,7 @@ class FakeFleetClient final : public FleetClient {
 
   std::map<std::string, std::string> consoles_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> power_calls_ ABSL_GUARDED_BY(mu_);
+  bool last_start_fresh_disk_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, ppn::fleet::v1::VmRecord> vms_ ABSL_GUARDED_BY(mu_);
   ppn::fleet::v1::ListVmsRequest last_list_ ABSL_GUARDED_BY(mu_);
   std::map<const Watch*, std::shared_ptr<Stream>> streams_ ABSL_GUARDED_BY(mu_);  // started, not ended

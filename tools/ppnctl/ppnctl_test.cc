@@ -355,6 +355,18 @@ class OneVmTenantApi final : public ppn::tenancy::v1::TenantService::Service {
     *resp->mutable_vm() = vm_;
     return grpc::Status::OK;
   }
+  grpc::Status StartVm(grpc::ServerContext* ctx, const ppn::tenancy::v1::StartVmRequest* req,
+                       ppn::tenancy::v1::StartVmResponse* resp) override {
+    if (!Authorized(*ctx)) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no token");
+    absl::MutexLock l(&mu_);
+    starts_.push_back(*req);
+    *resp->mutable_vm() = vm_;
+    return grpc::Status::OK;
+  }
+  std::vector<ppn::tenancy::v1::StartVmRequest> starts() {
+    absl::MutexLock l(&mu_);
+    return starts_;
+  }
   std::vector<ppn::tenancy::v1::UpdateVmNetworkRequest> updates() {
     absl::MutexLock l(&mu_);
     return updates_;
@@ -390,7 +402,37 @@ class OneVmTenantApi final : public ppn::tenancy::v1::TenantService::Service {
   absl::Mutex mu_;
   ppn::tenancy::v1::Vm vm_ ABSL_GUARDED_BY(mu_);
   std::vector<ppn::tenancy::v1::UpdateVmNetworkRequest> updates_ ABSL_GUARDED_BY(mu_);
+  std::vector<ppn::tenancy::v1::StartVmRequest> starts_ ABSL_GUARDED_BY(mu_);
 };
+
+TEST_CASE("vm start --fresh-disk asks for a fresh disk; without it the start does not", "[ppnctl][e2e][power]") {
+  ppn::testing::TempDir dir;
+  ppn::testing::TestPki pki("ppn.test");
+  OneVmTenantApi api;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", TlsServerCredentials(pki.Issue("tenant-proxy", "proxy")), &port);
+  builder.RegisterService(&api);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(server != nullptr);
+  std::vector<std::string> conn = {"--endpoint=127.0.0.1:" + std::to_string(port), "--ca=" + pki.ca_cert_path()};
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.end(), conn.begin(), conn.end());
+    return Ppnctl(args, dir.path());
+  };
+  auto [code, out] = run({"vm", "start", "vms/vm-1", "--fresh-disk"});
+  INFO(out);
+  REQUIRE(code == 0);
+  auto [code2, out2] = run({"vm", "start", "vms/vm-1"});
+  INFO(out2);
+  REQUIRE(code2 == 0);
+  auto starts = api.starts();
+  REQUIRE(starts.size() == 2);
+  CHECK(starts[0].name() == "vms/vm-1");
+  CHECK(starts[0].fresh_disk());
+  CHECK_FALSE(starts[1].fresh_disk());
+  server->Shutdown();
+}
 
 TEST_CASE("vm egress replaces a VM's policy from short flags and vm get shows it and the traffic",
           "[ppnctl][e2e][golden][egress]") {

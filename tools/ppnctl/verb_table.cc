@@ -562,9 +562,15 @@ const std::vector<Verb>& Verbs() {
           .Prints(PrintVm),
       Verb({"vm", "start"})
           .Args({"NAME"})
+          .Flags("[--fresh-disk]")
           .Help("boots one of your stopped VMs again, with its disk")
+          .Details("It boots on its host, with its disk. If that host is gone, the start is refused unless\n"
+                   "--fresh-disk is given: then it boots on another host from its image, with a fresh disk\n"
+                   "(its old disk is not carried over; it keeps its id, name, labels, networks and relay\n"
+                   "ports). While its host is alive --fresh-disk changes nothing.")
           .Calls("tenant", "start-vm")
           .ArgFields({"name"})
+          .Alias("fresh-disk", "fresh_disk")
           .Prints(PrintVm),
       Verb({"vm", "reboot"})
           .Args({"NAME"})
