@@ -569,7 +569,7 @@ void VmManager::WatchStartingLocked(const std::shared_ptr<Entry>& e) {
   const VmInstance& vm = e->rec.instance;
   GuestReadiness::Target target;
   target.channel_socket = IdentitySocketPath(runtime_.files().Dir(vm.vm_id()));
-  if (absl::StatusOr<Image> image = catalog_.Find(e->rec.spec.image()); image.ok() && !image->ready_marker.empty()) {
+  if (absl::StatusOr<Image> image = catalog_.Find(vm.spec().image()); image.ok() && !image->ready_marker.empty()) {
     target.console_log = ConsoleLogPath(runtime_.files().Dir(vm.vm_id()));
     target.console_marker = image->ready_marker;
   }
