@@ -85,8 +85,9 @@ std::string LedgerMirror::Warning() const {
 absl::Status LedgerMirror::Refuse(const std::string& why) {
   std::string warning = absl::StrCat("ledger mirror refused the ledger's state: ", why, "; keeping the copy of ",
                                      store_->size(), " verified entries");
-  spdlog::error("ledger_mirror.refused entries={} reason={}", store_->size(), why);
   absl::MutexLock l(&state_mu_);
+  // Once per new reason, not on every round of the loop.
+  if (warning != warning_) spdlog::error("ledger_mirror.refused entries={} reason={}", store_->size(), why);
   warning_ = warning;
   return absl::DataLossError(warning);
 }

@@ -75,6 +75,7 @@ struct TamperingSource final : LedgerSource {
   LedgerSource* real;
   std::function<void(GetCheckpointResponse*)> edit_checkpoint = [](GetCheckpointResponse*) {};
   std::function<void(GetEntriesResponse*)> edit_entries = [](GetEntriesResponse*) {};
+  std::function<void(std::vector<Hash>*)> edit_proof = [](std::vector<Hash>*) {};
   explicit TamperingSource(LedgerSource* r) : real(r) {}
   absl::StatusOr<GetCheckpointResponse> GetCheckpoint() override {
     auto r = real->GetCheckpoint();
@@ -87,7 +88,9 @@ struct TamperingSource final : LedgerSource {
     return r;
   }
   absl::StatusOr<std::vector<Hash>> GetConsistencyProof(uint64_t a, uint64_t b) override {
-    return real->GetConsistencyProof(a, b);
+    auto r = real->GetConsistencyProof(a, b);
+    if (r.ok()) edit_proof(&*r);
+    return r;
   }
 };
 
@@ -179,6 +182,22 @@ TEST_CASE("an entry whose hash does not match its contents is refused and nothin
   absl::Status refused = mirror->SyncOnce();
   CHECK(refused.code() == absl::StatusCode::kDataLoss);
   CHECK_THAT(std::string(refused.message()), Catch::Contains("entry 4's hash does not match"));
+  CHECK(mirror->size() == 3);
+}
+
+TEST_CASE("a consistency proof that does not verify is refused", "[ledger][mirror][grpc]") {
+  ppn::testing::TempDir dir;
+  ppn::testing::TestPki pki{"ppn.test"};
+  LedgerUnderTest ledger(dir, pki, "ledger.db");
+  ledger.Append(3);
+  TamperingSource tampering(ledger.source.get());
+  auto mirror = *LedgerMirror::Open(dir.File("mirror.db"), &tampering, {});
+  REQUIRE(mirror->SyncOnce().ok());
+  ledger.Append(2);
+  tampering.edit_proof = [](std::vector<Hash>* proof) { proof->back()[0] ^= 1; };
+  absl::Status refused = mirror->SyncOnce();
+  CHECK(refused.code() == absl::StatusCode::kDataLoss);
+  CHECK_THAT(std::string(refused.message()), Catch::Contains("consistency proof from size 3 to 5 does not verify"));
   CHECK(mirror->size() == 3);
 }
 
