@@ -22,6 +22,8 @@
 #include "host_agent/host_agent_server.h"
 #include "host_agent/mesh_runner.h"
 #include "host_agent/vm_manager.h"
+#include "ledger/grpc_ledger_source.h"
+#include "ledger/mirror.h"
 #include "mesh/addresses.h"
 #include "mesh/grpc_membership_source.h"
 #include "mesh/wireguard_device.h"
@@ -68,6 +70,11 @@ ABSL_FLAG(std::string, wireguard_key_file, "",
           "WireGuard private key (0600); default: the grant's. The founding node's is shared with pairing_admin "
           "(made here if missing)");
 ABSL_FLAG(std::string, ledger, "", "The ledger's address (inside the mesh), where node.join and node.revoke are read");
+ABSL_FLAG(std::string, ledger_mirror, "",
+          "Keep a verified copy of the ledger in this file (a ledger file `ppn restore-ledger` can put back on a "
+          "founding node); needs --ledger. Empty: no mirror");
+ABSL_FLAG(std::string, ledger_mirror_key, "",
+          "The ledger's note verifier key for the mirror; empty: the first checkpoint's, pinned from then on");
 ABSL_FLAG(std::string, mesh_hub, "", "The node that routes between nodes that cannot reach each other directly");
 ABSL_FLAG(std::string, wireguard_interface, "ppn-wg", "Name of the WireGuard interface");
 ABSL_FLAG(uint32_t, wireguard_port, 51820, "UDP port WireGuard listens on");
@@ -271,7 +278,31 @@ int main(int argc, char** argv) {
   }
   ppn::host::VmManager::Deps deps{store->get(), ppn::RealClock::Get(), ppn::PosixProcessSpawner::Get(), network.get()};
   const bool tunnelled = mesh.runner != nullptr, off_loopback = !IsLoopback(options.host_address);
-  deps.node_status = [&mesh, tunnelled, off_loopback](ppn::host::v1::Heartbeat* hb) {
+  // The ledger mirror: a verified copy of every audit record on this node too.
+  std::unique_ptr<ppn::ledger::GrpcLedgerSource> mirror_source;
+  std::unique_ptr<ppn::ledger::LedgerMirror> mirror;
+  if (!absl::GetFlag(FLAGS_ledger_mirror).empty()) {
+    if (absl::GetFlag(FLAGS_ledger).empty()) ppn::ExitWithError("--ledger_mirror needs --ledger");
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+    mirror_source = std::make_unique<ppn::ledger::GrpcLedgerSource>(
+        ppn::MeshChannel(absl::GetFlag(FLAGS_ledger), ppn::MtlsChannelCredentials(flags.tls), args));
+    ppn::ledger::LedgerMirror::Options mirror_options;
+    mirror_options.verifier_key = absl::GetFlag(FLAGS_ledger_mirror_key);
+    absl::StatusOr<std::unique_ptr<ppn::ledger::LedgerMirror>> opened = ppn::ledger::LedgerMirror::Open(
+        absl::GetFlag(FLAGS_ledger_mirror), mirror_source.get(), std::move(mirror_options));
+    if (!opened.ok()) ppn::ExitWithError(opened.status().message());
+    mirror = *std::move(opened);
+    mirror->Start();
+    spdlog::info("ledger_mirror.started path={} entries={}", absl::GetFlag(FLAGS_ledger_mirror), mirror->size());
+  }
+  ppn::ledger::LedgerMirror* mirror_ptr = mirror.get();
+  deps.node_status = [&mesh, tunnelled, off_loopback, mirror_ptr](ppn::host::v1::Heartbeat* hb) {
+    if (mirror_ptr != nullptr) {
+      std::string warning = mirror_ptr->Warning();
+      if (!warning.empty()) hb->add_warnings(warning);
+    }
     if (tunnelled) {
       *hb->mutable_mesh() = mesh.runner->Status();
     } else if (off_loopback) {
@@ -300,5 +331,6 @@ int main(int argc, char** argv) {
   // The interface stays up, as the VMs do: the next start adopts it.
   if (mesh.runner != nullptr) mesh.runner->Stop();
   if (mesh.members != nullptr) mesh.members->Stop();
+  if (mirror != nullptr) mirror->Stop();
   return 0;
 }

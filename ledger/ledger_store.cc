@@ -69,7 +69,7 @@ uint64_t LedgerStore::size() const {
   return size_;
 }
 
-absl::StatusOr<uint64_t> LedgerStore::Append(const std::vector<NewLeaf>& leaves) {
+absl::StatusOr<uint64_t> LedgerStore::Append(const std::vector<NewLeaf>& leaves, const StoredCheckpoint* checkpoint) {
   absl::MutexLock l(&write_mu_);
   const uint64_t first = size();
   std::vector<Hash> frontier = frontier_;  // committed only with the transaction
@@ -111,6 +111,12 @@ absl::StatusOr<uint64_t> LedgerStore::Append(const std::vector<NewLeaf>& leaves)
       ++level;
       node >>= 1;
     }
+  }
+  if (checkpoint != nullptr) {
+    PPN_ASSIGN_OR_RETURN(Statement insert_checkpoint, writer_->Prepare("INSERT OR IGNORE INTO checkpoints "
+                                                                       "(tree_size, note) VALUES (?, ?)"));
+    PPN_RETURN_IF_ERROR(
+        insert_checkpoint.Bind(1, static_cast<int64_t>(checkpoint->tree_size)).Bind(2, checkpoint->note).Run());
   }
   PPN_RETURN_IF_ERROR(tx.Commit());
   frontier_ = std::move(frontier);

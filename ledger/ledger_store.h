@@ -44,8 +44,9 @@ class LedgerStore final : public SubtreeSource {
   uint64_t size() const;
 
   // Appends `leaves` (and the subtree hashes they complete) in one durable transaction.
-  // Returns the index of the first. On error nothing is appended.
-  absl::StatusOr<uint64_t> Append(const std::vector<NewLeaf>& leaves);
+  // Returns the index of the first. On error nothing is appended. With `checkpoint`, it is
+  // stored in the same transaction (a mirror never holds entries its checkpoint does not cover).
+  absl::StatusOr<uint64_t> Append(const std::vector<NewLeaf>& leaves, const StoredCheckpoint* checkpoint = nullptr);
 
   // The index holding `idempotency_key`, if any.
   absl::StatusOr<std::optional<uint64_t>> FindIdempotencyKey(const std::string& key);
