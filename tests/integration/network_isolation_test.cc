@@ -279,6 +279,7 @@ TEST_CASE("a hostile guest reaches the internet and nothing of the node, the poo
     REQUIRE(ppn::testing::KillProcessesMentioning(n.agent.state_dir + "/vms/vm-probe/") == 1);
     absl::Time deadline = absl::Now() + absl::Seconds(20);
     while (!Namespaces(n.agent.state_dir).empty() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(200));
+    INFO("agent:\n" << ReadAll(n.agent.state_dir + "/agent.log"));
     CHECK(Namespaces(n.agent.state_dir).empty());
     // A VM made again, then the agent SIGKILLed and its VM killed meanwhile: the next start sweeps.
     n.Destroy("vm-probe");
