@@ -48,8 +48,9 @@ ABSL_FLAG(std::string, templates, "auto",
           "create boots), or a comma list made at start as well: all, IMAGE, IMAGE@VCPUSxMIB");
 ABSL_FLAG(absl::Duration, boot_timeout, absl::Minutes(5),
           "A booted VM whose guest gives no sign of being ready (docs/guest-channel.md) is RUNNING after this");
-ABSL_FLAG(absl::Duration, balloon_interval, absl::Milliseconds(500),
-          "How often the balloon controller reads guests' memory and sets their balloons; 0 = off");
+ABSL_FLAG(absl::Duration, balloon_interval, absl::ZeroDuration(),
+          "How often the balloon controller reads guests' memory and sets their balloons, e.g. 500ms; 0 = off "
+          "(the default until a killed QEMU is always noticed while the controller runs)");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "Default heartbeat interval");
 ABSL_FLAG(std::string, network, "namespace",
           "namespace: each VM in a network namespace of its own, reaching only what its egress policy allows "

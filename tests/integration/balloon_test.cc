@@ -65,7 +65,8 @@ struct Fixture {
   std::unique_ptr<HostAgent::Stub> stub;
 
   explicit Fixture(const std::string& node) {
-    agent = StartAgent(pki, guest.path(), guest.catalog(), node, {"--kvm=auto", "--advertised_memory_mib=4096"});
+    agent = StartAgent(pki, guest.path(), guest.catalog(), node,
+                       {"--kvm=auto", "--advertised_memory_mib=4096", "--balloon_interval=500ms"});
     stub = HostAgent::NewStub(
         grpc::CreateChannel("127.0.0.1:" + std::to_string(agent.port), MtlsChannelCredentials(fleet_tls)));
   }
