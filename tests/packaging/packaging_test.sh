@@ -315,4 +315,25 @@ echo "$verify" | head -1 | sed 's/^/  /'
 grep -q 'first use' <<<"$verify" && fail "the restored ppnctl did not know the ledger's pinned key"
 echo "  the tenant's token still works, its VM still RUNNING on the laptop and answering through the restored relay"
 echo "timing: ppn restore to the laptop ALIVE and the VM answering through the new founding node: $(ms "$T_R0" "$T_R") s"
+step "the laptop's ledger mirror replaces the founding node's ledger (ppn restore-ledger)"
+# The laptop's host agent keeps a verified copy (polled every 5 s); wait until it holds every
+# entry the founding ledger has, copy it over, and restore from it.
+have=$(on "$FOUNDING" sqlite3 "file:/var/lib/ppn/ledger/ledger.db?mode=ro" "SELECT COUNT(*) FROM entries")
+mirrored=0
+for _ in $(seq 1 100); do
+  docker cp "$NODE:/var/lib/ppn/host-agent/ledger-mirror.db" "$WORK/mirror.db" >/dev/null 2>&1 &&
+    mirrored=$(sqlite3 "file:$WORK/mirror.db?mode=ro" "SELECT COUNT(*) FROM entries" 2>/dev/null || echo 0)
+  [ "${mirrored:-0}" -ge "$have" ] && break
+  sleep 0.3
+done
+[ "${mirrored:-0}" -ge "$have" ] || fail "the laptop's ledger mirror holds $mirrored entries, the ledger $have"
+docker cp "$WORK/mirror.db" "$FOUNDING:/root/mirror.db"
+on "$FOUNDING" ppn restore-ledger /root/mirror.db | sed 's/^/  /' || fail "ppn restore-ledger refused the laptop's mirror"
+verify=$(ctl ledger verify) || fail "the ledger restored from the mirror does not verify: $verify"
+echo "$verify" | head -1 | sed 's/^/  /'
+grep -q 'first use' <<<"$verify" && fail "after restore-ledger ppnctl did not know the ledger's pinned key"
+printf 'not a ledger' | docker exec -i "$FOUNDING" sh -c 'cat > /root/garbage.db'
+on "$FOUNDING" ppn restore-ledger /root/garbage.db >"$WORK/restore-ledger-bad.log" 2>&1 &&
+  fail "ppn restore-ledger accepted a file that is not a ledger"
+grep -q "nothing changed" "$WORK/restore-ledger-bad.log" || fail "ppn restore-ledger's refusal: $(cat "$WORK/restore-ledger-bad.log")"
 step "done"
