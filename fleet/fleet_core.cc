@@ -45,6 +45,20 @@ std::optional<absl::Status> Definitive(const absl::Status& s, const ppn::types::
 // The one test for a destroyed record (what the tenant no longer has or pays for).
 bool Destroyed(const VmRecord& r) { return r.state() == ppn::types::v1::VM_STATE_DESTROYED; }
 
+// What a node answered a spawn with, onto the fleet's record: state, accelerator, ports,
+// readiness and the private NICs' MACs (only when it answered for every NIC the record has).
+void TakeSpawned(const ppn::host::v1::VmInstance& spawned, VmRecord* r) {
+  r->set_state(spawned.state());
+  r->set_state_message(spawned.state_message());
+  r->set_accelerator(spawned.accelerator());
+  *r->mutable_forwarded_ports() = spawned.forwarded_ports();
+  if (spawned.has_ready_time() && IsValidTimestamp(spawned.ready_time())) {
+    *r->mutable_ready_time() = spawned.ready_time();
+    if (IsValidDuration(spawned.boot_duration())) *r->mutable_boot_duration() = spawned.boot_duration();
+  }
+  if (spawned.private_nics_size() == r->private_nics_size()) *r->mutable_private_nics() = spawned.private_nics();
+}
+
 absl::Status VmNotFound(const std::string& ref) {
   return absl::NotFoundError(absl::StrCat("vm ", ref.substr(0, 64), " not found"));
 }
@@ -566,15 +580,7 @@ absl::StatusOr<CreateResult> FleetCore::CreateVm(const std::string& tenant_id, c
     }
     if (spawned.ok()) {
       VmRecord& r = e->record();
-      r.set_state(spawned->state());
-      r.set_state_message(spawned->state_message());
-      r.set_accelerator(spawned->accelerator());
-      *r.mutable_forwarded_ports() = spawned->forwarded_ports();
-      if (spawned->has_ready_time() && IsValidTimestamp(spawned->ready_time())) {
-        *r.mutable_ready_time() = spawned->ready_time();
-        if (IsValidDuration(spawned->boot_duration())) *r.mutable_boot_duration() = spawned->boot_duration();
-      }
-      if (spawned->private_nics_size() == nics.size()) *r.mutable_private_nics() = spawned->private_nics();  // MACs
+      TakeSpawned(*spawned, &r);
       e->settle_after = deps_.clock->Now();  // a heartbeat already on its way may predate the spawn
       PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
       log_.Created(r, "spawn");
@@ -995,15 +1001,7 @@ absl::StatusOr<VmRecord> FleetCore::StartElsewhere(const std::string& vm_id, con
     return absl::AbortedError(absl::StrCat("vm ", vm_id, " was destroyed while it was being started"));
   }
   if (spawned.ok()) {
-    r.set_state(spawned->state());
-    r.set_state_message(spawned->state_message());
-    r.set_accelerator(spawned->accelerator());
-    *r.mutable_forwarded_ports() = spawned->forwarded_ports();
-    if (spawned->has_ready_time() && IsValidTimestamp(spawned->ready_time())) {
-      *r.mutable_ready_time() = spawned->ready_time();
-      if (IsValidDuration(spawned->boot_duration())) *r.mutable_boot_duration() = spawned->boot_duration();
-    }
-    if (spawned->private_nics_size() == r.private_nics_size()) *r.mutable_private_nics() = spawned->private_nics();
+    TakeSpawned(*spawned, &r);
     e->settle_after = deps_.clock->Now();  // a heartbeat already on its way may predate the spawn
     PPN_RETURN_IF_ERROR(registry_.Put(vm_id));
     log_.StartedElsewhere(r, actor, from);
